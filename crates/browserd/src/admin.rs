@@ -1,0 +1,28 @@
+//! The local admin API on `<data dir>/admin.sock`: how the CLI asks a running server to
+//! act on live sessions. A Unix socket, readable only by browserd's user, so it needs no
+//! API key; it is never on the network.
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use uuid::Uuid;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/sessions/{id}/release", post(release))
+        .with_state(state)
+}
+
+async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound(format!("session {id} not found"));
+    let uuid = Uuid::try_parse(&id).map_err(|_| not_found())?;
+    let session = state.sessions.release(uuid).await?.ok_or_else(not_found)?;
+    Ok(Json(session.to_json()).into_response())
+}

@@ -1,0 +1,176 @@
+//! The `connectUrl` websocket: `/?signingKey=TOKEN`, or the legacy
+//! `/?apiKey=KEY&sessionId=ID`. Everything that can be refused is refused with an HTTP
+//! status and a JSON message before the upgrade; after it, [`crate::cdp::relay`] runs.
+
+use super::AppState;
+use super::error::ApiError;
+use crate::secrets::{hash_api_key, verify_session_token};
+use crate::sessions::AttachError;
+use crate::store::SessionStore as _;
+use axum::Json;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use uuid::Uuid;
+
+/// Which session a connect request is for, if its credentials are right.
+async fn authenticate(state: &AppState, query: &HashMap<String, String>) -> Result<Uuid, ApiError> {
+    if let Some(token) = query.get("signingKey") {
+        return verify_session_token(&state.secret, token)
+            .ok_or_else(|| ApiError::Unauthorized("invalid signingKey for this server".into()));
+    }
+    if let Some(key) = query.get("apiKey") {
+        let project = state
+            .store
+            .project_for_key(&hash_api_key(key))
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("invalid apiKey".into()))?;
+        let id = query.get("sessionId").ok_or_else(|| {
+            ApiError::BadRequest(
+                "sessionId is required with apiKey; create a session with POST /v1/sessions first"
+                    .into(),
+            )
+        })?;
+        let not_found = || ApiError::NotFound(format!("session {id} not found"));
+        let uuid = Uuid::try_parse(id).map_err(|_| not_found())?;
+        return match state.store.get_session(uuid).await? {
+            Some(s) if s.project_id == project.id => Ok(uuid),
+            _ => Err(not_found()),
+        };
+    }
+    Err(ApiError::Unauthorized(
+        "missing credentials: connect with the session's connectUrl (?signingKey=...)".into(),
+    ))
+}
+
+/// Why a session cannot be connected to: gone (410) if it ended, else not found.
+async fn not_live(state: &AppState, id: Uuid) -> ApiError {
+    match state.store.get_session(id).await {
+        Ok(Some(s)) if s.status.is_ended() => ApiError::Gone(format!(
+            "session {id} has ended ({}): {}",
+            s.status.as_str(),
+            s.end_reason.as_deref().unwrap_or("no reason recorded")
+        )),
+        Ok(_) => ApiError::NotFound(format!("session {id} is not running on this server")),
+        Err(e) => e.into(),
+    }
+}
+
+/// `GET /?signingKey=…` with a websocket upgrade.
+pub async fn connect(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let id = authenticate(&state, &query).await?;
+    let key = websocket_key(req.headers())?;
+    let on_upgrade = req
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| ApiError::BadRequest("this connection cannot be upgraded".into()))?;
+    let lease = match state.sessions.attach(id) {
+        Ok(lease) => lease,
+        Err(AttachError::NotLive(id)) => return Err(not_live(&state, id).await),
+        Err(e @ AttachError::Starting(_)) => return Err(ApiError::Conflict(e.to_string())),
+    };
+
+    let max = state.settings.max_message_size;
+    // Owns this client's connection until it or the session ends.
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "client left during the websocket upgrade");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(crate::cdp::relay::ws_config(max)),
+        )
+        .await;
+        crate::cdp::relay::run(ws, lease, max).await;
+    });
+
+    // No Sec-WebSocket-Extensions in the answer: no compression, frames pass as they are.
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a valid header value"),
+    );
+    Ok(response)
+}
+
+/// Checks the websocket handshake headers and returns `Sec-WebSocket-Key`.
+fn websocket_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(ApiError::BadRequest(
+            "this is a CDP websocket endpoint: connect to it with a websocket client such as Playwright's connect_over_cdp or Puppeteer's connect".into(),
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(ApiError::BadRequest(
+            "Sec-WebSocket-Version must be 13".into(),
+        ));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key header".into()))
+}
+
+/// `GET /json/version/?signingKey=…`: what Playwright asks when given an `http://` URL.
+pub async fn json_version(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = authenticate(&state, &query).await?;
+    if !state.sessions.is_live(id) {
+        return Err(not_live(&state, id).await);
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let qs: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "signingKey" | "apiKey" | "sessionId"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let base = match &state.settings.public_url {
+        Some(url) => url
+            .trim_end_matches('/')
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1),
+        None => format!("ws://{host}"),
+    };
+    Ok(Json(serde_json::json!({
+        "Browser": "browserd/Chromium",
+        "Protocol-Version": "1.3",
+        "webSocketDebuggerUrl": format!("{base}/?{}", qs.join("&")),
+    }))
+    .into_response())
+}

@@ -1,0 +1,108 @@
+//! Errors as the Browserbase SDKs expect them: a status code and a JSON body
+//! `{"statusCode", "error", "message"}` with `Content-Type: application/json`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or breaks a rule; the message names the field and the rule.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The session has ended; connecting to it cannot work.
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A limit was reached. `retry` says whether waiting a little could help; the SDKs
+    /// retry 429s unless told `x-should-retry: false`.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry: bool },
+    #[error("{0}")]
+    NotImplemented(String),
+    /// browserd or its browser failed; the message says which.
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), %message, "request failed");
+        }
+        let body = serde_json::json!({
+            "statusCode": status.as_u16(),
+            "error": status.canonical_reason().unwrap_or("Error"),
+            "message": message,
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let no_retry = match &self {
+            Self::TooManyRequests { retry, .. } => !retry,
+            // Retrying cannot fix a browser that failed to start the same way twice; the
+            // SDKs would otherwise retry creates and launch more browsers.
+            Self::Internal(_) | Self::NotImplemented(_) => true,
+            _ => false,
+        };
+        if no_retry {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        debug_assert!(response.headers().contains_key(header::CONTENT_TYPE));
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(format!("browserd's database failed: {e}"))
+    }
+}
+
+impl From<crate::sessions::CreateError> for ApiError {
+    fn from(e: crate::sessions::CreateError) -> Self {
+        use crate::sessions::CreateError as E;
+        match e {
+            E::ServerFull { .. } | E::ProjectFull { .. } => Self::TooManyRequests {
+                message: e.to_string(),
+                retry: false,
+            },
+            E::ShuttingDown => Self::Unavailable(e.to_string()),
+            E::Launch(_) | E::SupervisorGone => Self::Internal(e.to_string()),
+            E::Store(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP face of browserd: the Browserbase REST API under `/v1` and the websocket
+//! `connectUrl` at `/`. Handlers parse, authenticate and shape JSON; the rules live in
+//! [`crate::sessions`].
+
+mod connect;
+pub mod error;
+mod params;
+mod projects;
+mod sessions;
+
+use crate::model::Project;
+use crate::secrets::{SigningSecret, hash_api_key};
+use crate::sessions::SessionManager;
+use crate::store::SqliteStore;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::routing::get;
+use error::ApiError;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// Settings the API needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Base of every `connectUrl`; `None`: taken from the request's `Host`.
+    pub public_url: Option<String>,
+    /// Lowest `timeout` a session may ask for, in seconds.
+    pub min_timeout_secs: u64,
+    /// Largest websocket message relayed in either direction.
+    pub max_message_size: usize,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: SqliteStore,
+    pub sessions: Arc<SessionManager>,
+    pub secret: SigningSecret,
+    pub settings: Arc<ApiSettings>,
+}
+
+/// Request bodies are small JSON documents; anything larger is refused with 413.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(connect::connect))
+        .route("/json/version", get(connect::json_version))
+        .route("/json/version/", get(connect::json_version))
+        .route(
+            "/v1/sessions",
+            get(sessions::list).post(sessions::create_or_release),
+        )
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::retrieve).post(sessions::update),
+        )
+        .route("/v1/projects", get(projects::list))
+        .route(
+            "/v1/projects/{id}",
+            get(projects::retrieve).patch(projects::update),
+        )
+        .route("/v1/projects/{id}/usage", get(projects::usage))
+        .route("/webdriver", axum::routing::any(sessions::webdriver))
+        .route(
+            "/webdriver/{*rest}",
+            axum::routing::any(sessions::webdriver),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// The project an `X-BB-API-Key` header belongs to.
+#[derive(Debug)]
+pub struct Auth(pub Project);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get("x-bb-api-key")
+            .ok_or_else(|| ApiError::Unauthorized("missing X-BB-API-Key header".into()))?
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("invalid API key".into()))?;
+        state
+            .store
+            .project_for_key(&hash_api_key(key))
+            .await?
+            .map(Auth)
+            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+    }
+}
+
+/// A JSON object body. An empty body counts as `{}` (the SDKs send `Content-Type:
+/// application/json` with no body on some calls); bad JSON and oversized bodies get our
+/// error shape instead of axum's plain text.
+#[derive(Debug)]
+pub struct JsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(format!(
+                        "request body is larger than the {MAX_BODY_BYTES} bytes allowed"
+                    ))
+                } else {
+                    ApiError::BadRequest(format!("could not read the request body: {rejection}"))
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ApiError::BadRequest("body must be a JSON object".into())),
+            Err(e) => Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),
+        }
+    }
+}
+
+/// Checks a timeout given outside the HTTP API (the CLI) by the same rule as `timeout`.
+pub fn check_timeout_secs(secs: u64, min: u64) -> Result<u64, ApiError> {
+    params::check_timeout("timeout", secs.min(i64::MAX as u64) as i64, min)
+}

@@ -1,0 +1,307 @@
+//! Reading request fields with errors that name the field and the rule.
+
+use super::error::ApiError;
+use crate::browser::Viewport;
+use crate::model::MAX_TIMEOUT_SECS;
+use serde_json::{Map, Value};
+
+/// Typed access to a JSON object's optional fields.
+pub struct Fields<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    /// A present, non-null field.
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.get(name)
+            .map(|v| v.as_bool().ok_or_else(|| type_error(name, "a boolean")))
+            .transpose()
+    }
+
+    pub fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
+        self.get(name)
+            .map(|v| v.as_str().ok_or_else(|| type_error(name, "a string")))
+            .transpose()
+    }
+
+    pub fn object(&self, name: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+        self.get(name)
+            .map(|v| v.as_object().ok_or_else(|| type_error(name, "an object")))
+            .transpose()
+    }
+
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.as_i64()
+                    .or_else(|| {
+                        v.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                            .map(|f| f as i64)
+                    })
+                    .ok_or_else(|| type_error(name, "an integer"))
+            })
+            .transpose()
+    }
+
+    /// The raw value, for fields stored as given.
+    pub fn value(&self, name: &str) -> Option<&'a Value> {
+        self.get(name)
+    }
+}
+
+fn type_error(name: &str, what: &str) -> ApiError {
+    ApiError::BadRequest(format!("{name} must be {what}"))
+}
+
+/// Checks a session timeout in seconds: `min..=21600`.
+pub fn check_timeout(name: &str, secs: i64, min: u64) -> Result<u64, ApiError> {
+    if secs < min as i64 {
+        return Err(ApiError::BadRequest(format!("{name} must be >= {min}")));
+    }
+    if secs > MAX_TIMEOUT_SECS as i64 {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be <= {MAX_TIMEOUT_SECS}"
+        )));
+    }
+    Ok(secs as u64)
+}
+
+pub const REGIONS: [&str; 4] = ["us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1"];
+
+/// `userMetadata` must serialise to fewer than 512 characters.
+pub const MAX_USER_METADATA_CHARS: usize = 512;
+
+/// The `browserSettings` fields of the Browserbase contract (current and older SDKs).
+/// Unknown fields are dropped, not refused.
+const BROWSER_SETTINGS_FIELDS: &[&str] = &[
+    "context",
+    "extensionId",
+    "viewport",
+    "blockAds",
+    "solveCaptchas",
+    "captchaImageSelector",
+    "captchaInputSelector",
+    "recordSession",
+    "logSession",
+    "advancedStealth",
+    "verified",
+    "os",
+    "ignoreCertificateErrors",
+    "allowedDomains",
+    "fingerprint",
+];
+
+/// Largest viewport side accepted, in pixels.
+const MAX_VIEWPORT_SIDE: i64 = 7680;
+
+/// The checked `browserSettings`: what is stored, and the viewport to start with.
+#[derive(Debug)]
+pub struct BrowserSettings {
+    pub stored: Map<String, Value>,
+    pub viewport: Viewport,
+    pub extension_id: Option<String>,
+}
+
+pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {
+    let stored: Map<String, Value> = raw
+        .iter()
+        .filter(|(k, _)| BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let fields = Fields(&stored);
+    let mut viewport = Viewport::default();
+    if let Some(vp) = fields
+        .object("viewport")
+        .map_err(prefix("browserSettings."))?
+    {
+        let vp = Fields(vp);
+        for (name, side) in [
+            ("width", &mut viewport.width),
+            ("height", &mut viewport.height),
+        ] {
+            if let Some(v) = vp
+                .integer(name)
+                .map_err(prefix("browserSettings.viewport."))?
+            {
+                if !(1..=MAX_VIEWPORT_SIDE).contains(&v) {
+                    return Err(ApiError::BadRequest(format!(
+                        "browserSettings.viewport.{name} must be between 1 and {MAX_VIEWPORT_SIDE}"
+                    )));
+                }
+                *side = v as u32;
+            }
+        }
+    }
+    for name in [
+        "blockAds",
+        "solveCaptchas",
+        "recordSession",
+        "logSession",
+        "advancedStealth",
+        "verified",
+        "ignoreCertificateErrors",
+    ] {
+        fields.bool(name).map_err(prefix("browserSettings."))?;
+    }
+    if let Some(ctx) = fields
+        .object("context")
+        .map_err(prefix("browserSettings."))?
+    {
+        let ctx = Fields(ctx);
+        if ctx
+            .str("id")
+            .map_err(prefix("browserSettings.context."))?
+            .is_none()
+        {
+            return Err(ApiError::BadRequest(
+                "browserSettings.context.id is required".into(),
+            ));
+        }
+        ctx.bool("persist")
+            .map_err(prefix("browserSettings.context."))?;
+    }
+    let extension_id = fields
+        .str("extensionId")
+        .map_err(prefix("browserSettings."))?
+        .map(str::to_owned);
+    Ok(BrowserSettings {
+        stored,
+        viewport,
+        extension_id,
+    })
+}
+
+/// Puts a path before the field name of a [`ApiError::BadRequest`].
+fn prefix(path: &'static str) -> impl Fn(ApiError) -> ApiError {
+    move |e| match e {
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("{path}{m}")),
+        other => other,
+    }
+}
+
+/// A `q` filter on `GET /v1/sessions`: `user_metadata['a']['b']:'value'`, string equality.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetadataQuery {
+    pub path: Vec<String>,
+    pub value: String,
+}
+
+impl MetadataQuery {
+    pub fn parse(q: &str) -> Result<Self, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "q must look like user_metadata['key']['nested']:'value' (got {q:?})"
+            ))
+        };
+        let mut rest = q.trim().strip_prefix("user_metadata").ok_or_else(bad)?;
+        let mut path = Vec::new();
+        while let Some(after) = rest.strip_prefix('[') {
+            let (key, after) = quoted(after).ok_or_else(bad)?;
+            rest = after.strip_prefix(']').ok_or_else(bad)?;
+            path.push(key);
+        }
+        let rest = rest.trim_start().strip_prefix(':').ok_or_else(bad)?.trim();
+        let (value, tail) = quoted(rest).ok_or_else(bad)?;
+        if path.is_empty() || !tail.trim().is_empty() {
+            return Err(bad());
+        }
+        Ok(Self { path, value })
+    }
+
+    pub fn matches(&self, metadata: Option<&Map<String, Value>>) -> bool {
+        let Some((last, parents)) = self.path.split_last() else {
+            return false;
+        };
+        let mut node = metadata;
+        for key in parents {
+            node = node.and_then(|m| m.get(key)).and_then(Value::as_object);
+        }
+        node.and_then(|m| m.get(last)).and_then(Value::as_str) == Some(self.value.as_str())
+    }
+}
+
+/// A string in single or double quotes at the start of `s`; returns it and what follows.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let quote = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let body = &s[1..];
+    let end = body.find(quote)?;
+    Some((body[..end].to_owned(), &body[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metadata_queries_parse_and_match_nested_strings() {
+        let q = MetadataQuery::parse("user_metadata['order']['id']:'42'").unwrap();
+        assert_eq!(q.path, ["order", "id"]);
+        assert_eq!(q.value, "42");
+        let m = json!({"order": {"id": "42"}, "x": "y"});
+        assert!(q.matches(m.as_object()));
+        assert!(!q.matches(json!({"order": {"id": 42}}).as_object()));
+        assert!(!q.matches(json!({"order": "42"}).as_object()));
+        assert!(!q.matches(None));
+        let top = MetadataQuery::parse(r#"user_metadata["env"]:"prod""#).unwrap();
+        assert!(top.matches(json!({"env": "prod"}).as_object()));
+        for bad in [
+            "",
+            "env:'prod'",
+            "user_metadata:'x'",
+            "user_metadata['a']",
+            "user_metadata['a']:'b' junk",
+            "user_metadata['a:'b'",
+        ] {
+            assert!(MetadataQuery::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_checked_against_both_bounds() {
+        assert_eq!(check_timeout("timeout", 60, 60).unwrap(), 60);
+        assert_eq!(check_timeout("timeout", 21600, 60).unwrap(), 21600);
+        assert_eq!(
+            check_timeout("timeout", 59, 60).unwrap_err().to_string(),
+            "timeout must be >= 60"
+        );
+        assert_eq!(
+            check_timeout("timeout", 21601, 60).unwrap_err().to_string(),
+            "timeout must be <= 21600"
+        );
+        assert_eq!(check_timeout("timeout", 1, 1).unwrap(), 1);
+    }
+
+    #[test]
+    fn browser_settings_keep_known_fields_and_check_the_viewport() {
+        let raw = json!({"viewport": {"width": 800, "height": 600}, "blockAds": true, "madeUp": 1});
+        let s = browser_settings(raw.as_object().unwrap()).unwrap();
+        assert_eq!(
+            s.viewport,
+            Viewport {
+                width: 800,
+                height: 600
+            }
+        );
+        assert!(s.stored.contains_key("blockAds"));
+        assert!(!s.stored.contains_key("madeUp"));
+        let err =
+            browser_settings(json!({"viewport": {"width": 0}}).as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "browserSettings.viewport.width must be between 1 and 7680"
+        );
+        let err = browser_settings(json!({"blockAds": "yes"}).as_object().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "browserSettings.blockAds must be a boolean"
+        );
+    }
+}

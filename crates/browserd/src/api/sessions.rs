@@ -1,0 +1,267 @@
+//! `/v1/sessions`: create, list, retrieve, release.
+
+use super::error::ApiError;
+use super::params::{self, Fields, MetadataQuery};
+use super::{AppState, Auth, JsonObject};
+use crate::model::{Session, SessionStatus};
+use crate::sessions::CreateRequest;
+use crate::store::SessionStore as _;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// A session plus the credentials to connect to it (create and retrieve responses).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WithConnect<'a> {
+    #[serde(flatten)]
+    session: crate::model::SessionJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selenium_remote_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
+}
+
+fn with_connect<'a>(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &'a Session,
+) -> WithConnect<'a> {
+    let live = !session.status.is_ended();
+    let (connect_url, selenium_remote_url, signing_key) = if live {
+        let token = crate::secrets::session_token(&state.secret, session.id);
+        let base = public_base(state, headers);
+        let ws_base = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else {
+            format!("ws://{}", base.trim_start_matches("http://"))
+        };
+        (
+            Some(format!("{ws_base}/?signingKey={token}")),
+            Some(format!("{base}/webdriver")),
+            Some(token),
+        )
+    } else {
+        (None, None, None)
+    };
+    WithConnect {
+        session: session.to_json(),
+        connect_url,
+        selenium_remote_url,
+        signing_key,
+    }
+}
+
+/// `http(s)://host[:port][/prefix]` without a trailing slash: `--public-url`, else the
+/// request's `Host`.
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.settings.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(id).map_err(|_| ApiError::NotFound(format!("session {id} not found")))
+}
+
+/// Loads a session of the caller's project; another project's session is "not found".
+async fn owned_session(state: &AppState, auth: &Auth, id: &str) -> Result<Session, ApiError> {
+    let uuid = parse_id(id)?;
+    match state.store.get_session(uuid).await? {
+        Some(s) if s.project_id == auth.0.id => Ok(s),
+        _ => Err(ApiError::NotFound(format!("session {id} not found"))),
+    }
+}
+
+/// Refuses a `projectId` in a body that is not the API key's project.
+fn check_project_id(fields: &Fields<'_>, auth: &Auth) -> Result<(), ApiError> {
+    match fields.str("projectId")? {
+        Some(p) if p != auth.0.id => Err(ApiError::Forbidden(format!(
+            "projectId {p} does not match the API key's project"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/sessions`: create; or, with `sessionId` and `status: REQUEST_RELEASE` (the
+/// docs' raw-API form), release.
+pub async fn create_or_release(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let fields = Fields(&body);
+    check_project_id(&fields, &auth)?;
+    if fields.has("status") {
+        let id = fields.str("sessionId")?.ok_or_else(|| {
+            ApiError::BadRequest("sessionId is required when status is given".into())
+        })?;
+        check_release_status(&fields)?;
+        let session = release(&state, &auth, id).await?;
+        return Ok(Json(session.to_json()).into_response());
+    }
+
+    let min = state.settings.min_timeout_secs;
+    let timeout_secs = match (fields.integer("timeout")?, fields.integer("api_timeout")?) {
+        (Some(t), _) => Some(params::check_timeout("timeout", t, min)?),
+        (None, Some(t)) => Some(params::check_timeout("api_timeout", t, min)?),
+        (None, None) => None,
+    };
+    let user_metadata = fields.object("userMetadata")?.cloned();
+    if let Some(m) = &user_metadata {
+        let len = serde_json::Value::Object(m.clone())
+            .to_string()
+            .chars()
+            .count();
+        if len >= params::MAX_USER_METADATA_CHARS {
+            return Err(ApiError::BadRequest(format!(
+                "userMetadata must be under {} characters as JSON (it is {len})",
+                params::MAX_USER_METADATA_CHARS
+            )));
+        }
+    }
+    let region = match fields.str("region")? {
+        Some(r) if params::REGIONS.contains(&r) => r.to_owned(),
+        Some(r) => {
+            return Err(ApiError::BadRequest(format!(
+                "region must be one of {} (got {r:?})",
+                params::REGIONS.join(", ")
+            )));
+        }
+        None => params::REGIONS[0].to_owned(),
+    };
+    let settings = fields
+        .object("browserSettings")?
+        .map(params::browser_settings)
+        .transpose()?;
+    let extension_id = match fields.str("extensionId")? {
+        Some(e) => Some(e.to_owned()),
+        None => settings.as_ref().and_then(|s| s.extension_id.clone()),
+    };
+    let proxies = match fields.value("proxies") {
+        None => None,
+        Some(v @ (serde_json::Value::Bool(_) | serde_json::Value::Array(_))) => Some(v.clone()),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "proxies must be a boolean or an array of proxy configurations".into(),
+            ));
+        }
+    };
+    let request = CreateRequest {
+        project: auth.0.clone(),
+        keep_alive: fields.bool("keepAlive")?.unwrap_or(false),
+        timeout_secs,
+        region,
+        user_metadata,
+        viewport: settings.as_ref().map(|s| s.viewport).unwrap_or_default(),
+        browser_settings: settings.map(|s| s.stored),
+        extension_id,
+        proxies,
+    };
+    let session = state.sessions.create(request).await?;
+    let body = with_connect(&state, &headers, &session);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn check_release_status(fields: &Fields<'_>) -> Result<(), ApiError> {
+    match fields.str("status")? {
+        Some("REQUEST_RELEASE") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "status must be REQUEST_RELEASE (got {other:?})"
+        ))),
+        None => Err(ApiError::BadRequest(
+            "status is required and must be REQUEST_RELEASE".into(),
+        )),
+    }
+}
+
+async fn release(state: &AppState, auth: &Auth, id: &str) -> Result<Session, ApiError> {
+    let session = owned_session(state, auth, id).await?;
+    if session.status.is_ended() {
+        return Ok(session);
+    }
+    state
+        .sessions
+        .release(session.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("session {id} vanished while releasing")))
+}
+
+/// `POST /v1/sessions/{id}` with `{"status": "REQUEST_RELEASE"}`.
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let fields = Fields(&body);
+    check_project_id(&fields, &auth)?;
+    check_release_status(&fields)?;
+    let session = release(&state, &auth, &id).await?;
+    Ok(Json(session.to_json()).into_response())
+}
+
+/// `GET /v1/sessions/{id}`; carries `connectUrl` while the session is live.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = owned_session(&state, &auth, &id).await?;
+    Ok(Json(with_connect(&state, &headers, &session)).into_response())
+}
+
+/// `GET /v1/sessions?status=…&q=…`: the project's sessions, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let status = query
+        .get("status")
+        .map(|s| {
+            SessionStatus::parse(s).ok_or_else(|| {
+                let all: Vec<_> = SessionStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::BadRequest(format!(
+                    "status must be one of {} (got {s:?})",
+                    all.join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    let q = query
+        .get("q")
+        .filter(|q| !q.trim().is_empty())
+        .map(|q| MetadataQuery::parse(q))
+        .transpose()?;
+    let sessions = state.store.list_sessions(Some(&auth.0.id), status).await?;
+    let body: Vec<_> = sessions
+        .iter()
+        .filter(|s| {
+            q.as_ref()
+                .is_none_or(|q| q.matches(s.user_metadata.as_ref()))
+        })
+        .map(Session::to_json)
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+/// `seleniumRemoteUrl`: answered clearly until WebDriver is supported.
+pub async fn webdriver() -> ApiError {
+    ApiError::NotImplemented(
+        "browserd does not serve Selenium/WebDriver yet; connect with a CDP client (Playwright, Puppeteer) to connectUrl".into(),
+    )
+}

@@ -1,0 +1,211 @@
+//! A real headless Chromium per session.
+//!
+//! Each browser gets `<sessions dir>/<session id>/` holding its profile and its log, starts
+//! with `--remote-debugging-port=0` on loopback, and tells us its port through the
+//! `DevToolsActivePort` file it writes into the profile (no stderr parsing). It runs as the
+//! leader of its own process group so that stopping it stops its helpers too.
+
+use super::{BrowserInstance, LaunchError, LaunchSpec, Launcher, procs};
+use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Flags every session's Chromium gets. They keep the browser off the network except for what
+/// pages request (no sync, updates, metrics or safe-browsing pings) and quiet on a server.
+const BASE_FLAGS: &[&str] = &[
+    "--headless",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-default-apps",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+    "--safebrowsing-disable-auto-update",
+    "--password-store=basic",
+    "--use-mock-keychain",
+    "--mute-audio",
+];
+
+/// How long a browser may take to open its DevTools port.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ChromiumLauncher {
+    executable: PathBuf,
+    sessions_dir: PathBuf,
+    /// Chromium's sandbox cannot start as root; as root we must pass `--no-sandbox`.
+    no_sandbox: bool,
+}
+
+impl ChromiumLauncher {
+    pub fn new(executable: PathBuf, sessions_dir: PathBuf) -> Self {
+        Self {
+            executable,
+            sessions_dir,
+            no_sandbox: rustix::process::geteuid().is_root(),
+        }
+    }
+
+    /// Finds a Chromium on `PATH`: the first of `chromium`, `chromium-browser`, `google-chrome`.
+    pub fn find_on_path() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        ["chromium", "chromium-browser", "google-chrome"]
+            .iter()
+            .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+            .find(|candidate| candidate.is_file())
+    }
+
+    pub fn executable(&self) -> &Path {
+        &self.executable
+    }
+}
+
+#[async_trait::async_trait]
+impl Launcher for ChromiumLauncher {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+        let dir = self.sessions_dir.join(spec.session_id.to_string());
+        let profile = dir.join("profile");
+        tokio::fs::create_dir_all(&profile)
+            .await
+            .map_err(|source| LaunchError::ProfileDir {
+                path: profile.clone(),
+                source,
+            })?;
+        let log_path = dir.join("chromium.log");
+        let log = std::fs::File::create(&log_path).map_err(|source| LaunchError::ProfileDir {
+            path: log_path.clone(),
+            source,
+        })?;
+
+        let mut cmd = CommandWrap::with_new(&self.executable, |c| {
+            c.args(BASE_FLAGS)
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(format!(
+                    "--window-size={},{}",
+                    spec.viewport.width, spec.viewport.height
+                ))
+                .args(self.no_sandbox.then_some("--no-sandbox"))
+                .arg("about:blank")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                // A file, not a pipe: nobody reads a pipe and a full one would stall Chromium.
+                .stderr(log);
+        });
+        cmd.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+        let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+            path: self.executable.clone(),
+            source,
+        })?;
+        let mut browser = ChromiumBrowser {
+            child,
+            dir,
+            cdp_url: String::new(),
+            stopped: false,
+        };
+        match browser.wait_for_devtools(&profile, &log_path).await {
+            Ok(url) => {
+                browser.cdp_url = url;
+                Ok(Box::new(browser))
+            }
+            Err(e) => {
+                browser.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+struct ChromiumBrowser {
+    child: Box<dyn ChildWrapper>,
+    /// The session's own folder; everything in it goes when the browser does.
+    dir: PathBuf,
+    cdp_url: String,
+    stopped: bool,
+}
+
+impl ChromiumBrowser {
+    /// Polls for `DevToolsActivePort` (port, then browser ws path) while watching for an early exit.
+    async fn wait_for_devtools(
+        &mut self,
+        profile: &Path,
+        log_path: &Path,
+    ) -> Result<String, LaunchError> {
+        let port_file = profile.join("DevToolsActivePort");
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = tokio::fs::read_to_string(&port_file).await {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                    if let Ok(port) = port.trim().parse::<u16>() {
+                        return Ok(format!("ws://127.0.0.1:{port}{}", path.trim()));
+                    }
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(LaunchError::EarlyExit {
+                    status: status.to_string(),
+                    log_tail: log_tail(log_path).await,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LaunchError::NotReady(START_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn log_tail(path: &Path) -> String {
+    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(5).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+#[async_trait::async_trait]
+impl BrowserInstance for ChromiumBrowser {
+    fn cdp_url(&self) -> &str {
+        &self.cdp_url
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn exited(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => format!("Chromium exited unexpectedly ({status})"),
+            Err(e) => format!("lost track of the Chromium process: {e}"),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        // SIGKILL to the whole group: the profile is thrown away, so there is nothing a
+        // graceful exit would save. Then reap, then sweep helpers that left the group.
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            procs::kill_by_cmdline(&dir);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove session dir");
+                }
+            }
+        })
+        .await;
+    }
+}

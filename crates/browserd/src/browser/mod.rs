@@ -1,0 +1,76 @@
+//! Starting and stopping the browser behind a session.
+//!
+//! [`Launcher`] is the seam between the session lifecycle and a real Chromium
+//! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
+
+pub mod chromium;
+pub mod procs;
+
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// The window size a session's browser starts with (Browserbase's `browserSettings.viewport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewport {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Default for Viewport {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+        }
+    }
+}
+
+/// What a session asks of its browser.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub session_id: Uuid,
+    pub viewport: Viewport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("could not start Chromium at {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("could not prepare the session's profile dir {path}: {source}")]
+    ProfileDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Chromium exited during start-up ({status}); its last output: {log_tail}")]
+    EarlyExit { status: String, log_tail: String },
+    #[error("Chromium did not open its DevTools port within {0:?}")]
+    NotReady(std::time::Duration),
+}
+
+/// Starts browsers.
+#[async_trait::async_trait]
+pub trait Launcher: Send + Sync + 'static {
+    /// Starts a browser and returns once its CDP endpoint accepts connections.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError>;
+}
+
+/// One running browser, owned by one session's supervisor.
+#[async_trait::async_trait]
+pub trait BrowserInstance: Send + Sync {
+    /// Browser-level CDP websocket URL on loopback. Only browserd connects to it; it never
+    /// appears in a response.
+    fn cdp_url(&self) -> &str;
+
+    /// The browser's process id, where there is a process.
+    fn pid(&self) -> Option<u32>;
+
+    /// Resolves when the browser exits by itself (crash, kill, `Browser.close`), with a
+    /// description of how it exited.
+    async fn exited(&mut self) -> String;
+
+    /// Stops the browser's whole process tree and removes its files. Idempotent.
+    async fn shutdown(&mut self);
+}

@@ -1,0 +1,76 @@
+//! Finding and killing Chromium processes by what is on their command line.
+//!
+//! Chromium's helpers can leave the browser's process group (the crash handler double-forks
+//! and calls `setsid`), so killing the group is not proof that nothing is left. Every
+//! process browserd starts carries the session's unique profile path in its arguments or
+//! inherits it from a parent that did; a sweep of `/proc` for that path catches the rest.
+
+use rustix::process::{Pid, Signal, kill_process};
+use std::path::Path;
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn find_by_cmdline(needle: &Path) -> Vec<u32> {
+    let needle = needle.as_os_str().as_encoded_bytes();
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| memchr::memmem::find(&cmd, needle).is_some())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process whose command line contains `needle`; returns how many it hit.
+pub fn kill_by_cmdline(needle: &Path) -> usize {
+    let pids = find_by_cmdline(needle);
+    for &pid in &pids {
+        if let Some(pid) = Pid::from_raw(pid as i32) {
+            // ESRCH (already gone) is the outcome we want anyway.
+            let _ = kill_process(pid, Signal::KILL);
+        }
+    }
+    pids.len()
+}
+
+/// Whether a process with this pid exists (zombies count as gone).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_kills_a_process_by_an_argument() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker-arg");
+        // sh takes the marker as its $0, so it shows in the command line.
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("while :; do sleep 0.1; done")
+            .arg(&marker)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(find_by_cmdline(&marker), vec![pid]);
+        assert!(is_alive(pid));
+        assert_eq!(kill_by_cmdline(&marker), 1);
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+        assert!(find_by_cmdline(&marker).is_empty());
+    }
+}

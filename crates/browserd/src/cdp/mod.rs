@@ -1,0 +1,3 @@
+//! The CDP side: relaying a client's websocket to its session's browser.
+
+pub mod relay;

@@ -1,0 +1,262 @@
+//! The `browserd` command line.
+//!
+//! `serve` runs the server. The `project` and `sessions` commands work on the data dir's
+//! database directly (SQLite allows that while a server runs); `sessions release` asks the
+//! running server over its admin socket, so the browser is really stopped.
+
+use crate::config::{Common, Config, Settings};
+use crate::model::{SessionStatus, fmt_time};
+use crate::secrets::{hash_api_key, new_api_key};
+use crate::store::{SessionStore as _, SqliteStore};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "browserd",
+    version,
+    about = "A self-hosted, Browserbase-compatible browser session server",
+    long_about = "A self-hosted, Browserbase-compatible browser session server.\n\n\
+        Point the official Browserbase SDKs at it with BROWSERBASE_BASE_URL and BROWSERBASE_API_KEY, \
+        then drive each session's Chromium through its connectUrl with Playwright, Puppeteer or any CDP client.\n\n\
+        Settings come from flags, then BROWSERD_* environment variables, then the --config TOML file, then defaults."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server
+    Serve(Settings),
+    /// Manage projects (owners of sessions and API keys)
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Inspect and release sessions
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project and print its id and a new API key
+    Create {
+        name: String,
+        /// Sessions the project may run at once [default: the server's --max-sessions default]
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// The project's defaultTimeout in seconds [default: --default-timeout]
+        #[arg(long, value_name = "SECONDS")]
+        default_timeout: Option<u64>,
+    },
+    /// List projects
+    List,
+    /// Set a project's default session timeout (for sessions created without `timeout`)
+    SetDefaultTimeout {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+        seconds: u64,
+    },
+    /// Add another API key to a project and print it
+    CreateKey {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, newest first
+    List {
+        /// Only sessions with this status (PENDING, RUNNING, COMPLETED, TIMED_OUT, ERROR)
+        #[arg(long)]
+        status: Option<String>,
+        /// Only sessions of this project
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// End a session now (REQUEST_RELEASE)
+    Release { id: Uuid },
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    if !config.db_path().exists() {
+        bail!(
+            "no browserd database in {} (run `browserd serve` once, or pass --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    SqliteStore::open(&config.db_path())
+        .await
+        .with_context(|| format!("could not open {}", config.db_path().display()))
+}
+
+async fn project_or_default(store: &SqliteStore, id: Option<String>) -> anyhow::Result<String> {
+    let id = match id {
+        Some(id) => id,
+        None => store
+            .get_setting("default_project_id")
+            .await?
+            .context("there is no default project yet; run `browserd serve` once")?,
+    };
+    store
+        .get_project(&id)
+        .await?
+        .map(|p| p.id)
+        .with_context(|| format!("project {id} not found"))
+}
+
+pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    let store = open_store(&config).await?;
+    let check = |secs: u64| {
+        crate::api::check_timeout_secs(secs, config.min_timeout_secs)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    match cmd {
+        ProjectCommand::Create {
+            name,
+            concurrency,
+            default_timeout,
+        } => {
+            let timeout = check(default_timeout.unwrap_or(config.default_timeout_secs))?;
+            let concurrency = concurrency.unwrap_or(config.max_sessions as u32);
+            if concurrency == 0 {
+                bail!("--concurrency must be at least 1");
+            }
+            let project = store.create_project(&name, timeout, concurrency).await?;
+            let key = new_api_key();
+            store.add_api_key(&project.id, &hash_api_key(&key)).await?;
+            println!("project id: {}", project.id);
+            println!("API key:    {key}   (shown only this once)");
+        }
+        ProjectCommand::List => {
+            println!(
+                "{:<36}  {:<20}  {:>15}  {:>11}",
+                "ID", "NAME", "DEFAULT TIMEOUT", "CONCURRENCY"
+            );
+            for p in store.list_projects().await? {
+                println!(
+                    "{:<36}  {:<20}  {:>14}s  {:>11}",
+                    p.id, p.name, p.default_timeout_secs, p.concurrency
+                );
+            }
+        }
+        ProjectCommand::SetDefaultTimeout { project, seconds } => {
+            let id = project_or_default(&store, project).await?;
+            let secs = check(seconds)?;
+            store.set_default_timeout(&id, secs).await?;
+            println!("project {id}: defaultTimeout is now {secs}s");
+        }
+        ProjectCommand::CreateKey { project } => {
+            let id = project_or_default(&store, project).await?;
+            let key = new_api_key();
+            store.add_api_key(&id, &hash_api_key(&key)).await?;
+            println!("API key for project {id}: {key}   (shown only this once)");
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    match cmd {
+        SessionsCommand::List { status, project } => {
+            let status = status
+                .map(|s| {
+                    SessionStatus::parse(&s.to_uppercase())
+                        .with_context(|| format!("unknown status {s:?}"))
+                })
+                .transpose()?;
+            let store = open_store(&config).await?;
+            println!(
+                "{:<36}  {:<9}  {:<5}  {:<24}  {:<24}  END REASON",
+                "ID", "STATUS", "KEEP", "CREATED", "EXPIRES"
+            );
+            for s in store.list_sessions(project.as_deref(), status).await? {
+                println!(
+                    "{:<36}  {:<9}  {:<5}  {:<24}  {:<24}  {}",
+                    s.id,
+                    s.status.as_str(),
+                    if s.keep_alive { "yes" } else { "no" },
+                    fmt_time(s.created_at),
+                    fmt_time(s.expires_at),
+                    s.end_reason.as_deref().unwrap_or("")
+                );
+            }
+            store.close().await;
+        }
+        SessionsCommand::Release { id } => release(&config, id).await?,
+    }
+    Ok(())
+}
+
+async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
+    match admin_post(&config.admin_socket(), &format!("/sessions/{id}/release")).await {
+        Ok((status, body)) if status.is_success() => {
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            println!("session {id}: {}", v["status"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Ok((status, body)) => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            bail!(
+                "{status}: {}",
+                v["message"].as_str().unwrap_or("request failed")
+            )
+        }
+        Err(_) => {
+            // No server is running: nothing holds a browser, so recording the end is all
+            // there is to do.
+            let store = open_store(config).await?;
+            let session = store
+                .get_session(id)
+                .await?
+                .with_context(|| format!("session {id} not found"))?;
+            if !session.status.is_ended() {
+                store
+                    .finish_session(
+                        id,
+                        SessionStatus::Completed,
+                        crate::model::now(),
+                        "released from the command line while browserd was not running",
+                    )
+                    .await?;
+            }
+            let after = store.get_session(id).await?.context("session vanished")?;
+            println!(
+                "session {id}: {} (browserd is not running)",
+                after.status.as_str()
+            );
+            store.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// A bodiless POST to the admin socket; the status and body of the answer.
+async fn admin_post(
+    socket: &std::path::Path,
+    path: &str,
+) -> anyhow::Result<(axum::http::StatusCode, axum::body::Bytes)> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    // Drives the connection while the one request is in flight.
+    tokio::spawn(conn);
+    let req = axum::http::Request::post(path)
+        .header(axum::http::header::HOST, "browserd")
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}

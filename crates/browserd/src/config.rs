@@ -1,0 +1,268 @@
+//! Configuration: command-line flags over `BROWSERD_*` environment variables over an
+//! optional TOML file over built-in defaults.
+//!
+//! clap reads flags and environment variables together (so `--help` shows both); the file
+//! fills what neither set. A few lines of merging, rather than a layered-config crate,
+//! because there is exactly one file and one struct.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::model::MAX_TIMEOUT_SECS;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+pub const DEFAULT_DATA_DIR: &str = "./browserd-data";
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+pub const DEFAULT_MIN_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_MESSAGE_MIB: usize = 256;
+/// Memory planned per session when sizing `--max-sessions` (Chromium with a few busy tabs).
+pub const MIB_PER_SESSION: u64 = 512;
+
+/// Every setting, as given by any one source (all optional).
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to serve the API and connectUrl websockets on [default: 127.0.0.1:3000]
+    #[arg(long, env = "BROWSERD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Base URL put in connectUrl, e.g. https://browsers.example.com; when unset, taken from
+    /// the Host header of each request
+    #[arg(long, env = "BROWSERD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Chromium executable [default: the first of chromium, chromium-browser, google-chrome
+    /// on PATH]
+    #[arg(long, env = "BROWSERD_CHROMIUM", value_name = "PATH")]
+    pub chromium: Option<PathBuf>,
+
+    /// API key of the default project (for scripts and CI); when unset, a random key is
+    /// made on first start and printed once
+    #[arg(
+        long,
+        env = "BROWSERD_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// Concurrent sessions on this server [default: one per 512 MiB of memory, less 1 GiB
+    /// for the system]
+    #[arg(long, env = "BROWSERD_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// The default project's defaultTimeout when it is first created, in seconds [default: 300]
+    #[arg(long, env = "BROWSERD_DEFAULT_TIMEOUT", value_name = "SECONDS")]
+    pub default_timeout: Option<u64>,
+
+    /// Smallest session timeout accepted, in seconds; tests may lower it to 1 [default: 60]
+    #[arg(long, env = "BROWSERD_MIN_TIMEOUT", value_name = "SECONDS")]
+    pub min_timeout: Option<u64>,
+
+    /// Largest CDP websocket message relayed in either direction, in MiB [default: 256]
+    #[arg(long, env = "BROWSERD_MAX_MESSAGE_MIB", value_name = "MIB")]
+    pub max_message_mib: Option<usize>,
+
+    /// Only read from the config file; on the command line it is a global flag (`Common`).
+    #[arg(skip)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Common {
+    /// TOML file with any of the serve settings (keys as the flags, with _ for -)
+    #[arg(long, env = "BROWSERD_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Where browserd keeps its database and session files [default: ./browserd-data]
+    #[arg(long, env = "BROWSERD_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub chromium: Option<PathBuf>,
+    pub api_key: Option<String>,
+    pub max_sessions: usize,
+    pub default_timeout_secs: u64,
+    pub min_timeout_secs: u64,
+    pub max_message_size: usize,
+}
+
+impl Config {
+    /// Merges flags/env (`cli`) over the file named by `--config` over defaults, and checks it.
+    pub fn resolve(common: &Common, cli: &Settings) -> anyhow::Result<Self> {
+        let f = match &common.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        let min_timeout_secs = cli
+            .min_timeout
+            .or(f.min_timeout)
+            .unwrap_or(DEFAULT_MIN_TIMEOUT_SECS);
+        if !(1..=MAX_TIMEOUT_SECS).contains(&min_timeout_secs) {
+            bail!("--min-timeout must be between 1 and {MAX_TIMEOUT_SECS} seconds");
+        }
+        let default_timeout_secs = cli
+            .default_timeout
+            .or(f.default_timeout)
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if !(min_timeout_secs..=MAX_TIMEOUT_SECS).contains(&default_timeout_secs) {
+            bail!(
+                "--default-timeout must be between --min-timeout ({min_timeout_secs}) and {MAX_TIMEOUT_SECS} seconds"
+            );
+        }
+        let max_sessions = cli
+            .max_sessions
+            .or(f.max_sessions)
+            .unwrap_or_else(default_max_sessions);
+        if max_sessions == 0 {
+            bail!("--max-sessions must be at least 1");
+        }
+        let public_url = cli.public_url.clone().or(f.public_url);
+        if let Some(url) = &public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--public-url must start with http:// or https:// (got {url:?})");
+            }
+        }
+        let max_message_mib = cli
+            .max_message_mib
+            .or(f.max_message_mib)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_MIB);
+        if !(1..=2048).contains(&max_message_mib) {
+            bail!("--max-message-mib must be between 1 and 2048");
+        }
+        Ok(Self {
+            listen: cli
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+            public_url,
+            data_dir: common
+                .data_dir
+                .clone()
+                .or(f.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            chromium: cli.chromium.clone().or(f.chromium),
+            api_key: cli.api_key.clone().or(f.api_key),
+            max_sessions,
+            default_timeout_secs,
+            min_timeout_secs,
+            max_message_size: max_message_mib * 1024 * 1024,
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("browserd.db")
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.data_dir.join("sessions")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Settings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// One session per 512 MiB of memory after leaving 1 GiB to the system; at least 1.
+fn default_max_sessions() -> usize {
+    let total_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(4096);
+    (total_mib.saturating_sub(1024) / MIB_PER_SESSION).max(1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("browserd.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:4000\"\nmax_sessions = 7\nmin_timeout = 5\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let common = Common {
+            config: Some(file),
+            data_dir: None,
+        };
+        let cli = Settings {
+            max_sessions: Some(3),
+            ..Settings::default()
+        };
+        let c = Config::resolve(&common, &cli).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(c.max_sessions, 3);
+        assert_eq!(c.min_timeout_secs, 5);
+        assert_eq!(c.default_timeout_secs, 300);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.max_message_size, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_name() {
+        let common = Common::default();
+        let err = Config::resolve(
+            &common,
+            &Settings {
+                default_timeout: Some(30),
+                ..Settings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--default-timeout"), "{err}");
+        let err = Config::resolve(
+            &common,
+            &Settings {
+                public_url: Some("example.com".into()),
+                ..Settings::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--public-url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:1\"\n").unwrap();
+        let common = Common {
+            config: Some(file),
+            data_dir: None,
+        };
+        let err = Config::resolve(&common, &Settings::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("listn"), "{err:#}");
+    }
+
+    #[test]
+    fn the_default_session_limit_fits_the_memory() {
+        assert!(default_max_sessions() >= 1);
+    }
+}

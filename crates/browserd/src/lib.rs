@@ -1,0 +1,23 @@
+//! browserd: a self-hosted, Browserbase-compatible browser session server.
+//!
+//! Module map, following a request:
+//! - [`api`]: the Browserbase REST API (`/v1/...`) and the `connectUrl` websocket, on axum.
+//! - [`sessions`]: the lifecycle; one supervisor task per session owns its browser,
+//!   deadline, clients and keepAlive rule, and every ending goes through one path.
+//! - [`browser`]: launching and stopping Chromium (a trait, so tests can fake it).
+//! - [`cdp`]: relaying a client's CDP websocket to its session's browser.
+//! - [`store`]: SQLite persistence of projects, key hashes and sessions.
+//! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
+//! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
+
+pub mod admin;
+pub mod api;
+pub mod browser;
+pub mod cdp;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod secrets;
+pub mod server;
+pub mod sessions;
+pub mod store;

@@ -1,0 +1,88 @@
+//! The `browserd` binary: parse the command line, set up logging, call the library.
+
+use anyhow::Context;
+use browserd::cli::{Cli, Command};
+use browserd::config::{Common, Config, Settings};
+use clap::Parser;
+use std::os::unix::fs::PermissionsExt;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(settings) => serve(&cli.common, &settings).await,
+        Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
+        Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("browserd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
+    let config = Config::resolve(common, settings)?;
+    let prepared = browserd::server::prepare(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", config.listen))?;
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+
+    let socket = config.admin_socket();
+    let _ = std::fs::remove_file(&socket); // a stale socket of a previous run; we hold the lock
+    let admin = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("could not create admin socket {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    if prepared.reconciled > 0 {
+        println!(
+            "browserd: ended {} session(s) left running by a previous run as ERROR",
+            prepared.reconciled
+        );
+    }
+    if let Some(key) = &prepared.new_api_key {
+        println!(
+            "browserd: created the default project {} and its API key.\n\
+             The key is shown only this once (browserd stores its hash); set these for the Browserbase SDKs:\n\n\
+             BROWSERBASE_BASE_URL={base_url}\n\
+             BROWSERBASE_API_KEY={key}\n",
+            prepared.default_project_id
+        );
+    }
+    println!(
+        "browserd: listening on {base_url} (data dir {}, up to {} sessions)",
+        config.data_dir.display(),
+        config.max_sessions
+    );
+    browserd::server::run(listener, Some(admin), prepared.state, shutdown_signal()).await?;
+    let _ = std::fs::remove_file(&socket);
+    println!("browserd: stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

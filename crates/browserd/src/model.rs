@@ -1,0 +1,249 @@
+//! The records browserd keeps, and their Browserbase-shaped JSON.
+//!
+//! Field names and types follow the Browserbase SDKs' `Session` and `Project` types
+//! (see shared/reference/browserbase-api.md §4); every field the SDKs mark required is always sent.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Longest session the Browserbase contract allows: 6 hours.
+pub const MAX_TIMEOUT_SECS: u64 = 21_600;
+
+/// Where a session is in its life. `PENDING` while its browser starts, `RUNNING` once a
+/// client can connect, then exactly one of the three end states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SessionStatus {
+    Pending,
+    Running,
+    Completed,
+    TimedOut,
+    Error,
+}
+
+impl SessionStatus {
+    pub const ALL: [SessionStatus; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Completed,
+        Self::TimedOut,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::TimedOut => "TIMED_OUT",
+            Self::Error => "ERROR",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether this status means the session has ended for good.
+    pub fn is_ended(self) -> bool {
+        matches!(self, Self::Completed | Self::TimedOut | Self::Error)
+    }
+}
+
+/// One session as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: Uuid,
+    pub project_id: String,
+    pub status: SessionStatus,
+    pub keep_alive: bool,
+    pub timeout_secs: u64,
+    pub region: String,
+    pub user_metadata: Option<Map<String, Value>>,
+    /// `browserSettings` as the client sent it (unknown fields dropped by the API layer).
+    pub browser_settings: Option<Map<String, Value>>,
+    pub extension_id: Option<String>,
+    pub proxies: Option<Value>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub started_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ended_at: Option<OffsetDateTime>,
+    /// Why the session ended, in words a user can act on (not part of the Browserbase shape).
+    pub end_reason: Option<String>,
+}
+
+/// A project: owner of sessions and API keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub owner_id: String,
+    pub default_timeout_secs: u64,
+    pub concurrency: u32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The Browserbase `Session` JSON object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionJson<'a> {
+    pub id: Uuid,
+    pub created_at: String,
+    pub updated_at: String,
+    pub project_id: &'a str,
+    pub started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub expires_at: String,
+    pub status: SessionStatus,
+    pub proxy_bytes: u64,
+    pub keep_alive: bool,
+    pub region: &'a str,
+    /// Seconds; not in the SDK types, harmless to them, useful to people reading raw JSON.
+    pub timeout: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<&'a Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<&'a str>,
+}
+
+impl Session {
+    pub fn to_json(&self) -> SessionJson<'_> {
+        SessionJson {
+            id: self.id,
+            created_at: fmt_time(self.created_at),
+            updated_at: fmt_time(self.updated_at),
+            project_id: &self.project_id,
+            started_at: fmt_time(self.started_at),
+            ended_at: self.ended_at.map(fmt_time),
+            expires_at: fmt_time(self.expires_at),
+            status: self.status,
+            proxy_bytes: 0,
+            keep_alive: self.keep_alive,
+            region: &self.region,
+            timeout: self.timeout_secs,
+            context_id: None,
+            user_metadata: self.user_metadata.as_ref(),
+            end_reason: self.end_reason.as_deref(),
+        }
+    }
+
+    /// Browser minutes this session is billed for: its running time rounded up to whole
+    /// minutes, at least one (as Browserbase counts them).
+    pub fn browser_minutes(&self, now: OffsetDateTime) -> u64 {
+        if self.status == SessionStatus::Pending {
+            return 0;
+        }
+        let end = self.ended_at.unwrap_or(now);
+        let secs = (end - self.started_at).whole_seconds().max(0) as u64;
+        secs.div_ceil(60).max(1)
+    }
+}
+
+/// The Browserbase `Project` JSON object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectJson<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub owner_id: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub default_timeout: u64,
+    pub concurrency: u32,
+}
+
+impl Project {
+    pub fn to_json(&self) -> ProjectJson<'_> {
+        ProjectJson {
+            id: &self.id,
+            name: &self.name,
+            owner_id: &self.owner_id,
+            created_at: fmt_time(self.created_at),
+            updated_at: fmt_time(self.updated_at),
+            default_timeout: self.default_timeout_secs,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+const TIME_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
+/// Formats a UTC instant as RFC 3339 with milliseconds, e.g. `2026-11-27T09:54:12.345Z`.
+/// The fixed width makes stored timestamps sort as text.
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TIME_FORMAT)
+        .expect("a UTC date always formats")
+}
+
+/// Parses what [`fmt_time`] wrote (any RFC 3339 string is accepted).
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+}
+
+/// Now, truncated to milliseconds so that what is stored equals what is held in memory.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .expect("milliseconds are a valid nanosecond value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_and_sort_as_text() {
+        let a = now();
+        let b = a + time::Duration::milliseconds(1);
+        assert_eq!(parse_time(&fmt_time(a)).unwrap(), a);
+        assert!(fmt_time(a) < fmt_time(b));
+        assert!(fmt_time(a).ends_with('Z'));
+    }
+
+    #[test]
+    fn browser_minutes_round_up_with_a_one_minute_floor() {
+        let start = now();
+        let mut s = Session {
+            id: Uuid::nil(),
+            project_id: "p".into(),
+            status: SessionStatus::Completed,
+            keep_alive: false,
+            timeout_secs: 60,
+            region: "us-west-2".into(),
+            user_metadata: None,
+            browser_settings: None,
+            extension_id: None,
+            proxies: None,
+            created_at: start,
+            updated_at: start,
+            started_at: start,
+            expires_at: start,
+            ended_at: Some(start + time::Duration::seconds(5)),
+            end_reason: None,
+        };
+        assert_eq!(s.browser_minutes(start), 1);
+        s.ended_at = Some(start + time::Duration::seconds(61));
+        assert_eq!(s.browser_minutes(start), 2);
+        s.status = SessionStatus::Pending;
+        assert_eq!(s.browser_minutes(start), 0);
+    }
+
+    #[test]
+    fn status_names_match_the_sdk_enum() {
+        for s in SessionStatus::ALL {
+            assert_eq!(SessionStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(SessionStatus::parse("REQUEST_RELEASE"), None);
+    }
+}

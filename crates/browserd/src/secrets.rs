@@ -1,0 +1,140 @@
+//! API keys and per-session signing keys.
+//!
+//! API keys are 256-bit random strings; only their SHA-256 is stored. A plain hash (rather
+//! than a slow password hash) is enough because the keys are random, not chosen by people.
+//!
+//! A session's signing key is `HMAC-SHA256(server secret, session id)`. browserd can
+//! therefore give the same `connectUrl` back on every `GET /v1/sessions/{id}` without
+//! storing the key, and check a presented key in constant time.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// 32 bytes from the operating system's random source.
+pub fn random_bytes() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    getrandom::fill(&mut buf).expect("the OS random source is available");
+    buf
+}
+
+/// A fresh API key, e.g. `bd_3q2...`. The prefix makes a leaked key recognisable.
+pub fn new_api_key() -> String {
+    format!("bd_{}", URL_SAFE_NO_PAD.encode(random_bytes()))
+}
+
+/// The stored form of an API key: lowercase hex SHA-256.
+pub fn hash_api_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The server-wide secret from which signing keys are derived.
+#[derive(Clone)]
+pub struct SigningSecret([u8; 32]);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+impl SigningSecret {
+    pub fn generate() -> Self {
+        Self(random_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(chunk).ok()?;
+            out[i] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    fn mac(&self, session: Uuid) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"browserd session signing key v1:");
+        mac.update(session.as_bytes());
+        mac
+    }
+
+    /// The signing key of one session (URL-safe, 43 characters).
+    pub fn signing_key(&self, session: Uuid) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(session).finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the signing key of `session`; constant-time.
+    pub fn verify(&self, session: Uuid, presented: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(presented) else {
+            return false;
+        };
+        self.mac(session).verify_slice(&tag).is_ok()
+    }
+}
+
+/// A signing key names its session: `<session id>.<mac>`, so the connect handler can find
+/// the session without a lookup table.
+pub fn session_token(secret: &SigningSecret, session: Uuid) -> String {
+    format!("{}.{}", session.simple(), secret.signing_key(session))
+}
+
+/// Splits and checks a token made by [`session_token`]. `None` for anything malformed or forged.
+pub fn verify_session_token(secret: &SigningSecret, token: &str) -> Option<Uuid> {
+    let (id, mac) = token.split_once('.')?;
+    let id = Uuid::try_parse(id).ok()?;
+    secret.verify(id, mac).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_random_and_hash_stably() {
+        let a = new_api_key();
+        let b = new_api_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with("bd_") && a.len() > 40);
+        assert_eq!(hash_api_key(&a), hash_api_key(&a));
+        assert_ne!(hash_api_key(&a), hash_api_key(&b));
+        assert_eq!(hash_api_key(&a).len(), 64);
+    }
+
+    #[test]
+    fn tokens_verify_only_for_their_session_and_secret() {
+        let secret = SigningSecret::generate();
+        let other = SigningSecret::generate();
+        let id = Uuid::new_v4();
+        let token = session_token(&secret, id);
+        assert_eq!(verify_session_token(&secret, &token), Some(id));
+        assert_eq!(verify_session_token(&other, &token), None);
+        let forged = format!("{}.{}", Uuid::new_v4().simple(), secret.signing_key(id));
+        assert_eq!(verify_session_token(&secret, &forged), None);
+        for garbage in ["", ".", "abc", "x.y", &format!("{}.", id.simple())] {
+            assert_eq!(verify_session_token(&secret, garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn secret_hex_round_trips() {
+        let s = SigningSecret::generate();
+        let back = SigningSecret::from_hex(&s.to_hex()).unwrap();
+        assert_eq!(back.signing_key(Uuid::nil()), s.signing_key(Uuid::nil()));
+        assert!(SigningSecret::from_hex("zz").is_none());
+        assert!(format!("{s:?}").contains("redacted"));
+    }
+}

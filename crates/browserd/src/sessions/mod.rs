@@ -1,0 +1,380 @@
+//! The session lifecycle.
+//!
+//! One [`supervisor`] task owns each live session: its browser, its deadline, its count of
+//! connected clients and its keepAlive rule. Everything that can end a session (release,
+//! timeout, last disconnect without keepAlive, `Browser.close`, a browser crash, shutdown)
+//! reaches that task and leaves through its single ending path, so a session ends once,
+//! with one status, and always with its browser stopped and its files removed.
+//!
+//! [`SessionManager`] is the front door: it enforces limits, starts supervisors, and hands
+//! out [`ClientLease`]s to websocket clients.
+
+mod supervisor;
+#[cfg(test)]
+mod tests;
+
+use crate::browser::{LaunchError, Launcher, Viewport};
+use crate::model::{Project, Session, SessionStatus};
+use crate::store::{SessionStore, StoreError};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Server-wide limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Sessions this server runs at once, across projects.
+    pub max_sessions: usize,
+}
+
+/// A validated request for a new session.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub project: Project,
+    pub keep_alive: bool,
+    /// `None`: the project's default timeout.
+    pub timeout_secs: Option<u64>,
+    pub region: String,
+    pub user_metadata: Option<Map<String, Value>>,
+    pub browser_settings: Option<Map<String, Value>>,
+    pub extension_id: Option<String>,
+    pub proxies: Option<Value>,
+    pub viewport: Viewport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(
+        "this browserd has reached its limit of {limit} concurrent sessions (currently {current}); release a session or raise --max-sessions"
+    )]
+    ServerFull { limit: usize, current: usize },
+    #[error(
+        "you've exceeded your max concurrent sessions limit (limit {limit}, currently {current}); release a session first"
+    )]
+    ProjectFull { limit: u32, current: usize },
+    #[error("browserd is shutting down and takes no new sessions")]
+    ShuttingDown,
+    #[error("the session's browser failed to start: {0}")]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the session supervisor stopped before the browser was ready")]
+    SupervisorGone,
+}
+
+/// Why a connect was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("session {0} is not live on this server")]
+    NotLive(Uuid),
+    #[error("session {0} is still starting")]
+    Starting(Uuid),
+}
+
+/// How a session ended: its final status and a reason a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub status: SessionStatus,
+    pub reason: String,
+}
+
+/// What the supervisor is told. Sent over an unbounded channel: at most a few messages per
+/// client connection, and [`ClientLease`]'s `Drop` must be able to send without awaiting.
+#[derive(Debug)]
+enum Command {
+    ClientConnected,
+    ClientDisconnected,
+    End {
+        ending: Ending,
+        /// Answered once the session has fully ended.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The manager's view of one live session.
+#[derive(Debug)]
+struct LiveEntry {
+    project_id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    ended: watch::Receiver<Option<Ending>>,
+    /// Set once the browser is ready; until then clients cannot connect.
+    cdp_url: Option<String>,
+    browser_pid: Option<u32>,
+}
+
+pub struct SessionManager {
+    store: Arc<dyn SessionStore>,
+    launcher: Arc<dyn Launcher>,
+    limits: Limits,
+    /// Live sessions. A std Mutex: every critical section is a map operation, never an await.
+    /// Holding a slot here is what counts against the limits, so check-and-insert is atomic.
+    live: Mutex<HashMap<Uuid, LiveEntry>>,
+    /// The supervisors, so shutdown can wait until every browser is stopped.
+    tasks: TaskTracker,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("limits", &self.limits)
+            .field("live", &self.live_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        launcher: Arc<dyn Launcher>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            launcher,
+            limits,
+            live: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sessions live on this server now.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().unwrap().len()
+    }
+
+    /// Live sessions of one project.
+    pub fn live_count_for(&self, project_id: &str) -> usize {
+        self.live
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.project_id == project_id)
+            .count()
+    }
+
+    /// Whether a session is running here and accepts clients.
+    pub fn is_live(&self, id: Uuid) -> bool {
+        self.live
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|e| e.cdp_url.is_some() && e.ended.borrow().is_none())
+    }
+
+    /// The pid of a live session's browser (for tests and diagnostics).
+    pub fn browser_pid(&self, id: Uuid) -> Option<u32> {
+        self.live.lock().unwrap().get(&id)?.browser_pid
+    }
+
+    /// Starts a session and returns it once its browser accepts CDP connections.
+    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Session, CreateError> {
+        let id = Uuid::new_v4();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (ended_tx, ended) = watch::channel(None);
+        self.reserve_slot(
+            id,
+            LiveEntry {
+                project_id: req.project.id.clone(),
+                commands,
+                ended,
+                cdp_url: None,
+                browser_pid: None,
+            },
+            req.project.concurrency,
+        )?;
+
+        let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
+        let now = crate::model::now();
+        let session = Session {
+            id,
+            project_id: req.project.id.clone(),
+            status: SessionStatus::Pending,
+            keep_alive: req.keep_alive,
+            timeout_secs,
+            region: req.region,
+            user_metadata: req.user_metadata,
+            browser_settings: req.browser_settings,
+            extension_id: req.extension_id,
+            proxies: req.proxies,
+            created_at: now,
+            updated_at: now,
+            started_at: now,
+            expires_at: now + time::Duration::seconds(timeout_secs as i64),
+            ended_at: None,
+            end_reason: None,
+        };
+        if let Err(e) = self.store.insert_session(&session).await {
+            self.free_slot(id);
+            return Err(e.into());
+        }
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let supervisor = supervisor::Supervisor {
+            manager: Arc::clone(self),
+            session,
+            viewport: req.viewport,
+            commands: command_rx,
+            ended: ended_tx,
+        };
+        // The session's owner for the rest of its life; tracked so shutdown can wait for it.
+        self.tasks.spawn(supervisor.run(ready_tx));
+        ready_rx.await.map_err(|_| CreateError::SupervisorGone)?
+    }
+
+    fn reserve_slot(
+        &self,
+        id: Uuid,
+        entry: LiveEntry,
+        project_limit: u32,
+    ) -> Result<(), CreateError> {
+        let mut live = self.live.lock().unwrap();
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(CreateError::ShuttingDown);
+        }
+        if live.len() >= self.limits.max_sessions {
+            return Err(CreateError::ServerFull {
+                limit: self.limits.max_sessions,
+                current: live.len(),
+            });
+        }
+        let in_project = live
+            .values()
+            .filter(|e| e.project_id == entry.project_id)
+            .count();
+        if in_project >= project_limit as usize {
+            return Err(CreateError::ProjectFull {
+                limit: project_limit,
+                current: in_project,
+            });
+        }
+        live.insert(id, entry);
+        Ok(())
+    }
+
+    fn free_slot(&self, id: Uuid) {
+        self.live.lock().unwrap().remove(&id);
+    }
+
+    fn set_ready(&self, id: Uuid, cdp_url: String, pid: Option<u32>) {
+        if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
+            entry.cdp_url = Some(cdp_url);
+            entry.browser_pid = pid;
+        }
+    }
+
+    /// Registers a new client of a live session. The lease counts as connected until dropped.
+    pub fn attach(&self, id: Uuid) -> Result<ClientLease, AttachError> {
+        let live = self.live.lock().unwrap();
+        let entry = live.get(&id).ok_or(AttachError::NotLive(id))?;
+        if entry.ended.borrow().is_some() {
+            return Err(AttachError::NotLive(id));
+        }
+        let cdp_url = entry.cdp_url.clone().ok_or(AttachError::Starting(id))?;
+        entry
+            .commands
+            .send(Command::ClientConnected)
+            .map_err(|_| AttachError::NotLive(id))?;
+        Ok(ClientLease {
+            session_id: id,
+            cdp_url,
+            commands: entry.commands.clone(),
+            ended: entry.ended.clone(),
+        })
+    }
+
+    /// Ends a live session with `ending` and waits until it has fully ended. A session that
+    /// is not live is left as it is.
+    pub async fn end(&self, id: Uuid, ending: Ending) {
+        let commands = self
+            .live
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|e| e.commands.clone());
+        if let Some(commands) = commands {
+            let (done, done_rx) = oneshot::channel();
+            if commands.send(Command::End { ending, done }).is_ok() {
+                // An error means the session ended some other way first: just as good.
+                let _ = done_rx.await;
+            }
+        }
+    }
+
+    /// `REQUEST_RELEASE`: ends the session as COMPLETED, then returns it as stored.
+    pub async fn release(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        self.end(
+            id,
+            Ending {
+                status: SessionStatus::Completed,
+                reason: "session released (REQUEST_RELEASE)".into(),
+            },
+        )
+        .await;
+        self.store.get_session(id).await
+    }
+
+    /// Ends every live session and waits until all their browsers are stopped.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let ids: Vec<Uuid> = self.live.lock().unwrap().keys().copied().collect();
+        let endings = ids.into_iter().map(|id| {
+            self.end(
+                id,
+                Ending {
+                    status: SessionStatus::Completed,
+                    reason: "browserd is shutting down".into(),
+                },
+            )
+        });
+        futures_util::future::join_all(endings).await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// One connected client of a live session. Dropping it tells the supervisor the client left.
+#[derive(Debug)]
+pub struct ClientLease {
+    session_id: Uuid,
+    cdp_url: String,
+    commands: mpsc::UnboundedSender<Command>,
+    ended: watch::Receiver<Option<Ending>>,
+}
+
+impl ClientLease {
+    pub fn session_id(&self) -> Uuid {
+        self.session_id
+    }
+
+    /// The browser's CDP endpoint this client is relayed to.
+    pub fn cdp_url(&self) -> &str {
+        &self.cdp_url
+    }
+
+    /// Resolves with the session's ending once it has ended.
+    pub fn ended(&self) -> watch::Receiver<Option<Ending>> {
+        self.ended.clone()
+    }
+
+    /// Asks the supervisor to end the session (a client's `Browser.close`). Does not wait.
+    pub fn request_end(&self, ending: Ending) {
+        let (done, _) = oneshot::channel();
+        let _ = self.commands.send(Command::End { ending, done });
+    }
+}
+
+impl Drop for ClientLease {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::ClientDisconnected);
+    }
+}

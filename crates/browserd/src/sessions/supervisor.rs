@@ -1,0 +1,153 @@
+//! The task that owns one session from launch to end.
+
+use super::{Command, CreateError, Ending, SessionManager};
+use crate::browser::{BrowserInstance, LaunchSpec, Viewport};
+use crate::model::{Session, SessionStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+pub(super) struct Supervisor {
+    pub(super) manager: Arc<SessionManager>,
+    pub(super) session: Session,
+    pub(super) viewport: Viewport,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+    /// Set exactly once, when the session has ended; relays close their clients on it.
+    pub(super) ended: watch::Sender<Option<Ending>>,
+}
+
+impl Supervisor {
+    pub(super) async fn run(self, ready: oneshot::Sender<Result<Session, CreateError>>) {
+        let span = tracing::info_span!("session", id = %self.session.id, project = %self.session.project_id);
+        self.run_inner(ready).instrument(span).await
+    }
+
+    async fn run_inner(mut self, ready: oneshot::Sender<Result<Session, CreateError>>) {
+        let id = self.session.id;
+        let spec = LaunchSpec {
+            session_id: id,
+            viewport: self.viewport,
+        };
+        let mut browser = match self.manager.launcher.launch(&spec).await {
+            Ok(browser) => browser,
+            Err(e) => {
+                tracing::warn!(error = %e, "browser failed to start");
+                let reason = format!("the browser failed to start: {e}");
+                self.record_end(SessionStatus::Error, &reason).await;
+                self.manager.free_slot(id);
+                let _ = ready.send(Err(e.into()));
+                return;
+            }
+        };
+
+        // The timer starts when the browser is ready: expiresAt = startedAt + timeout.
+        let timeout = Duration::from_secs(self.session.timeout_secs);
+        let deadline = Instant::now() + timeout;
+        let started_at = crate::model::now();
+        let expires_at = started_at + timeout;
+        if let Err(e) = self
+            .manager
+            .store
+            .mark_running(id, started_at, expires_at)
+            .await
+        {
+            tracing::error!(error = %e, "could not record the session as running");
+            browser.shutdown().await;
+            self.record_end(
+                SessionStatus::Error,
+                "browserd could not record the session",
+            )
+            .await;
+            self.manager.free_slot(id);
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+        self.session.status = SessionStatus::Running;
+        self.session.started_at = started_at;
+        self.session.updated_at = started_at;
+        self.session.expires_at = expires_at;
+        self.manager
+            .set_ready(id, browser.cdp_url().to_owned(), browser.pid());
+        tracing::info!(
+            timeout_secs = self.session.timeout_secs,
+            keep_alive = self.session.keep_alive,
+            "session running"
+        );
+        if ready.send(Ok(self.session.clone())).is_err() {
+            // The create request went away (client hung up). The session still exists and
+            // follows its rules: it ends at its timeout if nobody connects.
+            tracing::debug!("creator left before the session was ready");
+        }
+
+        let (ending, done) = self.watch(&mut *browser, deadline).await;
+        self.finish(&mut *browser, ending).await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    /// Waits for whatever ends the session first.
+    async fn watch(
+        &mut self,
+        browser: &mut dyn BrowserInstance,
+        deadline: Instant,
+    ) -> (Ending, Option<oneshot::Sender<()>>) {
+        let mut clients: usize = 0;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    let reason = format!(
+                        "session timed out: it reached its timeout of {}s",
+                        self.session.timeout_secs
+                    );
+                    return (Ending { status: SessionStatus::TimedOut, reason }, None);
+                }
+                how = browser.exited() => {
+                    return (Ending { status: SessionStatus::Error, reason: how }, None);
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::ClientConnected) => clients += 1,
+                    Some(Command::ClientDisconnected) => {
+                        clients = clients.saturating_sub(1);
+                        if clients == 0 && !self.session.keep_alive {
+                            let reason = "session ended: its last client disconnected and keepAlive is off".to_owned();
+                            return (Ending { status: SessionStatus::Completed, reason }, None);
+                        }
+                    }
+                    Some(Command::End { ending, done }) => return (ending, Some(done)),
+                    // The manager holds a sender while the session is live, so this is unreachable
+                    // in practice; treat it as an orderly end.
+                    None => {
+                        let reason = "browserd is shutting down".to_owned();
+                        return (Ending { status: SessionStatus::Completed, reason }, None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The one ending path: record the status, close clients with the reason, stop the
+    /// browser and remove its files, free the slot.
+    async fn finish(&mut self, browser: &mut dyn BrowserInstance, ending: Ending) {
+        tracing::info!(status = ending.status.as_str(), reason = %ending.reason, "session ending");
+        // Recorded before clients are told, so a client that sees the close and asks the
+        // API about the session already reads the final status.
+        self.record_end(ending.status, &ending.reason).await;
+        let _ = self.ended.send(Some(ending));
+        browser.shutdown().await;
+        self.manager.free_slot(self.session.id);
+    }
+
+    async fn record_end(&self, status: SessionStatus, reason: &str) {
+        if let Err(e) = self
+            .manager
+            .store
+            .finish_session(self.session.id, status, crate::model::now(), reason)
+            .await
+        {
+            tracing::error!(error = %e, "could not record the session's end");
+        }
+    }
+}

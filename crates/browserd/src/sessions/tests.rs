@@ -1,0 +1,363 @@
+//! The lifecycle state machine under paused time, with a fake browser and an in-memory store.
+
+use super::*;
+use crate::browser::{BrowserInstance, LaunchSpec};
+use crate::store::memory::MemoryStore;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A browser that is only a promise: it "exits" when told to, and counts its shutdowns.
+struct FakeLauncher {
+    fail: AtomicBool,
+    launched: AtomicUsize,
+    shutdowns: Arc<AtomicUsize>,
+    /// Set to make every running fake browser "crash" (a flag, not a notification: the
+    /// supervisor re-creates its `exited` future on every loop turn).
+    crash: Arc<watch::Sender<bool>>,
+}
+
+impl Default for FakeLauncher {
+    fn default() -> Self {
+        Self {
+            fail: AtomicBool::new(false),
+            launched: AtomicUsize::new(0),
+            shutdowns: Arc::default(),
+            crash: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+struct FakeBrowser {
+    shutdowns: Arc<AtomicUsize>,
+    crash: Arc<watch::Sender<bool>>,
+    stopped: bool,
+}
+
+#[async_trait::async_trait]
+impl Launcher for FakeLauncher {
+    async fn launch(&self, _spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(LaunchError::NotReady(Duration::from_secs(30)));
+        }
+        self.launched.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(FakeBrowser {
+            shutdowns: Arc::clone(&self.shutdowns),
+            crash: Arc::clone(&self.crash),
+            stopped: false,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl BrowserInstance for FakeBrowser {
+    fn cdp_url(&self) -> &str {
+        "ws://127.0.0.1:1/devtools/browser/fake"
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    async fn exited(&mut self) -> String {
+        let _ = self.crash.subscribe().wait_for(|crashed| *crashed).await;
+        "fake browser crashed".into()
+    }
+    async fn shutdown(&mut self) {
+        if !self.stopped {
+            self.stopped = true;
+            self.shutdowns.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Harness {
+    manager: Arc<SessionManager>,
+    store: Arc<MemoryStore>,
+    launcher: Arc<FakeLauncher>,
+}
+
+fn harness(max_sessions: usize) -> Harness {
+    let store = Arc::new(MemoryStore::default());
+    let launcher = Arc::new(FakeLauncher::default());
+    let manager = SessionManager::new(store.clone(), launcher.clone(), Limits { max_sessions });
+    Harness {
+        manager,
+        store,
+        launcher,
+    }
+}
+
+fn project(concurrency: u32) -> Project {
+    let now = crate::model::now();
+    Project {
+        id: "proj".into(),
+        name: "test".into(),
+        owner_id: "o".into(),
+        default_timeout_secs: 300,
+        concurrency,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn request(keep_alive: bool, timeout_secs: Option<u64>) -> CreateRequest {
+    CreateRequest {
+        project: project(10),
+        keep_alive,
+        timeout_secs,
+        region: "us-west-2".into(),
+        user_metadata: None,
+        browser_settings: None,
+        extension_id: None,
+        proxies: None,
+        viewport: Viewport::default(),
+    }
+}
+
+impl Harness {
+    async fn status(&self, id: Uuid) -> SessionStatus {
+        self.store.get_session(id).await.unwrap().unwrap().status
+    }
+
+    async fn stored(&self, id: Uuid) -> Session {
+        self.store.get_session(id).await.unwrap().unwrap()
+    }
+
+    fn shutdowns(&self) -> usize {
+        self.launcher.shutdowns.load(Ordering::SeqCst)
+    }
+}
+
+/// Waits for the session's ending as a client sees it.
+async fn ending_of(lease: &ClientLease) -> Ending {
+    let mut ended = lease.ended();
+    let e = ended.wait_for(Option::is_some).await.unwrap().clone();
+    e.unwrap()
+}
+
+/// Lets the supervisor task process what was sent to it (time is paused, so this is instant).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_times_out_at_its_own_timeout() {
+    let h = harness(10);
+    let started = Instant::now();
+    let s = h.manager.create(request(true, Some(90))).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(s.expires_at - s.started_at, time::Duration::seconds(90));
+    let lease = h.manager.attach(s.id).unwrap();
+
+    tokio::time::sleep(Duration::from_secs(89)).await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Running);
+
+    let ending = ending_of(&lease).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(90) && elapsed < Duration::from_secs(91),
+        "{elapsed:?}"
+    );
+    assert_eq!(ending.status, SessionStatus::TimedOut);
+    assert!(ending.reason.contains("timed out"), "{}", ending.reason);
+    settle().await;
+    let stored = h.stored(s.id).await;
+    assert_eq!(stored.status, SessionStatus::TimedOut);
+    assert!(stored.ended_at.is_some());
+    assert_eq!(h.shutdowns(), 1);
+    assert_eq!(h.manager.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_timeout_the_project_default_applies() {
+    let h = harness(10);
+    let s = h.manager.create(request(false, None)).await.unwrap();
+    assert_eq!(s.timeout_secs, 300);
+    tokio::time::sleep(Duration::from_secs(299)).await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Running);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.status(s.id).await, SessionStatus::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_keep_alive_the_last_disconnect_ends_the_session() {
+    let h = harness(10);
+    let s = h.manager.create(request(false, Some(600))).await.unwrap();
+    let first = h.manager.attach(s.id).unwrap();
+    let second = h.manager.attach(s.id).unwrap();
+    let watcher = first.ended();
+    drop(first);
+    settle().await;
+    assert_eq!(
+        h.status(s.id).await,
+        SessionStatus::Running,
+        "one client is still connected"
+    );
+    drop(second);
+    let mut watcher = watcher;
+    let ending = watcher
+        .wait_for(Option::is_some)
+        .await
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(ending.status, SessionStatus::Completed);
+    assert!(ending.reason.contains("last client disconnected"));
+    settle().await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Completed);
+    assert_eq!(h.shutdowns(), 1);
+    assert!(matches!(
+        h.manager.attach(s.id),
+        Err(AttachError::NotLive(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_keep_alive_a_disconnect_keeps_the_session_for_reconnects() {
+    let h = harness(10);
+    let s = h.manager.create(request(true, Some(600))).await.unwrap();
+    drop(h.manager.attach(s.id).unwrap());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Running);
+    assert_eq!(h.shutdowns(), 0);
+
+    // Several clients at once, then a release ends them all.
+    let a = h.manager.attach(s.id).unwrap();
+    let b = h.manager.attach(s.id).unwrap();
+    let released = h.manager.release(s.id).await.unwrap().unwrap();
+    assert_eq!(released.status, SessionStatus::Completed);
+    assert!(released.ended_at.is_some());
+    for lease in [&a, &b] {
+        let ending = ending_of(lease).await;
+        assert_eq!(ending.status, SessionStatus::Completed);
+        assert!(ending.reason.contains("REQUEST_RELEASE"));
+    }
+    assert_eq!(h.shutdowns(), 1);
+    assert_eq!(h.manager.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_nobody_connects_to_ends_at_its_timeout() {
+    let h = harness(10);
+    let s = h.manager.create(request(false, Some(60))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(h.status(s.id).await, SessionStatus::TimedOut);
+    assert_eq!(h.shutdowns(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn releasing_an_ended_session_changes_nothing() {
+    let h = harness(10);
+    let s = h.manager.create(request(true, Some(60))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let before = h.stored(s.id).await;
+    assert_eq!(before.status, SessionStatus::TimedOut);
+    let after = h.manager.release(s.id).await.unwrap().unwrap();
+    assert_eq!(after, before);
+    assert_eq!(h.shutdowns(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_crash_ends_the_session_as_error() {
+    let h = harness(10);
+    let s = h.manager.create(request(true, Some(600))).await.unwrap();
+    let lease = h.manager.attach(s.id).unwrap();
+    h.launcher.crash.send_replace(true);
+    let ending = ending_of(&lease).await;
+    assert_eq!(ending.status, SessionStatus::Error);
+    assert!(ending.reason.contains("crashed"));
+    settle().await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Error);
+    assert_eq!(h.shutdowns(), 1, "a crashed browser is still cleaned up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_browser_close_ends_even_a_keep_alive_session() {
+    let h = harness(10);
+    let s = h.manager.create(request(true, Some(600))).await.unwrap();
+    let lease = h.manager.attach(s.id).unwrap();
+    lease.request_end(Ending {
+        status: SessionStatus::Completed,
+        reason: "a client sent Browser.close".into(),
+    });
+    assert_eq!(ending_of(&lease).await.status, SessionStatus::Completed);
+    settle().await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_ending_wins() {
+    let h = harness(10);
+    let s = h.manager.create(request(true, Some(60))).await.unwrap();
+    let lease = h.manager.attach(s.id).unwrap();
+    // A release and a crash at once: one status, one cleanup.
+    h.launcher.crash.send_replace(true);
+    let released = h.manager.release(s.id).await.unwrap().unwrap();
+    let ending = ending_of(&lease).await;
+    assert_eq!(released.status, ending.status);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(h.status(s.id).await, ending.status);
+    assert_eq!(h.shutdowns(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn project_and_server_limits_refuse_and_free_slots_at_once() {
+    let h = harness(3);
+    let mut req = request(true, Some(600));
+    req.project = project(2);
+    let a = h.manager.create(req.clone()).await.unwrap();
+    let _b = h.manager.create(req.clone()).await.unwrap();
+    match h.manager.create(req.clone()).await {
+        Err(CreateError::ProjectFull {
+            limit: 2,
+            current: 2,
+        }) => {}
+        other => panic!("expected ProjectFull, got {other:?}"),
+    }
+    h.manager.release(a.id).await.unwrap();
+    let _c = h
+        .manager
+        .create(req.clone())
+        .await
+        .expect("the released slot is free");
+
+    let mut other = request(true, Some(600));
+    other.project.id = "other".into();
+    let _d = h.manager.create(other.clone()).await.unwrap();
+    match h.manager.create(other).await {
+        Err(CreateError::ServerFull {
+            limit: 3,
+            current: 3,
+        }) => {}
+        other => panic!("expected ServerFull, got {other:?}"),
+    }
+    assert_eq!(h.launcher.launched.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_launch_is_an_error_session_and_frees_its_slot() {
+    let h = harness(1);
+    h.launcher.fail.store(true, Ordering::SeqCst);
+    let err = h.manager.create(request(false, None)).await.unwrap_err();
+    assert!(matches!(err, CreateError::Launch(_)), "{err:?}");
+    assert_eq!(h.manager.live_count(), 0);
+    h.launcher.fail.store(false, Ordering::SeqCst);
+    h.manager.create(request(false, None)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_every_session_and_refuses_new_ones() {
+    let h = harness(10);
+    let a = h.manager.create(request(true, Some(600))).await.unwrap();
+    let b = h.manager.create(request(false, Some(600))).await.unwrap();
+    h.manager.shutdown().await;
+    for id in [a.id, b.id] {
+        let s = h.stored(id).await;
+        assert_eq!(s.status, SessionStatus::Completed);
+        assert_eq!(s.end_reason.as_deref(), Some("browserd is shutting down"));
+    }
+    assert_eq!(h.shutdowns(), 2);
+    assert!(matches!(
+        h.manager.create(request(false, None)).await,
+        Err(CreateError::ShuttingDown)
+    ));
+}

@@ -1,0 +1,324 @@
+//! The embedded SQLite store (`browserd.db` in the data dir).
+
+use super::{Result, SessionStore, StoreError};
+use crate::model::{Project, Session, SessionStatus, fmt_time, parse_time};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Cheap to clone: a handle to a connection pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // WAL lets the CLI read while a server writes; busy_timeout makes writers wait
+            // for each other instead of failing.
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores `value` unless the key already has one; returns the value in force.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.get_setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_project(
+        &self,
+        name: &str,
+        default_timeout_secs: u64,
+        concurrency: u32,
+    ) -> Result<Project> {
+        let now = crate::model::now();
+        let project = Project {
+            id: Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            owner_id: "browserd".to_owned(),
+            default_timeout_secs,
+            concurrency,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(&project.owner_id)
+        .bind(project.default_timeout_secs as i64)
+        .bind(project.concurrency as i64)
+        .bind(fmt_time(now))
+        .bind(fmt_time(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(project)
+    }
+
+    pub async fn get_project(&self, id: &str) -> Result<Option<Project>> {
+        sqlx::query("SELECT * FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| project_from_row(&r))
+            .transpose()
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        sqlx::query("SELECT * FROM projects ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect()
+    }
+
+    /// Sets a project's default timeout; `None` if there is no such project.
+    pub async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET default_timeout = ?, updated_at = ? WHERE id = ?")
+            .bind(secs as i64)
+            .bind(fmt_time(crate::model::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    pub async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO api_keys (key_hash, project_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(key_hash)
+        .bind(project_id)
+        .bind(fmt_time(crate::model::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The project an API key (by hash) belongs to.
+    pub async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>> {
+        sqlx::query(
+            "SELECT p.* FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = ?",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| project_from_row(&r))
+        .transpose()
+    }
+
+    /// Sessions, newest first, optionally of one project and one status.
+    pub async fn list_sessions(
+        &self,
+        project_id: Option<&str>,
+        status: Option<SessionStatus>,
+    ) -> Result<Vec<Session>> {
+        sqlx::query(
+            "SELECT * FROM sessions \
+             WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR status = ?2) \
+             ORDER BY created_at DESC",
+        )
+        .bind(project_id)
+        .bind(status.map(SessionStatus::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation.
+    pub async fn unended_sessions(&self) -> Result<Vec<Session>> {
+        sqlx::query("SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING')")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, s: &Session) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
+             user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
+             started_at, expires_at, ended_at, end_reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.to_string())
+        .bind(&s.project_id)
+        .bind(s.status.as_str())
+        .bind(s.keep_alive)
+        .bind(s.timeout_secs as i64)
+        .bind(&s.region)
+        .bind(
+            s.user_metadata
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string()),
+        )
+        .bind(
+            s.browser_settings
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string()),
+        )
+        .bind(&s.extension_id)
+        .bind(s.proxies.as_ref().map(|v| v.to_string()))
+        .bind(fmt_time(s.created_at))
+        .bind(fmt_time(s.updated_at))
+        .bind(fmt_time(s.started_at))
+        .bind(fmt_time(s.expires_at))
+        .bind(s.ended_at.map(fmt_time))
+        .bind(&s.end_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_running(
+        &self,
+        id: Uuid,
+        started_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET status = 'RUNNING', started_at = ?, expires_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'PENDING'",
+        )
+        .bind(fmt_time(started_at))
+        .bind(fmt_time(expires_at))
+        .bind(fmt_time(started_at))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_session(
+        &self,
+        id: Uuid,
+        status: SessionStatus,
+        ended_at: OffsetDateTime,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET status = ?, ended_at = ?, updated_at = ?, end_reason = ? \
+             WHERE id = ? AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(status.as_str())
+        .bind(fmt_time(ended_at))
+        .bind(fmt_time(ended_at))
+        .bind(reason)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| session_from_row(&r))
+            .transpose()
+    }
+}
+
+fn time_col(row: &SqliteRow, col: &str) -> Result<OffsetDateTime> {
+    let s: String = row.try_get(col)?;
+    parse_time(&s).map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<Option<T>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn project_from_row(row: &SqliteRow) -> Result<Project> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner_id: row.try_get("owner_id")?,
+        default_timeout_secs: row.try_get::<i64, _>("default_timeout")? as u64,
+        concurrency: row.try_get::<i64, _>("concurrency")? as u32,
+        created_at: time_col(row, "created_at")?,
+        updated_at: time_col(row, "updated_at")?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<Session> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    Ok(Session {
+        id: Uuid::try_parse(&id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))?,
+        project_id: row.try_get("project_id")?,
+        status: SessionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        keep_alive: row.try_get("keep_alive")?,
+        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+        region: row.try_get("region")?,
+        user_metadata: json_col(row, "user_metadata")?,
+        browser_settings: json_col(row, "browser_settings")?,
+        extension_id: row.try_get("extension_id")?,
+        proxies: json_col(row, "proxies")?,
+        created_at: time_col(row, "created_at")?,
+        updated_at: time_col(row, "updated_at")?,
+        started_at: time_col(row, "started_at")?,
+        expires_at: time_col(row, "expires_at")?,
+        ended_at: row
+            .try_get::<Option<String>, _>("ended_at")?
+            .map(|s| parse_time(&s).map_err(|e| StoreError::Corrupt(format!("ended_at: {e}"))))
+            .transpose()?,
+        end_reason: row.try_get("end_reason")?,
+    })
+}
