@@ -80,6 +80,14 @@ pub async fn connect(
     };
 
     let max = state.settings.max_message_size;
+    // The browser leg is opened before the client's handshake is answered, so a client
+    // whose handshake succeeded can use the browser at once.
+    let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max)
+        .await
+        .map_err(|e| {
+            tracing::warn!(session = %id, error = %e, "could not reach the session's browser");
+            ApiError::BadGateway("browserd could not reach the session's browser".into())
+        })?;
     // Owns this client's connection until it or the session ends.
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -95,7 +103,7 @@ pub async fn connect(
             Some(crate::cdp::relay::ws_config(max)),
         )
         .await;
-        crate::cdp::relay::run(ws, lease, max).await;
+        crate::cdp::relay::run(ws, browser, lease).await;
     });
 
     // No Sec-WebSocket-Extensions in the answer: no compression, frames pass as they are.

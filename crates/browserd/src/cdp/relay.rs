@@ -34,26 +34,20 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
 /// How long a relay whose browser leg dropped waits to learn why the session ended.
 const ENDING_GRACE: Duration = Duration::from_secs(2);
 
+/// Chromium's DevTools server drops the connection on a message over 100 MiB (its receive
+/// buffer); browserd refuses such a client message itself, with a reason.
+pub const CHROMIUM_MAX_INCOMING: usize = 100 * 1024 * 1024;
+
+/// The browser leg of a relay.
+pub type BrowserWs = WebSocketStream<tokio::net::TcpStream>;
+
 /// Relays one client until either side leaves or the session ends, then closes the client
 /// with a reason. Consumes the lease: the client counts as connected until this returns.
-pub async fn run<S>(client: WebSocketStream<S>, lease: ClientLease, max_message_size: usize)
+pub async fn run<S>(client: WebSocketStream<S>, browser: BrowserWs, lease: ClientLease)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut client_tx, mut client_rx) = client.split();
-    let browser = match connect_browser(lease.cdp_url(), max_message_size).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::warn!(session = %lease.session_id(), error = %e, "could not reach the session's browser");
-            let _ = client_tx
-                .send(close_message(
-                    CloseCode::Error,
-                    "browserd could not reach the session's browser",
-                ))
-                .await;
-            return;
-        }
-    };
     let (mut browser_tx, mut browser_rx) = browser.split();
     // Replies browserd itself owes the client (to an intercepted Browser.close); bounded,
     // and a handful at most.
@@ -62,7 +56,20 @@ where
 
     let client_to_browser = async {
         while let Some(msg) = client_rx.next().await {
-            let Ok(msg) = msg else { break };
+            let msg = match msg {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client connection failed");
+                    return None;
+                }
+            };
+            if msg.len() > CHROMIUM_MAX_INCOMING {
+                let reason = format!(
+                    "message of {} bytes refused: Chromium accepts CDP messages up to {CHROMIUM_MAX_INCOMING} bytes",
+                    msg.len()
+                );
+                return Some(close_message(CloseCode::Size, &reason));
+            }
             match msg {
                 Message::Text(ref text) => {
                     if let Some(id) = browser_close_id(text) {
@@ -74,20 +81,22 @@ where
                         });
                         continue;
                     }
-                    if browser_tx.send(msg).await.is_err() {
-                        break;
+                    if let Err(e) = browser_tx.send(msg).await {
+                        tracing::debug!(error = %e, "could not write to the browser");
+                        return None;
                     }
                 }
                 Message::Binary(_) => {
                     if browser_tx.send(msg).await.is_err() {
-                        break;
+                        return None;
                     }
                 }
-                Message::Close(_) => break,
+                Message::Close(_) => return None,
                 // tungstenite answers pings itself; nothing else needs forwarding.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
+        None
     };
 
     let browser_to_client = async {
@@ -96,7 +105,8 @@ where
                 // Replies first, so Browser.close's answer precedes the close frame.
                 biased;
                 Some(reply) = reply_rx.recv() => {
-                    if client_tx.send(reply).await.is_err() {
+                    if let Err(e) = client_tx.send(reply).await {
+                        tracing::debug!(error = %e, "could not answer the client");
                         return None;
                     }
                 }
@@ -106,12 +116,14 @@ where
                 }
                 msg = browser_rx.next() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if client_tx.send(msg).await.is_err() {
+                        if let Err(e) = client_tx.send(msg).await {
+                            tracing::debug!(error = %e, "could not write to the client");
                             return None;
                         }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    other @ (Some(Ok(Message::Close(_)) | Err(_)) | None) => {
+                        tracing::debug!(?other, "browser connection ended");
                         // The browser went away: most likely the session is ending. Say why.
                         let ending = tokio::time::timeout(ENDING_GRACE, ended.wait_for(Option::is_some))
                             .await
@@ -127,16 +139,19 @@ where
         }
     };
 
-    let ending = tokio::select! {
-        () = client_to_browser => None,
-        ending = browser_to_client => ending,
+    // Whichever direction stops first decides the close frame the client gets, if any.
+    let close = tokio::select! {
+        close = client_to_browser => close,
+        ending = browser_to_client => ending.map(|ending| {
+            let code = match ending.status {
+                SessionStatus::Error => CloseCode::Error,
+                _ => CloseCode::Normal,
+            };
+            close_message(code, &ending.reason)
+        }),
     };
-    if let Some(ending) = ending {
-        let code = match ending.status {
-            SessionStatus::Error => CloseCode::Error,
-            _ => CloseCode::Normal,
-        };
-        let _ = client_tx.send(close_message(code, &ending.reason)).await;
+    if let Some(close) = close {
+        let _ = client_tx.send(close).await;
     }
     // Flushes a pending close reply to a client that closed first.
     let _ = client_tx.close().await;
@@ -150,10 +165,11 @@ fn browserd_gone() -> Ending {
     }
 }
 
-async fn connect_browser(
+/// Opens the browser leg: a websocket to the browser's own CDP endpoint on loopback.
+pub async fn connect_browser(
     url: &str,
     max_message_size: usize,
-) -> Result<WebSocketStream<tokio::net::TcpStream>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<BrowserWs, Box<dyn std::error::Error + Send + Sync>> {
     let authority = url
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())

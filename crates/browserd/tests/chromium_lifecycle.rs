@@ -1,0 +1,355 @@
+//! The session lifecycle against real Chromium: connect, keepAlive, timeout, release,
+//! Browser.close, crashes, and what each ending leaves behind (nothing).
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn id_of(s: &serde_json::Value) -> String {
+    s["id"].as_str().unwrap().to_owned()
+}
+
+fn connect_url(s: &serde_json::Value) -> String {
+    s["connectUrl"].as_str().unwrap().to_owned()
+}
+
+fn pid_of(server: &TestServer, id: &str) -> u32 {
+    server
+        .state
+        .sessions
+        .browser_pid(id.parse().unwrap())
+        .expect("a live session has a browser pid")
+}
+
+/// After an ending: the browser process and every process naming its profile are gone,
+/// and so is the session's folder.
+async fn assert_cleaned_up(server: &TestServer, id: &str, pid: u32) {
+    assert!(wait_gone(pid).await, "browser {pid} survived the session");
+    let dir = server.session_dir(id);
+    assert!(
+        eventually(|| async { (!dir.exists()).then_some(()) })
+            .await
+            .is_some(),
+        "session dir {} was not removed",
+        dir.display()
+    );
+    assert!(browserd::browser::procs::find_by_cmdline(&dir).is_empty());
+}
+
+#[tokio::test]
+async fn a_session_is_a_real_browser_with_one_blank_page() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({})).await;
+    assert_eq!(s["status"], "RUNNING");
+    let url = connect_url(&s);
+    assert!(
+        url.starts_with(&format!("ws://{}/?signingKey=", server.addr)),
+        "{url}"
+    );
+    assert!(
+        !url.contains("devtools"),
+        "Chromium's own endpoint never shows: {url}"
+    );
+
+    let mut cdp = Cdp::connect(&url).await;
+    let version = cdp.call("Browser.getVersion", json!({}), None).await;
+    assert!(
+        version["result"]["product"]
+            .as_str()
+            .unwrap()
+            .contains("Chrome"),
+        "{version}"
+    );
+    let targets = cdp.call("Target.getTargets", json!({}), None).await;
+    let pages: Vec<_> = targets["result"]["targetInfos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "page")
+        .collect();
+    assert_eq!(pages.len(), 1, "{targets}");
+    assert_eq!(pages[0]["url"], "about:blank");
+    assert_eq!(cdp.eval_in_page("1 + 1").await, 2);
+
+    let pid = pid_of(&server, &id_of(&s));
+    server.release(&id_of(&s)).await;
+    assert_cleaned_up(&server, &id_of(&s), pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_viewport_setting_sizes_the_window() {
+    let server = TestServer::start().await;
+    let s = server
+        .create(json!({"browserSettings": {"viewport": {"width": 800, "height": 600}}}))
+        .await;
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    let size = cdp
+        .eval_in_page("[window.outerWidth, window.outerHeight]")
+        .await;
+    assert_eq!(size, json!([800, 600]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_survives_disconnects_and_serves_several_clients() {
+    let server = TestServer::start().await;
+    let s = server
+        .create(json!({"keepAlive": true, "timeout": 600}))
+        .await;
+    let (id, url) = (id_of(&s), connect_url(&s));
+
+    let mut first = Cdp::connect(&url).await;
+    first
+        .eval_in_page("window.remembered = 'kept'; document.title = 'state'")
+        .await;
+    drop(first);
+
+    // The disconnect is processed before the next connect; the session must still be there.
+    let mut again = Cdp::connect(&url).await;
+    assert_eq!(again.eval_in_page("window.remembered").await, "kept");
+    let mut other = Cdp::connect(&url).await;
+    assert_eq!(other.eval_in_page("document.title").await, "state");
+    assert_eq!(server.get(&id).await["status"], "RUNNING");
+
+    let pid = pid_of(&server, &id);
+    let released = server.release(&id).await;
+    assert_eq!(released["status"], "COMPLETED");
+    assert!(released["endedAt"].is_string());
+    for client in [&mut again, &mut other] {
+        let frame = client.closed().await.expect("a close frame");
+        assert_eq!(frame.code, CloseCode::Normal);
+        assert!(frame.reason.contains("released"), "{}", frame.reason);
+    }
+    assert_cleaned_up(&server, &id, pid).await;
+
+    // An ended session answers 410 before any upgrade, with the reason.
+    let (status, body) = refused_handshake(&url).await;
+    assert_eq!(status, 410);
+    assert!(
+        body["message"].as_str().unwrap().contains("COMPLETED"),
+        "{body}"
+    );
+    // Releasing again is harmless and returns it unchanged.
+    assert_eq!(server.release(&id).await, released);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_keep_alive_the_last_disconnect_completes_the_session() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"timeout": 600})).await;
+    let id = id_of(&s);
+    let pid = pid_of(&server, &id);
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    assert_eq!(cdp.eval_in_page("2 * 21").await, 42);
+    drop(cdp);
+    let ended = server.wait_for_status(&id, "COMPLETED").await;
+    assert!(ended["endedAt"].is_string());
+    assert!(
+        ended.get("connectUrl").is_none(),
+        "no connectUrl once ended"
+    );
+    assert_cleaned_up(&server, &id, pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_its_timeout_a_session_closes_clients_with_the_reason() {
+    let server = TestServer::start().await;
+    let s = server
+        .create(json!({"keepAlive": true, "timeout": 2}))
+        .await;
+    let id = id_of(&s);
+    let pid = pid_of(&server, &id);
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    let frame = cdp.closed().await.expect("a close frame");
+    assert!(frame.reason.contains("timed out"), "{}", frame.reason);
+    let ended = server.get(&id).await;
+    assert_eq!(
+        ended["status"], "TIMED_OUT",
+        "status is recorded before clients are told"
+    );
+    let expires = time::OffsetDateTime::parse(
+        ended["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ended_at = time::OffsetDateTime::parse(
+        ended["endedAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        ended_at >= expires,
+        "ended {ended_at} before expiry {expires}"
+    );
+    assert!((ended_at - expires) < time::Duration::seconds(2));
+    assert_cleaned_up(&server, &id, pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn browser_close_from_a_client_completes_the_session() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = id_of(&s);
+    let pid = pid_of(&server, &id);
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    let answer = cdp.call("Browser.close", json!({}), None).await;
+    assert_eq!(answer["result"], json!({}));
+    let frame = cdp.closed().await.expect("a close frame");
+    assert!(frame.reason.contains("Browser.close"), "{}", frame.reason);
+    assert_eq!(server.get(&id).await["status"], "COMPLETED");
+    assert_cleaned_up(&server, &id, pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_browser_ends_the_session_as_error() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = id_of(&s);
+    let pid = pid_of(&server, &id);
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    assert_eq!(cdp.eval_in_page("1").await, 1);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let frame = cdp.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Error);
+    assert!(
+        frame.reason.contains("exited unexpectedly"),
+        "{}",
+        frame.reason
+    );
+    let ended = server.get(&id).await;
+    assert_eq!(ended["status"], "ERROR");
+    assert!(
+        ended["endReason"].as_str().unwrap().contains("SIGKILL"),
+        "{ended}"
+    );
+    assert_cleaned_up(&server, &id, pid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connect_credentials_are_checked_before_the_upgrade() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = id_of(&s);
+    let good = connect_url(&s);
+    let ws_base = format!("ws://{}", server.addr);
+
+    let (status, _) = refused_handshake(&format!("{ws_base}/?signingKey={id}.AAAA")).await;
+    assert_eq!(status, 401);
+    let (status, _) = refused_handshake(&format!("{ws_base}/?signingKey=garbage")).await;
+    assert_eq!(status, 401);
+    let (status, body) = refused_handshake(&format!("{ws_base}/")).await;
+    assert_eq!(status, 401);
+    assert!(body["message"].as_str().unwrap().contains("signingKey"));
+    let (status, _) = refused_handshake(&format!("{ws_base}/?apiKey=wrong&sessionId={id}")).await;
+    assert_eq!(status, 401);
+    let (status, _) = refused_handshake(&format!(
+        "{ws_base}/?apiKey={API_KEY}&sessionId={}",
+        uuid::Uuid::new_v4()
+    ))
+    .await;
+    assert_eq!(status, 404);
+
+    // The legacy form reaches the same browser.
+    let mut legacy = Cdp::connect(&format!("{ws_base}/?apiKey={API_KEY}&sessionId={id}")).await;
+    legacy.eval_in_page("window.via = 'legacy'").await;
+    let mut signed = Cdp::connect(&good).await;
+    assert_eq!(signed.eval_in_page("window.via").await, "legacy");
+
+    // A plain GET of the connectUrl explains itself.
+    let plain = server
+        .http
+        .get(good.replacen("ws://", "http://", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_of_100_mb_pass_both_ways() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    const MB100: usize = 100_000_000;
+
+    // Browser → client: a 100 MB string result.
+    let big = cdp.eval_in_page(&format!("'x'.repeat({MB100})")).await;
+    assert_eq!(big.as_str().map(str::len), Some(MB100));
+
+    // Client → browser: a 100 MB expression.
+    let literal = format!("'{}'.length", "y".repeat(MB100));
+    assert_eq!(cdp.eval_in_page(&literal).await, MB100);
+
+    // Past Chromium's own 100 MiB limit, browserd answers with a reason instead of a reset.
+    let too_big = format!(
+        "{{\"id\":1,\"method\":\"Runtime.evaluate\",\"params\":{{\"expression\":\"'{}'\"}}}}",
+        "z".repeat(101 * 1024 * 1024)
+    );
+    cdp.ws
+        .send(tokio_tungstenite::tungstenite::Message::text(too_big))
+        .await
+        .unwrap();
+    let frame = cdp.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Size);
+    assert!(
+        frame.reason.contains("Chromium accepts"),
+        "{}",
+        frame.reason
+    );
+    assert_eq!(
+        server.get(&id_of(&s)).await["status"],
+        "RUNNING",
+        "the session lives on"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_clients_and_stops_every_browser() {
+    let server = TestServer::start().await;
+    let a = server.create(json!({"keepAlive": true})).await;
+    let b = server.create(json!({})).await;
+    let pids = [pid_of(&server, &id_of(&a)), pid_of(&server, &id_of(&b))];
+    let mut client = Cdp::connect(&connect_url(&a)).await;
+    let store = server.state.store.clone();
+    let dirs = [
+        server.session_dir(&id_of(&a)),
+        server.session_dir(&id_of(&b)),
+    ];
+    let closing = tokio::spawn(async move { client.closed().await });
+    server.stop().await;
+    let frame = closing.await.unwrap().expect("a close frame");
+    assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
+    for pid in pids {
+        assert!(
+            !browserd::browser::procs::is_alive(pid),
+            "browser {pid} outlived shutdown"
+        );
+    }
+    for dir in dirs {
+        assert!(!dir.exists());
+    }
+    use browserd::store::SessionStore as _;
+    for s in [&a, &b] {
+        let stored = store
+            .get_session(id_of(s).parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.status.as_str(), "COMPLETED");
+    }
+}

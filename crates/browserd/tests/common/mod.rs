@@ -1,0 +1,301 @@
+//! A browserd started in-process for a test, with real Chromium, and small clients for it.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use browserd::browser::chromium::ChromiumLauncher;
+use browserd::config::{Common, Config, Settings};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+pub const API_KEY: &str = "bd_test_key_for_integration_tests";
+
+/// How long a condition may take before a test fails. Generous: Chromium on a busy 2-core
+/// machine is slow to start, and the tests wait for conditions, not for time.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct TestServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub state: browserd::api::AppState,
+    pub data_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Options {
+    pub max_sessions: usize,
+    pub min_timeout: u64,
+    pub max_message_mib: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_sessions: 4,
+            min_timeout: 1,
+            max_message_mib: 256,
+        }
+    }
+}
+
+pub fn chromium() -> PathBuf {
+    ChromiumLauncher::find_on_path().expect("tests need Chromium: apt-get install chromium")
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let data_dir = tempfile::tempdir().unwrap();
+        let common = Common {
+            config: None,
+            data_dir: Some(data_dir.path().to_owned()),
+        };
+        let settings = Settings {
+            api_key: Some(API_KEY.into()),
+            max_sessions: Some(opts.max_sessions),
+            min_timeout: Some(opts.min_timeout),
+            default_timeout: Some(300),
+            max_message_mib: Some(opts.max_message_mib),
+            ..Settings::default()
+        };
+        let config = Config::resolve(&common, &settings).unwrap();
+        let launcher = Arc::new(ChromiumLauncher::new(chromium(), config.sessions_dir()));
+        let prepared = browserd::server::prepare_with(&config, launcher)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = prepared.state.clone();
+        let task = tokio::spawn(async move {
+            let _keep = prepared; // holds the data dir lock
+            browserd::server::run(listener, None, _keep.state.clone(), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            state,
+            data_dir,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server the way SIGTERM does and waits until every browser is stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A request with the test project's API key.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("X-BB-API-Key", API_KEY)
+    }
+
+    pub async fn create(&self, body: Value) -> Value {
+        let resp = self
+            .req(reqwest::Method::POST, "/v1/sessions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "create failed: {body}");
+        body
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        self.req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn release(&self, id: &str) -> Value {
+        let resp = self
+            .req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
+            .json(&json!({"status": "REQUEST_RELEASE"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// Waits until the session's status is `status`; returns the session.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        eventually(|| async {
+            let s = self.get(id).await;
+            (s["status"] == status).then_some(s)
+        })
+        .await
+        .unwrap_or_else(|| panic!("session {id} never became {status}"))
+    }
+
+    pub fn session_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.path().join("sessions").join(id)
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until a process is gone.
+pub async fn wait_gone(pid: u32) -> bool {
+    eventually(|| async { (!browserd::browser::procs::is_alive(pid)).then_some(()) })
+        .await
+        .is_some()
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw CDP client over a websocket.
+pub struct Cdp {
+    pub ws: Ws,
+    next_id: u64,
+}
+
+/// The websocket config test clients use: large messages allowed, like Playwright's 256 MiB.
+pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    browserd::cdp::relay::ws_config(300 * 1024 * 1024)
+}
+
+impl Cdp {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+                .await
+                .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self { ws, next_id: 0 }
+    }
+
+    /// Sends a command and returns its response, skipping events.
+    pub async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(Message::text(msg.to_string())).await.unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["id"] == id {
+                        return v;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no answer to {method}: {other:?}"),
+            }
+        }
+    }
+
+    /// Evaluates JS in the first page target; returns the `result.result.value`.
+    pub async fn eval_in_page(&mut self, expression: &str) -> Value {
+        let targets = self.call("Target.getTargets", json!({}), None).await;
+        let page = targets["result"]["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target")["targetId"]
+            .clone();
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": page, "flatten": true}),
+                None,
+            )
+            .await;
+        let session = attached["result"]["sessionId"].as_str().unwrap().to_owned();
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+                Some(&session),
+            )
+            .await;
+        r["result"]["result"]["value"].clone()
+    }
+
+    /// Reads until the server closes the connection; returns its close frame.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame,
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("connection failed instead of closing: {e}"),
+                Ok(None) => return None,
+                Err(_) => panic!("the server did not close the connection"),
+            }
+        }
+    }
+}
+
+/// The status and JSON body of a websocket handshake the server refused.
+pub async fn refused_handshake(url: &str) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("handshake to {url} was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            assert_eq!(
+                resp.headers()["content-type"],
+                "application/json",
+                "refusals are JSON"
+            );
+            let body = resp.body().as_deref().unwrap_or_default();
+            (status, serde_json::from_slice(body).unwrap())
+        }
+        Err(e) => panic!("unexpected handshake error: {e}"),
+    }
+}
