@@ -1,0 +1,551 @@
+//! The Browserbase REST API: shapes, validation and every error case. Sessions created
+//! here are real Chromium sessions.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = server.req(method, path);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{path} answered {:?}",
+        headers["content-type"]
+    );
+    (status, resp.json().await.unwrap(), headers)
+}
+
+/// Asserts a Browserbase-shaped error with this status whose message contains `needle`.
+fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["statusCode"], want);
+    assert!(body["error"].is_string(), "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}
+
+fn seconds_between(a: &Value, b: &Value) -> i64 {
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    (parse(b) - parse(a)).whole_seconds()
+}
+
+#[tokio::test]
+async fn create_returns_the_full_session_with_connect_credentials() {
+    let server = TestServer::start().await;
+    let (status, s, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({
+            "keepAlive": true,
+            "timeout": 120,
+            "region": "eu-central-1",
+            "userMetadata": {"order": {"id": "42"}},
+            "browserSettings": {"viewport": {"width": 1000, "height": 700}, "blockAds": true, "notAField": 1},
+            "proxies": true,
+            "extensionId": "ext-1",
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    for field in [
+        "id",
+        "createdAt",
+        "updatedAt",
+        "projectId",
+        "startedAt",
+        "expiresAt",
+        "connectUrl",
+        "seleniumRemoteUrl",
+        "signingKey",
+    ] {
+        assert!(s[field].is_string(), "{field} missing in {s}");
+    }
+    assert_eq!(s["status"], "RUNNING");
+    assert_eq!(s["keepAlive"], true);
+    assert_eq!(s["proxyBytes"], 0);
+    assert_eq!(s["region"], "eu-central-1");
+    assert_eq!(s["userMetadata"], json!({"order": {"id": "42"}}));
+    assert_eq!(seconds_between(&s["startedAt"], &s["expiresAt"]), 120);
+    assert!(
+        s["connectUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(s["signingKey"].as_str().unwrap())
+    );
+
+    // Retrieve gives the same connectUrl while the session is live.
+    let got = server.get(s["id"].as_str().unwrap()).await;
+    assert_eq!(got["connectUrl"], s["connectUrl"]);
+    assert_eq!(got["status"], "RUNNING");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_json_body_is_an_empty_object_and_the_project_default_applies() {
+    let server = TestServer::start().await;
+    let resp = server
+        .req(Method::POST, "/v1/sessions")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let s: Value = resp.json().await.unwrap();
+    assert_eq!(s["keepAlive"], false);
+    assert_eq!(s["region"], "us-west-2");
+    assert_eq!(seconds_between(&s["startedAt"], &s["expiresAt"]), 300);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn create_validation_names_the_field_and_the_rule() {
+    let server = TestServer::start_with(Options {
+        min_timeout: 60,
+        ..Options::default()
+    })
+    .await;
+    let cases = [
+        (json!({"timeout": 59}), "timeout must be >= 60"),
+        (json!({"timeout": 21601}), "timeout must be <= 21600"),
+        (json!({"timeout": "long"}), "timeout must be an integer"),
+        (json!({"timeout": 90.5}), "timeout must be an integer"),
+        (json!({"api_timeout": 30}), "api_timeout must be >= 60"),
+        (json!({"keepAlive": "yes"}), "keepAlive must be a boolean"),
+        (json!({"region": "mars-1"}), "region must be one of"),
+        (
+            json!({"userMetadata": "x"}),
+            "userMetadata must be an object",
+        ),
+        (
+            json!({"userMetadata": {"k": "v".repeat(600)}}),
+            "userMetadata must be under 512",
+        ),
+        (
+            json!({"browserSettings": {"viewport": {"width": -1}}}),
+            "browserSettings.viewport.width must be between",
+        ),
+        (
+            json!({"browserSettings": {"context": {}}}),
+            "browserSettings.context.id is required",
+        ),
+        (
+            json!({"browserSettings": 5}),
+            "browserSettings must be an object",
+        ),
+        (json!({"proxies": "on"}), "proxies must be"),
+    ];
+    for (body, message) in cases {
+        let (status, err, _) =
+            call(&server, Method::POST, "/v1/sessions", Some(body.clone())).await;
+        assert_error(status, &err, 400, message);
+    }
+    let resp = server
+        .req(Method::POST, "/v1/sessions")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = server
+        .req(Method::POST, "/v1/sessions")
+        .header("content-type", "application/json")
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // api_timeout is the raw-API alias of timeout.
+    let (status, s, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({"api_timeout": 90})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(seconds_between(&s["startedAt"], &s["expiresAt"]), 90);
+    assert_eq!(
+        server.state.sessions.live_count(),
+        1,
+        "no refused request started a browser"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keys_and_projects_are_checked() {
+    let server = TestServer::start().await;
+    let resp = server
+        .http
+        .get(server.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_error(401, &body, 401, "missing X-BB-API-Key");
+    let resp = server
+        .http
+        .get(server.url("/v1/sessions"))
+        .header("X-BB-API-Key", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let mine = server.create(json!({})).await;
+    let (status, err, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({"projectId": "someone-else"})),
+    )
+    .await;
+    assert_error(status, &err, 403, "projectId");
+    let (status, _, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({"projectId": mine["projectId"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "the key's own projectId is accepted");
+
+    // Another project's key sees none of it.
+    let other = server
+        .state
+        .store
+        .create_project("other", 300, 2)
+        .await
+        .unwrap();
+    server
+        .state
+        .store
+        .add_api_key(&other.id, &browserd::secrets::hash_api_key("other-key"))
+        .await
+        .unwrap();
+    let id = mine["id"].as_str().unwrap();
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/sessions/{id}"), None),
+        (
+            Method::POST,
+            format!("/v1/sessions/{id}"),
+            Some(json!({"status": "REQUEST_RELEASE"})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/projects/{}", mine["projectId"].as_str().unwrap()),
+            None,
+        ),
+    ] {
+        let mut req = server
+            .http
+            .request(method, server.url(&path))
+            .header("X-BB-API-Key", "other-key");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    let theirs: Value = server
+        .http
+        .get(server.url("/v1/sessions"))
+        .header("X-BB-API-Key", "other-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!([]));
+    assert_eq!(
+        server.get(id).await["status"],
+        "RUNNING",
+        "the other key released nothing"
+    );
+
+    let (status, err, _) = call(
+        &server,
+        Method::GET,
+        &format!("/v1/sessions/{}", uuid::Uuid::new_v4()),
+        None,
+    )
+    .await;
+    assert_error(status, &err, 404, "not found");
+    let (status, _, _) = call(&server, Method::GET, "/v1/sessions/not-a-uuid", None).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn limits_answer_429_without_retry_and_free_at_release() {
+    let server = TestServer::start_with(Options {
+        max_sessions: 2,
+        ..Options::default()
+    })
+    .await;
+    // The project may run one session at a time.
+    let project = server
+        .state
+        .store
+        .create_project("small", 300, 1)
+        .await
+        .unwrap();
+    server
+        .state
+        .store
+        .add_api_key(&project.id, &browserd::secrets::hash_api_key("small-key"))
+        .await
+        .unwrap();
+    let create = |key: &'static str| {
+        let req = server
+            .http
+            .post(server.url("/v1/sessions"))
+            .header("X-BB-API-Key", key)
+            .json(&json!({}));
+        async move { req.send().await.unwrap() }
+    };
+    let first: Value = create("small-key").await.json().await.unwrap();
+    let refused = create("small-key").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["x-should-retry"], "false");
+    let body: Value = refused.json().await.unwrap();
+    assert_error(
+        429,
+        &body,
+        429,
+        "max concurrent sessions limit (limit 1, currently 1)",
+    );
+
+    // The server limit of 2: one more from the default project fills it.
+    server.create(json!({})).await;
+    let (status, body, headers) =
+        call(&server, Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_error(status, &body, 429, "limit of 2 concurrent sessions");
+    assert_eq!(headers["x-should-retry"], "false");
+
+    // A slot is free the moment its session ends.
+    let released: Value = server
+        .http
+        .post(server.url(&format!("/v1/sessions/{}", first["id"].as_str().unwrap())))
+        .header("X-BB-API-Key", "small-key")
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(released["status"], "COMPLETED");
+    assert_eq!(create("small-key").await.status(), 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_unknown_routes_and_methods_answer_json() {
+    let server = TestServer::start().await;
+    let big = json!({"userMetadata": {"k": "x".repeat(2 * 1024 * 1024)}});
+    let (status, err, _) = call(&server, Method::POST, "/v1/sessions", Some(big)).await;
+    assert_error(status, &err, 413, "larger than");
+    let (status, err, _) = call(&server, Method::GET, "/v1/nothing", None).await;
+    assert_error(status, &err, 404, "no route");
+    let (status, err, _) = call(&server, Method::DELETE, "/v1/sessions", None).await;
+    assert_error(status, &err, 405, "DELETE");
+    let (status, err, headers) = call(&server, Method::POST, "/webdriver/session", None).await;
+    assert_error(status, &err, 501, "WebDriver");
+    assert_eq!(headers["x-should-retry"], "false");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn release_forms_and_their_validation() {
+    let server = TestServer::start().await;
+    let a = server.create(json!({"keepAlive": true})).await;
+    let id = a["id"].as_str().unwrap();
+    let (status, err, _) = call(
+        &server,
+        Method::POST,
+        &format!("/v1/sessions/{id}"),
+        Some(json!({})),
+    )
+    .await;
+    assert_error(status, &err, 400, "status is required");
+    let (status, err, _) = call(
+        &server,
+        Method::POST,
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"status": "STOP"})),
+    )
+    .await;
+    assert_error(status, &err, 400, "status must be REQUEST_RELEASE");
+    assert_eq!(server.get(id).await["status"], "RUNNING");
+
+    // The docs' raw-API form: POST /v1/sessions with sessionId and status.
+    let (status, s, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({"sessionId": id, "status": "REQUEST_RELEASE", "projectId": a["projectId"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["status"], "COMPLETED");
+    let (status, err, _) = call(
+        &server,
+        Method::POST,
+        "/v1/sessions",
+        Some(json!({"status": "REQUEST_RELEASE"})),
+    )
+    .await;
+    assert_error(status, &err, 400, "sessionId is required");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn list_filters_by_status_and_user_metadata() {
+    let server = TestServer::start().await;
+    let a = server
+        .create(json!({"keepAlive": true, "userMetadata": {"run": {"name": "alpha"}}}))
+        .await;
+    let b = server
+        .create(json!({"keepAlive": true, "userMetadata": {"run": {"name": "beta"}}}))
+        .await;
+    server.release(a["id"].as_str().unwrap()).await;
+
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all, _) = call(&server, Method::GET, "/v1/sessions", None).await;
+    assert_eq!(
+        ids(all),
+        [b["id"].as_str().unwrap(), a["id"].as_str().unwrap()],
+        "newest first"
+    );
+    let (_, running, _) = call(&server, Method::GET, "/v1/sessions?status=RUNNING", None).await;
+    assert_eq!(ids(running), [b["id"].as_str().unwrap()]);
+    let (_, done, _) = call(&server, Method::GET, "/v1/sessions?status=COMPLETED", None).await;
+    assert_eq!(ids(done), [a["id"].as_str().unwrap()]);
+    let q = urlencode("user_metadata['run']['name']:'alpha'");
+    let (_, found, _) = call(&server, Method::GET, &format!("/v1/sessions?q={q}"), None).await;
+    assert_eq!(ids(found), [a["id"].as_str().unwrap()]);
+
+    let (status, err, _) = call(&server, Method::GET, "/v1/sessions?status=DONE", None).await;
+    assert_error(status, &err, 400, "status must be one of");
+    let (status, err, _) = call(&server, Method::GET, "/v1/sessions?q=name%3Dalpha", None).await;
+    assert_error(status, &err, 400, "q must look like");
+    server.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn projects_show_and_change_the_default_timeout_and_count_usage() {
+    let server = TestServer::start_with(Options {
+        min_timeout: 60,
+        ..Options::default()
+    })
+    .await;
+    let (status, list, _) = call(&server, Method::GET, "/v1/projects", None).await;
+    assert_eq!(status, 200);
+    let project = list[0].clone();
+    let pid = project["id"].as_str().unwrap();
+    assert_eq!(project["defaultTimeout"], 300);
+    assert_eq!(project["concurrency"], 4);
+    for field in ["name", "ownerId", "createdAt", "updatedAt"] {
+        assert!(project[field].is_string(), "{field}");
+    }
+    let (_, one, _) = call(&server, Method::GET, &format!("/v1/projects/{pid}"), None).await;
+    assert_eq!(one, project);
+    let (status, _, _) = call(&server, Method::GET, "/v1/projects/nope", None).await;
+    assert_eq!(status, 404);
+
+    let (status, err, _) = call(
+        &server,
+        Method::PATCH,
+        &format!("/v1/projects/{pid}"),
+        Some(json!({"defaultTimeout": 30})),
+    )
+    .await;
+    assert_error(status, &err, 400, "defaultTimeout must be >= 60");
+    let (status, err, _) = call(
+        &server,
+        Method::PATCH,
+        &format!("/v1/projects/{pid}"),
+        Some(json!({})),
+    )
+    .await;
+    assert_error(status, &err, 400, "defaultTimeout is required");
+    let (status, updated, _) = call(
+        &server,
+        Method::PATCH,
+        &format!("/v1/projects/{pid}"),
+        Some(json!({"defaultTimeout": 900})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(updated["defaultTimeout"], 900);
+    let s = server.create(json!({})).await;
+    assert_eq!(
+        seconds_between(&s["startedAt"], &s["expiresAt"]),
+        900,
+        "new sessions use the new default"
+    );
+    let explicit = server.create(json!({"timeout": 120})).await;
+    assert_eq!(
+        seconds_between(&explicit["startedAt"], &explicit["expiresAt"]),
+        120
+    );
+
+    server.release(s["id"].as_str().unwrap()).await;
+    server.release(explicit["id"].as_str().unwrap()).await;
+    let (status, usage, _) = call(
+        &server,
+        Method::GET,
+        &format!("/v1/projects/{pid}/usage"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        usage,
+        json!({"browserMinutes": 2, "proxyBytes": 0}),
+        "two sessions, a minute each at least"
+    );
+    server.stop().await;
+}
