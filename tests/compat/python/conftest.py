@@ -1,0 +1,104 @@
+"""Fixtures: a real browserd (the built binary) on a free port, a page server on loopback,
+and the official Browserbase SDK pointed at browserd with only the base URL and key changed."""
+
+import contextlib
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+from browserbase import Browserbase
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+BIN = os.environ.get("BROWSERD_BIN", os.path.join(REPO, "target", "debug", "browserd"))
+API_KEY = "bd_python_compat_key"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout=30.0, what="condition"):
+    """Polls `check` until it returns a truthy value; fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def browserd():
+    data_dir = tempfile.mkdtemp(prefix="browserd-py-")
+    port = free_port()
+    proc = subprocess.Popen(
+        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
+         "--api-key", API_KEY, "--min-timeout", "1", "--max-sessions", "6"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    for line in proc.stdout:
+        if "listening on" in line:
+            break
+    else:
+        raise RuntimeError("browserd did not start")
+    # Drain stdout so the server never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    yield {"base_url": f"http://127.0.0.1:{port}", "data_dir": data_dir, "bin": BIN}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def bb(browserd):
+    client = Browserbase(api_key=API_KEY, base_url=browserd["base_url"])
+    yield client
+    # Leave no session running for the next test.
+    for s in client.sessions.list(status="RUNNING"):
+        client.sessions.update(s.id, status="REQUEST_RELEASE")
+
+
+class _Pages(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/login"):
+            body = b"<html><title>login</title><body>logged in</body></html>"
+            self.send_response(200)
+            self.send_header("Set-Cookie", "auth=yes; Path=/")
+        else:
+            body = (b"<html><title>hello</title><body><h1 id='h'>Hello from the test</h1>"
+                    b"<input id='name'><button id='b' onclick=\"document.getElementById('h').textContent='clicked'\">go</button>"
+                    b"</body></html>")
+            self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def site():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        yield p
