@@ -127,10 +127,10 @@ impl Config {
             bail!("--max-sessions must be at least 1");
         }
         let public_url = cli.public_url.clone().or(f.public_url);
-        if let Some(url) = &public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("--public-url must start with http:// or https:// (got {url:?})");
-            }
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("--public-url must start with http:// or https:// (got {url:?})");
         }
         let max_message_mib = cli
             .max_message_mib

@@ -145,10 +145,10 @@ impl ChromiumBrowser {
         loop {
             if let Ok(text) = tokio::fs::read_to_string(&port_file).await {
                 let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    if let Ok(port) = port.trim().parse::<u16>() {
-                        return Ok(format!("ws://127.0.0.1:{port}{}", path.trim()));
-                    }
+                if let (Some(port), Some(path)) = (lines.next(), lines.next())
+                    && let Ok(port) = port.trim().parse::<u16>()
+                {
+                    return Ok(format!("ws://127.0.0.1:{port}{}", path.trim()));
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -169,6 +169,21 @@ async fn log_tail(path: &Path) -> String {
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(5).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// Removes a session's folder. A helper that was still dying may create a file while the
+/// tree is being removed, so a few tries are allowed.
+fn remove_dir(dir: &Path) {
+    for attempt in 1..=5 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove session dir");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -200,11 +215,7 @@ impl BrowserInstance for ChromiumBrowser {
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             procs::kill_by_cmdline(&dir);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove session dir");
-                }
-            }
+            remove_dir(&dir);
         })
         .await;
     }

@@ -58,14 +58,21 @@ mod tests {
     fn finds_and_kills_a_process_by_an_argument() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("marker-arg");
-        // sh takes the marker as its $0, so it shows in the command line.
+        // sh takes the marker as its $0, so it shows in the command line; `read` is a
+        // builtin, so sh never forks a child that would carry the marker too.
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg("while :; do sleep 0.1; done")
+            .arg("read line")
             .arg(&marker)
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let pid = child.id();
+        // The new process's command line can take a moment to show in /proc.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while find_by_cmdline(&marker).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(find_by_cmdline(&marker), vec![pid]);
         assert!(is_alive(pid));
         assert_eq!(kill_by_cmdline(&marker), 1);

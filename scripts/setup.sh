@@ -1,0 +1,44 @@
+# Installs what browserd and its tests need and is missing. Sourced by scripts/run and
+# scripts/test; safe to run again (it only installs what is not there).
+
+_apt_updated=0
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$_apt_updated" -eq 0 ]; then
+    $sudo apt-get update -qq
+    _apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. browserd needs Rust 1.94 or newer: install it with rustup (https://rustup.rs)." >&2
+    exit 1
+  fi
+}
+
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1; then
+    return
+  fi
+  echo "setup: installing Chromium (Debian package chromium)"
+  apt_install chromium
+}
+
+ensure_test_tools() {
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    echo "setup: installing python3-venv"
+    apt_install python3-venv python3-pip
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing Node.js and npm"
+    apt_install nodejs npm
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-nextest"
+    cargo install --locked cargo-nextest
+  fi
+}
