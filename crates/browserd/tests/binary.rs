@@ -19,14 +19,24 @@ struct Running {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `browserd serve` and waits for its "listening" line.
 fn serve(data_dir: &Path, extra: &[&str]) -> Running {
     let port = free_port();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--min-timeout", "1"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--min-timeout",
+            "1",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
@@ -44,34 +54,71 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Running {
             break;
         }
     }
-    assert!(banner.last().is_some_and(|l| l.contains("listening on")), "browserd did not start: {banner:?}");
+    assert!(
+        banner.last().is_some_and(|l| l.contains("listening on")),
+        "browserd did not start: {banner:?}"
+    );
     // Keep reading so a full pipe never blocks the server.
     std::thread::spawn(move || for _ in lines {});
-    Running { child, base: format!("http://127.0.0.1:{port}"), banner }
+    Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        banner,
+    }
 }
 
 fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).arg("--data-dir").arg(data_dir).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn signal(child: &Child, sig: rustix::process::Signal) {
-    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), sig).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        sig,
+    )
+    .unwrap();
 }
 
 async fn create(base: &str, key: &str, body: Value) -> Value {
-    let resp = reqwest::Client::new().post(format!("{base}/v1/sessions")).header("X-BB-API-Key", key).json(&body).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/sessions"))
+        .header("X-BB-API-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     resp.json().await.unwrap()
 }
 
 async fn get(base: &str, key: &str, id: &str) -> Value {
-    reqwest::Client::new().get(format!("{base}/v1/sessions/{id}")).header("X-BB-API-Key", key).send().await.unwrap().json().await.unwrap()
+    reqwest::Client::new()
+        .get(format!("{base}/v1/sessions/{id}"))
+        .header("X-BB-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[test]
 fn help_documents_every_setting_with_its_env_var_and_default() {
-    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env, default) in [
         ("--listen", "BROWSERD_LISTEN", "127.0.0.1:3000"),
@@ -85,7 +132,10 @@ fn help_documents_every_setting_with_its_env_var_and_default() {
         ("--config", "BROWSERD_CONFIG", "TOML"),
     ] {
         for needle in [flag, env, default] {
-            assert!(help.contains(needle), "serve --help lacks {needle:?}:\n{help}");
+            assert!(
+                help.contains(needle),
+                "serve --help lacks {needle:?}:\n{help}"
+            );
         }
     }
 }
@@ -117,7 +167,10 @@ async fn first_start_prints_the_sdk_settings_once_and_sigterm_stops_cleanly() {
         .expect("the key is printed")
         .to_owned();
     let db = std::fs::read(dir.path().join("browserd.db")).unwrap();
-    assert!(memchr::memmem::find(&db, key.as_bytes()).is_none(), "the key itself is not stored");
+    assert!(
+        memchr::memmem::find(&db, key.as_bytes()).is_none(),
+        "the key itself is not stored"
+    );
 
     let s = create(&server.base, &key, json!({"keepAlive": true})).await;
     let mut client = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
@@ -126,13 +179,19 @@ async fn first_start_prints_the_sdk_settings_once_and_sigterm_stops_cleanly() {
     signal(&server.child, rustix::process::Signal::TERM);
     let frame = client.closed().await.expect("a close frame on shutdown");
     assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
-    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "{status}");
     assert!(browserd::browser::procs::find_by_cmdline(&dir.path().join("sessions")).is_empty());
 
     // The second start keeps the project and prints no new key; the old key still works.
     let mut again = serve(dir.path(), &[]);
-    assert!(!again.banner.join("\n").contains("BROWSERBASE_API_KEY"), "{:?}", again.banner);
+    assert!(
+        !again.banner.join("\n").contains("BROWSERBASE_API_KEY"),
+        "{:?}",
+        again.banner
+    );
     let after = get(&again.base, &key, s["id"].as_str().unwrap()).await;
     assert_eq!(after["status"], "COMPLETED");
     signal(&again.child, rustix::process::Signal::TERM);
@@ -144,7 +203,12 @@ async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_
     let dir = tempfile::tempdir().unwrap();
     let key = "restart-test-key";
     let mut server = serve(dir.path(), &["--api-key", key]);
-    let s = create(&server.base, key, json!({"keepAlive": true, "timeout": 600})).await;
+    let s = create(
+        &server.base,
+        key,
+        json!({"keepAlive": true, "timeout": 600}),
+    )
+    .await;
     let id = s["id"].as_str().unwrap().to_owned();
     let session_dir = dir.path().join("sessions").join(&id);
     assert!(!browserd::browser::procs::find_by_cmdline(&session_dir).is_empty());
@@ -156,11 +220,23 @@ async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_
 
     // ...until the next start, which sweeps it and records the truth.
     let mut again = serve(dir.path(), &["--api-key", key]);
-    assert!(again.banner.iter().any(|l| l.contains("ended 1 session")), "{:?}", again.banner);
+    assert!(
+        again.banner.iter().any(|l| l.contains("ended 1 session")),
+        "{:?}",
+        again.banner
+    );
     let after = get(&again.base, key, &id).await;
     assert_eq!(after["status"], "ERROR");
     assert!(after["endReason"].as_str().unwrap().contains("restarted"));
-    assert!(eventually(|| async { browserd::browser::procs::find_by_cmdline(&session_dir).is_empty().then_some(()) }).await.is_some());
+    assert!(
+        eventually(|| async {
+            browserd::browser::procs::find_by_cmdline(&session_dir)
+                .is_empty()
+                .then_some(())
+        })
+        .await
+        .is_some()
+    );
     assert!(!session_dir.exists());
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
@@ -172,23 +248,58 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
     let key = "cli-test-key";
     let mut server = serve(dir.path(), &["--api-key", key]);
 
-    let (ok, out, err) = cli(dir.path(), &["project", "create", "scrapers", "--concurrency", "3"]);
+    let (ok, out, err) = cli(
+        dir.path(),
+        &["project", "create", "scrapers", "--concurrency", "3"],
+    );
     assert!(ok, "{err}");
-    let new_key = out.lines().find_map(|l| l.strip_prefix("API key:")).unwrap().split_whitespace().next().unwrap().to_owned();
-    let new_id = out.lines().find_map(|l| l.strip_prefix("project id:")).unwrap().trim().to_owned();
+    let new_key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("API key:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let new_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("project id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let (ok, out, _) = cli(dir.path(), &["project", "list"]);
-    assert!(ok && out.contains("scrapers") && out.contains(&new_id), "{out}");
+    assert!(
+        ok && out.contains("scrapers") && out.contains(&new_id),
+        "{out}"
+    );
 
     // The new project's key works against the running server, with its own settings.
-    let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "--project", &new_id, "120"]);
+    let (ok, _, err) = cli(
+        dir.path(),
+        &[
+            "project",
+            "set-default-timeout",
+            "--project",
+            &new_id,
+            "120",
+        ],
+    );
     assert!(ok, "{err}");
     let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "5"]);
     assert!(!ok && err.contains("timeout must be >= 60"), "{err}");
     let s = create(&server.base, &new_key, json!({"keepAlive": true})).await;
     let id = s["id"].as_str().unwrap().to_owned();
     assert_eq!(s["projectId"], new_id);
-    let start = time::OffsetDateTime::parse(s["startedAt"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
-    let end = time::OffsetDateTime::parse(s["expiresAt"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+    let start = time::OffsetDateTime::parse(
+        s["startedAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let end = time::OffsetDateTime::parse(
+        s["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
     assert_eq!((end - start).whole_seconds(), 120);
 
     let (ok, out, _) = cli(dir.path(), &["sessions", "list", "--status", "running"]);
@@ -197,9 +308,15 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
     let (ok, out, err) = cli(dir.path(), &["sessions", "release", &id]);
     assert!(ok, "{err}");
     assert!(out.contains("COMPLETED"), "{out}");
-    let frame = tokio::time::timeout(PATIENCE, client.closed()).await.unwrap().expect("close frame");
+    let frame = tokio::time::timeout(PATIENCE, client.closed())
+        .await
+        .unwrap()
+        .expect("close frame");
     assert!(frame.reason.contains("released"));
-    assert_eq!(get(&server.base, &new_key, &id).await["status"], "COMPLETED");
+    assert_eq!(
+        get(&server.base, &new_key, &id).await["status"],
+        "COMPLETED"
+    );
 
     signal(&server.child, rustix::process::Signal::TERM);
     server.child.wait().unwrap();
