@@ -236,18 +236,7 @@ async fn keys_and_projects_are_checked() {
     assert_eq!(status, 201, "the key's own projectId is accepted");
 
     // Another project's key sees none of it.
-    let other = server
-        .state
-        .store
-        .create_project("other", 300, 2)
-        .await
-        .unwrap();
-    server
-        .state
-        .store
-        .add_api_key(&other.id, &browserd::secrets::hash_api_key("other-key"))
-        .await
-        .unwrap();
+    server.add_project("other", 2, "other-key").await;
     let id = mine["id"].as_str().unwrap();
     for (method, path, body) in [
         (Method::GET, format!("/v1/sessions/{id}"), None),
@@ -310,18 +299,7 @@ async fn limits_answer_429_without_retry_and_free_at_release() {
     })
     .await;
     // The project may run one session at a time.
-    let project = server
-        .state
-        .store
-        .create_project("small", 300, 1)
-        .await
-        .unwrap();
-    server
-        .state
-        .store
-        .add_api_key(&project.id, &browserd::secrets::hash_api_key("small-key"))
-        .await
-        .unwrap();
+    server.add_project("small", 1, "small-key").await;
     let create = |key: &'static str| {
         let req = server
             .http

@@ -268,6 +268,21 @@ async fn connect_credentials_are_checked_before_the_upgrade() {
     let mut signed = Cdp::connect(&good).await;
     assert_eq!(signed.eval_in_page("window.via").await, "legacy");
 
+    // Playwright given an http:// URL asks /json/version/ (query kept) for the websocket.
+    let http_url = good
+        .replacen("ws://", "http://", 1)
+        .replacen("/?", "/json/version/?", 1);
+    let version: serde_json::Value = server
+        .http
+        .get(&http_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(version["webSocketDebuggerUrl"], good.as_str());
+
     // A plain GET of the connectUrl explains itself.
     let plain = server
         .http

@@ -159,22 +159,12 @@ pub async fn json_version(
     if !state.sessions.is_live(id) {
         return Err(not_live(&state, id).await);
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
     let qs: Vec<String> = query
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "signingKey" | "apiKey" | "sessionId"))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let base = match &state.settings.public_url {
-        Some(url) => url
-            .trim_end_matches('/')
-            .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1),
-        None => format!("ws://{host}"),
-    };
+    let base = super::websocket_base(&state, &headers);
     Ok(Json(serde_json::json!({
         "Browser": "browserd/Chromium",
         "Protocol-Version": "1.3",

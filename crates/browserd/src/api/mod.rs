@@ -145,6 +145,28 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
+/// `http(s)://host[:port][/prefix]` without a trailing slash: `--public-url`, else the
+/// request's `Host`.
+fn public_base(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(url) = &state.settings.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// [`public_base`] with the websocket scheme: `wss://` behind `https://`.
+fn websocket_base(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    let base = public_base(state, headers);
+    match base.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", base.trim_start_matches("http://")),
+    }
+}
+
 /// Checks a timeout given outside the HTTP API (the CLI) by the same rule as `timeout`.
 pub fn check_timeout_secs(secs: u64, min: u64) -> Result<u64, ApiError> {
     params::check_timeout("timeout", secs.min(i64::MAX as u64) as i64, min)

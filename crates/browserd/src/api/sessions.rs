@@ -8,7 +8,7 @@ use crate::sessions::CreateRequest;
 use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -36,15 +36,12 @@ fn with_connect<'a>(
     let live = !session.status.is_ended();
     let (connect_url, selenium_remote_url, signing_key) = if live {
         let token = crate::secrets::session_token(&state.secret, session.id);
-        let base = public_base(state, headers);
-        let ws_base = if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else {
-            format!("ws://{}", base.trim_start_matches("http://"))
-        };
         (
-            Some(format!("{ws_base}/?signingKey={token}")),
-            Some(format!("{base}/webdriver")),
+            Some(format!(
+                "{}/?signingKey={token}",
+                super::websocket_base(state, headers)
+            )),
+            Some(format!("{}/webdriver", super::public_base(state, headers))),
             Some(token),
         )
     } else {
@@ -56,19 +53,6 @@ fn with_connect<'a>(
         selenium_remote_url,
         signing_key,
     }
-}
-
-/// `http(s)://host[:port][/prefix]` without a trailing slash: `--public-url`, else the
-/// request's `Host`.
-fn public_base(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(url) = &state.settings.public_url {
-        return url.trim_end_matches('/').to_owned();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {

@@ -154,6 +154,15 @@ impl TestServer {
         resp.json().await.unwrap()
     }
 
+    /// Adds a project that may run `concurrency` sessions, reachable with `key`.
+    pub async fn add_project(&self, name: &str, concurrency: u32, key: &str) -> String {
+        let store = &self.state.store;
+        let project = store.create_project(name, 300, concurrency).await.unwrap();
+        let hash = browserd::secrets::hash_api_key(key);
+        store.add_api_key(&project.id, &hash).await.unwrap();
+        project.id
+    }
+
     /// Waits until the session's status is `status`; returns the session.
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         eventually(|| async {
