@@ -53,6 +53,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_SESSIONS", value_name = "N")]
     pub max_sessions: Option<usize>,
 
+    /// Browsers kept started and ready, so a create takes one at once; 0 turns the pool off.
+    /// Warm browsers use free session slots [default: one per core, at most 4]
+    #[arg(long, env = "BROWSERD_WARM_POOL", value_name = "N")]
+    pub warm_pool: Option<usize>,
+
     /// The default project's defaultTimeout when it is first created, in seconds [default: 300]
     #[arg(long, env = "BROWSERD_DEFAULT_TIMEOUT", value_name = "SECONDS")]
     pub default_timeout: Option<u64>,
@@ -91,6 +96,7 @@ pub struct Config {
     pub chromium: Option<PathBuf>,
     pub api_key: Option<String>,
     pub max_sessions: usize,
+    pub warm_pool: usize,
     pub default_timeout_secs: u64,
     pub min_timeout_secs: u64,
     pub max_message_size: usize,
@@ -153,6 +159,11 @@ impl Config {
             chromium: cli.chromium.clone().or(f.chromium),
             api_key: cli.api_key.clone().or(f.api_key),
             max_sessions,
+            warm_pool: cli
+                .warm_pool
+                .or(f.warm_pool)
+                .unwrap_or_else(default_warm_pool)
+                .min(max_sessions),
             default_timeout_secs,
             min_timeout_secs,
             max_message_size: max_message_mib * 1024 * 1024,
@@ -176,6 +187,15 @@ fn read_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// One warm browser per core, at most 4: enough to absorb a burst of creates without
+/// idle browsers crowding a small machine.
+fn default_warm_pool() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
 }
 
 /// One session per 512 MiB of memory after leaving 1 GiB to the system; at least 1.

@@ -71,6 +71,7 @@ pub async fn prepare_with(
         launcher,
         Limits {
             max_sessions: config.max_sessions,
+            warm_pool: config.warm_pool,
         },
     );
     let state = AppState {

@@ -468,6 +468,8 @@ async fn projects_show_and_change_the_default_timeout_and_count_usage() {
     for field in ["name", "ownerId", "createdAt", "updatedAt"] {
         assert!(project[field].is_string(), "{field}");
     }
+    assert_eq!(project["browserd"]["maxSessions"], 4);
+    assert_eq!(project["browserd"]["warmPool"], 0);
     let (_, one, _) = call(&server, Method::GET, &format!("/v1/projects/{pid}"), None).await;
     assert_eq!(one, project);
     let (status, _, _) = call(&server, Method::GET, "/v1/projects/nope", None).await;

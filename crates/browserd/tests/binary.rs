@@ -202,7 +202,8 @@ async fn first_start_prints_the_sdk_settings_once_and_sigterm_stops_cleanly() {
 async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_browsers() {
     let dir = tempfile::tempdir().unwrap();
     let key = "restart-test-key";
-    let mut server = serve(dir.path(), &["--api-key", key]);
+    // No warm pool: the one browser folder is the session's.
+    let mut server = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
     let s = create(
         &server.base,
         key,
@@ -210,7 +211,12 @@ async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_
     )
     .await;
     let id = s["id"].as_str().unwrap().to_owned();
-    let session_dir = dir.path().join("sessions").join(&id);
+    let folders: Vec<_> = std::fs::read_dir(dir.path().join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    let session_dir = folders[0].clone();
     assert!(!browserd::browser::procs::find_by_cmdline(&session_dir).is_empty());
 
     signal(&server.child, rustix::process::Signal::KILL);
@@ -219,7 +225,7 @@ async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_
     assert!(!browserd::browser::procs::find_by_cmdline(&session_dir).is_empty());
 
     // ...until the next start, which sweeps it and records the truth.
-    let mut again = serve(dir.path(), &["--api-key", key]);
+    let mut again = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
     assert!(
         again.banner.iter().any(|l| l.contains("ended 1 session")),
         "{:?}",

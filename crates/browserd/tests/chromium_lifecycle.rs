@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::json;
+use std::path::PathBuf;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn id_of(s: &serde_json::Value) -> String {
@@ -16,19 +17,20 @@ fn connect_url(s: &serde_json::Value) -> String {
     s["connectUrl"].as_str().unwrap().to_owned()
 }
 
-fn pid_of(server: &TestServer, id: &str) -> u32 {
-    server
+/// The pid and folder of a live session's browser.
+fn browser_of(server: &TestServer, id: &str) -> (u32, PathBuf) {
+    let pid = server
         .state
         .sessions
         .browser_pid(id.parse().unwrap())
-        .expect("a live session has a browser pid")
+        .expect("a live session has a browser pid");
+    (pid, server.browser_dir(id))
 }
 
 /// After an ending: the browser process and every process naming its profile are gone,
-/// and so is the session's folder.
-async fn assert_cleaned_up(server: &TestServer, id: &str, pid: u32) {
+/// and so is the browser's folder.
+async fn assert_cleaned_up((pid, dir): (u32, PathBuf)) {
     assert!(wait_gone(pid).await, "browser {pid} survived the session");
-    let dir = server.session_dir(id);
     assert!(
         eventually(|| async { (!dir.exists()).then_some(()) })
             .await
@@ -74,9 +76,9 @@ async fn a_session_is_a_real_browser_with_one_blank_page() {
     assert_eq!(pages[0]["url"], "about:blank");
     assert_eq!(cdp.eval_in_page("1 + 1").await, 2);
 
-    let pid = pid_of(&server, &id_of(&s));
+    let browser = browser_of(&server, &id_of(&s));
     server.release(&id_of(&s)).await;
-    assert_cleaned_up(&server, &id_of(&s), pid).await;
+    assert_cleaned_up(browser).await;
     server.stop().await;
 }
 
@@ -115,7 +117,7 @@ async fn keep_alive_survives_disconnects_and_serves_several_clients() {
     assert_eq!(other.eval_in_page("document.title").await, "state");
     assert_eq!(server.get(&id).await["status"], "RUNNING");
 
-    let pid = pid_of(&server, &id);
+    let browser = browser_of(&server, &id);
     let released = server.release(&id).await;
     assert_eq!(released["status"], "COMPLETED");
     assert!(released["endedAt"].is_string());
@@ -124,7 +126,7 @@ async fn keep_alive_survives_disconnects_and_serves_several_clients() {
         assert_eq!(frame.code, CloseCode::Normal);
         assert!(frame.reason.contains("released"), "{}", frame.reason);
     }
-    assert_cleaned_up(&server, &id, pid).await;
+    assert_cleaned_up(browser).await;
 
     // An ended session answers 410 before any upgrade, with the reason.
     let (status, body) = refused_handshake(&url).await;
@@ -143,7 +145,7 @@ async fn without_keep_alive_the_last_disconnect_completes_the_session() {
     let server = TestServer::start().await;
     let s = server.create(json!({"timeout": 600})).await;
     let id = id_of(&s);
-    let pid = pid_of(&server, &id);
+    let browser = browser_of(&server, &id);
     let mut cdp = Cdp::connect(&connect_url(&s)).await;
     assert_eq!(cdp.eval_in_page("2 * 21").await, 42);
     drop(cdp);
@@ -153,7 +155,7 @@ async fn without_keep_alive_the_last_disconnect_completes_the_session() {
         ended.get("connectUrl").is_none(),
         "no connectUrl once ended"
     );
-    assert_cleaned_up(&server, &id, pid).await;
+    assert_cleaned_up(browser).await;
     server.stop().await;
 }
 
@@ -164,7 +166,7 @@ async fn at_its_timeout_a_session_closes_clients_with_the_reason() {
         .create(json!({"keepAlive": true, "timeout": 2}))
         .await;
     let id = id_of(&s);
-    let pid = pid_of(&server, &id);
+    let browser = browser_of(&server, &id);
     let mut cdp = Cdp::connect(&connect_url(&s)).await;
     let frame = cdp.closed().await.expect("a close frame");
     assert!(frame.reason.contains("timed out"), "{}", frame.reason);
@@ -188,7 +190,7 @@ async fn at_its_timeout_a_session_closes_clients_with_the_reason() {
         "ended {ended_at} before expiry {expires}"
     );
     assert!((ended_at - expires) < time::Duration::seconds(2));
-    assert_cleaned_up(&server, &id, pid).await;
+    assert_cleaned_up(browser).await;
     server.stop().await;
 }
 
@@ -197,14 +199,14 @@ async fn browser_close_from_a_client_completes_the_session() {
     let server = TestServer::start().await;
     let s = server.create(json!({"keepAlive": true})).await;
     let id = id_of(&s);
-    let pid = pid_of(&server, &id);
+    let browser = browser_of(&server, &id);
     let mut cdp = Cdp::connect(&connect_url(&s)).await;
     let answer = cdp.call("Browser.close", json!({}), None).await;
     assert_eq!(answer["result"], json!({}));
     let frame = cdp.closed().await.expect("a close frame");
     assert!(frame.reason.contains("Browser.close"), "{}", frame.reason);
     assert_eq!(server.get(&id).await["status"], "COMPLETED");
-    assert_cleaned_up(&server, &id, pid).await;
+    assert_cleaned_up(browser).await;
     server.stop().await;
 }
 
@@ -213,11 +215,11 @@ async fn a_killed_browser_ends_the_session_as_error() {
     let server = TestServer::start().await;
     let s = server.create(json!({"keepAlive": true})).await;
     let id = id_of(&s);
-    let pid = pid_of(&server, &id);
+    let browser = browser_of(&server, &id);
     let mut cdp = Cdp::connect(&connect_url(&s)).await;
     assert_eq!(cdp.eval_in_page("1").await, 1);
     rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Pid::from_raw(browser.0 as i32).unwrap(),
         rustix::process::Signal::KILL,
     )
     .unwrap();
@@ -234,7 +236,7 @@ async fn a_killed_browser_ends_the_session_as_error() {
         ended["endReason"].as_str().unwrap().contains("SIGKILL"),
         "{ended}"
     );
-    assert_cleaned_up(&server, &id, pid).await;
+    assert_cleaned_up(browser).await;
     server.stop().await;
 }
 
@@ -338,24 +340,21 @@ async fn shutdown_closes_clients_and_stops_every_browser() {
     let server = TestServer::start().await;
     let a = server.create(json!({"keepAlive": true})).await;
     let b = server.create(json!({})).await;
-    let pids = [pid_of(&server, &id_of(&a)), pid_of(&server, &id_of(&b))];
+    let browsers = [
+        browser_of(&server, &id_of(&a)),
+        browser_of(&server, &id_of(&b)),
+    ];
     let mut client = Cdp::connect(&connect_url(&a)).await;
     let store = server.state.store.clone();
-    let dirs = [
-        server.session_dir(&id_of(&a)),
-        server.session_dir(&id_of(&b)),
-    ];
     let closing = tokio::spawn(async move { client.closed().await });
     server.stop().await;
     let frame = closing.await.unwrap().expect("a close frame");
     assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
-    for pid in pids {
+    for (pid, dir) in browsers {
         assert!(
             !browserd::browser::procs::is_alive(pid),
             "browser {pid} outlived shutdown"
         );
-    }
-    for dir in dirs {
         assert!(!dir.exists());
     }
     use browserd::store::SessionStore as _;

@@ -15,14 +15,33 @@ fn own_project<'a>(auth: &'a Auth, id: &str) -> Result<&'a crate::model::Project
     }
 }
 
+/// A project as JSON, plus browserd's server capacity (an extension; the SDKs ignore it):
+/// live sessions and warm browsers together never exceed `maxSessions`, and a warm browser
+/// goes to the next create, so the pool never causes a 429.
+fn project_json(state: &AppState, project: &crate::model::Project) -> serde_json::Value {
+    let mut json = serde_json::to_value(project.to_json()).expect("a project serialises");
+    let limits = state.sessions.limits();
+    json["browserd"] = serde_json::json!({
+        "maxSessions": limits.max_sessions,
+        "warmPool": state.sessions.pool().target(),
+        "warmReady": state.sessions.pool().len(),
+        "liveSessions": state.sessions.live_count(),
+    });
+    json
+}
+
 /// `GET /v1/projects`
-pub async fn list(auth: Auth) -> Response {
-    Json([auth.0.to_json()]).into_response()
+pub async fn list(State(state): State<AppState>, auth: Auth) -> Response {
+    Json([project_json(&state, &auth.0)]).into_response()
 }
 
 /// `GET /v1/projects/{id}`
-pub async fn retrieve(auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(own_project(&auth, &id)?.to_json()).into_response())
+pub async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(project_json(&state, own_project(&auth, &id)?)).into_response())
 }
 
 /// `PATCH /v1/projects/{id}` with `{"defaultTimeout": N}` (a browserd extension): the
@@ -43,7 +62,7 @@ pub async fn update(
         .set_default_timeout(&project.id, secs)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("project {id} not found")))?;
-    Ok(Json(updated.to_json()).into_response())
+    Ok(Json(project_json(&state, &updated)).into_response())
 }
 
 /// `GET /v1/projects/{id}/usage`: browser minutes counted from session lifetimes.

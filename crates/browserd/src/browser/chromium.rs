@@ -73,7 +73,7 @@ impl ChromiumLauncher {
 #[async_trait::async_trait]
 impl Launcher for ChromiumLauncher {
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
-        let dir = self.sessions_dir.join(spec.session_id.to_string());
+        let dir = self.sessions_dir.join(spec.browser_id.to_string());
         let profile = dir.join("profile");
         tokio::fs::create_dir_all(&profile)
             .await
@@ -194,6 +194,14 @@ impl BrowserInstance for ChromiumBrowser {
 
     fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
+    fn is_running(&mut self) -> bool {
+        !self.stopped && matches!(self.child.try_wait(), Ok(None))
     }
 
     async fn exited(&mut self) -> String {

@@ -4,9 +4,10 @@
 //! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
 
 pub mod chromium;
+pub mod pool;
 pub mod procs;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// The window size a session's browser starts with (Browserbase's `browserSettings.viewport`).
@@ -25,11 +26,22 @@ impl Default for Viewport {
     }
 }
 
-/// What a session asks of its browser.
+/// What a browser is started with.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
-    pub session_id: Uuid,
+    /// Names the browser's folder. Not the session id: a warm browser is started before
+    /// its session exists.
+    pub browser_id: Uuid,
     pub viewport: Viewport,
+}
+
+impl LaunchSpec {
+    pub fn new(viewport: Viewport) -> Self {
+        Self {
+            browser_id: Uuid::new_v4(),
+            viewport,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +78,12 @@ pub trait BrowserInstance: Send + Sync {
 
     /// The browser's process id, where there is a process.
     fn pid(&self) -> Option<u32>;
+
+    /// The folder holding the browser's profile and log, where there is one.
+    fn dir(&self) -> Option<&Path>;
+
+    /// Whether the browser is still running (checked without waiting).
+    fn is_running(&mut self) -> bool;
 
     /// Resolves when the browser exits by itself (crash, kill, `Browser.close`), with a
     /// description of how it exited.

@@ -13,22 +13,28 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
-use crate::browser::{LaunchError, Launcher, Viewport};
+use crate::browser::pool::WarmPool;
+use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{SessionStore, StoreError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// Server-wide limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Sessions this server runs at once, across projects.
+    /// Sessions this server runs at once, across projects. Warm browsers live in the free
+    /// slots: live sessions plus warm browsers never exceed it.
     pub max_sessions: usize,
+    /// Browsers kept started ahead of demand (0: none).
+    pub warm_pool: usize,
 }
 
 /// A validated request for a new session.
@@ -44,6 +50,18 @@ pub struct CreateRequest {
     pub extension_id: Option<String>,
     pub proxies: Option<Value>,
     pub viewport: Viewport,
+}
+
+impl CreateRequest {
+    /// Whether a warm browser (default viewport, no extension, no context) serves this request.
+    pub fn fits_warm_browser(&self) -> bool {
+        self.viewport == Viewport::default()
+            && self.extension_id.is_none()
+            && !self
+                .browser_settings
+                .as_ref()
+                .is_some_and(|s| s.contains_key("context"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +122,7 @@ struct LiveEntry {
     /// Set once the browser is ready; until then clients cannot connect.
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
+    browser_dir: Option<PathBuf>,
 }
 
 pub struct SessionManager {
@@ -113,9 +132,13 @@ pub struct SessionManager {
     /// Live sessions. A std Mutex: every critical section is a map operation, never an await.
     /// Holding a slot here is what counts against the limits, so check-and-insert is atomic.
     live: Mutex<HashMap<Uuid, LiveEntry>>,
-    /// The supervisors, so shutdown can wait until every browser is stopped.
+    /// The supervisors and the pool's refill loop, so shutdown can wait until every
+    /// browser is stopped.
     tasks: TaskTracker,
     shutting_down: AtomicBool,
+    pool: WarmPool,
+    /// Stops the pool's refill loop at shutdown.
+    stop_pool: CancellationToken,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -133,14 +156,34 @@ impl SessionManager {
         launcher: Arc<dyn Launcher>,
         limits: Limits,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let manager = Arc::new(Self {
             store,
             launcher,
+            pool: WarmPool::new(limits.warm_pool.min(limits.max_sessions)),
             limits,
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
-        })
+            stop_pool: CancellationToken::new(),
+        });
+        if manager.pool.target() > 0 {
+            let this = Arc::clone(&manager);
+            // Keeps warm browsers ready until shutdown; holds the manager, which is fine:
+            // shutdown cancels it.
+            manager.tasks.spawn(async move {
+                let has_room =
+                    || this.live_count() + this.pool.footprint() < this.limits.max_sessions;
+                this.pool
+                    .refill(&*this.launcher, has_room, this.stop_pool.clone())
+                    .await;
+            });
+        }
+        manager
+    }
+
+    /// The warm pool (its target and how many browsers are ready).
+    pub fn pool(&self) -> &WarmPool {
+        &self.pool
     }
 
     pub fn limits(&self) -> &Limits {
@@ -176,6 +219,11 @@ impl SessionManager {
         self.live.lock().unwrap().get(&id)?.browser_pid
     }
 
+    /// The folder of a live session's browser (for tests and diagnostics).
+    pub fn browser_dir(&self, id: Uuid) -> Option<PathBuf> {
+        self.live.lock().unwrap().get(&id)?.browser_dir.clone()
+    }
+
     /// Starts a session and returns it once its browser accepts CDP connections.
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Session, CreateError> {
         let id = Uuid::new_v4();
@@ -189,16 +237,23 @@ impl SessionManager {
                 ended,
                 cdp_url: None,
                 browser_pid: None,
+                browser_dir: None,
             },
             req.project.concurrency,
         )?;
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
+        let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
         let now = crate::model::now();
         let session = Session {
             id,
             project_id: req.project.id.clone(),
-            status: SessionStatus::Pending,
+            // A warm browser is ready now: the session starts RUNNING, in one write.
+            status: if warm.is_some() {
+                SessionStatus::Running
+            } else {
+                SessionStatus::Pending
+            },
             keep_alive: req.keep_alive,
             timeout_secs,
             region: req.region,
@@ -215,6 +270,9 @@ impl SessionManager {
         };
         if let Err(e) = self.store.insert_session(&session).await {
             self.free_slot(id);
+            if let Some(mut browser) = warm {
+                browser.shutdown().await;
+            }
             return Err(e.into());
         }
 
@@ -223,6 +281,7 @@ impl SessionManager {
             manager: Arc::clone(self),
             session,
             viewport: req.viewport,
+            warm,
             commands: command_rx,
             ended: ended_tx,
         };
@@ -263,12 +322,15 @@ impl SessionManager {
 
     fn free_slot(&self, id: Uuid) {
         self.live.lock().unwrap().remove(&id);
+        // A freed slot may let the pool start another browser.
+        self.pool.nudge();
     }
 
-    fn set_ready(&self, id: Uuid, cdp_url: String, pid: Option<u32>) {
+    fn set_ready(&self, id: Uuid, browser: &dyn BrowserInstance) {
         if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
-            entry.cdp_url = Some(cdp_url);
-            entry.browser_pid = pid;
+            entry.cdp_url = Some(browser.cdp_url().to_owned());
+            entry.browser_pid = browser.pid();
+            entry.browser_dir = browser.dir().map(Path::to_path_buf);
         }
     }
 
@@ -326,6 +388,8 @@ impl SessionManager {
     /// Ends every live session and waits until all their browsers are stopped.
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        // The refill loop stops and stops its idle browsers.
+        self.stop_pool.cancel();
         let ids: Vec<Uuid> = self.live.lock().unwrap().keys().copied().collect();
         let endings = ids.into_iter().map(|id| {
             self.end(

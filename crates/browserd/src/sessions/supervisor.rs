@@ -13,6 +13,8 @@ pub(super) struct Supervisor {
     pub(super) manager: Arc<SessionManager>,
     pub(super) session: Session,
     pub(super) viewport: Viewport,
+    /// A warm browser taken from the pool; `None`: launch one.
+    pub(super) warm: Option<Box<dyn BrowserInstance>>,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     /// Set exactly once, when the session has ended; relays close their clients on it.
     pub(super) ended: watch::Sender<Option<Ending>>,
@@ -26,20 +28,28 @@ impl Supervisor {
 
     async fn run_inner(mut self, ready: oneshot::Sender<Result<Session, CreateError>>) {
         let id = self.session.id;
-        let spec = LaunchSpec {
-            session_id: id,
-            viewport: self.viewport,
-        };
-        let mut browser = match self.manager.launcher.launch(&spec).await {
-            Ok(browser) => browser,
-            Err(e) => {
-                tracing::warn!(error = %e, "browser failed to start");
-                let reason = format!("the browser failed to start: {e}");
-                self.record_end(SessionStatus::Error, &reason).await;
-                self.manager.free_slot(id);
-                let _ = ready.send(Err(e.into()));
-                return;
+        let mut browser = match self.warm.take() {
+            Some(warm) => {
+                // Stored as RUNNING at create; its clock started then.
+                let deadline = Instant::now() + Duration::from_secs(self.session.timeout_secs);
+                return self.serve(warm, deadline, ready).await;
             }
+            None => match self
+                .manager
+                .launcher
+                .launch(&LaunchSpec::new(self.viewport))
+                .await
+            {
+                Ok(browser) => browser,
+                Err(e) => {
+                    tracing::warn!(error = %e, "browser failed to start");
+                    let reason = format!("the browser failed to start: {e}");
+                    self.record_end(SessionStatus::Error, &reason).await;
+                    self.manager.free_slot(id);
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            },
         };
 
         // The timer starts when the browser is ready: expiresAt = startedAt + timeout.
@@ -68,8 +78,17 @@ impl Supervisor {
         self.session.started_at = started_at;
         self.session.updated_at = started_at;
         self.session.expires_at = expires_at;
-        self.manager
-            .set_ready(id, browser.cdp_url().to_owned(), browser.pid());
+        self.serve(browser, deadline, ready).await;
+    }
+
+    /// Runs a session whose browser is ready, from its first client to its end.
+    async fn serve(
+        mut self,
+        mut browser: Box<dyn BrowserInstance>,
+        deadline: Instant,
+        ready: oneshot::Sender<Result<Session, CreateError>>,
+    ) {
+        self.manager.set_ready(self.session.id, &*browser);
         tracing::info!(
             timeout_secs = self.session.timeout_secs,
             keep_alive = self.session.keep_alive,

@@ -3,6 +3,7 @@
 use super::*;
 use crate::browser::{BrowserInstance, LaunchSpec};
 use crate::store::memory::MemoryStore;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,9 +13,22 @@ struct FakeLauncher {
     fail: AtomicBool,
     launched: AtomicUsize,
     shutdowns: Arc<AtomicUsize>,
-    /// Set to make every running fake browser "crash" (a flag, not a notification: the
-    /// supervisor re-creates its `exited` future on every loop turn).
-    crash: Arc<watch::Sender<bool>>,
+    /// One flag per launched browser; set to make it "crash" (a flag, not a notification:
+    /// the supervisor re-creates its `exited` future on every loop turn).
+    crashes: Mutex<Vec<Arc<watch::Sender<bool>>>>,
+}
+
+impl FakeLauncher {
+    /// Crashes every browser launched so far.
+    fn crash_all(&self) {
+        for crash in self.crashes.lock().unwrap().iter() {
+            crash.send_replace(true);
+        }
+    }
+
+    fn launched(&self) -> usize {
+        self.launched.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for FakeLauncher {
@@ -23,7 +37,7 @@ impl Default for FakeLauncher {
             fail: AtomicBool::new(false),
             launched: AtomicUsize::new(0),
             shutdowns: Arc::default(),
-            crash: Arc::new(watch::channel(false).0),
+            crashes: Mutex::default(),
         }
     }
 }
@@ -41,9 +55,11 @@ impl Launcher for FakeLauncher {
             return Err(LaunchError::NotReady(Duration::from_secs(30)));
         }
         self.launched.fetch_add(1, Ordering::SeqCst);
+        let crash = Arc::new(watch::channel(false).0);
+        self.crashes.lock().unwrap().push(Arc::clone(&crash));
         Ok(Box::new(FakeBrowser {
             shutdowns: Arc::clone(&self.shutdowns),
-            crash: Arc::clone(&self.crash),
+            crash,
             stopped: false,
         }))
     }
@@ -56,6 +72,12 @@ impl BrowserInstance for FakeBrowser {
     }
     fn pid(&self) -> Option<u32> {
         None
+    }
+    fn dir(&self) -> Option<&std::path::Path> {
+        None
+    }
+    fn is_running(&mut self) -> bool {
+        !self.stopped && !*self.crash.borrow()
     }
     async fn exited(&mut self) -> String {
         let _ = self.crash.subscribe().wait_for(|crashed| *crashed).await;
@@ -76,9 +98,20 @@ struct Harness {
 }
 
 fn harness(max_sessions: usize) -> Harness {
+    harness_with_pool(max_sessions, 0)
+}
+
+fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
     let store = Arc::new(MemoryStore::default());
     let launcher = Arc::new(FakeLauncher::default());
-    let manager = SessionManager::new(store.clone(), launcher.clone(), Limits { max_sessions });
+    let manager = SessionManager::new(
+        store.clone(),
+        launcher.clone(),
+        Limits {
+            max_sessions,
+            warm_pool,
+        },
+    );
     Harness {
         manager,
         store,
@@ -261,7 +294,7 @@ async fn a_browser_crash_ends_the_session_as_error() {
     let h = harness(10);
     let s = h.manager.create(request(true, Some(600))).await.unwrap();
     let lease = h.manager.attach(s.id).unwrap();
-    h.launcher.crash.send_replace(true);
+    h.launcher.crash_all();
     let ending = ending_of(&lease).await;
     assert_eq!(ending.status, SessionStatus::Error);
     assert!(ending.reason.contains("crashed"));
@@ -290,7 +323,7 @@ async fn the_first_ending_wins() {
     let s = h.manager.create(request(true, Some(60))).await.unwrap();
     let lease = h.manager.attach(s.id).unwrap();
     // A release and a crash at once: one status, one cleanup.
-    h.launcher.crash.send_replace(true);
+    h.launcher.crash_all();
     let released = h.manager.release(s.id).await.unwrap().unwrap();
     let ending = ending_of(&lease).await;
     assert_eq!(released.status, ending.status);
@@ -360,4 +393,94 @@ async fn shutdown_ends_every_session_and_refuses_new_ones() {
         h.manager.create(request(false, None)).await,
         Err(CreateError::ShuttingDown)
     ));
+}
+
+/// Lets background tasks run until `done` holds (time is paused, so this costs nothing).
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        settle().await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_fills_and_creates_take_warm_browsers() {
+    let h = harness_with_pool(10, 2);
+    until(|| h.manager.pool().len() == 2).await;
+    assert_eq!(h.launcher.launched(), 2);
+
+    let s = h.manager.create(request(true, Some(600))).await.unwrap();
+    assert_eq!(s.status, SessionStatus::Running);
+    assert_eq!(
+        h.stored(s.id).await.status,
+        SessionStatus::Running,
+        "stored RUNNING at once"
+    );
+    // The session got a warm browser; the pool then starts one replacement.
+    until(|| h.manager.pool().len() == 2).await;
+    assert_eq!(h.launcher.launched(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_a_warm_browser_cannot_serve_launch_cold() {
+    let h = harness_with_pool(10, 1);
+    until(|| h.manager.pool().len() == 1).await;
+    let mut req = request(false, None);
+    req.viewport = Viewport {
+        width: 800,
+        height: 600,
+    };
+    h.manager.create(req).await.unwrap();
+    assert_eq!(h.launcher.launched(), 2);
+    assert_eq!(h.manager.pool().len(), 1, "the warm browser is still there");
+}
+
+#[tokio::test(start_paused = true)]
+async fn warm_browsers_only_use_free_slots() {
+    let h = harness_with_pool(2, 2);
+    until(|| h.manager.pool().len() == 2).await;
+    let a = h.manager.create(request(true, Some(600))).await.unwrap();
+    let _b = h.manager.create(request(true, Some(600))).await.unwrap();
+    settle().await;
+    assert_eq!(h.manager.pool().len(), 0, "no room for a warm browser");
+    assert_eq!(h.launcher.launched(), 2, "both sessions got warm browsers");
+    assert!(matches!(
+        h.manager.create(request(true, Some(600))).await,
+        Err(CreateError::ServerFull {
+            limit: 2,
+            current: 2
+        })
+    ));
+    h.manager.release(a.id).await.unwrap();
+    until(|| h.manager.pool().len() == 1).await;
+    assert_eq!(h.launcher.launched(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_warm_browser_is_never_handed_out() {
+    let h = harness_with_pool(10, 1);
+    until(|| h.manager.pool().len() == 1).await;
+    h.launcher.crash_all();
+    let s = h.manager.create(request(true, Some(600))).await.unwrap();
+    settle().await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Running);
+    assert!(
+        h.launcher.launched() >= 2,
+        "the session's browser was launched anew"
+    );
+    assert!(h.shutdowns() >= 1, "the dead warm browser was cleaned up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_warm_browsers_too() {
+    let h = harness_with_pool(10, 2);
+    until(|| h.manager.pool().len() == 2).await;
+    h.manager.create(request(true, Some(600))).await.unwrap();
+    until(|| h.manager.pool().len() == 2).await;
+    h.manager.shutdown().await;
+    assert_eq!(h.shutdowns(), h.launcher.launched());
+    assert_eq!(h.manager.pool().len(), 0);
 }

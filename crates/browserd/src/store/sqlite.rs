@@ -3,7 +3,9 @@
 use super::{Result, SessionStore, StoreError};
 use crate::model::{Project, Session, SessionStatus, fmt_time, parse_time};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +27,9 @@ impl SqliteStore {
             // WAL lets the CLI read while a server writes; busy_timeout makes writers wait
             // for each other instead of failing.
             .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL is safe against a browserd crash (only a power cut can lose
+            // the last commits) and saves an fsync per write, which a create would wait for.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()

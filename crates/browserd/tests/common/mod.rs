@@ -32,11 +32,14 @@ pub struct Options {
     pub max_sessions: usize,
     pub min_timeout: u64,
     pub max_message_mib: usize,
+    /// Off unless a test is about the pool, so each test's browsers are its own.
+    pub warm_pool: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
+            warm_pool: 0,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -69,6 +72,7 @@ impl TestServer {
             min_timeout: Some(opts.min_timeout),
             default_timeout: Some(300),
             max_message_mib: Some(opts.max_message_mib),
+            warm_pool: Some(opts.warm_pool),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
@@ -173,8 +177,12 @@ impl TestServer {
         .unwrap_or_else(|| panic!("session {id} never became {status}"))
     }
 
-    pub fn session_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.path().join("sessions").join(id)
+    /// The folder of a live session's browser.
+    pub fn browser_dir(&self, id: &str) -> PathBuf {
+        self.state
+            .sessions
+            .browser_dir(id.parse().unwrap())
+            .expect("a live session has a browser dir")
     }
 }
 

@@ -1,0 +1,143 @@
+//! The warm pool: browsers started ahead of demand, so a create can take one that is
+//! already listening instead of waiting for Chromium to start.
+//!
+//! Every pooled browser is fresh (new profile, never used) and goes to exactly one session,
+//! which destroys it when it ends: no state crosses sessions. The pool refills one browser
+//! at a time, so refilling never competes with running sessions for more than one launch's
+//! worth of CPU.
+
+use super::{BrowserInstance, LaunchSpec, Launcher, Viewport};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The viewport pooled browsers start with; a create asking for another one launches cold.
+pub const POOL_VIEWPORT: Viewport = Viewport {
+    width: 1280,
+    height: 720,
+};
+
+/// Longest wait between refill attempts after launches keep failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub struct WarmPool {
+    target: usize,
+    /// Ready browsers, oldest first. A std Mutex: pushed and popped, never held across await.
+    idle: Mutex<Vec<Box<dyn BrowserInstance>>>,
+    /// Launches under way for the pool (they count against the server's capacity).
+    launching: AtomicUsize,
+    /// Wakes the refill loop after a take, or when capacity frees up.
+    wake: Notify,
+}
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool")
+            .field("target", &self.target)
+            .field("idle", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WarmPool {
+    pub fn new(target: usize) -> Self {
+        Self {
+            target,
+            idle: Mutex::new(Vec::new()),
+            launching: AtomicUsize::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    /// How many browsers the pool keeps ready.
+    pub fn target(&self) -> usize {
+        self.target
+    }
+
+    /// Ready browsers now.
+    pub fn len(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Browsers the pool holds or is starting: what it costs the server's capacity.
+    pub fn footprint(&self) -> usize {
+        self.len() + self.launching.load(Ordering::SeqCst)
+    }
+
+    /// Takes a ready browser, if there is one that is still running.
+    pub fn take(&self) -> Option<Box<dyn BrowserInstance>> {
+        let taken = loop {
+            let mut browser = self.idle.lock().unwrap().pop()?;
+            if browser.is_running() {
+                break Some(browser);
+            }
+            // A pooled browser died while waiting: clean it up, try the next.
+            tokio::spawn(async move { browser.shutdown().await });
+        };
+        self.wake.notify_one();
+        taken
+    }
+
+    /// Tells the refill loop that capacity may have freed up.
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Keeps the pool at its target while `has_room()` says the server can hold another
+    /// browser, until `stop` is cancelled; then stops every idle browser.
+    pub async fn refill(
+        &self,
+        launcher: &dyn Launcher,
+        has_room: impl Fn() -> bool,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            while !stop.is_cancelled() && self.footprint() < self.target && has_room() {
+                self.launching.fetch_add(1, Ordering::SeqCst);
+                let spec = LaunchSpec::new(POOL_VIEWPORT);
+                let launched = tokio::select! {
+                    r = launcher.launch(&spec) => Some(r),
+                    () = stop.cancelled() => None,
+                };
+                match launched {
+                    Some(Ok(browser)) => {
+                        self.idle.lock().unwrap().insert(0, browser);
+                        backoff = Duration::from_millis(250);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "could not start a warm browser");
+                        self.launching.fetch_sub(1, Ordering::SeqCst);
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = stop.cancelled() => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                    None => {}
+                }
+                self.launching.fetch_sub(1, Ordering::SeqCst);
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Stops every idle browser.
+    pub async fn drain(&self) {
+        let idle: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
+        for mut browser in idle {
+            browser.shutdown().await;
+        }
+    }
+}
