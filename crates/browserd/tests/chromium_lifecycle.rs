@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use std::path::PathBuf;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -366,4 +366,78 @@ async fn shutdown_closes_clients_and_stops_every_browser() {
             .unwrap();
         assert_eq!(stored.status.as_str(), "COMPLETED");
     }
+}
+
+/// Resident memory of this test process (the server runs in it), in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_backpressure_not_buffering() {
+    use tokio_tungstenite::tungstenite::Message;
+    const REPLIES: usize = 20;
+    const EACH: usize = 10 * 1024 * 1024;
+
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let mut slow = Cdp::connect(&connect_url(&s)).await;
+    let targets = slow.call("Target.getTargets", json!({}), None).await;
+    let page = targets["result"]["targetInfos"][0]["targetId"].clone();
+    let attached = slow
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": page, "flatten": true}),
+            None,
+        )
+        .await;
+    let page_session = attached["result"]["sessionId"].as_str().unwrap().to_owned();
+
+    let before = rss_mib();
+    // 200 MiB of replies asked for; the client reads none of them for now.
+    for i in 0..REPLIES {
+        let cmd = json!({"id": 1000 + i, "sessionId": page_session, "method": "Runtime.evaluate",
+            "params": {"expression": format!("'x'.repeat({EACH})"), "returnByValue": true}});
+        slow.ws.send(Message::text(cmd.to_string())).await.unwrap();
+    }
+    // Another client of the same page is not stalled by the slow one. Its evaluation runs
+    // after the slow client's in the page, so its answer also means all 20 are produced.
+    let mut other = Cdp::connect(&connect_url(&s)).await;
+    assert_eq!(
+        other.eval_in_page("'still responsive'").await,
+        "still responsive"
+    );
+    let grown = rss_mib().saturating_sub(before);
+    assert!(
+        grown < 100,
+        "browserd buffered {grown} MiB for a client that reads nothing (replies: {} MiB)",
+        REPLIES * EACH / 1024 / 1024
+    );
+
+    // Nothing was lost: the slow client gets every reply once it reads.
+    let mut seen = 0;
+    while seen < REPLIES {
+        match slow.ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["id"].as_u64().is_some_and(|id| id >= 1000) {
+                    assert_eq!(
+                        v["result"]["result"]["value"].as_str().map(str::len),
+                        Some(EACH)
+                    );
+                    seen += 1;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the slow client's connection ended: {other:?}"),
+        }
+    }
+    server.stop().await;
 }
