@@ -1,0 +1,478 @@
+// browserd benchmarks, measured side by side in one run on one machine:
+//   1. lifecycle (create, connect, navigate, release) for browserd with its warm pool,
+//      browserd cold, and Chromium launched directly (what a user would otherwise write),
+//      with Playwright's connectOverCDP and with a raw CDP websocket client;
+//   2. CDP round trips and large messages through browserd versus Chromium's own websocket;
+//   3. scale: concurrent creates, browserd's own memory per idle session, and how many
+//      sessions this machine holds before the first refusal.
+// Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
+import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir, cpus, totalmem } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { once } from 'node:events';
+import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+const ITERATIONS = Number(arg('iterations', 50));
+const RTT_CALLS = Number(arg('rtt', 5000));
+const OUT = resolve(arg('out', join(repo, 'docs', 'benchmarks.md')));
+const SKIP_CAPACITY = process.argv.includes('--skip-capacity');
+const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'release', 'browserd');
+const CHROMIUM = ['chromium', 'chromium-browser', 'google-chrome']
+  .map((n) => { try { return execFileSync('which', [n], { encoding: 'utf8' }).trim(); } catch { return null; } })
+  .find(Boolean);
+const KEY = 'bench-key';
+
+// The same flags browserd gives Chromium (crates/browserd/src/browser/chromium.rs), so the
+// direct baseline launches the very same browser.
+const FLAGS = ['--headless', '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
+  '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--disable-default-apps',
+  '--disable-crash-reporter', '--disable-breakpad', '--metrics-recording-only',
+  '--safebrowsing-disable-auto-update', '--password-store=basic', '--use-mock-keychain', '--mute-audio',
+  '--window-size=1280,720', ...(process.getuid() === 0 ? ['--no-sandbox'] : [])];
+
+const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+const log = (...a) => console.error('[bench]', ...a);
+
+// ---------------------------------------------------------------- fixtures
+
+async function startSite() {
+  const tall = `<html><body style="margin:0">${Array.from({ length: 40 }, (_, i) =>
+    `<div style="height:100px;background:hsl(${i * 9},70%,${30 + (i % 5) * 10}%)">${'block '.repeat(50)}${i}</div>`).join('')}</body></html>`;
+  const server = createServer((req, res) => {
+    res.setHeader('content-type', 'text/html');
+    res.end(req.url.startsWith('/tall') ? tall
+      : '<html><head><title>bench</title></head><body><h1>browserd bench</h1><p>a small page on loopback</p></body></html>');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+}
+
+async function startBrowserd({ warmPool, maxSessions }) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'browserd-bench-'));
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--api-key', KEY,
+    '--warm-pool', String(warmPool)];
+  if (maxSessions) args.push('--max-sessions', String(maxSessions));
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  let banner = '';
+  await new Promise((ok, fail) => {
+    proc.stdout.on('data', (d) => { banner += d; if (banner.includes('listening on')) ok(); });
+    proc.on('exit', (c) => fail(new Error(`browserd exited ${c}: ${banner}`)));
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const api = async (method, path, body) => {
+    const res = await fetch(base + path, {
+      method, headers: { 'x-bb-api-key': KEY, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const server = {
+    base, dataDir, pid: proc.pid, api, warmPool,
+    async project() { return (await api('GET', '/v1/projects')).body[0]; },
+    async waitWarm(n = 1) {
+      if (warmPool === 0) return;
+      while ((await server.project()).browserd.warmReady < n) await sleep(10);
+    },
+    rssKiB() {
+      const status = readFileSync(`/proc/${proc.pid}/status`, 'utf8');
+      return Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
+    },
+    async stop() { proc.kill('SIGTERM'); await once(proc, 'exit'); rmSync(dataDir, { recursive: true, force: true }); },
+  };
+  return server;
+}
+
+/** Chromium started the way a user would script it: spawn, wait for DevToolsActivePort. */
+async function launchDirect() {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-direct-'));
+  const proc = spawn(CHROMIUM, [...FLAGS, `--user-data-dir=${dir}`, 'about:blank'], { stdio: 'ignore', detached: true });
+  const portFile = join(dir, 'DevToolsActivePort');
+  for (;;) {
+    if (existsSync(portFile)) {
+      const [port, path] = readFileSync(portFile, 'utf8').split('\n');
+      if (port && path) return { wsUrl: `ws://127.0.0.1:${port}${path.trim()}`, proc, dir };
+    }
+    await sleep(5);
+  }
+}
+
+async function stopDirect(d) {
+  const exited = once(d.proc, 'exit');
+  try { process.kill(-d.proc.pid, 'SIGKILL'); } catch { /* already gone */ }
+  await exited;
+  rmSync(d.dir, { recursive: true, force: true });
+}
+
+/** A minimal raw CDP client. */
+class Cdp {
+  static async connect(url) {
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 512 * 1024 * 1024 });
+    await once(ws, 'open');
+    ws._socket.setNoDelay(true);
+    return new Cdp(ws);
+  }
+  constructor(ws) {
+    this.ws = ws; this.id = 0; this.pending = new Map(); this.waiters = [];
+    ws.on('message', (data) => {
+      const msg = JSON.parse(data);
+      if (msg.id !== undefined) { const p = this.pending.get(msg.id); this.pending.delete(msg.id); p?.(msg); return; }
+      this.waiters = this.waiters.filter((w) => !(w.method === msg.method && (w.resolve(msg), true)));
+    });
+  }
+  call(method, params = {}, sessionId) {
+    const id = ++this.id;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.ws.send(JSON.stringify({ id, method, params, sessionId }));
+    });
+  }
+  event(method) { return new Promise((resolve) => this.waiters.push({ method, resolve })); }
+  async firstPage() {
+    const { result } = await this.call('Target.getTargets');
+    const page = result.targetInfos.find((t) => t.type === 'page');
+    const attached = await this.call('Target.attachToTarget', { targetId: page.targetId, flatten: true });
+    return attached.result.sessionId;
+  }
+  close() { this.ws.close(); }
+}
+
+// ---------------------------------------------------------------- 1. lifecycle
+
+async function lifecycle(mode, client, ctx) {
+  const t = {};
+  let start = now();
+  let target; // { url, release() }
+  if (mode === 'direct') {
+    const d = await launchDirect();
+    target = { url: d.wsUrl, release: () => stopDirect(d) };
+  } else {
+    const server = ctx[mode];
+    const { status, body } = await server.api('POST', '/v1/sessions', { keepAlive: true });
+    if (status !== 201) throw new Error(`create: ${status} ${JSON.stringify(body)}`);
+    target = { url: body.connectUrl, release: () => server.api('POST', `/v1/sessions/${body.id}`, { status: 'REQUEST_RELEASE' }) };
+  }
+  t.create = now() - start;
+
+  start = now();
+  let browser; let cdp; let page; let pageSession;
+  if (client === 'playwright') {
+    browser = await chromium.connectOverCDP(target.url);
+    page = browser.contexts()[0].pages()[0];
+  } else {
+    cdp = await Cdp.connect(target.url);
+    await cdp.call('Browser.getVersion');
+  }
+  t.connect = now() - start;
+
+  start = now();
+  if (client === 'playwright') {
+    await page.goto(`${ctx.site.url}/page`);
+  } else {
+    pageSession = await cdp.firstPage();
+    await cdp.call('Page.enable', {}, pageSession);
+    const loaded = cdp.event('Page.loadEventFired');
+    await cdp.call('Page.navigate', { url: `${ctx.site.url}/page` }, pageSession);
+    await loaded;
+  }
+  t.navigate = now() - start;
+
+  start = now();
+  if (mode === 'direct') {
+    if (browser) await browser.close(); else cdp.close();
+    await target.release();
+  } else {
+    await target.release();
+    if (browser) await browser.close(); else cdp.close();
+  }
+  t.release = now() - start;
+  t.total = t.create + t.connect + t.navigate + t.release;
+  return t;
+}
+
+async function benchLifecycle(ctx) {
+  const modes = ['warm', 'cold', 'direct'];
+  const results = {};
+  for (const client of ['playwright', 'raw']) {
+    for (const m of modes) results[`${m}/${client}`] = [];
+    for (let i = 0; i < ITERATIONS; i++) {
+      // Interleaved, so machine noise lands on every mode alike.
+      for (const m of modes) {
+        if (m === 'warm') await ctx.warm.waitWarm(1);
+        results[`${m}/${client}`].push(await lifecycle(m, client, ctx));
+      }
+      if (i % 10 === 9) log(`lifecycle ${client}: ${i + 1}/${ITERATIONS}`);
+    }
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- 2. relay cost
+
+/** Opens the same browser twice: through browserd and on Chromium's own websocket. */
+async function sameBrowserBothWays(server) {
+  const { body } = await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600 });
+  const dirs = readdirSync(join(server.dataDir, 'sessions'));
+  if (dirs.length !== 1) throw new Error(`expected one browser folder, found ${dirs.length}`);
+  const [port, path] = readFileSync(join(server.dataDir, 'sessions', dirs[0], 'profile', 'DevToolsActivePort'), 'utf8').split('\n');
+  const via = await Cdp.connect(body.connectUrl);
+  const direct = await Cdp.connect(`ws://127.0.0.1:${port}${path.trim()}`);
+  // socat copies bytes between two sockets and nothing else: the floor for any proxy that
+  // is a separate process.
+  const socatPort = 20000 + Math.floor(Math.random() * 20000);
+  const socat = spawn('socat', [`TCP-LISTEN:${socatPort},bind=127.0.0.1,fork,reuseaddr,nodelay`,
+    `TCP:127.0.0.1:${port},nodelay`], { stdio: 'ignore' });
+  let floor;
+  for (let i = 0; i < 200 && !floor; i++) {
+    await sleep(10);
+    floor = await Cdp.connect(`ws://127.0.0.1:${socatPort}${path.trim()}`).catch(() => null);
+  }
+  return { via, direct, floor, socat, id: body.id };
+}
+
+async function benchRelay(ctx) {
+  const server = ctx.cold; // no warm browsers: the session's browser is the only one
+  const { via, direct, floor, socat, id } = await sameBrowserBothWays(server);
+  const sessions = { via: await via.firstPage(), direct: await direct.firstPage(), floor: await floor.firstPage() };
+  const clients = { via, direct, floor };
+  const rtt = { via: [], direct: [], floor: [] };
+  const rounds = 10;
+  for (let r = 0; r < rounds; r++) {
+    for (const k of ['direct', 'via', 'floor']) {
+      for (let i = 0; i < RTT_CALLS / rounds; i++) {
+        const s = now();
+        await clients[k].call('Runtime.evaluate', { expression: '1+1' }, sessions[k]);
+        rtt[k].push((now() - s) * 1000); // µs
+      }
+    }
+  }
+  log('round trips done');
+
+  const big = { via: [], direct: [] };
+  const TEN_MB = 10 * 1024 * 1024;
+  for (let r = 0; r < 10; r++) {
+    for (const k of ['direct', 'via']) {
+      const s = now();
+      const res = await clients[k].call('Runtime.evaluate', { expression: `'x'.repeat(${TEN_MB})`, returnByValue: true }, sessions[k]);
+      const ms = now() - s;
+      if (res.result.result.value.length !== TEN_MB) throw new Error('short 10 MB reply');
+      big[k].push(ms);
+    }
+  }
+  await via.call('Page.navigate', { url: `${ctx.site.url}/tall` }, sessions.via);
+  await sleep(300);
+  const shot = { via: [], direct: [] };
+  let shotBytes = 0;
+  for (let r = 0; r < 10; r++) {
+    for (const k of ['direct', 'via']) {
+      const s = now();
+      const res = await clients[k].call('Page.captureScreenshot', { format: 'png', captureBeyondViewport: true }, sessions[k]);
+      shot[k].push(now() - s);
+      shotBytes = res.result.data.length;
+    }
+  }
+  via.close(); direct.close(); floor.close(); socat.kill();
+  await server.api('POST', `/v1/sessions/${id}`, { status: 'REQUEST_RELEASE' });
+  return { rtt, big, shot, shotBytes, tenMb: TEN_MB };
+}
+
+// ---------------------------------------------------------------- 3. scale
+
+async function benchConcurrentCreates(n) {
+  const server = await startBrowserd({ warmPool: 2, maxSessions: n + 5 });
+  await server.waitWarm(2);
+  let s = now();
+  const created = await Promise.all(Array.from({ length: n }, () => server.api('POST', '/v1/sessions', { keepAlive: true })));
+  const viaMs = now() - s;
+  const failed = created.filter((c) => c.status !== 201).length;
+  await server.stop();
+  s = now();
+  const direct = await Promise.all(Array.from({ length: n }, () => launchDirect()));
+  const directMs = now() - s;
+  await Promise.all(direct.map(stopDirect));
+  return { n, viaMs, directMs, failed };
+}
+
+async function benchIdleMemory() {
+  const server = await startBrowserd({ warmPool: 0, maxSessions: 25 });
+  await sleep(500);
+  const rss = { 0: server.rssKiB() };
+  for (const target of [10, 20]) {
+    while ((await server.api('GET', '/v1/sessions?status=RUNNING')).body.length < target) {
+      await server.api('POST', '/v1/sessions', { keepAlive: true });
+    }
+    await sleep(500);
+    rss[target] = server.rssKiB();
+  }
+  await server.stop();
+  return rss;
+}
+
+function memAvailableMiB() {
+  return Math.round(Number(/MemAvailable:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))[1]) / 1024);
+}
+
+async function benchCapacity(ctx) {
+  const server = await startBrowserd({ warmPool: 2 }); // the defaults a user gets
+  const before = memAvailableMiB();
+  const start = now();
+  let count = 0; let failure = null; let lowest = before;
+  for (;;) {
+    const res = await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600 });
+    if (res.status !== 201) { failure = res; break; }
+    const browser = await chromium.connectOverCDP(res.body.connectUrl);
+    await browser.contexts()[0].pages()[0].goto(`${ctx.site.url}/page`);
+    await browser.close();
+    count++;
+    lowest = Math.min(lowest, memAvailableMiB());
+    if (count % 10 === 0) log(`capacity: ${count} sessions open`);
+  }
+  const seconds = (now() - start) / 1000;
+  const max = (await server.project()).browserd.maxSessions;
+  await server.stop();
+  return { count, failure, seconds, before, lowest, max };
+}
+
+// ---------------------------------------------------------------- report
+
+const f = (x, d = 1) => x.toFixed(d);
+function stageTable(results) {
+  const rows = [];
+  for (const client of ['playwright', 'raw']) {
+    const base = results[`direct/${client}`];
+    for (const mode of ['warm', 'cold', 'direct']) {
+      const r = results[`${mode}/${client}`];
+      const cells = ['create', 'connect', 'navigate', 'release', 'total'].map((st) => {
+        const xs = r.map((x) => x[st]);
+        return `${f(pct(xs, 50))} / ${f(pct(xs, 95))}`;
+      });
+      const ratio = pct(r.map((x) => x.total), 50) / pct(base.map((x) => x.total), 50);
+      const label = { warm: 'browserd, warm pool', cold: 'browserd, cold', direct: 'direct Chromium (baseline)' }[mode];
+      rows.push(`| ${client === 'raw' ? 'raw CDP' : 'Playwright'} | ${label} | ${cells.join(' | ')} | ${f(ratio, 2)}× |`);
+    }
+  }
+  return ['| client | mode | create | connect | navigate | release | total | total p50 vs direct |',
+    '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
+}
+
+function report(ctx, lc, relay, creates, mem, cap, seconds) {
+  const date = new Date().toISOString().slice(0, 10);
+  const cpu = cpus()[0]?.model ?? 'unknown';
+  const chromiumVersion = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
+  const rttP = (k, p) => pct(relay.rtt[k], p);
+  const thr = (xs, bytes) => (bytes / 1024 / 1024) / (pct(xs, 50) / 1000);
+  const warmCreate = pct(lc['warm/playwright'].map((x) => x.create), 50);
+  const warmTotal = pct(lc['warm/playwright'].map((x) => x.total), 50);
+  const directTotal = pct(lc['direct/playwright'].map((x) => x.total), 50);
+  const overhead = rttP('via', 50) - rttP('direct', 50);
+  const bigRatio = thr(relay.big.via, relay.tenMb) / thr(relay.big.direct, relay.tenMb);
+  const shotRatio = pct(relay.shot.direct, 50) / pct(relay.shot.via, 50);
+  const perSession = (mem[20] - mem[0]) / 20 / 1024;
+  const ok = (b) => (b ? 'met' : '**missed**');
+  return `# Benchmarks
+
+Measured with \`scripts/bench\` (\`node bench/run.mjs --iterations ${ITERATIONS} --rtt ${RTT_CALLS}\`), all
+modes side by side in one run, interleaved iteration by iteration so that machine noise lands on
+each alike. Medians (p50) and ratios are what to compare: these machines are noisy.
+
+- Date: ${date}; run took ${f(seconds / 60, 1)} min
+- Machine: ${cpus().length} cores (${cpu}), ${f(totalmem() / 2 ** 30, 1)} GiB memory
+- ${chromiumVersion}; browserd release build; Node ${process.version}, playwright-core 1.65.1, ws 8.23.0
+- The page is served on loopback. "Direct" launches the same Chromium with the same flags and
+  connects to its own websocket: the script a user would otherwise write.
+
+## Targets
+
+| target | measured | |
+|---|---|---|
+| warm create p50 ≤ 15 ms | ${f(warmCreate)} ms | ${ok(warmCreate <= 15)} |
+| whole lifecycle p50 ≤ half of direct (Playwright) | ${f(warmTotal)} ms vs ${f(directTotal)} ms = ${f(warmTotal / directTotal, 2)}× | ${ok(warmTotal <= directTotal / 2)} |
+| relay round-trip overhead p50 ≤ 50 µs | ${f(overhead)} µs | ${ok(overhead <= 50)} |
+| large-message throughput ≥ 90% of direct | 10 MB evaluate ${f(bigRatio * 100, 0)}%, screenshot ${f(shotRatio * 100, 0)}% | ${ok(bigRatio >= 0.9 && shotRatio >= 0.9)} |
+| browserd RSS ≤ 2 MiB per idle session | ${f(perSession, 2)} MiB | ${ok(perSession <= 2)} |
+
+## 1. Lifecycle, ${ITERATIONS} iterations each (ms, p50 / p95)
+
+create = \`POST /v1/sessions\` until 201 (direct: spawn until \`DevToolsActivePort\`); connect =
+Playwright \`connectOverCDP\` to the first page, or a raw websocket plus \`Browser.getVersion\`;
+navigate = load a page on loopback; release = \`REQUEST_RELEASE\` until 200, which returns after
+the browser is stopped (direct: kill the process group, wait for exit, remove the profile).
+Before each warm iteration the bench waits (untimed) until a warm browser is ready.
+
+${stageTable(lc)}
+
+## 2. The relay: the same browser through browserd and on its own websocket
+
+| measure | through browserd | direct | ratio |
+|---|---|---|---|
+| \`Runtime.evaluate("1+1")\` round trip, p50 (${RTT_CALLS} calls each) | ${f(rttP('via', 50))} µs | ${f(rttP('direct', 50))} µs | +${f(overhead)} µs |
+| same, p99 | ${f(rttP('via', 99))} µs | ${f(rttP('direct', 99))} µs | +${f(rttP('via', 99) - rttP('direct', 99))} µs |
+| same through socat (a byte-copying TCP proxy: the floor for any proxy process), p50 / p99 | ${f(rttP('floor', 50))} / ${f(rttP('floor', 99))} µs | | +${f(rttP('floor', 50) - rttP('direct', 50))} µs |
+| 10 MB string result, p50 (10 calls) | ${f(pct(relay.big.via, 50))} ms (${f(thr(relay.big.via, relay.tenMb), 0)} MB/s) | ${f(pct(relay.big.direct, 50))} ms (${f(thr(relay.big.direct, relay.tenMb), 0)} MB/s) | ${f(bigRatio * 100, 0)}% |
+| full-page PNG screenshot (${f(relay.shotBytes / 1024 / 1024, 1)} MB base64), p50 | ${f(pct(relay.shot.via, 50))} ms | ${f(pct(relay.shot.direct, 50))} ms | ${f(shotRatio * 100, 0)}% |
+
+## 3. Scale on one machine
+
+| sessions created at once | browserd (warm pool 2): all ready | direct Chromium: all ready | refused |
+|---|---|---|---|
+${creates.map((c) => `| ${c.n} | ${f(c.viaMs, 0)} ms | ${f(c.directMs, 0)} ms | ${c.failed} |`).join('\n')}
+
+browserd's own resident memory (Chromium excluded), idle keepAlive sessions, no warm pool:
+
+| idle sessions | browserd RSS |
+|---|---|
+| 0 | ${f(mem[0] / 1024, 1)} MiB |
+| 10 | ${f(mem[10] / 1024, 1)} MiB |
+| 20 | ${f(mem[20] / 1024, 1)} MiB |
+| per session | ${f(perSession, 2)} MiB |
+
+${cap ? `Capacity with the defaults (\`--max-sessions\` ${cap.max} on this machine, warm pool 2): sessions
+were created one after another, each with a page loaded on loopback and left open. The
+machine held **${cap.count}** sessions; the next create was refused with HTTP ${cap.failure.status}:
+\`${cap.failure.body.message}\` (with \`x-should-retry: false\`). MemAvailable went from
+${cap.before} MiB to ${cap.lowest} MiB (${f((cap.before - cap.lowest) / Math.max(cap.count, 1), 0)} MiB per session with its page). Filling it took ${f(cap.seconds, 0)} s.` : 'Capacity: skipped (--skip-capacity).'}
+`;
+}
+
+async function main() {
+  if (!existsSync(BIN)) throw new Error(`build browserd first: ${BIN} is missing`);
+  if (!CHROMIUM) throw new Error('no Chromium on PATH');
+  const started = now();
+  const site = await startSite();
+  const ctx = { site, warm: await startBrowserd({ warmPool: 2 }), cold: await startBrowserd({ warmPool: 0 }) };
+  await ctx.warm.waitWarm(2);
+  log('lifecycle');
+  const lc = await benchLifecycle(ctx);
+  log('relay');
+  const relay = await benchRelay(ctx);
+  await ctx.warm.stop();
+  await ctx.cold.stop();
+  log('concurrent creates');
+  const creates = [await benchConcurrentCreates(10), await benchConcurrentCreates(20)];
+  log('idle memory');
+  const mem = await benchIdleMemory();
+  const cap = SKIP_CAPACITY ? null : (log('capacity'), await benchCapacity(ctx));
+  site.close();
+  const md = report(ctx, lc, relay, creates, mem, cap, (now() - started) / 1000);
+  writeFileSync(OUT, md);
+  console.log(md);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
