@@ -213,9 +213,10 @@ async function benchLifecycle(ctx) {
   for (const client of ['playwright', 'raw']) {
     for (const m of modes) results[`${m}/${client}`] = [];
     for (let i = 0; i < ITERATIONS; i++) {
-      // Interleaved, so machine noise lands on every mode alike.
+      // Interleaved, so machine noise lands on every mode alike. Each iteration starts with
+      // the warm pool full (untimed), so no refill runs under another mode's measurement.
       for (const m of modes) {
-        if (m === 'warm') await ctx.warm.waitWarm(1);
+        await ctx.warm.waitWarm(ctx.warm.warmPool);
         results[`${m}/${client}`].push(await lifecycle(m, client, ctx));
       }
       if (i % 10 === 9) log(`lifecycle ${client}: ${i + 1}/${ITERATIONS}`);
@@ -414,7 +415,9 @@ create = \`POST /v1/sessions\` until 201 (direct: spawn until \`DevToolsActivePo
 Playwright \`connectOverCDP\` to the first page, or a raw websocket plus \`Browser.getVersion\`;
 navigate = load a page on loopback; release = \`REQUEST_RELEASE\` until 200, which returns after
 the browser is stopped (direct: kill the process group, wait for exit, remove the profile).
-Before each warm iteration the bench waits (untimed) until a warm browser is ready.
+Before each iteration the bench waits (untimed) until the warm pool is full again, so a refill
+never runs under another mode's measurement; the refill that follows a warm create does run
+during that warm iteration's later stages, at low CPU priority.
 
 ${stageTable(lc)}
 

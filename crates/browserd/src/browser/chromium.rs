@@ -36,6 +36,20 @@ const BASE_FLAGS: &[&str] = &[
     "--mute-audio",
 ];
 
+/// The nice value of a warm browser until a session takes it.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Sets the CPU priority of a browser's process group. Raising the priority back needs
+/// root (CAP_SYS_NICE); without it the browser keeps the lower one, which is logged.
+fn set_group_priority(pid: Option<u32>, nice: i32) {
+    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
+        return;
+    };
+    if let Err(e) = rustix::process::setpriority_pgrp(Some(pid), nice) {
+        tracing::debug!(%pid, nice, error = %e, "could not change the browser's CPU priority");
+    }
+}
+
 /// How long a browser may take to open its DevTools port.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,6 +120,10 @@ impl Launcher for ChromiumLauncher {
             path: self.executable.clone(),
             source,
         })?;
+        if spec.background {
+            // The whole group, helpers included (later ones inherit it from their parent).
+            set_group_priority(child.id(), BACKGROUND_NICE);
+        }
         let mut browser = ChromiumBrowser {
             child,
             dir,
@@ -202,6 +220,10 @@ impl BrowserInstance for ChromiumBrowser {
 
     fn is_running(&mut self) -> bool {
         !self.stopped && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn to_foreground(&mut self) {
+        set_group_priority(self.child.id(), 0);
     }
 
     async fn exited(&mut self) -> String {

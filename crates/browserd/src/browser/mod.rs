@@ -33,6 +33,9 @@ pub struct LaunchSpec {
     /// its session exists.
     pub browser_id: Uuid,
     pub viewport: Viewport,
+    /// Started ahead of demand (the warm pool): run at a low CPU priority until a session
+    /// takes it, so starting it never slows running sessions.
+    pub background: bool,
 }
 
 impl LaunchSpec {
@@ -40,6 +43,7 @@ impl LaunchSpec {
         Self {
             browser_id: Uuid::new_v4(),
             viewport,
+            background: false,
         }
     }
 }
@@ -84,6 +88,9 @@ pub trait BrowserInstance: Send + Sync {
 
     /// Whether the browser is still running (checked without waiting).
     fn is_running(&mut self) -> bool;
+
+    /// Gives a browser started in the background the normal CPU priority. Default: nothing.
+    fn to_foreground(&mut self) {}
 
     /// Resolves when the browser exits by itself (crash, kill, `Browser.close`), with a
     /// description of how it exited.

@@ -75,6 +75,7 @@ impl WarmPool {
         let taken = loop {
             let mut browser = self.idle.lock().unwrap().pop()?;
             if browser.is_running() {
+                browser.to_foreground();
                 break Some(browser);
             }
             // A pooled browser died while waiting: clean it up, try the next.
@@ -101,7 +102,10 @@ impl WarmPool {
         loop {
             while !stop.is_cancelled() && self.footprint() < self.target && has_room() {
                 self.launching.fetch_add(1, Ordering::SeqCst);
-                let spec = LaunchSpec::new(POOL_VIEWPORT);
+                let spec = LaunchSpec {
+                    background: true,
+                    ..LaunchSpec::new(POOL_VIEWPORT)
+                };
                 let launched = tokio::select! {
                     r = launcher.launch(&spec) => Some(r),
                     () = stop.cancelled() => None,
