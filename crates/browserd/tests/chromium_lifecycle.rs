@@ -264,6 +264,18 @@ async fn connect_credentials_are_checked_before_the_upgrade() {
     .await;
     assert_eq!(status, 404);
 
+    // Compression is never negotiated, so frames pass as they are.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut offer = good.as_str().into_client_request().unwrap();
+    offer.headers_mut().insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (_ws, answer) = tokio_tungstenite::connect_async(offer).await.unwrap();
+    assert!(answer.headers().get("sec-websocket-extensions").is_none());
+
     // The legacy form reaches the same browser.
     let mut legacy = Cdp::connect(&format!("{ws_base}/?apiKey={API_KEY}&sessionId={id}")).await;
     legacy.eval_in_page("window.via = 'legacy'").await;
