@@ -439,6 +439,11 @@ ${stageTable(lc)}
 | 10 MB string result, p50 (10 calls) | ${f(pct(relay.big.via, 50))} ms (${f(thr(relay.big.via, relay.tenMb), 0)} MB/s) | ${f(pct(relay.big.direct, 50))} ms (${f(thr(relay.big.direct, relay.tenMb), 0)} MB/s) | ${f(bigRatio * 100, 0)}% |
 | full-page PNG screenshot of random pixels (${f(relay.shotBytes / 1024 / 1024, 1)} MB base64), p50 (5 calls) | ${f(pct(relay.shot.via, 50))} ms | ${f(pct(relay.shot.direct, 50))} ms | ${f(shotRatio * 100, 0)}% |
 
+The socat row is there to read the round-trip overhead against: any proxy that is a
+separate process costs two extra socket hops per round trip, and on a 2-core machine shared
+with Chromium and the client each hop can wait for a core. Where browserd's overhead is close
+to socat's, what is left is the process hop, not the relay's code.
+
 ## 3. Scale on one machine
 
 | sessions created at once | browserd (warm pool 2): all ready | direct Chromium: all ready | refused |
