@@ -70,6 +70,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub max_message_mib: Option<usize>,
 
+    /// On SIGTERM, end keepAlive sessions too (COMPLETED) instead of leaving their browsers
+    /// running for the next browserd on this data dir to take over [default: false]
+    #[arg(long, env = "BROWSERD_SHUTDOWN_ENDS_SESSIONS", value_name = "BOOL")]
+    pub shutdown_ends_sessions: Option<bool>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -100,6 +105,7 @@ pub struct Config {
     pub default_timeout_secs: u64,
     pub min_timeout_secs: u64,
     pub max_message_size: usize,
+    pub shutdown_ends_sessions: bool,
 }
 
 impl Config {
@@ -167,6 +173,10 @@ impl Config {
             default_timeout_secs,
             min_timeout_secs,
             max_message_size: max_message_mib * 1024 * 1024,
+            shutdown_ends_sessions: cli
+                .shutdown_ends_sessions
+                .or(f.shutdown_ends_sessions)
+                .unwrap_or(false),
         })
     }
 

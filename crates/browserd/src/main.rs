@@ -51,9 +51,15 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    if prepared.resumed > 0 {
+        println!(
+            "browserd: resumed {} keepAlive session(s) whose browsers outlived the previous run",
+            prepared.resumed
+        );
+    }
     if prepared.reconciled > 0 {
         println!(
-            "browserd: ended {} session(s) left running by a previous run as ERROR",
+            "browserd: ended {} session(s) a previous run left unfinished",
             prepared.reconciled
         );
     }
@@ -71,7 +77,15 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.max_sessions
     );
-    browserd::server::run(listener, Some(admin), prepared.state, shutdown_signal()).await?;
+    let policy = prepared.shutdown_policy;
+    browserd::server::run(
+        listener,
+        Some(admin),
+        prepared.state,
+        policy,
+        shutdown_signal(),
+    )
+    .await?;
     let _ = std::fs::remove_file(&socket);
     println!("browserd: stopped");
     Ok(())

@@ -73,6 +73,19 @@ pub struct Session {
     pub ended_at: Option<OffsetDateTime>,
     /// Why the session ended, in words a user can act on (not part of the Browserbase shape).
     pub end_reason: Option<String>,
+    /// Where its browser runs, once it runs (not part of the Browserbase shape).
+    pub browser: Option<BrowserRecord>,
+}
+
+/// Enough about a running browser to find it again after a browserd restart, and to be
+/// sure it is the same process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserRecord {
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+    pub start_ticks: u64,
+    pub dir: std::path::PathBuf,
+    pub cdp_url: String,
 }
 
 /// A project: owner of sessions and API keys.
@@ -230,6 +243,7 @@ mod tests {
             expires_at: start,
             ended_at: Some(start + time::Duration::seconds(5)),
             end_reason: None,
+            browser: None,
         };
         assert_eq!(s.browser_minutes(start), 1);
         s.ended_at = Some(start + time::Duration::seconds(61));

@@ -3,14 +3,15 @@
 
 use crate::api::{ApiSettings, AppState};
 use crate::browser::chromium::ChromiumLauncher;
-use crate::browser::{Launcher, procs};
+use crate::browser::{BrowserInstance, Launcher, chromium, procs};
 use crate::config::Config;
-use crate::model::SessionStatus;
+use crate::model::{Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
-use crate::sessions::{Limits, SessionManager};
+use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
 use crate::store::{SessionStore as _, SqliteStore};
 use anyhow::{Context, bail};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
@@ -23,8 +24,12 @@ pub struct Prepared {
     pub default_project_id: String,
     /// A key made on this start (shown once; only its hash is stored).
     pub new_api_key: Option<String>,
-    /// Unfinished sessions of a previous run that were ended as ERROR.
+    /// Unfinished sessions of a previous run that were ended now.
     pub reconciled: usize,
+    /// keepAlive sessions of a previous run whose browsers were taken over.
+    pub resumed: usize,
+    /// What shutdown does with keepAlive sessions.
+    pub shutdown_policy: ShutdownPolicy,
     /// Holds the data dir's lock for as long as the server runs.
     _lock: std::fs::File,
 }
@@ -57,7 +62,7 @@ pub async fn prepare_with(
         .await
         .with_context(|| format!("could not open {}", config.db_path().display()))?;
 
-    let reconciled = reconcile(config, &store).await?;
+    let Reconciled { ended, adopted } = reconcile(config, &store).await?;
 
     let secret = store
         .setting_or_insert(SETTING_SIGNING_SECRET, &SigningSecret::generate().to_hex())
@@ -74,6 +79,10 @@ pub async fn prepare_with(
             warm_pool: config.warm_pool,
         },
     );
+    let resumed = adopted.len();
+    for (session, browser) in adopted {
+        sessions.adopt(session, browser);
+    }
     let state = AppState {
         store,
         sessions,
@@ -88,7 +97,13 @@ pub async fn prepare_with(
         state,
         default_project_id,
         new_api_key,
-        reconciled,
+        reconciled: ended,
+        resumed,
+        shutdown_policy: if config.shutdown_ends_sessions {
+            ShutdownPolicy::EndAll
+        } else {
+            ShutdownPolicy::KeepAliveSurvives
+        },
         _lock: lock,
     })
 }
@@ -113,38 +128,79 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Ends sessions a previous run left unfinished (their browsers did not survive it) and
-/// removes every browser process and profile dir it left behind.
-async fn reconcile(config: &Config, store: &SqliteStore) -> anyhow::Result<usize> {
-    let sessions_dir = config.sessions_dir();
-    let dir = sessions_dir.clone();
-    tokio::task::spawn_blocking(move || {
-        let killed = procs::kill_by_cmdline(&dir);
-        if killed > 0 {
-            tracing::warn!(killed, "killed browsers left by a previous run");
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    })
-    .await?;
-    std::fs::create_dir_all(&sessions_dir)?;
+/// What start-up did with the sessions a previous run left unfinished.
+struct Reconciled {
+    /// Ended now, each with the status its fate deserves.
+    ended: usize,
+    /// keepAlive sessions whose browsers are still running: taken over.
+    adopted: Vec<(Session, Box<dyn BrowserInstance>)>,
+}
 
-    let unfinished = store.unended_sessions().await?;
+/// Settles the sessions a previous run left unfinished, then removes every browser process
+/// and folder that no adopted session owns.
+///
+/// A session's browser is only trusted if it is the very process that was recorded (pid,
+/// start time and profile path). Then: expired meanwhile → TIMED_OUT; keepAlive off → its
+/// clients were cut, COMPLETED; keepAlive on → adopted, its timer resuming from `expiresAt`.
+/// No trusted browser → ERROR.
+async fn reconcile(config: &Config, store: &SqliteStore) -> anyhow::Result<Reconciled> {
     let now = crate::model::now();
-    for s in &unfinished {
-        store
-            .finish_session(
-                s.id,
+    let mut ended = 0;
+    let mut adopted = Vec::new();
+    for session in store.unended_sessions().await? {
+        let browser = session.browser.clone().and_then(chromium::adopt);
+        let (status, ended_at, reason) = match browser {
+            None => (
                 SessionStatus::Error,
                 now,
-                "browserd restarted and the session's browser did not survive",
-            )
+                "the session's browser did not survive while browserd was down",
+            ),
+            Some(_) if session.expires_at <= now => (
+                SessionStatus::TimedOut,
+                session.expires_at,
+                "session timed out while browserd was down",
+            ),
+            Some(_) if !session.keep_alive => (
+                SessionStatus::Completed,
+                now,
+                "session ended: browserd restarted, which cut its clients, and keepAlive is off",
+            ),
+            Some(browser) => {
+                adopted.push((session, browser));
+                continue;
+            }
+        };
+        if let Some(mut browser) = browser {
+            browser.shutdown().await;
+        }
+        store
+            .finish_session(session.id, status, ended_at, reason)
             .await?;
+        ended += 1;
     }
-    Ok(unfinished.len())
+
+    let sessions_dir = config.sessions_dir();
+    std::fs::create_dir_all(&sessions_dir)?;
+    let keep: Vec<PathBuf> = adopted
+        .iter()
+        .filter_map(|(_, b)| b.dir().map(Path::to_path_buf))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for entry in std::fs::read_dir(&sessions_dir)?.flatten() {
+            let dir = entry.path();
+            if keep.contains(&dir) {
+                continue;
+            }
+            let killed = procs::kill_by_cmdline(&dir);
+            if killed > 0 {
+                tracing::warn!(killed, dir = %dir.display(), "killed a browser left by a previous run");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::io::Result::Ok(())
+    })
+    .await??;
+    Ok(Reconciled { ended, adopted })
 }
 
 async fn ensure_default_project(
@@ -192,6 +248,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     admin: Option<tokio::net::UnixListener>,
     state: AppState,
+    policy: ShutdownPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
@@ -223,9 +280,9 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: ending every session");
-            // Sessions end first, so their clients get a close frame with the reason.
-            sessions.shutdown().await;
+            tracing::info!(?policy, "shutting down");
+            // Sessions go first, so their clients get a close frame with the reason.
+            sessions.shutdown(policy).await;
             let _ = stop_tx.send(true);
         })
         .await

@@ -26,9 +26,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `browserd serve` and waits for its "listening" line.
+/// Starts `browserd serve` on a free port and waits for its "listening" line.
 fn serve(data_dir: &Path, extra: &[&str]) -> Running {
-    let port = free_port();
+    serve_on(free_port(), data_dir, extra)
+}
+
+/// Starts `browserd serve` on `port` (a restart keeps its address, so connectUrls still work).
+fn serve_on(port: u16, data_dir: &Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -65,6 +69,20 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Running {
         base: format!("http://127.0.0.1:{port}"),
         banner,
     }
+}
+
+/// The `host:port` a session's connectUrl points at.
+fn again_base(session: &Value) -> String {
+    let url = session["connectUrl"].as_str().unwrap();
+    url.trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn port_of(host_port: &str) -> u16 {
+    host_port.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
@@ -122,7 +140,7 @@ fn help_documents_every_setting_with_its_env_var_and_default() {
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env, default) in [
         ("--listen", "BROWSERD_LISTEN", "127.0.0.1:3000"),
-        ("--public-url", "BROWSERD_PUBLIC_URL", "Host header"),
+        ("--public-url", "BROWSERD_PUBLIC_URL", "Host"),
         ("--data-dir", "BROWSERD_DATA_DIR", "./browserd-data"),
         ("--chromium", "BROWSERD_CHROMIUM", "chromium-browser"),
         ("--api-key", "BROWSERD_API_KEY", "printed once"),
@@ -154,7 +172,7 @@ fn a_missing_chromium_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn first_start_prints_the_sdk_settings_once_and_sigterm_stops_cleanly() {
+async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path(), &[]);
     let banner = server.banner.join("\n");
@@ -172,78 +190,148 @@ async fn first_start_prints_the_sdk_settings_once_and_sigterm_stops_cleanly() {
         "the key itself is not stored"
     );
 
-    let s = create(&server.base, &key, json!({"keepAlive": true})).await;
-    let mut client = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
-    assert_eq!(client.eval_in_page("40 + 2").await, 42);
+    let kept = create(&server.base, &key, json!({"keepAlive": true})).await;
+    let gone = create(&server.base, &key, json!({})).await;
+    let mut client = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(
+        client.eval_in_page("window.kept = 'across restarts'").await,
+        "across restarts"
+    );
 
+    // SIGTERM: the keepAlive session's client is told to reconnect; its browser stays.
     signal(&server.child, rustix::process::Signal::TERM);
     let frame = client.closed().await.expect("a close frame on shutdown");
-    assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
+    assert_eq!(u16::from(frame.code), 1012, "service restart");
+    assert!(frame.reason.contains("reconnect"), "{}", frame.reason);
     let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
         .await
         .unwrap();
     assert!(status.success(), "{status}");
-    assert!(browserd::browser::procs::find_by_cmdline(&dir.path().join("sessions")).is_empty());
 
-    // The second start keeps the project and prints no new key; the old key still works.
-    let mut again = serve(dir.path(), &[]);
-    assert!(
-        !again.banner.join("\n").contains("BROWSERBASE_API_KEY"),
-        "{:?}",
-        again.banner
+    // The next start keeps the project, prints no new key, and resumes the session.
+    let mut again = serve_on(port_of(&again_base(&kept)), dir.path(), &[]);
+    let banner = again.banner.join("\n");
+    assert!(!banner.contains("BROWSERBASE_API_KEY"), "{banner}");
+    assert!(banner.contains("resumed 1 keepAlive session"), "{banner}");
+    let id = kept["id"].as_str().unwrap();
+    assert_eq!(get(&again.base, &key, id).await["status"], "RUNNING");
+    assert_eq!(
+        get(&again.base, &key, gone["id"].as_str().unwrap()).await["status"],
+        "COMPLETED"
     );
-    let after = get(&again.base, &key, s["id"].as_str().unwrap()).await;
-    assert_eq!(after["status"], "COMPLETED");
+    let mut back = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(back.eval_in_page("window.kept").await, "across restarts");
+
+    // Released now, and a SIGTERM with nothing live leaves no browser behind.
+    let released: Value = reqwest::Client::new()
+        .post(format!("{}/v1/sessions/{id}", again.base))
+        .header("X-BB-API-Key", &key)
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(released["status"], "COMPLETED");
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
+    assert!(browserd::browser::procs::find_by_cmdline(&dir.path().join("sessions")).is_empty());
+}
+
+/// The browser folder of the session created last (warm pool off: one folder per session).
+fn newest_folder(data_dir: &Path, known: &[std::path::PathBuf]) -> std::path::PathBuf {
+    let folders: Vec<_> = std::fs::read_dir(data_dir.join("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !known.contains(p))
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    folders[0].clone()
 }
 
 #[tokio::test]
-async fn after_browserd_is_killed_a_restart_ends_its_sessions_and_removes_their_browsers() {
+async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     let dir = tempfile::tempdir().unwrap();
     let key = "restart-test-key";
-    // No warm pool: the one browser folder is the session's.
-    let mut server = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
-    let s = create(
-        &server.base,
-        key,
-        json!({"keepAlive": true, "timeout": 600}),
-    )
-    .await;
-    let id = s["id"].as_str().unwrap().to_owned();
-    let folders: Vec<_> = std::fs::read_dir(dir.path().join("sessions"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(folders.len(), 1, "{folders:?}");
-    let session_dir = folders[0].clone();
-    assert!(!browserd::browser::procs::find_by_cmdline(&session_dir).is_empty());
+    let args = ["--api-key", key, "--warm-pool", "0"];
+    let mut server = serve(dir.path(), &args);
+    let mut folders = Vec::new();
+    let mut session = async |body: Value| {
+        let s = create(&server.base, key, body).await;
+        folders.push(newest_folder(dir.path(), &folders));
+        s
+    };
+    let kept = session(json!({"keepAlive": true, "timeout": 20})).await;
+    let cut = session(json!({"timeout": 600})).await;
+    let expiring = session(json!({"keepAlive": true, "timeout": 3})).await;
+    let crashed = session(json!({"keepAlive": true, "timeout": 600})).await;
+    let mut client = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
+    client.eval_in_page("document.title = 'still here'").await;
+    let _cut_client = Cdp::connect(cut["connectUrl"].as_str().unwrap()).await;
 
     signal(&server.child, rustix::process::Signal::KILL);
     server.child.wait().unwrap();
-    // Chromium runs in its own process group, so it outlives a SIGKILLed browserd...
-    assert!(!browserd::browser::procs::find_by_cmdline(&session_dir).is_empty());
-
-    // ...until the next start, which sweeps it and records the truth.
-    let mut again = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
-    assert!(
-        again.banner.iter().any(|l| l.contains("ended 1 session")),
-        "{:?}",
-        again.banner
-    );
-    let after = get(&again.base, key, &id).await;
-    assert_eq!(after["status"], "ERROR");
-    assert!(after["endReason"].as_str().unwrap().contains("restarted"));
-    assert!(
-        eventually(|| async {
-            browserd::browser::procs::find_by_cmdline(&session_dir)
-                .is_empty()
-                .then_some(())
-        })
+    // Chromium runs in its own process group, so every browser outlives a SIGKILLed browserd.
+    for folder in &folders {
+        assert!(!browserd::browser::procs::find_by_cmdline(folder).is_empty());
+    }
+    // While browserd is down: one browser dies, one session's time runs out.
+    browserd::browser::procs::kill_by_cmdline(&folders[3]);
+    let expiry = time::OffsetDateTime::parse(
+        expiring["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    eventually(|| async { (time::OffsetDateTime::now_utc() > expiry).then_some(()) })
         .await
-        .is_some()
+        .unwrap();
+
+    let mut again = serve_on(port_of(&again_base(&kept)), dir.path(), &args);
+    let banner = again.banner.join("\n");
+    assert!(banner.contains("resumed 1 keepAlive session"), "{banner}");
+    assert!(banner.contains("ended 3 session"), "{banner}");
+    let status_of = async |s: &Value| get(&again.base, key, s["id"].as_str().unwrap()).await;
+    assert_eq!(status_of(&kept).await["status"], "RUNNING");
+    let cut_now = status_of(&cut).await;
+    assert_eq!(cut_now["status"], "COMPLETED");
+    assert!(
+        cut_now["endReason"].as_str().unwrap().contains("restarted"),
+        "{cut_now}"
     );
-    assert!(!session_dir.exists());
+    let expired = status_of(&expiring).await;
+    assert_eq!(expired["status"], "TIMED_OUT");
+    assert_eq!(expired["endedAt"], expired["expiresAt"]);
+    assert_eq!(status_of(&crashed).await["status"], "ERROR");
+    for folder in &folders[1..] {
+        assert!(
+            browserd::browser::procs::find_by_cmdline(folder).is_empty(),
+            "{folder:?}"
+        );
+        assert!(!folder.exists(), "{folder:?}");
+    }
+
+    // The resumed session is the same browser, and its timer runs from the stored expiresAt.
+    let mut back = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(back.eval_in_page("document.title").await, "still here");
+    let frame = tokio::time::timeout(PATIENCE, back.closed())
+        .await
+        .unwrap()
+        .expect("a close frame at expiry");
+    assert!(frame.reason.contains("timed out"), "{}", frame.reason);
+    let ended = status_of(&kept).await;
+    assert_eq!(ended["status"], "TIMED_OUT");
+    assert_eq!(
+        ended["expiresAt"], kept["expiresAt"],
+        "expiresAt survived the restart"
+    );
+    assert!(
+        eventually(|| async { (!folders[0].exists()).then_some(()) })
+            .await
+            .is_some(),
+        "the adopted browser's folder is removed at its end"
+    );
+    assert!(browserd::browser::procs::find_by_cmdline(&folders[0]).is_empty());
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
 }

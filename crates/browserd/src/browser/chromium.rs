@@ -6,7 +6,8 @@
 //! leader of its own process group so that stopping it stops its helpers too.
 
 use super::{BrowserInstance, LaunchError, LaunchSpec, Launcher, procs};
-use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
+use crate::model::BrowserRecord;
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -115,7 +116,9 @@ impl Launcher for ChromiumLauncher {
                 // A file, not a pipe: nobody reads a pipe and a full one would stall Chromium.
                 .stderr(log);
         });
-        cmd.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+        // Its own process group, so one signal reaches its helpers. No kill-on-drop wrapper:
+        // `ChromiumBrowser`'s Drop kills it unless it was detached for a restart.
+        cmd.wrap(ProcessGroup::leader());
         let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
             path: self.executable.clone(),
             source,
@@ -129,6 +132,7 @@ impl Launcher for ChromiumLauncher {
             dir,
             cdp_url: String::new(),
             stopped: false,
+            detached: false,
         };
         match browser.wait_for_devtools(&profile, &log_path).await {
             Ok(url) => {
@@ -149,6 +153,17 @@ struct ChromiumBrowser {
     dir: PathBuf,
     cdp_url: String,
     stopped: bool,
+    /// Left running for the next browserd (a keepAlive session across a restart).
+    detached: bool,
+}
+
+impl Drop for ChromiumBrowser {
+    fn drop(&mut self) {
+        if !self.stopped && !self.detached {
+            // The last resort (a panic, an early return): at least no stray browser.
+            let _ = self.child.start_kill();
+        }
+    }
 }
 
 impl ChromiumBrowser {
@@ -226,6 +241,20 @@ impl BrowserInstance for ChromiumBrowser {
         set_group_priority(self.child.id(), 0);
     }
 
+    fn record(&self) -> Option<BrowserRecord> {
+        let pid = self.child.id()?;
+        Some(BrowserRecord {
+            pid,
+            start_ticks: procs::start_ticks(pid)?,
+            dir: self.dir.clone(),
+            cdp_url: self.cdp_url.clone(),
+        })
+    }
+
+    fn detach(&mut self) {
+        self.detached = true;
+    }
+
     async fn exited(&mut self) -> String {
         match self.child.wait().await {
             Ok(status) => format!("Chromium exited unexpectedly ({status})"),
@@ -242,11 +271,113 @@ impl BrowserInstance for ChromiumBrowser {
         // graceful exit would save. Then reap, then sweep helpers that left the group.
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            procs::kill_by_cmdline(&dir);
-            remove_dir(&dir);
-        })
-        .await;
+        sweep_and_remove(self.dir.clone()).await;
+    }
+}
+
+/// Kills whatever still names `dir` and removes it, off the async threads.
+async fn sweep_and_remove(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || {
+        procs::kill_by_cmdline(&dir);
+        remove_dir(&dir);
+    })
+    .await;
+}
+
+/// A browser a previous browserd started and left running for a keepAlive session. It is
+/// not our child: its exit is watched through a pidfd, and it is stopped by signalling its
+/// process group.
+struct AdoptedBrowser {
+    record: BrowserRecord,
+    /// Readable once the process has exited.
+    exit: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+    stopped: bool,
+    detached: bool,
+}
+
+/// Takes over a browser described by `record`, if it is still the very process that was
+/// recorded (same pid, same start time, same profile on its command line).
+pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
+    if !procs::is_same_process(record.pid, record.start_ticks, &record.dir) {
+        return None;
+    }
+    let pid = rustix::process::Pid::from_raw(record.pid as i32)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // The pidfd names the process itself, so re-check that the pid was not recycled
+    // between the check above and opening it.
+    if !procs::is_same_process(record.pid, record.start_ticks, &record.dir) {
+        return None;
+    }
+    // `AsyncFd::new` is deprecated because it is unsound for a `T` that does not own its
+    // fd; an `OwnedFd` does, so this use is sound. Its replacement is an `unsafe fn`, and
+    // this crate forbids unsafe code.
+    #[allow(deprecated)]
+    let exit = tokio::io::unix::AsyncFd::new(fd).ok()?;
+    Some(Box::new(AdoptedBrowser {
+        record,
+        exit,
+        stopped: false,
+        detached: false,
+    }))
+}
+
+impl AdoptedBrowser {
+    fn kill_group(&self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.record.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for AdoptedBrowser {
+    fn drop(&mut self) {
+        if !self.stopped && !self.detached {
+            self.kill_group();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BrowserInstance for AdoptedBrowser {
+    fn cdp_url(&self) -> &str {
+        &self.record.cdp_url
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.record.pid)
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        Some(&self.record.dir)
+    }
+
+    fn is_running(&mut self) -> bool {
+        !self.stopped && procs::is_alive(self.record.pid)
+    }
+
+    fn record(&self) -> Option<BrowserRecord> {
+        Some(self.record.clone())
+    }
+
+    fn detach(&mut self) {
+        self.detached = true;
+    }
+
+    async fn exited(&mut self) -> String {
+        match self.exit.readable().await {
+            Ok(_) => "Chromium exited unexpectedly".to_owned(),
+            Err(e) => format!("lost track of the Chromium process: {e}"),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.kill_group();
+        // Its parent (init, after our restart) reaps it; wait until it is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.exit.readable()).await;
+        sweep_and_remove(self.record.dir.clone()).await;
     }
 }

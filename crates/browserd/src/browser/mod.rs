@@ -7,6 +7,7 @@ pub mod chromium;
 pub mod pool;
 pub mod procs;
 
+use crate::model::BrowserRecord;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -91,6 +92,15 @@ pub trait BrowserInstance: Send + Sync {
 
     /// Gives a browser started in the background the normal CPU priority. Default: nothing.
     fn to_foreground(&mut self) {}
+
+    /// What a restarted browserd needs to find this browser again; `None` where it cannot.
+    fn record(&self) -> Option<BrowserRecord> {
+        None
+    }
+
+    /// Lets the browser outlive this browserd (a restart with keepAlive sessions): it is
+    /// neither stopped now nor when dropped. Default: nothing to let go of.
+    fn detach(&mut self) {}
 
     /// Resolves when the browser exits by itself (crash, kill, `Browser.close`), with a
     /// description of how it exited.

@@ -106,16 +106,14 @@ impl WarmPool {
                     background: true,
                     ..LaunchSpec::new(POOL_VIEWPORT)
                 };
-                let launched = tokio::select! {
-                    r = launcher.launch(&spec) => Some(r),
-                    () = stop.cancelled() => None,
-                };
-                match launched {
-                    Some(Ok(browser)) => {
+                // Not cancelled by `stop`: a launch cut short would leave a browser without
+                // an owner to stop it properly. Shutdown waits for it instead (one launch).
+                match launcher.launch(&spec).await {
+                    Ok(browser) => {
                         self.idle.lock().unwrap().insert(0, browser);
                         backoff = Duration::from_millis(250);
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, "could not start a warm browser");
                         self.launching.fetch_sub(1, Ordering::SeqCst);
                         tokio::select! {
@@ -125,7 +123,6 @@ impl WarmPool {
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
-                    None => {}
                 }
                 self.launching.fetch_sub(1, Ordering::SeqCst);
             }

@@ -38,6 +38,30 @@ pub fn kill_by_cmdline(needle: &Path) -> usize {
     pids.len()
 }
 
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name (field 3 onwards).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// When the process started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+/// With the pid, it names one process for the life of the machine: a recycled pid has a
+/// later start.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `ticks` and names `needle` on its
+/// command line.
+pub fn is_same_process(pid: u32, ticks: u64, needle: &Path) -> bool {
+    is_alive(pid)
+        && start_ticks(pid) == Some(ticks)
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+            memchr::memmem::find(&cmd, needle.as_os_str().as_encoded_bytes()).is_some()
+        })
+}
+
 /// Whether a process with this pid exists (zombies count as gone).
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -75,9 +99,17 @@ mod tests {
         }
         assert_eq!(find_by_cmdline(&marker), vec![pid]);
         assert!(is_alive(pid));
+        let ticks = start_ticks(pid).unwrap();
+        assert!(is_same_process(pid, ticks, &marker));
+        assert!(
+            !is_same_process(pid, ticks + 1, &marker),
+            "a later start is another process"
+        );
+        assert!(!is_same_process(pid, ticks, Path::new("/elsewhere")));
         assert_eq!(kill_by_cmdline(&marker), 1);
         child.wait().unwrap();
         assert!(!is_alive(pid));
+        assert!(!is_same_process(pid, ticks, &marker));
         assert!(find_by_cmdline(&marker).is_empty());
     }
 }

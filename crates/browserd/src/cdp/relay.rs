@@ -145,6 +145,8 @@ where
         ending = browser_to_client => ending.map(|ending| {
             let code = match ending.status {
                 SessionStatus::Error => CloseCode::Error,
+                // The session goes on without this server: "service restart".
+                SessionStatus::Running | SessionStatus::Pending => CloseCode::Restart,
                 _ => CloseCode::Normal,
             };
             close_message(code, &ending.reason)

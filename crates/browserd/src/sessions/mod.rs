@@ -111,12 +111,28 @@ enum Command {
         /// Answered once the session has fully ended.
         done: oneshot::Sender<()>,
     },
+    /// browserd is stopping but the session goes on: close the clients, leave the browser
+    /// running for the next browserd, record nothing.
+    Detach {
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What shutdown does with keepAlive sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownPolicy {
+    /// Their browsers keep running and the next browserd on this data dir adopts them.
+    KeepAliveSurvives,
+    /// Every session ends as COMPLETED.
+    EndAll,
 }
 
 /// The manager's view of one live session.
 #[derive(Debug)]
 struct LiveEntry {
     project_id: String,
+    keep_alive: bool,
     commands: mpsc::UnboundedSender<Command>,
     ended: watch::Receiver<Option<Ending>>,
     /// Set once the browser is ready; until then clients cannot connect.
@@ -233,6 +249,7 @@ impl SessionManager {
             id,
             LiveEntry {
                 project_id: req.project.id.clone(),
+                keep_alive: req.keep_alive,
                 commands,
                 ended,
                 cdp_url: None,
@@ -267,6 +284,7 @@ impl SessionManager {
             expires_at: now + time::Duration::seconds(timeout_secs as i64),
             ended_at: None,
             end_reason: None,
+            browser: warm.as_ref().and_then(|b| b.record()),
         };
         if let Err(e) = self.store.insert_session(&session).await {
             self.free_slot(id);
@@ -281,6 +299,9 @@ impl SessionManager {
             manager: Arc::clone(self),
             session,
             viewport: req.viewport,
+            deadline: warm.is_some().then(|| {
+                tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs)
+            }),
             warm,
             commands: command_rx,
             ended: ended_tx,
@@ -385,22 +406,70 @@ impl SessionManager {
         self.store.get_session(id).await
     }
 
-    /// Ends every live session and waits until all their browsers are stopped.
-    pub async fn shutdown(&self) {
+    /// Takes over a session whose browser a previous browserd left running (keepAlive across
+    /// a restart). Its deadline stays `expiresAt`; limits are not checked, it already ran.
+    pub fn adopt(self: &Arc<Self>, session: Session, browser: Box<dyn BrowserInstance>) {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (ended_tx, ended) = watch::channel(None);
+        let left = (session.expires_at - crate::model::now()).max(time::Duration::ZERO);
+        self.live.lock().unwrap().insert(
+            session.id,
+            LiveEntry {
+                project_id: session.project_id.clone(),
+                keep_alive: session.keep_alive,
+                commands,
+                ended,
+                cdp_url: None,
+                browser_pid: None,
+                browser_dir: None,
+            },
+        );
+        let supervisor = supervisor::Supervisor {
+            manager: Arc::clone(self),
+            deadline: Some(tokio::time::Instant::now() + left.unsigned_abs()),
+            session,
+            viewport: Viewport::default(),
+            warm: Some(browser),
+            commands: command_rx,
+            ended: ended_tx,
+        };
+        let (ready, _) = oneshot::channel();
+        self.tasks.spawn(supervisor.run(ready));
+    }
+
+    /// Stops this server's part in every session: keepAlive sessions survive or end as
+    /// `policy` says, the others end as COMPLETED. Returns once every browser that is to
+    /// stop has stopped.
+    pub async fn shutdown(&self, policy: ShutdownPolicy) {
         self.shutting_down.store(true, Ordering::SeqCst);
         // The refill loop stops and stops its idle browsers.
         self.stop_pool.cancel();
-        let ids: Vec<Uuid> = self.live.lock().unwrap().keys().copied().collect();
-        let endings = ids.into_iter().map(|id| {
-            self.end(
-                id,
-                Ending {
-                    status: SessionStatus::Completed,
-                    reason: "browserd is shutting down".into(),
-                },
-            )
-        });
-        futures_util::future::join_all(endings).await;
+        let live: Vec<(Uuid, bool, mpsc::UnboundedSender<Command>)> = self
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, e)| (*id, e.keep_alive, e.commands.clone()))
+            .collect();
+        let stops = live
+            .into_iter()
+            .map(|(id, keep_alive, commands)| async move {
+                if keep_alive && policy == ShutdownPolicy::KeepAliveSurvives {
+                    let (done, done_rx) = oneshot::channel();
+                    let reason =
+                        "browserd is restarting; reconnect to the same connectUrl".to_owned();
+                    if commands.send(Command::Detach { reason, done }).is_ok() {
+                        let _ = done_rx.await;
+                    }
+                } else {
+                    let ending = Ending {
+                        status: SessionStatus::Completed,
+                        reason: "browserd is shutting down".into(),
+                    };
+                    self.end(id, ending).await;
+                }
+            });
+        futures_util::future::join_all(stops).await;
         self.tasks.close();
         self.tasks.wait().await;
     }

@@ -9,12 +9,22 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+/// How a session's time on this server ends.
+enum Outcome {
+    /// The session ends; `done` is answered once it has.
+    End(Ending, Option<oneshot::Sender<()>>),
+    /// browserd stops but the session goes on.
+    Detach(String, oneshot::Sender<()>),
+}
+
 pub(super) struct Supervisor {
     pub(super) manager: Arc<SessionManager>,
     pub(super) session: Session,
     pub(super) viewport: Viewport,
-    /// A warm browser taken from the pool; `None`: launch one.
+    /// A ready browser (from the warm pool, or adopted after a restart); `None`: launch one.
     pub(super) warm: Option<Box<dyn BrowserInstance>>,
+    /// When the session expires, where it is known before launch (a ready browser).
+    pub(super) deadline: Option<Instant>,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
     /// Set exactly once, when the session has ended; relays close their clients on it.
     pub(super) ended: watch::Sender<Option<Ending>>,
@@ -28,13 +38,19 @@ impl Supervisor {
 
     async fn run_inner(mut self, ready: oneshot::Sender<Result<Session, CreateError>>) {
         let id = self.session.id;
-        let mut browser = match self.warm.take() {
-            Some(warm) => {
-                // Stored as RUNNING at create; its clock started then.
-                let deadline = Instant::now() + Duration::from_secs(self.session.timeout_secs);
-                return self.serve(warm, deadline, ready).await;
+        let mut browser = match (self.warm.take(), self.deadline) {
+            (Some(ready_browser), Some(deadline)) => {
+                // Stored as RUNNING already; its clock started then.
+                return self.serve(ready_browser, deadline, ready).await;
             }
-            None => match self
+            (Some(mut unexpected), None) => {
+                // A ready browser always comes with its deadline; do not leak it if not.
+                unexpected.shutdown().await;
+                self.manager.free_slot(id);
+                let _ = ready.send(Err(CreateError::SupervisorGone));
+                return;
+            }
+            (None, _) => match self
                 .manager
                 .launcher
                 .launch(&LaunchSpec::new(self.viewport))
@@ -60,7 +76,7 @@ impl Supervisor {
         if let Err(e) = self
             .manager
             .store
-            .mark_running(id, started_at, expires_at)
+            .mark_running(id, started_at, expires_at, browser.record().as_ref())
             .await
         {
             tracing::error!(error = %e, "could not record the session as running");
@@ -100,19 +116,28 @@ impl Supervisor {
             tracing::debug!("creator left before the session was ready");
         }
 
-        let (ending, done) = self.watch(&mut *browser, deadline).await;
-        self.finish(&mut *browser, ending).await;
-        if let Some(done) = done {
-            let _ = done.send(());
+        match self.watch(&mut *browser, deadline).await {
+            Outcome::End(ending, done) => {
+                self.finish(&mut *browser, ending).await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Outcome::Detach(reason, done) => {
+                tracing::info!("browserd is stopping; the session's browser keeps running");
+                let _ = self.ended.send(Some(Ending {
+                    status: SessionStatus::Running,
+                    reason,
+                }));
+                browser.detach();
+                self.manager.free_slot(self.session.id);
+                let _ = done.send(());
+            }
         }
     }
 
     /// Waits for whatever ends the session first.
-    async fn watch(
-        &mut self,
-        browser: &mut dyn BrowserInstance,
-        deadline: Instant,
-    ) -> (Ending, Option<oneshot::Sender<()>>) {
+    async fn watch(&mut self, browser: &mut dyn BrowserInstance, deadline: Instant) -> Outcome {
         let mut clients: usize = 0;
         loop {
             tokio::select! {
@@ -121,10 +146,10 @@ impl Supervisor {
                         "session timed out: it reached its timeout of {}s",
                         self.session.timeout_secs
                     );
-                    return (Ending { status: SessionStatus::TimedOut, reason }, None);
+                    return Outcome::End(Ending { status: SessionStatus::TimedOut, reason }, None);
                 }
                 how = browser.exited() => {
-                    return (Ending { status: SessionStatus::Error, reason: how }, None);
+                    return Outcome::End(Ending { status: SessionStatus::Error, reason: how }, None);
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::ClientConnected) => clients += 1,
@@ -132,15 +157,16 @@ impl Supervisor {
                         clients = clients.saturating_sub(1);
                         if clients == 0 && !self.session.keep_alive {
                             let reason = "session ended: its last client disconnected and keepAlive is off".to_owned();
-                            return (Ending { status: SessionStatus::Completed, reason }, None);
+                            return Outcome::End(Ending { status: SessionStatus::Completed, reason }, None);
                         }
                     }
-                    Some(Command::End { ending, done }) => return (ending, Some(done)),
+                    Some(Command::End { ending, done }) => return Outcome::End(ending, Some(done)),
+                    Some(Command::Detach { reason, done }) => return Outcome::Detach(reason, done),
                     // The manager holds a sender while the session is live, so this is unreachable
                     // in practice; treat it as an orderly end.
                     None => {
                         let reason = "browserd is shutting down".to_owned();
-                        return (Ending { status: SessionStatus::Completed, reason }, None);
+                        return Outcome::End(Ending { status: SessionStatus::Completed, reason }, None);
                     }
                 },
             }

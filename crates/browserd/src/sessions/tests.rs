@@ -382,7 +382,7 @@ async fn shutdown_ends_every_session_and_refuses_new_ones() {
     let h = harness(10);
     let a = h.manager.create(request(true, Some(600))).await.unwrap();
     let b = h.manager.create(request(false, Some(600))).await.unwrap();
-    h.manager.shutdown().await;
+    h.manager.shutdown(ShutdownPolicy::EndAll).await;
     for id in [a.id, b.id] {
         let s = h.stored(id).await;
         assert_eq!(s.status, SessionStatus::Completed);
@@ -480,7 +480,63 @@ async fn shutdown_stops_warm_browsers_too() {
     until(|| h.manager.pool().len() == 2).await;
     h.manager.create(request(true, Some(600))).await.unwrap();
     until(|| h.manager.pool().len() == 2).await;
-    h.manager.shutdown().await;
+    h.manager.shutdown(ShutdownPolicy::EndAll).await;
     assert_eq!(h.shutdowns(), h.launcher.launched());
     assert_eq!(h.manager.pool().len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_shutdown_keep_alive_sessions_survive_and_the_others_end() {
+    let h = harness(10);
+    let kept = h.manager.create(request(true, Some(600))).await.unwrap();
+    let ended = h.manager.create(request(false, Some(600))).await.unwrap();
+    let client = h.manager.attach(kept.id).unwrap();
+    h.manager.shutdown(ShutdownPolicy::KeepAliveSurvives).await;
+
+    let told = ending_of(&client).await;
+    assert_eq!(
+        told.status,
+        SessionStatus::Running,
+        "the client hears the session goes on"
+    );
+    assert!(told.reason.contains("restarting"), "{}", told.reason);
+    assert_eq!(
+        h.status(kept.id).await,
+        SessionStatus::Running,
+        "nothing recorded as ended"
+    );
+    assert_eq!(h.status(ended.id).await, SessionStatus::Completed);
+    assert_eq!(
+        h.shutdowns(),
+        1,
+        "only the session without keepAlive stopped its browser"
+    );
+    assert_eq!(h.manager.live_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_session_keeps_its_deadline() {
+    let h = harness(10);
+    // A session a previous run started 100 s ago with a 160 s timeout: 60 s are left.
+    let mut s = h.manager.create(request(true, Some(160))).await.unwrap();
+    h.manager.shutdown(ShutdownPolicy::KeepAliveSurvives).await;
+    s.expires_at = crate::model::now() + time::Duration::seconds(60);
+
+    let h2 = harness(10);
+    h2.store.insert_session(&s).await.unwrap();
+    let browser = h2
+        .launcher
+        .launch(&LaunchSpec::new(Viewport::default()))
+        .await
+        .unwrap();
+    h2.manager.adopt(s.clone(), browser);
+    settle().await;
+    let lease = h2
+        .manager
+        .attach(s.id)
+        .expect("an adopted session takes clients");
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(h2.status(s.id).await, SessionStatus::Running);
+    let ending = ending_of(&lease).await;
+    assert_eq!(ending.status, SessionStatus::TimedOut);
 }

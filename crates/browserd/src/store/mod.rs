@@ -8,7 +8,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{Session, SessionStatus};
+use crate::model::{BrowserRecord, Session, SessionStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -30,12 +30,13 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &Session) -> Result<()>;
 
-    /// PENDING → RUNNING, with the real start and deadline.
+    /// PENDING → RUNNING, with the real start and deadline and where the browser runs.
     async fn mark_running(
         &self,
         id: Uuid,
         started_at: OffsetDateTime,
         expires_at: OffsetDateTime,
+        browser: Option<&BrowserRecord>,
     ) -> Result<()>;
 
     /// Records the end of a session. Idempotent: a session that already ended keeps its
@@ -79,6 +80,7 @@ pub mod memory {
             id: Uuid,
             started_at: OffsetDateTime,
             expires_at: OffsetDateTime,
+            browser: Option<&BrowserRecord>,
         ) -> Result<()> {
             let mut map = self.sessions.lock().unwrap();
             let s = map.get_mut(&id).expect("session inserted before it runs");
@@ -87,6 +89,7 @@ pub mod memory {
                 s.started_at = started_at;
                 s.expires_at = expires_at;
                 s.updated_at = started_at;
+                s.browser = browser.cloned();
             }
             Ok(())
         }

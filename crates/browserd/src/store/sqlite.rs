@@ -1,7 +1,7 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{Result, SessionStore, StoreError};
-use crate::model::{Project, Session, SessionStatus, fmt_time, parse_time};
+use crate::model::{BrowserRecord, Project, Session, SessionStatus, fmt_time, parse_time};
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -196,8 +196,9 @@ impl SessionStore for SqliteStore {
         sqlx::query(
             "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
              user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
-             started_at, expires_at, ended_at, end_reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             started_at, expires_at, ended_at, end_reason, \
+             browser_pid, browser_start_ticks, browser_dir, browser_cdp_url) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.project_id)
@@ -223,6 +224,14 @@ impl SessionStore for SqliteStore {
         .bind(fmt_time(s.expires_at))
         .bind(s.ended_at.map(fmt_time))
         .bind(&s.end_reason)
+        .bind(s.browser.as_ref().map(|b| b.pid as i64))
+        .bind(s.browser.as_ref().map(|b| b.start_ticks as i64))
+        .bind(
+            s.browser
+                .as_ref()
+                .map(|b| b.dir.to_string_lossy().into_owned()),
+        )
+        .bind(s.browser.as_ref().map(|b| b.cdp_url.clone()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -233,14 +242,20 @@ impl SessionStore for SqliteStore {
         id: Uuid,
         started_at: OffsetDateTime,
         expires_at: OffsetDateTime,
+        browser: Option<&BrowserRecord>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE sessions SET status = 'RUNNING', started_at = ?, expires_at = ?, updated_at = ? \
+            "UPDATE sessions SET status = 'RUNNING', started_at = ?, expires_at = ?, updated_at = ?, \
+             browser_pid = ?, browser_start_ticks = ?, browser_dir = ?, browser_cdp_url = ? \
              WHERE id = ? AND status = 'PENDING'",
         )
         .bind(fmt_time(started_at))
         .bind(fmt_time(expires_at))
         .bind(fmt_time(started_at))
+        .bind(browser.map(|b| b.pid as i64))
+        .bind(browser.map(|b| b.start_ticks as i64))
+        .bind(browser.map(|b| b.dir.to_string_lossy().into_owned()))
+        .bind(browser.map(|b| b.cdp_url.clone()))
         .bind(id.to_string())
         .execute(&self.pool)
         .await?;
@@ -325,5 +340,22 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
             .map(|s| parse_time(&s).map_err(|e| StoreError::Corrupt(format!("ended_at: {e}"))))
             .transpose()?,
         end_reason: row.try_get("end_reason")?,
+        browser: browser_from_row(row)?,
+    })
+}
+
+fn browser_from_row(row: &SqliteRow) -> Result<Option<BrowserRecord>> {
+    let pid: Option<i64> = row.try_get("browser_pid")?;
+    let ticks: Option<i64> = row.try_get("browser_start_ticks")?;
+    let dir: Option<String> = row.try_get("browser_dir")?;
+    let url: Option<String> = row.try_get("browser_cdp_url")?;
+    Ok(match (pid, ticks, dir, url) {
+        (Some(pid), Some(ticks), Some(dir), Some(cdp_url)) => Some(BrowserRecord {
+            pid: pid as u32,
+            start_ticks: ticks as u64,
+            dir: dir.into(),
+            cdp_url,
+        }),
+        _ => None,
     })
 }

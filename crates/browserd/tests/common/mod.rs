@@ -86,7 +86,9 @@ impl TestServer {
         let state = prepared.state.clone();
         let task = tokio::spawn(async move {
             let _keep = prepared; // holds the data dir lock
-            browserd::server::run(listener, None, _keep.state.clone(), async {
+            // In-process test servers end every session on stop: no browser outlives a test.
+            let policy = browserd::sessions::ShutdownPolicy::EndAll;
+            browserd::server::run(listener, None, _keep.state.clone(), policy, async {
                 let _ = stopped.await;
             })
             .await
