@@ -75,6 +75,16 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_SHUTDOWN_ENDS_SESSIONS", value_name = "BOOL")]
     pub shutdown_ends_sessions: Option<bool>,
 
+    /// Seconds between websocket pings to each client; a client that answers none for about
+    /// two intervals is disconnected [default: 30]
+    #[arg(long, env = "BROWSERD_PING_INTERVAL", value_name = "SECONDS")]
+    pub ping_interval: Option<u64>,
+
+    /// Disconnect a client that sends no CDP command for this many seconds; its session
+    /// goes on by its own rules [default: 600]
+    #[arg(long, env = "BROWSERD_CLIENT_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub client_idle_timeout: Option<u64>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -106,6 +116,8 @@ pub struct Config {
     pub min_timeout_secs: u64,
     pub max_message_size: usize,
     pub shutdown_ends_sessions: bool,
+    pub ping_interval_secs: u64,
+    pub client_idle_timeout_secs: u64,
 }
 
 impl Config {
@@ -144,6 +156,14 @@ impl Config {
         {
             bail!("--public-url must start with http:// or https:// (got {url:?})");
         }
+        let ping_interval_secs = cli.ping_interval.or(f.ping_interval).unwrap_or(30);
+        let client_idle_timeout_secs = cli
+            .client_idle_timeout
+            .or(f.client_idle_timeout)
+            .unwrap_or(600);
+        if ping_interval_secs == 0 || client_idle_timeout_secs == 0 {
+            bail!("--ping-interval and --client-idle-timeout must be at least 1 second");
+        }
         let max_message_mib = cli
             .max_message_mib
             .or(f.max_message_mib)
@@ -173,6 +193,8 @@ impl Config {
             default_timeout_secs,
             min_timeout_secs,
             max_message_size: max_message_mib * 1024 * 1024,
+            ping_interval_secs,
+            client_idle_timeout_secs,
             shutdown_ends_sessions: cli
                 .shutdown_ends_sessions
                 .or(f.shutdown_ends_sessions)

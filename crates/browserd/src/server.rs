@@ -91,6 +91,10 @@ pub async fn prepare_with(
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,
             max_message_size: config.max_message_size,
+            client_watch: crate::cdp::relay::ClientWatch {
+                ping_every: std::time::Duration::from_secs(config.ping_interval_secs),
+                idle_after: std::time::Duration::from_secs(config.client_idle_timeout_secs),
+            },
         }),
     };
     Ok(Prepared {
@@ -273,8 +277,14 @@ pub async fn run(
     }
 
     // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small CDP round trips.
-    let listener = listener.tap_io(|tcp| {
+    // TCP keepalive notices a peer that vanished without a FIN even when nothing is sent.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    let listener = listener.tap_io(move |tcp| {
         let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive);
     });
     let app = crate::api::app(state);
     axum::serve(listener, app)

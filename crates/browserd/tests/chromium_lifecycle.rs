@@ -453,3 +453,54 @@ async fn a_client_that_stops_reading_gets_backpressure_not_buffering() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_vanished_is_noticed_and_a_session_without_keep_alive_ends() {
+    let server = TestServer::start_with(Options {
+        ping_interval: 1,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({"timeout": 600})).await;
+    // Connected, then silent: it never reads, so it never answers a ping (as a peer whose
+    // machine went away would).
+    let _vanished = Cdp::connect(&connect_url(&s)).await;
+    let ended = server.wait_for_status(&id_of(&s), "COMPLETED").await;
+    assert!(
+        ended["endReason"]
+            .as_str()
+            .unwrap()
+            .contains("last client disconnected"),
+        "{ended}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_client_is_disconnected_with_a_reason_and_the_session_goes_on() {
+    let server = TestServer::start_with(Options {
+        ping_interval: 1,
+        client_idle_timeout: 3,
+        ..Options::default()
+    })
+    .await;
+    let s = server
+        .create(json!({"keepAlive": true, "timeout": 600}))
+        .await;
+
+    // A client that keeps sending commands stays connected past the idle limit.
+    let mut busy = Cdp::connect(&connect_url(&s)).await;
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        assert_eq!(busy.eval_in_page("1").await, 1);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+
+    // One that only answers pings is let go with the reason.
+    let mut idle = Cdp::connect(&connect_url(&s)).await;
+    let frame = idle.closed().await.expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert!(frame.reason.contains("no CDP command"), "{}", frame.reason);
+    assert_eq!(server.get(&id_of(&s)).await["status"], "RUNNING");
+    server.stop().await;
+}

@@ -80,6 +80,7 @@ pub async fn connect(
     };
 
     let max = state.settings.max_message_size;
+    let watch = state.settings.client_watch;
     // The browser leg is opened before the client's handshake is answered, so a client
     // whose handshake succeeded can use the browser at once.
     let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max)
@@ -103,7 +104,7 @@ pub async fn connect(
             Some(crate::cdp::relay::ws_config(max)),
         )
         .await;
-        crate::cdp::relay::run(ws, browser, lease).await;
+        crate::cdp::relay::run(ws, browser, lease, watch).await;
     });
 
     // No Sec-WebSocket-Extensions in the answer: no compression, frames pass as they are.

@@ -29,6 +29,8 @@ pub struct ApiSettings {
     pub min_timeout_secs: u64,
     /// Largest websocket message relayed in either direction.
     pub max_message_size: usize,
+    /// Pings and the idle limit for connected clients.
+    pub client_watch: crate::cdp::relay::ClientWatch,
 }
 
 /// Shared by every handler; cheap to clone.

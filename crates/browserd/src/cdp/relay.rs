@@ -13,9 +13,11 @@ use crate::model::SessionStatus;
 use crate::sessions::{ClientLease, Ending};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -43,8 +45,12 @@ pub type BrowserWs = WebSocketStream<tokio::net::TcpStream>;
 
 /// Relays one client until either side leaves or the session ends, then closes the client
 /// with a reason. Consumes the lease: the client counts as connected until this returns.
-pub async fn run<S>(client: WebSocketStream<S>, browser: BrowserWs, lease: ClientLease)
-where
+pub async fn run<S>(
+    client: WebSocketStream<S>,
+    browser: BrowserWs,
+    lease: ClientLease,
+    watch: ClientWatch,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (mut client_tx, mut client_rx) = client.split();
@@ -53,6 +59,14 @@ where
     // and a handful at most.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(8);
     let mut ended = lease.ended();
+    // When the client last sent anything (a pong counts), and last sent a CDP message, in
+    // ms since `start`. Atomics because both directions' futures read or write them.
+    let start = Instant::now();
+    let last_frame = AtomicU64::new(0);
+    let last_command = AtomicU64::new(0);
+    let since_start = || start.elapsed().as_millis() as u64;
+    let mut tick = tokio::time::interval_at(start + watch.ping_every, watch.ping_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let client_to_browser = async {
         while let Some(msg) = client_rx.next().await {
@@ -63,6 +77,10 @@ where
                     return None;
                 }
             };
+            last_frame.store(since_start(), Ordering::Relaxed);
+            if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+                last_command.store(since_start(), Ordering::Relaxed);
+            }
             if msg.len() > CHROMIUM_MAX_INCOMING {
                 let reason = format!(
                     "message of {} bytes refused: Chromium accepts CDP messages up to {CHROMIUM_MAX_INCOMING} bytes",
@@ -112,7 +130,21 @@ where
                 }
                 changed = ended.changed() => {
                     let ending = if changed.is_ok() { ended.borrow().clone() } else { None };
-                    return ending.or_else(|| Some(browserd_gone()));
+                    return Some(ending_close(&ending.unwrap_or_else(browserd_gone)));
+                }
+                _ = tick.tick() => {
+                    let now = since_start();
+                    let ping_ms = watch.ping_every.as_millis() as u64;
+                    // No frame at all since the previous ping, not even its pong: gone.
+                    if now.saturating_sub(last_frame.load(Ordering::Relaxed)) > ping_ms + ping_ms / 2 {
+                        return Some(client_gone(Duration::from_millis(now - last_frame.load(Ordering::Relaxed))));
+                    }
+                    if now.saturating_sub(last_command.load(Ordering::Relaxed)) >= watch.idle_after.as_millis() as u64 {
+                        return Some(client_idle(watch.idle_after));
+                    }
+                    if client_tx.send(Message::Ping(Default::default())).await.is_err() {
+                        return None;
+                    }
                 }
                 msg = browser_rx.next() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -129,10 +161,10 @@ where
                             .await
                             .ok()
                             .and_then(|r| r.ok().and_then(|e| e.clone()));
-                        return Some(ending.unwrap_or_else(|| Ending {
+                        return Some(ending_close(&ending.unwrap_or_else(|| Ending {
                             status: SessionStatus::Error,
                             reason: "the browser closed the connection".into(),
-                        }));
+                        })));
                     }
                 },
             }
@@ -142,15 +174,7 @@ where
     // Whichever direction stops first decides the close frame the client gets, if any.
     let close = tokio::select! {
         close = client_to_browser => close,
-        ending = browser_to_client => ending.map(|ending| {
-            let code = match ending.status {
-                SessionStatus::Error => CloseCode::Error,
-                // The session goes on without this server: "service restart".
-                SessionStatus::Running | SessionStatus::Pending => CloseCode::Restart,
-                _ => CloseCode::Normal,
-            };
-            close_message(code, &ending.reason)
-        }),
+        close = browser_to_client => close,
     };
     if let Some(close) = close {
         let _ = client_tx.send(close).await;
@@ -160,11 +184,51 @@ where
     let _ = browser_tx.close().await;
 }
 
+/// How a relay watches its client.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientWatch {
+    /// How often the client is pinged; one that answers nothing for about two intervals
+    /// is taken as gone.
+    pub ping_every: Duration,
+    /// A client that sends no CDP message for this long is disconnected.
+    pub idle_after: Duration,
+}
+
+/// The close a vanished client gets (it will rarely read it). The session goes on under
+/// its own rules: without keepAlive, losing its last client ends it.
+fn client_gone(silent: Duration) -> Message {
+    let reason = format!(
+        "client disconnected: no answer to pings for {}s",
+        silent.as_secs()
+    );
+    close_message(CloseCode::Policy, &reason)
+}
+
+/// The close an idle client gets.
+fn client_idle(after: Duration) -> Message {
+    let reason = format!(
+        "client disconnected: no CDP command for {}s; the session goes on by its own rules",
+        after.as_secs()
+    );
+    close_message(CloseCode::Policy, &reason)
+}
+
 fn browserd_gone() -> Ending {
     Ending {
         status: SessionStatus::Error,
         reason: "browserd lost track of the session".into(),
     }
+}
+
+/// The close frame a client gets when its session ends (or browserd leaves it running).
+fn ending_close(ending: &Ending) -> Message {
+    let code = match ending.status {
+        SessionStatus::Error => CloseCode::Error,
+        // The session goes on without this server: "service restart".
+        SessionStatus::Running | SessionStatus::Pending => CloseCode::Restart,
+        SessionStatus::Completed | SessionStatus::TimedOut => CloseCode::Normal,
+    };
+    close_message(code, &ending.reason)
 }
 
 /// Opens the browser leg: a websocket to the browser's own CDP endpoint on loopback.

@@ -34,12 +34,16 @@ pub struct Options {
     pub max_message_mib: usize,
     /// Off unless a test is about the pool, so each test's browsers are its own.
     pub warm_pool: usize,
+    pub ping_interval: u64,
+    pub client_idle_timeout: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             warm_pool: 0,
+            ping_interval: 30,
+            client_idle_timeout: 600,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -73,6 +77,8 @@ impl TestServer {
             default_timeout: Some(300),
             max_message_mib: Some(opts.max_message_mib),
             warm_pool: Some(opts.warm_pool),
+            ping_interval: Some(opts.ping_interval),
+            client_idle_timeout: Some(opts.client_idle_timeout),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
