@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server
-    Serve(Settings),
+    Serve(Box<Settings>),
     /// Manage projects (owners of sessions and API keys)
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -52,6 +52,9 @@ pub enum ProjectCommand {
         /// The project's defaultTimeout in seconds [default: --default-timeout]
         #[arg(long, value_name = "SECONDS")]
         default_timeout: Option<u64>,
+        /// Sessions the project may create per minute; 0 for no limit [default: 0]
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        creation_rate: u32,
     },
     /// List projects
     List,
@@ -61,6 +64,13 @@ pub enum ProjectCommand {
         #[arg(long)]
         project: Option<String>,
         seconds: u64,
+    },
+    /// Set how many sessions a project may create per minute (0: no limit)
+    SetCreationRate {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+        per_minute: u32,
     },
     /// Add another API key to a project and print it
     CreateKey {
@@ -124,13 +134,16 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
             name,
             concurrency,
             default_timeout,
+            creation_rate,
         } => {
             let timeout = check(default_timeout.unwrap_or(config.default_timeout_secs))?;
             let concurrency = concurrency.unwrap_or(config.max_sessions as u32);
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
             }
-            let project = store.create_project(&name, timeout, concurrency).await?;
+            let project = store
+                .create_project(&name, timeout, concurrency, creation_rate)
+                .await?;
             let key = new_api_key();
             store.add_api_key(&project.id, &hash_api_key(&key)).await?;
             println!("project id: {}", project.id);
@@ -153,6 +166,14 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
             let secs = check(seconds)?;
             store.set_default_timeout(&id, secs).await?;
             println!("project {id}: defaultTimeout is now {secs}s");
+        }
+        ProjectCommand::SetCreationRate {
+            project,
+            per_minute,
+        } => {
+            let id = project_or_default(&store, project).await?;
+            store.set_creation_rate(&id, per_minute).await?;
+            println!("project {id}: creation rate is now {per_minute} per minute (0: no limit)");
         }
         ProjectCommand::CreateKey { project } => {
             let id = project_or_default(&store, project).await?;

@@ -85,6 +85,20 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_CLIENT_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub client_idle_timeout: Option<u64>,
 
+    /// The default project's creation rate when it is first created: sessions per minute,
+    /// 0 for no limit [default: 0]
+    #[arg(long, env = "BROWSERD_CREATION_RATE", value_name = "N")]
+    pub creation_rate: Option<u32>,
+
+    /// Refuse to start a browser (503) when the machine has less memory available than
+    /// this, in MiB [default: 512]
+    #[arg(long, env = "BROWSERD_MIN_FREE_MEMORY_MIB", value_name = "MIB")]
+    pub min_free_memory_mib: Option<u64>,
+
+    /// Websocket clients one session may have at once [default: 16]
+    #[arg(long, env = "BROWSERD_MAX_CLIENTS_PER_SESSION", value_name = "N")]
+    pub max_clients_per_session: Option<usize>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -118,6 +132,9 @@ pub struct Config {
     pub shutdown_ends_sessions: bool,
     pub ping_interval_secs: u64,
     pub client_idle_timeout_secs: u64,
+    pub creation_rate: u32,
+    pub min_free_memory_mib: u64,
+    pub max_clients_per_session: usize,
 }
 
 impl Config {
@@ -195,6 +212,16 @@ impl Config {
             max_message_size: max_message_mib * 1024 * 1024,
             ping_interval_secs,
             client_idle_timeout_secs,
+            creation_rate: cli.creation_rate.or(f.creation_rate).unwrap_or(0),
+            min_free_memory_mib: cli
+                .min_free_memory_mib
+                .or(f.min_free_memory_mib)
+                .unwrap_or(512),
+            max_clients_per_session: cli
+                .max_clients_per_session
+                .or(f.max_clients_per_session)
+                .unwrap_or(16)
+                .max(1),
             shutdown_ends_sessions: cli
                 .shutdown_ends_sessions
                 .or(f.shutdown_ends_sessions)

@@ -96,6 +96,8 @@ pub struct Project {
     pub owner_id: String,
     pub default_timeout_secs: u64,
     pub concurrency: u32,
+    /// Sessions it may create per minute; 0: no limit.
+    pub creations_per_minute: u32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -170,6 +172,8 @@ pub struct ProjectJson<'a> {
     pub updated_at: String,
     pub default_timeout: u64,
     pub concurrency: u32,
+    /// browserd's extension: sessions per minute, 0 for no limit.
+    pub creation_rate: u32,
 }
 
 impl Project {
@@ -182,6 +186,7 @@ impl Project {
             updated_at: fmt_time(self.updated_at),
             default_timeout: self.default_timeout_secs,
             concurrency: self.concurrency,
+            creation_rate: self.creations_per_minute,
         }
     }
 }

@@ -77,6 +77,8 @@ pub async fn prepare_with(
         Limits {
             max_sessions: config.max_sessions,
             warm_pool: config.warm_pool,
+            max_clients_per_session: config.max_clients_per_session,
+            min_free_memory_mib: config.min_free_memory_mib,
         },
     );
     let resumed = adopted.len();
@@ -223,6 +225,7 @@ async fn ensure_default_project(
                     "default",
                     config.default_timeout_secs,
                     config.max_sessions as u32,
+                    config.creation_rate,
                 )
                 .await?;
             store.set_setting(SETTING_DEFAULT_PROJECT, &p.id).await?;

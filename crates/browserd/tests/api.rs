@@ -490,7 +490,7 @@ async fn projects_show_and_change_the_default_timeout_and_count_usage() {
         Some(json!({})),
     )
     .await;
-    assert_error(status, &err, 400, "defaultTimeout is required");
+    assert_error(status, &err, 400, "give defaultTimeout");
     let (status, updated, _) = call(
         &server,
         Method::PATCH,
@@ -527,5 +527,88 @@ async fn projects_show_and_change_the_default_timeout_and_count_usage() {
         json!({"browserMinutes": 2, "proxyBytes": 0}),
         "two sessions, a minute each at least"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_creation_rate_answers_429_with_retry_after() {
+    let server = TestServer::start().await;
+    let pid = server.create(json!({})).await["projectId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, p, _) = call(
+        &server,
+        Method::PATCH,
+        &format!("/v1/projects/{pid}"),
+        Some(json!({"creationRate": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(p["creationRate"], 1);
+    // Creates made while there was no limit do not count; from now on, one per minute.
+    let (first, _, _) = call(&server, Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_eq!(first, 201);
+    let (status2, err, headers) =
+        call(&server, Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_error(
+        status2,
+        &err,
+        429,
+        "creation rate limit (limit 1 per minute)",
+    );
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(
+        headers.get("x-should-retry").is_none(),
+        "waiting helps, so the SDKs may retry"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn below_the_memory_floor_a_create_is_refused_with_503() {
+    let server = TestServer::start_with(Options {
+        // More memory than any machine has: every cold launch is refused.
+        min_free_memory_mib: u64::MAX / 2,
+        ..Options::default()
+    })
+    .await;
+    let (status, err, headers) = call(&server, Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_error(
+        status,
+        &err,
+        503,
+        "of memory available, below browserd's floor",
+    );
+    assert_eq!(headers["x-should-retry"], "false");
+    assert_eq!(server.state.sessions.live_count(), 0, "no slot is held");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_takes_only_so_many_clients() {
+    let server = TestServer::start_with(Options {
+        max_clients_per_session: 2,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let url = s["connectUrl"].as_str().unwrap();
+    let a = Cdp::connect(url).await;
+    let _b = Cdp::connect(url).await;
+    let (status, body) = refused_handshake(url).await;
+    assert_eq!(status, 429);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has 2 clients"),
+        "{body}"
+    );
+    drop(a);
+    eventually(|| async { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) })
+        .await
+        .expect("a client that left frees its place");
     server.stop().await;
 }

@@ -77,6 +77,12 @@ pub async fn connect(
         Ok(lease) => lease,
         Err(AttachError::NotLive(id)) => return Err(not_live(&state, id).await),
         Err(e @ AttachError::Starting(_)) => return Err(ApiError::Conflict(e.to_string())),
+        Err(e @ AttachError::TooManyClients { .. }) => {
+            return Err(ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry: false,
+            });
+        }
     };
 
     let max = state.settings.max_message_size;

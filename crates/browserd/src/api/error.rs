@@ -28,6 +28,12 @@ pub enum ApiError {
     /// retry 429s unless told `x-should-retry: false`.
     #[error("{message}")]
     TooManyRequests { message: String, retry: bool },
+    /// A rate limit: 429 with `retry-after`, so the SDKs wait and retry.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     NotImplemented(String),
     /// browserd or its browser failed; the message says which.
@@ -51,7 +57,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests { .. } | Self::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,9 +85,19 @@ impl IntoResponse for ApiError {
             Self::TooManyRequests { retry, .. } => !retry,
             // Retrying cannot fix a browser that failed to start the same way twice; the
             // SDKs would otherwise retry creates and launch more browsers.
-            Self::Internal(_) | Self::NotImplemented(_) => true,
+            // Nor can a machine short of memory, or one shutting down, within the SDK's retries.
+            Self::Internal(_) | Self::NotImplemented(_) | Self::Unavailable(_) => true,
             _ => false,
         };
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(*retry_after_secs),
+            );
+        }
         if no_retry {
             response
                 .headers_mut()
@@ -104,6 +122,14 @@ impl From<crate::sessions::CreateError> for ApiError {
                 message: e.to_string(),
                 retry: false,
             },
+            // Waiting helps here: the SDKs retry, honouring retry-after.
+            E::RateLimited {
+                retry_after_secs, ..
+            } => Self::RateLimited {
+                message: e.to_string(),
+                retry_after_secs,
+            },
+            E::LowMemory { .. } => Self::Unavailable(e.to_string()),
             E::ShuttingDown => Self::Unavailable(e.to_string()),
             E::Launch(_) | E::SupervisorGone => Self::Internal(e.to_string()),
             E::Store(e) => e.into(),

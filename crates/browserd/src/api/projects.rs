@@ -44,8 +44,9 @@ pub async fn retrieve(
     Ok(Json(project_json(&state, own_project(&auth, &id)?)).into_response())
 }
 
-/// `PATCH /v1/projects/{id}` with `{"defaultTimeout": N}` (a browserd extension): the
-/// project-wide default for sessions created without `timeout`.
+/// `PATCH /v1/projects/{id}` with `{"defaultTimeout": N}` and/or `{"creationRate": N}` (a
+/// browserd extension): the default for sessions created without `timeout`, and how many
+/// sessions the project may create per minute.
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -53,15 +54,46 @@ pub async fn update(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let project = own_project(&auth, &id)?;
-    let secs = Fields(&body)
-        .integer("defaultTimeout")?
-        .ok_or_else(|| ApiError::BadRequest("defaultTimeout is required".into()))?;
-    let secs = check_timeout("defaultTimeout", secs, state.settings.min_timeout_secs)?;
-    let updated = state
-        .store
-        .set_default_timeout(&project.id, secs)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("project {id} not found")))?;
+    let fields = Fields(&body);
+    let timeout = fields.integer("defaultTimeout")?;
+    let rate = fields.integer("creationRate")?;
+    if timeout.is_none() && rate.is_none() {
+        return Err(ApiError::BadRequest(
+            "give defaultTimeout (seconds) or creationRate (sessions per minute, 0: no limit)"
+                .into(),
+        ));
+    }
+    let timeout = timeout
+        .map(|t| check_timeout("defaultTimeout", t, state.settings.min_timeout_secs))
+        .transpose()?;
+    let rate = rate
+        .map(|r| {
+            u32::try_from(r).map_err(|_| {
+                ApiError::BadRequest("creationRate must be between 0 and 4294967295".into())
+            })
+        })
+        .transpose()?;
+    let not_found = || ApiError::NotFound(format!("project {id} not found"));
+    let mut updated = None;
+    if let Some(secs) = timeout {
+        updated = Some(
+            state
+                .store
+                .set_default_timeout(&project.id, secs)
+                .await?
+                .ok_or_else(not_found)?,
+        );
+    }
+    if let Some(rate) = rate {
+        updated = Some(
+            state
+                .store
+                .set_creation_rate(&project.id, rate)
+                .await?
+                .ok_or_else(not_found)?,
+        );
+    }
+    let updated = updated.expect("one of the two was given");
     Ok(Json(project_json(&state, &updated)).into_response())
 }
 

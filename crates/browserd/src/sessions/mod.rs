@@ -18,11 +18,12 @@ use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{SessionStore, StoreError};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -35,6 +36,35 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Browsers kept started ahead of demand (0: none).
     pub warm_pool: usize,
+    /// Websocket clients one session may have at once.
+    pub max_clients_per_session: usize,
+    /// No browser is started while the machine has less memory available (MiB; 0: no floor).
+    pub min_free_memory_mib: u64,
+}
+
+impl Limits {
+    /// No limits beyond a number of sessions (for tests).
+    pub fn sessions(max_sessions: usize) -> Self {
+        Self {
+            max_sessions,
+            warm_pool: 0,
+            max_clients_per_session: usize::MAX,
+            min_free_memory_mib: 0,
+        }
+    }
+}
+
+/// Memory the kernel says is available to new processes, in MiB.
+pub fn mem_available_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
 }
 
 /// A validated request for a new session.
@@ -74,6 +104,14 @@ pub enum CreateError {
         "you've exceeded your max concurrent sessions limit (limit {limit}, currently {current}); release a session first"
     )]
     ProjectFull { limit: u32, current: usize },
+    #[error(
+        "you've exceeded your session creation rate limit (limit {limit} per minute); retry in {retry_after_secs}s"
+    )]
+    RateLimited { limit: u32, retry_after_secs: u64 },
+    #[error(
+        "this machine has {available_mib} MiB of memory available, below browserd's floor of {floor_mib} MiB (--min-free-memory-mib); release sessions or add memory"
+    )]
+    LowMemory { available_mib: u64, floor_mib: u64 },
     #[error("browserd is shutting down and takes no new sessions")]
     ShuttingDown,
     #[error("the session's browser failed to start: {0}")]
@@ -91,6 +129,8 @@ pub enum AttachError {
     NotLive(Uuid),
     #[error("session {0} is still starting")]
     Starting(Uuid),
+    #[error("session {id} already has {limit} clients connected (its limit); disconnect one first")]
+    TooManyClients { id: Uuid, limit: usize },
 }
 
 /// How a session ended: its final status and a reason a user can act on.
@@ -139,6 +179,8 @@ struct LiveEntry {
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
     browser_dir: Option<PathBuf>,
+    /// Connected clients, counted by their leases.
+    clients: Arc<AtomicUsize>,
 }
 
 pub struct SessionManager {
@@ -155,6 +197,9 @@ pub struct SessionManager {
     pool: WarmPool,
     /// Stops the pool's refill loop at shutdown.
     stop_pool: CancellationToken,
+    /// Recent creates per project, for the per-minute rate. A std Mutex: checked and
+    /// pushed in one short section.
+    creates: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -181,6 +226,7 @@ impl SessionManager {
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
             stop_pool: CancellationToken::new(),
+            creates: Mutex::new(HashMap::new()),
         });
         if manager.pool.target() > 0 {
             let this = Arc::clone(&manager);
@@ -255,12 +301,18 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
+                clients: Arc::default(),
             },
-            req.project.concurrency,
+            &req.project,
         )?;
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
         let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
+        // A warm browser is already in memory; only a new one needs room.
+        if let (None, Some(e)) = (&warm, self.memory_shortage()) {
+            self.free_slot(id);
+            return Err(e);
+        }
         let now = crate::model::now();
         let session = Session {
             id,
@@ -311,12 +363,51 @@ impl SessionManager {
         ready_rx.await.map_err(|_| CreateError::SupervisorGone)?
     }
 
+    /// The low-memory refusal, if the machine is below the floor.
+    fn memory_shortage(&self) -> Option<CreateError> {
+        let floor_mib = self.limits.min_free_memory_mib;
+        let available_mib = mem_available_mib()?;
+        (floor_mib > 0 && available_mib < floor_mib).then_some(CreateError::LowMemory {
+            available_mib,
+            floor_mib,
+        })
+    }
+
+    /// Counts a create against its project's per-minute rate, or refuses it.
+    fn count_create(&self, project: &Project) -> Result<(), CreateError> {
+        let limit = project.creations_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let minute = std::time::Duration::from_secs(60);
+        let mut creates = self.creates.lock().unwrap();
+        let recent = creates.entry(project.id.clone()).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= limit as usize {
+            let oldest = *recent.front().expect("at least one create is recent");
+            let wait = minute.saturating_sub(now.duration_since(oldest));
+            return Err(CreateError::RateLimited {
+                limit,
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+
     fn reserve_slot(
         &self,
         id: Uuid,
         entry: LiveEntry,
-        project_limit: u32,
+        project: &Project,
     ) -> Result<(), CreateError> {
+        let project_limit = project.concurrency;
         let mut live = self.live.lock().unwrap();
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(CreateError::ShuttingDown);
@@ -337,6 +428,7 @@ impl SessionManager {
                 current: in_project,
             });
         }
+        self.count_create(project)?;
         live.insert(id, entry);
         Ok(())
     }
@@ -363,15 +455,21 @@ impl SessionManager {
             return Err(AttachError::NotLive(id));
         }
         let cdp_url = entry.cdp_url.clone().ok_or(AttachError::Starting(id))?;
+        let limit = self.limits.max_clients_per_session;
+        if entry.clients.load(Ordering::SeqCst) >= limit {
+            return Err(AttachError::TooManyClients { id, limit });
+        }
         entry
             .commands
             .send(Command::ClientConnected)
             .map_err(|_| AttachError::NotLive(id))?;
+        entry.clients.fetch_add(1, Ordering::SeqCst);
         Ok(ClientLease {
             session_id: id,
             cdp_url,
             commands: entry.commands.clone(),
             ended: entry.ended.clone(),
+            clients: Arc::clone(&entry.clients),
         })
     }
 
@@ -422,6 +520,7 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
+                clients: Arc::default(),
             },
         );
         let supervisor = supervisor::Supervisor {
@@ -482,6 +581,7 @@ pub struct ClientLease {
     cdp_url: String,
     commands: mpsc::UnboundedSender<Command>,
     ended: watch::Receiver<Option<Ending>>,
+    clients: Arc<AtomicUsize>,
 }
 
 impl ClientLease {
@@ -508,6 +608,7 @@ impl ClientLease {
 
 impl Drop for ClientLease {
     fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::SeqCst);
         let _ = self.commands.send(Command::ClientDisconnected);
     }
 }

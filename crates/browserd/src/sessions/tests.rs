@@ -108,8 +108,8 @@ fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
         store.clone(),
         launcher.clone(),
         Limits {
-            max_sessions,
             warm_pool,
+            ..Limits::sessions(max_sessions)
         },
     );
     Harness {
@@ -127,6 +127,7 @@ fn project(concurrency: u32) -> Project {
         owner_id: "o".into(),
         default_timeout_secs: 300,
         concurrency,
+        creations_per_minute: 0,
         created_at: now,
         updated_at: now,
     }
@@ -539,4 +540,54 @@ async fn an_adopted_session_keeps_its_deadline() {
     assert_eq!(h2.status(s.id).await, SessionStatus::Running);
     let ending = ending_of(&lease).await;
     assert_eq!(ending.status, SessionStatus::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_creation_rate_refuses_with_the_wait_and_lets_through_after_it() {
+    let h = harness(10);
+    let mut req = request(true, Some(600));
+    req.project.creations_per_minute = 2;
+    h.manager.create(req.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    h.manager.create(req.clone()).await.unwrap();
+    match h.manager.create(req.clone()).await {
+        Err(CreateError::RateLimited {
+            limit: 2,
+            retry_after_secs: 40,
+        }) => {}
+        other => panic!("expected RateLimited after 40s, got {other:?}"),
+    }
+    assert_eq!(
+        h.launcher.launched(),
+        2,
+        "a refused create starts no browser"
+    );
+    assert_eq!(h.manager.live_count(), 2, "and holds no slot");
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    h.manager
+        .create(req)
+        .await
+        .expect("a minute after the first create, one more fits");
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_per_session_are_capped_and_counted_back_down() {
+    let store = Arc::new(MemoryStore::default());
+    let launcher = Arc::new(FakeLauncher::default());
+    let limits = Limits {
+        max_clients_per_session: 2,
+        ..Limits::sessions(10)
+    };
+    let manager = SessionManager::new(store, launcher, limits);
+    let s = manager.create(request(true, Some(600))).await.unwrap();
+    let a = manager.attach(s.id).unwrap();
+    let _b = manager.attach(s.id).unwrap();
+    assert!(matches!(
+        manager.attach(s.id),
+        Err(AttachError::TooManyClients { limit: 2, .. })
+    ));
+    drop(a);
+    manager
+        .attach(s.id)
+        .expect("a slot freed when a client left");
 }

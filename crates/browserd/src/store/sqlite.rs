@@ -79,6 +79,7 @@ impl SqliteStore {
         name: &str,
         default_timeout_secs: u64,
         concurrency: u32,
+        creations_per_minute: u32,
     ) -> Result<Project> {
         let now = crate::model::now();
         let project = Project {
@@ -87,18 +88,20 @@ impl SqliteStore {
             owner_id: "browserd".to_owned(),
             default_timeout_secs,
             concurrency,
+            creations_per_minute,
             created_at: now,
             updated_at: now,
         };
         sqlx::query(
-            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, \
+             creations_per_minute, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&project.id)
         .bind(&project.name)
         .bind(&project.owner_id)
         .bind(project.default_timeout_secs as i64)
         .bind(project.concurrency as i64)
+        .bind(project.creations_per_minute as i64)
         .bind(fmt_time(now))
         .bind(fmt_time(now))
         .execute(&self.pool)
@@ -128,6 +131,17 @@ impl SqliteStore {
     pub async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
         sqlx::query("UPDATE projects SET default_timeout = ?, updated_at = ? WHERE id = ?")
             .bind(secs as i64)
+            .bind(fmt_time(crate::model::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
+    pub async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET creations_per_minute = ?, updated_at = ? WHERE id = ?")
+            .bind(per_minute as i64)
             .bind(fmt_time(crate::model::now()))
             .bind(id)
             .execute(&self.pool)
@@ -311,6 +325,7 @@ fn project_from_row(row: &SqliteRow) -> Result<Project> {
         owner_id: row.try_get("owner_id")?,
         default_timeout_secs: row.try_get::<i64, _>("default_timeout")? as u64,
         concurrency: row.try_get::<i64, _>("concurrency")? as u32,
+        creations_per_minute: row.try_get::<i64, _>("creations_per_minute")? as u32,
         created_at: time_col(row, "created_at")?,
         updated_at: time_col(row, "updated_at")?,
     })

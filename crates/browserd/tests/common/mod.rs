@@ -36,6 +36,8 @@ pub struct Options {
     pub warm_pool: usize,
     pub ping_interval: u64,
     pub client_idle_timeout: u64,
+    pub min_free_memory_mib: u64,
+    pub max_clients_per_session: usize,
 }
 
 impl Default for Options {
@@ -44,6 +46,8 @@ impl Default for Options {
             warm_pool: 0,
             ping_interval: 30,
             client_idle_timeout: 600,
+            min_free_memory_mib: 512,
+            max_clients_per_session: 16,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -79,6 +83,8 @@ impl TestServer {
             warm_pool: Some(opts.warm_pool),
             ping_interval: Some(opts.ping_interval),
             client_idle_timeout: Some(opts.client_idle_timeout),
+            min_free_memory_mib: Some(opts.min_free_memory_mib),
+            max_clients_per_session: Some(opts.max_clients_per_session),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
@@ -169,7 +175,10 @@ impl TestServer {
     /// Adds a project that may run `concurrency` sessions, reachable with `key`.
     pub async fn add_project(&self, name: &str, concurrency: u32, key: &str) -> String {
         let store = &self.state.store;
-        let project = store.create_project(name, 300, concurrency).await.unwrap();
+        let project = store
+            .create_project(name, 300, concurrency, 0)
+            .await
+            .unwrap();
         let hash = browserd::secrets::hash_api_key(key);
         store.add_api_key(&project.id, &hash).await.unwrap();
         project.id
