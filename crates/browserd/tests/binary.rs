@@ -266,8 +266,17 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     let cut = session(json!({"timeout": 600})).await;
     let expiring = session(json!({"keepAlive": true, "timeout": 3})).await;
     let crashed = session(json!({"keepAlive": true, "timeout": 600})).await;
+    let others = [
+        session(json!({"keepAlive": true, "timeout": 600})).await,
+        session(json!({"keepAlive": true, "timeout": 600})).await,
+    ];
     let mut client = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
     client.eval_in_page("document.title = 'still here'").await;
+    for (i, other) in others.iter().enumerate() {
+        let mut c = Cdp::connect(other["connectUrl"].as_str().unwrap()).await;
+        c.eval_in_page(&format!("document.title = 'page {i}'"))
+            .await;
+    }
     let _cut_client = Cdp::connect(cut["connectUrl"].as_str().unwrap()).await;
 
     signal(&server.child, rustix::process::Signal::KILL);
@@ -289,7 +298,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
 
     let mut again = serve_on(port_of(&again_base(&kept)), dir.path(), &args);
     let banner = again.banner.join("\n");
-    assert!(banner.contains("resumed 1 keepAlive session"), "{banner}");
+    assert!(banner.contains("resumed 3 keepAlive session"), "{banner}");
     assert!(banner.contains("ended 3 session"), "{banner}");
     let status_of = async |s: &Value| get(&again.base, key, s["id"].as_str().unwrap()).await;
     assert_eq!(status_of(&kept).await["status"], "RUNNING");
@@ -303,7 +312,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     assert_eq!(expired["status"], "TIMED_OUT");
     assert_eq!(expired["endedAt"], expired["expiresAt"]);
     assert_eq!(status_of(&crashed).await["status"], "ERROR");
-    for folder in &folders[1..] {
+    for folder in &folders[1..4] {
         assert!(
             browserd::browser::procs::find_by_cmdline(folder).is_empty(),
             "{folder:?}"
@@ -332,8 +341,27 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
         "the adopted browser's folder is removed at its end"
     );
     assert!(browserd::browser::procs::find_by_cmdline(&folders[0]).is_empty());
+
+    // The other two keepAlive sessions are reachable with their pages too; then released.
+    for (i, other) in others.iter().enumerate() {
+        let mut c = Cdp::connect(other["connectUrl"].as_str().unwrap()).await;
+        assert_eq!(c.eval_in_page("document.title").await, format!("page {i}"));
+        let id = other["id"].as_str().unwrap();
+        let released: Value = reqwest::Client::new()
+            .post(format!("{}/v1/sessions/{id}", again.base))
+            .header("X-BB-API-Key", key)
+            .json(&json!({"status": "REQUEST_RELEASE"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(released["status"], "COMPLETED");
+    }
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
+    assert!(browserd::browser::procs::find_by_cmdline(dir.path()).is_empty());
 }
 
 #[tokio::test]

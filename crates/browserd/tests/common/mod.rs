@@ -118,13 +118,16 @@ impl TestServer {
     }
 
     /// Stops the server the way SIGTERM does and waits until every browser is stopped.
-    pub async fn stop(mut self) {
+    /// Returns the data dir, which lives on until the caller drops it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+        self.state.store.close().await;
+        self.data_dir
     }
 
     pub fn url(&self, path: &str) -> String {
