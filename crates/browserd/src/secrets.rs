@@ -137,4 +137,12 @@ mod tests {
         assert!(SigningSecret::from_hex("zz").is_none());
         assert!(format!("{s:?}").contains("redacted"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn no_string_but_the_real_token_verifies(garbage in ".{0,120}") {
+            let secret = SigningSecret::generate();
+            proptest::prop_assert_eq!(verify_session_token(&secret, &garbage), None);
+        }
+    }
 }

@@ -304,4 +304,31 @@ mod tests {
             "browserSettings.blockAds must be a boolean"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_string_parses_or_is_refused_without_panicking(q in ".{0,200}") {
+            let _ = MetadataQuery::parse(&q);
+        }
+
+        #[test]
+        fn generated_queries_round_trip(
+            path in proptest::collection::vec("[a-zA-Z0-9_ -]{1,12}", 1..4),
+            value in "[a-zA-Z0-9_ .:-]{0,20}",
+        ) {
+            let q = format!(
+                "user_metadata{}:'{value}'",
+                path.iter().map(|k| format!("['{k}']")).collect::<String>()
+            );
+            let parsed = MetadataQuery::parse(&q).unwrap();
+            proptest::prop_assert_eq!(&parsed.path, &path);
+            proptest::prop_assert_eq!(&parsed.value, &value);
+            // And it matches exactly the metadata that has that value at that path.
+            let mut meta = serde_json::Value::String(value.clone());
+            for key in path.iter().rev() {
+                meta = json!({ key.clone(): meta });
+            }
+            proptest::prop_assert!(parsed.matches(meta.as_object()));
+        }
+    }
 }

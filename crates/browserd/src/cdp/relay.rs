@@ -33,6 +33,9 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_write_buffer_size(max_message_size.saturating_add(64 * 1024))
 }
 
+/// How long a closing handshake may take before the socket is simply dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a relay whose browser leg dropped waits to learn why the session ended.
 const ENDING_GRACE: Duration = Duration::from_secs(2);
 
@@ -179,9 +182,10 @@ pub async fn run<S>(
     if let Some(close) = close {
         let _ = client_tx.send(close).await;
     }
-    // Flushes a pending close reply to a client that closed first.
-    let _ = client_tx.close().await;
-    let _ = browser_tx.close().await;
+    // Flushes the close frame (or the reply to a client that closed first). Bounded: a
+    // closing handshake waits for the peer, and a broken or hostile peer never answers.
+    let _ = tokio::time::timeout(CLOSE_GRACE, client_tx.close()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, browser_tx.close()).await;
 }
 
 /// How a relay watches its client.
@@ -323,5 +327,27 @@ mod tests {
         };
         assert!(frame.reason.len() <= 123);
         assert!(frame.reason.as_str().chars().all(|c| c == 'é'));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_browser_close_peek_never_panics(text in ".{0,300}") {
+            let _ = browser_close_id(&text);
+        }
+
+        #[test]
+        fn a_browser_close_is_found_whatever_else_the_command_carries(
+            id in 0u64..1_000_000_000,
+            extra in "[a-zA-Z0-9 ]{0,40}",
+            params_first in proptest::bool::ANY,
+        ) {
+            let params = serde_json::json!({ "note": extra });
+            let text = if params_first {
+                format!(r#"{{"params":{params},"method":"Browser.close","id":{id}}}"#)
+            } else {
+                format!(r#"{{"id":{id},"method":"Browser.close","params":{params}}}"#)
+            };
+            proptest::prop_assert_eq!(browser_close_id(&text), Some(id));
+        }
     }
 }

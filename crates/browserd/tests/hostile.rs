@@ -1,0 +1,165 @@
+//! Hostile input on the wire: garbage instead of HTTP, handshakes cut short, broken and
+//! oversized frames, malformed connect URLs. Each gets a clear answer (or a closed socket);
+//! nothing crashes, and the sessions involved keep their state.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads whatever the server answers until it closes (or 10 s pass).
+async fn answer_to(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a websocket by hand (so the test can then send raw bytes) and returns the socket.
+async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> TcpStream {
+    let path = connect_url.split_once(&addr.to_string()).unwrap().1;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// The server still serves the API.
+async fn still_serving(server: &TestServer) {
+    let resp = server
+        .req(reqwest::Method::GET, "/v1/projects")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_gets_a_400_or_a_closed_socket() {
+    let server = TestServer::start().await;
+    let answer = answer_to(
+        server.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    let answer = answer_to(
+        server.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_handshake_cut_short_changes_nothing() {
+    let server = TestServer::start().await;
+    // Without keepAlive, a client that really connected and left would end the session.
+    let s = server.create(json!({"timeout": 600})).await;
+    let url = s["connectUrl"].as_str().unwrap();
+    let path = url.split_once(&server.addr.to_string()).unwrap().1;
+    let partial = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n");
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(partial.as_bytes()).await.unwrap();
+    drop(tcp);
+    still_serving(&server).await;
+    assert_eq!(
+        server.get(s["id"].as_str().unwrap()).await["status"],
+        "RUNNING"
+    );
+    // And a real client still gets in.
+    let mut cdp = Cdp::connect(url).await;
+    assert_eq!(cdp.eval_in_page("1").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn broken_and_oversized_frames_close_that_client_only() {
+    let server = TestServer::start_with(Options {
+        max_message_mib: 1,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let url = s["connectUrl"].as_str().unwrap();
+
+    // A complete frame with the reserved bits set and a reserved opcode: not websocket.
+    let mut tcp = raw_upgrade(server.addr, url).await;
+    tcp.write_all(&[0xFB, 0x80, 1, 2, 3, 4]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a client that sends garbage frames"
+    );
+
+    // A masked text frame announcing 1 TiB, over the 1 MiB limit.
+    let mut tcp = raw_upgrade(server.addr, url).await;
+    let mut header = vec![0x81u8, 0xFF];
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a client that announces a huge frame"
+    );
+
+    // The session and its other clients are unharmed.
+    assert_eq!(
+        server.get(s["id"].as_str().unwrap()).await["status"],
+        "RUNNING"
+    );
+    let mut cdp = Cdp::connect(url).await;
+    assert_eq!(cdp.eval_in_page("6 * 7").await, 42);
+    still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_connect_urls_get_clear_refusals() {
+    let server = TestServer::start().await;
+    let ws = format!("ws://{}", server.addr);
+    for (query, want) in [
+        ("/?signingKey=", 401),
+        ("/?signingKey=%ZZ%ZZ", 401),
+        ("/?signingKey=....", 401),
+        ("/?sessionId=abc", 401),
+        ("/?apiKey=", 401),
+        (&format!("/?signingKey={}", "x".repeat(4000)), 401),
+        ("/nowhere?signingKey=abc", 404),
+    ] {
+        let (status, body) = refused_handshake(&format!("{ws}{query}")).await;
+        assert_eq!(status, want, "{query}: {body}");
+        assert!(body["message"].is_string(), "{query}: {body}");
+    }
+    still_serving(&server).await;
+    server.stop().await;
+}
