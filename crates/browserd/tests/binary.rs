@@ -264,7 +264,6 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     };
     let kept = session(json!({"keepAlive": true, "timeout": 20})).await;
     let cut = session(json!({"timeout": 600})).await;
-    let expiring = session(json!({"keepAlive": true, "timeout": 3})).await;
     let crashed = session(json!({"keepAlive": true, "timeout": 600})).await;
     let others = [
         session(json!({"keepAlive": true, "timeout": 600})).await,
@@ -278,6 +277,14 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
             .await;
     }
     let _cut_client = Cdp::connect(cut["connectUrl"].as_str().unwrap()).await;
+    // Last, so that it is surely still running when browserd is killed.
+    let expiring = session(json!({"keepAlive": true, "timeout": 4})).await;
+    let (kept_dir, cut_dir, crashed_dir, expiring_dir) = (
+        folders[0].clone(),
+        folders[1].clone(),
+        folders[2].clone(),
+        folders[5].clone(),
+    );
 
     signal(&server.child, rustix::process::Signal::KILL);
     server.child.wait().unwrap();
@@ -286,7 +293,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
         assert!(!browserd::browser::procs::find_by_cmdline(folder).is_empty());
     }
     // While browserd is down: one browser dies, one session's time runs out.
-    browserd::browser::procs::kill_by_cmdline(&folders[3]);
+    browserd::browser::procs::kill_by_cmdline(&crashed_dir);
     let expiry = time::OffsetDateTime::parse(
         expiring["expiresAt"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -312,7 +319,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     assert_eq!(expired["status"], "TIMED_OUT");
     assert_eq!(expired["endedAt"], expired["expiresAt"]);
     assert_eq!(status_of(&crashed).await["status"], "ERROR");
-    for folder in &folders[1..4] {
+    for folder in [&cut_dir, &crashed_dir, &expiring_dir] {
         assert!(
             browserd::browser::procs::find_by_cmdline(folder).is_empty(),
             "{folder:?}"
@@ -335,12 +342,12 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
         "expiresAt survived the restart"
     );
     assert!(
-        eventually(|| async { (!folders[0].exists()).then_some(()) })
+        eventually(|| async { (!kept_dir.exists()).then_some(()) })
             .await
             .is_some(),
         "the adopted browser's folder is removed at its end"
     );
-    assert!(browserd::browser::procs::find_by_cmdline(&folders[0]).is_empty());
+    assert!(browserd::browser::procs::find_by_cmdline(&kept_dir).is_empty());
 
     // The other two keepAlive sessions are reachable with their pages too; then released.
     for (i, other) in others.iter().enumerate() {

@@ -357,9 +357,11 @@ async fn shutdown_closes_clients_and_stops_every_browser() {
         browser_of(&server, &id_of(&b)),
     ];
     let mut client = Cdp::connect(&connect_url(&a)).await;
-    let store = server.state.store.clone();
     let closing = tokio::spawn(async move { client.closed().await });
-    server.stop().await;
+    let data_dir = server.stop().await;
+    let store = browserd::store::SqliteStore::open(&data_dir.path().join("browserd.db"))
+        .await
+        .unwrap();
     let frame = closing.await.unwrap().expect("a close frame");
     assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
     for (pid, dir) in browsers {
