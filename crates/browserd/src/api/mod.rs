@@ -65,6 +65,7 @@ pub fn app(state: AppState) -> Router {
             get(projects::retrieve).patch(projects::update),
         )
         .route("/v1/projects/{id}/usage", get(projects::usage))
+        .route("/openapi.json", get(openapi))
         .route("/webdriver", axum::routing::any(sessions::webdriver))
         .route(
             "/webdriver/{*rest}",
@@ -74,6 +75,17 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The API's OpenAPI 3 description, written by hand next to the handlers it describes;
+/// the test suite runs schemathesis against it and the live server.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -172,4 +184,27 @@ fn websocket_base(state: &AppState, headers: &axum::http::HeaderMap) -> String {
 /// Checks a timeout given outside the HTTP API (the CLI) by the same rule as `timeout`.
 pub fn check_timeout_secs(secs: u64, min: u64) -> Result<u64, ApiError> {
     params::check_timeout("timeout", secs.min(i64::MAX as u64) as i64, min)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_openapi_document_is_valid_json_and_names_every_route() {
+        let spec: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let paths: Vec<&str> = spec["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for route in [
+            "/v1/sessions",
+            "/v1/sessions/{id}",
+            "/v1/projects",
+            "/v1/projects/{id}",
+            "/v1/projects/{id}/usage",
+        ] {
+            assert!(paths.contains(&route), "{route} is not described");
+        }
+    }
 }
