@@ -67,11 +67,19 @@ async function startSite() {
   return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
 }
 
+async function freePort() {
+  const probe = createServer();
+  probe.listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address();
+  probe.close();
+  return port;
+}
+
 async function startBrowserd({ warmPool, maxSessions }) {
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-bench-'));
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--api-key', KEY,
-    '--warm-pool', String(warmPool)];
+  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', KEY,
+    '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true'];
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
   let banner = '';
@@ -79,7 +87,7 @@ async function startBrowserd({ warmPool, maxSessions }) {
     proc.stdout.on('data', (d) => { banner += d; if (banner.includes('listening on')) ok(); });
     proc.on('exit', (c) => fail(new Error(`browserd exited ${c}: ${banner}`)));
   });
-  const base = `http://127.0.0.1:${port}`;
+  const base = /listening on (http:\/\/[0-9.:]+)/.exec(banner)[1];
   const api = async (method, path, body) => {
     const res = await fetch(base + path, {
       method, headers: { 'x-bb-api-key': KEY, 'content-type': 'application/json' },
@@ -243,7 +251,7 @@ async function sameBrowserBothWays(server) {
   const direct = await Cdp.connect(`ws://127.0.0.1:${port}${path.trim()}`);
   // socat copies bytes between two sockets and nothing else: the floor for any proxy that
   // is a separate process.
-  const socatPort = 20000 + Math.floor(Math.random() * 20000);
+  const socatPort = await freePort();
   const socat = spawn('socat', [`TCP-LISTEN:${socatPort},bind=127.0.0.1,fork,reuseaddr,nodelay`,
     `TCP:127.0.0.1:${port},nodelay`], { stdio: 'ignore' });
   let floor;

@@ -18,6 +18,34 @@ struct Running {
     banner: Vec<String>,
 }
 
+/// A data dir that takes every process started from it along when the test ends, passed
+/// or not: a failed restart test must not leave Chromium running.
+struct DataDir(tempfile::TempDir);
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        browserd::browser::procs::kill_by_cmdline(self.0.path());
+    }
+}
+
+fn data_dir() -> DataDir {
+    DataDir(tempfile::tempdir().unwrap())
+}
+
+/// A failed test must not leave a browserd running either.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -173,7 +201,7 @@ fn a_missing_chromium_is_a_clear_error() {
 
 #[tokio::test]
 async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive_sessions() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = data_dir();
     let mut server = serve(dir.path(), &[]);
     let banner = server.banner.join("\n");
     let base_line = format!("BROWSERBASE_BASE_URL={}", server.base);
@@ -203,9 +231,12 @@ async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive
     let frame = client.closed().await.expect("a close frame on shutdown");
     assert_eq!(u16::from(frame.code), 1012, "service restart");
     assert!(frame.reason.contains("reconnect"), "{}", frame.reason);
-    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.child.wait().unwrap()
+    })
+    .await
+    .unwrap();
     assert!(status.success(), "{status}");
 
     // The next start keeps the project, prints no new key, and resumes the session.
@@ -252,7 +283,7 @@ fn newest_folder(data_dir: &Path, known: &[std::path::PathBuf]) -> std::path::Pa
 
 #[tokio::test]
 async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = data_dir();
     let key = "restart-test-key";
     let args = ["--api-key", key, "--warm-pool", "0"];
     let mut server = serve(dir.path(), &args);
@@ -373,7 +404,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
 
 #[tokio::test]
 async fn the_cli_manages_projects_and_releases_live_sessions() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = data_dir();
     let key = "cli-test-key";
     let mut server = serve(dir.path(), &["--api-key", key]);
 
