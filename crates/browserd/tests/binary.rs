@@ -202,7 +202,7 @@ fn a_missing_chromium_is_a_clear_error() {
 #[tokio::test]
 async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive_sessions() {
     let dir = data_dir();
-    let mut server = serve(dir.path(), &[]);
+    let server = serve(dir.path(), &[]);
     let banner = server.banner.join("\n");
     let base_line = format!("BROWSERBASE_BASE_URL={}", server.base);
     assert!(banner.contains(&base_line), "{banner}");
