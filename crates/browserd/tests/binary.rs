@@ -147,6 +147,19 @@ async fn create(base: &str, key: &str, body: Value) -> Value {
     resp.json().await.unwrap()
 }
 
+async fn release(base: &str, key: &str, id: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/sessions/{id}"))
+        .header("X-BB-API-Key", key)
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn get(base: &str, key: &str, id: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}/v1/sessions/{id}"))
@@ -254,17 +267,7 @@ async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive
     assert_eq!(back.eval_in_page("window.kept").await, "across restarts");
 
     // Released now, and a SIGTERM with nothing live leaves no browser behind.
-    let released: Value = reqwest::Client::new()
-        .post(format!("{}/v1/sessions/{id}", again.base))
-        .header("X-BB-API-Key", &key)
-        .json(&json!({"status": "REQUEST_RELEASE"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(released["status"], "COMPLETED");
+    assert_eq!(release(&again.base, &key, id).await["status"], "COMPLETED");
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
     assert!(browserd::browser::procs::find_by_cmdline(&dir.path().join("sessions")).is_empty());
@@ -385,17 +388,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
         let mut c = Cdp::connect(other["connectUrl"].as_str().unwrap()).await;
         assert_eq!(c.eval_in_page("document.title").await, format!("page {i}"));
         let id = other["id"].as_str().unwrap();
-        let released: Value = reqwest::Client::new()
-            .post(format!("{}/v1/sessions/{id}", again.base))
-            .header("X-BB-API-Key", key)
-            .json(&json!({"status": "REQUEST_RELEASE"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(released["status"], "COMPLETED");
+        assert_eq!(release(&again.base, key, id).await["status"], "COMPLETED");
     }
     signal(&again.child, rustix::process::Signal::TERM);
     again.child.wait().unwrap();
