@@ -61,7 +61,10 @@ pub async fn run<S>(
     // Replies browserd itself owes the client (to an intercepted Browser.close); bounded,
     // and a handful at most.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(8);
+    // Two views of the session's end: one waited on in the pump (created once, not per
+    // message), one read when the browser leg drops.
     let mut ended = lease.ended();
+    let mut ended_again = lease.ended();
     // When the client last sent anything (a pong counts), and last sent a CDP message, in
     // ms since `start`. Atomics because both directions' futures read or write them.
     let start = Instant::now();
@@ -121,6 +124,8 @@ pub async fn run<S>(
     };
 
     let browser_to_client = async {
+        let session_ended = ended.changed();
+        tokio::pin!(session_ended);
         loop {
             tokio::select! {
                 // Replies first, so Browser.close's answer precedes the close frame.
@@ -131,8 +136,8 @@ pub async fn run<S>(
                         return None;
                     }
                 }
-                changed = ended.changed() => {
-                    let ending = if changed.is_ok() { ended.borrow().clone() } else { None };
+                changed = &mut session_ended => {
+                    let ending = if changed.is_ok() { ended_again.borrow().clone() } else { None };
                     return Some(ending_close(&ending.unwrap_or_else(browserd_gone)));
                 }
                 _ = tick.tick() => {
@@ -160,7 +165,7 @@ pub async fn run<S>(
                     other @ (Some(Ok(Message::Close(_)) | Err(_)) | None) => {
                         tracing::debug!(?other, "browser connection ended");
                         // The browser went away: most likely the session is ending. Say why.
-                        let ending = tokio::time::timeout(ENDING_GRACE, ended.wait_for(Option::is_some))
+                        let ending = tokio::time::timeout(ENDING_GRACE, ended_again.wait_for(Option::is_some))
                             .await
                             .ok()
                             .and_then(|r| r.ok().and_then(|e| e.clone()));
