@@ -174,7 +174,11 @@ fn public_base(state: &AppState, headers: &axum::http::HeaderMap) -> String {
 
 /// [`public_base`] with the websocket scheme: `wss://` behind `https://`.
 fn websocket_base(state: &AppState, headers: &axum::http::HeaderMap) -> String {
-    let base = public_base(state, headers);
+    websocket_base_of(&public_base(state, headers))
+}
+
+/// `base` (from [`public_base`]) with the websocket scheme.
+fn websocket_base_of(base: &str) -> String {
     match base.strip_prefix("https://") {
         Some(rest) => format!("wss://{rest}"),
         None => format!("ws://{}", base.trim_start_matches("http://")),

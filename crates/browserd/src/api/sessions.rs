@@ -36,12 +36,13 @@ fn with_connect<'a>(
     let live = !session.status.is_ended();
     let (connect_url, selenium_remote_url, signing_key) = if live {
         let token = crate::secrets::session_token(&state.secret, session.id);
+        let base = super::public_base(state, headers);
         (
             Some(format!(
                 "{}/?signingKey={token}",
-                super::websocket_base(state, headers)
+                super::websocket_base_of(&base)
             )),
-            Some(format!("{}/webdriver", super::public_base(state, headers))),
+            Some(format!("{base}/webdriver")),
             Some(token),
         )
     } else {

@@ -83,9 +83,10 @@ pub async fn run<S>(
                     return None;
                 }
             };
-            last_frame.store(since_start(), Ordering::Relaxed);
+            let now = since_start();
+            last_frame.store(now, Ordering::Relaxed);
             if matches!(msg, Message::Text(_) | Message::Binary(_)) {
-                last_command.store(since_start(), Ordering::Relaxed);
+                last_command.store(now, Ordering::Relaxed);
             }
             if msg.len() > CHROMIUM_MAX_INCOMING {
                 let reason = format!(

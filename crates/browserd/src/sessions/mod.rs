@@ -257,16 +257,6 @@ impl SessionManager {
         self.live.lock().unwrap().len()
     }
 
-    /// Live sessions of one project.
-    pub fn live_count_for(&self, project_id: &str) -> usize {
-        self.live
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|e| e.project_id == project_id)
-            .count()
-    }
-
     /// Whether a session is running here and accepts clients.
     pub fn is_live(&self, id: Uuid) -> bool {
         self.live
