@@ -99,6 +99,27 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_CLIENTS_PER_SESSION", value_name = "N")]
     pub max_clients_per_session: Option<usize>,
 
+    /// Key that encrypts saved contexts (browser profiles) at rest: 64 hex digits. When
+    /// unset, browserd makes one on first start and keeps it in <data dir>/context.key;
+    /// contexts saved under one key do not open under another
+    #[arg(
+        long,
+        env = "BROWSERD_CONTEXT_KEY",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub context_key: Option<String>,
+
+    /// Hours a session's downloads and uploads are kept after it ends (GET
+    /// /v1/sessions/{id}/downloads works until then); 0 removes them at the next sweep,
+    /// which runs every 10 minutes [default: 168, a week]
+    #[arg(long, env = "BROWSERD_FILES_RETENTION_HOURS", value_name = "HOURS")]
+    pub files_retention_hours: Option<u64>,
+
+    /// Largest file accepted by POST /v1/sessions/{id}/uploads, in MiB [default: 512]
+    #[arg(long, env = "BROWSERD_MAX_UPLOAD_MIB", value_name = "MIB")]
+    pub max_upload_mib: Option<u64>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -135,6 +156,9 @@ pub struct Config {
     pub creation_rate: u32,
     pub min_free_memory_mib: u64,
     pub max_clients_per_session: usize,
+    pub context_key: Option<String>,
+    pub files_retention: std::time::Duration,
+    pub max_upload_bytes: u64,
 }
 
 impl Config {
@@ -188,7 +212,20 @@ impl Config {
         if !(1..=2048).contains(&max_message_mib) {
             bail!("--max-message-mib must be between 1 and 2048");
         }
+        let max_upload_mib = cli.max_upload_mib.or(f.max_upload_mib).unwrap_or(512);
+        if max_upload_mib == 0 {
+            bail!("--max-upload-mib must be at least 1");
+        }
+        let files_retention_hours = cli
+            .files_retention_hours
+            .or(f.files_retention_hours)
+            .unwrap_or(168);
         Ok(Self {
+            context_key: cli.context_key.clone().or(f.context_key),
+            files_retention: std::time::Duration::from_secs(
+                files_retention_hours.saturating_mul(3600),
+            ),
+            max_upload_bytes: max_upload_mib.saturating_mul(1024 * 1024),
             listen: cli
                 .listen
                 .or(f.listen)

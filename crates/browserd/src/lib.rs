@@ -6,6 +6,8 @@
 //!   deadline, clients and keepAlive rule, and every ending goes through one path.
 //! - [`browser`]: launching and stopping Chromium (a trait, so tests can fake it).
 //! - [`cdp`]: relaying a client's CDP websocket to its session's browser.
+//! - [`files`]: what lives on disk beside the database: session uploads and downloads,
+//!   encrypted contexts, unpacked extensions.
 //! - [`store`]: SQLite persistence of projects, key hashes and sessions.
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
@@ -16,6 +18,7 @@ pub mod browser;
 pub mod cdp;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod model;
 pub mod secrets;
 pub mod server;

@@ -143,10 +143,19 @@ impl Session {
             keep_alive: self.keep_alive,
             region: &self.region,
             timeout: self.timeout_secs,
-            context_id: None,
+            context_id: self.context().map(|c| c.id),
             user_metadata: self.user_metadata.as_ref(),
             end_reason: self.end_reason.as_deref(),
         }
+    }
+
+    /// The context the session was started with (`browserSettings.context`), if any.
+    pub fn context(&self) -> Option<ContextUse<'_>> {
+        let ctx = self.browser_settings.as_ref()?.get("context")?;
+        Some(ContextUse {
+            id: ctx.get("id")?.as_str()?,
+            persist: ctx.get("persist").and_then(Value::as_bool).unwrap_or(false),
+        })
     }
 
     /// Browser minutes this session is billed for: its running time rounded up to whole
@@ -158,6 +167,80 @@ impl Session {
         let end = self.ended_at.unwrap_or(now);
         let secs = (end - self.started_at).whole_seconds().max(0) as u64;
         secs.div_ceil(60).max(1)
+    }
+}
+
+/// A session's use of a context: which one, and whether its profile is saved back at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextUse<'a> {
+    pub id: &'a str,
+    pub persist: bool,
+}
+
+/// A saved browser profile's record; the profile itself is a file (see [`crate::files`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    pub id: String,
+    pub project_id: String,
+    pub name: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The Browserbase `Context` JSON object (`GET /v1/contexts/{id}`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextJson<'a> {
+    pub id: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub project_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+}
+
+impl Context {
+    pub fn to_json(&self) -> ContextJson<'_> {
+        ContextJson {
+            id: &self.id,
+            created_at: fmt_time(self.created_at),
+            updated_at: fmt_time(self.updated_at),
+            project_id: &self.project_id,
+            name: self.name.as_deref(),
+        }
+    }
+}
+
+/// An uploaded browser extension's record; its unpacked files live in the data dir.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Extension {
+    pub id: String,
+    pub project_id: String,
+    pub file_name: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The Browserbase `Extension` JSON object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionJson<'a> {
+    pub id: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub file_name: &'a str,
+    pub project_id: &'a str,
+}
+
+impl Extension {
+    pub fn to_json(&self) -> ExtensionJson<'_> {
+        ExtensionJson {
+            id: &self.id,
+            created_at: fmt_time(self.created_at),
+            updated_at: fmt_time(self.updated_at),
+            file_name: &self.file_name,
+            project_id: &self.project_id,
+        }
     }
 }
 

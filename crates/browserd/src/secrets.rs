@@ -30,8 +30,22 @@ pub fn hash_api_key(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A 256-bit key from 64 hex digits.
+pub fn key_from_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The server-wide secret from which signing keys are derived.
@@ -54,15 +68,7 @@ impl SigningSecret {
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let pair = std::str::from_utf8(chunk).ok()?;
-            out[i] = u8::from_str_radix(pair, 16).ok()?;
-        }
-        Some(Self(out))
+        key_from_hex(s).map(Self)
     }
 
     fn mac(&self, session: Uuid) -> Hmac<Sha256> {

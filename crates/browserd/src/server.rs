@@ -5,6 +5,8 @@ use crate::api::{ApiSettings, AppState};
 use crate::browser::chromium::ChromiumLauncher;
 use crate::browser::{BrowserInstance, Launcher, chromium, procs};
 use crate::config::Config;
+use crate::files::FileStore;
+use crate::files::contexts::ContextVault;
 use crate::model::{Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
 use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
@@ -62,7 +64,18 @@ pub async fn prepare_with(
         .await
         .with_context(|| format!("could not open {}", config.db_path().display()))?;
 
-    let Reconciled { ended, adopted } = reconcile(config, &store).await?;
+    let key = crate::files::contexts::load_or_create_key(
+        &config.data_dir,
+        config.context_key.as_deref(),
+    )?;
+    let vault = ContextVault::new(config.data_dir.join("contexts"), key)
+        .context("could not create the contexts folder")?;
+    let files = Arc::new(
+        FileStore::open(&config.data_dir, vault, config.files_retention)
+            .context("could not create the file folders")?,
+    );
+
+    let Reconciled { ended, adopted } = reconcile(config, &store, &files).await?;
 
     let secret = store
         .setting_or_insert(SETTING_SIGNING_SECRET, &SigningSecret::generate().to_hex())
@@ -74,6 +87,7 @@ pub async fn prepare_with(
     let sessions = SessionManager::new(
         Arc::new(store.clone()),
         launcher,
+        files,
         Limits {
             max_sessions: config.max_sessions,
             warm_pool: config.warm_pool,
@@ -93,6 +107,7 @@ pub async fn prepare_with(
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,
             max_message_size: config.max_message_size,
+            max_upload_bytes: config.max_upload_bytes,
             client_watch: crate::cdp::relay::ClientWatch {
                 ping_every: std::time::Duration::from_secs(config.ping_interval_secs),
                 idle_after: std::time::Duration::from_secs(config.client_idle_timeout_secs),
@@ -149,7 +164,11 @@ struct Reconciled {
 /// start time and profile path). Then: expired meanwhile → TIMED_OUT; keepAlive off → its
 /// clients were cut, COMPLETED; keepAlive on → adopted, its timer resuming from `expiresAt`.
 /// No trusted browser → ERROR.
-async fn reconcile(config: &Config, store: &SqliteStore) -> anyhow::Result<Reconciled> {
+async fn reconcile(
+    config: &Config,
+    store: &SqliteStore,
+    files: &FileStore,
+) -> anyhow::Result<Reconciled> {
     let now = crate::model::now();
     let mut ended = 0;
     let mut adopted = Vec::new();
@@ -176,12 +195,21 @@ async fn reconcile(config: &Config, store: &SqliteStore) -> anyhow::Result<Recon
                 continue;
             }
         };
-        if let Some(mut browser) = browser {
-            browser.shutdown().await;
-        }
+        // Ended now, while its browser still runs: its context is saved as on any ending.
+        let persist = session.context().filter(|c| c.persist).map(|c| c.id);
+        let guard = match persist {
+            Some(id) => Some(files.vault().lock(id).await),
+            None => None,
+        };
         store
             .finish_session(session.id, status, ended_at, reason)
             .await?;
+        if let Some(mut browser) = browser {
+            if let (Some(id), Some(guard)) = (persist, &guard) {
+                crate::sessions::save_context(files, store, id, &mut *browser, guard).await;
+            }
+            browser.shutdown().await;
+        }
         ended += 1;
     }
 
@@ -289,8 +317,27 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let _ = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive);
     });
+    // Session files past their retention go every 10 minutes (and once now).
+    let sweeper = {
+        let (files, store) = (Arc::clone(state.sessions.files()), state.store.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        let removed = files.sweep(&store).await;
+                        if removed > 0 {
+                            tracing::info!(removed, "removed the files of sessions past their retention");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let app = crate::api::app(state);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(?policy, "shutting down");
@@ -298,5 +345,7 @@ pub async fn run(
             sessions.shutdown(policy).await;
             let _ = stop_tx.send(true);
         })
-        .await
+        .await;
+    let _ = sweeper.await;
+    served
 }

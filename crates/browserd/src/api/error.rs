@@ -24,6 +24,8 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A limit was reached. `retry` says whether waiting a little could help; the SDKs
     /// retry 429s unless told `x-should-retry: false`.
     #[error("{message}")]
@@ -57,6 +59,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } | Self::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -131,7 +134,10 @@ impl From<crate::sessions::CreateError> for ApiError {
             },
             E::LowMemory { .. } => Self::Unavailable(e.to_string()),
             E::ShuttingDown => Self::Unavailable(e.to_string()),
-            E::Launch(_) | E::SupervisorGone => Self::Internal(e.to_string()),
+            // A context that does not open will not open on a retry either.
+            E::Launch(_) | E::SupervisorGone | E::Context(_) | E::Setup(_) => {
+                Self::Internal(e.to_string())
+            }
             E::Store(e) => e.into(),
         }
     }

@@ -3,9 +3,13 @@
 //! [`crate::sessions`].
 
 mod connect;
+mod contexts;
 pub mod error;
+mod extensions;
+mod multipart;
 mod params;
 mod projects;
+mod session_files;
 mod sessions;
 
 use crate::model::Project;
@@ -15,7 +19,7 @@ use crate::store::SqliteStore;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::routing::get;
+use axum::routing::{get, post};
 use error::ApiError;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub struct ApiSettings {
     pub min_timeout_secs: u64,
     /// Largest websocket message relayed in either direction.
     pub max_message_size: usize,
+    /// Largest file `POST /v1/sessions/{id}/uploads` takes.
+    pub max_upload_bytes: u64,
     /// Pings and the idle limit for connected clients.
     pub client_watch: crate::cdp::relay::ClientWatch,
 }
@@ -47,6 +53,14 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    // Multipart routes take files; the limit is theirs to check while streaming, plus room
+    // for the multipart framing.
+    let upload_limit = DefaultBodyLimit::max(
+        usize::try_from(state.settings.max_upload_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1024 * 1024),
+    );
+    let extension_limit = DefaultBodyLimit::max(extensions_limit_bytes());
     Router::new()
         .route("/", get(connect::connect))
         .route("/json/version", get(connect::json_version))
@@ -58,6 +72,30 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/sessions/{id}",
             get(sessions::retrieve).post(sessions::update),
+        )
+        .route(
+            "/v1/sessions/{id}/uploads",
+            post(session_files::upload).layer(upload_limit),
+        )
+        .route("/v1/sessions/{id}/downloads", get(session_files::downloads))
+        .route("/v1/contexts", post(contexts::create))
+        .route(
+            "/v1/contexts/{id}",
+            get(contexts::retrieve)
+                .put(contexts::update)
+                .delete(contexts::delete),
+        )
+        .route(
+            "/v1/contexts/{id}/upload",
+            axum::routing::any(contexts::upload_sentinel),
+        )
+        .route(
+            "/v1/extensions",
+            post(extensions::create).layer(extension_limit),
+        )
+        .route(
+            "/v1/extensions/{id}",
+            get(extensions::retrieve).delete(extensions::delete),
         )
         .route("/v1/projects", get(projects::list))
         .route(
@@ -75,6 +113,21 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// An extension zip may be 100 MiB; the multipart framing needs a little more.
+fn extensions_limit_bytes() -> usize {
+    crate::files::extensions::MAX_EXTENSION_BYTES as usize + 1024 * 1024
+}
+
+/// Refuses a `projectId` in a body that is not the API key's project.
+fn check_project_id(fields: &params::Fields<'_>, auth: &Auth) -> Result<(), ApiError> {
+    match fields.str("projectId")? {
+        Some(p) if p != auth.0.id => Err(ApiError::Forbidden(format!(
+            "projectId {p} does not match the API key's project"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The API's OpenAPI 3 description, written by hand next to the handlers it describes;

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::params::{self, Fields, MetadataQuery};
-use super::{AppState, Auth, JsonObject};
+use super::{AppState, Auth, JsonObject, check_project_id};
 use crate::model::{Session, SessionStatus};
 use crate::sessions::CreateRequest;
 use crate::store::SessionStore as _;
@@ -61,21 +61,15 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Loads a session of the caller's project; another project's session is "not found".
-async fn owned_session(state: &AppState, auth: &Auth, id: &str) -> Result<Session, ApiError> {
+pub(super) async fn owned_session(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+) -> Result<Session, ApiError> {
     let uuid = parse_id(id)?;
     match state.store.get_session(uuid).await? {
         Some(s) if s.project_id == auth.0.id => Ok(s),
         _ => Err(ApiError::NotFound(format!("session {id} not found"))),
-    }
-}
-
-/// Refuses a `projectId` in a body that is not the API key's project.
-fn check_project_id(fields: &Fields<'_>, auth: &Auth) -> Result<(), ApiError> {
-    match fields.str("projectId")? {
-        Some(p) if p != auth.0.id => Err(ApiError::Forbidden(format!(
-            "projectId {p} does not match the API key's project"
-        ))),
-        _ => Ok(()),
     }
 }
 
@@ -144,6 +138,22 @@ pub async fn create_or_release(
             ));
         }
     };
+    // Both must be this project's; resolved now so a wrong id is a 404, not a failed launch.
+    if let Some(context_id) = settings
+        .as_ref()
+        .and_then(|s| s.stored.get("context"))
+        .and_then(|c| c.get("id"))
+        .and_then(serde_json::Value::as_str)
+    {
+        super::contexts::owned_context(&state, &auth, context_id).await?;
+    }
+    let extension_dir = match &extension_id {
+        Some(id) => {
+            let extension = super::extensions::owned_extension(&state, &auth, id).await?;
+            Some(state.sessions.files().extension_dir(&extension.id))
+        }
+        None => None,
+    };
     let request = CreateRequest {
         project: auth.0.clone(),
         keep_alive: fields.bool("keepAlive")?.unwrap_or(false),
@@ -153,6 +163,7 @@ pub async fn create_or_release(
         viewport: settings.as_ref().map(|s| s.viewport).unwrap_or_default(),
         browser_settings: settings.map(|s| s.stored),
         extension_id,
+        extension_dir,
         proxies,
     };
     let session = state.sessions.create(request).await?;

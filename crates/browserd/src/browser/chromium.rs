@@ -5,11 +5,16 @@
 //! `DevToolsActivePort` file it writes into the profile (no stderr parsing). It runs as the
 //! leader of its own process group so that stopping it stops its helpers too.
 
-use super::{BrowserInstance, LaunchError, LaunchSpec, Launcher, procs};
+use super::{
+    BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, procs,
+};
+use crate::cdp::client::{CdpClient, CdpError};
 use crate::model::BrowserRecord;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Flags every session's Chromium gets. They keep the browser off the network except for what
@@ -96,6 +101,18 @@ impl Launcher for ChromiumLauncher {
                 path: profile.clone(),
                 source,
             })?;
+        if let Some(context) = &spec.context {
+            let (context, dest) = (Arc::clone(context), profile.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::files::contexts::unpack_profile(&context.archive, &dest)
+            })
+            .await
+            .expect("unpacking a profile does not panic")
+            .map_err(|source| LaunchError::Context {
+                path: profile.clone(),
+                source,
+            })?;
+        }
         let log_path = dir.join("chromium.log");
         let log = std::fs::File::create(&log_path).map_err(|source| LaunchError::ProfileDir {
             path: log_path.clone(),
@@ -110,6 +127,12 @@ impl Launcher for ChromiumLauncher {
                     spec.viewport.width, spec.viewport.height
                 ))
                 .args(self.no_sandbox.then_some("--no-sandbox"))
+                .args(spec.extension.iter().flat_map(|ext| {
+                    [
+                        format!("--load-extension={}", ext.display()),
+                        format!("--disable-extensions-except={}", ext.display()),
+                    ]
+                }))
                 .arg("about:blank")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -241,6 +264,31 @@ impl BrowserInstance for ChromiumBrowser {
         set_group_priority(self.child.id(), 0);
     }
 
+    async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
+        begin_session(&self.cdp_url, setup).await
+    }
+
+    async fn close_for_save(&mut self) -> Option<ProfileState> {
+        let cookies = if self.is_running() {
+            let cookies = cookies_then_close(&self.cdp_url).await;
+            if tokio::time::timeout(GRACEFUL_EXIT, self.child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "Chromium did not exit after Browser.close; saving its profile as it is"
+                );
+            }
+            cookies
+        } else {
+            Vec::new()
+        };
+        Some(ProfileState {
+            profile_dir: self.dir.join("profile"),
+            cookies,
+        })
+    }
+
     fn record(&self) -> Option<BrowserRecord> {
         let pid = self.child.id()?;
         Some(BrowserRecord {
@@ -273,6 +321,83 @@ impl BrowserInstance for ChromiumBrowser {
         let _ = self.child.wait().await;
         sweep_and_remove(self.dir.clone()).await;
     }
+}
+
+/// How long a browser may take to exit after `Browser.close` (it writes its profile).
+const GRACEFUL_EXIT: Duration = Duration::from_secs(10);
+
+/// Points the browser's downloads at the session's folder and sets the context's cookies.
+async fn begin_session(cdp_url: &str, setup: &SessionSetup) -> Result<(), CdpError> {
+    tokio::fs::create_dir_all(&setup.downloads_dir)
+        .await
+        .map_err(|e| CdpError::Connect(format!("could not create the downloads folder: {e}")))?;
+    let mut cdp = CdpClient::connect(cdp_url).await?;
+    cdp.call(
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": setup.downloads_dir }),
+    )
+    .await?;
+    if !setup.cookies.is_empty() {
+        let cookies: Vec<Value> = setup.cookies.iter().filter_map(cookie_param).collect();
+        cdp.call("Storage.setCookies", json!({ "cookies": cookies }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads every cookie of the default browser context, then asks the browser to exit
+/// (which flushes its profile). Best effort: a browser that does not answer gets no save
+/// of its cookies, and is killed by the caller.
+async fn cookies_then_close(cdp_url: &str) -> Vec<Value> {
+    let mut cdp = match CdpClient::connect(cdp_url).await {
+        Ok(cdp) => cdp,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the browser's cookies for its context");
+            return Vec::new();
+        }
+    };
+    let cookies = match cdp.call("Storage.getCookies", json!({})).await {
+        Ok(mut result) => match result["cookies"].take() {
+            Value::Array(cookies) => cookies,
+            _ => Vec::new(),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the browser's cookies for its context");
+            Vec::new()
+        }
+    };
+    // The reply may not arrive before the connection drops; the exit is what counts.
+    let _ = cdp.call("Browser.close", json!({})).await;
+    cookies
+}
+
+/// A cookie as `Storage.getCookies` gives it, as `Storage.setCookies` takes it: the
+/// read-only fields dropped, and no expiry for a session cookie.
+fn cookie_param(cookie: &Value) -> Option<Value> {
+    const KEPT: &[&str] = &[
+        "name",
+        "value",
+        "domain",
+        "path",
+        "secure",
+        "httpOnly",
+        "sameSite",
+        "priority",
+        "sourceScheme",
+        "sourcePort",
+        "partitionKey",
+    ];
+    let obj = cookie.as_object()?;
+    let mut param: serde_json::Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| KEPT.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let session = obj.get("session").and_then(Value::as_bool).unwrap_or(false);
+    if !session && let Some(expires) = obj.get("expires") {
+        param.insert("expires".into(), expires.clone());
+    }
+    Some(Value::Object(param))
 }
 
 /// Kills whatever still names `dir` and removes it, off the async threads.
@@ -357,6 +482,20 @@ impl BrowserInstance for AdoptedBrowser {
 
     fn record(&self) -> Option<BrowserRecord> {
         Some(self.record.clone())
+    }
+
+    async fn close_for_save(&mut self) -> Option<ProfileState> {
+        let cookies = if self.is_running() {
+            let cookies = cookies_then_close(&self.record.cdp_url).await;
+            let _ = tokio::time::timeout(GRACEFUL_EXIT, self.exit.readable()).await;
+            cookies
+        } else {
+            Vec::new()
+        };
+        Some(ProfileState {
+            profile_dir: self.record.dir.join("profile"),
+            cookies,
+        })
     }
 
     fn detach(&mut self) {

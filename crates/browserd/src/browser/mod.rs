@@ -7,8 +7,11 @@ pub mod chromium;
 pub mod pool;
 pub mod procs;
 
+use crate::cdp::client::CdpError;
+use crate::files::contexts::ContextSnapshot;
 use crate::model::BrowserRecord;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The window size a session's browser starts with (Browserbase's `browserSettings.viewport`).
@@ -37,6 +40,10 @@ pub struct LaunchSpec {
     /// Started ahead of demand (the warm pool): run at a low CPU priority until a session
     /// takes it, so starting it never slows running sessions.
     pub background: bool,
+    /// A saved context whose profile the browser starts with.
+    pub context: Option<Arc<ContextSnapshot>>,
+    /// An unpacked extension to load.
+    pub extension: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -45,8 +52,29 @@ impl LaunchSpec {
             browser_id: Uuid::new_v4(),
             viewport,
             background: false,
+            context: None,
+            extension: None,
         }
     }
+}
+
+/// What a browser is told when a session takes it.
+#[derive(Debug, Clone)]
+pub struct SessionSetup {
+    /// Downloads land here (clients that ask for another folder are redirected too).
+    pub downloads_dir: PathBuf,
+    /// Cookies of the session's context, set before any client connects. Chromium keeps
+    /// persistent cookies in its profile but never session cookies, so all are set.
+    pub cookies: Vec<serde_json::Value>,
+}
+
+/// A browser's state at its end, for saving into a context.
+#[derive(Debug)]
+pub struct ProfileState {
+    /// The profile folder, complete on disk (the browser has exited or crashed).
+    pub profile_dir: PathBuf,
+    /// The browser's cookies, session cookies included; empty if it could not be asked.
+    pub cookies: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +93,11 @@ pub enum LaunchError {
     EarlyExit { status: String, log_tail: String },
     #[error("Chromium did not open its DevTools port within {0:?}")]
     NotReady(std::time::Duration),
+    #[error("could not unpack the context's profile into {path}: {source}")]
+    Context {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Starts browsers.
@@ -101,6 +134,19 @@ pub trait BrowserInstance: Send + Sync {
     /// Lets the browser outlive this browserd (a restart with keepAlive sessions): it is
     /// neither stopped now nor when dropped. Default: nothing to let go of.
     fn detach(&mut self) {}
+
+    /// Readies a started browser for its session (downloads folder, context cookies).
+    /// Default: nothing to do (fakes).
+    async fn begin_session(&mut self, _setup: &SessionSetup) -> Result<(), CdpError> {
+        Ok(())
+    }
+
+    /// Ends the browser gracefully so its profile is complete on disk, and returns that
+    /// profile and the browser's cookies, for saving into a context. The files stay until
+    /// [`BrowserInstance::shutdown`]. Default: no profile (fakes).
+    async fn close_for_save(&mut self) -> Option<ProfileState> {
+        None
+    }
 
     /// Resolves when the browser exits by itself (crash, kill, `Browser.close`), with a
     /// description of how it exited.

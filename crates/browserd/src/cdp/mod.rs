@@ -1,3 +1,5 @@
-//! The CDP side: relaying a client's websocket to its session's browser.
+//! The CDP side: relaying a client's websocket to its session's browser, and browserd's
+//! own small CDP client for what it does to a browser itself.
 
+pub mod client;
 pub mod relay;

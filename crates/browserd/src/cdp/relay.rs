@@ -6,8 +6,9 @@
 //! direction and applies backpressure instead of making browserd buffer.
 //!
 //! Browser→client messages are never parsed. Client→browser text frames get a substring
-//! pre-check for the one method browserd must see, `Browser.close`, and only on a hit are
-//! they parsed (id and method only).
+//! pre-check for the two methods browserd must see, and only on a hit are they parsed:
+//! `Browser.close` (ends the session) and `Browser/Page.setDownloadBehavior` (its folder
+//! is replaced with the session's downloads folder).
 
 use crate::model::SessionStatus;
 use crate::sessions::{ClientLease, Ending};
@@ -106,6 +107,10 @@ pub async fn run<S>(
                         });
                         continue;
                     }
+                    let msg = match redirect_downloads(text, lease.downloads_dir()) {
+                        Some(rewritten) => Message::text(rewritten),
+                        None => msg,
+                    };
                     if let Err(e) = browser_tx.send(msg).await {
                         tracing::debug!(error = %e, "could not write to the browser");
                         return None;
@@ -290,9 +295,60 @@ fn browser_close_id(text: &str) -> Option<u64> {
         .then_some(peek.id?)
 }
 
+/// A `Browser.setDownloadBehavior` / `Page.setDownloadBehavior` that would save files
+/// somewhere, rewritten to save them in `dir` under their own names: a client's folder is
+/// on the client's machine (Playwright sends its temp dir), and the session's downloads are
+/// fetched through `GET /v1/sessions/{id}/downloads`. `allowAndName` (Playwright's choice)
+/// becomes `allow`, so the files keep their names instead of GUIDs. `deny` passes as it is.
+fn redirect_downloads(text: &str, dir: &std::path::Path) -> Option<String> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("DownloadBehavior"));
+    FINDER.find(text.as_bytes())?;
+    let mut msg: serde_json::Value = serde_json::from_str(text).ok()?;
+    let method = msg.get("method")?.as_str()?;
+    if method != "Browser.setDownloadBehavior" && method != "Page.setDownloadBehavior" {
+        return None;
+    }
+    let params = msg.get_mut("params")?.as_object_mut()?;
+    if params.get("behavior").and_then(serde_json::Value::as_str) == Some("deny") {
+        return None;
+    }
+    params.insert("behavior".into(), "allow".into());
+    params.insert("downloadPath".into(), dir.to_str()?.into());
+    Some(msg.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_requests_are_pointed_at_the_session_folder() {
+        let dir = std::path::Path::new("/data/session-files/s1/downloads");
+        let playwright = r#"{"id":3,"method":"Browser.setDownloadBehavior","params":{"behavior":"allowAndName","browserContextId":"C1","downloadPath":"/tmp/playwright-artifacts-x","eventsEnabled":true}}"#;
+        let out: serde_json::Value =
+            serde_json::from_str(&redirect_downloads(playwright, dir).unwrap()).unwrap();
+        assert_eq!(out["id"], 3);
+        assert_eq!(out["params"]["downloadPath"], dir.to_str().unwrap());
+        assert_eq!(out["params"]["behavior"], "allow");
+        assert_eq!(out["params"]["browserContextId"], "C1");
+        assert_eq!(out["params"]["eventsEnabled"], true);
+
+        let page = r#"{"id":4,"sessionId":"S","method":"Page.setDownloadBehavior","params":{"behavior":"allow","downloadPath":"downloads"}}"#;
+        let out: serde_json::Value =
+            serde_json::from_str(&redirect_downloads(page, dir).unwrap()).unwrap();
+        assert_eq!(out["params"]["downloadPath"], dir.to_str().unwrap());
+        assert_eq!(out["sessionId"], "S");
+
+        let default =
+            r#"{"id":5,"method":"Browser.setDownloadBehavior","params":{"behavior":"default"}}"#;
+        assert!(redirect_downloads(default, dir).is_some());
+        let deny =
+            r#"{"id":6,"method":"Browser.setDownloadBehavior","params":{"behavior":"deny"}}"#;
+        assert_eq!(redirect_downloads(deny, dir), None);
+        let unrelated = r#"{"id":7,"method":"Runtime.evaluate","params":{"expression":"'setDownloadBehavior'"}}"#;
+        assert_eq!(redirect_downloads(unrelated, dir), None);
+    }
 
     #[test]
     fn only_a_real_browser_close_command_is_intercepted() {

@@ -15,6 +15,9 @@ mod tests;
 
 use crate::browser::pool::WarmPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
+use crate::cdp::client::CdpError;
+use crate::files::FileStore;
+use crate::files::contexts::ContextError;
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{SessionStore, StoreError};
 use serde_json::{Map, Value};
@@ -80,9 +83,20 @@ pub struct CreateRequest {
     pub extension_id: Option<String>,
     pub proxies: Option<Value>,
     pub viewport: Viewport,
+    /// The unpacked extension to load (the API resolved `extensionId` to it).
+    pub extension_dir: Option<PathBuf>,
 }
 
 impl CreateRequest {
+    /// The id of the context the session starts with, if any.
+    pub fn context_id(&self) -> Option<&str> {
+        self.browser_settings
+            .as_ref()?
+            .get("context")?
+            .get("id")?
+            .as_str()
+    }
+
     /// Whether a warm browser (default viewport, no extension, no context) serves this request.
     pub fn fits_warm_browser(&self) -> bool {
         self.viewport == Viewport::default()
@@ -120,6 +134,10 @@ pub enum CreateError {
     Store(#[from] StoreError),
     #[error("the session supervisor stopped before the browser was ready")]
     SupervisorGone,
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("the session's browser could not be set up: {0}")]
+    Setup(#[from] CdpError),
 }
 
 /// Why a connect was refused.
@@ -179,6 +197,8 @@ struct LiveEntry {
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
     browser_dir: Option<PathBuf>,
+    /// Where the session's downloads go; relays point clients' download requests here.
+    downloads_dir: Arc<Path>,
     /// Connected clients, counted by their leases.
     clients: Arc<AtomicUsize>,
 }
@@ -186,6 +206,7 @@ struct LiveEntry {
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     launcher: Arc<dyn Launcher>,
+    files: Arc<FileStore>,
     limits: Limits,
     /// Live sessions. A std Mutex: every critical section is a map operation, never an await.
     /// Holding a slot here is what counts against the limits, so check-and-insert is atomic.
@@ -215,11 +236,13 @@ impl SessionManager {
     pub fn new(
         store: Arc<dyn SessionStore>,
         launcher: Arc<dyn Launcher>,
+        files: Arc<FileStore>,
         limits: Limits,
     ) -> Arc<Self> {
         let manager = Arc::new(Self {
             store,
             launcher,
+            files,
             pool: WarmPool::new(limits.warm_pool.min(limits.max_sessions)),
             limits,
             live: Mutex::new(HashMap::new()),
@@ -250,6 +273,10 @@ impl SessionManager {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn files(&self) -> &Arc<FileStore> {
+        &self.files
     }
 
     /// Sessions live on this server now.
@@ -291,10 +318,24 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
+                downloads_dir: self.files.downloads_dir(id).into(),
                 clients: Arc::default(),
             },
             &req.project,
         )?;
+
+        // A context is read (and checked) before anything starts: one that cannot be
+        // restored fails the create, never a session with half a profile.
+        let context = match req.context_id() {
+            Some(context_id) => match self.files.vault().load(context_id).await {
+                Ok(snapshot) => snapshot.map(Arc::new),
+                Err(e) => {
+                    self.free_slot(id);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
         let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
@@ -341,6 +382,9 @@ impl SessionManager {
             manager: Arc::clone(self),
             session,
             viewport: req.viewport,
+            context,
+            extension: req.extension_dir,
+            adopted: false,
             deadline: warm.is_some().then(|| {
                 tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs)
             }),
@@ -457,6 +501,7 @@ impl SessionManager {
         Ok(ClientLease {
             session_id: id,
             cdp_url,
+            downloads_dir: Arc::clone(&entry.downloads_dir),
             commands: entry.commands.clone(),
             ended: entry.ended.clone(),
             clients: Arc::clone(&entry.clients),
@@ -510,6 +555,7 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
+                downloads_dir: self.files.downloads_dir(session.id).into(),
                 clients: Arc::default(),
             },
         );
@@ -518,6 +564,9 @@ impl SessionManager {
             deadline: Some(tokio::time::Instant::now() + left.unsigned_abs()),
             session,
             viewport: Viewport::default(),
+            context: None,
+            extension: None,
+            adopted: true,
             warm: Some(browser),
             commands: command_rx,
             ended: ended_tx,
@@ -564,11 +613,46 @@ impl SessionManager {
     }
 }
 
+/// Saves a session's browser profile into its context (`persist: true`): closes the
+/// browser gracefully, archives and seals the profile. `guard` is the context's lock, held
+/// by the caller since before the session's end was recorded. Failures are logged: the
+/// session has ended either way.
+pub async fn save_context(
+    files: &FileStore,
+    store: &dyn SessionStore,
+    id: &str,
+    browser: &mut dyn BrowserInstance,
+    guard: &tokio::sync::OwnedMutexGuard<()>,
+) {
+    let Some(state) = browser.close_for_save().await else {
+        return;
+    };
+    let still_exists = async {
+        store
+            .context_saved(id, crate::model::now())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "could not record the context's save");
+                false
+            })
+    };
+    match files
+        .vault()
+        .save(guard, id, &state.profile_dir, state.cookies, still_exists)
+        .await
+    {
+        Ok(true) => tracing::info!(context = id, "context saved"),
+        Ok(false) => tracing::info!(context = id, "context was deleted; its save is dropped"),
+        Err(e) => tracing::error!(context = id, error = %e, "could not save the context"),
+    }
+}
+
 /// One connected client of a live session. Dropping it tells the supervisor the client left.
 #[derive(Debug)]
 pub struct ClientLease {
     session_id: Uuid,
     cdp_url: String,
+    downloads_dir: Arc<Path>,
     commands: mpsc::UnboundedSender<Command>,
     ended: watch::Receiver<Option<Ending>>,
     clients: Arc<AtomicUsize>,
@@ -582,6 +666,11 @@ impl ClientLease {
     /// The browser's CDP endpoint this client is relayed to.
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
+    }
+
+    /// Where the session's downloads go, whatever folder the client asks for.
+    pub fn downloads_dir(&self) -> &Path {
+        &self.downloads_dir
     }
 
     /// Resolves with the session's ending once it has ended.

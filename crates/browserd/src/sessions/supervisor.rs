@@ -1,8 +1,10 @@
 //! The task that owns one session from launch to end.
 
 use super::{Command, CreateError, Ending, SessionManager};
-use crate::browser::{BrowserInstance, LaunchSpec, Viewport};
+use crate::browser::{BrowserInstance, LaunchSpec, SessionSetup, Viewport};
+use crate::files::contexts::ContextSnapshot;
 use crate::model::{Session, SessionStatus};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,6 +23,12 @@ pub(super) struct Supervisor {
     pub(super) manager: Arc<SessionManager>,
     pub(super) session: Session,
     pub(super) viewport: Viewport,
+    /// The loaded context the browser starts with.
+    pub(super) context: Option<Arc<ContextSnapshot>>,
+    /// An unpacked extension the browser loads.
+    pub(super) extension: Option<PathBuf>,
+    /// Taken over from a previous browserd: already set up for its session.
+    pub(super) adopted: bool,
     /// A ready browser (from the warm pool, or adopted after a restart); `None`: launch one.
     pub(super) warm: Option<Box<dyn BrowserInstance>>,
     /// When the session expires, where it is known before launch (a ready browser).
@@ -53,7 +61,11 @@ impl Supervisor {
             (None, _) => match self
                 .manager
                 .launcher
-                .launch(&LaunchSpec::new(self.viewport))
+                .launch(&LaunchSpec {
+                    context: self.context.clone(),
+                    extension: self.extension.clone(),
+                    ..LaunchSpec::new(self.viewport)
+                })
                 .await
             {
                 Ok(browser) => browser,
@@ -104,6 +116,18 @@ impl Supervisor {
         deadline: Instant,
         ready: oneshot::Sender<Result<Session, CreateError>>,
     ) {
+        if !self.adopted
+            && let Err(e) = self.begin(&mut *browser).await
+        {
+            tracing::warn!(error = %e, "could not set up the session's browser");
+            let reason = format!("the session's browser could not be set up: {e}");
+            // Not `finish`: a session that never began has no context to save.
+            self.record_end(SessionStatus::Error, &reason).await;
+            browser.shutdown().await;
+            self.manager.free_slot(self.session.id);
+            let _ = ready.send(Err(e));
+            return;
+        }
         self.manager.set_ready(self.session.id, &*browser);
         tracing::info!(
             timeout_secs = self.session.timeout_secs,
@@ -134,6 +158,21 @@ impl Supervisor {
                 let _ = done.send(());
             }
         }
+    }
+
+    /// Readies the browser for this session: its downloads folder, its context's cookies.
+    async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
+        let downloads_dir = self.manager.files.downloads_dir(self.session.id);
+        let cookies = self
+            .context
+            .take()
+            .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
+            .unwrap_or_default();
+        let setup = SessionSetup {
+            downloads_dir,
+            cookies,
+        };
+        Ok(browser.begin_session(&setup).await?)
     }
 
     /// Waits for whatever ends the session first.
@@ -173,14 +212,32 @@ impl Supervisor {
         }
     }
 
-    /// The one ending path: record the status, close clients with the reason, stop the
-    /// browser and remove its files, free the slot.
+    /// The one ending path: record the status, close clients with the reason, save the
+    /// profile into its context (`persist: true`), stop the browser and remove its files,
+    /// free the slot.
     async fn finish(&mut self, browser: &mut dyn BrowserInstance, ending: Ending) {
         tracing::info!(status = ending.status.as_str(), reason = %ending.reason, "session ending");
+        let persist = self
+            .session
+            .context()
+            .filter(|c| c.persist)
+            .map(|c| c.id.to_owned());
+        // Taken before the end is recorded: a create that sees this session ended and
+        // loads the context waits for this save.
+        let vault = self.manager.files.vault();
+        let guard = match &persist {
+            Some(id) => Some(vault.lock(id).await),
+            None => None,
+        };
         // Recorded before clients are told, so a client that sees the close and asks the
         // API about the session already reads the final status.
         self.record_end(ending.status, &ending.reason).await;
         let _ = self.ended.send(Some(ending));
+        if let (Some(id), Some(guard)) = (&persist, &guard) {
+            let files = &self.manager.files;
+            super::save_context(files, &*self.manager.store, id, browser, guard).await;
+        }
+        drop(guard);
         browser.shutdown().await;
         self.manager.free_slot(self.session.id);
     }

@@ -95,6 +95,7 @@ struct Harness {
     manager: Arc<SessionManager>,
     store: Arc<MemoryStore>,
     launcher: Arc<FakeLauncher>,
+    _files_dir: tempfile::TempDir,
 }
 
 fn harness(max_sessions: usize) -> Harness {
@@ -104,9 +105,11 @@ fn harness(max_sessions: usize) -> Harness {
 fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
     let store = Arc::new(MemoryStore::default());
     let launcher = Arc::new(FakeLauncher::default());
+    let (files, files_dir) = test_files();
     let manager = SessionManager::new(
         store.clone(),
         launcher.clone(),
+        files,
         Limits {
             warm_pool,
             ..Limits::sessions(max_sessions)
@@ -116,6 +119,7 @@ fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
         manager,
         store,
         launcher,
+        _files_dir: files_dir,
     }
 }
 
@@ -144,7 +148,17 @@ fn request(keep_alive: bool, timeout_secs: Option<u64>) -> CreateRequest {
         extension_id: None,
         proxies: None,
         viewport: Viewport::default(),
+        extension_dir: None,
     }
+}
+
+/// A file store in a temporary folder (removed when the returned guard drops).
+fn test_files() -> (Arc<crate::files::FileStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let vault =
+        crate::files::contexts::ContextVault::new(dir.path().join("contexts"), [3; 32]).unwrap();
+    let files = crate::files::FileStore::open(dir.path(), vault, Duration::from_secs(60)).unwrap();
+    (Arc::new(files), dir)
 }
 
 impl Harness {
@@ -578,7 +592,8 @@ async fn clients_per_session_are_capped_and_counted_back_down() {
         max_clients_per_session: 2,
         ..Limits::sessions(10)
     };
-    let manager = SessionManager::new(store, launcher, limits);
+    let (files, _files_dir) = test_files();
+    let manager = SessionManager::new(store, launcher, files, limits);
     let s = manager.create(request(true, Some(600))).await.unwrap();
     let a = manager.attach(s.id).unwrap();
     let _b = manager.attach(s.id).unwrap();

@@ -1,4 +1,4 @@
-//! Persistence: projects, API key hashes, sessions and server settings.
+//! Persistence: projects, API key hashes, sessions, contexts, extensions and server settings.
 //!
 //! [`SqliteStore`] is the embedded database in the data dir. The session lifecycle only
 //! needs the narrow [`SessionStore`] trait, so its state-machine tests can run on an
@@ -50,6 +50,10 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
+
+    /// Marks a context as saved now. Returns `false` if the context no longer exists (it
+    /// was deleted while a session used it), in which case the save is dropped.
+    async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool>;
 }
 
 #[cfg(test)]
@@ -117,6 +121,10 @@ pub mod memory {
 
         async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
             Ok(self.sessions.lock().unwrap().get(&id).cloned())
+        }
+
+        async fn context_saved(&self, _id: &str, _at: OffsetDateTime) -> Result<bool> {
+            Ok(true)
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{Result, SessionStore, StoreError};
-use crate::model::{BrowserRecord, Project, Session, SessionStatus, fmt_time, parse_time};
+use crate::model::{
+    BrowserRecord, Context, Extension, Project, Session, SessionStatus, fmt_time, parse_time,
+};
 use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -204,8 +206,122 @@ impl SqliteStore {
     }
 }
 
+/// Contexts and extensions: rows only; their files are [`crate::files`]'s.
+impl SqliteStore {
+    /// Creates a context; `None` if the project already has an active context of that name
+    /// (compared trimmed and case-insensitively).
+    pub async fn create_context(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Context>> {
+        let now = crate::model::now();
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let context = Context {
+            id: Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            name: name.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO contexts (id, project_id, name, name_key, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&context.id)
+        .bind(project_id)
+        .bind(name)
+        .bind(name.map(str::to_lowercase))
+        .bind(fmt_time(now))
+        .bind(fmt_time(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((inserted == 1).then_some(context))
+    }
+
+    pub async fn get_context(&self, id: &str) -> Result<Option<Context>> {
+        sqlx::query("SELECT * FROM contexts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Context {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    name: row.try_get("name")?,
+                    created_at: time_col(&row, "created_at")?,
+                    updated_at: time_col(&row, "updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Returns whether there was such a context.
+    pub async fn delete_context(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM contexts WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    pub async fn insert_extension(&self, extension: &Extension) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&extension.id)
+        .bind(&extension.project_id)
+        .bind(&extension.file_name)
+        .bind(fmt_time(extension.created_at))
+        .bind(fmt_time(extension.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_extension(&self, id: &str) -> Result<Option<Extension>> {
+        sqlx::query("SELECT * FROM extensions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Extension {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    file_name: row.try_get("file_name")?,
+                    created_at: time_col(&row, "created_at")?,
+                    updated_at: time_col(&row, "updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Returns whether there was such an extension.
+    pub async fn delete_extension(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM extensions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
+    async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        let updated = sqlx::query("UPDATE contexts SET updated_at = ? WHERE id = ?")
+            .bind(fmt_time(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
     async fn insert_session(&self, s: &Session) -> Result<()> {
         sqlx::query(
             "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \

@@ -1,0 +1,92 @@
+//! `/v1/extensions`: browser extensions, uploaded as a zip and loaded by sessions that
+//! name them in `extensionId`.
+
+use super::error::ApiError;
+use super::multipart::receive_file;
+use super::{AppState, Auth};
+use crate::files::extensions::{ExtensionError, MAX_EXTENSION_BYTES, unpack};
+use crate::model::Extension;
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// `POST /v1/extensions`, multipart part `file`: a zip with `manifest.json` at its root.
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let files = state.sessions.files();
+    let received = receive_file(req, &state, files.tmp_path(), MAX_EXTENSION_BYTES).await?;
+    let now = crate::model::now();
+    let extension = Extension {
+        id: uuid::Uuid::new_v4().to_string(),
+        project_id: auth.0.id.clone(),
+        file_name: crate::files::sanitize_file_name(&received.file_name)
+            .unwrap_or_else(|| "extension.zip".into()),
+        created_at: now,
+        updated_at: now,
+    };
+    let dest = files.extension_dir(&extension.id);
+    let zip = received.path().to_path_buf();
+    let unpack_dest = dest.clone();
+    tokio::task::spawn_blocking(move || unpack(&zip, &unpack_dest))
+        .await
+        .map_err(|e| ApiError::Internal(format!("unpacking the extension failed: {e}")))?
+        .map_err(|e| match e {
+            ExtensionError::NotZip(_) => ApiError::UnsupportedMediaType(e.to_string()),
+            ExtensionError::Io(_) => ApiError::Internal(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        })?;
+    drop(received);
+    if let Err(e) = state.store.insert_extension(&extension).await {
+        let _ = tokio::fs::remove_dir_all(&dest).await;
+        return Err(e.into());
+    }
+    Ok(Json(extension.to_json()).into_response())
+}
+
+/// An extension of the caller's project; another project's is "not found".
+pub async fn owned_extension(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+) -> Result<Extension, ApiError> {
+    let not_found = || ApiError::NotFound(format!("extension {id} not found"));
+    if uuid::Uuid::try_parse(id).is_err() {
+        return Err(not_found());
+    }
+    match state.store.get_extension(id).await? {
+        Some(e) if e.project_id == auth.0.id => Ok(e),
+        _ => Err(not_found()),
+    }
+}
+
+/// `GET /v1/extensions/{id}`.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let extension = owned_extension(&state, &auth, &id).await?;
+    Ok(Json(extension.to_json()).into_response())
+}
+
+/// `DELETE /v1/extensions/{id}`. Its files go at once, also from under a live session that
+/// loaded it (Chromium keeps what it already read, not what it would read later).
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let extension = owned_extension(&state, &auth, &id).await?;
+    state.store.delete_extension(&extension.id).await?;
+    let dir = state.sessions.files().extension_dir(&extension.id);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove an extension's files");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,83 @@
+//! `/v1/sessions/{id}/uploads` and `/v1/sessions/{id}/downloads`: files going into a
+//! session's browser and files its pages downloaded. See [`crate::files`].
+
+use super::error::ApiError;
+use super::multipart::receive_file;
+use super::sessions::owned_session;
+use super::{AppState, Auth};
+use crate::files::sanitize_file_name;
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+/// `POST /v1/sessions/{id}/uploads`, multipart part `file`: stores the file where the
+/// session's browser can read it and answers with its path, for `setInputFiles` /
+/// `DOM.setFileInputFiles`. A file of the same name is replaced.
+pub async fn upload(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let session = owned_session(&state, &auth, &id).await?;
+    if session.status.is_ended() {
+        return Err(ApiError::Conflict(format!(
+            "session {id} has ended ({}); uploads are for a live session's browser",
+            session.status.as_str()
+        )));
+    }
+    let files = state.sessions.files();
+    let limit = state.settings.max_upload_bytes;
+    let received = receive_file(req, &state, files.tmp_path(), limit).await?;
+    let name = sanitize_file_name(&received.file_name).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "the file part needs a usable file name (got {:?})",
+            received.file_name
+        ))
+    })?;
+    let dir = files.uploads_dir(session.id);
+    let dest = dir.join(&name);
+    let stored = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        received.persist(&dest).await
+    };
+    stored
+        .await
+        .map_err(|e| ApiError::Internal(format!("could not store the upload: {e}")))?;
+    let path = dest.display().to_string();
+    Ok(Json(serde_json::json!({
+        "message": format!("File uploaded successfully to {path}"),
+        "path": path,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/sessions/{id}/downloads`: a zip of the files the session's pages downloaded;
+/// an empty zip while there are none. Kept after the session ends, for the retention period.
+pub async fn downloads(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = owned_session(&state, &auth, &id).await?;
+    let files = state.sessions.files();
+    if session.status.is_ended() && !files.session_dir(session.id).exists() {
+        let retention = files.retention();
+        if session
+            .ended_at
+            .is_some_and(|end| end + retention <= crate::model::now())
+        {
+            return Err(ApiError::Gone(format!(
+                "session {id}'s files were removed {}h after it ended (--files-retention-hours)",
+                retention.as_secs() / 3600
+            )));
+        }
+    }
+    let files = std::sync::Arc::clone(files);
+    let zip = tokio::task::spawn_blocking(move || files.zip_downloads(session.id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("zipping the downloads failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("could not zip the downloads: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/zip")], zip).into_response())
+}

@@ -1,0 +1,158 @@
+//! Browser extensions: an uploaded zip is checked and unpacked once, at upload, into
+//! `extensions/<id>/`; sessions load that folder with `--load-extension`.
+
+use std::io::Read as _;
+use std::path::Path;
+
+/// Browserbase's documented limit for an extension zip.
+pub const MAX_EXTENSION_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Largest total size an extension may unpack to (a guard against a zip bomb).
+const MAX_UNPACKED: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtensionError {
+    #[error("the file is not a zip archive ({0}); upload the extension as a .zip")]
+    NotZip(String),
+    #[error(
+        "the zip has no manifest.json at its root; zip the extension's folder contents, not the folder"
+    )]
+    NoManifest,
+    #[error("manifest.json is not valid JSON: {0}")]
+    BadManifest(String),
+    #[error("the zip holds an unsafe path ({0:?}); paths must stay inside the extension")]
+    UnsafePath(String),
+    #[error("the extension unpacks to more than {} MiB", MAX_UNPACKED / (1024 * 1024))]
+    TooLarge,
+    #[error("could not unpack the extension: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks `zip_file` is an extension (a zip with a JSON `manifest.json` at its root) and
+/// unpacks it into `dest`, which must not exist. Blocking; nothing is left in `dest` on error.
+pub fn unpack(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
+    let result = unpack_inner(zip_file, dest);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+    }
+    result
+}
+
+fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
+    let file = std::fs::File::open(zip_file)?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| ExtensionError::NotZip(e.to_string()))?;
+    {
+        let mut manifest = zip
+            .by_name("manifest.json")
+            .map_err(|_| ExtensionError::NoManifest)?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut manifest, &mut text)?;
+        // Chromium accepts a UTF-8 byte order mark; so does this check.
+        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
+        match serde_json::from_slice::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err(ExtensionError::BadManifest("not an object".into())),
+            Err(e) => return Err(ExtensionError::BadManifest(e.to_string())),
+        }
+    }
+    std::fs::create_dir_all(dest)?;
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| ExtensionError::NotZip(e.to_string()))?;
+        let rel = entry
+            .enclosed_name()
+            .ok_or_else(|| ExtensionError::UnsafePath(entry_name(&entry)))?;
+        let out_path = dest.join(rel);
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out_path)?;
+            continue;
+        }
+        if entry.is_symlink() {
+            return Err(ExtensionError::UnsafePath(entry_name(&entry)));
+        }
+        total += entry.size();
+        if total > MAX_UNPACKED {
+            return Err(ExtensionError::TooLarge);
+        }
+        if let Some(parent) = out_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut out = std::fs::File::create(&out_path)?;
+        // `take` bounds what a lying size header could make us write.
+        let copied = std::io::copy(&mut (&mut entry).take(MAX_UNPACKED + 1), &mut out)?;
+        if copied > MAX_UNPACKED {
+            return Err(ExtensionError::TooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// An entry's name as stored, for messages.
+fn entry_name<R: std::io::Read>(entry: &zip::read::ZipFile<'_, R>) -> String {
+    entry
+        .name()
+        .map(|n| n.into_owned())
+        .unwrap_or_else(|e| format!("<unreadable name: {e}>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(file.reopen().unwrap());
+        for (name, data) in entries {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+        file
+    }
+
+    #[test]
+    fn an_extension_zip_unpacks_with_its_manifest_at_the_root() {
+        let zip = zip_of(&[("manifest.json", b"{\"name\":\"x\"}"), ("js/a.js", b"1")]);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ext");
+        unpack(zip.path(), &dest).unwrap();
+        assert!(dest.join("manifest.json").is_file());
+        assert_eq!(std::fs::read(dest.join("js/a.js")).unwrap(), b"1");
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ext");
+        let not_zip = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(not_zip.path(), b"hello").unwrap();
+        assert!(matches!(
+            unpack(not_zip.path(), &dest),
+            Err(ExtensionError::NotZip(_))
+        ));
+
+        let nested = zip_of(&[("folder/manifest.json", b"{}")]);
+        assert!(matches!(
+            unpack(nested.path(), &dest),
+            Err(ExtensionError::NoManifest)
+        ));
+
+        let bad = zip_of(&[("manifest.json", b"{nope")]);
+        assert!(matches!(
+            unpack(bad.path(), &dest),
+            Err(ExtensionError::BadManifest(_))
+        ));
+
+        let escape = zip_of(&[("manifest.json", b"{}"), ("../evil.js", b"x")]);
+        assert!(matches!(
+            unpack(escape.path(), &dest),
+            Err(ExtensionError::UnsafePath(_))
+        ));
+        assert!(!dest.exists(), "nothing is left behind on error");
+        assert!(!dir.path().join("evil.js").exists());
+    }
+}

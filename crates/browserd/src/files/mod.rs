@@ -1,0 +1,255 @@
+//! What browserd keeps on disk besides its database, all under the data dir:
+//!
+//! - `session-files/<session id>/{uploads,downloads}/`: files a client uploaded for the
+//!   session's browser and files its pages downloaded. They outlive the session (downloads
+//!   are fetched after it ends) until the retention sweep removes them.
+//! - `contexts/<context id>.ctx`: saved browser profiles, encrypted ([`contexts`]).
+//! - `extensions/<extension id>/`: unpacked browser extensions ([`extensions`]).
+//!
+//! Every name that comes from a client goes through [`sanitize_file_name`], so nothing can
+//! be written outside its folder.
+
+pub mod contexts;
+pub mod extensions;
+
+use crate::store::SessionStore;
+use contexts::ContextVault;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The data dir's file areas.
+#[derive(Debug)]
+pub struct FileStore {
+    session_files: PathBuf,
+    extensions: PathBuf,
+    /// Scratch space for uploads in flight; on the same filesystem so finished files are
+    /// renamed into place, never copied.
+    tmp: PathBuf,
+    vault: ContextVault,
+    /// How long a session's files outlive it.
+    retention: Duration,
+}
+
+impl FileStore {
+    /// Creates the folders under `data_dir` as needed.
+    pub fn open(
+        data_dir: &Path,
+        vault: ContextVault,
+        retention: Duration,
+    ) -> std::io::Result<Self> {
+        let this = Self {
+            session_files: data_dir.join("session-files"),
+            extensions: data_dir.join("extensions"),
+            tmp: data_dir.join("tmp"),
+            vault,
+            retention,
+        };
+        for dir in [&this.session_files, &this.extensions, &this.tmp] {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Whatever is in tmp/ belonged to requests of a previous run.
+        for entry in std::fs::read_dir(&this.tmp)?.flatten() {
+            let _ = remove_path(&entry.path());
+        }
+        Ok(this)
+    }
+
+    pub fn vault(&self) -> &ContextVault {
+        &self.vault
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Everything a session leaves on disk.
+    pub fn session_dir(&self, id: Uuid) -> PathBuf {
+        self.session_files.join(id.to_string())
+    }
+
+    /// Where a session's browser saves downloads, whatever path its clients asked for.
+    pub fn downloads_dir(&self, id: Uuid) -> PathBuf {
+        self.session_dir(id).join("downloads")
+    }
+
+    /// Where uploads for a session's browser go.
+    pub fn uploads_dir(&self, id: Uuid) -> PathBuf {
+        self.session_dir(id).join("uploads")
+    }
+
+    pub fn extension_dir(&self, id: &str) -> PathBuf {
+        self.extensions.join(id)
+    }
+
+    /// A fresh path in the scratch folder.
+    pub fn tmp_path(&self) -> PathBuf {
+        self.tmp.join(Uuid::new_v4().to_string())
+    }
+
+    /// A zip of the session's finished downloads (empty while there are none). Files still
+    /// being written (`.crdownload`) are left out.
+    pub fn zip_downloads(&self, id: Uuid) -> std::io::Result<Vec<u8>> {
+        let dir = self.downloads_dir(id);
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        let mut names: Vec<(String, PathBuf)> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                .filter(|(name, _)| is_finished_download(name))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        names.sort();
+        for (name, path) in names {
+            zip.start_file(name, options)
+                .map_err(std::io::Error::other)?;
+            let mut file = std::fs::File::open(path)?;
+            std::io::copy(&mut file, &mut zip)?;
+        }
+        let mut out = zip.finish().map_err(std::io::Error::other)?;
+        out.flush()?;
+        Ok(out.into_inner())
+    }
+
+    /// Removes the files of sessions that ended more than the retention period ago, and of
+    /// sessions the database does not know. Returns how many sessions' files were removed.
+    pub async fn sweep(&self, store: &dyn SessionStore) -> usize {
+        let retention = self.retention;
+        let Ok(mut entries) = tokio::fs::read_dir(&self.session_files).await else {
+            return 0;
+        };
+        let cutoff = crate::model::now() - retention;
+        let mut removed = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Uuid::try_parse(n).ok());
+            let expired = match id {
+                None => true,
+                Some(id) => match store.get_session(id).await {
+                    Ok(Some(s)) => s.ended_at.is_some_and(|end| end <= cutoff),
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "file sweep could not read a session");
+                        false
+                    }
+                },
+            };
+            if expired {
+                let _ = tokio::task::spawn_blocking(move || remove_path(&path)).await;
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// Chromium writes a download as `<name>.crdownload` (or `.com.google.Chrome.*`) and
+/// renames it when done.
+fn is_finished_download(name: &str) -> bool {
+    !name.ends_with(".crdownload") && !name.starts_with(".com.google.Chrome.")
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Longest file name kept (bytes); most filesystems allow 255.
+const MAX_FILE_NAME: usize = 200;
+
+/// A client-given file name made safe to create inside a folder: only its last path
+/// component, without control characters, never `.`/`..`/empty. `None` if nothing usable
+/// is left.
+pub fn sanitize_file_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut name: String = last.chars().filter(|c| !c.is_control()).collect();
+    name = name.trim().to_owned();
+    if name.is_empty() || name.chars().all(|c| c == '.') {
+        return None;
+    }
+    if name.len() > MAX_FILE_NAME {
+        let mut end = MAX_FILE_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_leave_their_folder() {
+        assert_eq!(
+            sanitize_file_name("report.pdf").as_deref(),
+            Some("report.pdf")
+        );
+        assert_eq!(
+            sanitize_file_name("../../etc/passwd").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            sanitize_file_name("C:\\Users\\x\\a.txt").as_deref(),
+            Some("a.txt")
+        );
+        assert_eq!(sanitize_file_name("a\u{0}b\nc").as_deref(), Some("abc"));
+        for bad in ["", ".", "..", "dir/", "/", " ", "...", "a/.."] {
+            assert_eq!(sanitize_file_name(bad), None, "{bad:?}");
+        }
+        assert!(sanitize_file_name(&"é".repeat(300)).unwrap().len() <= MAX_FILE_NAME);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_sanitized_name_is_one_plain_component(raw in ".{0,300}") {
+            if let Some(name) = sanitize_file_name(&raw) {
+                let path = Path::new(&name);
+                let mut parts = path.components();
+                let only = parts.next();
+                proptest::prop_assert!(parts.next().is_none());
+                proptest::prop_assert!(matches!(only, Some(std::path::Component::Normal(_))));
+            }
+        }
+    }
+
+    #[test]
+    fn downloads_zip_lists_finished_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = ContextVault::new(dir.path().join("contexts"), [7; 32]).unwrap();
+        let files = FileStore::open(dir.path(), vault, Duration::from_secs(60)).unwrap();
+        let id = Uuid::new_v4();
+        let empty = files.zip_downloads(id).unwrap();
+        assert_eq!(
+            zip::ZipArchive::new(std::io::Cursor::new(empty))
+                .unwrap()
+                .len(),
+            0
+        );
+
+        std::fs::create_dir_all(files.downloads_dir(id)).unwrap();
+        std::fs::write(files.downloads_dir(id).join("a.txt"), b"hello").unwrap();
+        std::fs::write(files.downloads_dir(id).join("b.bin.crdownload"), b"half").unwrap();
+        let bytes = files.zip_downloads(id).unwrap();
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(zip.len(), 1);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("a.txt").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "hello");
+    }
+}
