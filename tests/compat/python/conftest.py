@@ -71,6 +71,26 @@ def bb(browserd):
 
 class _Pages(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path.startswith("/account"):
+            return self._account()
+        if self.path.startswith("/signin"):
+            # A real sign-in: a session cookie (no expiry), which Chromium never writes
+            # to disk, so only browserd's cookie restore can carry it to the next session.
+            user = self.path.split("user=", 1)[1] if "user=" in self.path else "nobody"
+            return self._send(b"<html><body>signed in</body></html>",
+                              [("Set-Cookie", f"session_user={user}; Path=/; HttpOnly")])
+        if self.path.startswith("/files/report.txt"):
+            return self._send(b"quarterly numbers\n", [
+                ("Content-Disposition", "attachment; filename=report.txt")], "text/plain")
+        if self.path.startswith("/form"):
+            return self._send(
+                b"<html><body><input type='file' id='f'><pre id='out'></pre><script>"
+                b"document.getElementById('f').addEventListener('change', async (e) => {"
+                b"  const file = e.target.files[0];"
+                b"  document.getElementById('out').textContent = file.name + ':' + await file.text();"
+                b"});</script></body></html>")
+        if self.path.startswith("/downloads"):
+            return self._send(b"<html><body><a id='get' href='/files/report.txt'>report</a></body></html>")
         if self.path.startswith("/login"):
             body = b"<html><title>login</title><body>logged in</body></html>"
             self.send_response(200)
@@ -81,6 +101,22 @@ class _Pages(http.server.BaseHTTPRequestHandler):
                     b"</body></html>")
             self.send_response(200)
         self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _account(self):
+        cookies = self.headers.get("Cookie") or ""
+        user = next((c.split("=", 1)[1] for c in cookies.split("; ")
+                     if c.startswith("session_user=")), None)
+        text = f"Welcome {user}" if user else "Please sign in"
+        self._send(f"<html><body><h1 id='who'>{text}</h1></body></html>".encode())
+
+    def _send(self, body, headers=(), content_type="text/html"):
+        self.send_response(200)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
