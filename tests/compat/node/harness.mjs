@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
+import { crc32, inflateRawSync } from 'node:zlib';
+import assert from 'node:assert/strict';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'debug', 'browserd');
@@ -50,6 +52,31 @@ export async function startBrowserd() {
 export async function startSite() {
   const server = createServer((req, res) => {
     res.setHeader('content-type', 'text/html');
+    if (req.url.startsWith('/signin')) {
+      // A session cookie (no expiry): only browserd's cookie restore carries it over.
+      const user = new URL(req.url, 'http://x').searchParams.get('user');
+      res.setHeader('set-cookie', `session_user=${user}; Path=/; HttpOnly`);
+      return res.end('<html><body>signed in</body></html>');
+    }
+    if (req.url.startsWith('/account')) {
+      const user = /(?:^|; )session_user=([^;]*)/.exec(req.headers.cookie ?? '')?.[1];
+      return res.end(`<html><body><h1 id="who">${user ? `Welcome ${user}` : 'Please sign in'}</h1></body></html>`);
+    }
+    if (req.url.startsWith('/form')) {
+      return res.end(`<html><body><input type="file" id="f"><pre id="out"></pre><script>
+        document.getElementById('f').addEventListener('change', async (e) => {
+          const file = e.target.files[0];
+          document.getElementById('out').textContent = file.name + ':' + await file.text();
+        });</script></body></html>`);
+    }
+    if (req.url.startsWith('/files/data.csv')) {
+      res.setHeader('content-type', 'text/csv');
+      res.setHeader('content-disposition', 'attachment; filename=data.csv');
+      return res.end('a,b\n1,2\n');
+    }
+    if (req.url.startsWith('/downloads')) {
+      return res.end('<html><body><a id="get" href="/files/data.csv">data</a></body></html>');
+    }
     if (req.url.startsWith('/login')) res.setHeader('set-cookie', 'auth=yes; Path=/');
     res.end(`<html><title>${req.url}</title><body><h1 id="h">Hello</h1>
       <button id="b" onclick="document.getElementById('h').textContent='clicked'">go</button></body></html>`);
@@ -68,4 +95,66 @@ export async function waitUntil(check, what, timeoutMs = 30_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A zip (stored, no compression) of `{name: string|Buffer}`. */
+export function makeZip(entries) {
+  const locals = [];
+  const centrals = [];
+  let offset = 0;
+  for (const [name, content] of Object.entries(entries)) {
+    const data = Buffer.from(content);
+    const nameBuf = Buffer.from(name);
+    const crc = crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(nameBuf.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(nameBuf.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBuf, data);
+    centrals.push(central, nameBuf);
+    offset += 30 + nameBuf.length + data.length;
+  }
+  const dir = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(centrals.length / 2, 8);
+  end.writeUInt16LE(centrals.length / 2, 10);
+  end.writeUInt32LE(dir.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, dir, end]);
+}
+
+/** The entries of a zip as `{name: Buffer}` (stored or deflated entries). */
+export function readZip(buf) {
+  const endAt = buf.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  assert.ok(endAt >= 0, 'a zip has an end of central directory record');
+  const count = buf.readUInt16LE(endAt + 10);
+  let at = buf.readUInt32LE(endAt + 16);
+  const out = {};
+  for (let i = 0; i < count; i++) {
+    const method = buf.readUInt16LE(at + 10);
+    const size = buf.readUInt32LE(at + 20);
+    const nameLen = buf.readUInt16LE(at + 28);
+    const extraLen = buf.readUInt16LE(at + 30);
+    const commentLen = buf.readUInt16LE(at + 32);
+    const localAt = buf.readUInt32LE(at + 42);
+    const name = buf.toString('utf8', at + 46, at + 46 + nameLen);
+    const dataAt = localAt + 30 + buf.readUInt16LE(localAt + 26) + buf.readUInt16LE(localAt + 28);
+    const raw = buf.subarray(dataAt, dataAt + size);
+    out[name] = method === 8 ? inflateRawSync(raw) : raw;
+    at += 46 + nameLen + extraLen + commentLen;
+  }
+  return out;
 }

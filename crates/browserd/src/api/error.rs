@@ -90,6 +90,8 @@ impl IntoResponse for ApiError {
             // SDKs would otherwise retry creates and launch more browsers.
             // Nor can a machine short of memory, or one shutting down, within the SDK's retries.
             Self::Internal(_) | Self::NotImplemented(_) | Self::Unavailable(_) => true,
+            // The SDKs retry 409s; ours (a taken name, an ended session) stay as they are.
+            Self::Conflict(_) => true,
             _ => false,
         };
         if let Self::RateLimited {

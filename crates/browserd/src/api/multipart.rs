@@ -97,6 +97,20 @@ pub async fn receive_file<S: Send + Sync>(
     }
 }
 
+/// Reads and discards a request body (up to `limit` bytes), so an early refusal reaches a
+/// client that is still sending instead of a reset connection.
+pub async fn discard_body(req: Request, limit: u64) {
+    use http_body_util::BodyExt as _;
+    let mut body = req.into_body();
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        if seen > limit {
+            return;
+        }
+    }
+}
+
 fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("the upload is larger than {limit} bytes"))

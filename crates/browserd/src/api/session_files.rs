@@ -2,7 +2,7 @@
 //! session's browser and files its pages downloaded. See [`crate::files`].
 
 use super::error::ApiError;
-use super::multipart::receive_file;
+use super::multipart::{discard_body, receive_file};
 use super::sessions::owned_session;
 use super::{AppState, Auth};
 use crate::files::sanitize_file_name;
@@ -21,14 +21,15 @@ pub async fn upload(
     req: Request,
 ) -> Result<Response, ApiError> {
     let session = owned_session(&state, &auth, &id).await?;
+    let limit = state.settings.max_upload_bytes;
     if session.status.is_ended() {
+        discard_body(req, limit).await;
         return Err(ApiError::Conflict(format!(
             "session {id} has ended ({}); uploads are for a live session's browser",
             session.status.as_str()
         )));
     }
     let files = state.sessions.files();
-    let limit = state.settings.max_upload_bytes;
     let received = receive_file(req, &state, files.tmp_path(), limit).await?;
     let name = sanitize_file_name(&received.file_name).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -74,8 +75,8 @@ pub async fn downloads(
             )));
         }
     }
-    let files = std::sync::Arc::clone(files);
-    let zip = tokio::task::spawn_blocking(move || files.zip_downloads(session.id))
+    let dir = state.sessions.downloads_dir(session.id);
+    let zip = tokio::task::spawn_blocking(move || crate::files::FileStore::zip_downloads(&dir))
         .await
         .map_err(|e| ApiError::Internal(format!("zipping the downloads failed: {e}")))?
         .map_err(|e| ApiError::Internal(format!("could not zip the downloads: {e}")))?;

@@ -113,6 +113,16 @@ impl Launcher for ChromiumLauncher {
                 source,
             })?;
         }
+        // Downloads land in the browser's own folder whatever a client asks for: it is
+        // Chromium's default download directory, which is what a client's disconnect reverts
+        // to, and the relay points clients' Browser.setDownloadBehavior at it too.
+        let downloads = dir.join("downloads");
+        set_download_preferences(&profile, &downloads)
+            .await
+            .map_err(|source| LaunchError::ProfileDir {
+                path: downloads.clone(),
+                source,
+            })?;
         let log_path = dir.join("chromium.log");
         let log = std::fs::File::create(&log_path).map_err(|source| LaunchError::ProfileDir {
             path: log_path.clone(),
@@ -156,6 +166,7 @@ impl Launcher for ChromiumLauncher {
             cdp_url: String::new(),
             stopped: false,
             detached: false,
+            keep_downloads_in: None,
         };
         match browser.wait_for_devtools(&profile, &log_path).await {
             Ok(url) => {
@@ -178,6 +189,8 @@ struct ChromiumBrowser {
     stopped: bool,
     /// Left running for the next browserd (a keepAlive session across a restart).
     detached: bool,
+    /// Where `downloads/` goes when the browser stops.
+    keep_downloads_in: Option<PathBuf>,
 }
 
 impl Drop for ChromiumBrowser {
@@ -264,8 +277,13 @@ impl BrowserInstance for ChromiumBrowser {
         set_group_priority(self.child.id(), 0);
     }
 
+    fn downloads_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.join("downloads"))
+    }
+
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        begin_session(&self.cdp_url, setup).await
+        self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
+        set_cookies(&self.cdp_url, &setup.cookies).await
     }
 
     async fn close_for_save(&mut self) -> Option<ProfileState> {
@@ -319,29 +337,23 @@ impl BrowserInstance for ChromiumBrowser {
         // graceful exit would save. Then reap, then sweep helpers that left the group.
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        sweep_and_remove(self.dir.clone()).await;
+        sweep_and_remove(self.dir.clone(), self.keep_downloads_in.take()).await;
     }
 }
 
 /// How long a browser may take to exit after `Browser.close` (it writes its profile).
 const GRACEFUL_EXIT: Duration = Duration::from_secs(10);
 
-/// Points the browser's downloads at the session's folder and sets the context's cookies.
-async fn begin_session(cdp_url: &str, setup: &SessionSetup) -> Result<(), CdpError> {
-    tokio::fs::create_dir_all(&setup.downloads_dir)
-        .await
-        .map_err(|e| CdpError::Connect(format!("could not create the downloads folder: {e}")))?;
-    let mut cdp = CdpClient::connect(cdp_url).await?;
-    cdp.call(
-        "Browser.setDownloadBehavior",
-        json!({ "behavior": "allow", "downloadPath": setup.downloads_dir }),
-    )
-    .await?;
-    if !setup.cookies.is_empty() {
-        let cookies: Vec<Value> = setup.cookies.iter().filter_map(cookie_param).collect();
-        cdp.call("Storage.setCookies", json!({ "cookies": cookies }))
-            .await?;
+/// Sets a context's cookies in the default browser context. Nothing to do (no connection)
+/// for a session without them.
+async fn set_cookies(cdp_url: &str, cookies: &[Value]) -> Result<(), CdpError> {
+    if cookies.is_empty() {
+        return Ok(());
     }
+    let mut cdp = CdpClient::connect(cdp_url).await?;
+    let cookies: Vec<Value> = cookies.iter().filter_map(cookie_param).collect();
+    cdp.call("Storage.setCookies", json!({ "cookies": cookies }))
+        .await?;
     Ok(())
 }
 
@@ -400,13 +412,66 @@ fn cookie_param(cookie: &Value) -> Option<Value> {
     Some(Value::Object(param))
 }
 
-/// Kills whatever still names `dir` and removes it, off the async threads.
-async fn sweep_and_remove(dir: PathBuf) {
+/// Kills whatever still names `dir` and removes it, off the async threads; first moves its
+/// downloads to `keep_downloads_in`, if given.
+async fn sweep_and_remove(dir: PathBuf, keep_downloads_in: Option<PathBuf>) {
     let _ = tokio::task::spawn_blocking(move || {
         procs::kill_by_cmdline(&dir);
+        if let Some(dest) = keep_downloads_in {
+            keep_downloads(&dir.join("downloads"), &dest);
+        }
         remove_dir(&dir);
     })
     .await;
+}
+
+/// Moves the files of a browser's downloads folder into `dest` (same filesystem: renames).
+/// A name already in `dest` (a browser adopted after a restart adds to it) is replaced.
+pub fn keep_downloads(from: &Path, dest: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    let files: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .collect();
+    // Most sessions download nothing: no folder for them.
+    if files.is_empty() {
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(dest) {
+        tracing::warn!(dir = %dest.display(), error = %e, "could not keep a session's downloads");
+        return;
+    }
+    for entry in files {
+        if let Err(e) = std::fs::rename(entry.path(), dest.join(entry.file_name())) {
+            tracing::warn!(file = %entry.path().display(), error = %e, "could not keep a download");
+        }
+    }
+}
+
+/// Makes `downloads` the profile's default download folder, without a prompt, keeping
+/// whatever else the profile's preferences say (a context's profile has some).
+async fn set_download_preferences(profile: &Path, downloads: &Path) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(downloads).await?;
+    let default_dir = profile.join("Default");
+    tokio::fs::create_dir_all(&default_dir).await?;
+    let path = default_dir.join("Preferences");
+    let mut prefs: Value = match tokio::fs::read(&path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({})),
+        Err(_) => json!({}),
+    };
+    if !prefs.is_object() {
+        prefs = json!({});
+    }
+    let dir = downloads.to_string_lossy();
+    prefs["download"] = json!({
+        "default_directory": dir,
+        "prompt_for_download": false,
+        "directory_upgrade": true,
+    });
+    prefs["savefile"] = json!({ "default_directory": dir });
+    tokio::fs::write(&path, prefs.to_string()).await
 }
 
 /// A browser a previous browserd started and left running for a keepAlive session. It is
@@ -418,6 +483,7 @@ struct AdoptedBrowser {
     exit: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     stopped: bool,
     detached: bool,
+    keep_downloads_in: Option<PathBuf>,
 }
 
 /// Takes over a browser described by `record`, if it is still the very process that was
@@ -443,6 +509,7 @@ pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
         exit,
         stopped: false,
         detached: false,
+        keep_downloads_in: None,
     }))
 }
 
@@ -484,6 +551,16 @@ impl BrowserInstance for AdoptedBrowser {
         Some(self.record.clone())
     }
 
+    fn downloads_dir(&self) -> Option<PathBuf> {
+        Some(self.record.dir.join("downloads"))
+    }
+
+    async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
+        // Its cookies were set by the browserd that started it.
+        self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
+        Ok(())
+    }
+
     async fn close_for_save(&mut self) -> Option<ProfileState> {
         let cookies = if self.is_running() {
             let cookies = cookies_then_close(&self.record.cdp_url).await;
@@ -517,6 +594,6 @@ impl BrowserInstance for AdoptedBrowser {
         self.kill_group();
         // Its parent (init, after our restart) reaps it; wait until it is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exit.readable()).await;
-        sweep_and_remove(self.record.dir.clone()).await;
+        sweep_and_remove(self.record.dir.clone(), self.keep_downloads_in.take()).await;
     }
 }

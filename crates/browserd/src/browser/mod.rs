@@ -61,8 +61,9 @@ impl LaunchSpec {
 /// What a browser is told when a session takes it.
 #[derive(Debug, Clone)]
 pub struct SessionSetup {
-    /// Downloads land here (clients that ask for another folder are redirected too).
-    pub downloads_dir: PathBuf,
+    /// Where the browser's downloads folder goes when it stops: the session's files, which
+    /// outlive the browser.
+    pub keep_downloads_in: PathBuf,
     /// Cookies of the session's context, set before any client connects. Chromium keeps
     /// persistent cookies in its profile but never session cookies, so all are set.
     pub cookies: Vec<serde_json::Value>,
@@ -135,8 +136,14 @@ pub trait BrowserInstance: Send + Sync {
     /// neither stopped now nor when dropped. Default: nothing to let go of.
     fn detach(&mut self) {}
 
-    /// Readies a started browser for its session (downloads folder, context cookies).
-    /// Default: nothing to do (fakes).
+    /// The folder the browser saves downloads in: its default download directory, and where
+    /// clients' download requests are pointed. Default: none (fakes).
+    fn downloads_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Readies a started browser for its session (where its downloads are kept, context
+    /// cookies). Default: nothing to do (fakes).
     async fn begin_session(&mut self, _setup: &SessionSetup) -> Result<(), CdpError> {
         Ok(())
     }

@@ -69,7 +69,7 @@ impl FileStore {
         self.session_files.join(id.to_string())
     }
 
-    /// Where a session's browser saves downloads, whatever path its clients asked for.
+    /// Where a session's downloads are kept once its browser has stopped.
     pub fn downloads_dir(&self, id: Uuid) -> PathBuf {
         self.session_dir(id).join("downloads")
     }
@@ -88,10 +88,9 @@ impl FileStore {
         self.tmp.join(Uuid::new_v4().to_string())
     }
 
-    /// A zip of the session's finished downloads (empty while there are none). Files still
+    /// A zip of the finished downloads in `dir` (empty while there are none). Files still
     /// being written (`.crdownload`) are left out.
-    pub fn zip_downloads(&self, id: Uuid) -> std::io::Result<Vec<u8>> {
-        let dir = self.downloads_dir(id);
+    pub fn zip_downloads(dir: &Path) -> std::io::Result<Vec<u8>> {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
@@ -153,10 +152,12 @@ impl FileStore {
     }
 }
 
-/// Chromium writes a download as `<name>.crdownload` (or `.com.google.Chrome.*`) and
-/// renames it when done.
+/// Chromium writes a download as `<name>.crdownload` or a hidden temporary file
+/// (`.org.chromium.Chromium.*`, `.com.google.Chrome.*`) and renames it when done.
 fn is_finished_download(name: &str) -> bool {
-    !name.ends_with(".crdownload") && !name.starts_with(".com.google.Chrome.")
+    !name.ends_with(".crdownload")
+        && !name.starts_with(".org.chromium.Chromium.")
+        && !name.starts_with(".com.google.Chrome.")
 }
 
 fn remove_path(path: &Path) -> std::io::Result<()> {
@@ -234,7 +235,7 @@ mod tests {
         let vault = ContextVault::new(dir.path().join("contexts"), [7; 32]).unwrap();
         let files = FileStore::open(dir.path(), vault, Duration::from_secs(60)).unwrap();
         let id = Uuid::new_v4();
-        let empty = files.zip_downloads(id).unwrap();
+        let empty = FileStore::zip_downloads(&files.downloads_dir(id)).unwrap();
         assert_eq!(
             zip::ZipArchive::new(std::io::Cursor::new(empty))
                 .unwrap()
@@ -245,7 +246,12 @@ mod tests {
         std::fs::create_dir_all(files.downloads_dir(id)).unwrap();
         std::fs::write(files.downloads_dir(id).join("a.txt"), b"hello").unwrap();
         std::fs::write(files.downloads_dir(id).join("b.bin.crdownload"), b"half").unwrap();
-        let bytes = files.zip_downloads(id).unwrap();
+        std::fs::write(
+            files.downloads_dir(id).join(".org.chromium.Chromium.x1"),
+            b"",
+        )
+        .unwrap();
+        let bytes = FileStore::zip_downloads(&files.downloads_dir(id)).unwrap();
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
         assert_eq!(zip.len(), 1);
         let mut text = String::new();

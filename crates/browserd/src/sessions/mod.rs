@@ -197,8 +197,9 @@ struct LiveEntry {
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
     browser_dir: Option<PathBuf>,
-    /// Where the session's downloads go; relays point clients' download requests here.
-    downloads_dir: Arc<Path>,
+    /// Where the session's browser saves downloads (once it is ready); relays point
+    /// clients' download requests here.
+    downloads_dir: Option<Arc<Path>>,
     /// Connected clients, counted by their leases.
     clients: Arc<AtomicUsize>,
 }
@@ -303,6 +304,16 @@ impl SessionManager {
         self.live.lock().unwrap().get(&id)?.browser_dir.clone()
     }
 
+    /// Where a session's downloads are now: its browser's folder while it runs, the
+    /// session's kept files after.
+    pub fn downloads_dir(&self, id: Uuid) -> PathBuf {
+        let live = self.live.lock().unwrap();
+        match live.get(&id).and_then(|e| e.downloads_dir.as_deref()) {
+            Some(dir) => dir.to_path_buf(),
+            None => self.files.downloads_dir(id),
+        }
+    }
+
     /// Starts a session and returns it once its browser accepts CDP connections.
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Session, CreateError> {
         let id = Uuid::new_v4();
@@ -318,7 +329,7 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
-                downloads_dir: self.files.downloads_dir(id).into(),
+                downloads_dir: None,
                 clients: Arc::default(),
             },
             &req.project,
@@ -384,7 +395,6 @@ impl SessionManager {
             viewport: req.viewport,
             context,
             extension: req.extension_dir,
-            adopted: false,
             deadline: warm.is_some().then(|| {
                 tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs)
             }),
@@ -478,6 +488,10 @@ impl SessionManager {
             entry.cdp_url = Some(browser.cdp_url().to_owned());
             entry.browser_pid = browser.pid();
             entry.browser_dir = browser.dir().map(Path::to_path_buf);
+            let downloads = browser
+                .downloads_dir()
+                .unwrap_or_else(|| self.files.downloads_dir(id));
+            entry.downloads_dir = Some(downloads.into());
         }
     }
 
@@ -501,7 +515,10 @@ impl SessionManager {
         Ok(ClientLease {
             session_id: id,
             cdp_url,
-            downloads_dir: Arc::clone(&entry.downloads_dir),
+            downloads_dir: entry
+                .downloads_dir
+                .clone()
+                .unwrap_or_else(|| self.files.downloads_dir(id).into()),
             commands: entry.commands.clone(),
             ended: entry.ended.clone(),
             clients: Arc::clone(&entry.clients),
@@ -555,7 +572,7 @@ impl SessionManager {
                 cdp_url: None,
                 browser_pid: None,
                 browser_dir: None,
-                downloads_dir: self.files.downloads_dir(session.id).into(),
+                downloads_dir: None,
                 clients: Arc::default(),
             },
         );
@@ -566,7 +583,6 @@ impl SessionManager {
             viewport: Viewport::default(),
             context: None,
             extension: None,
-            adopted: true,
             warm: Some(browser),
             commands: command_rx,
             ended: ended_tx,

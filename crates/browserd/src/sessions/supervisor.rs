@@ -27,8 +27,6 @@ pub(super) struct Supervisor {
     pub(super) context: Option<Arc<ContextSnapshot>>,
     /// An unpacked extension the browser loads.
     pub(super) extension: Option<PathBuf>,
-    /// Taken over from a previous browserd: already set up for its session.
-    pub(super) adopted: bool,
     /// A ready browser (from the warm pool, or adopted after a restart); `None`: launch one.
     pub(super) warm: Option<Box<dyn BrowserInstance>>,
     /// When the session expires, where it is known before launch (a ready browser).
@@ -116,9 +114,7 @@ impl Supervisor {
         deadline: Instant,
         ready: oneshot::Sender<Result<Session, CreateError>>,
     ) {
-        if !self.adopted
-            && let Err(e) = self.begin(&mut *browser).await
-        {
+        if let Err(e) = self.begin(&mut *browser).await {
             tracing::warn!(error = %e, "could not set up the session's browser");
             let reason = format!("the session's browser could not be set up: {e}");
             // Not `finish`: a session that never began has no context to save.
@@ -162,14 +158,14 @@ impl Supervisor {
 
     /// Readies the browser for this session: its downloads folder, its context's cookies.
     async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
-        let downloads_dir = self.manager.files.downloads_dir(self.session.id);
+        let keep_downloads_in = self.manager.files.downloads_dir(self.session.id);
         let cookies = self
             .context
             .take()
             .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
-            downloads_dir,
+            keep_downloads_in,
             cookies,
         };
         Ok(browser.begin_session(&setup).await?)
