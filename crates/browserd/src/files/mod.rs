@@ -95,7 +95,7 @@ impl FileStore {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
-        let mut names: Vec<(String, PathBuf)> = match std::fs::read_dir(&dir) {
+        let mut names: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
