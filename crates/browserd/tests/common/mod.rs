@@ -38,6 +38,7 @@ pub struct Options {
     pub client_idle_timeout: u64,
     pub min_free_memory_mib: u64,
     pub max_clients_per_session: usize,
+    pub max_upload_mib: u64,
 }
 
 impl Default for Options {
@@ -48,6 +49,7 @@ impl Default for Options {
             client_idle_timeout: 600,
             min_free_memory_mib: 512,
             max_clients_per_session: 16,
+            max_upload_mib: 512,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -85,6 +87,7 @@ impl TestServer {
             client_idle_timeout: Some(opts.client_idle_timeout),
             min_free_memory_mib: Some(opts.min_free_memory_mib),
             max_clients_per_session: Some(opts.max_clients_per_session),
+            max_upload_mib: Some(opts.max_upload_mib),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();

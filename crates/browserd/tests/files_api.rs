@@ -1,0 +1,295 @@
+//! Contexts, extensions, uploads and downloads at the HTTP level: shapes, isolation between
+//! projects, and every refusal. (The SDK suites prove the features work in a browser.)
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = if status == 204 {
+        Value::Null
+    } else {
+        resp.json().await.unwrap()
+    };
+    (status, body, headers)
+}
+
+fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["statusCode"], want);
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}
+
+fn file_form(name: &str, bytes: Vec<u8>) -> Form {
+    Form::new().part("file", Part::bytes(bytes).file_name(name.to_owned()))
+}
+
+fn extension_zip() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(br#"{"manifest_version":3,"name":"t","version":"1"}"#)
+        .unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn contexts_have_the_browserbase_shapes() {
+    let server = TestServer::start().await;
+    let (status, created, _) = send(
+        server
+            .req(Method::POST, "/v1/contexts")
+            .json(&json!({"name": " Shop "})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert!(
+        created["uploadUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/contexts/{id}/upload"))
+    );
+    assert_eq!(created["publicKey"], "");
+    assert_eq!(created["cipherAlgorithm"], "AES-256-GCM");
+    assert_eq!(created["initializationVectorSize"], 12);
+
+    let (status, got, _) = send(server.req(Method::GET, &format!("/v1/contexts/{id}"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["name"], "Shop", "trimmed");
+    for field in ["id", "createdAt", "updatedAt", "projectId"] {
+        assert!(got[field].is_string(), "{field} in {got}");
+    }
+
+    // The SDKs' PUT has an empty body; it answers the create shape.
+    let (status, put, _) = send(
+        server
+            .req(Method::PUT, &format!("/v1/contexts/{id}"))
+            .header("content-type", "application/json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(put["id"], id);
+
+    let (status, body, headers) = send(
+        server
+            .req(Method::POST, "/v1/contexts")
+            .json(&json!({"name": "shop"})),
+    )
+    .await;
+    assert_error(status, &body, 409, "already has a context named");
+    assert_eq!(headers["x-should-retry"], "false");
+
+    let (status, body, _) =
+        send(server.req(Method::GET, &format!("/v1/contexts/{id}/upload"))).await;
+    assert_error(status, &body, 410, "persist");
+
+    let (status, _, _) = send(server.req(Method::DELETE, &format!("/v1/contexts/{id}"))).await;
+    assert_eq!(status, 204);
+    let (status, body, _) = send(server.req(Method::GET, &format!("/v1/contexts/{id}"))).await;
+    assert_error(status, &body, 404, "not found");
+    // The name is free again.
+    let (status, _, _) = send(
+        server
+            .req(Method::POST, "/v1/contexts")
+            .json(&json!({"name": "shop"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_projects_contexts_and_extensions_are_not_found() {
+    let server = TestServer::start().await;
+    let (_, ctx, _) = send(server.req(Method::POST, "/v1/contexts").json(&json!({}))).await;
+    let ctx = ctx["id"].as_str().unwrap().to_owned();
+    let (status, ext, _) = send(
+        server
+            .req(Method::POST, "/v1/extensions")
+            .multipart(file_form("e.zip", extension_zip())),
+    )
+    .await;
+    assert_eq!(status, 200, "{ext}");
+    let ext = ext["id"].as_str().unwrap().to_owned();
+
+    server.add_project("other", 2, "other-key").await;
+    let other = |method: Method, path: &str| {
+        server
+            .http
+            .request(method, server.url(path))
+            .header("X-BB-API-Key", "other-key")
+    };
+    for (method, path) in [
+        (Method::GET, format!("/v1/contexts/{ctx}")),
+        (Method::DELETE, format!("/v1/contexts/{ctx}")),
+        (Method::GET, format!("/v1/extensions/{ext}")),
+        (Method::DELETE, format!("/v1/extensions/{ext}")),
+    ] {
+        let (status, body, _) = send(other(method, &path)).await;
+        assert_error(status, &body, 404, "not found");
+    }
+    let (status, body, _) = send(
+        other(Method::POST, "/v1/sessions")
+            .json(&json!({"browserSettings": {"context": {"id": ctx, "persist": true}}})),
+    )
+    .await;
+    assert_error(status, &body, 404, "context");
+    let (status, body, _) =
+        send(other(Method::POST, "/v1/sessions").json(&json!({"extensionId": ext}))).await;
+    assert_error(status, &body, 404, "extension");
+    assert_eq!(server.state.sessions.live_count(), 0, "nothing started");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_context_that_does_not_open_fails_the_create_and_starts_no_browser() {
+    let server = TestServer::start().await;
+    let (_, ctx, _) = send(server.req(Method::POST, "/v1/contexts").json(&json!({}))).await;
+    let ctx = ctx["id"].as_str().unwrap().to_owned();
+    let with_ctx = json!({"browserSettings": {"context": {"id": ctx, "persist": true}}});
+
+    // A first session fills the context.
+    let s = server.create(with_ctx.clone()).await;
+    server.release(s["id"].as_str().unwrap()).await;
+    let file = server.data_dir.path().join(format!("contexts/{ctx}.ctx"));
+    assert!(file.is_file(), "the release saved the context");
+
+    // Damage one byte: it no longer authenticates.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let listed_before = server
+        .req(Method::GET, "/v1/sessions")
+        .send()
+        .await
+        .unwrap();
+    let listed_before: Vec<Value> = listed_before.json().await.unwrap();
+    let (status, body, headers) =
+        send(server.req(Method::POST, "/v1/sessions").json(&with_ctx)).await;
+    assert_error(status, &body, 500, "could not be restored");
+    assert!(
+        body["message"].as_str().unwrap().contains("context key"),
+        "{body}"
+    );
+    assert_eq!(headers["x-should-retry"], "false");
+    assert_eq!(server.state.sessions.live_count(), 0, "no browser started");
+    let listed_after: Vec<Value> = server
+        .req(Method::GET, "/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_after.len(),
+        listed_before.len(),
+        "no session recorded"
+    );
+    let browsers = std::fs::read_dir(server.data_dir.path().join("sessions"))
+        .unwrap()
+        .count();
+    assert_eq!(browsers, 0, "no browser folder");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn uploads_and_extensions_refuse_bad_input() {
+    let server = TestServer::start_with(Options {
+        max_upload_mib: 1,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap();
+    let uploads = format!("/v1/sessions/{id}/uploads");
+
+    let (status, body, _) = send(server.req(Method::POST, &uploads).json(&json!({}))).await;
+    assert_error(status, &body, 415, "multipart/form-data");
+    let (status, body, _) = send(
+        server
+            .req(Method::POST, &uploads)
+            .multipart(Form::new().text("other", "x")),
+    )
+    .await;
+    assert_error(status, &body, 400, "no part named \"file\"");
+    let (status, body, _) = send(
+        server
+            .req(Method::POST, &uploads)
+            .multipart(file_form("..", b"x".to_vec())),
+    )
+    .await;
+    assert_error(status, &body, 400, "usable file name");
+    let (status, body, _) = send(
+        server
+            .req(Method::POST, &uploads)
+            .multipart(file_form("big.bin", vec![0; 2 * 1024 * 1024])),
+    )
+    .await;
+    assert_error(status, &body, 413, "larger than");
+
+    // A traversal attempt lands inside the session's uploads folder.
+    let (status, body, _) = send(
+        server
+            .req(Method::POST, &uploads)
+            .multipart(file_form("../../../escape.txt", b"inside".to_vec())),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let path = std::path::PathBuf::from(body["path"].as_str().unwrap());
+    let expected_dir = server
+        .data_dir
+        .path()
+        .join(format!("session-files/{id}/uploads"));
+    assert_eq!(path, expected_dir.join("escape.txt"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"inside");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(path.to_str().unwrap())
+    );
+    let tmp = std::fs::read_dir(server.data_dir.path().join("tmp")).unwrap();
+    assert_eq!(tmp.count(), 0, "refused uploads leave no scratch files");
+
+    let (status, body, _) = send(
+        server
+            .req(Method::POST, "/v1/extensions")
+            .multipart(file_form("e.zip", b"PK but not really".to_vec())),
+    )
+    .await;
+    assert_error(status, &body, 415, "not a zip");
+
+    let (status, body, _) = send(server.req(
+        Method::GET,
+        "/v1/sessions/00000000-0000-0000-0000-000000000000/downloads",
+    ))
+    .await;
+    assert_error(status, &body, 404, "not found");
+
+    // Downloads: a zip, empty while there are none, also after the end.
+    for _ in 0..2 {
+        let resp = server
+            .req(Method::GET, &format!("/v1/sessions/{id}/downloads"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/zip");
+        let zip = zip::ZipArchive::new(std::io::Cursor::new(resp.bytes().await.unwrap())).unwrap();
+        assert_eq!(zip.len(), 0);
+        server.release(id).await;
+    }
+    server.stop().await;
+}
