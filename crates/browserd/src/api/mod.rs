@@ -260,6 +260,12 @@ mod tests {
             "/v1/projects",
             "/v1/projects/{id}",
             "/v1/projects/{id}/usage",
+            "/v1/sessions/{id}/uploads",
+            "/v1/sessions/{id}/downloads",
+            "/v1/contexts",
+            "/v1/contexts/{id}",
+            "/v1/extensions",
+            "/v1/extensions/{id}",
         ] {
             assert!(paths.contains(&route), "{route} is not described");
         }
