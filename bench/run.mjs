@@ -239,6 +239,43 @@ async function benchLifecycle(ctx) {
   return results;
 }
 
+// ---------------------------------------------------------------- 1b. contexts
+
+/** One cold session, with or without a persisted context: create, sign in, release. */
+async function contextRound(server, site, contextId) {
+  const body = contextId ? { browserSettings: { context: { id: contextId, persist: true } } } : {};
+  let start = now();
+  const created = await server.api('POST', '/v1/sessions', { keepAlive: true, ...body });
+  if (created.status !== 201) throw new Error(`create: ${created.status} ${JSON.stringify(created.body)}`);
+  const create = now() - start;
+  const browser = await chromium.connectOverCDP(created.body.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await page.goto(`${site.url}/page`);
+  await page.evaluate(() => { document.cookie = `visit=${Date.now()}; max-age=3600`; localStorage.setItem('n', String(Date.now())); });
+  start = now();
+  await server.api('POST', `/v1/sessions/${created.body.id}`, { status: 'REQUEST_RELEASE' });
+  const release = now() - start;
+  await browser.close();
+  return { create, release };
+}
+
+async function benchContexts(ctx) {
+  const server = ctx.cold;
+  const { body: context } = await server.api('POST', '/v1/contexts', {});
+  await contextRound(server, ctx.site, context.id); // fills the context (untimed)
+  const results = { plain: [], context: [] };
+  const n = Math.max(10, Math.floor(ITERATIONS / 2));
+  for (let i = 0; i < n; i++) {
+    for (const k of i % 2 ? ['plain', 'context'] : ['context', 'plain']) {
+      results[k].push(await contextRound(server, ctx.site, k === 'context' ? context.id : null));
+    }
+  }
+  const file = join(server.dataDir, 'contexts', `${context.id}.ctx`);
+  results.bytes = existsSync(file) ? readFileSync(file).length : 0;
+  results.n = n;
+  return results;
+}
+
 // ---------------------------------------------------------------- 2. relay cost
 
 /** Opens the same browser twice: through browserd and on Chromium's own websocket. */
@@ -389,7 +426,7 @@ function stageTable(results) {
     '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
-function report(ctx, lc, relay, creates, mem, cap, seconds) {
+function report(ctx, lc, contexts, relay, creates, mem, cap, seconds) {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = cpus()[0]?.model ?? 'unknown';
   const chromiumVersion = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
@@ -436,6 +473,19 @@ never runs under another mode's measurement; the refill that follows a warm crea
 during that warm iteration's later stages, at low CPU priority.
 
 ${stageTable(lc)}
+
+## 1b. Contexts: restoring and saving a profile (${contexts.n} iterations each, ms, p50 / p95)
+
+Cold sessions (no warm pool: a session with a context always starts its own browser), created
+with keepAlive, a page loaded, a cookie and a localStorage item set, then released. "With
+context" restores the saved profile (decrypt, unpack, set its cookies through CDP) at create,
+and saves it at release (read cookies, \`Browser.close\` so Chromium flushes its profile, zip,
+encrypt, write). Interleaved with the plain sessions. The sealed context was ${f(contexts.bytes / 1024, 0)} KiB.
+
+| stage | plain | with context | cost of the context |
+|---|---|---|---|
+| create | ${f(pct(contexts.plain.map((x) => x.create), 50))} / ${f(pct(contexts.plain.map((x) => x.create), 95))} | ${f(pct(contexts.context.map((x) => x.create), 50))} / ${f(pct(contexts.context.map((x) => x.create), 95))} | +${f(pct(contexts.context.map((x) => x.create), 50) - pct(contexts.plain.map((x) => x.create), 50))} |
+| release | ${f(pct(contexts.plain.map((x) => x.release), 50))} / ${f(pct(contexts.plain.map((x) => x.release), 95))} | ${f(pct(contexts.context.map((x) => x.release), 50))} / ${f(pct(contexts.context.map((x) => x.release), 95))} | +${f(pct(contexts.context.map((x) => x.release), 50) - pct(contexts.plain.map((x) => x.release), 50))} |
 
 ## 2. The relay: the same browser through browserd and on its own websocket
 
@@ -484,6 +534,8 @@ async function main() {
   await ctx.warm.waitWarm(2);
   log('lifecycle');
   const lc = await benchLifecycle(ctx);
+  log('contexts');
+  const contexts = await benchContexts(ctx);
   log('relay');
   const relay = await benchRelay(ctx);
   await ctx.warm.stop();
@@ -494,7 +546,7 @@ async function main() {
   const mem = await benchIdleMemory();
   const cap = SKIP_CAPACITY ? null : (log('capacity'), await benchCapacity(ctx));
   site.close();
-  const md = report(ctx, lc, relay, creates, mem, cap, (now() - started) / 1000);
+  const md = report(ctx, lc, contexts, relay, creates, mem, cap, (now() - started) / 1000);
   writeFileSync(OUT, md);
   console.log(md);
 }
