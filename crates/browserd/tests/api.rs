@@ -65,7 +65,6 @@ async fn create_returns_the_full_session_with_connect_credentials() {
             "userMetadata": {"order": {"id": "42"}},
             "browserSettings": {"viewport": {"width": 1000, "height": 700}, "blockAds": true, "notAField": 1},
             "proxies": true,
-            "extensionId": "ext-1",
         })),
     )
     .await;
