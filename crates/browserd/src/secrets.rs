@@ -105,9 +105,92 @@ pub fn verify_session_token(secret: &SigningSecret, token: &str) -> Option<Uuid>
     secret.verify(id, mac).then_some(id)
 }
 
+/// What an inspector URL (live view, DevTools, debug websocket) grants: one session, until
+/// an instant, with or without input. Carried in the URL path, so it works in another
+/// site's iframe without the API key, and stops at `expires_at` or the session's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InspectGrant {
+    pub session: Uuid,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Watch only: mouse, keyboard and text input are refused.
+    pub read_only: bool,
+}
+
+impl SigningSecret {
+    fn grant_mac(&self, session: Uuid, expires_at: i64, mode: char) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        // A different prefix from the signing key's: one never verifies as the other.
+        mac.update(b"browserd inspect grant v1:");
+        mac.update(session.as_bytes());
+        mac.update(&expires_at.to_be_bytes());
+        mac.update(&[mode as u8]);
+        mac
+    }
+
+    /// `<session>.<expiry>.<r|w>.<mac>`: URL-safe, no `/`.
+    pub fn sign_grant(&self, grant: &InspectGrant) -> String {
+        let mode = if grant.read_only { 'r' } else { 'w' };
+        let mac = self.grant_mac(grant.session, grant.expires_at, mode);
+        format!(
+            "{}.{}.{mode}.{}",
+            grant.session.simple(),
+            grant.expires_at,
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    /// The grant a token carries if browserd signed it (expiry not checked here).
+    pub fn verify_grant(&self, token: &str) -> Option<InspectGrant> {
+        let mut parts = token.split('.');
+        let (session, expires_at, mode, tag) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let session = Uuid::try_parse(session).ok()?;
+        let expires_at: i64 = expires_at.parse().ok()?;
+        let mode = match mode {
+            "r" => 'r',
+            "w" => 'w',
+            _ => return None,
+        };
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.grant_mac(session, expires_at, mode)
+            .verify_slice(&tag)
+            .ok()?;
+        Some(InspectGrant {
+            session,
+            expires_at,
+            read_only: mode == 'r',
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inspect_grants_verify_only_as_signed() {
+        let secret = SigningSecret::generate();
+        let grant = InspectGrant {
+            session: Uuid::new_v4(),
+            expires_at: 1_900_000_000,
+            read_only: true,
+        };
+        let token = secret.sign_grant(&grant);
+        assert!(!token.contains('/'));
+        assert_eq!(secret.verify_grant(&token), Some(grant));
+        assert_eq!(SigningSecret::generate().verify_grant(&token), None);
+        // Flipping the mode or the expiry breaks the MAC.
+        assert_eq!(secret.verify_grant(&token.replacen(".r.", ".w.", 1)), None);
+        assert_eq!(secret.verify_grant(&token.replacen("1900000000", "1900000001", 1)), None);
+        // A session's signing key is not a grant, and a grant is not a signing key.
+        let signing = session_token(&secret, grant.session);
+        assert_eq!(secret.verify_grant(&signing), None);
+        assert_eq!(verify_session_token(&secret, &token), None);
+    }
 
     #[test]
     fn api_keys_are_random_and_hash_stably() {

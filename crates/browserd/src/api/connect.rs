@@ -9,13 +9,10 @@ use crate::sessions::AttachError;
 use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use super::upgrade::Upgrade;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use uuid::Uuid;
 
 /// Which session a connect request is for, if its credentials are right.
@@ -68,11 +65,10 @@ pub async fn connect(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let id = authenticate(&state, &query).await?;
-    let key = websocket_key(req.headers())?;
-    let on_upgrade = req
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| ApiError::BadRequest("this connection cannot be upgraded".into()))?;
+    let upgrade = Upgrade::from_request(
+        &mut req,
+        "connect to it with a CDP client such as Playwright's connect_over_cdp or Puppeteer's connect",
+    )?;
     let lease = match state.sessions.attach(id) {
         Ok(lease) => lease,
         Err(AttachError::NotLive(id)) => return Err(not_live(&state, id).await),
@@ -95,65 +91,14 @@ pub async fn connect(
             tracing::warn!(session = %id, error = %e, "could not reach the session's browser");
             ApiError::BadGateway("browserd could not reach the session's browser".into())
         })?;
+    let response = upgrade.response();
     // Owns this client's connection until it or the session ends.
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "client left during the websocket upgrade");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(crate::cdp::relay::ws_config(max)),
-        )
-        .await;
-        crate::cdp::relay::run(ws, browser, lease, watch).await;
+        if let Some(ws) = upgrade.websocket(max).await {
+            crate::cdp::relay::run(ws, browser, lease, watch).await;
+        }
     });
-
-    // No Sec-WebSocket-Extensions in the answer: no compression, frames pass as they are.
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let h = response.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-            .expect("base64 is a valid header value"),
-    );
     Ok(response)
-}
-
-/// Checks the websocket handshake headers and returns `Sec-WebSocket-Key`.
-fn websocket_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
-        return Err(ApiError::BadRequest(
-            "this is a CDP websocket endpoint: connect to it with a websocket client such as Playwright's connect_over_cdp or Puppeteer's connect".into(),
-        ));
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        return Err(ApiError::BadRequest(
-            "Sec-WebSocket-Version must be 13".into(),
-        ));
-    }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| ApiError::BadRequest("missing Sec-WebSocket-Key header".into()))
 }
 
 /// `GET /json/version/?signingKey=…`: what Playwright asks when given an `http://` URL.

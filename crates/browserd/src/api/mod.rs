@@ -11,6 +11,7 @@ mod params;
 mod projects;
 mod session_files;
 mod sessions;
+mod upgrade;
 
 use crate::model::Project;
 use crate::secrets::{SigningSecret, hash_api_key};
