@@ -8,6 +8,7 @@
 //! - [`cdp`]: relaying a client's CDP websocket to its session's browser.
 //! - [`files`]: what lives on disk beside the database: session uploads and downloads,
 //!   encrypted contexts, unpacked extensions.
+//! - [`inspect`]: looking into a session: live view, DevTools, CDP log, rrweb recording.
 //! - [`store`]: SQLite persistence of projects, key hashes and sessions.
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
@@ -19,6 +20,7 @@ pub mod cdp;
 pub mod cli;
 pub mod config;
 pub mod files;
+pub mod inspect;
 pub mod model;
 pub mod secrets;
 pub mod server;

@@ -277,6 +277,10 @@ impl BrowserInstance for ChromiumBrowser {
         set_group_priority(self.child.id(), 0);
     }
 
+    fn has_devtools(&self) -> bool {
+        true
+    }
+
     fn downloads_dir(&self) -> Option<PathBuf> {
         Some(self.dir.join("downloads"))
     }
@@ -549,6 +553,10 @@ impl BrowserInstance for AdoptedBrowser {
 
     fn record(&self) -> Option<BrowserRecord> {
         Some(self.record.clone())
+    }
+
+    fn has_devtools(&self) -> bool {
+        true
     }
 
     fn downloads_dir(&self) -> Option<PathBuf> {

@@ -136,6 +136,12 @@ pub trait BrowserInstance: Send + Sync {
     /// neither stopped now nor when dropped. Default: nothing to let go of.
     fn detach(&mut self) {}
 
+    /// Whether the browser speaks CDP at [`BrowserInstance::cdp_url`] (fakes do not), so
+    /// browserd may open its own connections to it (recording, live view).
+    fn has_devtools(&self) -> bool {
+        false
+    }
+
     /// The folder the browser saves downloads in: its default download directory, and where
     /// clients' download requests are pointed. Default: none (fakes).
     fn downloads_dir(&self) -> Option<PathBuf> {

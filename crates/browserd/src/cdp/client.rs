@@ -2,8 +2,9 @@
 //! to a browser itself: point its downloads at the session's folder, restore and read a
 //! context's cookies, and close it gracefully so its profile is flushed to disk.
 //!
-//! Deliberately tiny (one request in flight, events skipped): these are a handful of calls
-//! at a session's start and end, never on a client's path.
+//! Deliberately tiny (one request in flight; events that arrive meanwhile are kept for
+//! [`CdpClient::next_event`]): a handful of calls at a session's start and end, and the
+//! session recorder's event stream. Never on a client's path.
 
 use super::relay::{BrowserWs, connect_browser};
 use futures_util::{SinkExt, StreamExt};
@@ -32,6 +33,8 @@ pub enum CdpError {
 pub struct CdpClient {
     ws: BrowserWs,
     next_id: u64,
+    /// Events read while waiting for a reply, oldest first.
+    events: std::collections::VecDeque<Value>,
 }
 
 impl CdpClient {
@@ -40,14 +43,32 @@ impl CdpClient {
             .await
             .map_err(|_| CdpError::Connect("timed out".into()))?
             .map_err(|e| CdpError::Connect(e.to_string()))?;
-        Ok(Self { ws, next_id: 0 })
+        Ok(Self {
+            ws,
+            next_id: 0,
+            events: Default::default(),
+        })
     }
 
     /// Sends a browser-level command and returns its `result`.
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
+        self.call_in(None, method, params).await
+    }
+
+    /// Sends a command, on a target's flattened session if `session` is given, and returns
+    /// its `result`.
+    pub async fn call_in(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, CdpError> {
         self.next_id += 1;
         let id = self.next_id;
-        let request = json!({ "id": id, "method": method, "params": params });
+        let mut request = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = session {
+            request["sessionId"] = session.into();
+        }
         let exchange = async {
             self.ws
                 .send(Message::text(request.to_string()))
@@ -59,7 +80,10 @@ impl CdpClient {
                 let mut reply: Value = serde_json::from_str(&text)
                     .map_err(|e| CdpError::Transport(format!("unreadable reply: {e}")))?;
                 if reply.get("id").and_then(Value::as_u64) != Some(id) {
-                    continue; // an event
+                    if reply.get("method").is_some() {
+                        self.events.push_back(reply);
+                    }
+                    continue;
                 }
                 if let Some(error) = reply.get("error") {
                     return Err(CdpError::Command {
@@ -76,5 +100,25 @@ impl CdpClient {
             .map_err(|_| CdpError::Timeout {
                 method: method.to_owned(),
             })?
+    }
+
+    /// The next event (a message with a `method`); `None` once the connection is gone.
+    pub async fn next_event(&mut self) -> Option<Value> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        while let Some(msg) = self.ws.next().await {
+            let Ok(Message::Text(text)) = msg else {
+                if msg.is_err() {
+                    return None;
+                }
+                continue;
+            };
+            match serde_json::from_str::<Value>(&text) {
+                Ok(event) if event.get("method").is_some() => return Some(event),
+                _ => continue,
+            }
+        }
+        None
     }
 }

@@ -98,6 +98,9 @@ pub async fn run<S>(
             }
             match msg {
                 Message::Text(ref text) => {
+                    if let Some(log) = lease.log() {
+                        log.command(lease.number(), text);
+                    }
                     if let Some(id) = browser_close_id(text) {
                         let reply = format!(r#"{{"id":{id},"result":{{}}}}"#);
                         let _ = reply_tx.send(Message::text(reply)).await;
@@ -162,6 +165,9 @@ pub async fn run<S>(
                 }
                 msg = browser_rx.next() => match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if let (Some(log), Message::Text(text)) = (lease.log(), &msg) {
+                            log.reply(lease.number(), text);
+                        }
                         if let Err(e) = client_tx.send(msg).await {
                             tracing::debug!(error = %e, "could not write to the client");
                             return None;

@@ -1,8 +1,9 @@
 //! What browserd keeps on disk besides its database, all under the data dir:
 //!
-//! - `session-files/<session id>/{uploads,downloads}/`: files a client uploaded for the
-//!   session's browser and files its pages downloaded. They outlive the session (downloads
-//!   are fetched after it ends) until the retention sweep removes them.
+//! - `session-files/<session id>/`: `uploads/` (files a client uploaded for the session's
+//!   browser), `downloads/` (files its pages downloaded), `logs.jsonl` (its CDP log) and
+//!   `recording.jsonl` (its rrweb recording). They outlive the session until the retention
+//!   sweep removes them.
 //! - `contexts/<context id>.ctx`: saved browser profiles, encrypted ([`contexts`]).
 //! - `extensions/<extension id>/`: unpacked browser extensions ([`extensions`]).
 //!
@@ -72,6 +73,16 @@ impl FileStore {
     /// Where a session's downloads are kept once its browser has stopped.
     pub fn downloads_dir(&self, id: Uuid) -> PathBuf {
         self.session_dir(id).join("downloads")
+    }
+
+    /// The session's CDP log, one `SessionLog` entry per line.
+    pub fn logs_path(&self, id: Uuid) -> PathBuf {
+        self.session_dir(id).join("logs.jsonl")
+    }
+
+    /// The session's rrweb recording, one event per line.
+    pub fn recording_path(&self, id: Uuid) -> PathBuf {
+        self.session_dir(id).join("recording.jsonl")
     }
 
     /// Where uploads for a session's browser go.

@@ -18,6 +18,7 @@ use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
 use crate::files::FileStore;
 use crate::files::contexts::ContextError;
+use crate::inspect::logs::LogTap;
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{SessionStore, StoreError};
 use serde_json::{Map, Value};
@@ -200,6 +201,10 @@ struct LiveEntry {
     /// Where the session's browser saves downloads (once it is ready); relays point
     /// clients' download requests here.
     downloads_dir: Option<Arc<Path>>,
+    /// The session's CDP log, if it logs (`browserSettings.logSession`, on by default).
+    log: Option<LogTap>,
+    /// The session's first tab: the one recorded, and the live view's default.
+    primary_tab: Option<String>,
     /// Connected clients, counted by their leases.
     clients: Arc<AtomicUsize>,
 }
@@ -222,6 +227,8 @@ pub struct SessionManager {
     /// Recent creates per project, for the per-minute rate. A std Mutex: checked and
     /// pushed in one short section.
     creates: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Numbers clients for the log (command ids are only unique per client).
+    client_numbers: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -251,6 +258,7 @@ impl SessionManager {
             shutting_down: AtomicBool::new(false),
             stop_pool: CancellationToken::new(),
             creates: Mutex::new(HashMap::new()),
+            client_numbers: Default::default(),
         });
         if manager.pool.target() > 0 {
             let this = Arc::clone(&manager);
@@ -330,6 +338,8 @@ impl SessionManager {
                 browser_pid: None,
                 browser_dir: None,
                 downloads_dir: None,
+                log: None,
+                primary_tab: None,
                 clients: Arc::default(),
             },
             &req.project,
@@ -483,6 +493,29 @@ impl SessionManager {
         self.pool.nudge();
     }
 
+    /// What the inspector needs of a live, ready session: its browser's CDP url, its
+    /// primary tab, and its end.
+    pub fn inspect(&self, id: Uuid) -> Option<Inspectable> {
+        let live = self.live.lock().unwrap();
+        let entry = live.get(&id)?;
+        if entry.ended.borrow().is_some() {
+            return None;
+        }
+        Some(Inspectable {
+            cdp_url: entry.cdp_url.clone()?,
+            primary_tab: entry.primary_tab.clone(),
+            ended: entry.ended.clone(),
+        })
+    }
+
+    /// Set by the supervisor as it readies the session.
+    fn set_inspection(&self, id: Uuid, log: Option<LogTap>, primary_tab: Option<String>) {
+        if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
+            entry.log = log;
+            entry.primary_tab = primary_tab;
+        }
+    }
+
     fn set_ready(&self, id: Uuid, browser: &dyn BrowserInstance) {
         if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
             entry.cdp_url = Some(browser.cdp_url().to_owned());
@@ -514,6 +547,8 @@ impl SessionManager {
         entry.clients.fetch_add(1, Ordering::SeqCst);
         Ok(ClientLease {
             session_id: id,
+            number: self.client_numbers.fetch_add(1, Ordering::Relaxed),
+            log: entry.log.clone(),
             cdp_url,
             downloads_dir: entry
                 .downloads_dir
@@ -573,6 +608,8 @@ impl SessionManager {
                 browser_pid: None,
                 browser_dir: None,
                 downloads_dir: None,
+                log: None,
+                primary_tab: None,
                 clients: Arc::default(),
             },
         );
@@ -663,10 +700,22 @@ pub async fn save_context(
     }
 }
 
+/// A live session as the inspector sees it.
+#[derive(Debug, Clone)]
+pub struct Inspectable {
+    pub cdp_url: String,
+    pub primary_tab: Option<String>,
+    /// Becomes `Some` when the session ends.
+    pub ended: watch::Receiver<Option<Ending>>,
+}
+
 /// One connected client of a live session. Dropping it tells the supervisor the client left.
 #[derive(Debug)]
 pub struct ClientLease {
     session_id: Uuid,
+    /// Unique among this server's clients.
+    number: u64,
+    log: Option<LogTap>,
     cdp_url: String,
     downloads_dir: Arc<Path>,
     commands: mpsc::UnboundedSender<Command>,
@@ -682,6 +731,16 @@ impl ClientLease {
     /// The browser's CDP endpoint this client is relayed to.
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
+    }
+
+    /// This client's number (unique on this server), for the log.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The session's CDP log, if it logs.
+    pub fn log(&self) -> Option<&LogTap> {
+        self.log.as_ref()
     }
 
     /// Where the session's downloads go, whatever folder the client asks for.

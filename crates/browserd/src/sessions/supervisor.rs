@@ -168,7 +168,44 @@ impl Supervisor {
             keep_downloads_in,
             cookies,
         };
-        Ok(browser.begin_session(&setup).await?)
+        browser.begin_session(&setup).await?;
+        self.begin_inspection(browser).await;
+        Ok(())
+    }
+
+    /// Starts the session's CDP log and rrweb recording (each on unless its
+    /// `browserSettings` flag is false). A recording that cannot start is logged, not fatal:
+    /// the session itself is fine.
+    async fn begin_inspection(&self, browser: &dyn BrowserInstance) {
+        let id = self.session.id;
+        let setting = |name: &str| {
+            self.session
+                .browser_settings
+                .as_ref()
+                .and_then(|s| s.get(name))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(true)
+        };
+        let files = &self.manager.files;
+        let log = setting("logSession").then(|| crate::inspect::logs::start(files.logs_path(id)));
+        let mut primary_tab = None;
+        if browser.has_devtools() {
+            let cdp_url = browser.cdp_url();
+            if setting("recordSession") {
+                match crate::inspect::recorder::start(cdp_url, id, files.recording_path(id)).await
+                {
+                    Ok(tab) => primary_tab = Some(tab),
+                    Err(e) => tracing::warn!(error = %e, "could not start the session recording"),
+                }
+            }
+            if primary_tab.is_none() {
+                primary_tab = crate::inspect::tabs(cdp_url, None)
+                    .await
+                    .ok()
+                    .and_then(|tabs| tabs.into_iter().next().map(|t| t.id));
+            }
+        }
+        self.manager.set_inspection(id, log, primary_tab);
     }
 
     /// Waits for whatever ends the session first.

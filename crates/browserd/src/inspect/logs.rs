@@ -1,0 +1,369 @@
+//! Session logs: the CDP commands clients send and the browser's replies, paired up and
+//! written as Browserbase `SessionLog` entries, one JSON object per line, to the session's
+//! `logs.jsonl`.
+//!
+//! The relay's only work is an O(1) hand-off of each command and each reply (a refcounted
+//! clone of the frame, `try_send` on a bounded channel; events are not logged and never
+//! handed over). Parsing and writing happen on the logger's own task. If the logger falls
+//! behind, frames are dropped from the log rather than slowing the relay; the log says how
+//! many.
+
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Entries kept per session; after this many the log ends with a `browserd.logLimitReached`
+/// entry. The first ones are kept: they show how the session was set up.
+pub const MAX_ENTRIES: usize = 10_000;
+/// Largest `rawBody` kept per request or response, in bytes.
+pub const MAX_RAW_BODY: usize = 4 * 1024;
+/// Messages larger than this are not parsed into `params` / `result` (their `rawBody` is
+/// still kept, cut to [`MAX_RAW_BODY`]).
+const MAX_PARSED: usize = 64 * 1024;
+/// Frames waiting for the logger; beyond this the relay drops them from the log.
+const QUEUE: usize = 4096;
+/// Commands waiting for their reply, per session; beyond this new ones are not logged.
+const MAX_PENDING: usize = 10_000;
+
+/// One frame handed from a relay to the logger.
+#[derive(Debug)]
+enum Traffic {
+    Command { client: u64, text: Utf8Bytes, at: i64 },
+    Reply { client: u64, text: Utf8Bytes, at: i64 },
+}
+
+/// A relay's handle on its session's logger. Cheap to clone; the logger ends once every
+/// clone is dropped.
+#[derive(Debug, Clone)]
+pub struct LogTap {
+    tx: mpsc::Sender<Traffic>,
+}
+
+fn now_ms() -> i64 {
+    (crate::model::now().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl LogTap {
+    /// A client's command, as it goes to the browser.
+    pub fn command(&self, client: u64, text: &Utf8Bytes) {
+        let _ = self.tx.try_send(Traffic::Command {
+            client,
+            text: text.clone(),
+            at: now_ms(),
+        });
+    }
+
+    /// A browser message going to a client; only replies (`{"id":…`) are logged, and the
+    /// check is a prefix comparison, so events cost nothing here.
+    pub fn reply(&self, client: u64, text: &Utf8Bytes) {
+        if text.as_bytes().starts_with(b"{\"id\":") {
+            let _ = self.tx.try_send(Traffic::Reply {
+                client,
+                text: text.clone(),
+                at: now_ms(),
+            });
+        }
+    }
+}
+
+/// Starts a session's logger, appending to `path` (a restarted browserd continues the
+/// file). Returns the tap relays use.
+pub fn start(path: PathBuf) -> LogTap {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    // Lives until the last tap is dropped (the session ended and its relays finished).
+    tokio::spawn(run(path, rx));
+    LogTap { tx }
+}
+
+struct Pending {
+    method: String,
+    session_id: Option<String>,
+    params: Value,
+    raw: String,
+    at: i64,
+}
+
+async fn run(path: PathBuf, mut rx: mpsc::Receiver<Traffic>) {
+    let mut writer = LogWriter::new(path);
+    let mut pending: HashMap<(u64, u64), Pending> = HashMap::new();
+    let mut pages = PageIds::default();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Everything queued now is written before one flush.
+        while let Some(traffic) = next {
+            match traffic {
+                Traffic::Command { client, text, at } => {
+                    if pending.len() < MAX_PENDING
+                        && let Some((id, command)) = parse_command(&text, at)
+                    {
+                        pending.insert((client, id), command);
+                    }
+                }
+                Traffic::Reply { client, text, at } => {
+                    if let Some(id) = reply_id(&text)
+                        && let Some(command) = pending.remove(&(client, id))
+                    {
+                        let entry = entry(&command, &text, at, &mut pages);
+                        writer.write(entry).await;
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        writer.flush().await;
+    }
+    writer.flush().await;
+}
+
+fn parse_command(text: &str, at: i64) -> Option<(u64, Pending)> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: u64,
+        method: String,
+        #[serde(rename = "sessionId")]
+        session_id: Option<String>,
+    }
+    let params = if text.len() <= MAX_PARSED {
+        let full: Value = serde_json::from_str(text).ok()?;
+        full.get("params").cloned().unwrap_or_else(|| json!({}))
+    } else {
+        json!({})
+    };
+    // serde skips the (possibly huge) params without building them.
+    let head: Head = serde_json::from_str(text).ok()?;
+    Some((
+        head.id,
+        Pending {
+            method: head.method,
+            session_id: head.session_id,
+            params,
+            raw: cut(text),
+            at,
+        },
+    ))
+}
+
+/// The id of a reply, read from its head without parsing the rest.
+fn reply_id(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("{\"id\":")?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_RAW_BODY);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Browserbase's `pageId` is an integer: each CDP session (one attachment to a page) gets
+/// the next number; browser-level traffic is page 0.
+#[derive(Default)]
+struct PageIds(HashMap<String, u64>);
+
+impl PageIds {
+    fn of(&mut self, session: Option<&str>) -> u64 {
+        let Some(session) = session else { return 0 };
+        let next = self.0.len() as u64 + 1;
+        *self.0.entry(session.to_owned()).or_insert(next)
+    }
+}
+
+fn entry(command: &Pending, reply: &str, at: i64, pages: &mut PageIds) -> Map<String, Value> {
+    let result = if reply.len() <= MAX_PARSED {
+        serde_json::from_str::<Value>(reply)
+            .ok()
+            .and_then(|mut v| v.get_mut("result").map(Value::take))
+            .unwrap_or_else(|| json!({}))
+    } else {
+        json!({})
+    };
+    let mut entry = Map::new();
+    entry.insert("method".into(), command.method.clone().into());
+    entry.insert(
+        "pageId".into(),
+        pages.of(command.session_id.as_deref()).into(),
+    );
+    entry.insert(
+        "sessionId".into(),
+        command.session_id.clone().unwrap_or_default().into(),
+    );
+    entry.insert("timestamp".into(), command.at.into());
+    for key in ["frameId", "loaderId"] {
+        if let Some(v) = result.get(key).filter(|v| v.is_string()) {
+            entry.insert(key.into(), v.clone());
+        }
+    }
+    entry.insert(
+        "request".into(),
+        json!({ "params": command.params, "rawBody": command.raw, "timestamp": command.at }),
+    );
+    entry.insert(
+        "response".into(),
+        json!({ "result": result, "rawBody": cut(reply), "timestamp": at }),
+    );
+    entry
+}
+
+/// Appends entries to the log file, numbering them (`eventId`) and stopping at
+/// [`MAX_ENTRIES`]. Opened on the first entry, so a session that logs nothing has no file
+/// (and its logger touches no disk).
+struct LogWriter {
+    path: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    written: usize,
+    full: bool,
+}
+
+impl LogWriter {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: None,
+            written: 0,
+            full: false,
+        }
+    }
+
+    /// Opens the file for appending; a restarted browserd continues the count of the file
+    /// it appends to.
+    async fn open(&mut self) {
+        self.written = match tokio::fs::read(&self.path).await {
+            Ok(bytes) => bytes.iter().filter(|b| **b == b'\n').count(),
+            Err(_) => 0,
+        };
+        self.full = self.written > MAX_ENTRIES;
+        self.file = open_append(&self.path).await;
+        if self.file.is_none() {
+            self.full = true;
+        }
+    }
+
+    async fn write(&mut self, mut entry: Map<String, Value>) {
+        if self.file.is_none() && !self.full {
+            self.open().await;
+        }
+        if self.full {
+            return;
+        }
+        if self.written == MAX_ENTRIES {
+            self.full = true;
+            entry = Map::new();
+            entry.insert("method".into(), "browserd.logLimitReached".into());
+            entry.insert("pageId".into(), 0.into());
+            entry.insert("sessionId".into(), "".into());
+            entry.insert("timestamp".into(), now_ms().into());
+            entry.insert(
+                "request".into(),
+                json!({ "params": { "limit": MAX_ENTRIES }, "rawBody": "" }),
+            );
+        }
+        entry.insert("eventId".into(), self.written.to_string().into());
+        let mut line = Value::Object(entry).to_string();
+        line.push('\n');
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.write_all(line.as_bytes()).await
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not write the session log");
+            self.file = None;
+            self.full = true;
+            return;
+        }
+        self.written += 1;
+    }
+
+    async fn flush(&mut self) {
+        if let Some(file) = &mut self.file {
+            let _ = file.flush().await;
+        }
+    }
+}
+
+async fn open_append(path: &std::path::Path) -> Option<tokio::io::BufWriter<tokio::fs::File>> {
+    if let Some(parent) = path.parent() {
+        let _ = tokio::fs::create_dir_all(parent).await;
+    }
+    match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
+        Ok(file) => Some(tokio::io::BufWriter::new(file)),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not open the session log");
+            None
+        }
+    }
+}
+
+/// Reads a session's log: every complete line (a line still being written is skipped).
+pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_and_replies_become_session_log_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/logs.jsonl");
+        let tap = start(path.clone());
+        let cmd = |t: &str| Utf8Bytes::from(t.to_owned());
+        tap.command(1, &cmd(r#"{"id":1,"method":"Browser.getVersion"}"#));
+        tap.command(
+            1,
+            &cmd(r#"{"id":2,"method":"Page.navigate","params":{"url":"http://x/"},"sessionId":"S1"}"#),
+        );
+        // Another client's id 1 is another command.
+        tap.command(2, &cmd(r#"{"id":1,"method":"Target.getTargets"}"#));
+        tap.reply(1, &cmd(r#"{"method":"Page.loadEventFired","params":{}}"#));
+        tap.reply(1, &cmd(r#"{"id":2,"result":{"frameId":"F","loaderId":"L"},"sessionId":"S1"}"#));
+        tap.reply(1, &cmd(r#"{"id":1,"result":{"product":"Chrome"}}"#));
+        tap.reply(2, &cmd(r#"{"id":1,"result":{"targetInfos":[]}}"#));
+        drop(tap);
+
+        let entries = loop {
+            let entries = read(&path).await.unwrap();
+            if entries.len() == 3 {
+                break entries;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        assert_eq!(entries[0]["method"], "Page.navigate");
+        assert_eq!(entries[0]["pageId"], 1);
+        assert_eq!(entries[0]["sessionId"], "S1");
+        assert_eq!(entries[0]["frameId"], "F");
+        assert_eq!(entries[0]["request"]["params"]["url"], "http://x/");
+        assert_eq!(entries[0]["response"]["result"]["loaderId"], "L");
+        assert_eq!(entries[1]["method"], "Browser.getVersion");
+        assert_eq!(entries[1]["pageId"], 0);
+        assert_eq!(entries[1]["response"]["result"]["product"], "Chrome");
+        assert_eq!(entries[2]["method"], "Target.getTargets");
+        assert_eq!(entries[1]["eventId"], "1");
+        assert!(entries[0]["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn reply_ids_are_read_from_the_head() {
+        assert_eq!(reply_id(r#"{"id":42,"result":{}}"#), Some(42));
+        assert_eq!(reply_id(r#"{"method":"X","params":{"id":3}}"#), None);
+        assert_eq!(reply_id(r#"{"id":"#), None);
+    }
+}

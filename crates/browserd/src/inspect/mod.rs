@@ -1,0 +1,86 @@
+//! Looking into a session: its live view (a screencast with input), Chrome DevTools on its
+//! tabs, its CDP log and its rrweb recording. Everything here runs on browserd's own
+//! connections to the browser, never inside a client's stream.
+
+pub mod live;
+pub mod logs;
+pub mod recorder;
+
+use http_body_util::BodyExt as _;
+use serde::Serialize;
+
+/// The `host:port` of a browser's DevTools server, from its browser-level CDP url.
+pub fn devtools_authority(cdp_url: &str) -> Option<&str> {
+    cdp_url.strip_prefix("ws://")?.split('/').next()
+}
+
+/// A GET on a browser's DevTools HTTP server (loopback): `/json/list`, `/devtools/...`.
+pub async fn browser_get(
+    authority: &str,
+    path_and_query: &str,
+) -> Result<hyper::Response<axum::body::Bytes>, String> {
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+    // Drives this one request's connection; ends with it.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get(path_and_query)
+        .header(hyper::header::HOST, authority)
+        .body(http_body_util::Empty::<axum::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(hyper::Response::from_parts(parts, bytes))
+}
+
+/// One tab of a session, as the browser lists it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Tab {
+    pub id: String,
+    pub url: String,
+    pub title: String,
+    #[serde(rename = "faviconUrl", default)]
+    pub favicon_url: String,
+}
+
+/// The browser's page tabs: `primary` first (the session's first tab), the others in the
+/// order DevTools lists them (most recently active first).
+pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, String> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        url: String,
+        #[serde(default)]
+        title: String,
+        #[serde(rename = "faviconUrl", default)]
+        favicon_url: String,
+    }
+    let authority = devtools_authority(cdp_url).ok_or("malformed CDP url")?;
+    let resp = browser_get(authority, "/json/list").await?;
+    let targets: Vec<Target> = serde_json::from_slice(resp.body()).map_err(|e| e.to_string())?;
+    let mut tabs: Vec<Tab> = targets
+        .into_iter()
+        .filter(|t| t.kind == "page")
+        .map(|t| Tab {
+            id: t.id,
+            url: t.url,
+            title: t.title,
+            favicon_url: t.favicon_url,
+        })
+        .collect();
+    if let Some(at) = tabs.iter().position(|t| Some(t.id.as_str()) == primary) {
+        let first = tabs.remove(at);
+        tabs.insert(0, first);
+    }
+    Ok(tabs)
+}

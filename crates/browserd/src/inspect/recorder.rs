@@ -1,0 +1,126 @@
+//! Session recordings: rrweb (MIT, vendored in `assets/vendor/rrweb`, embedded in the
+//! binary) records the primary tab's DOM, and its events are written, one JSON object per
+//! line, to the session's `recording.jsonl`.
+//!
+//! The recorder runs on browserd's own CDP connection, never in a client's: it attaches to
+//! the first page, adds rrweb to every document of its main frame in an isolated world (page
+//! scripts cannot see or break it; it shares the DOM), and receives events through a CDP
+//! binding that exists only in that world.
+
+use crate::cdp::client::{CdpClient, CdpError};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use tokio::io::AsyncWriteExt as _;
+use uuid::Uuid;
+
+/// rrweb's recorder, `@rrweb/record` 2.1.6 (global `rrwebRecord`).
+const RRWEB_RECORD: &str = include_str!("../../assets/vendor/rrweb/record.min.js");
+/// The isolated world the recorder lives in, and its binding's name there.
+const WORLD: &str = "__browserd_recorder";
+const BINDING: &str = "__browserdRecord";
+/// Largest recording kept per session; events past it are dropped (the replay then ends
+/// there).
+pub const MAX_BYTES: u64 = 100 * 1024 * 1024;
+
+/// Starts rrweb in the browser's first page; its events are appended to `path` until the
+/// browser goes away. Returns the recorded tab's id once rrweb is in place, so nothing a
+/// client does is missed.
+pub async fn start(cdp_url: &str, session: Uuid, path: PathBuf) -> Result<String, CdpError> {
+    let mut cdp = CdpClient::connect(cdp_url).await?;
+    let targets = cdp.call("Target.getTargets", json!({})).await?;
+    let page = targets["targetInfos"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+        .and_then(|t| t["targetId"].as_str())
+        .ok_or_else(|| CdpError::Command {
+            method: "Target.getTargets".into(),
+            message: "the browser has no page to record".into(),
+        })?
+        .to_owned();
+    let attached = cdp
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": &page, "flatten": true }),
+        )
+        .await?;
+    let sid = attached["sessionId"].as_str().unwrap_or_default().to_owned();
+    let on = Some(sid.as_str());
+    cdp.call_in(on, "Runtime.enable", json!({})).await?;
+    cdp.call_in(
+        on,
+        "Runtime.addBinding",
+        json!({ "name": BINDING, "executionContextName": WORLD }),
+    )
+    .await?;
+    // Main frame only (rrweb records same-origin iframes itself); once per document.
+    let source = format!(
+        "{RRWEB_RECORD}\n;(() => {{\
+           if (window.top !== window || window.__browserdRecording) return;\
+           window.__browserdRecording = true;\
+           const send = globalThis.{BINDING};\
+           rrwebRecord.record({{ emit(e) {{ send(JSON.stringify(e)); }},\
+             sampling: {{ mousemove: 50, scroll: 150, input: 'last' }} }});\
+         }})();"
+    );
+    cdp.call_in(
+        on,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": source, "worldName": WORLD, "runImmediately": true }),
+    )
+    .await?;
+    // Runs until the browser (and so this connection) goes away.
+    tokio::spawn(record(cdp, session, path));
+    Ok(page)
+}
+
+async fn record(mut cdp: CdpClient, session: Uuid, path: PathBuf) {
+    let mut out = None;
+    let mut written = 0u64;
+    let mut next_id = 0u64;
+    while let Some(event) = cdp.next_event().await {
+        if event["method"] != "Runtime.bindingCalled" || event["params"]["name"] != BINDING {
+            continue;
+        }
+        let Some(Ok(Value::Object(mut rr))) = event["params"]["payload"]
+            .as_str()
+            .map(serde_json::from_str::<Value>)
+        else {
+            continue;
+        };
+        next_id += 1;
+        rr.insert("sessionId".into(), session.to_string().into());
+        rr.insert("id".into(), next_id.to_string().into());
+        let mut line = Value::Object(rr).to_string();
+        line.push('\n');
+        written += line.len() as u64;
+        if written > MAX_BYTES {
+            tracing::info!(%session, "recording reached its limit; later events are dropped");
+            break;
+        }
+        if out.is_none() {
+            out = open(&path).await;
+        }
+        let Some(file) = &mut out else { break };
+        if file.write_all(line.as_bytes()).await.is_err() || file.flush().await.is_err() {
+            tracing::warn!(path = %path.display(), "could not write the recording");
+            break;
+        }
+    }
+}
+
+async fn open(path: &std::path::Path) -> Option<tokio::fs::File> {
+    if let Some(parent) = path.parent() {
+        let _ = tokio::fs::create_dir_all(parent).await;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .ok()
+}
+
+/// A session's recording as rrweb events, oldest first.
+pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
+    super::logs::read(path).await
+}
