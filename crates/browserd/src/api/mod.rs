@@ -6,10 +6,12 @@ mod connect;
 mod contexts;
 pub mod error;
 mod extensions;
+mod inspector;
 mod multipart;
 mod params;
 mod projects;
 mod session_files;
+mod session_inspect;
 mod sessions;
 mod upgrade;
 
@@ -79,6 +81,24 @@ pub fn app(state: AppState) -> Router {
             post(session_files::upload).layer(upload_limit),
         )
         .route("/v1/sessions/{id}/downloads", get(session_files::downloads))
+        .route("/v1/sessions/{id}/debug", get(session_inspect::debug))
+        .route("/v1/sessions/{id}/logs", get(session_inspect::logs))
+        .route("/v1/sessions/{id}/recording", get(session_inspect::recording))
+        .route("/debug/{token}/live", get(inspector::live_page))
+        .route("/debug/{token}/tabs", get(inspector::tabs))
+        .route("/debug/{token}/screencast", get(inspector::screencast))
+        .route(
+            "/debug/{token}/devtools/browser",
+            get(inspector::devtools_browser_ws),
+        )
+        .route(
+            "/debug/{token}/devtools/page/{tab}",
+            get(inspector::devtools_page_ws),
+        )
+        .route(
+            "/debug/{token}/devtools/{*path}",
+            get(inspector::devtools_files),
+        )
         .route("/v1/contexts", post(contexts::create))
         .route(
             "/v1/contexts/{id}",

@@ -4,6 +4,7 @@
 
 pub mod live;
 pub mod logs;
+pub mod pipe;
 pub mod recorder;
 
 use http_body_util::BodyExt as _;

@@ -45,6 +45,8 @@ pub async fn start(cdp_url: &str, session: Uuid, path: PathBuf) -> Result<String
         .await?;
     let sid = attached["sessionId"].as_str().unwrap_or_default().to_owned();
     let on = Some(sid.as_str());
+    // Without Page.enable the script is added but never runs in later documents.
+    cdp.call_in(on, "Page.enable", json!({})).await?;
     cdp.call_in(on, "Runtime.enable", json!({})).await?;
     cdp.call_in(
         on,

@@ -1,0 +1,229 @@
+//! The inspector's own URLs, `/debug/{grant}/...`: the live view page and its screencast
+//! websocket, the tab list, Chrome DevTools (the front end Chromium carries, served through
+//! browserd) and the debug websockets. The signed grant in the path is the only credential,
+//! so the URLs work in another site's iframe; they stop at the grant's expiry or the
+//! session's end.
+
+use super::AppState;
+use super::error::ApiError;
+use super::upgrade::Upgrade;
+use crate::inspect;
+use crate::secrets::InspectGrant;
+use crate::sessions::Inspectable;
+use crate::store::SessionStore as _;
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use std::collections::HashMap;
+use std::future::Future;
+
+/// The live view page (its script inline, so the page is one request and embeds anywhere).
+const LIVE_HTML: &str = include_str!("../../assets/ui/live.html");
+
+/// Largest DevTools message relayed (heap snapshots and screenshots are large).
+const MAX_DEVTOOLS_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// A grant checked against the clock and the session: what a `/debug` request may see.
+struct Checked {
+    grant: InspectGrant,
+    session: Inspectable,
+}
+
+async fn check(state: &AppState, token: &str) -> Result<Checked, ApiError> {
+    let grant = state
+        .secret
+        .verify_grant(token)
+        .ok_or_else(|| ApiError::Unauthorized("this inspector link is not valid".into()))?;
+    if grant.expires_at <= crate::model::now().unix_timestamp() {
+        return Err(ApiError::Unauthorized(
+            "this inspector link has expired; ask GET /v1/sessions/{id}/debug for a new one".into(),
+        ));
+    }
+    match state.sessions.inspect(grant.session) {
+        Some(session) => Ok(Checked { grant, session }),
+        None => {
+            let ended = state.store.get_session(grant.session).await?;
+            Err(ApiError::Gone(match ended {
+                Some(s) => format!(
+                    "session {} has ended ({})",
+                    s.id,
+                    s.status.as_str()
+                ),
+                None => format!("session {} is not running", grant.session),
+            }))
+        }
+    }
+}
+
+/// Resolves when the viewer must go: the session ended, or the grant expired.
+fn until_over(checked: &Checked) -> impl Future<Output = String> + Send + 'static {
+    let mut ended = checked.session.ended.clone();
+    let left = checked.grant.expires_at - crate::model::now().unix_timestamp();
+    let expiry = std::time::Duration::from_secs(left.max(0) as u64);
+    async move {
+        tokio::select! {
+            ending = ended.wait_for(Option::is_some) => ending
+                .ok()
+                .and_then(|e| e.as_ref().map(|e| e.reason.clone()))
+                .unwrap_or_else(|| "the session ended".into()),
+            () = tokio::time::sleep(expiry) => "this inspector link has expired".into(),
+        }
+    }
+}
+
+/// `GET /debug/{grant}/live[?page=ID]`: the live view page.
+pub async fn live_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    check(&state, &token).await?;
+    let mut response = Html(LIVE_HTML).into_response();
+    // Meant to be embedded: no frame restrictions, but never cached (the grant expires).
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /debug/{grant}/tabs`: the session's tabs, the primary first, and whether this link
+/// may send input.
+pub async fn tabs(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let checked = check(&state, &token).await?;
+    let tabs = inspect::tabs(
+        &checked.session.cdp_url,
+        checked.session.primary_tab.as_deref(),
+    )
+    .await
+    .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?;
+    Ok(Json(serde_json::json!({
+        "tabs": tabs,
+        "readOnly": checked.grant.read_only,
+        "expiresAt": checked.grant.expires_at,
+    }))
+    .into_response())
+}
+
+/// The page-level CDP url of `tab`, or of the primary tab.
+async fn tab_ws(session: &Inspectable, tab: Option<&String>) -> Result<String, ApiError> {
+    let authority = inspect::devtools_authority(&session.cdp_url)
+        .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
+    let id = match tab.or(session.primary_tab.as_ref()) {
+        Some(id) => id.clone(),
+        None => inspect::tabs(&session.cdp_url, None)
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::NotFound("the session has no tab open".into()))?
+            .id,
+    };
+    // Target ids are hex; anything else could make another path on the browser's server.
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound(format!("no tab {id:?}")));
+    }
+    Ok(format!("ws://{authority}/devtools/page/{id}"))
+}
+
+/// `GET /debug/{grant}/screencast[?page=ID]` (websocket): the live view's stream.
+pub async fn screencast(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let checked = check(&state, &token).await?;
+    let upgrade = Upgrade::from_request(&mut req, "the live view page opens it")?;
+    let tab = tab_ws(&checked.session, query.get("page")).await?;
+    let stop = until_over(&checked);
+    let read_only = checked.grant.read_only;
+    let response = upgrade.response();
+    // Serves this viewer until it leaves or its session or grant ends.
+    tokio::spawn(async move {
+        if let Some(ws) = upgrade.websocket(1024 * 1024).await {
+            inspect::live::serve(ws, &tab, read_only, stop).await;
+        }
+    });
+    Ok(response)
+}
+
+/// `GET /debug/{grant}/devtools/page/{tab}` and `/devtools/browser` (websockets): CDP for
+/// DevTools and debuggers, piped to the browser. Not counted as clients of the session.
+pub async fn devtools_ws(
+    state: &AppState,
+    token: &str,
+    tab: Option<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let checked = check(state, token).await?;
+    if checked.grant.read_only {
+        return Err(ApiError::Forbidden(
+            "a read-only inspector link does not open DevTools".into(),
+        ));
+    }
+    let upgrade = Upgrade::from_request(&mut req, "Chrome DevTools or a CDP client opens it")?;
+    let target = match &tab {
+        Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
+        None => checked.session.cdp_url.clone(),
+    };
+    let browser = crate::cdp::relay::connect_browser(&target, MAX_DEVTOOLS_MESSAGE)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("could not reach the tab: {e}")))?;
+    let stop = until_over(&checked);
+    let response = upgrade.response();
+    // Pipes this inspector client until it leaves or its session or grant ends.
+    tokio::spawn(async move {
+        if let Some(ws) = upgrade.websocket(MAX_DEVTOOLS_MESSAGE).await {
+            inspect::pipe::run(ws, browser, stop).await;
+        }
+    });
+    Ok(response)
+}
+
+pub async fn devtools_page_ws(
+    State(state): State<AppState>,
+    Path((token, tab)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    devtools_ws(&state, &token, Some(tab), req).await
+}
+
+pub async fn devtools_browser_ws(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    devtools_ws(&state, &token, None, req).await
+}
+
+/// `GET /debug/{grant}/devtools/{*path}`: the DevTools front end, from the session's own
+/// Chromium (it carries it; nothing comes from the internet).
+pub async fn devtools_files(
+    State(state): State<AppState>,
+    Path((token, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let checked = check(&state, &token).await?;
+    if checked.grant.read_only {
+        return Err(ApiError::Forbidden(
+            "a read-only inspector link does not open DevTools".into(),
+        ));
+    }
+    if path.split('/').any(|part| part == ".." || part.is_empty()) {
+        return Err(ApiError::NotFound(format!("no DevTools file {path}")));
+    }
+    let authority = inspect::devtools_authority(&checked.session.cdp_url)
+        .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
+    let upstream = inspect::browser_get(authority, &format!("/devtools/{path}"))
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;
+    let status = upstream.status();
+    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
+    let mut response = (status, upstream.into_body()).into_response();
+    if let Some(ct) = content_type {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    Ok(response)
+}

@@ -1,0 +1,51 @@
+//! A plain websocket pipe between an inspector client (Chrome DevTools, a debugger on
+//! `wsUrl`) and the browser. Unlike a `connectUrl` client it does not count as a client of
+//! the session: opening and closing DevTools never ends a session without keepAlive.
+
+use crate::cdp::relay::{BrowserWs, close_message};
+use futures_util::{SinkExt, StreamExt};
+use std::future::Future;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Forwards frames both ways until either side leaves or `stop` resolves with the reason
+/// the inspector client is told.
+pub async fn run<S>(client: WebSocketStream<S>, browser: BrowserWs, stop: impl Future<Output = String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut browser_tx, mut browser_rx) = browser.split();
+    tokio::pin!(stop);
+    let close = loop {
+        tokio::select! {
+            reason = &mut stop => break Some(close_message(CloseCode::Normal, &reason)),
+            msg = client_rx.next() => match msg {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if browser_tx.send(msg).await.is_err() {
+                        break Some(close_message(CloseCode::Away, "the browser went away"));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                Some(Ok(_)) => {}
+            },
+            msg = browser_rx.next() => match msg {
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if client_tx.send(msg).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    break Some(close_message(CloseCode::Away, "the tab or browser went away"));
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    if let Some(close) = close {
+        let _ = client_tx.send(close).await;
+    }
+    let _ = client_tx.close().await;
+    let _ = browser_tx.close().await;
+}
