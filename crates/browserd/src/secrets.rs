@@ -185,7 +185,10 @@ mod tests {
         assert_eq!(SigningSecret::generate().verify_grant(&token), None);
         // Flipping the mode or the expiry breaks the MAC.
         assert_eq!(secret.verify_grant(&token.replacen(".r.", ".w.", 1)), None);
-        assert_eq!(secret.verify_grant(&token.replacen("1900000000", "1900000001", 1)), None);
+        assert_eq!(
+            secret.verify_grant(&token.replacen("1900000000", "1900000001", 1)),
+            None
+        );
         // A session's signing key is not a grant, and a grant is not a signing key.
         let signing = session_token(&secret, grant.session);
         assert_eq!(secret.verify_grant(&signing), None);

@@ -213,6 +213,7 @@ async fn reconcile(
                 let setup = crate::browser::SessionSetup {
                     keep_downloads_in,
                     cookies: Vec::new(),
+                    recording: None,
                 };
                 let _ = browser.begin_session(&setup).await;
                 browser.shutdown().await;

@@ -4,12 +4,12 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::upgrade::Upgrade;
 use crate::secrets::{hash_api_key, verify_session_token};
 use crate::sessions::AttachError;
 use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Query, Request, State};
-use super::upgrade::Upgrade;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -64,6 +64,10 @@ pub async fn connect(
     Query(query): Query<HashMap<String, String>>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
+    // A person opening the server's address in a browser gets the dashboard.
+    if query.is_empty() && !req.headers().contains_key(axum::http::header::UPGRADE) {
+        return Ok(axum::response::Redirect::to("dashboard").into_response());
+    }
     let id = authenticate(&state, &query).await?;
     let upgrade = Upgrade::from_request(
         &mut req,

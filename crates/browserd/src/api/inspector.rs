@@ -45,11 +45,7 @@ async fn check(state: &AppState, token: &str) -> Result<Checked, ApiError> {
         None => {
             let ended = state.store.get_session(grant.session).await?;
             Err(ApiError::Gone(match ended {
-                Some(s) => format!(
-                    "session {} has ended ({})",
-                    s.id,
-                    s.status.as_str()
-                ),
+                Some(s) => format!("session {} has ended ({})", s.id, s.status.as_str()),
                 None => format!("session {} is not running", grant.session),
             }))
         }
@@ -113,13 +109,17 @@ async fn tab_ws(session: &Inspectable, tab: Option<&String>) -> Result<String, A
         .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
     let id = match tab.or(session.primary_tab.as_ref()) {
         Some(id) => id.clone(),
-        None => inspect::tabs(&session.cdp_url, None)
-            .await
-            .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::NotFound("the session has no tab open".into()))?
-            .id,
+        None => {
+            inspect::tabs(&session.cdp_url, None)
+                .await
+                .map_err(|e| {
+                    ApiError::BadGateway(format!("could not list the browser's tabs: {e}"))
+                })?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::NotFound("the session has no tab open".into()))?
+                .id
+        }
     };
     // Target ids are hex; anything else could make another path on the browser's server.
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {

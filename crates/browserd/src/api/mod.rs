@@ -13,6 +13,7 @@ mod projects;
 mod session_files;
 mod session_inspect;
 mod sessions;
+mod ui;
 mod upgrade;
 
 use crate::model::Project;
@@ -83,7 +84,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions/{id}/downloads", get(session_files::downloads))
         .route("/v1/sessions/{id}/debug", get(session_inspect::debug))
         .route("/v1/sessions/{id}/logs", get(session_inspect::logs))
-        .route("/v1/sessions/{id}/recording", get(session_inspect::recording))
+        .route(
+            "/v1/sessions/{id}/recording",
+            get(session_inspect::recording),
+        )
         .route("/debug/{token}/live", get(inspector::live_page))
         .route("/debug/{token}/tabs", get(inspector::tabs))
         .route("/debug/{token}/screencast", get(inspector::screencast))
@@ -125,6 +129,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/projects/{id}/usage", get(projects::usage))
         .route("/openapi.json", get(openapi))
+        .route("/dashboard", get(ui::dashboard))
+        .route("/ui/rrweb/replay.min.js", get(ui::replay_js))
+        .route("/ui/rrweb/replay.min.css", get(ui::replay_css))
         .route("/webdriver", axum::routing::any(sessions::webdriver))
         .route(
             "/webdriver/{*rest}",

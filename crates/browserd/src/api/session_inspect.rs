@@ -65,7 +65,10 @@ pub async fn debug(
     // DevTools' `inspector.html?ws=host/path` convention (`wss=` behind https).
     let (ws_param, ws_target) = match base.strip_prefix("https://") {
         Some(rest) => ("wss", format!("{rest}/debug/{token}")),
-        None => ("ws", format!("{}/debug/{token}", base.trim_start_matches("http://"))),
+        None => (
+            "ws",
+            format!("{}/debug/{token}", base.trim_start_matches("http://")),
+        ),
     };
     let devtools = |tab: &str| {
         format!("{root}/devtools/inspector.html?{ws_param}={ws_target}/devtools/page/{tab}")

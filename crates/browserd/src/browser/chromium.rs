@@ -9,6 +9,7 @@ use super::{
     BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, procs,
 };
 use crate::cdp::client::{CdpClient, CdpError};
+use crate::inspect::recorder::{self, Recorder};
 use crate::model::BrowserRecord;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use serde_json::{Value, json};
@@ -167,10 +168,15 @@ impl Launcher for ChromiumLauncher {
             stopped: false,
             detached: false,
             keep_downloads_in: None,
+            recorder: None,
+            primary_tab: None,
         };
         match browser.wait_for_devtools(&profile, &log_path).await {
             Ok(url) => {
                 browser.cdp_url = url;
+                if spec.recorder {
+                    browser.install_recorder(false).await;
+                }
                 Ok(Box::new(browser))
             }
             Err(e) => {
@@ -191,6 +197,9 @@ struct ChromiumBrowser {
     detached: bool,
     /// Where `downloads/` goes when the browser stops.
     keep_downloads_in: Option<PathBuf>,
+    /// rrweb, installed and waiting for the session to start or discard it.
+    recorder: Option<Recorder>,
+    primary_tab: Option<String>,
 }
 
 impl Drop for ChromiumBrowser {
@@ -203,6 +212,17 @@ impl Drop for ChromiumBrowser {
 }
 
 impl ChromiumBrowser {
+    /// Installs the session recorder; a browser without one still serves its session.
+    async fn install_recorder(&mut self, now: bool) {
+        match recorder::install(&self.cdp_url, now).await {
+            Ok(r) => {
+                self.primary_tab = Some(r.tab().to_owned());
+                self.recorder = Some(r);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not install the session recorder"),
+        }
+    }
+
     /// Polls for `DevToolsActivePort` (port, then browser ws path) while watching for an early exit.
     async fn wait_for_devtools(
         &mut self,
@@ -285,9 +305,26 @@ impl BrowserInstance for ChromiumBrowser {
         Some(self.dir.join("downloads"))
     }
 
+    fn primary_tab(&self) -> Option<String> {
+        self.primary_tab.clone()
+    }
+
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
         self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
-        set_cookies(&self.cdp_url, &setup.cookies).await
+        set_cookies(&self.cdp_url, &setup.cookies).await?;
+        if setup.recording.is_some() && self.recorder.is_none() {
+            self.install_recorder(false).await;
+        }
+        match (self.recorder.take(), &setup.recording) {
+            (Some(r), Some((session, path))) => r.start(*session, path.clone()),
+            // Off the create path: the next document is at least a client round trip
+            // away, and nothing is recorded before the removal anyway (no recorder runs).
+            (Some(r), None) => {
+                tokio::spawn(r.discard());
+            }
+            (None, _) => {}
+        }
+        Ok(())
     }
 
     async fn close_for_save(&mut self) -> Option<ProfileState> {
@@ -488,6 +525,7 @@ struct AdoptedBrowser {
     stopped: bool,
     detached: bool,
     keep_downloads_in: Option<PathBuf>,
+    primary_tab: Option<String>,
 }
 
 /// Takes over a browser described by `record`, if it is still the very process that was
@@ -514,6 +552,7 @@ pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
         stopped: false,
         detached: false,
         keep_downloads_in: None,
+        primary_tab: None,
     }))
 }
 
@@ -563,9 +602,23 @@ impl BrowserInstance for AdoptedBrowser {
         Some(self.record.dir.join("downloads"))
     }
 
+    fn primary_tab(&self) -> Option<String> {
+        self.primary_tab.clone()
+    }
+
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        // Its cookies were set by the browserd that started it.
+        // Its cookies were set by the browserd that started it; its recorder went with
+        // that browserd's connection, so a new one starts, on the page as it is now.
         self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
+        if let Some((session, path)) = &setup.recording {
+            match recorder::install(&self.record.cdp_url, true).await {
+                Ok(r) => {
+                    self.primary_tab = Some(r.tab().to_owned());
+                    r.start(*session, path.clone());
+                }
+                Err(e) => tracing::warn!(error = %e, "could not restart the session recording"),
+            }
+        }
         Ok(())
     }
 

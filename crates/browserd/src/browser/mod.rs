@@ -44,6 +44,8 @@ pub struct LaunchSpec {
     pub context: Option<Arc<ContextSnapshot>>,
     /// An unpacked extension to load.
     pub extension: Option<PathBuf>,
+    /// Install the session recorder while launching (see [`crate::inspect::recorder`]).
+    pub recorder: bool,
 }
 
 impl LaunchSpec {
@@ -54,6 +56,7 @@ impl LaunchSpec {
             background: false,
             context: None,
             extension: None,
+            recorder: false,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct SessionSetup {
     /// Cookies of the session's context, set before any client connects. Chromium keeps
     /// persistent cookies in its profile but never session cookies, so all are set.
     pub cookies: Vec<serde_json::Value>,
+    /// Record the session's primary tab into this file (`recordSession`); `None`: do not.
+    pub recording: Option<(Uuid, PathBuf)>,
 }
 
 /// A browser's state at its end, for saving into a context.
@@ -140,6 +145,11 @@ pub trait BrowserInstance: Send + Sync {
     /// browserd may open its own connections to it (recording, live view).
     fn has_devtools(&self) -> bool {
         false
+    }
+
+    /// The session's first tab (recorded, and the live view's default), once known.
+    fn primary_tab(&self) -> Option<String> {
+        None
     }
 
     /// The folder the browser saves downloads in: its default download directory, and where

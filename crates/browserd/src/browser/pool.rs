@@ -104,6 +104,8 @@ impl WarmPool {
                 self.launching.fetch_add(1, Ordering::SeqCst);
                 let spec = LaunchSpec {
                     background: true,
+                    // Whether its session records is not known yet: ready either way.
+                    recorder: true,
                     ..LaunchSpec::new(POOL_VIEWPORT)
                 };
                 // Not cancelled by `stop`: a launch cut short would leave a browser without

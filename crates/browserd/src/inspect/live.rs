@@ -132,7 +132,12 @@ pub async fn serve<S>(
 /// anything else.
 pub fn input_command(text: &str) -> Option<(&'static str, Value)> {
     let event: Map<String, Value> = serde_json::from_str(text).ok()?;
-    let num = |k: &str| event.get(k).and_then(Value::as_f64).filter(|v| v.is_finite());
+    let num = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_f64)
+            .filter(|v| v.is_finite())
+    };
     let int = |k: &str| event.get(k).and_then(Value::as_i64);
     let string = |k: &str, max: usize| {
         event
@@ -218,16 +223,21 @@ mod tests {
         assert_eq!(params["x"], 10.5);
         assert!(params.get("evil").is_none());
 
-        let (_, key) =
-            input_command(r#"{"type":"key","event":"keyDown","key":"a","code":"KeyA","text":"a","keyCode":65}"#)
-                .unwrap();
+        let (_, key) = input_command(
+            r#"{"type":"key","event":"keyDown","key":"a","code":"KeyA","text":"a","keyCode":65}"#,
+        )
+        .unwrap();
         assert_eq!(key["type"], "keyDown");
         assert_eq!(key["text"], "a");
         let (_, enter) =
-            input_command(r#"{"type":"key","event":"keyDown","key":"Backspace","keyCode":8}"#).unwrap();
+            input_command(r#"{"type":"key","event":"keyDown","key":"Backspace","keyCode":8}"#)
+                .unwrap();
         assert_eq!(enter["type"], "rawKeyDown");
         let (method, text) = input_command(r#"{"type":"text","text":"héllo"}"#).unwrap();
-        assert_eq!((method, text["text"].as_str()), ("Input.insertText", Some("héllo")));
+        assert_eq!(
+            (method, text["text"].as_str()),
+            ("Input.insertText", Some("héllo"))
+        );
 
         for bad in [
             r#"{"type":"mouse","event":"mouseWheel2","x":1,"y":1}"#,

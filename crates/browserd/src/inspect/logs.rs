@@ -31,8 +31,16 @@ const MAX_PENDING: usize = 10_000;
 /// One frame handed from a relay to the logger.
 #[derive(Debug)]
 enum Traffic {
-    Command { client: u64, text: Utf8Bytes, at: i64 },
-    Reply { client: u64, text: Utf8Bytes, at: i64 },
+    Command {
+        client: u64,
+        text: Utf8Bytes,
+        at: i64,
+    },
+    Reply {
+        client: u64,
+        text: Utf8Bytes,
+        at: i64,
+    },
 }
 
 /// A relay's handle on its session's logger. Cheap to clone; the logger ends once every
@@ -334,7 +342,10 @@ mod tests {
         // Another client's id 1 is another command.
         tap.command(2, &cmd(r#"{"id":1,"method":"Target.getTargets"}"#));
         tap.reply(1, &cmd(r#"{"method":"Page.loadEventFired","params":{}}"#));
-        tap.reply(1, &cmd(r#"{"id":2,"result":{"frameId":"F","loaderId":"L"},"sessionId":"S1"}"#));
+        tap.reply(
+            1,
+            &cmd(r#"{"id":2,"result":{"frameId":"F","loaderId":"L"},"sessionId":"S1"}"#),
+        );
         tap.reply(1, &cmd(r#"{"id":1,"result":{"product":"Chrome"}}"#));
         tap.reply(2, &cmd(r#"{"id":1,"result":{"targetInfos":[]}}"#));
         drop(tap);

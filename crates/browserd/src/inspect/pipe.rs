@@ -11,8 +11,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Forwards frames both ways until either side leaves or `stop` resolves with the reason
 /// the inspector client is told.
-pub async fn run<S>(client: WebSocketStream<S>, browser: BrowserWs, stop: impl Future<Output = String>)
-where
+pub async fn run<S>(
+    client: WebSocketStream<S>,
+    browser: BrowserWs,
+    stop: impl Future<Output = String>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut client_tx, mut client_rx) = client.split();

@@ -22,13 +22,33 @@ const BINDING: &str = "__browserdRecord";
 /// there).
 pub const MAX_BYTES: u64 = 100 * 1024 * 1024;
 
-/// Starts rrweb in the browser's first page; its events are appended to `path` until the
-/// browser goes away. Returns the recorded tab's id once rrweb is in place, so nothing a
-/// client does is missed.
-pub async fn start(cdp_url: &str, session: Uuid, path: PathBuf) -> Result<String, CdpError> {
+/// rrweb installed in a browser's first page, not yet recording into a session: a warm
+/// browser gets one while it waits (off the create path: adding rrweb costs Chromium tens of
+/// milliseconds), and the session that takes the browser starts or discards it.
+pub struct Recorder {
+    cdp: CdpClient,
+    /// Our flattened CDP session on the tab.
+    target_session: String,
+    /// The script's id, to remove it if the session does not record.
+    script: String,
+    tab: String,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("tab", &self.tab)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds rrweb to every new document of the browser's first page, in an isolated world.
+/// `now`: also start it in the current document (a browser taken over after a restart is
+/// already showing pages; a fresh one shows about:blank, not worth recording).
+pub async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
     let mut cdp = CdpClient::connect(cdp_url).await?;
     let targets = cdp.call("Target.getTargets", json!({})).await?;
-    let page = targets["targetInfos"]
+    let tab = targets["targetInfos"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["type"] == "page"))
         .and_then(|t| t["targetId"].as_str())
@@ -40,11 +60,14 @@ pub async fn start(cdp_url: &str, session: Uuid, path: PathBuf) -> Result<String
     let attached = cdp
         .call(
             "Target.attachToTarget",
-            json!({ "targetId": &page, "flatten": true }),
+            json!({ "targetId": &tab, "flatten": true }),
         )
         .await?;
-    let sid = attached["sessionId"].as_str().unwrap_or_default().to_owned();
-    let on = Some(sid.as_str());
+    let target_session = attached["sessionId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let on = Some(target_session.as_str());
     // Without Page.enable the script is added but never runs in later documents.
     cdp.call_in(on, "Page.enable", json!({})).await?;
     cdp.call_in(on, "Runtime.enable", json!({})).await?;
@@ -64,15 +87,45 @@ pub async fn start(cdp_url: &str, session: Uuid, path: PathBuf) -> Result<String
              sampling: {{ mousemove: 50, scroll: 150, input: 'last' }} }});\
          }})();"
     );
-    cdp.call_in(
-        on,
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({ "source": source, "worldName": WORLD, "runImmediately": true }),
-    )
-    .await?;
-    // Runs until the browser (and so this connection) goes away.
-    tokio::spawn(record(cdp, session, path));
-    Ok(page)
+    let added = cdp
+        .call_in(
+            on,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": source, "worldName": WORLD, "runImmediately": now }),
+        )
+        .await?;
+    Ok(Recorder {
+        script: added["identifier"].as_str().unwrap_or_default().to_owned(),
+        cdp,
+        target_session,
+        tab,
+    })
+}
+
+impl Recorder {
+    /// The recorded tab: the session's primary tab.
+    pub fn tab(&self) -> &str {
+        &self.tab
+    }
+
+    /// Records into `path` until the browser goes away.
+    pub fn start(self, session: Uuid, path: PathBuf) {
+        // Runs until the browser (and so this connection) goes away.
+        tokio::spawn(record(self.cdp, session, path));
+    }
+
+    /// The session does not record: rrweb is removed before any document ran it.
+    pub async fn discard(mut self) {
+        let on = Some(self.target_session.as_str());
+        let params = json!({ "identifier": self.script });
+        if let Err(e) = self
+            .cdp
+            .call_in(on, "Page.removeScriptToEvaluateOnNewDocument", params)
+            .await
+        {
+            tracing::warn!(error = %e, "could not remove the recorder from a browser");
+        }
+    }
 }
 
 async fn record(mut cdp: CdpClient, session: Uuid, path: PathBuf) {

@@ -62,6 +62,7 @@ impl Supervisor {
                 .launch(&LaunchSpec {
                     context: self.context.clone(),
                     extension: self.extension.clone(),
+                    recorder: self.records(),
                     ..LaunchSpec::new(self.viewport)
                 })
                 .await
@@ -156,28 +157,20 @@ impl Supervisor {
         }
     }
 
-    /// Readies the browser for this session: its downloads folder, its context's cookies.
-    async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
-        let keep_downloads_in = self.manager.files.downloads_dir(self.session.id);
-        let cookies = self
-            .context
-            .take()
-            .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
-            .unwrap_or_default();
-        let setup = SessionSetup {
-            keep_downloads_in,
-            cookies,
-        };
-        browser.begin_session(&setup).await?;
-        self.begin_inspection(browser).await;
-        Ok(())
+    /// Whether the session is recorded (`browserSettings.recordSession`, on by default).
+    fn records(&self) -> bool {
+        self.session
+            .browser_settings
+            .as_ref()
+            .and_then(|s| s.get("recordSession"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true)
     }
 
-    /// Starts the session's CDP log and rrweb recording (each on unless its
-    /// `browserSettings` flag is false). A recording that cannot start is logged, not fatal:
-    /// the session itself is fine.
-    async fn begin_inspection(&self, browser: &dyn BrowserInstance) {
+    /// Readies the browser for this session: its downloads folder, its context's cookies.
+    async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
         let id = self.session.id;
+        let files = &self.manager.files;
         let setting = |name: &str| {
             self.session
                 .browser_settings
@@ -186,26 +179,28 @@ impl Supervisor {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(true)
         };
-        let files = &self.manager.files;
+        let cookies = self
+            .context
+            .take()
+            .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
+            .unwrap_or_default();
+        let setup = SessionSetup {
+            keep_downloads_in: files.downloads_dir(id),
+            cookies,
+            recording: setting("recordSession").then(|| (id, files.recording_path(id))),
+        };
+        browser.begin_session(&setup).await?;
+        // The CDP log (`logSession`, on by default) and the primary tab for the live view.
         let log = setting("logSession").then(|| crate::inspect::logs::start(files.logs_path(id)));
-        let mut primary_tab = None;
-        if browser.has_devtools() {
-            let cdp_url = browser.cdp_url();
-            if setting("recordSession") {
-                match crate::inspect::recorder::start(cdp_url, id, files.recording_path(id)).await
-                {
-                    Ok(tab) => primary_tab = Some(tab),
-                    Err(e) => tracing::warn!(error = %e, "could not start the session recording"),
-                }
-            }
-            if primary_tab.is_none() {
-                primary_tab = crate::inspect::tabs(cdp_url, None)
-                    .await
-                    .ok()
-                    .and_then(|tabs| tabs.into_iter().next().map(|t| t.id));
-            }
+        let mut primary_tab = browser.primary_tab();
+        if primary_tab.is_none() && browser.has_devtools() {
+            primary_tab = crate::inspect::tabs(browser.cdp_url(), None)
+                .await
+                .ok()
+                .and_then(|tabs| tabs.into_iter().next().map(|t| t.id));
         }
         self.manager.set_inspection(id, log, primary_tab);
+        Ok(())
     }
 
     /// Waits for whatever ends the session first.
