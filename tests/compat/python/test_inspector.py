@@ -1,0 +1,228 @@
+"""The session inspector through the official Python SDK, and the dashboard in a real browser
+(Playwright driving a local Chromium): live view, DevTools, logs, recordings, settings."""
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+import requests
+from browserbase import APIStatusError
+
+from conftest import API_KEY, wait_until
+
+SCREENSHOTS = os.environ.get("BROWSERD_SCREENSHOT_DIR")
+
+
+@pytest.fixture(scope="module")
+def viewer(playwright):
+    """A local Chromium for looking at browserd's pages, as a person would."""
+    browser = playwright.chromium.launch(
+        executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
+        args=["--no-sandbox"] if os.geteuid() == 0 else [])
+    yield browser
+    browser.close()
+
+
+def open_page(playwright, session):
+    browser = playwright.chromium.connect_over_cdp(session.connect_url)
+    return browser, browser.contexts[0].pages[0]
+
+
+def test_debug_urls_logs_and_recording_through_the_sdk(bb, browserd, playwright, site):
+    s = bb.sessions.create(keep_alive=True)
+    browser, page = open_page(playwright, s)
+    page.goto(f"{site}/page")
+    page.click("#b")
+    assert page.text_content("#h") == "clicked"
+
+    debug = bb.sessions.debug(s.id)
+    base = browserd["base_url"].removeprefix("http://")
+    for url in (debug.debugger_fullscreen_url, debug.debugger_url):
+        assert url.startswith(f"http://{base}") and "/debug/" in url
+    assert debug.ws_url.startswith(f"ws://{base}") and debug.ws_url.endswith("/devtools/browser")
+    assert len(debug.pages) == 1
+    tab = debug.pages[0]
+    assert tab.url == f"{site}/page" and tab.title == "hello" and tab.id
+    assert tab.debugger_fullscreen_url.endswith(f"/live?page={tab.id}")
+    assert f"ws={base}/debug/" in tab.debugger_url and tab.debugger_url.endswith(f"/devtools/page/{tab.id}")
+    assert isinstance(tab.favicon_url, str)
+
+    # The URLs carry their own credential: no API key needed.
+    assert requests.get(tab.debugger_fullscreen_url).status_code == 200
+    devtools = requests.get(tab.debugger_url)
+    assert devtools.status_code == 200 and "devtools" in devtools.text.lower()
+
+    # wsUrl is a browser-level CDP endpoint; a debugger on it is not a client of the session.
+    debugger = playwright.chromium.connect_over_cdp(debug.ws_url)
+    assert debugger.version
+    debugger.close()
+    assert bb.sessions.retrieve(s.id).status == "RUNNING"
+
+    # expiresIn is honoured.
+    short = bb.sessions.debug(s.id, expires_in=1)
+    wait_until(lambda: requests.get(short.debugger_fullscreen_url).status_code == 401,
+               what="the short link to expire")
+    assert "expired" in requests.get(short.debugger_fullscreen_url).json()["message"]
+
+    logs = wait_until(lambda: [l for l in bb.sessions.logs.list(s.id) if l.method == "Page.navigate"],
+                      what="Page.navigate in the log")
+    nav = logs[0]
+    assert nav.request.params["url"] == f"{site}/page"
+    assert nav.response.result["frameId"] == nav.frame_id
+    assert isinstance(nav.page_id, int) and nav.page_id > 0 and nav.session_id
+    assert nav.timestamp > 1_700_000_000_000 and nav.request.timestamp <= nav.response.timestamp
+    assert nav.request.raw_body.startswith("{") and nav.response.raw_body.startswith("{")
+
+    events = wait_until(lambda: [e for e in bb.sessions.recording.retrieve(s.id)
+                                 if e.type == 2 and "Hello from the test" in str(e.data)],
+                        what="a full snapshot of the page")
+    full = events[0]
+    assert full.session_id == s.id and full.timestamp > 0 and full.id
+    incremental = wait_until(lambda: [e for e in bb.sessions.recording.retrieve(s.id) if e.type == 3],
+                             what="incremental events (the click changed the heading)")
+    assert incremental
+
+    browser.close()
+    bb.sessions.update(s.id, status="REQUEST_RELEASE")
+    # The links stop with the session; logs and recording stay.
+    gone = requests.get(debug.debugger_fullscreen_url)
+    assert gone.status_code == 410 and "ended" in gone.json()["message"]
+    with pytest.raises(APIStatusError) as e:
+        bb.sessions.debug(s.id)
+    assert e.value.status_code == 409
+    assert any(l.method == "Page.navigate" for l in bb.sessions.logs.list(s.id))
+    assert any(e.type == 2 for e in bb.sessions.recording.retrieve(s.id))
+
+
+def test_log_session_and_record_session_false_keep_nothing(bb, playwright, site):
+    s = bb.sessions.create(keep_alive=True, browser_settings={"logSession": False, "recordSession": False})
+    browser, page = open_page(playwright, s)
+    page.goto(f"{site}/page")
+    page.click("#b")
+    browser.close()
+    bb.sessions.update(s.id, status="REQUEST_RELEASE")
+    assert bb.sessions.logs.list(s.id) == []
+    assert bb.sessions.recording.retrieve(s.id) == []
+
+
+def live_point(viewer_page, remote_page, selector):
+    """Where `selector` of the remote page shows on the live view's canvas."""
+    canvas = viewer_page.frame_locator("#live").locator("#screen") if viewer_page.locator("#live").count() \
+        else viewer_page.locator("#screen")
+    box = canvas.bounding_box()
+    target = remote_page.locator(selector).bounding_box()
+    width, height = remote_page.evaluate("[innerWidth, innerHeight]")
+    return (box["x"] + (target["x"] + target["width"] / 2) * box["width"] / width,
+            box["y"] + (target["y"] + target["height"] / 2) * box["height"] / height)
+
+
+def shot(page, name, full_page=False):
+    """Screenshots go to a temp dir, or to BROWSERD_SCREENSHOT_DIR (docs/ when refreshed)."""
+    path = os.path.join(SCREENSHOTS or tempfile.gettempdir(), name)
+    page.screenshot(path=path, full_page=full_page)
+    assert os.path.getsize(path) > 10_000
+
+
+@pytest.fixture
+def restore_default_timeout(bb, browserd):
+    project = bb.projects.list()[0]
+    yield
+    requests.patch(f"{browserd['base_url']}/v1/projects/{project.id}", headers={"X-BB-API-Key": API_KEY},
+                   json={"defaultTimeout": project.default_timeout}).raise_for_status()
+
+
+def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer, restore_default_timeout):
+    v = viewer.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    v.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Sign in: a wrong key is refused with the server's message; the right one gets in.
+    v.goto(browserd["base_url"] + "/")
+    assert v.url.endswith("/dashboard")
+    v.fill("#key", "not-a-key")
+    v.click("#signin-button")
+    assert "invalid API key" in v.text_content("#signin-error")
+    v.fill("#key", API_KEY)
+    v.click("#signin-button")
+    v.wait_for_selector("#sessions")
+
+    # A session created through the SDK appears in the live list.
+    s = bb.sessions.create(keep_alive=True, user_metadata={"suite": "dashboard"})
+    row = v.locator(f"tr[data-session='{s.id}']")
+    row.wait_for()
+    assert "RUNNING" in row.text_content() and "dashboard" in row.text_content()
+    assert row.locator("td.left").text_content().endswith("s")  # time left, counting down
+    remote_browser, remote = open_page(playwright, s)
+    remote.goto(f"{site}/page")
+    v.click("button[data-filter='RUNNING']")
+    row.wait_for()
+    shot(v, "dashboard-sessions.png")
+
+    # Its page: the live view; a click and typing through it change the remote page.
+    row.locator("a").click()
+    v.wait_for_selector("#live")
+    live = v.frame_locator("#live")
+    live.locator("#screen[data-frames]").wait_for()
+    v.mouse.click(*live_point(v, remote, "#b"))
+    remote.wait_for_function("document.getElementById('h').textContent === 'clicked'")
+    v.mouse.click(*live_point(v, remote, "#name"))
+    v.keyboard.type("typed remotely")
+    remote.wait_for_function("document.getElementById('name').value === 'typed remotely'")
+    wait_until(lambda: "clicked" in remote.text_content("#h"), what="the remote change")
+    time.sleep(0.5)  # let the next screencast frame reach the picture for the screenshot
+    shot(v, "dashboard-live-view.png")
+    v.wait_for_selector("#logs tr")
+    assert "Page.navigate" in v.text_content("#logs")
+
+    # The live view alone, read-only: it shows frames but sends no input.
+    ro = bb.sessions.debug(s.id, extra_query={"readOnly": "true"})
+    w = viewer.new_page(viewport={"width": 1300, "height": 800})
+    w.goto(ro.debugger_fullscreen_url)
+    w.wait_for_selector("#screen[data-frames]")
+    assert "read-only" in w.text_content("#status")
+    before = remote.input_value("#name")
+    w.mouse.click(*live_point(w, remote, "#name"))
+    w.keyboard.type("ignored")
+    time.sleep(0.5)
+    assert remote.input_value("#name") == before
+    assert requests.get(ro.debugger_url).status_code == 403, "no DevTools on a read-only link"
+    w.close()
+
+    # Project settings: a common choice and a custom value, each given to the next session.
+    v.click("#nav-settings")
+    v.select_option("#timeout-choice", "900")
+    v.click("#save-timeout")
+    v.wait_for_selector("#settings-message:has-text('900')")
+    fresh = bb.sessions.create()
+    assert (fresh.expires_at - fresh.started_at).total_seconds() == 900
+    bb.sessions.update(fresh.id, status="REQUEST_RELEASE")
+    v.select_option("#timeout-choice", "custom")
+    v.fill("#timeout-custom", "30")
+    v.click("#save-timeout")
+    v.wait_for_selector("#settings-message.error:has-text('60 to 21600')")
+    v.select_option("#timeout-choice", "custom")
+    v.fill("#timeout-custom", "123")
+    v.click("#save-timeout")
+    v.wait_for_selector("#settings-message:has-text('123')")
+    v.wait_for_selector("#timeout-current:text-is('123 s')")
+    fresh = bb.sessions.create()
+    assert (fresh.expires_at - fresh.started_at).total_seconds() == 123
+    bb.sessions.update(fresh.id, status="REQUEST_RELEASE")
+    assert v.text_content("#concurrency") and v.text_content("#browser-minutes").isdigit()
+    shot(v, "dashboard-settings.png")
+
+    # Release from the UI; then the finished session replays its recording.
+    v.goto(browserd["base_url"] + f"/dashboard#/sessions/{s.id}")
+    v.click("#release")
+    v.wait_for_selector("#status:has-text('COMPLETED')")
+    assert bb.sessions.retrieve(s.id).status == "COMPLETED"
+    remote_browser.close()
+    v.reload()
+    v.wait_for_selector("#replay-box iframe")
+    replay = v.frame_locator("#replay-box iframe")
+    replay.locator("text=clicked").wait_for()
+    v.wait_for_selector("#replay-box[data-finished='true']", timeout=60_000)
+    shot(v, "dashboard-replay.png", full_page=True)
+    assert errors == []
