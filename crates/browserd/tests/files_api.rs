@@ -1,4 +1,4 @@
-//! Contexts, extensions, uploads and downloads at the HTTP level: shapes, isolation between
+//! Contexts, extensions, uploads, downloads and inspector links at the HTTP level: shapes, isolation between
 //! projects, and every refusal. (The SDK suites prove the features work in a browser.)
 
 mod common;
@@ -291,5 +291,82 @@ async fn uploads_and_extensions_refuse_bad_input() {
         assert_eq!(zip.len(), 0);
         server.release(id).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inspector_links_are_checked_on_every_request() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap();
+    let debug = |query: &str| server.req(Method::GET, &format!("/v1/sessions/{id}/debug{query}"));
+
+    let (status, body, _) = send(debug("?expiresIn=0")).await;
+    assert_error(status, &body, 400, "expiresIn");
+    let (status, body, _) = send(debug("?expiresIn=21601")).await;
+    assert_error(status, &body, 400, "expiresIn");
+    let (status, body, _) = send(debug("?readOnly=maybe")).await;
+    assert_error(status, &body, 400, "readOnly");
+
+    let (status, urls, _) = send(debug("")).await;
+    assert_eq!(status, 200, "{urls}");
+    let live = urls["debuggerFullscreenUrl"].as_str().unwrap().to_owned();
+    let tabs = live.replace("/live", "/tabs");
+    let get = |url: String| async move {
+        let resp = reqwest::get(url).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    };
+    let (status, text) = get(tabs.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listed["readOnly"], false);
+    assert_eq!(listed["tabs"].as_array().unwrap().len(), 1);
+
+    // A forged or altered grant is refused.
+    let token = live
+        .split("/debug/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let forged = tabs.replace(token, &token.replacen(".w.", ".r.", 1));
+    assert_eq!(get(forged).await.0, 401);
+    assert_eq!(get(tabs.replace(token, "nonsense")).await.0, 401);
+    // DevTools files cannot climb out of /devtools. Sent raw: HTTP clients normalise `..`
+    // away, a hostile one would not.
+    let raw = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "GET /debug/{token}/devtools/../json/list HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+    assert!(raw.contains("no DevTools file"), "{raw}");
+
+    // A short grant expires.
+    let (_, short, _) = send(debug("?expiresIn=1")).await;
+    let short_tabs = short["debuggerFullscreenUrl"]
+        .as_str()
+        .unwrap()
+        .replace("/live", "/tabs");
+    let expired = eventually(|| {
+        let url = short_tabs.clone();
+        async move { (get(url).await.0 == 401).then_some(()) }
+    })
+    .await;
+    assert!(expired.is_some(), "a 1 s grant stops working");
+
+    // After the session ends: 410 for the links, 409 for new ones.
+    server.release(id).await;
+    assert_eq!(get(tabs).await.0, 410);
+    let (status, body, _) = send(debug("")).await;
+    assert_error(status, &body, 409, "only while it runs");
     server.stop().await;
 }

@@ -294,6 +294,9 @@ mod tests {
             "/v1/contexts/{id}",
             "/v1/extensions",
             "/v1/extensions/{id}",
+            "/v1/sessions/{id}/debug",
+            "/v1/sessions/{id}/logs",
+            "/v1/sessions/{id}/recording",
         ] {
             assert!(paths.contains(&route), "{route} is not described");
         }
