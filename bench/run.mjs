@@ -347,6 +347,58 @@ async function benchRelay(ctx) {
   return { rtt, big, shot, shotBytes, tenMb: TEN_MB };
 }
 
+// ---------------------------------------------------------------- 2b. inspector cost
+
+const BOTH_OFF = { logSession: false, recordSession: false };
+
+/** One warm session, Playwright, with logging and recording on or off: the whole lifecycle. */
+async function inspectedRound(server, site, settings) {
+  const start = now();
+  const created = await server.api('POST', '/v1/sessions', { keepAlive: true, browserSettings: settings });
+  if (created.status !== 201) throw new Error(`create: ${created.status} ${JSON.stringify(created.body)}`);
+  const create = now() - start;
+  const browser = await chromium.connectOverCDP(created.body.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await page.goto(`${site.url}/page`);
+  await server.api('POST', `/v1/sessions/${created.body.id}`, { status: 'REQUEST_RELEASE' });
+  await browser.close();
+  return { create, total: now() - start };
+}
+
+async function benchInspector(ctx) {
+  // Round trips: two sessions on the cold server, one with logging and recording on (the
+  // defaults), one with both off, measured in alternating rounds.
+  const server = ctx.cold;
+  const on = (await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600 })).body;
+  const off = (await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600, browserSettings: BOTH_OFF })).body;
+  const clients = { on: await Cdp.connect(on.connectUrl), off: await Cdp.connect(off.connectUrl) };
+  const pages = { on: await clients.on.firstPage(), off: await clients.off.firstPage() };
+  const rtt = { on: [], off: [] };
+  const rounds = 10;
+  for (let r = 0; r < rounds; r++) {
+    for (const k of r % 2 ? ['on', 'off'] : ['off', 'on']) {
+      for (let i = 0; i < RTT_CALLS / rounds; i++) {
+        const s = now();
+        await clients[k].call('Runtime.evaluate', { expression: '1+1' }, pages[k]);
+        rtt[k].push((now() - s) * 1000);
+      }
+    }
+  }
+  clients.on.close(); clients.off.close();
+  for (const s of [on, off]) await server.api('POST', `/v1/sessions/${s.id}`, { status: 'REQUEST_RELEASE' });
+
+  // Lifecycles on the warm server, interleaved.
+  const lifecycle = { on: [], off: [] };
+  const n = Math.max(10, Math.floor(ITERATIONS / 2));
+  for (let i = 0; i < n; i++) {
+    for (const k of i % 2 ? ['on', 'off'] : ['off', 'on']) {
+      await ctx.warm.waitWarm(ctx.warm.warmPool);
+      lifecycle[k].push(await inspectedRound(ctx.warm, ctx.site, k === 'on' ? {} : BOTH_OFF));
+    }
+  }
+  return { rtt, lifecycle, n };
+}
+
 // ---------------------------------------------------------------- 3. scale
 
 async function benchConcurrentCreates(n) {
@@ -426,7 +478,7 @@ function stageTable(results) {
     '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
-function report(ctx, lc, contexts, relay, creates, mem, cap, seconds) {
+function report(ctx, lc, contexts, relay, inspector, creates, mem, cap, seconds) {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = cpus()[0]?.model ?? 'unknown';
   const chromiumVersion = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
@@ -502,6 +554,21 @@ separate process costs two extra socket hops per round trip, and on a 2-core mac
 with Chromium and the client each hop can wait for a core. Where browserd's overhead is close
 to socat's, what is left is the process hop, not the relay's code.
 
+## 2b. Logging and recording: both on (the default) versus both off
+
+Every session logs its CDP commands and replies and records its primary tab with rrweb unless
+\`browserSettings\` turns them off. Round trips: two sessions side by side on one server, ${RTT_CALLS}
+\`Runtime.evaluate("1+1")\` calls each in alternating rounds. Lifecycle: warm sessions, Playwright
+connect, load a page on loopback, release; ${inspector.n} of each, interleaved.
+
+| measure | both on | both off | on − off |
+|---|---|---|---|
+| round trip p50 | ${f(pct(inspector.rtt.on, 50))} µs | ${f(pct(inspector.rtt.off, 50))} µs | ${f(pct(inspector.rtt.on, 50) - pct(inspector.rtt.off, 50))} µs |
+| round trip p99 | ${f(pct(inspector.rtt.on, 99))} µs | ${f(pct(inspector.rtt.off, 99))} µs | ${f(pct(inspector.rtt.on, 99) - pct(inspector.rtt.off, 99))} µs |
+| create p50 | ${f(pct(inspector.lifecycle.on.map((x) => x.create), 50))} ms | ${f(pct(inspector.lifecycle.off.map((x) => x.create), 50))} ms | ${f(pct(inspector.lifecycle.on.map((x) => x.create), 50) - pct(inspector.lifecycle.off.map((x) => x.create), 50))} ms |
+| lifecycle p50 | ${f(pct(inspector.lifecycle.on.map((x) => x.total), 50))} ms | ${f(pct(inspector.lifecycle.off.map((x) => x.total), 50))} ms | ${f(pct(inspector.lifecycle.on.map((x) => x.total), 50) - pct(inspector.lifecycle.off.map((x) => x.total), 50))} ms |
+| lifecycle p95 | ${f(pct(inspector.lifecycle.on.map((x) => x.total), 95))} ms | ${f(pct(inspector.lifecycle.off.map((x) => x.total), 95))} ms | |
+
 ## 3. Scale on one machine
 
 | sessions created at once | browserd (warm pool 2): all ready | direct Chromium: all ready | refused |
@@ -538,6 +605,8 @@ async function main() {
   const contexts = await benchContexts(ctx);
   log('relay');
   const relay = await benchRelay(ctx);
+  log('inspector');
+  const inspector = await benchInspector(ctx);
   await ctx.warm.stop();
   await ctx.cold.stop();
   log('concurrent creates');
@@ -546,7 +615,7 @@ async function main() {
   const mem = await benchIdleMemory();
   const cap = SKIP_CAPACITY ? null : (log('capacity'), await benchCapacity(ctx));
   site.close();
-  const md = report(ctx, lc, contexts, relay, creates, mem, cap, (now() - started) / 1000);
+  const md = report(ctx, lc, contexts, relay, inspector, creates, mem, cap, (now() - started) / 1000);
   writeFileSync(OUT, md);
   console.log(md);
 }
