@@ -226,3 +226,31 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     v.wait_for_selector("#replay-box[data-finished='true']", timeout=60_000)
     shot(v, "dashboard-replay.png", full_page=True)
     assert errors == []
+
+
+def test_the_live_view_switches_between_tabs(bb, playwright, site, viewer):
+    s = bb.sessions.create(keep_alive=True)
+    remote_browser, first = open_page(playwright, s)
+    first.goto(f"{site}/page")
+    second = remote_browser.contexts[0].new_page()
+    second.goto(f"{site}/login")
+    debug = bb.sessions.debug(s.id)
+    assert [p.title for p in debug.pages][0] == "hello", "the primary tab comes first"
+    assert {p.title for p in debug.pages} == {"hello", "login"}
+
+    v = viewer.new_page(viewport={"width": 1300, "height": 800})
+    v.goto(debug.debugger_fullscreen_url)
+    v.wait_for_selector("#screen[data-frames]")
+    v.wait_for_selector("#tabs button:nth-child(2)")
+    assert v.get_attribute("#tabs button:nth-child(1)", "aria-pressed") == "true"
+    second.evaluate("window.__clicked = false; document.addEventListener('mousedown', () => window.__clicked = true)")
+    v.click("#tabs button:has-text('login')")
+    v.wait_for_selector("#tabs button:has-text('login')[aria-pressed='true']")
+    # Frames of the second tab arrive; a click through the live view lands there.
+    v.wait_for_selector(f"#screen[data-frames][data-tab='{debug.pages[1].id}']")
+    box = v.locator("#screen").bounding_box()
+    v.mouse.click(box["x"] + 20, box["y"] + 20)
+    second.wait_for_function("window.__clicked === true")
+    assert first.evaluate("window.__clicked") is None
+    v.close()
+    remote_browser.close()
