@@ -312,17 +312,28 @@ impl BrowserInstance for ChromiumBrowser {
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
         self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
         set_cookies(&self.cdp_url, &setup.cookies).await?;
-        if setup.recording.is_some() && self.recorder.is_none() {
-            self.install_recorder(false).await;
-        }
         match (self.recorder.take(), &setup.recording) {
             (Some(r), Some((session, path))) => r.start(*session, path.clone()),
+            // A browser launched for this session: installing rrweb waits for the first
+            // tab's renderer (~130 ms), so it happens beside the client's connect instead of
+            // before the create answers. It also starts in the document already showing.
+            (None, Some((session, path))) => {
+                let (cdp_url, session, path) = (self.cdp_url.clone(), *session, path.clone());
+                tokio::spawn(async move {
+                    match recorder::install(&cdp_url, true).await {
+                        Ok(r) => r.start(session, path),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not start the session recording")
+                        }
+                    }
+                });
+            }
             // Off the create path: the next document is at least a client round trip
             // away, and nothing is recorded before the removal anyway (no recorder runs).
             (Some(r), None) => {
                 tokio::spawn(r.discard());
             }
-            (None, _) => {}
+            (None, None) => {}
         }
         Ok(())
     }

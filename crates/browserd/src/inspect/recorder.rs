@@ -77,14 +77,21 @@ pub async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
         json!({ "name": BINDING, "executionContextName": WORLD }),
     )
     .await?;
-    // Main frame only (rrweb records same-origin iframes itself); once per document.
+    // Main frame only (rrweb records same-origin iframes itself); once per document. rrweb
+    // starts once the page has loaded and the main thread is idle: its first run in a
+    // document costs V8 tens of milliseconds (it compiles lazily), which would otherwise
+    // delay the page's load and the client's next command. What changed before it starts is
+    // in its first full snapshot.
     let source = format!(
         "{RRWEB_RECORD}\n;(() => {{\
            if (window.top !== window || window.__browserdRecording) return;\
            window.__browserdRecording = true;\
            const send = globalThis.{BINDING};\
-           rrwebRecord.record({{ emit(e) {{ send(JSON.stringify(e)); }},\
+           const start = () => rrwebRecord.record({{ emit(e) {{ send(JSON.stringify(e)); }},\
              sampling: {{ mousemove: 50, scroll: 150, input: 'last' }} }});\
+           const idle = () => (window.requestIdleCallback || ((f) => setTimeout(f, 50)))(start, {{ timeout: 2000 }});\
+           if (document.readyState === 'complete') idle();\
+           else window.addEventListener('load', idle, {{ once: true }});\
          }})();"
     );
     let added = cdp

@@ -62,7 +62,6 @@ impl Supervisor {
                 .launch(&LaunchSpec {
                     context: self.context.clone(),
                     extension: self.extension.clone(),
-                    recorder: self.records(),
                     ..LaunchSpec::new(self.viewport)
                 })
                 .await
@@ -155,16 +154,6 @@ impl Supervisor {
                 let _ = done.send(());
             }
         }
-    }
-
-    /// Whether the session is recorded (`browserSettings.recordSession`, on by default).
-    fn records(&self) -> bool {
-        self.session
-            .browser_settings
-            .as_ref()
-            .and_then(|s| s.get("recordSession"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(true)
     }
 
     /// Readies the browser for this session: its downloads folder, its context's cookies.
