@@ -31,15 +31,6 @@ async fn call(
     (status, resp.json().await.unwrap(), headers)
 }
 
-/// Asserts a Browserbase-shaped error with this status whose message contains `needle`.
-fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["statusCode"], want);
-    assert!(body["error"].is_string(), "{body}");
-    let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
-}
-
 fn seconds_between(a: &Value, b: &Value) -> i64 {
     let parse = |v: &Value| {
         time::OffsetDateTime::parse(

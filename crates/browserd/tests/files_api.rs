@@ -20,13 +20,6 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::Hea
     (status, body, headers)
 }
 
-fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["statusCode"], want);
-    let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
-}
-
 fn file_form(name: &str, bytes: Vec<u8>) -> Form {
     Form::new().part("file", Part::bytes(bytes).file_name(name.to_owned()))
 }

@@ -1,32 +1,17 @@
 // Contexts, extensions, uploads and downloads through the official Node SDK, playwright-core
 // and puppeteer-core.
-import { test, before, after, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import Browserbase, { toFile } from '@browserbasehq/sdk';
+import { toFile } from '@browserbasehq/sdk';
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
-import { startBrowserd, startSite, waitUntil, makeZip, readZip, API_KEY } from './harness.mjs';
+import { makeZip, readZip, useBrowserd, waitUntil } from './harness.mjs';
 
 let server;
 let site;
 let bb;
 
-before(async () => {
-  server = await startBrowserd();
-  site = await startSite();
-  bb = new Browserbase({ apiKey: API_KEY, baseURL: server.baseURL });
-});
-
-afterEach(async () => {
-  for (const s of await bb.sessions.list({ status: 'RUNNING' })) {
-    await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
-  }
-});
-
-after(async () => {
-  site.close();
-  assert.equal(await server.stop(), 0, 'browserd exits cleanly on SIGTERM');
-});
+useBrowserd((ctx) => ({ server, site, bb } = ctx));
 
 async function whoIsSignedIn(session) {
   const browser = await chromium.connectOverCDP(session.connectUrl);

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { crc32, inflateRawSync } from 'node:zlib';
 import assert from 'node:assert/strict';
+import { before, after, afterEach } from 'node:test';
+import Browserbase from '@browserbasehq/sdk';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'debug', 'browserd');
@@ -157,4 +159,28 @@ export function readZip(buf) {
     at += 46 + nameLen + extraLen + commentLen;
   }
   return out;
+}
+
+/**
+ * Registers a test file's hooks: browserd and the page site start before its tests (then
+ * `onReady({ server, site, bb })`), running sessions are released after each test, and both
+ * stop after the last one, browserd with exit code 0.
+ */
+export function useBrowserd(onReady) {
+  let ctx;
+  before(async () => {
+    const server = await startBrowserd();
+    const site = await startSite();
+    ctx = { server, site, bb: new Browserbase({ apiKey: API_KEY, baseURL: server.baseURL }) };
+    onReady(ctx);
+  });
+  afterEach(async () => {
+    for (const s of await ctx.bb.sessions.list({ status: 'RUNNING' })) {
+      await ctx.bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
+    }
+  });
+  after(async () => {
+    ctx.site.close();
+    assert.equal(await ctx.server.stop(), 0, 'browserd exits cleanly on SIGTERM');
+  });
 }

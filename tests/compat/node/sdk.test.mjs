@@ -1,31 +1,16 @@
 // The official Node SDK (@browserbasehq/sdk), playwright-core and puppeteer-core against browserd.
-import { test, before, after, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Browserbase from '@browserbasehq/sdk';
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
-import { startBrowserd, startSite, waitUntil, API_KEY } from './harness.mjs';
+import { useBrowserd, waitUntil } from './harness.mjs';
 
 let server;
 let site;
 let bb;
 
-before(async () => {
-  server = await startBrowserd();
-  site = await startSite();
-  bb = new Browserbase({ apiKey: API_KEY, baseURL: server.baseURL });
-});
-
-afterEach(async () => {
-  for (const s of await bb.sessions.list({ status: 'RUNNING' })) {
-    await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
-  }
-});
-
-after(async () => {
-  site.close();
-  assert.equal(await server.stop(), 0, 'browserd exits cleanly on SIGTERM');
-});
+useBrowserd((ctx) => ({ server, site, bb } = ctx));
 
 test('create, retrieve, list and release through the SDK', async () => {
   const s = await bb.sessions.create({ keepAlive: true, api_timeout: 90, userMetadata: { suite: 'node' } });

@@ -76,14 +76,10 @@ pub async fn create(
 
 /// A context of the caller's project; another project's is "not found".
 pub async fn owned_context(state: &AppState, auth: &Auth, id: &str) -> Result<Context, ApiError> {
-    let not_found = || ApiError::NotFound(format!("context {id} not found"));
-    if uuid::Uuid::try_parse(id).is_err() {
-        return Err(not_found());
-    }
-    match state.store.get_context(id).await? {
-        Some(c) if c.project_id == auth.0.id => Ok(c),
-        _ => Err(not_found()),
-    }
+    super::owned(auth, "context", id, |uuid| async move {
+        state.store.get_context(&uuid.to_string()).await
+    })
+    .await
 }
 
 /// `GET /v1/contexts/{id}`.

@@ -53,14 +53,10 @@ pub async fn owned_extension(
     auth: &Auth,
     id: &str,
 ) -> Result<Extension, ApiError> {
-    let not_found = || ApiError::NotFound(format!("extension {id} not found"));
-    if uuid::Uuid::try_parse(id).is_err() {
-        return Err(not_found());
-    }
-    match state.store.get_extension(id).await? {
-        Some(e) if e.project_id == auth.0.id => Ok(e),
-        _ => Err(not_found()),
-    }
+    super::owned(auth, "extension", id, |uuid| async move {
+        state.store.get_extension(&uuid.to_string()).await
+    })
+    .await
 }
 
 /// `GET /v1/extensions/{id}`.

@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::collections::HashMap;
-use uuid::Uuid;
 
 /// A session plus the credentials to connect to it (create and retrieve responses).
 #[derive(Serialize)]
@@ -56,21 +55,13 @@ fn with_connect<'a>(
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(id).map_err(|_| ApiError::NotFound(format!("session {id} not found")))
-}
-
 /// Loads a session of the caller's project; another project's session is "not found".
 pub(super) async fn owned_session(
     state: &AppState,
     auth: &Auth,
     id: &str,
 ) -> Result<Session, ApiError> {
-    let uuid = parse_id(id)?;
-    match state.store.get_session(uuid).await? {
-        Some(s) if s.project_id == auth.0.id => Ok(s),
-        _ => Err(ApiError::NotFound(format!("session {id} not found"))),
-    }
+    super::owned(auth, "session", id, |uuid| state.store.get_session(uuid)).await
 }
 
 /// `POST /v1/sessions`: create; or, with `sessionId` and `status: REQUEST_RELEASE` (the

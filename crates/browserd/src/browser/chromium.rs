@@ -318,15 +318,7 @@ impl BrowserInstance for ChromiumBrowser {
             // tab's renderer (~130 ms), so it happens beside the client's connect instead of
             // before the create answers. It also starts in the document already showing.
             (None, Some((session, path))) => {
-                let (cdp_url, session, path) = (self.cdp_url.clone(), *session, path.clone());
-                tokio::spawn(async move {
-                    match recorder::install(&cdp_url, true).await {
-                        Ok(r) => r.start(session, path),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not start the session recording")
-                        }
-                    }
-                });
+                spawn_recorder(self.cdp_url.clone(), *session, path.clone());
             }
             // Off the create path: the next document is at least a client round trip
             // away, and nothing is recorded before the removal anyway (no recorder runs).
@@ -391,6 +383,18 @@ impl BrowserInstance for ChromiumBrowser {
         let _ = self.child.wait().await;
         sweep_and_remove(self.dir.clone(), self.keep_downloads_in.take()).await;
     }
+}
+
+/// Installs rrweb, starting in the document already showing, and records, all in the
+/// background.
+fn spawn_recorder(cdp_url: String, session: uuid::Uuid, path: PathBuf) {
+    // Lives as long as the recording: until the browser goes away.
+    tokio::spawn(async move {
+        match recorder::install(&cdp_url, true).await {
+            Ok(r) => r.start(session, path),
+            Err(e) => tracing::warn!(error = %e, "could not start the session recording"),
+        }
+    });
 }
 
 /// How long a browser may take to exit after `Browser.close` (it writes its profile).
@@ -536,7 +540,6 @@ struct AdoptedBrowser {
     stopped: bool,
     detached: bool,
     keep_downloads_in: Option<PathBuf>,
-    primary_tab: Option<String>,
 }
 
 /// Takes over a browser described by `record`, if it is still the very process that was
@@ -563,7 +566,6 @@ pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
         stopped: false,
         detached: false,
         keep_downloads_in: None,
-        primary_tab: None,
     }))
 }
 
@@ -613,22 +615,13 @@ impl BrowserInstance for AdoptedBrowser {
         Some(self.record.dir.join("downloads"))
     }
 
-    fn primary_tab(&self) -> Option<String> {
-        self.primary_tab.clone()
-    }
-
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        // Its cookies were set by the browserd that started it; its recorder went with
-        // that browserd's connection, so a new one starts, on the page as it is now.
+        // Its cookies were set by the browserd that started it; its recorder went with that
+        // browserd's connection, so a new one starts, on the page as it is now, in the
+        // background: clients reconnect as soon as the session is ready again.
         self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
         if let Some((session, path)) = &setup.recording {
-            match recorder::install(&self.record.cdp_url, true).await {
-                Ok(r) => {
-                    self.primary_tab = Some(r.tab().to_owned());
-                    r.start(*session, path.clone());
-                }
-                Err(e) => tracing::warn!(error = %e, "could not restart the session recording"),
-            }
+            spawn_recorder(self.record.cdp_url.clone(), *session, path.clone());
         }
         Ok(())
     }

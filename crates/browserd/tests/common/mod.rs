@@ -209,6 +209,15 @@ impl TestServer {
     }
 }
 
+/// Asserts a Browserbase-shaped error with this status whose message contains `needle`.
+pub fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["statusCode"], want);
+    assert!(body["error"].is_string(), "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+}
+
 /// Polls `check` until it returns `Some`, for at most [`PATIENCE`].
 pub async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
 where
