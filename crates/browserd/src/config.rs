@@ -110,9 +110,9 @@ pub struct Settings {
     )]
     pub context_key: Option<String>,
 
-    /// Hours a session's downloads and uploads are kept after it ends (GET
-    /// /v1/sessions/{id}/downloads works until then); 0 removes them at the next sweep,
-    /// which runs every 10 minutes [default: 168, a week]
+    /// Hours a session's files (downloads, uploads, CDP log, recording) are kept after it
+    /// ends (its downloads, logs and recording endpoints work until then); 0 removes them at
+    /// the next sweep, which runs every 10 minutes [default: 168, a week]
     #[arg(long, env = "BROWSERD_FILES_RETENTION_HOURS", value_name = "HOURS")]
     pub files_retention_hours: Option<u64>,
 
