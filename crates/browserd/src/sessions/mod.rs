@@ -516,6 +516,13 @@ impl SessionManager {
         }
     }
 
+    /// The session's first tab, once known (see [`Self::set_inspection`]).
+    fn set_primary_tab(&self, id: Uuid, tab: String) {
+        if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
+            entry.primary_tab.get_or_insert(tab);
+        }
+    }
+
     fn set_ready(&self, id: Uuid, browser: &dyn BrowserInstance) {
         if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
             entry.cdp_url = Some(browser.cdp_url().to_owned());

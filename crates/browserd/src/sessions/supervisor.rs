@@ -181,12 +181,19 @@ impl Supervisor {
         browser.begin_session(&setup).await?;
         // The CDP log (`logSession`, on by default) and the primary tab for the live view.
         let log = setting("logSession").then(|| crate::inspect::logs::start(files.logs_path(id)));
-        let mut primary_tab = browser.primary_tab();
+        let primary_tab = browser.primary_tab();
         if primary_tab.is_none() && browser.has_devtools() {
-            primary_tab = crate::inspect::tabs(browser.cdp_url(), None)
-                .await
-                .ok()
-                .and_then(|tabs| tabs.into_iter().next().map(|t| t.id));
+            // Asked in the background: on a browser that just started, under a burst of
+            // creates, the answer can take a while, and the create need not wait for it.
+            // Until it is known the inspector shows the first tab the browser lists.
+            let (manager, cdp_url) = (Arc::clone(&self.manager), browser.cdp_url().to_owned());
+            tokio::spawn(async move {
+                if let Ok(tabs) = crate::inspect::tabs(&cdp_url, None).await
+                    && let Some(first) = tabs.into_iter().next()
+                {
+                    manager.set_primary_tab(id, first.id);
+                }
+            });
         }
         self.manager.set_inspection(id, log, primary_tab);
         Ok(())
