@@ -204,26 +204,19 @@ async fn reconcile(
         store
             .finish_session(session.id, status, ended_at, reason)
             .await?;
-        let keep_downloads_in = files.downloads_dir(session.id);
-        match browser {
-            Some(mut browser) => {
-                if let (Some(id), Some(guard)) = (persist, &guard) {
-                    crate::sessions::save_context(files, store, id, &mut *browser, guard).await;
-                }
-                let setup = crate::browser::SessionSetup {
-                    keep_downloads_in,
-                    cookies: Vec::new(),
-                    recording: None,
-                };
-                let _ = browser.begin_session(&setup).await;
-                browser.shutdown().await;
+        // What its browser downloaded is kept, whether the browser survived or not (the
+        // folder is removed with the browser, or by the sweep below).
+        if let Some(record) = &session.browser {
+            chromium::keep_downloads(
+                &record.dir.join("downloads"),
+                &files.downloads_dir(session.id),
+            );
+        }
+        if let Some(mut browser) = browser {
+            if let (Some(id), Some(guard)) = (persist, &guard) {
+                crate::sessions::save_context(files, store, id, &mut *browser, guard).await;
             }
-            // Its browser is gone, but what it downloaded is still in its folder.
-            None => {
-                if let Some(record) = &session.browser {
-                    chromium::keep_downloads(&record.dir.join("downloads"), &keep_downloads_in);
-                }
-            }
+            browser.shutdown().await;
         }
         ended += 1;
     }

@@ -127,27 +127,29 @@ async fn run(path: PathBuf, mut rx: mpsc::Receiver<Traffic>) {
 }
 
 fn parse_command(text: &str, at: i64) -> Option<(u64, Pending)> {
+    /// A command with its params (small messages) or without them: serde skips a large
+    /// message's params without building them. Either way the text is parsed once.
     #[derive(serde::Deserialize)]
-    struct Head {
+    struct Command<P> {
         id: u64,
         method: String,
         #[serde(rename = "sessionId")]
         session_id: Option<String>,
+        params: Option<P>,
     }
-    let params = if text.len() <= MAX_PARSED {
-        let full: Value = serde_json::from_str(text).ok()?;
-        full.get("params").cloned().unwrap_or_else(|| json!({}))
+    let (id, method, session_id, params) = if text.len() <= MAX_PARSED {
+        let c: Command<Value> = serde_json::from_str(text).ok()?;
+        (c.id, c.method, c.session_id, c.params)
     } else {
-        json!({})
+        let c: Command<serde::de::IgnoredAny> = serde_json::from_str(text).ok()?;
+        (c.id, c.method, c.session_id, None)
     };
-    // serde skips the (possibly huge) params without building them.
-    let head: Head = serde_json::from_str(text).ok()?;
     Some((
-        head.id,
+        id,
         Pending {
-            method: head.method,
-            session_id: head.session_id,
-            params,
+            method,
+            session_id,
+            params: params.unwrap_or_else(|| json!({})),
             raw: cut(text),
             at,
         },
@@ -312,16 +314,9 @@ async fn open_append(path: &std::path::Path) -> Option<tokio::io::BufWriter<toki
     }
 }
 
-/// Reads a session's log: every complete line (a line still being written is skipped).
+/// Reads a session's log, oldest first.
 pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    super::read_jsonl(path).await
 }
 
 #[cfg(test)]

@@ -85,3 +85,16 @@ pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Stri
     }
     Ok(tabs)
 }
+
+/// The objects of a JSON-lines file (a session's log or recording), oldest first; a line
+/// still being written is skipped, and a file not yet written reads as empty.
+pub async fn read_jsonl(path: &std::path::Path) -> std::io::Result<Vec<serde_json::Value>> {
+    match tokio::fs::read_to_string(path).await {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}

@@ -184,5 +184,5 @@ async fn open(path: &std::path::Path) -> Option<tokio::fs::File> {
 
 /// A session's recording as rrweb events, oldest first.
 pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
-    super::logs::read(path).await
+    super::read_jsonl(path).await
 }

@@ -209,6 +209,30 @@ struct LiveEntry {
     clients: Arc<AtomicUsize>,
 }
 
+impl LiveEntry {
+    /// A session that holds its slot but whose browser is not ready yet.
+    fn new(
+        project_id: String,
+        keep_alive: bool,
+        commands: mpsc::UnboundedSender<Command>,
+        ended: watch::Receiver<Option<Ending>>,
+    ) -> Self {
+        Self {
+            project_id,
+            keep_alive,
+            commands,
+            ended,
+            cdp_url: None,
+            browser_pid: None,
+            browser_dir: None,
+            downloads_dir: None,
+            log: None,
+            primary_tab: None,
+            clients: Arc::default(),
+        }
+    }
+}
+
 pub struct SessionManager {
     store: Arc<dyn SessionStore>,
     launcher: Arc<dyn Launcher>,
@@ -329,19 +353,7 @@ impl SessionManager {
         let (ended_tx, ended) = watch::channel(None);
         self.reserve_slot(
             id,
-            LiveEntry {
-                project_id: req.project.id.clone(),
-                keep_alive: req.keep_alive,
-                commands,
-                ended,
-                cdp_url: None,
-                browser_pid: None,
-                browser_dir: None,
-                downloads_dir: None,
-                log: None,
-                primary_tab: None,
-                clients: Arc::default(),
-            },
+            LiveEntry::new(req.project.id.clone(), req.keep_alive, commands, ended),
             &req.project,
         )?;
 
@@ -606,19 +618,12 @@ impl SessionManager {
         let left = (session.expires_at - crate::model::now()).max(time::Duration::ZERO);
         self.live.lock().unwrap().insert(
             session.id,
-            LiveEntry {
-                project_id: session.project_id.clone(),
-                keep_alive: session.keep_alive,
+            LiveEntry::new(
+                session.project_id.clone(),
+                session.keep_alive,
                 commands,
                 ended,
-                cdp_url: None,
-                browser_pid: None,
-                browser_dir: None,
-                downloads_dir: None,
-                log: None,
-                primary_tab: None,
-                clients: Arc::default(),
-            },
+            ),
         );
         let supervisor = supervisor::Supervisor {
             manager: Arc::clone(self),
