@@ -79,7 +79,7 @@ async function freePort() {
 async function startBrowserd({ warmPool, maxSessions }) {
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-bench-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', KEY,
-    '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true'];
+    '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true', '--allow-local-egress', 'true'];
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
   let banner = '';

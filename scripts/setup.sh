@@ -28,6 +28,15 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# Each browser runs in a bubblewrap sandbox (its own uid and namespaces); setpriv (util-linux)
+# drops it to that uid.
+ensure_sandbox() {
+  if ! command -v bwrap >/dev/null 2>&1 || ! command -v setpriv >/dev/null 2>&1; then
+    echo "setup: installing bubblewrap (the browsers' sandbox)"
+    apt_install bubblewrap util-linux
+  fi
+}
+
 ensure_test_tools() {
   if ! python3 -m venv --help >/dev/null 2>&1; then
     echo "setup: installing python3-venv"

@@ -120,6 +120,19 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_UPLOAD_MIB", value_name = "MIB")]
     pub max_upload_mib: Option<u64>,
 
+    /// Run each browser in a sandbox of its own (bubblewrap: its own uid, mount, pid and
+    /// network namespaces), so a client of one session reaches neither the host's files nor
+    /// other sessions. auto: when browserd runs as root and bwrap is installed, else a
+    /// warning; on: or refuse to start; off: never [default: auto]
+    #[arg(long, env = "BROWSERD_SANDBOX", value_name = "MODE")]
+    pub sandbox: Option<crate::browser::sandbox::SandboxMode>,
+
+    /// Let pages of sandboxed browsers connect to services on this machine (loopback and
+    /// its own addresses), e.g. to test a local app; browserd's own ports stay closed
+    /// [default: false]
+    #[arg(long, env = "BROWSERD_ALLOW_LOCAL_EGRESS", value_name = "BOOL")]
+    pub allow_local_egress: Option<bool>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -159,6 +172,8 @@ pub struct Config {
     pub context_key: Option<String>,
     pub files_retention: std::time::Duration,
     pub max_upload_bytes: u64,
+    pub sandbox: crate::browser::sandbox::SandboxMode,
+    pub allow_local_egress: bool,
 }
 
 impl Config {
@@ -221,6 +236,11 @@ impl Config {
             .or(f.files_retention_hours)
             .unwrap_or(168);
         Ok(Self {
+            sandbox: cli.sandbox.or(f.sandbox).unwrap_or_default(),
+            allow_local_egress: cli
+                .allow_local_egress
+                .or(f.allow_local_egress)
+                .unwrap_or(false),
             context_key: cli.context_key.clone().or(f.context_key),
             files_retention: std::time::Duration::from_secs(
                 files_retention_hours.saturating_mul(3600),
@@ -264,6 +284,14 @@ impl Config {
                 .or(f.shutdown_ends_sessions)
                 .unwrap_or(false),
         })
+    }
+
+    /// Where pages of sandboxed browsers may connect.
+    pub fn egress_policy(&self) -> crate::browser::egress::EgressPolicy {
+        crate::browser::egress::EgressPolicy {
+            allow_local: self.allow_local_egress,
+            own_ports: vec![self.listen.port()],
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 
 use crate::api::{ApiSettings, AppState};
 use crate::browser::chromium::ChromiumLauncher;
+use crate::browser::sandbox::Sandbox;
 use crate::browser::{BrowserInstance, Launcher, chromium, procs};
 use crate::config::Config;
 use crate::files::FileStore;
@@ -48,7 +49,13 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             "no Chromium found on PATH (looked for chromium, chromium-browser, google-chrome); install it with `apt-get install chromium` or pass --chromium PATH",
         )?,
     };
-    let launcher = Arc::new(ChromiumLauncher::new(chromium, config.sessions_dir()));
+    let sandbox =
+        Sandbox::detect(config.sandbox, config.egress_policy()).map_err(anyhow::Error::msg)?;
+    let launcher = Arc::new(ChromiumLauncher::new(
+        chromium,
+        config.sessions_dir(),
+        sandbox,
+    ));
     prepare_with(config, launcher).await
 }
 
@@ -75,7 +82,7 @@ pub async fn prepare_with(
             .context("could not create the file folders")?,
     );
 
-    let Reconciled { ended, adopted } = reconcile(config, &store, &files).await?;
+    let Reconciled { ended, adopted } = reconcile(config, &store, &files, &*launcher).await?;
 
     let secret = store
         .setting_or_insert(SETTING_SIGNING_SECRET, &SigningSecret::generate().to_hex())
@@ -168,12 +175,16 @@ async fn reconcile(
     config: &Config,
     store: &SqliteStore,
     files: &FileStore,
+    launcher: &dyn Launcher,
 ) -> anyhow::Result<Reconciled> {
     let now = crate::model::now();
     let mut ended = 0;
     let mut adopted = Vec::new();
     for session in store.unended_sessions().await? {
-        let browser = session.browser.clone().and_then(chromium::adopt);
+        let browser = match session.browser.clone() {
+            Some(record) => launcher.adopt(record).await,
+            None => None,
+        };
         let (status, ended_at, reason) = match browser {
             None => (
                 SessionStatus::Error,
@@ -295,6 +306,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
+    if let Ok(addr) = listener.local_addr() {
+        crate::browser::egress::protect_own_port(addr.port());
+    }
     let sessions = Arc::clone(&state.sessions);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 

@@ -6,14 +6,27 @@ mod common;
 use common::*;
 use serde_json::json;
 
-/// Pids of the Chromium browsers (not helpers) running from this server's data dir.
+/// Pids of the browsers (the process browserd started for each: Chromium, or the sandbox
+/// around it; not their helpers) running from this server's data dir.
 fn browser_pids(server: &TestServer) -> Vec<u32> {
     let sessions = server.data_dir.path().join("sessions");
-    browserd::browser::procs::find_by_cmdline(&sessions)
-        .into_iter()
+    let all = browserd::browser::procs::find_by_cmdline(&sessions);
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    all.iter()
+        .copied()
+        .filter(|&pid| parent(pid).is_none_or(|p| !all.contains(&p)))
         .filter(|pid| {
+            // Crashpad's handler double-forks away from its browser.
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            memchr::memmem::find(&cmd, b"--type=").is_none()
+            memchr::memmem::find(&cmd, b"crashpad").is_none()
         })
         .collect()
 }

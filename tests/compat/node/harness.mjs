@@ -29,7 +29,7 @@ export async function startBrowserd() {
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-node-'));
   const port = await freePort();
   const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
-    '--api-key', API_KEY, '--min-timeout', '1', '--max-sessions', '6'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    '--api-key', API_KEY, '--min-timeout', '1', '--max-sessions', '6', '--allow-local-egress', 'true'], { stdio: ['ignore', 'pipe', 'ignore'] });
   await new Promise((resolveStarted, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {

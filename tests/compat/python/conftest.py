@@ -44,7 +44,8 @@ def browserd():
     port = free_port()
     proc = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-         "--api-key", API_KEY, "--min-timeout", "1", "--max-sessions", "6"],
+         "--api-key", API_KEY, "--min-timeout", "1", "--max-sessions", "6",
+         "--allow-local-egress", "true"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:

@@ -173,11 +173,12 @@ pub async fn devtools_ws(
         .await
         .map_err(|e| ApiError::BadGateway(format!("could not reach the tab: {e}")))?;
     let stop = until_over(&checked);
+    let rules = std::sync::Arc::clone(&checked.session.rules);
     let response = upgrade.response();
     // Pipes this inspector client until it leaves or its session or grant ends.
     tokio::spawn(async move {
         if let Some(ws) = upgrade.websocket(MAX_DEVTOOLS_MESSAGE).await {
-            inspect::pipe::run(ws, browser, stop).await;
+            inspect::pipe::run(ws, browser, &rules, stop).await;
         }
     });
     Ok(response)

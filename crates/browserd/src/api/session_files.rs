@@ -46,12 +46,44 @@ pub async fn upload(
     stored
         .await
         .map_err(|e| ApiError::Internal(format!("could not store the upload: {e}")))?;
+    if let Some(browser_dir) = state.sessions.browser_dir(session.id) {
+        show_to_browser(&dest, &browser_dir, &name)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!("could not give the upload to the browser: {e}"))
+            })?;
+    }
     let path = dest.display().to_string();
     Ok(Json(serde_json::json!({
         "message": format!("File uploaded successfully to {path}"),
         "path": path,
     }))
     .into_response())
+}
+
+/// Makes an upload readable by the session's browser, whose sandbox shows it only its own
+/// folder: a hard link in `<browser dir>/uploads/`, owned by the browser's uid (the owner
+/// of its folder). The relay maps the path this API answers to that one.
+async fn show_to_browser(
+    file: &std::path::Path,
+    browser_dir: &std::path::Path,
+    name: &str,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = browser_dir.join(crate::sessions::UPLOADS_IN_BROWSER);
+    let owner = tokio::fs::metadata(browser_dir).await?;
+    tokio::fs::create_dir_all(&dir).await?;
+    let link = dir.join(name);
+    if link == file {
+        return Ok(());
+    }
+    match tokio::fs::remove_file(&link).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    tokio::fs::hard_link(file, &link).await?;
+    std::os::unix::fs::lchown(&dir, Some(owner.uid()), Some(owner.gid()))?;
+    std::os::unix::fs::lchown(&link, Some(owner.uid()), Some(owner.gid()))
 }
 
 /// `GET /v1/sessions/{id}/downloads`: a zip of the files the session's pages downloaded;

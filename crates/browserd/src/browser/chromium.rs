@@ -5,8 +5,10 @@
 //! `DevToolsActivePort` file it writes into the profile (no stderr parsing). It runs as the
 //! leader of its own process group so that stopping it stops its helpers too.
 
+use super::sandbox::{Sandbox, UidLease};
 use super::{
-    BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, procs,
+    BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, egress, netns,
+    procs,
 };
 use crate::cdp::client::{CdpClient, CdpError};
 use crate::inspect::recorder::{self, Recorder};
@@ -23,7 +25,6 @@ use std::time::Duration;
 const BASE_FLAGS: &[&str] = &[
     "--headless",
     "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
     "--disable-gpu",
     "--disable-dev-shm-usage",
     "--no-first-run",
@@ -64,17 +65,23 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ChromiumLauncher {
     executable: PathBuf,
     sessions_dir: PathBuf,
-    /// Chromium's sandbox cannot start as root; as root we must pass `--no-sandbox`.
-    no_sandbox: bool,
+    /// Where browsers run; `None`: unsandboxed, as browserd's own user.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl ChromiumLauncher {
-    pub fn new(executable: PathBuf, sessions_dir: PathBuf) -> Self {
+    pub fn new(executable: PathBuf, sessions_dir: PathBuf, sandbox: Option<Arc<Sandbox>>) -> Self {
         Self {
             executable,
             sessions_dir,
-            no_sandbox: rustix::process::geteuid().is_root(),
+            sandbox,
         }
+    }
+
+    /// Chromium's own sandbox cannot start as root: an unsandboxed browser of a browserd
+    /// running as root needs `--no-sandbox`. A sandboxed one runs as its own uid.
+    fn no_sandbox(&self) -> bool {
+        self.sandbox.is_none() && rustix::process::geteuid().is_root()
     }
 
     /// Finds a Chromium on `PATH`: the first of `chromium`, `chromium-browser`, `google-chrome`.
@@ -93,6 +100,10 @@ impl ChromiumLauncher {
 
 #[async_trait::async_trait]
 impl Launcher for ChromiumLauncher {
+    async fn adopt(&self, record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
+        adopt(record, self.sandbox.as_ref()).await
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         let dir = self.sessions_dir.join(spec.browser_id.to_string());
         let profile = dir.join("profile");
@@ -130,21 +141,67 @@ impl Launcher for ChromiumLauncher {
             source,
         })?;
 
-        let mut cmd = CommandWrap::with_new(&self.executable, |c| {
-            c.args(BASE_FLAGS)
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .arg(format!(
+        let uid = match &self.sandbox {
+            Some(_) => Some(UidLease::take().ok_or(LaunchError::NoUid)?),
+            None => None,
+        };
+        let mut chromium_args: Vec<std::ffi::OsString> =
+            BASE_FLAGS.iter().map(Into::into).collect();
+        chromium_args.extend(
+            [
+                format!("--user-data-dir={}", profile.display()),
+                format!(
                     "--window-size={},{}",
                     spec.viewport.width, spec.viewport.height
-                ))
-                .args(self.no_sandbox.then_some("--no-sandbox"))
-                .args(spec.extension.iter().flat_map(|ext| {
-                    [
-                        format!("--load-extension={}", ext.display()),
-                        format!("--disable-extensions-except={}", ext.display()),
-                    ]
-                }))
-                .arg("about:blank")
+                ),
+                format!(
+                    "--remote-debugging-port={}",
+                    uid.as_ref().map_or(0, UidLease::devtools_port)
+                ),
+            ]
+            .map(Into::into),
+        );
+        if self.no_sandbox() {
+            chromium_args.push("--no-sandbox".into());
+        }
+        if uid.is_some() {
+            // Every connection through browserd's egress proxy, loopback ones too (Chromium
+            // would go direct to loopback, which in the sandbox is only its own).
+            chromium_args
+                .push(format!("--proxy-server=socks5://127.0.0.1:{}", egress::PROXY_PORT).into());
+            chromium_args.push("--proxy-bypass-list=<-loopback>".into());
+            chromium_args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
+        }
+        if let Some(ext) = &spec.extension {
+            chromium_args.push(format!("--load-extension={}", ext.display()).into());
+            chromium_args.push(format!("--disable-extensions-except={}", ext.display()).into());
+        }
+        chromium_args.push("about:blank".into());
+
+        let (program, args) = match (&self.sandbox, &uid) {
+            (Some(sandbox), Some(uid)) => {
+                let (owned, uid) = (dir.clone(), uid.uid());
+                tokio::task::spawn_blocking(move || super::sandbox::give_to(&owned, uid))
+                    .await
+                    .expect("chown does not panic")
+                    .map_err(|source| LaunchError::ProfileDir {
+                        path: profile.clone(),
+                        source,
+                    })?;
+                let (program, mut args) = sandbox.command(
+                    uid,
+                    &dir,
+                    &spec.extension.iter().cloned().collect::<Vec<_>>(),
+                    &self.executable,
+                );
+                args.extend(chromium_args);
+                (program, args)
+            }
+            _ => (self.executable.clone(), chromium_args),
+        };
+        tracing::debug!(program = %program.display(), ?args, "starting a browser");
+        let mut cmd = CommandWrap::with_new(&program, |c| {
+            c.args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 // A file, not a pipe: nobody reads a pipe and a full one would stall Chromium.
@@ -154,7 +211,7 @@ impl Launcher for ChromiumLauncher {
         // `ChromiumBrowser`'s Drop kills it unless it was detached for a restart.
         cmd.wrap(ProcessGroup::leader());
         let child = cmd.spawn().map_err(|source| LaunchError::Spawn {
-            path: self.executable.clone(),
+            path: program.clone(),
             source,
         })?;
         if spec.background {
@@ -164,6 +221,7 @@ impl Launcher for ChromiumLauncher {
         let mut browser = ChromiumBrowser {
             child,
             dir,
+            jail: None,
             cdp_url: String::new(),
             stopped: false,
             detached: false,
@@ -171,7 +229,17 @@ impl Launcher for ChromiumLauncher {
             recorder: None,
             primary_tab: None,
         };
-        match browser.wait_for_devtools(&profile, &log_path).await {
+        let started = async {
+            if let (Some(sandbox), Some(uid)) = (&self.sandbox, uid) {
+                let pid = browser
+                    .child
+                    .id()
+                    .ok_or(LaunchError::NotReady(START_TIMEOUT))?;
+                browser.jail = Some(Jail::enter(pid, uid, sandbox, START_TIMEOUT).await?);
+            }
+            browser.wait_for_devtools(&profile, &log_path).await
+        };
+        match started.await {
             Ok(url) => {
                 browser.cdp_url = url;
                 if spec.recorder {
@@ -191,6 +259,8 @@ struct ChromiumBrowser {
     child: Box<dyn ChildWrapper>,
     /// The session's own folder; everything in it goes when the browser does.
     dir: PathBuf,
+    /// The sandbox's uid, namespace and egress proxy, if sandboxed.
+    jail: Option<Jail>,
     cdp_url: String,
     stopped: bool,
     /// Left running for the next browserd (a keepAlive session across a restart).
@@ -223,7 +293,10 @@ impl ChromiumBrowser {
         }
     }
 
-    /// Polls for `DevToolsActivePort` (port, then browser ws path) while watching for an early exit.
+    /// Polls for `DevToolsActivePort` (port, then browser ws path) while watching for an
+    /// early exit. Chromium writes that file only for `--remote-debugging-port=0`; a
+    /// sandboxed browser has a fixed port, so its address is read from the line Chromium
+    /// prints when its DevTools server listens (stderr, which goes to its log file).
     async fn wait_for_devtools(
         &mut self,
         profile: &Path,
@@ -239,6 +312,14 @@ impl ChromiumBrowser {
                 {
                     return Ok(format!("ws://127.0.0.1:{port}{}", path.trim()));
                 }
+            }
+            if self.jail.is_some()
+                && let Ok(log) = tokio::fs::read_to_string(log_path).await
+                && let Some(url) = log
+                    .lines()
+                    .find_map(|l| l.strip_prefix("DevTools listening on "))
+            {
+                return Ok(url.trim().to_owned());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(LaunchError::EarlyExit {
@@ -535,6 +616,8 @@ async fn set_download_preferences(profile: &Path, downloads: &Path) -> std::io::
 /// process group.
 struct AdoptedBrowser {
     record: BrowserRecord,
+    /// Held for the browser's life; see [`Jail`].
+    _jail: Option<Jail>,
     /// Readable once the process has exited.
     exit: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     stopped: bool,
@@ -543,8 +626,14 @@ struct AdoptedBrowser {
 }
 
 /// Takes over a browser described by `record`, if it is still the very process that was
-/// recorded (same pid, same start time, same profile on its command line).
-pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
+/// recorded (same pid, same start time, same profile on its command line). A sandboxed one
+/// gets its namespace registered and its egress proxy started again (the previous
+/// browserd's went with it); a browser that does not match this server's sandboxing is
+/// not taken over.
+async fn adopt(
+    record: BrowserRecord,
+    sandbox: Option<&Arc<Sandbox>>,
+) -> Option<Box<dyn BrowserInstance>> {
     if !procs::is_same_process(record.pid, record.start_ticks, &record.dir) {
         return None;
     }
@@ -560,9 +649,30 @@ pub fn adopt(record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
     // this crate forbids unsafe code.
     #[allow(deprecated)]
     let exit = tokio::io::unix::AsyncFd::new(fd).ok()?;
+    let jail = match sandbox {
+        Some(sandbox) => {
+            let port = crate::inspect::devtools_authority(&record.cdp_url)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()?;
+            let uid = UidLease::claim(UidLease::uid_of_port(port)?)?;
+            match Jail::enter(record.pid, uid, sandbox, Duration::ZERO).await {
+                Ok(jail) => Some(jail),
+                Err(e) => {
+                    tracing::warn!(error = %e, pid = record.pid, "could not take over a sandboxed browser");
+                    return None;
+                }
+            }
+        }
+        // Unsandboxed now: a browser of a sandboxed run would have no way in.
+        None if netns::of_sandbox(record.pid).is_ok() => return None,
+        None => None,
+    };
     Some(Box::new(AdoptedBrowser {
         record,
         exit,
+        _jail: jail,
         stopped: false,
         detached: false,
         keep_downloads_in: None,
@@ -660,5 +770,51 @@ impl BrowserInstance for AdoptedBrowser {
         // Its parent (init, after our restart) reaps it; wait until it is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exit.readable()).await;
         sweep_and_remove(self.record.dir.clone(), self.keep_downloads_in.take()).await;
+    }
+}
+
+/// A sandboxed browser's share of the host: its uid, its namespace's entry in
+/// [`netns`], and the egress proxy serving its pages. Dropping it gives all three back.
+struct Jail {
+    uid: UidLease,
+    egress: tokio::task::JoinHandle<()>,
+}
+
+impl Jail {
+    /// Finds the namespace of the sandbox whose outer bwrap is `pid`, registers it under
+    /// the browser's DevTools port and starts the egress proxy inside it.
+    async fn enter(
+        pid: u32,
+        uid: UidLease,
+        sandbox: &Sandbox,
+        patience: Duration,
+    ) -> Result<Self, LaunchError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let ns = loop {
+            match netns::of_sandbox(pid) {
+                Ok(ns) => break Arc::new(ns),
+                Err(_) if tokio::time::Instant::now() < deadline && procs::is_alive(pid) => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(LaunchError::Sandbox(e)),
+            }
+        };
+        let port = uid.devtools_port();
+        let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], egress::PROXY_PORT));
+        let listener = netns::listen(Arc::clone(&ns), proxy)
+            .await
+            .map_err(LaunchError::Sandbox)?;
+        netns::register(port, ns);
+        Ok(Self {
+            egress: egress::serve(listener, Arc::clone(sandbox.egress())),
+            uid,
+        })
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        netns::unregister(self.uid.devtools_port());
+        self.egress.abort();
     }
 }

@@ -4,8 +4,11 @@
 //! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
 
 pub mod chromium;
+pub mod egress;
+pub mod netns;
 pub mod pool;
 pub mod procs;
+pub mod sandbox;
 
 use crate::cdp::client::CdpError;
 use crate::files::contexts::ContextSnapshot;
@@ -99,6 +102,10 @@ pub enum LaunchError {
     EarlyExit { status: String, log_tail: String },
     #[error("Chromium did not open its DevTools port within {0:?}")]
     NotReady(std::time::Duration),
+    #[error("every sandbox uid is taken by a running browser")]
+    NoUid,
+    #[error("could not set up the browser's sandbox: {0}")]
+    Sandbox(std::io::Error),
     #[error("could not unpack the context's profile into {path}: {source}")]
     Context {
         path: PathBuf,
@@ -111,6 +118,12 @@ pub enum LaunchError {
 pub trait Launcher: Send + Sync + 'static {
     /// Starts a browser and returns once its CDP endpoint accepts connections.
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError>;
+
+    /// Takes over a browser a previous browserd started (see [`BrowserRecord`]), if it is
+    /// still the very process recorded. Default: none can be (fakes).
+    async fn adopt(&self, _record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
+        None
+    }
 }
 
 /// One running browser, owned by one session's supervisor.

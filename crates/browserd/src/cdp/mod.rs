@@ -2,4 +2,5 @@
 //! own small CDP client for what it does to a browser itself.
 
 pub mod client;
+pub mod filter;
 pub mod relay;

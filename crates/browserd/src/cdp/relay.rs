@@ -5,15 +5,14 @@
 //! direction, each awaiting the other side's sink: a slow reader stalls only its own
 //! direction and applies backpressure instead of making browserd buffer.
 //!
-//! Browser→client messages are never parsed. Client→browser text frames get a substring
-//! pre-check for the two methods browserd must see, and only on a hit are they parsed:
-//! `Browser.close` (ends the session) and `Browser/Page.setDownloadBehavior` (its folder
-//! is replaced with the session's downloads folder).
+//! Browser→client messages are never parsed. Every client→browser text frame passes
+//! [`filter::check`]: parsed strictly, checked, and re-serialised, or refused with a CDP
+//! error; binary frames are refused.
 
+use super::filter::{self, Verdict};
 use crate::model::SessionStatus;
 use crate::sessions::{ClientLease, Ending};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -98,31 +97,38 @@ pub async fn run<S>(
             }
             match msg {
                 Message::Text(ref text) => {
-                    if let Some(log) = lease.log() {
-                        log.command(lease.number(), text);
-                    }
-                    if let Some(id) = browser_close_id(text) {
-                        let reply = format!(r#"{{"id":{id},"result":{{}}}}"#);
-                        let _ = reply_tx.send(Message::text(reply)).await;
-                        lease.request_end(Ending {
-                            status: SessionStatus::Completed,
-                            reason: "session ended: a client sent Browser.close".into(),
-                        });
-                        continue;
-                    }
-                    let msg = match redirect_downloads(text, lease.downloads_dir()) {
-                        Some(rewritten) => Message::text(rewritten),
-                        None => msg,
+                    let forward = match filter::check(text, lease.rules()) {
+                        Verdict::Forward(checked) => checked,
+                        Verdict::Refuse(reply) => {
+                            let _ = reply_tx.send(Message::text(reply)).await;
+                            continue;
+                        }
+                        Verdict::CloseBrowser(reply) => {
+                            let _ = reply_tx.send(Message::text(reply)).await;
+                            lease.request_end(Ending {
+                                status: SessionStatus::Completed,
+                                reason: "session ended: a client sent Browser.close".into(),
+                            });
+                            continue;
+                        }
                     };
-                    if let Err(e) = browser_tx.send(msg).await {
+                    // What the browser receives, which is what browserd checked.
+                    let forward = Utf8Bytes::from(forward);
+                    if let Some(log) = lease.log() {
+                        log.command(lease.number(), &forward);
+                    }
+                    if let Err(e) = browser_tx.send(Message::Text(forward)).await {
                         tracing::debug!(error = %e, "could not write to the browser");
                         return None;
                     }
                 }
                 Message::Binary(_) => {
-                    if browser_tx.send(msg).await.is_err() {
-                        return None;
-                    }
+                    // Chromium would read a binary frame as CBOR, which the filter does
+                    // not check: no CDP client sends one.
+                    return Some(close_message(
+                        CloseCode::Unsupported,
+                        "binary frames are not accepted: send CDP as JSON text",
+                    ));
                 }
                 Message::Close(_) => return None,
                 // tungstenite answers pings itself; nothing else needs forwarding.
@@ -261,7 +267,7 @@ pub async fn connect_browser(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or("malformed CDP url")?;
-    let tcp = tokio::net::TcpStream::connect(authority).await?;
+    let tcp = crate::browser::netns::connect(authority).await?;
     tcp.set_nodelay(true)?;
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(max_message_size)))
@@ -281,111 +287,9 @@ pub fn close_message(code: CloseCode, reason: &str) -> Message {
     }))
 }
 
-/// The id of a browser-level `Browser.close` command, if `text` is one.
-fn browser_close_id(text: &str) -> Option<u64> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("Browser.close"));
-    FINDER.find(text.as_bytes())?;
-
-    #[derive(Deserialize)]
-    struct Peek<'a> {
-        id: Option<u64>,
-        #[serde(borrow)]
-        method: Option<std::borrow::Cow<'a, str>>,
-        #[serde(rename = "sessionId")]
-        session_id: Option<serde::de::IgnoredAny>,
-    }
-    let peek: Peek<'_> = serde_json::from_str(text).ok()?;
-    // A Browser.close sent on a page session is not ours to intercept (Chromium rejects it).
-    (peek.method.as_deref() == Some("Browser.close") && peek.session_id.is_none())
-        .then_some(peek.id?)
-}
-
-/// A `Browser.setDownloadBehavior` / `Page.setDownloadBehavior` that would save files
-/// somewhere, rewritten to save them in `dir` under their own names: a client's folder is
-/// on the client's machine (Playwright sends its temp dir), and the session's downloads are
-/// fetched through `GET /v1/sessions/{id}/downloads`. `allowAndName` (Playwright's choice)
-/// becomes `allow`, so the files keep their names instead of GUIDs. `deny` passes as it is.
-fn redirect_downloads(text: &str, dir: &std::path::Path) -> Option<String> {
-    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("DownloadBehavior"));
-    FINDER.find(text.as_bytes())?;
-    let mut msg: serde_json::Value = serde_json::from_str(text).ok()?;
-    let method = msg.get("method")?.as_str()?;
-    if method != "Browser.setDownloadBehavior" && method != "Page.setDownloadBehavior" {
-        return None;
-    }
-    let params = msg.get_mut("params")?.as_object_mut()?;
-    if params.get("behavior").and_then(serde_json::Value::as_str) == Some("deny") {
-        return None;
-    }
-    params.insert("behavior".into(), "allow".into());
-    params.insert("downloadPath".into(), dir.to_str()?.into());
-    Some(msg.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn download_requests_are_pointed_at_the_session_folder() {
-        let dir = std::path::Path::new("/data/session-files/s1/downloads");
-        let playwright = r#"{"id":3,"method":"Browser.setDownloadBehavior","params":{"behavior":"allowAndName","browserContextId":"C1","downloadPath":"/tmp/playwright-artifacts-x","eventsEnabled":true}}"#;
-        let out: serde_json::Value =
-            serde_json::from_str(&redirect_downloads(playwright, dir).unwrap()).unwrap();
-        assert_eq!(out["id"], 3);
-        assert_eq!(out["params"]["downloadPath"], dir.to_str().unwrap());
-        assert_eq!(out["params"]["behavior"], "allow");
-        assert_eq!(out["params"]["browserContextId"], "C1");
-        assert_eq!(out["params"]["eventsEnabled"], true);
-
-        let page = r#"{"id":4,"sessionId":"S","method":"Page.setDownloadBehavior","params":{"behavior":"allow","downloadPath":"downloads"}}"#;
-        let out: serde_json::Value =
-            serde_json::from_str(&redirect_downloads(page, dir).unwrap()).unwrap();
-        assert_eq!(out["params"]["downloadPath"], dir.to_str().unwrap());
-        assert_eq!(out["sessionId"], "S");
-
-        let default =
-            r#"{"id":5,"method":"Browser.setDownloadBehavior","params":{"behavior":"default"}}"#;
-        assert!(redirect_downloads(default, dir).is_some());
-        let deny =
-            r#"{"id":6,"method":"Browser.setDownloadBehavior","params":{"behavior":"deny"}}"#;
-        assert_eq!(redirect_downloads(deny, dir), None);
-        let unrelated = r#"{"id":7,"method":"Runtime.evaluate","params":{"expression":"'setDownloadBehavior'"}}"#;
-        assert_eq!(redirect_downloads(unrelated, dir), None);
-    }
-
-    #[test]
-    fn only_a_real_browser_close_command_is_intercepted() {
-        assert_eq!(
-            browser_close_id(r#"{"id":7,"method":"Browser.close"}"#),
-            Some(7)
-        );
-        assert_eq!(
-            browser_close_id(r#"{"method":"Browser.close","params":{"x":[1,{"y":2}]},"id":42}"#),
-            Some(42)
-        );
-        assert_eq!(
-            browser_close_id(
-                r#"{"id":1,"method":"Runtime.evaluate","params":{"expression":"'Browser.close'"}}"#
-            ),
-            None
-        );
-        assert_eq!(
-            browser_close_id(r#"{"id":1,"method":"Browser.close","sessionId":"AB"}"#),
-            None
-        );
-        assert_eq!(
-            browser_close_id(r#"{"id":1,"method":"Browser.closeX"}"#),
-            None
-        );
-        assert_eq!(browser_close_id("Browser.close not json"), None);
-        assert_eq!(
-            browser_close_id(r#"{"id":1,"method":"Page.navigate"}"#),
-            None
-        );
-    }
 
     #[test]
     fn close_reasons_fit_the_protocol_limit() {
@@ -395,27 +299,5 @@ mod tests {
         };
         assert!(frame.reason.len() <= 123);
         assert!(frame.reason.as_str().chars().all(|c| c == 'é'));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn the_browser_close_peek_never_panics(text in ".{0,300}") {
-            let _ = browser_close_id(&text);
-        }
-
-        #[test]
-        fn a_browser_close_is_found_whatever_else_the_command_carries(
-            id in 0u64..1_000_000_000,
-            extra in "[a-zA-Z0-9 ]{0,40}",
-            params_first in proptest::bool::ANY,
-        ) {
-            let params = serde_json::json!({ "note": extra });
-            let text = if params_first {
-                format!(r#"{{"params":{params},"method":"Browser.close","id":{id}}}"#)
-            } else {
-                format!(r#"{{"id":{id},"method":"Browser.close","params":{params}}}"#)
-            };
-            proptest::prop_assert_eq!(browser_close_id(&text), Some(id));
-        }
     }
 }

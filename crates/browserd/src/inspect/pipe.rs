@@ -2,6 +2,7 @@
 //! `wsUrl`) and the browser. Unlike a `connectUrl` client it does not count as a client of
 //! the session: opening and closing DevTools never ends a session without keepAlive.
 
+use crate::cdp::filter::{self, Rules, Verdict};
 use crate::cdp::relay::{BrowserWs, close_message};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
@@ -10,10 +11,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Forwards frames both ways until either side leaves or `stop` resolves with the reason
-/// the inspector client is told.
+/// the inspector client is told. The inspector's commands pass the same filter as a
+/// client's ([`filter::check`]); a `Browser.close` is refused (an inspector does not end
+/// sessions: release it).
 pub async fn run<S>(
     client: WebSocketStream<S>,
     browser: BrowserWs,
+    rules: &Rules,
     stop: impl Future<Output = String>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -25,10 +29,29 @@ pub async fn run<S>(
         tokio::select! {
             reason = &mut stop => break Some(close_message(CloseCode::Normal, &reason)),
             msg = client_rx.next() => match msg {
-                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if browser_tx.send(msg).await.is_err() {
+                Some(Ok(Message::Text(text))) => {
+                    let forward = match filter::check(&text, rules) {
+                        Verdict::Forward(checked) => checked,
+                        Verdict::Refuse(reply) => {
+                            if client_tx.send(Message::text(reply)).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                        Verdict::CloseBrowser(_) => {
+                            let reply = filter::refusal(&text, "an inspector does not close the browser: release the session instead");
+                            if client_tx.send(Message::text(reply)).await.is_err() {
+                                break None;
+                            }
+                            continue;
+                        }
+                    };
+                    if browser_tx.send(Message::text(forward)).await.is_err() {
                         break Some(close_message(CloseCode::Away, "the browser went away"));
                     }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    break Some(close_message(CloseCode::Unsupported, "binary frames are not accepted: send CDP as JSON text"));
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 Some(Ok(_)) => {}

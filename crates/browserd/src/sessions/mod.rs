@@ -16,6 +16,7 @@ mod tests;
 use crate::browser::pool::WarmPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
+use crate::cdp::filter::Rules;
 use crate::files::FileStore;
 use crate::files::contexts::ContextError;
 use crate::inspect::logs::LogTap;
@@ -198,9 +199,9 @@ struct LiveEntry {
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
     browser_dir: Option<PathBuf>,
-    /// Where the session's browser saves downloads (once it is ready); relays point
-    /// clients' download requests here.
-    downloads_dir: Option<Arc<Path>>,
+    /// The folders its clients' commands may name (once the browser is ready): where the
+    /// browser saves downloads and reads uploads. See [`crate::cdp::filter`].
+    rules: Option<Arc<Rules>>,
     /// The session's CDP log, if it logs (`browserSettings.logSession`, on by default).
     log: Option<LogTap>,
     /// The session's first tab: the one recorded, and the live view's default.
@@ -225,7 +226,7 @@ impl LiveEntry {
             cdp_url: None,
             browser_pid: None,
             browser_dir: None,
-            downloads_dir: None,
+            rules: None,
             log: None,
             primary_tab: None,
             clients: Arc::default(),
@@ -340,8 +341,8 @@ impl SessionManager {
     /// session's kept files after.
     pub fn downloads_dir(&self, id: Uuid) -> PathBuf {
         let live = self.live.lock().unwrap();
-        match live.get(&id).and_then(|e| e.downloads_dir.as_deref()) {
-            Some(dir) => dir.to_path_buf(),
+        match live.get(&id).and_then(|e| e.rules.as_deref()) {
+            Some(rules) => rules.downloads.clone(),
             None => self.files.downloads_dir(id),
         }
     }
@@ -515,6 +516,7 @@ impl SessionManager {
         }
         Some(Inspectable {
             cdp_url: entry.cdp_url.clone()?,
+            rules: entry.rules.clone()?,
             primary_tab: entry.primary_tab.clone(),
             ended: entry.ended.clone(),
         })
@@ -535,15 +537,26 @@ impl SessionManager {
         }
     }
 
+    /// Where a session's browser saves downloads and reads uploads.
+    fn rules_for(&self, id: Uuid, browser: &dyn BrowserInstance) -> Rules {
+        let uploads = self.files.uploads_dir(id);
+        Rules {
+            downloads: browser
+                .downloads_dir()
+                .unwrap_or_else(|| self.files.downloads_dir(id)),
+            uploads_in_browser: browser
+                .dir()
+                .map_or_else(|| uploads.clone(), |dir| dir.join(UPLOADS_IN_BROWSER)),
+            uploads,
+        }
+    }
+
     fn set_ready(&self, id: Uuid, browser: &dyn BrowserInstance) {
         if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
             entry.cdp_url = Some(browser.cdp_url().to_owned());
             entry.browser_pid = browser.pid();
             entry.browser_dir = browser.dir().map(Path::to_path_buf);
-            let downloads = browser
-                .downloads_dir()
-                .unwrap_or_else(|| self.files.downloads_dir(id));
-            entry.downloads_dir = Some(downloads.into());
+            entry.rules = Some(Arc::new(self.rules_for(id, browser)));
         }
     }
 
@@ -569,10 +582,7 @@ impl SessionManager {
             number: self.client_numbers.fetch_add(1, Ordering::Relaxed),
             log: entry.log.clone(),
             cdp_url,
-            downloads_dir: entry
-                .downloads_dir
-                .clone()
-                .unwrap_or_else(|| self.files.downloads_dir(id).into()),
+            rules: entry.rules.clone().ok_or(AttachError::Starting(id))?,
             commands: entry.commands.clone(),
             ended: entry.ended.clone(),
             clients: Arc::clone(&entry.clients),
@@ -712,10 +722,16 @@ pub async fn save_context(
     }
 }
 
+/// The folder in a browser's own folder where it sees the session's uploads (hard links
+/// to the kept files: the sandbox shows the browser nothing else).
+pub const UPLOADS_IN_BROWSER: &str = "uploads";
+
 /// A live session as the inspector sees it.
 #[derive(Debug, Clone)]
 pub struct Inspectable {
     pub cdp_url: String,
+    /// What DevTools' commands may name, as for a client.
+    pub rules: Arc<Rules>,
     pub primary_tab: Option<String>,
     /// Becomes `Some` when the session ends.
     pub ended: watch::Receiver<Option<Ending>>,
@@ -729,7 +745,7 @@ pub struct ClientLease {
     number: u64,
     log: Option<LogTap>,
     cdp_url: String,
-    downloads_dir: Arc<Path>,
+    rules: Arc<Rules>,
     commands: mpsc::UnboundedSender<Command>,
     ended: watch::Receiver<Option<Ending>>,
     clients: Arc<AtomicUsize>,
@@ -755,9 +771,9 @@ impl ClientLease {
         self.log.as_ref()
     }
 
-    /// Where the session's downloads go, whatever folder the client asks for.
-    pub fn downloads_dir(&self) -> &Path {
-        &self.downloads_dir
+    /// The folders this client's commands may name.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     /// Resolves with the session's ending once it has ended.

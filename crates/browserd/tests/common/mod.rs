@@ -91,7 +91,14 @@ impl TestServer {
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
-        let launcher = Arc::new(ChromiumLauncher::new(chromium(), config.sessions_dir()));
+        let sandbox =
+            browserd::browser::sandbox::Sandbox::detect(config.sandbox, config.egress_policy())
+                .unwrap();
+        let launcher = Arc::new(ChromiumLauncher::new(
+            chromium(),
+            config.sessions_dir(),
+            sandbox,
+        ));
         let prepared = browserd::server::prepare_with(&config, launcher)
             .await
             .unwrap();

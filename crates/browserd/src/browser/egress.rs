@@ -1,0 +1,251 @@
+//! Where a sandboxed browser's pages may connect.
+//!
+//! A sandboxed browser's network namespace has nothing but its own loopback (see
+//! [`super::netns`]). Its pages reach the world through a SOCKS5 proxy that browserd serves
+//! on [`PROXY_PORT`] inside that namespace: Chromium is started with
+//! `--proxy-server=socks5://127.0.0.1:PROXY_PORT` and `--proxy-bypass-list=<-loopback>`,
+//! so every connection, loopback ones included, goes through it. browserd resolves the
+//! destination itself and checks the address it will actually connect to (no DNS rebinding),
+//! against [`EgressPolicy`]. A page that tries another path (a client that makes a browser
+//! context with `proxyServer: direct://`, WebRTC) finds no route out of the namespace.
+//!
+//! SOCKS5 rather than an HTTP proxy: every connection is one CONNECT, so there is no HTTP
+//! to parse, and Chromium hands the proxy host names, not addresses. Written here (RFC 1928,
+//! CONNECT without authentication: ~100 lines) rather than taken from a crate, because the
+//! policy check sits between resolving and connecting, where proxy crates offer no hook.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The proxy's port inside each browser's namespace (each namespace has its own ports).
+pub const PROXY_PORT: u16 = 1080;
+
+/// How long a destination may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a browser may take to say where it wants to go.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// browserd's own listening ports (API, connectUrl websockets), whatever server of this
+/// process listens on them: never reachable from a page on a local address. A std mutex:
+/// held to copy or push a port.
+static OWN_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// Closes `port` to every page: browserd serves on it.
+pub fn protect_own_port(port: u16) {
+    OWN_PORTS.lock().unwrap().push(port);
+}
+
+/// What pages may connect to.
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    /// Pages may reach services on this machine: loopback and the machine's own addresses
+    /// (people test their local apps). browserd's own ports stay closed either way.
+    pub allow_local: bool,
+    /// Ports closed besides [`protect_own_port`]'s (tests).
+    pub own_ports: Vec<u16>,
+}
+
+impl EgressPolicy {
+    /// Why a connection to `addr` is refused, or `None` if it is allowed.
+    pub fn refusal(&self, addr: SocketAddr) -> Option<&'static str> {
+        if !is_local(addr.ip()) {
+            return None;
+        }
+        if self.own_ports.contains(&addr.port()) || OWN_PORTS.lock().unwrap().contains(&addr.port())
+        {
+            return Some("browserd's own port");
+        }
+        (!self.allow_local).then_some("this machine (browserd's --allow-local-egress is off)")
+    }
+}
+
+/// Whether `ip` is this machine: loopback, unspecified (which Linux connects to loopback),
+/// or an address of one of its interfaces (only those can be bound).
+fn is_local(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Serves the proxy on `listener` until the returned task is aborted (its browser stops);
+/// aborting it also ends every connection it carries.
+pub fn serve(listener: TcpListener, policy: Arc<EgressPolicy>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Owns the connections: dropped with this task, so aborting it closes them all.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((page, _)) => {
+                        let policy = Arc::clone(&policy);
+                        connections.spawn(async move {
+                            if let Err(e) = proxy(page, &policy).await {
+                                tracing::debug!(error = %e, "egress connection failed");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the egress proxy stopped accepting");
+                        return;
+                    }
+                },
+                // Reaps finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    })
+}
+
+/// SOCKS5 reply codes (RFC 1928 §6).
+mod reply {
+    pub const SUCCEEDED: u8 = 0;
+    pub const GENERAL_FAILURE: u8 = 1;
+    pub const NOT_ALLOWED: u8 = 2;
+    pub const HOST_UNREACHABLE: u8 = 4;
+    pub const CONNECTION_REFUSED: u8 = 5;
+    pub const COMMAND_NOT_SUPPORTED: u8 = 7;
+    pub const ADDRESS_NOT_SUPPORTED: u8 = 8;
+}
+
+async fn proxy(mut page: TcpStream, policy: &EgressPolicy) -> std::io::Result<()> {
+    let (host, port) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut page)).await {
+        Ok(Ok(Ok(dest))) => dest,
+        Ok(Ok(Err(code))) => return answer(&mut page, code).await,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(_) => return answer(&mut page, reply::HOST_UNREACHABLE).await,
+    };
+    let mut refused = None;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|addr| match policy.refusal(*addr) {
+            Some(why) => {
+                refused = Some((*addr, why));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if allowed.is_empty() {
+        if let Some((addr, why)) = refused {
+            tracing::info!(%host, %addr, reason = why, "egress refused");
+            return answer(&mut page, reply::NOT_ALLOWED).await;
+        }
+        return answer(&mut page, reply::HOST_UNREACHABLE).await;
+    }
+    let mut last_error = None;
+    for addr in allowed {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(mut upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                answer(&mut page, reply::SUCCEEDED).await?;
+                let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
+                return Ok(());
+            }
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => last_error = Some(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    let code = match last_error.map(|e| e.kind()) {
+        Some(std::io::ErrorKind::ConnectionRefused) => reply::CONNECTION_REFUSED,
+        _ => reply::HOST_UNREACHABLE,
+    };
+    answer(&mut page, code).await
+}
+
+/// Reads the greeting and the request; `Ok(Err(code))` is a request to refuse with `code`.
+async fn handshake(page: &mut TcpStream) -> std::io::Result<Result<(String, u16), u8>> {
+    let mut head = [0u8; 2];
+    page.read_exact(&mut head).await?;
+    if head[0] != 5 {
+        return Err(std::io::Error::other("not SOCKS5"));
+    }
+    let mut methods = vec![0u8; head[1] as usize];
+    page.read_exact(&mut methods).await?;
+    if !methods.contains(&0) {
+        // "No acceptable methods": browserd's proxy needs no authentication.
+        page.write_all(&[5, 0xff]).await?;
+        return Err(std::io::Error::other(
+            "the client offers no method without authentication",
+        ));
+    }
+    page.write_all(&[5, 0]).await?;
+    let mut request = [0u8; 4];
+    page.read_exact(&mut request).await?;
+    let host = match request[3] {
+        1 => {
+            let mut ip = [0u8; 4];
+            page.read_exact(&mut ip).await?;
+            std::net::Ipv4Addr::from(ip).to_string()
+        }
+        3 => {
+            let len = page.read_u8().await? as usize;
+            let mut name = vec![0u8; len];
+            page.read_exact(&mut name).await?;
+            match String::from_utf8(name) {
+                Ok(name) => name,
+                Err(_) => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
+            }
+        }
+        4 => {
+            let mut ip = [0u8; 16];
+            page.read_exact(&mut ip).await?;
+            std::net::Ipv6Addr::from(ip).to_string()
+        }
+        _ => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
+    };
+    let port = page.read_u16().await?;
+    if request[1] != 1 {
+        // BIND and UDP ASSOCIATE: pages get TCP connections only.
+        return Ok(Err(reply::COMMAND_NOT_SUPPORTED));
+    }
+    Ok(Ok((host, port)))
+}
+
+async fn answer(page: &mut TcpStream, code: u8) -> std::io::Result<()> {
+    let code = if code > reply::ADDRESS_NOT_SUPPORTED {
+        reply::GENERAL_FAILURE
+    } else {
+        code
+    };
+    page.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_destinations_follow_the_policy_and_own_ports_are_always_closed() {
+        let deny = EgressPolicy {
+            allow_local: false,
+            own_ports: vec![3000],
+        };
+        let allow = EgressPolicy {
+            allow_local: true,
+            own_ports: vec![3000],
+        };
+        for local in [
+            "127.0.0.1:8080",
+            "0.0.0.0:8080",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+            "127.1.2.3:8080",
+        ] {
+            let addr: SocketAddr = local.parse().unwrap();
+            assert!(deny.refusal(addr).is_some(), "{local}");
+            assert_eq!(allow.refusal(addr), None, "{local}");
+            let own = SocketAddr::new(addr.ip(), 3000);
+            assert_eq!(allow.refusal(own), Some("browserd's own port"), "{own}");
+        }
+        // Documentation ranges: never an address of this machine.
+        let remote: SocketAddr = "192.0.2.7:3000".parse().unwrap();
+        assert_eq!(deny.refusal(remote), None);
+    }
+}

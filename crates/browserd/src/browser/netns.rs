@@ -1,0 +1,150 @@
+//! The network namespaces of sandboxed browsers, and browserd's only way into them.
+//!
+//! A sandboxed Chromium runs in a network namespace of its own (see [`super::sandbox`]): its
+//! DevTools port listens on that namespace's loopback, which no page of another session, no
+//! other browser and no local user can reach. browserd gets in by creating a socket inside
+//! the namespace (`setns` on a short-lived thread of its own) and using it from its runtime:
+//! a socket stays in the namespace it was made in, wherever it is used from. So there is
+//! no bridge process and no extra hop on the relay's path.
+//!
+//! Each sandboxed browser's DevTools port is unique among live browsers (it is derived from
+//! its unique uid), so a browser's CDP url `ws://127.0.0.1:PORT/...` names its namespace:
+//! [`connect`] looks the port up here.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// DevTools port -> the namespace of the browser listening on it. A std mutex: held for a
+/// map lookup or insert only, never across an await.
+static NAMESPACES: LazyLock<Mutex<HashMap<u16, Arc<OwnedFd>>>> = LazyLock::new(Default::default);
+
+/// Set once any browser is sandboxed: from then on a CDP url whose port is not registered
+/// is refused instead of dialled on the host's loopback, where some other process may listen.
+static SANDBOXED: AtomicBool = AtomicBool::new(false);
+
+/// Registers `ns` as the namespace of the browser whose DevTools listen on `port`.
+pub fn register(port: u16, ns: Arc<OwnedFd>) {
+    SANDBOXED.store(true, Ordering::SeqCst);
+    NAMESPACES.lock().unwrap().insert(port, ns);
+}
+
+/// Forgets the namespace behind `port` (its browser has stopped).
+pub fn unregister(port: u16) {
+    NAMESPACES.lock().unwrap().remove(&port);
+}
+
+/// Opens a TCP connection to a browser's DevTools server, `authority` being the
+/// `127.0.0.1:PORT` of its CDP url: inside the browser's namespace when it is sandboxed, on
+/// the host's loopback otherwise.
+pub async fn connect(authority: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let addr: std::net::SocketAddr = authority
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("not a DevTools address: {authority}")))?;
+    let ns = NAMESPACES.lock().unwrap().get(&addr.port()).cloned();
+    match ns {
+        Some(ns) => {
+            let stream = inside(ns, move || {
+                let stream = std::net::TcpStream::connect(addr)?;
+                stream.set_nonblocking(true)?;
+                Ok(stream)
+            })
+            .await?;
+            tokio::net::TcpStream::from_std(stream)
+        }
+        None if SANDBOXED.load(Ordering::SeqCst) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no running browser listens on {authority}"),
+        )),
+        None => tokio::net::TcpStream::connect(addr).await,
+    }
+}
+
+/// Binds a listener on `addr` inside `ns`.
+pub async fn listen(
+    ns: Arc<OwnedFd>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = inside(ns, move || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        // A previous browserd's listener on this port may have left connections in
+        // TIME_WAIT (a browser taken over after a restart).
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(128)?;
+        socket.set_nonblocking(true)?;
+        Ok(std::net::TcpListener::from(socket))
+    })
+    .await?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Runs `make` on a new thread that has entered `ns`. A new thread each time, which ends
+/// with the call: no thread of browserd's runtime ever leaves the host's namespace.
+async fn inside<T: Send + 'static>(
+    ns: Arc<OwnedFd>,
+    make: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("browserd-netns".into())
+        .spawn(move || {
+            let result = rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| make());
+            let _ = tx.send(result);
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the namespace thread died"))?
+}
+
+/// The network namespace of the sandbox whose outer `bwrap` process is `pid`: that of its
+/// child, the sandbox's init (bwrap itself stays in the host's namespace).
+pub fn of_sandbox(pid: u32) -> std::io::Result<OwnedFd> {
+    let child = first_child(pid).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the sandbox has no process yet",
+        )
+    })?;
+    let ns = std::fs::File::open(format!("/proc/{child}/ns/net"))?;
+    let own = std::fs::metadata("/proc/self/ns/net")?;
+    let theirs = ns.metadata()?;
+    use std::os::unix::fs::MetadataExt as _;
+    if own.ino() == theirs.ino() {
+        // The child has not unshared its namespace yet.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "the sandbox has no namespace yet",
+        ));
+    }
+    Ok(ns.into())
+}
+
+/// A child of `pid`: from `/proc/PID/task/PID/children` where the kernel offers it, else by
+/// a scan of `/proc` for a process whose parent is `pid`.
+fn first_child(pid: u32) -> Option<u32> {
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return children.split_whitespace().next()?.parse().ok();
+    }
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+}
