@@ -39,7 +39,8 @@ pub struct Settings {
     pub chromium: Option<PathBuf>,
 
     /// API key of the default project (for scripts and CI); when unset, a random key is
-    /// made on first start and printed once
+    /// made on first start and printed once. Prefer --api-key-file or the environment
+    /// variable: a flag's value shows in `ps` to every local user
     #[arg(
         long,
         env = "BROWSERD_API_KEY",
@@ -47,6 +48,15 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
+
+    /// File holding the default project's API key (its first line), kept out of `ps`
+    #[arg(
+        long,
+        env = "BROWSERD_API_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "api_key"
+    )]
+    pub api_key_file: Option<PathBuf>,
 
     /// Concurrent sessions on this server [default: one per 512 MiB of memory, less 1 GiB
     /// for the system]
@@ -257,7 +267,13 @@ impl Config {
                 .or(f.data_dir.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             chromium: cli.chromium.clone().or(f.chromium),
-            api_key: cli.api_key.clone().or(f.api_key),
+            api_key: match cli.api_key.clone().or(f.api_key) {
+                Some(key) => Some(key),
+                None => match cli.api_key_file.as_ref().or(f.api_key_file.as_ref()) {
+                    Some(path) => Some(read_key_file(path)?),
+                    None => None,
+                },
+            },
             max_sessions,
             warm_pool: cli
                 .warm_pool
@@ -305,6 +321,17 @@ impl Config {
     pub fn admin_socket(&self) -> PathBuf {
         self.data_dir.join("admin.sock")
     }
+}
+
+/// The first line of an API key file, trimmed; an empty one is an error.
+fn read_key_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read --api-key-file {}", path.display()))?;
+    let key = text.lines().next().unwrap_or_default().trim();
+    if key.is_empty() {
+        bail!("--api-key-file {} is empty", path.display());
+    }
+    Ok(key.to_owned())
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Settings> {

@@ -20,6 +20,7 @@ pub mod cdp;
 pub mod cli;
 pub mod config;
 pub mod files;
+pub mod http_server;
 pub mod inspect;
 pub mod model;
 pub mod secrets;

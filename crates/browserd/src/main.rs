@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Everything browserd writes (database, keys, logs, uploads) is its own: 0600 / 0700.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -32,6 +34,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
     let config = Config::resolve(common, settings)?;
+    if std::env::args().any(|a| a == "--api-key" || a.starts_with("--api-key=")) {
+        tracing::warn!(
+            "--api-key on the command line shows the key to every local user (ps); use --api-key-file or BROWSERD_API_KEY"
+        );
+    }
     let prepared = browserd::server::prepare(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -105,16 +105,51 @@ pub fn verify_session_token(secret: &SigningSecret, token: &str) -> Option<Uuid>
     secret.verify(id, mac).then_some(id)
 }
 
-/// What an inspector URL (live view, DevTools, debug websocket) grants: one session, until
-/// an instant, with or without input. Carried in the URL path, so it works in another
-/// site's iframe without the API key, and stops at `expires_at` or the session's end.
+/// What an inspector URL grants: one session, until an instant, one kind of access.
+/// Carried in the URL path, so it works in another site's iframe without the API key, and
+/// stops at `expires_at` or the session's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InspectGrant {
     pub session: Uuid,
     /// Unix seconds.
     pub expires_at: i64,
-    /// Watch only: mouse, keyboard and text input are refused.
-    pub read_only: bool,
+    pub access: Access,
+}
+
+/// The kinds of inspector link. A live-view link (made to be embedded in other sites) never
+/// opens DevTools: that takes a link of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The live view, watch only: mouse, keyboard and text input are refused.
+    Watch,
+    /// The live view with input.
+    Interact,
+    /// Chrome DevTools and the debug websockets (CDP, through the relay's filter).
+    DevTools,
+}
+
+impl Access {
+    fn letter(self) -> char {
+        match self {
+            Access::Watch => 'r',
+            Access::Interact => 'w',
+            Access::DevTools => 'd',
+        }
+    }
+
+    fn from_letter(letter: &str) -> Option<Self> {
+        match letter {
+            "r" => Some(Access::Watch),
+            "w" => Some(Access::Interact),
+            "d" => Some(Access::DevTools),
+            _ => None,
+        }
+    }
+
+    /// Whether this link is the live view's (watching or with input).
+    pub fn is_live_view(self) -> bool {
+        matches!(self, Access::Watch | Access::Interact)
+    }
 }
 
 impl SigningSecret {
@@ -128,9 +163,9 @@ impl SigningSecret {
         mac
     }
 
-    /// `<session>.<expiry>.<r|w>.<mac>`: URL-safe, no `/`.
+    /// `<session>.<expiry>.<r|w|d>.<mac>`: URL-safe, no `/`.
     pub fn sign_grant(&self, grant: &InspectGrant) -> String {
-        let mode = if grant.read_only { 'r' } else { 'w' };
+        let mode = grant.access.letter();
         let mac = self.grant_mac(grant.session, grant.expires_at, mode);
         format!(
             "{}.{}.{mode}.{}",
@@ -150,19 +185,15 @@ impl SigningSecret {
         }
         let session = Uuid::try_parse(session).ok()?;
         let expires_at: i64 = expires_at.parse().ok()?;
-        let mode = match mode {
-            "r" => 'r',
-            "w" => 'w',
-            _ => return None,
-        };
+        let access = Access::from_letter(mode)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        self.grant_mac(session, expires_at, mode)
+        self.grant_mac(session, expires_at, access.letter())
             .verify_slice(&tag)
             .ok()?;
         Some(InspectGrant {
             session,
             expires_at,
-            read_only: mode == 'r',
+            access,
         })
     }
 }
@@ -177,14 +208,21 @@ mod tests {
         let grant = InspectGrant {
             session: Uuid::new_v4(),
             expires_at: 1_900_000_000,
-            read_only: true,
+            access: Access::Watch,
         };
         let token = secret.sign_grant(&grant);
         assert!(!token.contains('/'));
         assert_eq!(secret.verify_grant(&token), Some(grant));
         assert_eq!(SigningSecret::generate().verify_grant(&token), None);
-        // Flipping the mode or the expiry breaks the MAC.
+        // Flipping the mode or the expiry breaks the MAC: a live-view link does not become a
+        // DevTools link.
         assert_eq!(secret.verify_grant(&token.replacen(".r.", ".w.", 1)), None);
+        assert_eq!(secret.verify_grant(&token.replacen(".r.", ".d.", 1)), None);
+        let live = secret.sign_grant(&InspectGrant {
+            access: Access::Interact,
+            ..grant
+        });
+        assert_eq!(secret.verify_grant(&live.replacen(".w.", ".d.", 1)), None);
         assert_eq!(
             secret.verify_grant(&token.replacen("1900000000", "1900000001", 1)),
             None

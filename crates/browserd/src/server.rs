@@ -66,6 +66,13 @@ pub async fn prepare_with(
 ) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
+    // The database, keys and session files are browserd's alone (its files are made with
+    // umask 077; the dir closes them even to a server that ran with a looser one).
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("could not close data dir {}", config.data_dir.display()))?;
+    }
     let lock = lock_data_dir(config)?;
     let store = SqliteStore::open(&config.db_path())
         .await
@@ -305,7 +312,6 @@ pub async fn run(
     policy: ShutdownPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
     if let Ok(addr) = listener.local_addr() {
         crate::browser::egress::protect_own_port(addr.port());
     }
@@ -329,16 +335,6 @@ pub async fn run(
         });
     }
 
-    // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small CDP round trips.
-    // TCP keepalive notices a peer that vanished without a FIN even when nothing is sent.
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(30))
-        .with_interval(std::time::Duration::from_secs(10))
-        .with_retries(3);
-    let listener = listener.tap_io(move |tcp| {
-        let _ = tcp.set_nodelay(true);
-        let _ = socket2::SockRef::from(&*tcp).set_tcp_keepalive(&keepalive);
-    });
     // Session files past their retention go every 10 minutes (and once now).
     let sweeper = {
         let (files, store) = (Arc::clone(state.sessions.files()), state.store.clone());
@@ -359,15 +355,14 @@ pub async fn run(
         })
     };
     let app = crate::api::app(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(?policy, "shutting down");
-            // Sessions go first, so their clients get a close frame with the reason.
-            sessions.shutdown(policy).await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let served = crate::http_server::serve(listener, app, async move {
+        shutdown.await;
+        tracing::info!(?policy, "shutting down");
+        // Sessions go first, so their clients get a close frame with the reason.
+        sessions.shutdown(policy).await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     let _ = sweeper.await;
     served
 }

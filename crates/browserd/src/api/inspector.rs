@@ -8,7 +8,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::upgrade::Upgrade;
 use crate::inspect;
-use crate::secrets::InspectGrant;
+use crate::secrets::{Access, InspectGrant};
 use crate::sessions::Inspectable;
 use crate::store::SessionStore as _;
 use axum::Json;
@@ -30,11 +30,37 @@ struct Checked {
     session: Inspectable,
 }
 
-async fn check(state: &AppState, token: &str) -> Result<Checked, ApiError> {
+/// Which links a `/debug` route takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Wants {
+    LiveView,
+    DevTools,
+}
+
+async fn check(state: &AppState, token: &str, wants: Wants) -> Result<Checked, ApiError> {
     let grant = state
         .secret
         .verify_grant(token)
         .ok_or_else(|| ApiError::Unauthorized("this inspector link is not valid".into()))?;
+    match (wants, grant.access) {
+        (Wants::LiveView, access) if access.is_live_view() => {}
+        (Wants::DevTools, Access::DevTools) => {}
+        (Wants::LiveView, _) => {
+            return Err(ApiError::Forbidden(
+                "this is a DevTools link; the live view has links of its own (debuggerFullscreenUrl)".into(),
+            ));
+        }
+        (Wants::DevTools, Access::Watch) => {
+            return Err(ApiError::Forbidden(
+                "a read-only inspector link does not open DevTools".into(),
+            ));
+        }
+        (Wants::DevTools, _) => {
+            return Err(ApiError::Forbidden(
+                "a live-view link does not open DevTools; use debuggerUrl or wsUrl from GET /v1/sessions/{id}/debug".into(),
+            ));
+        }
+    }
     if grant.expires_at <= crate::model::now().unix_timestamp() {
         return Err(ApiError::Unauthorized(
             "this inspector link has expired; ask GET /v1/sessions/{id}/debug for a new one".into(),
@@ -73,7 +99,7 @@ pub async fn live_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    check(&state, &token).await?;
+    check(&state, &token, Wants::LiveView).await?;
     let mut response = Html(LIVE_HTML).into_response();
     // Meant to be embedded: no frame restrictions, but never cached (the grant expires).
     response
@@ -88,7 +114,7 @@ pub async fn tabs(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, &token).await?;
+    let checked = check(&state, &token, Wants::LiveView).await?;
     let tabs = inspect::tabs(
         &checked.session.cdp_url,
         checked.session.primary_tab.as_deref(),
@@ -97,7 +123,7 @@ pub async fn tabs(
     .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?;
     Ok(Json(serde_json::json!({
         "tabs": tabs,
-        "readOnly": checked.grant.read_only,
+        "readOnly": checked.grant.access == Access::Watch,
         "expiresAt": checked.grant.expires_at,
     }))
     .into_response())
@@ -135,11 +161,11 @@ pub async fn screencast(
     Query(query): Query<HashMap<String, String>>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, &token).await?;
+    let checked = check(&state, &token, Wants::LiveView).await?;
     let upgrade = Upgrade::from_request(&mut req, "the live view page opens it")?;
     let tab = tab_ws(&checked.session, query.get("page")).await?;
     let stop = until_over(&checked);
-    let read_only = checked.grant.read_only;
+    let read_only = checked.grant.access == Access::Watch;
     let response = upgrade.response();
     // Serves this viewer until it leaves or its session or grant ends.
     tokio::spawn(async move {
@@ -158,12 +184,7 @@ pub async fn devtools_ws(
     tab: Option<String>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let checked = check(state, token).await?;
-    if checked.grant.read_only {
-        return Err(ApiError::Forbidden(
-            "a read-only inspector link does not open DevTools".into(),
-        ));
-    }
+    let checked = check(state, token, Wants::DevTools).await?;
     let upgrade = Upgrade::from_request(&mut req, "Chrome DevTools or a CDP client opens it")?;
     let target = match &tab {
         Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
@@ -206,12 +227,7 @@ pub async fn devtools_files(
     State(state): State<AppState>,
     Path((token, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let checked = check(&state, &token).await?;
-    if checked.grant.read_only {
-        return Err(ApiError::Forbidden(
-            "a read-only inspector link does not open DevTools".into(),
-        ));
-    }
+    let checked = check(&state, &token, Wants::DevTools).await?;
     if path.split('/').any(|part| part == ".." || part.is_empty()) {
         return Err(ApiError::NotFound(format!("no DevTools file {path}")));
     }

@@ -5,7 +5,7 @@ use super::sessions::owned_session;
 use super::{AppState, Auth};
 use crate::inspect;
 use crate::model::MAX_TIMEOUT_SECS;
-use crate::secrets::InspectGrant;
+use crate::secrets::{Access, InspectGrant};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -55,23 +55,45 @@ pub async fn debug(
             )));
         }
     };
+    // Two links: the live view's (made to be embedded anywhere) and DevTools' (CDP).
+    // A read-only request gets no DevTools link: its DevTools URLs carry the live view's,
+    // which DevTools refuses.
     let token = state.secret.sign_grant(&InspectGrant {
         session: session.id,
         expires_at,
-        read_only,
+        access: if read_only {
+            Access::Watch
+        } else {
+            Access::Interact
+        },
     });
+    let devtools_token = if read_only {
+        token.clone()
+    } else {
+        state.secret.sign_grant(&InspectGrant {
+            session: session.id,
+            expires_at,
+            access: Access::DevTools,
+        })
+    };
     let base = super::public_base(&state, &headers);
     let root = format!("{base}/debug/{token}");
+    let devtools_root = format!("{base}/debug/{devtools_token}");
     // DevTools' `inspector.html?ws=host/path` convention (`wss=` behind https).
     let (ws_param, ws_target) = match base.strip_prefix("https://") {
-        Some(rest) => ("wss", format!("{rest}/debug/{token}")),
+        Some(rest) => ("wss", format!("{rest}/debug/{devtools_token}")),
         None => (
             "ws",
-            format!("{}/debug/{token}", base.trim_start_matches("http://")),
+            format!(
+                "{}/debug/{devtools_token}",
+                base.trim_start_matches("http://")
+            ),
         ),
     };
     let devtools = |tab: &str| {
-        format!("{root}/devtools/inspector.html?{ws_param}={ws_target}/devtools/page/{tab}")
+        format!(
+            "{devtools_root}/devtools/inspector.html?{ws_param}={ws_target}/devtools/page/{tab}"
+        )
     };
     let tabs = inspect::tabs(&live.cdp_url, live.primary_tab.as_deref())
         .await
@@ -93,7 +115,7 @@ pub async fn debug(
     Ok(Json(json!({
         "debuggerFullscreenUrl": format!("{root}/live"),
         "debuggerUrl": devtools(primary),
-        "wsUrl": format!("{}/debug/{token}/devtools/browser", super::websocket_base_of(&base)),
+        "wsUrl": format!("{}/debug/{devtools_token}/devtools/browser", super::websocket_base_of(&base)),
         "pages": pages,
     }))
     .into_response())

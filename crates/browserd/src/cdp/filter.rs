@@ -49,8 +49,9 @@ pub fn check(text: &str, rules: &Rules) -> Verdict {
         Ok(Value::Object(msg)) => msg,
         Ok(_) => return refuse(None, None, "a CDP message must be a JSON object"),
         Err(e) => {
+            let id = top_level_id(text).map(Value::from);
             return refuse(
-                None,
+                id.as_ref(),
                 None,
                 &format!("browserd could not parse the message: {e}"),
             );
@@ -181,6 +182,39 @@ fn only_uploads(params: &mut Map<String, Value>, rules: &Rules) -> Result<(), St
         *file = seen.to_str().ok_or("an upload path is not UTF-8")?.into();
     }
     Ok(())
+}
+
+/// The `id` of a message that does not parse strictly, found by a scan of its top level, so
+/// the client's pending call gets its error instead of waiting forever.
+fn top_level_id(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && text.get(start..i) == Some("id") {
+                    let rest = text
+                        .get(i + 1..)?
+                        .trim_start()
+                        .strip_prefix(':')?
+                        .trim_start();
+                    let digits =
+                        rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                    return rest[..digits].parse().ok();
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A CDP error answering `text` (a command that parsed) with `message`.
@@ -353,6 +387,16 @@ mod tests {
         refused("[1,2]");
         refused("Browser.close");
         refused(r#"{"id":9,"method":5}"#);
+        // The caller learns which call failed whenever the id can be found.
+        assert_eq!(refused(r#"{"id":9,"method":"A","method":"B"}"#)["id"], 9);
+        assert_eq!(
+            refused(r#"{"params":{"id":1,"x":"\ud800"},"id":12}"#)["id"],
+            12
+        );
+        assert_eq!(
+            refused(r#"{"params":{"x":"\"id\": 3"},"method":"\udc00"}"#)["id"],
+            0
+        );
     }
 
     #[test]

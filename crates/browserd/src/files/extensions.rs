@@ -7,6 +7,9 @@ use std::path::Path;
 /// Browserbase's documented limit for an extension zip.
 pub const MAX_EXTENSION_BYTES: u64 = 100 * 1024 * 1024;
 
+/// Largest manifest.json read (real ones are a few KiB).
+const MAX_MANIFEST: u64 = 1024 * 1024;
+
 /// Largest total size an extension may unpack to (a guard against a zip bomb).
 const MAX_UNPACKED: u64 = 512 * 1024 * 1024;
 
@@ -42,11 +45,23 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
     let file = std::fs::File::open(zip_file)?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| ExtensionError::NotZip(e.to_string()))?;
     {
-        let mut manifest = zip
+        let manifest = zip
             .by_name("manifest.json")
             .map_err(|_| ExtensionError::NoManifest)?;
+        // Sizes are checked before any byte is read: the header's, then (a header may lie)
+        // what the bounded read gets.
+        if manifest.size() > MAX_MANIFEST {
+            return Err(ExtensionError::BadManifest(format!(
+                "manifest.json is larger than {MAX_MANIFEST} bytes"
+            )));
+        }
         let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut manifest, &mut text)?;
+        std::io::Read::read_to_end(&mut manifest.take(MAX_MANIFEST + 1), &mut text)?;
+        if text.len() as u64 > MAX_MANIFEST {
+            return Err(ExtensionError::BadManifest(format!(
+                "manifest.json is larger than {MAX_MANIFEST} bytes"
+            )));
+        }
         // Chromium accepts a UTF-8 byte order mark; so does this check.
         let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&text);
         match serde_json::from_slice::<serde_json::Value>(text) {
@@ -56,6 +71,7 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
         }
     }
     std::fs::create_dir_all(dest)?;
+    readable_by_browsers(dest, 0o755)?;
     let mut total = 0u64;
     for i in 0..zip.len() {
         let mut entry = zip
@@ -67,6 +83,7 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
         let out_path = dest.join(rel);
         if entry.is_dir() {
             std::fs::create_dir_all(&out_path)?;
+            readable_by_browsers(&out_path, 0o755)?;
             continue;
         }
         if entry.is_symlink() {
@@ -78,8 +95,10 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
         }
         if let Some(parent) = out_path.parent() {
             std::fs::create_dir_all(parent)?;
+            readable_by_browsers(parent, 0o755)?;
         }
         let mut out = std::fs::File::create(&out_path)?;
+        readable_by_browsers(&out_path, 0o644)?;
         // `take` bounds what a lying size header could make us write.
         let copied = std::io::copy(&mut (&mut entry).take(MAX_UNPACKED + 1), &mut out)?;
         if copied > MAX_UNPACKED {
@@ -87,6 +106,14 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
         }
     }
     Ok(())
+}
+
+/// Opens an unpacked extension to the sandboxed browsers that load it (each its own uid,
+/// seeing it read-only): browserd's files are otherwise 0600. The data dir (0700) still
+/// keeps it from everyone else.
+fn readable_by_browsers(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// An entry's name as stored, for messages.
@@ -141,6 +168,12 @@ mod tests {
             Err(ExtensionError::NoManifest)
         ));
 
+        // A manifest that is huge (it would be read whole) is refused by its size.
+        let spaces = vec![b' '; 3 * 1024 * 1024];
+        let huge = zip_of(&[("manifest.json", &spaces)]);
+        assert!(
+            matches!(unpack(huge.path(), &dir.path().join("huge")), Err(ExtensionError::BadManifest(m)) if m.contains("larger"))
+        );
         let bad = zip_of(&[("manifest.json", b"{nope")]);
         assert!(matches!(
             unpack(bad.path(), &dest),

@@ -39,6 +39,8 @@ pub struct Options {
     pub min_free_memory_mib: u64,
     pub max_clients_per_session: usize,
     pub max_upload_mib: u64,
+    /// Pages may reach services on this machine (`--allow-local-egress`).
+    pub allow_local_egress: bool,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             min_free_memory_mib: 512,
             max_clients_per_session: 16,
             max_upload_mib: 512,
+            allow_local_egress: false,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -88,6 +91,7 @@ impl TestServer {
             min_free_memory_mib: Some(opts.min_free_memory_mib),
             max_clients_per_session: Some(opts.max_clients_per_session),
             max_upload_mib: Some(opts.max_upload_mib),
+            allow_local_egress: Some(opts.allow_local_egress),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
@@ -294,6 +298,43 @@ impl Cdp {
                 other => panic!("no answer to {method}: {other:?}"),
             }
         }
+    }
+
+    /// Sends `text` as it is (it must carry `"id":ID`) and returns the answer with that id.
+    pub async fn raw(&mut self, text: &str, id: u64) -> Value {
+        self.ws.send(Message::text(text.to_owned())).await.unwrap();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["id"] == id {
+                        return v;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no answer to {text}: {other:?}"),
+            }
+        }
+    }
+
+    /// A flattened session on the first page target.
+    pub async fn page_session(&mut self) -> String {
+        let targets = self.call("Target.getTargets", json!({}), None).await;
+        let page = targets["result"]["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target")["targetId"]
+            .clone();
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": page, "flatten": true}),
+                None,
+            )
+            .await;
+        attached["result"]["sessionId"].as_str().unwrap().to_owned()
     }
 
     /// Evaluates JS in the first page target; returns the `result.result.value`.

@@ -1,0 +1,423 @@
+//! The attack suite: a client of one session, holding an ordinary project key, tries to
+//! reach the host, another session or browserd's secrets (docs/security.md). Real Chromium,
+//! in its sandbox. Each test names the attack; each would pass on a browserd without the
+//! defence only if the attack failed.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The outcome of navigating the page on `session` to `url`: `Ok(body text)` or
+/// `Err(Chromium's error text)`.
+async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, String> {
+    let nav = cdp
+        .call("Page.navigate", json!({ "url": url }), Some(session))
+        .await;
+    if let Some(error) = nav["result"]["errorText"].as_str() {
+        return Err(error.to_owned());
+    }
+    if let Some(error) = nav["error"]["message"].as_str() {
+        return Err(error.to_owned());
+    }
+    // The navigation committed: wait for its document, then read it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let r = cdp
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": "document.readyState === 'complete' ? (document.body ? document.body.innerText : '') : null", "returnByValue": true}),
+                Some(session),
+            )
+            .await;
+        if let Some(text) = r["result"]["result"]["value"].as_str() {
+            break text.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never finished loading"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Chromium shows its own error page (with a non-empty body) for a failed load of a
+    // committed navigation; name it as a failure.
+    let href = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "location.href", "returnByValue": true}),
+            Some(session),
+        )
+        .await;
+    if href["result"]["result"]["value"].as_str() == Some("chrome-error://chromewebdata/") {
+        return Err(text);
+    }
+    Ok(text)
+}
+
+async fn connected(server: &TestServer) -> (Value, Cdp, String) {
+    let s = server.create(json!({"keepAlive": true})).await;
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    cdp.call("Page.enable", json!({}), Some(&page)).await;
+    (s, cdp, page)
+}
+
+/// A tiny HTTP server on the host's loopback that answers every request with `body`.
+async fn local_site(body: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_page_cannot_read_the_data_dir_or_another_sessions_folder() {
+    let server = TestServer::start().await;
+    let (a, mut cdp, page) = connected(&server).await;
+    let (b, _cdp_b, _) = connected(&server).await;
+    let data = server.data_dir.path();
+    let b_dir = server.browser_dir(b["id"].as_str().unwrap());
+    for target in [
+        data.join("browserd.db"),
+        data.join("context.key"),
+        b_dir.join("profile").join("Local State"),
+        b_dir.clone(),
+        "/root".into(),
+        "/etc/shadow".into(),
+    ] {
+        let url = format!("file://{}", target.display());
+        let seen = visit(&mut cdp, &page, &url).await;
+        assert!(seen.is_err(), "{url} was readable: {seen:?}");
+    }
+    // The folders on the way to its own are bare: nothing of the data dir or of B.
+    for dir in [data.to_path_buf(), data.join("sessions")] {
+        let listing = visit(&mut cdp, &page, &format!("file://{}/", dir.display()))
+            .await
+            .unwrap_or_default();
+        for secret in ["browserd.db", "context.key", "contexts", "session-files"] {
+            assert!(
+                !listing.contains(secret),
+                "{} shows {secret}: {listing}",
+                dir.display()
+            );
+        }
+        let b_name = b_dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !listing.contains(&b_name),
+            "{} shows B's folder",
+            dir.display()
+        );
+    }
+    // Its own folder is there (the checks above can fail): the sandbox shows it.
+    let own = server.browser_dir(a["id"].as_str().unwrap());
+    let listing = visit(&mut cdp, &page, &format!("file://{}/", own.display())).await;
+    assert!(listing.unwrap().contains("profile"), "its own folder lists");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_cannot_hand_host_files_to_a_file_input() {
+    let server = TestServer::start().await;
+    let (_s, mut cdp, page) = connected(&server).await;
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": "document.body.innerHTML = '<input type=file id=f>'"}),
+        Some(&page),
+    )
+    .await;
+    let doc = cdp.call("DOM.getDocument", json!({}), Some(&page)).await;
+    let node = cdp
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["result"]["root"]["nodeId"], "selector": "#f"}),
+            Some(&page),
+        )
+        .await;
+    for path in [
+        "/etc/passwd",
+        &server
+            .data_dir
+            .path()
+            .join("context.key")
+            .display()
+            .to_string(),
+    ] {
+        let r = cdp
+            .call(
+                "DOM.setFileInputFiles",
+                json!({"files": [path], "nodeId": node["result"]["nodeId"]}),
+                Some(&page),
+            )
+            .await;
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not a file uploaded to this session"),
+            "{path}: {r}"
+        );
+    }
+    let count = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "document.getElementById('f').files.length", "returnByValue": true}),
+            Some(&page),
+        )
+        .await;
+    assert_eq!(count["result"]["result"]["value"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_page_or_local_process_reaches_another_browsers_devtools() {
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let (_a, mut cdp, page) = connected(&server).await;
+    let (b, _cdp_b, _) = connected(&server).await;
+    let b_id: uuid::Uuid = b["id"].as_str().unwrap().parse().unwrap();
+    let b_cdp = server.state.sessions.inspect(b_id).unwrap().cdp_url;
+    let authority = browserd::inspect::devtools_authority(&b_cdp)
+        .unwrap()
+        .to_owned();
+    // A local process: nothing listens there on the host.
+    assert!(
+        tokio::net::TcpStream::connect(&authority).await.is_err(),
+        "B's DevTools port {authority} is open on the host"
+    );
+    // A page of session A, even with local egress allowed.
+    let seen = visit(&mut cdp, &page, &format!("http://{authority}/json/list")).await;
+    assert!(seen.is_err(), "A's page read B's targets: {seen:?}");
+    // Its own DevTools port is inside its own namespace only; the egress proxy goes to the
+    // host, where it is not.
+    let own = server
+        .state
+        .sessions
+        .inspect(_a["id"].as_str().unwrap().parse().unwrap())
+        .unwrap()
+        .cdp_url;
+    let own = browserd::inspect::devtools_authority(&own)
+        .unwrap()
+        .to_owned();
+    assert!(
+        visit(&mut cdp, &page, &format!("http://{own}/json/version"))
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pages_reach_local_services_only_when_allowed_and_never_browserd() {
+    let site = local_site("hello from the host").await;
+    let closed = TestServer::start().await;
+    let (_s, mut cdp, page) = connected(&closed).await;
+    let seen = visit(&mut cdp, &page, &format!("http://127.0.0.1:{site}/")).await;
+    assert!(seen.is_err(), "local egress is off by default: {seen:?}");
+    let seen = visit(&mut cdp, &page, &format!("http://localhost:{site}/")).await;
+    assert!(seen.is_err(), "localhost too: {seen:?}");
+    closed.stop().await;
+
+    let open = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let (_s, mut cdp, page) = connected(&open).await;
+    let seen = visit(&mut cdp, &page, &format!("http://127.0.0.1:{site}/")).await;
+    assert_eq!(seen.as_deref(), Ok("hello from the host"));
+    // browserd's own API and websockets stay closed.
+    let port = open.addr.port();
+    let seen = visit(
+        &mut cdp,
+        &page,
+        &format!("http://127.0.0.1:{port}/v1/projects"),
+    )
+    .await;
+    assert!(seen.is_err(), "a page reached browserd: {seen:?}");
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn escaped_or_wrapped_download_commands_still_save_in_the_session() {
+    let server = TestServer::start().await;
+    let (s, mut cdp, page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap();
+    let evil = tempfile::tempdir().unwrap();
+    let evil_path = evil.path().display().to_string();
+    // The method name with a JSON escape, as the review sent it.
+    let text = format!(
+        r#"{{"id":9001,"method":"Browser.set\u0044ownloadBehavior","params":{{"behavior":"allow","downloadPath":"{evil_path}"}}}}"#
+    );
+    let r = cdp.raw(&text, 9001).await;
+    assert!(r.get("error").is_none(), "{r}");
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": "const a = document.createElement('a'); a.href = 'data:text/plain,secret'; a.download = 'x.txt'; document.body.appendChild(a); a.click();"}),
+        Some(&page),
+    )
+    .await;
+    let downloads = server.state.sessions.downloads_dir(id.parse().unwrap());
+    eventually(|| async { downloads.join("x.txt").is_file().then_some(()) })
+        .await
+        .expect("the download landed in the session's folder");
+    assert!(
+        std::fs::read_dir(evil.path()).unwrap().next().is_none(),
+        "nothing in {evil_path}"
+    );
+
+    // Duplicate keys, a lone surrogate, nesting deeper than browserd parses: refused with
+    // a CDP error, never forwarded.
+    let dup = format!(
+        r#"{{"id":9002,"method":"Runtime.evaluate","method":"Browser.setDownloadBehavior","params":{{"behavior":"allow","downloadPath":"{evil_path}"}}}}"#
+    );
+    assert_eq!(cdp.raw(&dup, 9002).await["error"]["code"], -32600);
+    let surrogate = r#"{"id":9003,"method":"Runtime.evaluate","params":{"expression":"'\ud800'"}}"#;
+    assert_eq!(cdp.raw(surrogate, 9003).await["error"]["code"], -32600);
+    let deep = format!(
+        r#"{{"id":9004,"method":"Browser.setDownloadBehavior","params":{{"behavior":"allow","downloadPath":"{evil_path}","x":{}{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert_eq!(cdp.raw(&deep, 9004).await["error"]["code"], -32600);
+
+    // A Browser.close wrapped for a target is refused, not passed to the browser.
+    let wrapped = json!({"id": 9005, "method": "Target.sendMessageToTarget", "params": {"sessionId": page, "message": r#"{"id":1,"method":"Browser.close"}"#}});
+    let r = cdp.raw(&wrapped.to_string(), 9005).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Browser.close"),
+        "{r}"
+    );
+    assert_eq!(server.get(id).await["status"], "RUNNING");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_view_link_does_not_open_devtools() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap();
+    let debug: Value = server
+        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}/debug"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = debug["debuggerFullscreenUrl"].as_str().unwrap();
+    let live_root = live.strip_suffix("/live").unwrap();
+    let ws_root = live_root.replacen("http://", "ws://", 1);
+    let (status, body) = refused_handshake(&format!("{ws_root}/devtools/browser")).await;
+    assert_eq!(status, 403, "{body}");
+    let files = server
+        .http
+        .get(format!("{live_root}/devtools/inspector.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(files.status(), 403);
+    // The DevTools link opens DevTools; it is not a live-view link.
+    let mut devtools = Cdp::connect(debug["wsUrl"].as_str().unwrap()).await;
+    let version = devtools.call("Browser.getVersion", json!({}), None).await;
+    assert!(version["result"]["product"].as_str().is_some(), "{version}");
+    let devtools_root = debug["wsUrl"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("/devtools/browser")
+        .unwrap();
+    let live_page = devtools_root.replacen("ws://", "http://", 1) + "/live";
+    assert_eq!(
+        server.http.get(live_page).send().await.unwrap().status(),
+        403
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn browsers_run_sandboxed_as_their_own_users_and_secrets_are_closed() {
+    let server = TestServer::start().await;
+    let a = server.create(json!({})).await;
+    let b = server.create(json!({})).await;
+    let uid_of = |id: &str| {
+        let dir = server.browser_dir(id);
+        let pids = browserd::browser::procs::find_by_cmdline(&dir);
+        let chromium: Vec<u32> = pids
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.to_string_lossy().contains("chrom"))
+            })
+            .collect();
+        assert!(!chromium.is_empty(), "no Chromium process for {id}");
+        let uids: std::collections::HashSet<String> = chromium
+            .iter()
+            .filter_map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                assert!(
+                    memchr::memmem::find(&cmd, b"--no-sandbox").is_none(),
+                    "Chromium's own sandbox is off"
+                );
+                Some(
+                    status
+                        .lines()
+                        .find(|l| l.starts_with("Uid:"))?
+                        .split_whitespace()
+                        .nth(1)?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(uids.len(), 1, "{uids:?}");
+        uids.into_iter().next().unwrap()
+    };
+    let (ua, ub) = (
+        uid_of(a["id"].as_str().unwrap()),
+        uid_of(b["id"].as_str().unwrap()),
+    );
+    assert_ne!(ua, "0", "Chromium runs as root");
+    assert_ne!(ua, ub, "two sessions share a uid");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(server.data_dir.path()), 0o700);
+    assert_eq!(mode(&server.data_dir.path().join("context.key")), 0o600);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_or_silent_http_client_is_disconnected() {
+    let server = TestServer::start().await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /v1/projects HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let limit = browserd::http_server::HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    for (name, tcp) in [("silent", &mut silent), ("slow", &mut slow)] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(limit, tcp.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "the {name} connection was still open after {limit:?}"
+        );
+    }
+    server.stop().await;
+}
