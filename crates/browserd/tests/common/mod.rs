@@ -339,22 +339,7 @@ impl Cdp {
 
     /// Evaluates JS in the first page target; returns the `result.result.value`.
     pub async fn eval_in_page(&mut self, expression: &str) -> Value {
-        let targets = self.call("Target.getTargets", json!({}), None).await;
-        let page = targets["result"]["targetInfos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["type"] == "page")
-            .expect("a page target")["targetId"]
-            .clone();
-        let attached = self
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": page, "flatten": true}),
-                None,
-            )
-            .await;
-        let session = attached["result"]["sessionId"].as_str().unwrap().to_owned();
+        let session = self.page_session().await;
         let r = self
             .call(
                 "Runtime.evaluate",
