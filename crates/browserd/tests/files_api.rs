@@ -327,8 +327,17 @@ async fn inspector_links_are_checked_on_every_request() {
     let forged = tabs.replace(token, &token.replacen(".w.", ".r.", 1));
     assert_eq!(get(forged).await.0, 401);
     assert_eq!(get(tabs.replace(token, "nonsense")).await.0, 401);
-    // DevTools files cannot climb out of /devtools. Sent raw: HTTP clients normalise `..`
-    // away, a hostile one would not.
+    // DevTools files cannot climb out of /devtools (with a DevTools link: a live-view link
+    // opens no DevTools at all). Sent raw: HTTP clients normalise `..` away, a hostile one
+    // would not.
+    let ws_url = urls["wsUrl"].as_str().unwrap();
+    let token = ws_url
+        .split("/debug/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     let raw = {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
