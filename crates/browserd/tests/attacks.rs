@@ -410,14 +410,328 @@ async fn a_slow_or_silent_http_client_is_disconnected() {
     slow.write_all(b"GET /v1/projects HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    // One whole request, answered, then nothing: an idle keep-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET /healthz-none HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let limit = browserd::http_server::HEADER_READ_TIMEOUT + Duration::from_secs(10);
-    for (name, tcp) in [("silent", &mut silent), ("slow", &mut slow)] {
+    for (name, tcp) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("idle", &mut idle),
+    ] {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(limit, tcp.read_to_end(&mut buf)).await;
         assert!(
             read.is_ok(),
             "the {name} connection was still open after {limit:?}"
         );
+        if name == "idle" {
+            assert!(buf.starts_with(b"HTTP/1.1 "), "the idle one was answered");
+        }
     }
+    server.stop().await;
+}
+
+/// The text of target `target_id` once its document has loaded, and its address.
+async fn target_text(cdp: &mut Cdp, target_id: &Value) -> (String, String) {
+    let attached = cdp
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": target_id, "flatten": true}),
+            None,
+        )
+        .await;
+    let session = attached["result"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("attach: {attached}"))
+        .to_owned();
+    // Until the navigation commits, the new target shows about:blank.
+    let read = json!({"expression": "document.readyState === 'complete' && location.href !== 'about:blank' ? [location.href, document.body ? document.body.innerText : ''] : null", "returnByValue": true});
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = cdp
+            .call("Runtime.evaluate", read.clone(), Some(&session))
+            .await;
+        if let Some([href, text]) = r["result"]["result"]["value"].as_array().map(Vec::as_slice) {
+            return (
+                href.as_str().unwrap_or_default().to_owned(),
+                text.as_str().unwrap_or_default().to_owned(),
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the target's document never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn target_ids(cdp: &mut Cdp) -> Vec<Value> {
+    let targets = cdp.call("Target.getTargets", json!({}), None).await;
+    targets["result"]["targetInfos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["type"] == "page")
+        .map(|t| t["targetId"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn file_urls_opened_by_new_targets_or_window_open_show_only_the_session() {
+    let server = TestServer::start().await;
+    let (a, mut cdp, page) = connected(&server).await;
+    let canary = server.data_dir.path().join("canary.txt");
+    std::fs::write(&canary, "CANARY-OF-THE-DATA-DIR").unwrap();
+    let own = server
+        .browser_dir(a["id"].as_str().unwrap())
+        .join("own.html");
+    std::fs::write(&own, "<p>OWN-FILE</p>").unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (canary_url, own_url) = (
+        format!("file://{}", canary.display()),
+        format!("file://{}", own.display()),
+    );
+
+    // Target.createTarget: its own folder's file shows (so the check below can fail), the
+    // data dir's does not.
+    for (url, readable) in [(&own_url, true), (&canary_url, false)] {
+        let created = cdp
+            .call("Target.createTarget", json!({"url": url}), None)
+            .await;
+        let (_, text) = target_text(&mut cdp, &created["result"]["targetId"]).await;
+        assert_eq!(text.contains("OWN-FILE"), readable, "{url}: {text}");
+        assert!(
+            !text.contains("CANARY"),
+            "{url} showed the data dir: {text}"
+        );
+    }
+
+    // window.open from a file:// page (which may open other file:// URLs).
+    assert!(
+        visit(&mut cdp, &page, &own_url)
+            .await
+            .unwrap()
+            .contains("OWN-FILE")
+    );
+    for (url, readable) in [(&own_url, true), (&canary_url, false)] {
+        let before = target_ids(&mut cdp).await;
+        cdp.call(
+            "Runtime.evaluate",
+            // As a user's click would: no popup blocker in the way.
+            json!({"expression": format!("window.open({url:?}); true"), "userGesture": true}),
+            Some(&page),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let opened = loop {
+            if let Some(new) = target_ids(&mut cdp)
+                .await
+                .into_iter()
+                .find(|t| !before.contains(t))
+            {
+                break new;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "window.open made no target"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (_, text) = target_text(&mut cdp, &opened).await;
+        assert_eq!(text.contains("OWN-FILE"), readable, "{url}: {text}");
+        assert!(
+            !text.contains("CANARY"),
+            "{url} showed the data dir: {text}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_scanning_loopback_finds_only_what_the_operator_allows() {
+    let site = local_site("a local app").await;
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let (a, mut cdp, page) = connected(&server).await;
+    let (b, _cdp_b, _) = connected(&server).await;
+    let devtools_port = |s: &Value| {
+        let url = server
+            .state
+            .sessions
+            .inspect(s["id"].as_str().unwrap().parse().unwrap())
+            .unwrap()
+            .cdp_url;
+        let authority = browserd::inspect::devtools_authority(&url).unwrap();
+        authority
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let ports = [
+        site,
+        server.addr.port(),
+        devtools_port(&a),
+        devtools_port(&b),
+        browserd::browser::egress::PROXY_PORT,
+    ];
+    visit(&mut cdp, &page, &format!("http://127.0.0.1:{site}/"))
+        .await
+        .unwrap();
+    let scan = format!(
+        "Promise.all({ports:?}.map(p => fetch('http://127.0.0.1:' + p + '/json/version', {{mode: 'no-cors'}}).then(() => 'open', () => 'closed')))"
+    );
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": scan, "awaitPromise": true, "returnByValue": true}),
+            Some(&page),
+        )
+        .await;
+    let seen = r["result"]["result"]["value"].as_array().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec!["open", "closed", "closed", "closed", "closed"],
+        "ports {ports:?}"
+    );
+
+    // A browser context with its own (direct) proxy would skip the egress: refused.
+    let r = cdp
+        .call(
+            "Target.createBrowserContext",
+            json!({"proxyServer": "direct://"}),
+            None,
+        )
+        .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("proxyServer")),
+        "{r}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn page_level_and_non_flattened_download_commands_still_save_in_the_session() {
+    let server = TestServer::start().await;
+    let (s, mut cdp, page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap();
+    let downloads = server.state.sessions.downloads_dir(id.parse().unwrap());
+    let evil = tempfile::tempdir().unwrap();
+    let download = |name: &str| // A block: each evaluation declares its own `a`.
+        json!({"expression": format!("{{ const a = document.createElement('a'); a.href = 'data:text/plain,x'; a.download = '{name}'; document.body.appendChild(a); a.click(); }}")});
+
+    // Page. rather than Browser., on the flattened page session.
+    let r = cdp
+        .call(
+            "Page.setDownloadBehavior",
+            json!({"behavior": "allow", "downloadPath": evil.path()}),
+            Some(&page),
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    cdp.call("Runtime.evaluate", download("page.txt"), Some(&page))
+        .await;
+    eventually(|| async { downloads.join("page.txt").is_file().then_some(()) })
+        .await
+        .expect("the Page. download landed in the session's folder");
+
+    // A non-flattened session: the command travels wrapped, its method escaped.
+    let targets = target_ids(&mut cdp).await;
+    let attached = cdp
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": targets[0], "flatten": false}),
+            None,
+        )
+        .await;
+    let wrapped_session = attached["result"]["sessionId"].as_str().unwrap();
+    let inner = format!(
+        r#"{{"id":1,"method":"Page.set\u0044ownloadBehavior","params":{{"behavior":"allow","downloadPath":{:?}}}}}"#,
+        evil.path().display().to_string()
+    );
+    let r = cdp
+        .call(
+            "Target.sendMessageToTarget",
+            json!({"sessionId": wrapped_session, "message": inner}),
+            None,
+        )
+        .await;
+    assert!(r.get("error").is_none(), "{r}");
+    let click = json!({"id": 2, "method": "Runtime.evaluate", "params": download("wrapped.txt")});
+    cdp.call(
+        "Target.sendMessageToTarget",
+        json!({"sessionId": wrapped_session, "message": click.to_string()}),
+        None,
+    )
+    .await;
+    eventually(|| async { downloads.join("wrapped.txt").is_file().then_some(()) })
+        .await
+        .expect("the wrapped download landed in the session's folder");
+    assert!(
+        std::fs::read_dir(evil.path()).unwrap().next().is_none(),
+        "nothing outside the session"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_inspectors_devtools_link_passes_the_same_filter() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap();
+    let debug: Value = server
+        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}/debug"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut devtools = Cdp::connect(debug["wsUrl"].as_str().unwrap()).await;
+    let page = devtools.page_session().await;
+    devtools
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "document.body.innerHTML = '<input type=file id=f>'"}),
+            Some(&page),
+        )
+        .await;
+    let doc = devtools
+        .call("DOM.getDocument", json!({}), Some(&page))
+        .await;
+    let node = devtools
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["result"]["root"]["nodeId"], "selector": "#f"}),
+            Some(&page),
+        )
+        .await;
+    let r = devtools
+        .call(
+            "DOM.setFileInputFiles",
+            json!({"files": ["/etc/passwd"], "nodeId": node["result"]["nodeId"]}),
+            Some(&page),
+        )
+        .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a file uploaded to this session")),
+        "{r}"
+    );
+    let r = devtools
+        .raw(r#"{"id":77,"method":"Browser.\u0063lose"}"#, 77)
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+    assert_eq!(server.get(id).await["status"], "RUNNING");
     server.stop().await;
 }

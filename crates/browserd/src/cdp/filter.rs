@@ -11,7 +11,8 @@
 //! - `Browser.close` ends the session (the relay answers it);
 //! - `Browser/Page.setDownloadBehavior` saves into the session's downloads folder;
 //! - `DOM.setFileInputFiles` takes only files uploaded to the session;
-//! - `Target.exposeDevToolsProtocol` is refused (it hands CDP to page scripts, past this filter).
+//! - `Target.exposeDevToolsProtocol` is refused (it hands CDP to page scripts, past this filter);
+//! - `Target.createBrowserContext` with its own proxy is refused (see the match arm).
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
@@ -101,6 +102,16 @@ fn inspect(
         }
         "Target.exposeDevToolsProtocol" => {
             Err("Target.exposeDevToolsProtocol is not available through browserd".into())
+        }
+        // A context's own proxy would leave through the browser's network namespace, where
+        // only loopback exists: `direct://` would reach the browser's unfiltered DevTools
+        // port, anything else fails. Refused with a reason instead of failing later.
+        "Target.createBrowserContext" => {
+            let params = params(msg)?;
+            if params.contains_key("proxyServer") || params.contains_key("proxyBypassList") {
+                return Err("a per-context proxy (proxyServer) is not available through browserd; pages leave through the session's egress".into());
+            }
+            Ok(None)
         }
         "Target.sendMessageToTarget" => {
             if depth >= MAX_WRAPPING {
@@ -440,6 +451,29 @@ mod tests {
             json!({"id": 3, "method": "Target.sendMessageToTarget", "params": {"message": close}})
                 .to_string();
         refused(&twice);
+    }
+
+    #[test]
+    fn contexts_cannot_choose_their_own_proxy() {
+        forwarded(
+            r#"{"id":1,"method":"Target.createBrowserContext","params":{"disposeOnDetach":true}}"#,
+        );
+        forwarded(r#"{"id":1,"method":"Target.createBrowserContext"}"#);
+        for params in [
+            r#"{"proxyServer":"direct://"}"#,
+            r#"{"proxyBypassList":"*"}"#,
+        ] {
+            let text =
+                format!(r#"{{"id":1,"method":"Target.createBrowserContext","params":{params}}}"#);
+            let reply = refused(&text);
+            assert!(
+                reply["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("proxyServer"),
+                "{reply}"
+            );
+        }
     }
 
     #[test]
