@@ -26,6 +26,8 @@ const RTT_CALLS = Number(arg('rtt', 5000));
 const OUT = resolve(arg('out', join(repo, 'docs', 'benchmarks.md')));
 const SKIP_CAPACITY = process.argv.includes('--skip-capacity');
 const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'release', 'browserd');
+// An earlier build of browserd (optional): its relay is measured in the same run, a row of its own.
+const BEFORE_BIN = process.env.BROWSERD_BEFORE_BIN;
 const CHROMIUM = ['chromium', 'chromium-browser', 'google-chrome']
   .map((n) => { try { return execFileSync('which', [n], { encoding: 'utf8' }).trim(); } catch { return null; } })
   .find(Boolean);
@@ -76,12 +78,18 @@ async function freePort() {
   return port;
 }
 
-async function startBrowserd({ warmPool, maxSessions }) {
+/**
+ * A browserd on loopback. `sandbox: 'off'` runs its browsers unsandboxed, so their own
+ * DevTools port is on the host's loopback (the relay section connects to it directly);
+ * `bin` runs another build (an older one knows neither sandbox flag).
+ */
+async function startBrowserd({ warmPool, maxSessions, sandbox = 'auto', bin = BIN }) {
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-bench-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', KEY,
-    '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true', '--allow-local-egress', 'true'];
+    '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true'];
+  if (bin === BIN) args.push('--allow-local-egress', 'true', '--sandbox', sandbox);
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'ignore'] });
   let banner = '';
   await new Promise((ok, fail) => {
     proc.stdout.on('data', (d) => { banner += d; if (banner.includes('listening on')) ok(); });
@@ -276,6 +284,28 @@ async function benchContexts(ctx) {
   return results;
 }
 
+// ---------------------------------------------------------------- 1c. sandbox cost
+
+/** Cold creates and releases with the sandbox on (the default) and off, interleaved. */
+async function benchSandbox(ctx) {
+  const open = await startBrowserd({ warmPool: 0, sandbox: 'off' });
+  const servers = { on: ctx.cold, off: open };
+  const runs = { on: [], off: [] };
+  const n = Math.max(5, Math.round(ITERATIONS / 2));
+  for (let i = 0; i < n; i++) {
+    for (const k of ['on', 'off']) {
+      let s = now();
+      const { body } = await servers[k].api('POST', '/v1/sessions', {});
+      const create = now() - s;
+      s = now();
+      await servers[k].api('POST', `/v1/sessions/${body.id}`, { status: 'REQUEST_RELEASE' });
+      runs[k].push({ create, release: now() - s });
+    }
+  }
+  await open.stop();
+  return { ...runs, n };
+}
+
 // ---------------------------------------------------------------- 2. relay cost
 
 /** Opens the same browser twice: through browserd and on Chromium's own websocket. */
@@ -299,15 +329,28 @@ async function sameBrowserBothWays(server) {
   return { via, direct, floor, socat, id: body.id };
 }
 
+/** A session of its own on `server`, connected through browserd. */
+async function relayedSession(server) {
+  const { body } = await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600 });
+  return { client: await Cdp.connect(body.connectUrl), id: body.id };
+}
+
 async function benchRelay(ctx) {
-  const server = ctx.cold; // no warm browsers: the session's browser is the only one
-  const { via, direct, floor, socat, id } = await sameBrowserBothWays(server);
-  const sessions = { via: await via.firstPage(), direct: await direct.firstPage(), floor: await floor.firstPage() };
-  const clients = { via, direct, floor };
-  const rtt = { via: [], direct: [], floor: [] };
+  // Browsers unsandboxed, no warm ones: the session's browser is the only one, and its own
+  // websocket is reachable from here.
+  const open = await startBrowserd({ warmPool: 0, sandbox: 'off' });
+  const { via, direct, floor, socat, id } = await sameBrowserBothWays(open);
+  // The default: a sandboxed browser (its DevTools port only inside its own network namespace).
+  const sandboxed = await relayedSession(ctx.cold);
+  const before = BEFORE_BIN ? await startBrowserd({ warmPool: 0, bin: BEFORE_BIN }) : null;
+  const old = before ? await relayedSession(before) : null;
+  const clients = { via, direct, floor, sandboxed: sandboxed.client, ...(old ? { before: old.client } : {}) };
+  const sessions = {};
+  for (const [k, c] of Object.entries(clients)) sessions[k] = await c.firstPage();
+  const rtt = Object.fromEntries(Object.keys(clients).map((k) => [k, []]));
   const rounds = 10;
   for (let r = 0; r < rounds; r++) {
-    for (const k of ['direct', 'via', 'floor']) {
+    for (const k of Object.keys(clients)) {
       for (let i = 0; i < RTT_CALLS / rounds; i++) {
         const s = now();
         await clients[k].call('Runtime.evaluate', { expression: '1+1' }, sessions[k]);
@@ -315,6 +358,9 @@ async function benchRelay(ctx) {
       }
     }
   }
+  sandboxed.client.close();
+  await ctx.cold.api('POST', `/v1/sessions/${sandboxed.id}`, { status: 'REQUEST_RELEASE' });
+  if (old) { old.client.close(); await before.stop(); }
   log('round trips done');
 
   const big = { via: [], direct: [] };
@@ -343,7 +389,8 @@ async function benchRelay(ctx) {
     }
   }
   via.close(); direct.close(); floor.close(); socat.kill();
-  await server.api('POST', `/v1/sessions/${id}`, { status: 'REQUEST_RELEASE' });
+  await open.api('POST', `/v1/sessions/${id}`, { status: 'REQUEST_RELEASE' });
+  await open.stop();
   return { rtt, big, shot, shotBytes, tenMb: TEN_MB };
 }
 
@@ -478,7 +525,7 @@ function stageTable(results) {
     '|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
-function report(ctx, lc, contexts, relay, inspector, creates, mem, cap, seconds) {
+function report(ctx, lc, contexts, sandbox, relay, inspector, creates, mem, cap, seconds) {
   const date = new Date().toISOString().slice(0, 10);
   const cpu = cpus()[0]?.model ?? 'unknown';
   const chromiumVersion = execFileSync(CHROMIUM, ['--version'], { encoding: 'utf8' }).trim();
@@ -502,7 +549,8 @@ each alike. Medians (p50) and ratios are what to compare: these machines are noi
 - Machine: ${cpus().length} cores (${cpu}), ${f(totalmem() / 2 ** 30, 1)} GiB memory
 - ${chromiumVersion}; browserd release build; Node ${process.version}, playwright-core 1.65.1, ws 8.23.0
 - The page is served on loopback. "Direct" launches the same Chromium with the same flags and
-  connects to its own websocket: the script a user would otherwise write.
+  connects to its own websocket: the script a user would otherwise write. browserd's browsers
+  run in its sandbox (section 1c); direct ones as root with \`--no-sandbox\`.
 
 ## Targets
 
@@ -539,6 +587,18 @@ encrypt, write). Interleaved with the plain sessions. The sealed context was ${f
 | create | ${f(pct(contexts.plain.map((x) => x.create), 50))} / ${f(pct(contexts.plain.map((x) => x.create), 95))} | ${f(pct(contexts.context.map((x) => x.create), 50))} / ${f(pct(contexts.context.map((x) => x.create), 95))} | +${f(pct(contexts.context.map((x) => x.create), 50) - pct(contexts.plain.map((x) => x.create), 50))} |
 | release | ${f(pct(contexts.plain.map((x) => x.release), 50))} / ${f(pct(contexts.plain.map((x) => x.release), 95))} | ${f(pct(contexts.context.map((x) => x.release), 50))} / ${f(pct(contexts.context.map((x) => x.release), 95))} | +${f(pct(contexts.context.map((x) => x.release), 50) - pct(contexts.plain.map((x) => x.release), 50))} |
 
+## 1c. The sandbox: cold sessions with it on (the default) and off (${sandbox.n} iterations each, ms, p50 / p95)
+
+On: each browser under bwrap in its own mount, pid and network namespaces, as its own uid,
+Chromium's own sandbox on (docs/security.md). Off (\`--sandbox off\`): the browser runs as
+browserd's user with \`--no-sandbox\`. A warm create takes a browser that already started,
+so the pool hides this cost (section 1).
+
+| stage | sandbox on | sandbox off | on − off |
+|---|---|---|---|
+| create | ${f(pct(sandbox.on.map((x) => x.create), 50))} / ${f(pct(sandbox.on.map((x) => x.create), 95))} | ${f(pct(sandbox.off.map((x) => x.create), 50))} / ${f(pct(sandbox.off.map((x) => x.create), 95))} | ${f(pct(sandbox.on.map((x) => x.create), 50) - pct(sandbox.off.map((x) => x.create), 50))} |
+| release | ${f(pct(sandbox.on.map((x) => x.release), 50))} / ${f(pct(sandbox.on.map((x) => x.release), 95))} | ${f(pct(sandbox.off.map((x) => x.release), 50))} / ${f(pct(sandbox.off.map((x) => x.release), 95))} | ${f(pct(sandbox.on.map((x) => x.release), 50) - pct(sandbox.off.map((x) => x.release), 50))} |
+
 ## 2. The relay: the same browser through browserd and on its own websocket
 
 | measure | through browserd | direct | ratio |
@@ -546,10 +606,15 @@ encrypt, write). Interleaved with the plain sessions. The sealed context was ${f
 | \`Runtime.evaluate("1+1")\` round trip, p50 (${RTT_CALLS} calls each) | ${f(rttP('via', 50))} µs | ${f(rttP('direct', 50))} µs | +${f(overhead)} µs |
 | same, p99 | ${f(rttP('via', 99))} µs | ${f(rttP('direct', 99))} µs | +${f(rttP('via', 99) - rttP('direct', 99))} µs |
 | same through socat (a byte-copying TCP proxy: the floor for any proxy process), p50 / p99 | ${f(rttP('floor', 50))} / ${f(rttP('floor', 99))} µs | | +${f(rttP('floor', 50) - rttP('direct', 50))} µs |
+| same through browserd to a sandboxed browser (the default; another browser, same flags), p50 / p99 | ${f(rttP('sandboxed', 50))} / ${f(rttP('sandboxed', 99))} µs | | +${f(rttP('sandboxed', 50) - rttP('direct', 50))} µs |${relay.rtt.before ? `
+| same through the earlier build \`${BEFORE_BIN.split('/').pop()}\` (its own unsandboxed browser), p50 / p99 | ${f(rttP('before', 50))} / ${f(rttP('before', 99))} µs | | +${f(rttP('before', 50) - rttP('direct', 50))} µs |` : ''}
 | 10 MB string result, p50 (10 calls) | ${f(pct(relay.big.via, 50))} ms (${f(thr(relay.big.via, relay.tenMb), 0)} MB/s) | ${f(pct(relay.big.direct, 50))} ms (${f(thr(relay.big.direct, relay.tenMb), 0)} MB/s) | ${f(bigRatio * 100, 0)}% |
 | full-page PNG screenshot of random pixels (${f(relay.shotBytes / 1024 / 1024, 1)} MB base64), p50 (5 calls) | ${f(pct(relay.shot.via, 50))} ms | ${f(pct(relay.shot.direct, 50))} ms | ${f(shotRatio * 100, 0)}% |
 
-The socat row is there to read the round-trip overhead against: any proxy that is a
+"Through browserd" and "direct" are one unsandboxed browser (\`--sandbox off\`) reached both
+ways, so their difference is the relay's own cost (every client frame is parsed strictly and
+re-serialised, docs/security.md). The sandboxed row is a second browser in its own namespaces,
+reached the default way. The socat row is there to read the round-trip overhead against: any proxy that is a
 separate process costs two extra socket hops per round trip, and on a 2-core machine shared
 with Chromium and the client each hop can wait for a core. Where browserd's overhead is close
 to socat's, what is left is the process hop, not the relay's code.
@@ -603,6 +668,8 @@ async function main() {
   const lc = await benchLifecycle(ctx);
   log('contexts');
   const contexts = await benchContexts(ctx);
+  log('sandbox');
+  const sandbox = await benchSandbox(ctx);
   log('relay');
   const relay = await benchRelay(ctx);
   log('inspector');
@@ -615,7 +682,7 @@ async function main() {
   const mem = await benchIdleMemory();
   const cap = SKIP_CAPACITY ? null : (log('capacity'), await benchCapacity(ctx));
   site.close();
-  const md = report(ctx, lc, contexts, relay, inspector, creates, mem, cap, (now() - started) / 1000);
+  const md = report(ctx, lc, contexts, sandbox, relay, inspector, creates, mem, cap, (now() - started) / 1000);
   writeFileSync(OUT, md);
   console.log(md);
 }

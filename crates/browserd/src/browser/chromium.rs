@@ -801,9 +801,20 @@ impl Jail {
         };
         let port = uid.devtools_port();
         let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], egress::PROXY_PORT));
-        let listener = netns::listen(Arc::clone(&ns), proxy)
-            .await
-            .map_err(LaunchError::Sandbox)?;
+        // bwrap brings the namespace's loopback up just after the namespace exists: until
+        // then binding 127.0.0.1 fails with "cannot assign requested address" (seen under load).
+        let listener = loop {
+            match netns::listen(Arc::clone(&ns), proxy).await {
+                Ok(listener) => break listener,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(e) => return Err(LaunchError::Sandbox(e)),
+            }
+        };
         netns::register(port, ns);
         Ok(Self {
             egress: egress::serve(listener, Arc::clone(sandbox.egress())),
