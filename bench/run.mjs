@@ -78,6 +78,10 @@ async function freePort() {
   return port;
 }
 
+/** Running browserd servers: a bench that fails stops them (and so their browsers) on exit. */
+const servers = new Set();
+process.on('exit', () => { for (const proc of servers) proc.kill('SIGTERM'); });
+
 /**
  * A browserd on loopback. `sandbox: 'off'` runs its browsers unsandboxed, so their own
  * DevTools port is on the host's loopback (the relay section connects to it directly);
@@ -90,6 +94,8 @@ async function startBrowserd({ warmPool, maxSessions, sandbox = 'auto', bin = BI
   if (bin === BIN) args.push('--allow-local-egress', 'true', '--sandbox', sandbox);
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  servers.add(proc);
+  proc.on('exit', () => servers.delete(proc));
   let banner = '';
   await new Promise((ok, fail) => {
     proc.stdout.on('data', (d) => { banner += d; if (banner.includes('listening on')) ok(); });

@@ -220,46 +220,44 @@ pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Resu
 }
 
 async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
-    match admin_post(&config.admin_socket(), &format!("/sessions/{id}/release")).await {
-        Ok((status, body)) if status.is_success() => {
-            let v: serde_json::Value = serde_json::from_slice(&body)?;
-            println!("session {id}: {}", v["status"].as_str().unwrap_or("?"));
-            Ok(())
-        }
-        Ok((status, body)) => {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            bail!(
-                "{status}: {}",
-                v["message"].as_str().unwrap_or("request failed")
-            )
-        }
-        Err(_) => {
-            // No server is running: nothing holds a browser, so recording the end is all
-            // there is to do.
-            let store = open_store(config).await?;
-            let session = store
-                .get_session(id)
-                .await?
-                .with_context(|| format!("session {id} not found"))?;
-            if !session.status.is_ended() {
-                store
-                    .finish_session(
-                        id,
-                        SessionStatus::Completed,
-                        crate::model::now(),
-                        "released from the command line while browserd was not running",
-                    )
-                    .await?;
+    // Whether a server runs is the data dir's lock, not whether its socket answers: a
+    // server that does not answer still holds its browsers, and only it may end them.
+    let Some(_lock) = crate::server::try_lock_data_dir(config)? else {
+        let socket = config.admin_socket();
+        return match admin_post(&socket, &format!("/sessions/{id}/release")).await {
+            Ok((status, body)) if status.is_success() => {
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                println!("session {id}: {}", v["status"].as_str().unwrap_or("?"));
+                Ok(())
             }
-            let after = store.get_session(id).await?.context("session vanished")?;
-            println!(
-                "session {id}: {} (browserd is not running)",
-                after.status.as_str()
-            );
-            store.close().await;
-            Ok(())
-        }
-    }
+            Ok((status, body)) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                bail!(
+                    "{status}: {}",
+                    v["message"].as_str().unwrap_or("request failed")
+                )
+            }
+            Err(e) => bail!(
+                "browserd is running on {} but its admin socket {} did not answer ({e}); the session was not released: retry, or release it through the API",
+                config.data_dir.display(),
+                socket.display()
+            ),
+        };
+    };
+    // No server runs, and none can start while the lock is held here.
+    let store = open_store(config).await?;
+    let session = store
+        .get_session(id)
+        .await?
+        .with_context(|| format!("session {id} not found"))?;
+    crate::server::release_offline(config, &store, session).await?;
+    let after = store.get_session(id).await?.context("session vanished")?;
+    println!(
+        "session {id}: {} (browserd is not running)",
+        after.status.as_str()
+    );
+    store.close().await;
+    Ok(())
 }
 
 /// A bodiless POST to the admin socket; the status and body of the answer.

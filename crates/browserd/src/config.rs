@@ -20,6 +20,43 @@ pub const DEFAULT_MAX_MESSAGE_MIB: usize = 256;
 /// Memory planned per session when sizing `--max-sessions` (Chromium with a few busy tabs).
 pub const MIB_PER_SESSION: u64 = 512;
 
+/// A secret setting (an API key, the context key): its `Debug` shows no part of it, so a
+/// logged or printed configuration never leaks it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
 /// Every setting, as given by any one source (all optional).
 #[derive(Debug, Default, Clone, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +84,7 @@ pub struct Settings {
         value_name = "KEY",
         hide_env_values = true
     )]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 
     /// File holding the default project's API key (its first line), kept out of `ps`
     #[arg(
@@ -118,7 +155,7 @@ pub struct Settings {
         value_name = "HEX",
         hide_env_values = true
     )]
-    pub context_key: Option<String>,
+    pub context_key: Option<Secret>,
 
     /// Hours a session's files (downloads, uploads, CDP log, recording) are kept after it
     /// ends (its downloads, logs and recording endpoints work until then); 0 removes them at
@@ -167,7 +204,7 @@ pub struct Config {
     pub public_url: Option<String>,
     pub data_dir: PathBuf,
     pub chromium: Option<PathBuf>,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub max_sessions: usize,
     pub warm_pool: usize,
     pub default_timeout_secs: u64,
@@ -179,7 +216,7 @@ pub struct Config {
     pub creation_rate: u32,
     pub min_free_memory_mib: u64,
     pub max_clients_per_session: usize,
-    pub context_key: Option<String>,
+    pub context_key: Option<Secret>,
     pub files_retention: std::time::Duration,
     pub max_upload_bytes: u64,
     pub sandbox: crate::browser::sandbox::SandboxMode,
@@ -270,7 +307,7 @@ impl Config {
             api_key: match cli.api_key.clone().or(f.api_key) {
                 Some(key) => Some(key),
                 None => match cli.api_key_file.as_ref().or(f.api_key_file.as_ref()) {
-                    Some(path) => Some(read_key_file(path)?),
+                    Some(path) => Some(Secret(read_key_file(path)?)),
                     None => None,
                 },
             },
@@ -394,6 +431,23 @@ mod tests {
         assert_eq!(c.default_timeout_secs, 300);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.max_message_size, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn printed_configuration_shows_no_secret() {
+        let (api_key, context_key) = ("bd_printed_key_0123", "ab".repeat(32));
+        let cli = Settings {
+            api_key: Some(api_key.into()),
+            context_key: Some(context_key.as_str().into()),
+            ..Settings::default()
+        };
+        let c = Config::resolve(&Common::default(), &cli).unwrap();
+        assert_eq!(c.api_key.as_ref().map(Secret::expose), Some(api_key));
+        for printed in [format!("{c:?}"), format!("{cli:?}")] {
+            assert!(!printed.contains(api_key), "{printed}");
+            assert!(!printed.contains(&context_key), "{printed}");
+            assert!(printed.contains("redacted"), "{printed}");
+        }
     }
 
     #[test]

@@ -52,6 +52,43 @@ impl SessionStatus {
     }
 }
 
+/// How a session ended: its final status (one of the three end states) and a reason a
+/// user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub status: SessionStatus,
+    pub reason: String,
+}
+
+impl Ending {
+    pub fn error(reason: impl Into<String>) -> Self {
+        Self {
+            status: SessionStatus::Error,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a session's clients are closed. Set once per session on this server: when the
+/// session has ended, or when this browserd stops and leaves it running for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Farewell {
+    Ended(Ending),
+    /// browserd is stopping; the session and its browser go on (keepAlive across a restart).
+    Detached {
+        reason: String,
+    },
+}
+
+impl Farewell {
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Ended(ending) => &ending.reason,
+            Self::Detached { reason } => reason,
+        }
+    }
+}
+
 /// One session as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {

@@ -4,14 +4,15 @@
 use crate::api::{ApiSettings, AppState};
 use crate::browser::chromium::ChromiumLauncher;
 use crate::browser::sandbox::Sandbox;
-use crate::browser::{BrowserInstance, Launcher, chromium, procs};
+use crate::browser::{BrowserInstance, Launcher, procs};
 use crate::config::Config;
 use crate::files::FileStore;
 use crate::files::contexts::ContextVault;
-use crate::model::{Session, SessionStatus};
+use crate::model::{Ending, Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
+use crate::sessions::ending::{Remains, end_session};
 use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
-use crate::store::{SessionStore as _, SqliteStore};
+use crate::store::SqliteStore;
 use anyhow::{Context, bail};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ pub struct Prepared {
 
 /// Opens the data dir and builds the server's state with a real Chromium launcher.
 pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    prepare_with(config, chromium_launcher(config)?).await
+}
+
+/// The launcher `serve` uses: the configured Chromium, in the sandbox the machine allows.
+fn chromium_launcher(config: &Config) -> anyhow::Result<Arc<ChromiumLauncher>> {
     let chromium = match &config.chromium {
         Some(path) if path.is_file() => path.clone(),
         Some(path) => bail!(
@@ -51,12 +57,11 @@ pub async fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     };
     let sandbox =
         Sandbox::detect(config.sandbox, config.egress_policy()).map_err(anyhow::Error::msg)?;
-    let launcher = Arc::new(ChromiumLauncher::new(
+    Ok(Arc::new(ChromiumLauncher::new(
         chromium,
         config.sessions_dir(),
         sandbox,
-    ));
-    prepare_with(config, launcher).await
+    )))
 }
 
 /// [`prepare`] with any launcher (tests use it to count or fake browsers).
@@ -73,21 +78,16 @@ pub async fn prepare_with(
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("could not close data dir {}", config.data_dir.display()))?;
     }
-    let lock = lock_data_dir(config)?;
+    let lock = try_lock_data_dir(config)?.with_context(|| {
+        format!(
+            "another browserd is already serving data dir {}",
+            config.data_dir.display()
+        )
+    })?;
     let store = SqliteStore::open(&config.db_path())
         .await
         .with_context(|| format!("could not open {}", config.db_path().display()))?;
-
-    let key = crate::files::contexts::load_or_create_key(
-        &config.data_dir,
-        config.context_key.as_deref(),
-    )?;
-    let vault = ContextVault::new(config.data_dir.join("contexts"), key)
-        .context("could not create the contexts folder")?;
-    let files = Arc::new(
-        FileStore::open(&config.data_dir, vault, config.files_retention)
-            .context("could not create the file folders")?,
-    );
+    let files = open_files(config)?;
 
     let Reconciled { ended, adopted } = reconcile(config, &store, &files, &*launcher).await?;
 
@@ -143,8 +143,25 @@ pub async fn prepare_with(
     })
 }
 
-/// One server per data dir: a second would sweep the first one's browsers.
-fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
+fn open_files(config: &Config) -> anyhow::Result<Arc<FileStore>> {
+    let key = crate::files::contexts::load_or_create_key(
+        &config.data_dir,
+        config
+            .context_key
+            .as_ref()
+            .map(crate::config::Secret::expose),
+    )?;
+    let vault = ContextVault::new(config.data_dir.join("contexts"), key)
+        .context("could not create the contexts folder")?;
+    Ok(Arc::new(
+        FileStore::open(&config.data_dir, vault, config.files_retention)
+            .context("could not create the file folders")?,
+    ))
+}
+
+/// One server per data dir: a second would sweep the first one's browsers. The data dir's
+/// lock, held while this process runs; `None` if another process (a server) holds it.
+pub fn try_lock_data_dir(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     let path = config.data_dir.join("browserd.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -152,15 +169,38 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("could not open {}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |_| {
-            anyhow::anyhow!(
-                "another browserd is already serving data dir {}",
-                config.data_dir.display()
-            )
-        },
-    )?;
-    Ok(file)
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("could not lock {}", path.display())),
+    }
+}
+
+/// Ends a session while no server runs on the data dir (`browserd sessions release`): the
+/// caller holds the data dir's lock (see [`try_lock_data_dir`]). A browser a previous server
+/// left running (keepAlive) is taken over just to be ended through the one ending path.
+pub async fn release_offline(
+    config: &Config,
+    store: &SqliteStore,
+    session: Session,
+) -> anyhow::Result<()> {
+    if session.status.is_ended() {
+        return Ok(());
+    }
+    let files = open_files(config)?;
+    let launcher = chromium_launcher(config)?;
+    let mut browser = match session.browser.clone() {
+        Some(record) => launcher.adopt(record).await,
+        None => None,
+    };
+    let remains = Remains::of_earlier_run(&mut browser, session.browser.as_ref());
+    let ending = Ending {
+        status: SessionStatus::Completed,
+        reason: "released from the command line while browserd was not running".into(),
+    };
+    let now = crate::model::now();
+    end_session(store, &files, &session, &ending, now, remains, || {}).await;
+    Ok(())
 }
 
 /// What start-up did with the sessions a previous run left unfinished.
@@ -188,7 +228,7 @@ async fn reconcile(
     let mut ended = 0;
     let mut adopted = Vec::new();
     for session in store.unended_sessions().await? {
-        let browser = match session.browser.clone() {
+        let mut browser = match session.browser.clone() {
             Some(record) => launcher.adopt(record).await,
             None => None,
         };
@@ -213,29 +253,14 @@ async fn reconcile(
                 continue;
             }
         };
-        // Ended now, while its browser still runs: its context is saved as on any ending.
-        let persist = session.context().filter(|c| c.persist).map(|c| c.id);
-        let guard = match persist {
-            Some(id) => Some(files.vault().lock(id).await),
-            None => None,
+        // Ended through the one ending path: a surviving browser's profile is saved into
+        // its context, downloads are kept, the browser stopped and its folder removed.
+        let remains = Remains::of_earlier_run(&mut browser, session.browser.as_ref());
+        let ending = Ending {
+            status,
+            reason: reason.to_owned(),
         };
-        store
-            .finish_session(session.id, status, ended_at, reason)
-            .await?;
-        // What its browser downloaded is kept, whether the browser survived or not (the
-        // folder is removed with the browser, or by the sweep below).
-        if let Some(record) = &session.browser {
-            chromium::keep_downloads(
-                &record.dir.join("downloads"),
-                &files.downloads_dir(session.id),
-            );
-        }
-        if let Some(mut browser) = browser {
-            if let (Some(id), Some(guard)) = (persist, &guard) {
-                crate::sessions::save_context(files, store, id, &mut *browser, guard).await;
-            }
-            browser.shutdown().await;
-        }
+        end_session(store, files, &session, &ending, ended_at, remains, || {}).await;
         ended += 1;
     }
 
@@ -255,7 +280,7 @@ async fn reconcile(
             if killed > 0 {
                 tracing::warn!(killed, dir = %dir.display(), "killed a browser left by a previous run");
             }
-            let _ = std::fs::remove_dir_all(&dir);
+            crate::browser::remove_files(&dir);
         }
         std::io::Result::Ok(())
     })
@@ -286,7 +311,7 @@ async fn ensure_default_project(
             (p, true)
         }
     };
-    let new_key = match &config.api_key {
+    let new_key = match config.api_key.as_ref().map(crate::config::Secret::expose) {
         Some(key) => {
             if store.project_for_key(&hash_api_key(key)).await?.is_none() {
                 store.add_api_key(&project.id, &hash_api_key(key)).await?;

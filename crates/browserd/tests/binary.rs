@@ -471,6 +471,36 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
         "COMPLETED"
     );
 
+    // A server whose admin socket does not answer still runs its browsers: the CLI says so
+    // and records nothing (the data dir's lock, not a failed connect, says a server runs).
+    let kept = create(&server.base, &new_key, json!({"keepAlive": true})).await;
+    let kept_id = kept["id"].as_str().unwrap().to_owned();
+    std::fs::remove_file(dir.path().join("admin.sock")).unwrap();
+    let (ok, _, err) = cli(dir.path(), &["sessions", "release", &kept_id]);
+    assert!(!ok && err.contains("did not answer"), "{err}");
+    assert_eq!(
+        get(&server.base, &new_key, &kept_id).await["status"],
+        "RUNNING"
+    );
+
+    // Stopped with the default policy, the keepAlive session's browser goes on running; a
+    // release while no server runs ends it through the one ending path: browser stopped,
+    // folder removed.
     signal(&server.child, rustix::process::Signal::TERM);
     server.child.wait().unwrap();
+    let sessions_dir = dir.path().join("sessions");
+    let folders = || std::fs::read_dir(&sessions_dir).unwrap().count();
+    assert_eq!(folders(), 1, "the keepAlive browser's folder is there");
+    assert!(!browserd::browser::procs::find_by_cmdline(&sessions_dir).is_empty());
+    let (ok, out, err) = cli(dir.path(), &["sessions", "release", &kept_id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("COMPLETED") && out.contains("not running"),
+        "{out}"
+    );
+    assert_eq!(folders(), 0, "its folder is gone");
+    assert!(
+        browserd::browser::procs::find_by_cmdline(&sessions_dir).is_empty(),
+        "its browser is gone"
+    );
 }

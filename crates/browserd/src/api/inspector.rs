@@ -80,14 +80,14 @@ async fn check(state: &AppState, token: &str, wants: Wants) -> Result<Checked, A
 
 /// Resolves when the viewer must go: the session ended, or the grant expired.
 fn until_over(checked: &Checked) -> impl Future<Output = String> + Send + 'static {
-    let mut ended = checked.session.ended.clone();
+    let mut ended = checked.session.farewell.clone();
     let left = checked.grant.expires_at - crate::model::now().unix_timestamp();
     let expiry = std::time::Duration::from_secs(left.max(0) as u64);
     async move {
         tokio::select! {
-            ending = ended.wait_for(Option::is_some) => ending
+            farewell = ended.wait_for(Option::is_some) => farewell
                 .ok()
-                .and_then(|e| e.as_ref().map(|e| e.reason.clone()))
+                .and_then(|f| f.as_ref().map(|f| f.reason().to_owned()))
                 .unwrap_or_else(|| "the session ended".into()),
             () = tokio::time::sleep(expiry) => "this inspector link has expired".into(),
         }

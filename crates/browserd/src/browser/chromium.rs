@@ -106,6 +106,23 @@ impl Launcher for ChromiumLauncher {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         let dir = self.sessions_dir.join(spec.browser_id.to_string());
+        let launched = self.launch_in(&dir, spec).await;
+        if launched.is_err() {
+            // Nothing of a browser that did not start stays (a failure before its process
+            // existed leaves the folder; after, `shutdown` removed it already).
+            let _ = tokio::task::spawn_blocking(move || super::remove_files(&dir)).await;
+        }
+        launched
+    }
+}
+
+impl ChromiumLauncher {
+    async fn launch_in(
+        &self,
+        dir: &Path,
+        spec: &LaunchSpec,
+    ) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+        let dir = dir.to_path_buf();
         let profile = dir.join("profile");
         tokio::fs::create_dir_all(&profile)
             .await
@@ -113,6 +130,21 @@ impl Launcher for ChromiumLauncher {
                 path: profile.clone(),
                 source,
             })?;
+        // Chromium's own temporary files (its singleton socket's folder): unsandboxed, in a
+        // folder of this browser's that goes with it, not loose in the host's /tmp.
+        let tmp = match &self.sandbox {
+            Some(_) => None,
+            None => {
+                let tmp = super::tmp_dir_of(&dir);
+                tokio::fs::create_dir_all(&tmp).await.map_err(|source| {
+                    LaunchError::ProfileDir {
+                        path: tmp.clone(),
+                        source,
+                    }
+                })?;
+                Some(tmp)
+            }
+        };
         if let Some(context) = &spec.context {
             let (context, dest) = (Arc::clone(context), profile.clone());
             tokio::task::spawn_blocking(move || {
@@ -201,8 +233,11 @@ impl Launcher for ChromiumLauncher {
         };
         tracing::debug!(program = %program.display(), ?args, "starting a browser");
         let mut cmd = CommandWrap::with_new(&program, |c| {
-            c.args(&args)
-                .stdin(Stdio::null())
+            c.args(&args);
+            if let Some(tmp) = &tmp {
+                c.env("TMPDIR", tmp);
+            }
+            c.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 // A file, not a pipe: nobody reads a pipe and a full one would stall Chromium.
                 .stderr(log);
@@ -225,7 +260,6 @@ impl Launcher for ChromiumLauncher {
             cdp_url: String::new(),
             stopped: false,
             detached: false,
-            keep_downloads_in: None,
             recorder: None,
             primary_tab: None,
         };
@@ -265,8 +299,6 @@ struct ChromiumBrowser {
     stopped: bool,
     /// Left running for the next browserd (a keepAlive session across a restart).
     detached: bool,
-    /// Where `downloads/` goes when the browser stops.
-    keep_downloads_in: Option<PathBuf>,
     /// rrweb, installed and waiting for the session to start or discard it.
     recorder: Option<Recorder>,
     primary_tab: Option<String>,
@@ -343,19 +375,6 @@ async fn log_tail(path: &Path) -> String {
 
 /// Removes a session's folder. A helper that was still dying may create a file while the
 /// tree is being removed, so a few tries are allowed.
-fn remove_dir(dir: &Path) {
-    for attempt in 1..=5 {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) if attempt == 5 => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove session dir");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl BrowserInstance for ChromiumBrowser {
     fn cdp_url(&self) -> &str {
@@ -391,7 +410,6 @@ impl BrowserInstance for ChromiumBrowser {
     }
 
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
         set_cookies(&self.cdp_url, &setup.cookies).await?;
         match (self.recorder.take(), &setup.recording) {
             (Some(r), Some((session, path))) => r.start(*session, path.clone()),
@@ -453,16 +471,16 @@ impl BrowserInstance for ChromiumBrowser {
         }
     }
 
-    async fn shutdown(&mut self) {
+    async fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
-        // SIGKILL to the whole group: the profile is thrown away, so there is nothing a
-        // graceful exit would save. Then reap, then sweep helpers that left the group.
+        // SIGKILL to the whole group: whatever a graceful exit would save was saved before
+        // (a context's `close_for_save`). Then reap, then sweep helpers that left the group.
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        sweep_and_remove(self.dir.clone(), self.keep_downloads_in.take()).await;
+        sweep(self.dir.clone()).await;
     }
 }
 
@@ -549,42 +567,10 @@ fn cookie_param(cookie: &Value) -> Option<Value> {
     Some(Value::Object(param))
 }
 
-/// Kills whatever still names `dir` and removes it, off the async threads; first moves its
-/// downloads to `keep_downloads_in`, if given.
-async fn sweep_and_remove(dir: PathBuf, keep_downloads_in: Option<PathBuf>) {
-    let _ = tokio::task::spawn_blocking(move || {
-        procs::kill_by_cmdline(&dir);
-        if let Some(dest) = keep_downloads_in {
-            keep_downloads(&dir.join("downloads"), &dest);
-        }
-        remove_dir(&dir);
-    })
-    .await;
-}
-
-/// Moves the files of a browser's downloads folder into `dest` (same filesystem: renames).
-/// A name already in `dest` (a browser adopted after a restart adds to it) is replaced.
-pub fn keep_downloads(from: &Path, dest: &Path) {
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return;
-    };
-    let files: Vec<_> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .collect();
-    // Most sessions download nothing: no folder for them.
-    if files.is_empty() {
-        return;
-    }
-    if let Err(e) = std::fs::create_dir_all(dest) {
-        tracing::warn!(dir = %dest.display(), error = %e, "could not keep a session's downloads");
-        return;
-    }
-    for entry in files {
-        if let Err(e) = std::fs::rename(entry.path(), dest.join(entry.file_name())) {
-            tracing::warn!(file = %entry.path().display(), error = %e, "could not keep a download");
-        }
-    }
+/// Kills whatever still names `dir` (helpers that left the process group), off the async
+/// threads.
+async fn sweep(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || procs::kill_by_cmdline(&dir)).await;
 }
 
 /// Makes `downloads` the profile's default download folder, without a prompt, keeping
@@ -622,7 +608,6 @@ struct AdoptedBrowser {
     exit: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     stopped: bool,
     detached: bool,
-    keep_downloads_in: Option<PathBuf>,
 }
 
 /// Takes over a browser described by `record`, if it is still the very process that was
@@ -675,7 +660,6 @@ async fn adopt(
         _jail: jail,
         stopped: false,
         detached: false,
-        keep_downloads_in: None,
     }))
 }
 
@@ -729,7 +713,6 @@ impl BrowserInstance for AdoptedBrowser {
         // Its cookies were set by the browserd that started it; its recorder went with that
         // browserd's connection, so a new one starts, on the page as it is now, in the
         // background: clients reconnect as soon as the session is ready again.
-        self.keep_downloads_in = Some(setup.keep_downloads_in.clone());
         if let Some((session, path)) = &setup.recording {
             spawn_recorder(self.record.cdp_url.clone(), *session, path.clone());
         }
@@ -761,7 +744,7 @@ impl BrowserInstance for AdoptedBrowser {
         }
     }
 
-    async fn shutdown(&mut self) {
+    async fn stop(&mut self) {
         if self.stopped {
             return;
         }
@@ -769,7 +752,7 @@ impl BrowserInstance for AdoptedBrowser {
         self.kill_group();
         // Its parent (init, after our restart) reaps it; wait until it is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.exit.readable()).await;
-        sweep_and_remove(self.record.dir.clone(), self.keep_downloads_in.take()).await;
+        sweep(self.record.dir.clone()).await;
     }
 }
 

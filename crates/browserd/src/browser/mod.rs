@@ -67,9 +67,6 @@ impl LaunchSpec {
 /// What a browser is told when a session takes it.
 #[derive(Debug, Clone)]
 pub struct SessionSetup {
-    /// Where the browser's downloads folder goes when it stops: the session's files, which
-    /// outlive the browser.
-    pub keep_downloads_in: PathBuf,
     /// Cookies of the session's context, set before any client connects. Chromium keeps
     /// persistent cookies in its profile but never session cookies, so all are set.
     pub cookies: Vec<serde_json::Value>,
@@ -188,6 +185,44 @@ pub trait BrowserInstance: Send + Sync {
     /// description of how it exited.
     async fn exited(&mut self) -> String;
 
-    /// Stops the browser's whole process tree and removes its files. Idempotent.
-    async fn shutdown(&mut self);
+    /// Stops the browser's whole process tree; its files stay. Idempotent.
+    async fn stop(&mut self);
+
+    /// Stops the browser (see [`BrowserInstance::stop`]) and removes its folder. Idempotent.
+    async fn shutdown(&mut self) {
+        self.stop().await;
+        if let Some(dir) = self.dir().map(Path::to_path_buf) {
+            let _ = tokio::task::spawn_blocking(move || remove_files(&dir)).await;
+        }
+    }
+}
+
+/// The temporary folder of an unsandboxed browser whose folder is `dir` (`TMPDIR`: Chromium
+/// keeps its singleton socket there). Not inside `dir`: a unix socket's path must stay under
+/// 108 bytes. Named after the browser's folder, so whoever removes one finds the other. A
+/// sandboxed browser has a private `/tmp` instead, gone with its namespace.
+pub fn tmp_dir_of(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    std::env::temp_dir().join(format!("browserd-{name}"))
+}
+
+/// Removes everything of a browser on disk: its folder and its temporary folder.
+pub fn remove_files(dir: &Path) {
+    remove_dir(dir);
+    remove_dir(&tmp_dir_of(dir));
+}
+
+/// Removes a browser's folder, retrying briefly: a process of the browser that was just
+/// killed may still be closing files in it.
+pub fn remove_dir(dir: &Path) {
+    for attempt in 1..=5 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a browser's folder");
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }

@@ -11,7 +11,8 @@
 
 use super::filter::{self, Verdict};
 use crate::model::SessionStatus;
-use crate::sessions::{ClientLease, Ending};
+use crate::model::{Ending, Farewell};
+use crate::sessions::ClientLease;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,10 +62,10 @@ pub async fn run<S>(
     // Replies browserd itself owes the client (to an intercepted Browser.close); bounded,
     // and a handful at most.
     let (reply_tx, mut reply_rx) = mpsc::channel::<Message>(8);
-    // Two views of the session's end: one waited on in the pump (created once, not per
+    // Two views of the session's farewell: one waited on in the pump (created once, not per
     // message), one read when the browser leg drops.
-    let mut ended = lease.ended();
-    let mut ended_again = lease.ended();
+    let mut ended = lease.farewell();
+    let mut ended_again = lease.farewell();
     // When the client last sent anything (a pong counts), and last sent a CDP message, in
     // ms since `start`. Atomics because both directions' futures read or write them.
     let start = Instant::now();
@@ -152,8 +153,8 @@ pub async fn run<S>(
                     }
                 }
                 changed = &mut session_ended => {
-                    let ending = if changed.is_ok() { ended_again.borrow().clone() } else { None };
-                    return Some(ending_close(&ending.unwrap_or_else(browserd_gone)));
+                    let farewell = if changed.is_ok() { ended_again.borrow().clone() } else { None };
+                    return Some(farewell_close(&farewell.unwrap_or_else(browserd_gone)));
                 }
                 _ = tick.tick() => {
                     let now = since_start();
@@ -183,14 +184,14 @@ pub async fn run<S>(
                     other @ (Some(Ok(Message::Close(_)) | Err(_)) | None) => {
                         tracing::debug!(?other, "browser connection ended");
                         // The browser went away: most likely the session is ending. Say why.
-                        let ending = tokio::time::timeout(ENDING_GRACE, ended_again.wait_for(Option::is_some))
+                        let farewell = tokio::time::timeout(ENDING_GRACE, ended_again.wait_for(Option::is_some))
                             .await
                             .ok()
                             .and_then(|r| r.ok().and_then(|e| e.clone()));
-                        return Some(ending_close(&ending.unwrap_or_else(|| Ending {
+                        return Some(farewell_close(&farewell.unwrap_or_else(|| Farewell::Ended(Ending {
                             status: SessionStatus::Error,
                             reason: "the browser closed the connection".into(),
-                        })));
+                        }))));
                     }
                 },
             }
@@ -240,22 +241,25 @@ fn client_idle(after: Duration) -> Message {
     close_message(CloseCode::Policy, &reason)
 }
 
-fn browserd_gone() -> Ending {
-    Ending {
+fn browserd_gone() -> Farewell {
+    Farewell::Ended(Ending {
         status: SessionStatus::Error,
         reason: "browserd lost track of the session".into(),
-    }
+    })
 }
 
 /// The close frame a client gets when its session ends (or browserd leaves it running).
-fn ending_close(ending: &Ending) -> Message {
-    let code = match ending.status {
-        SessionStatus::Error => CloseCode::Error,
+fn farewell_close(farewell: &Farewell) -> Message {
+    let code = match farewell {
+        Farewell::Ended(Ending {
+            status: SessionStatus::Error,
+            ..
+        }) => CloseCode::Error,
+        Farewell::Ended(_) => CloseCode::Normal,
         // The session goes on without this server: "service restart".
-        SessionStatus::Running | SessionStatus::Pending => CloseCode::Restart,
-        SessionStatus::Completed | SessionStatus::TimedOut => CloseCode::Normal,
+        Farewell::Detached { .. } => CloseCode::Restart,
     };
-    close_message(code, &ending.reason)
+    close_message(code, farewell.reason())
 }
 
 /// Opens the browser leg: a websocket to the browser's own CDP endpoint on loopback.

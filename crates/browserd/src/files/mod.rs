@@ -202,6 +202,31 @@ pub fn sanitize_file_name(raw: &str) -> Option<String> {
     Some(name)
 }
 
+/// Moves the files of a browser's downloads folder into `dest` (same filesystem: renames).
+/// A name already in `dest` (a browser adopted after a restart adds to it) is replaced.
+pub fn keep_downloads(from: &Path, dest: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    let files: Vec<_> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .collect();
+    // Most sessions download nothing: no folder for them.
+    if files.is_empty() {
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(dest) {
+        tracing::warn!(dir = %dest.display(), error = %e, "could not keep a session's downloads");
+        return;
+    }
+    for entry in files {
+        if let Err(e) = std::fs::rename(entry.path(), dest.join(entry.file_name())) {
+            tracing::warn!(file = %entry.path().display(), error = %e, "could not keep a download");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@
 //! clone of the frame, `try_send` on a bounded channel; events are not logged and never
 //! handed over). Parsing and writing happen on the logger's own task. If the logger falls
 //! behind, frames are dropped from the log rather than slowing the relay; the log says how
-//! many.
+//! many (a `browserd.framesDropped` entry), and commands whose replies may have been dropped
+//! stop waiting for them after [`PENDING_FOR`].
 
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -27,6 +28,9 @@ const MAX_PARSED: usize = 64 * 1024;
 const QUEUE: usize = 4096;
 /// Commands waiting for their reply, per session; beyond this new ones are not logged.
 const MAX_PENDING: usize = 10_000;
+/// After frames were dropped, commands waiting longer than this for a reply are given up
+/// (their reply was most likely among the dropped), in ms.
+const PENDING_FOR: i64 = 60_000;
 
 /// One frame handed from a relay to the logger.
 #[derive(Debug)]
@@ -48,6 +52,9 @@ enum Traffic {
 #[derive(Debug, Clone)]
 pub struct LogTap {
     tx: mpsc::Sender<Traffic>,
+    /// Frames the relay could not hand over (the queue was full). An atomic add on the
+    /// rare drop: nothing on the common path.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now_ms() -> i64 {
@@ -57,18 +64,25 @@ fn now_ms() -> i64 {
 impl LogTap {
     /// A client's command, as it goes to the browser.
     pub fn command(&self, client: u64, text: &Utf8Bytes) {
-        let _ = self.tx.try_send(Traffic::Command {
+        self.hand_over(Traffic::Command {
             client,
             text: text.clone(),
             at: now_ms(),
         });
     }
 
+    fn hand_over(&self, traffic: Traffic) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(traffic) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// A browser message going to a client; only replies (`{"id":…`) are logged, and the
     /// check is a prefix comparison, so events cost nothing here.
     pub fn reply(&self, client: u64, text: &Utf8Bytes) {
         if text.as_bytes().starts_with(b"{\"id\":") {
-            let _ = self.tx.try_send(Traffic::Reply {
+            self.hand_over(Traffic::Reply {
                 client,
                 text: text.clone(),
                 at: now_ms(),
@@ -81,9 +95,10 @@ impl LogTap {
 /// file). Returns the tap relays use.
 pub fn start(path: PathBuf) -> LogTap {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let dropped = std::sync::Arc::default();
     // Lives until the last tap is dropped (the session ended and its relays finished).
-    tokio::spawn(run(path, rx));
-    LogTap { tx }
+    tokio::spawn(run(path, rx, std::sync::Arc::clone(&dropped)));
+    LogTap { tx, dropped }
 }
 
 struct Pending {
@@ -94,11 +109,21 @@ struct Pending {
     at: i64,
 }
 
-async fn run(path: PathBuf, mut rx: mpsc::Receiver<Traffic>) {
+async fn run(
+    path: PathBuf,
+    mut rx: mpsc::Receiver<Traffic>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut writer = LogWriter::new(path);
     let mut pending: HashMap<(u64, u64), Pending> = HashMap::new();
     let mut pages = PageIds::default();
     while let Some(first) = rx.recv().await {
+        let lost = dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if lost > 0 {
+            writer.write(frames_dropped(lost)).await;
+            let now = now_ms();
+            pending.retain(|_, command| now - command.at < PENDING_FOR);
+        }
         let mut next = Some(first);
         // Everything queued now is written before one flush.
         while let Some(traffic) = next {
@@ -123,7 +148,25 @@ async fn run(path: PathBuf, mut rx: mpsc::Receiver<Traffic>) {
         }
         writer.flush().await;
     }
+    let lost = dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if lost > 0 {
+        writer.write(frames_dropped(lost)).await;
+    }
     writer.flush().await;
+}
+
+/// The entry that says the relay dropped `count` frames from the log (the logger was behind).
+fn frames_dropped(count: u64) -> Map<String, Value> {
+    let mut entry = Map::new();
+    entry.insert("method".into(), "browserd.framesDropped".into());
+    entry.insert("pageId".into(), 0.into());
+    entry.insert("sessionId".into(), "".into());
+    entry.insert("timestamp".into(), now_ms().into());
+    entry.insert(
+        "request".into(),
+        json!({ "params": { "dropped": count }, "rawBody": "" }),
+    );
+    entry
 }
 
 fn parse_command(text: &str, at: i64) -> Option<(u64, Pending)> {
@@ -323,11 +366,35 @@ pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
 mod tests {
     use super::*;
 
+    /// A tap whose logger is not running yet: [`logged`] runs it to the end.
+    fn tap(queue: usize) -> (LogTap, mpsc::Receiver<Traffic>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (
+            LogTap {
+                tx,
+                dropped: Default::default(),
+            },
+            rx,
+        )
+    }
+
+    /// Runs the logger over what `tap` handed over, until the tap is gone; the entries.
+    async fn logged(
+        tap: LogTap,
+        rx: mpsc::Receiver<Traffic>,
+        path: &std::path::Path,
+    ) -> Vec<Value> {
+        let dropped = std::sync::Arc::clone(&tap.dropped);
+        drop(tap);
+        run(path.to_owned(), rx, dropped).await;
+        read(path).await.unwrap()
+    }
+
     #[tokio::test]
     async fn commands_and_replies_become_session_log_entries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/logs.jsonl");
-        let tap = start(path.clone());
+        let (tap, rx) = tap(QUEUE);
         let cmd = |t: &str| Utf8Bytes::from(t.to_owned());
         tap.command(1, &cmd(r#"{"id":1,"method":"Browser.getVersion"}"#));
         tap.command(
@@ -343,15 +410,9 @@ mod tests {
         );
         tap.reply(1, &cmd(r#"{"id":1,"result":{"product":"Chrome"}}"#));
         tap.reply(2, &cmd(r#"{"id":1,"result":{"targetInfos":[]}}"#));
-        drop(tap);
 
-        let entries = loop {
-            let entries = read(&path).await.unwrap();
-            if entries.len() == 3 {
-                break entries;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
+        let entries = logged(tap, rx, &path).await;
+        assert_eq!(entries.len(), 3, "{entries:?}");
         assert_eq!(entries[0]["method"], "Page.navigate");
         assert_eq!(entries[0]["pageId"], 1);
         assert_eq!(entries[0]["sessionId"], "S1");
@@ -364,6 +425,30 @@ mod tests {
         assert_eq!(entries[2]["method"], "Target.getTargets");
         assert_eq!(entries[1]["eventId"], "1");
         assert!(entries[0]["timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn frames_the_logger_could_not_take_are_counted_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.jsonl");
+        // Room for two frames: the logger is not reading, so the rest are dropped.
+        let (tap, rx) = tap(2);
+        let cmd = |t: &str| Utf8Bytes::from(t.to_owned());
+        tap.command(1, &cmd(r#"{"id":1,"method":"Browser.getVersion"}"#));
+        tap.reply(1, &cmd(r#"{"id":1,"result":{}}"#));
+        for id in 2..7 {
+            tap.command(
+                1,
+                &cmd(&format!(r#"{{"id":{id},"method":"Runtime.evaluate"}}"#)),
+            );
+        }
+        let entries = logged(tap, rx, &path).await;
+        let methods: Vec<&str> = entries
+            .iter()
+            .map(|e| e["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(methods, ["browserd.framesDropped", "Browser.getVersion"]);
+        assert_eq!(entries[0]["request"]["params"]["dropped"], 5);
     }
 
     #[test]

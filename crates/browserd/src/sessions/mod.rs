@@ -9,6 +9,7 @@
 //! [`SessionManager`] is the front door: it enforces limits, starts supervisors, and hands
 //! out [`ClientLease`]s to websocket clients.
 
+pub mod ending;
 mod supervisor;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use crate::cdp::filter::Rules;
 use crate::files::FileStore;
 use crate::files::contexts::ContextError;
 use crate::inspect::logs::LogTap;
+pub use crate::model::{Ending, Farewell};
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{SessionStore, StoreError};
 use serde_json::{Map, Value};
@@ -153,13 +155,6 @@ pub enum AttachError {
     TooManyClients { id: Uuid, limit: usize },
 }
 
-/// How a session ended: its final status and a reason a user can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ending {
-    pub status: SessionStatus,
-    pub reason: String,
-}
-
 /// What the supervisor is told. Sent over an unbounded channel: at most a few messages per
 /// client connection, and [`ClientLease`]'s `Drop` must be able to send without awaiting.
 #[derive(Debug)]
@@ -194,7 +189,7 @@ struct LiveEntry {
     project_id: String,
     keep_alive: bool,
     commands: mpsc::UnboundedSender<Command>,
-    ended: watch::Receiver<Option<Ending>>,
+    farewell: watch::Receiver<Option<Farewell>>,
     /// Set once the browser is ready; until then clients cannot connect.
     cdp_url: Option<String>,
     browser_pid: Option<u32>,
@@ -216,13 +211,13 @@ impl LiveEntry {
         project_id: String,
         keep_alive: bool,
         commands: mpsc::UnboundedSender<Command>,
-        ended: watch::Receiver<Option<Ending>>,
+        farewell: watch::Receiver<Option<Farewell>>,
     ) -> Self {
         Self {
             project_id,
             keep_alive,
             commands,
-            ended,
+            farewell,
             cdp_url: None,
             browser_pid: None,
             browser_dir: None,
@@ -324,7 +319,7 @@ impl SessionManager {
             .lock()
             .unwrap()
             .get(&id)
-            .is_some_and(|e| e.cdp_url.is_some() && e.ended.borrow().is_none())
+            .is_some_and(|e| e.cdp_url.is_some() && e.farewell.borrow().is_none())
     }
 
     /// The pid of a live session's browser (for tests and diagnostics).
@@ -351,23 +346,18 @@ impl SessionManager {
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Session, CreateError> {
         let id = Uuid::new_v4();
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (ended_tx, ended) = watch::channel(None);
-        self.reserve_slot(
+        let (farewell_tx, farewell) = watch::channel(None);
+        // Freed when dropped: by any early return below, or by the supervisor at its end.
+        let slot = self.reserve_slot(
             id,
-            LiveEntry::new(req.project.id.clone(), req.keep_alive, commands, ended),
+            LiveEntry::new(req.project.id.clone(), req.keep_alive, commands, farewell),
             &req.project,
         )?;
 
         // A context is read (and checked) before anything starts: one that cannot be
         // restored fails the create, never a session with half a profile.
         let context = match req.context_id() {
-            Some(context_id) => match self.files.vault().load(context_id).await {
-                Ok(snapshot) => snapshot.map(Arc::new),
-                Err(e) => {
-                    self.free_slot(id);
-                    return Err(e.into());
-                }
-            },
+            Some(context_id) => self.files.vault().load(context_id).await?.map(Arc::new),
             None => None,
         };
 
@@ -375,7 +365,6 @@ impl SessionManager {
         let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
         // A warm browser is already in memory; only a new one needs room.
         if let (None, Some(e)) = (&warm, self.memory_shortage()) {
-            self.free_slot(id);
             return Err(e);
         }
         let now = crate::model::now();
@@ -404,7 +393,7 @@ impl SessionManager {
             browser: warm.as_ref().and_then(|b| b.record()),
         };
         if let Err(e) = self.store.insert_session(&session).await {
-            self.free_slot(id);
+            // No row, so no ending to record: the warm browser is only stopped.
             if let Some(mut browser) = warm {
                 browser.shutdown().await;
             }
@@ -412,21 +401,20 @@ impl SessionManager {
         }
 
         let (ready_tx, ready_rx) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
         let supervisor = supervisor::Supervisor {
             manager: Arc::clone(self),
             session,
             viewport: req.viewport,
             context,
             extension: req.extension_dir,
-            deadline: warm.is_some().then(|| {
-                tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs)
-            }),
-            warm,
+            ready_browser: warm.map(|browser| (browser, deadline)),
+            began: false,
             commands: command_rx,
-            ended: ended_tx,
+            farewell: farewell_tx,
         };
         // The session's owner for the rest of its life; tracked so shutdown can wait for it.
-        self.tasks.spawn(supervisor.run(ready_tx));
+        self.tasks.spawn(supervisor.run(slot, ready_tx));
         ready_rx.await.map_err(|_| CreateError::SupervisorGone)?
     }
 
@@ -469,11 +457,11 @@ impl SessionManager {
     }
 
     fn reserve_slot(
-        &self,
+        self: &Arc<Self>,
         id: Uuid,
         entry: LiveEntry,
         project: &Project,
-    ) -> Result<(), CreateError> {
+    ) -> Result<Slot, CreateError> {
         let project_limit = project.concurrency;
         let mut live = self.live.lock().unwrap();
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -497,9 +485,13 @@ impl SessionManager {
         }
         self.count_create(project)?;
         live.insert(id, entry);
-        Ok(())
+        Ok(Slot {
+            manager: Arc::clone(self),
+            id,
+        })
     }
 
+    /// Only [`Slot`]'s drop calls this.
     fn free_slot(&self, id: Uuid) {
         self.live.lock().unwrap().remove(&id);
         // A freed slot may let the pool start another browser.
@@ -511,14 +503,14 @@ impl SessionManager {
     pub fn inspect(&self, id: Uuid) -> Option<Inspectable> {
         let live = self.live.lock().unwrap();
         let entry = live.get(&id)?;
-        if entry.ended.borrow().is_some() {
+        if entry.farewell.borrow().is_some() {
             return None;
         }
         Some(Inspectable {
             cdp_url: entry.cdp_url.clone()?,
             rules: entry.rules.clone()?,
             primary_tab: entry.primary_tab.clone(),
-            ended: entry.ended.clone(),
+            farewell: entry.farewell.clone(),
         })
     }
 
@@ -564,7 +556,7 @@ impl SessionManager {
     pub fn attach(&self, id: Uuid) -> Result<ClientLease, AttachError> {
         let live = self.live.lock().unwrap();
         let entry = live.get(&id).ok_or(AttachError::NotLive(id))?;
-        if entry.ended.borrow().is_some() {
+        if entry.farewell.borrow().is_some() {
             return Err(AttachError::NotLive(id));
         }
         let cdp_url = entry.cdp_url.clone().ok_or(AttachError::Starting(id))?;
@@ -584,7 +576,7 @@ impl SessionManager {
             cdp_url,
             rules: entry.rules.clone().ok_or(AttachError::Starting(id))?,
             commands: entry.commands.clone(),
-            ended: entry.ended.clone(),
+            farewell: entry.farewell.clone(),
             clients: Arc::clone(&entry.clients),
         })
     }
@@ -624,7 +616,7 @@ impl SessionManager {
     /// a restart). Its deadline stays `expiresAt`; limits are not checked, it already ran.
     pub fn adopt(self: &Arc<Self>, session: Session, browser: Box<dyn BrowserInstance>) {
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (ended_tx, ended) = watch::channel(None);
+        let (farewell_tx, farewell) = watch::channel(None);
         let left = (session.expires_at - crate::model::now()).max(time::Duration::ZERO);
         self.live.lock().unwrap().insert(
             session.id,
@@ -632,22 +624,27 @@ impl SessionManager {
                 session.project_id.clone(),
                 session.keep_alive,
                 commands,
-                ended,
+                farewell,
             ),
         );
+        let slot = Slot {
+            manager: Arc::clone(self),
+            id: session.id,
+        };
+        let deadline = tokio::time::Instant::now() + left.unsigned_abs();
         let supervisor = supervisor::Supervisor {
             manager: Arc::clone(self),
-            deadline: Some(tokio::time::Instant::now() + left.unsigned_abs()),
             session,
             viewport: Viewport::default(),
             context: None,
             extension: None,
-            warm: Some(browser),
+            ready_browser: Some((browser, deadline)),
+            began: false,
             commands: command_rx,
-            ended: ended_tx,
+            farewell: farewell_tx,
         };
         let (ready, _) = oneshot::channel();
-        self.tasks.spawn(supervisor.run(ready));
+        self.tasks.spawn(supervisor.run(slot, ready));
     }
 
     /// Stops this server's part in every session: keepAlive sessions survive or end as
@@ -733,8 +730,28 @@ pub struct Inspectable {
     /// What DevTools' commands may name, as for a client.
     pub rules: Arc<Rules>,
     pub primary_tab: Option<String>,
-    /// Becomes `Some` when the session ends.
-    pub ended: watch::Receiver<Option<Ending>>,
+    /// Becomes `Some` when the session ends (or browserd leaves it running).
+    pub farewell: watch::Receiver<Option<Farewell>>,
+}
+
+/// A live session's place in the server's count (its limits, the pool's room). Dropping it
+/// frees the place, whatever ends the holder: its end, an early return, a panic.
+pub(crate) struct Slot {
+    manager: Arc<SessionManager>,
+    id: Uuid,
+}
+
+impl Slot {
+    /// The folder of the session's browser, once it was ready.
+    fn browser_dir(&self) -> Option<PathBuf> {
+        self.manager.browser_dir(self.id)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.manager.free_slot(self.id);
+    }
 }
 
 /// One connected client of a live session. Dropping it tells the supervisor the client left.
@@ -747,7 +764,7 @@ pub struct ClientLease {
     cdp_url: String,
     rules: Arc<Rules>,
     commands: mpsc::UnboundedSender<Command>,
-    ended: watch::Receiver<Option<Ending>>,
+    farewell: watch::Receiver<Option<Farewell>>,
     clients: Arc<AtomicUsize>,
 }
 
@@ -776,9 +793,9 @@ impl ClientLease {
         &self.rules
     }
 
-    /// Resolves with the session's ending once it has ended.
-    pub fn ended(&self) -> watch::Receiver<Option<Ending>> {
-        self.ended.clone()
+    /// Becomes `Some` once the session has ended, or browserd leaves it running.
+    pub fn farewell(&self) -> watch::Receiver<Option<Farewell>> {
+        self.farewell.clone()
     }
 
     /// Asks the supervisor to end the session (a client's `Browser.close`). Does not wait.

@@ -1,9 +1,11 @@
 //! The task that owns one session from launch to end.
 
-use super::{Command, CreateError, Ending, SessionManager};
+use super::ending::{self, Remains};
+use super::{Command, CreateError, Ending, Farewell, SessionManager, Slot};
 use crate::browser::{BrowserInstance, LaunchSpec, SessionSetup, Viewport};
 use crate::files::contexts::ContextSnapshot;
 use crate::model::{Session, SessionStatus};
+use futures_util::FutureExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,55 +29,86 @@ pub(super) struct Supervisor {
     pub(super) context: Option<Arc<ContextSnapshot>>,
     /// An unpacked extension the browser loads.
     pub(super) extension: Option<PathBuf>,
-    /// A ready browser (from the warm pool, or adopted after a restart); `None`: launch one.
-    pub(super) warm: Option<Box<dyn BrowserInstance>>,
-    /// When the session expires, where it is known before launch (a ready browser).
-    pub(super) deadline: Option<Instant>,
+    /// A ready browser (from the warm pool, or adopted after a restart) and when the
+    /// session expires; `None`: launch one, and the clock starts when it is ready.
+    pub(super) ready_browser: Option<(Box<dyn BrowserInstance>, Instant)>,
+    /// Whether the session began (its browser set up for it): only then is its profile
+    /// saved into its context at the end.
+    pub(super) began: bool,
     pub(super) commands: mpsc::UnboundedReceiver<Command>,
-    /// Set exactly once, when the session has ended; relays close their clients on it.
-    pub(super) ended: watch::Sender<Option<Ending>>,
+    /// Set exactly once: when the session has ended, or browserd leaves it running.
+    /// Relays and inspectors close their clients on it.
+    pub(super) farewell: watch::Sender<Option<Farewell>>,
 }
 
 impl Supervisor {
-    pub(super) async fn run(self, ready: oneshot::Sender<Result<Session, CreateError>>) {
+    /// Runs the session to its end. `slot` is held here, outside the session's own future,
+    /// so that even a panic in it ends the session through [`ending::end_session`] before
+    /// the slot is freed.
+    pub(super) async fn run(
+        self,
+        slot: Slot,
+        ready: oneshot::Sender<Result<Session, CreateError>>,
+    ) {
         let span = tracing::info_span!("session", id = %self.session.id, project = %self.session.project_id);
-        self.run_inner(ready).instrument(span).await
+        let (manager, session, farewell) = (
+            Arc::clone(&self.manager),
+            self.session.clone(),
+            self.farewell.clone(),
+        );
+        let outcome = std::panic::AssertUnwindSafe(self.run_inner(ready).instrument(span.clone()))
+            .catch_unwind()
+            .await;
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(parent: &span, panic = %what, "the session's supervisor panicked");
+            // Its browser was dropped with the panicked future (its Drop kills the
+            // process); what is left of it is its folder.
+            let remains = slot.browser_dir().map_or(Remains::Nothing, Remains::Folder);
+            let ending = Ending {
+                status: SessionStatus::Error,
+                reason: "browserd failed while running the session (an internal error); its browser was stopped".into(),
+            };
+            ending::end_session(
+                &*manager.store,
+                &manager.files,
+                &session,
+                &ending,
+                crate::model::now(),
+                remains,
+                || {
+                    farewell.send_replace(Some(Farewell::Ended(ending.clone())));
+                },
+            )
+            .instrument(span)
+            .await;
+        }
+        drop(slot);
     }
 
     async fn run_inner(mut self, ready: oneshot::Sender<Result<Session, CreateError>>) {
-        let id = self.session.id;
-        let mut browser = match (self.warm.take(), self.deadline) {
-            (Some(ready_browser), Some(deadline)) => {
-                // Stored as RUNNING already; its clock started then.
-                return self.serve(ready_browser, deadline, ready).await;
-            }
-            (Some(mut unexpected), None) => {
-                // A ready browser always comes with its deadline; do not leak it if not.
-                unexpected.shutdown().await;
-                self.manager.free_slot(id);
-                let _ = ready.send(Err(CreateError::SupervisorGone));
+        if let Some((browser, deadline)) = self.ready_browser.take() {
+            // Stored as RUNNING already; its clock started then.
+            return self.serve(browser, deadline, ready).await;
+        }
+        let spec = LaunchSpec {
+            context: self.context.clone(),
+            extension: self.extension.clone(),
+            ..LaunchSpec::new(self.viewport)
+        };
+        let mut browser = match self.manager.launcher.launch(&spec).await {
+            Ok(browser) => browser,
+            Err(e) => {
+                tracing::warn!(error = %e, "browser failed to start");
+                let reason = format!("the browser failed to start: {e}");
+                self.finish(None, Ending::error(reason)).await;
+                let _ = ready.send(Err(e.into()));
                 return;
             }
-            (None, _) => match self
-                .manager
-                .launcher
-                .launch(&LaunchSpec {
-                    context: self.context.clone(),
-                    extension: self.extension.clone(),
-                    ..LaunchSpec::new(self.viewport)
-                })
-                .await
-            {
-                Ok(browser) => browser,
-                Err(e) => {
-                    tracing::warn!(error = %e, "browser failed to start");
-                    let reason = format!("the browser failed to start: {e}");
-                    self.record_end(SessionStatus::Error, &reason).await;
-                    self.manager.free_slot(id);
-                    let _ = ready.send(Err(e.into()));
-                    return;
-                }
-            },
         };
 
         // The timer starts when the browser is ready: expiresAt = startedAt + timeout.
@@ -86,17 +119,18 @@ impl Supervisor {
         if let Err(e) = self
             .manager
             .store
-            .mark_running(id, started_at, expires_at, browser.record().as_ref())
+            .mark_running(
+                self.session.id,
+                started_at,
+                expires_at,
+                browser.record().as_ref(),
+            )
             .await
         {
             tracing::error!(error = %e, "could not record the session as running");
-            browser.shutdown().await;
-            self.record_end(
-                SessionStatus::Error,
-                "browserd could not record the session",
-            )
-            .await;
-            self.manager.free_slot(id);
+            let reason = "browserd could not record the session".to_owned();
+            self.finish(Some(&mut *browser), Ending::error(reason))
+                .await;
             let _ = ready.send(Err(e.into()));
             return;
         }
@@ -117,13 +151,12 @@ impl Supervisor {
         if let Err(e) = self.begin(&mut *browser).await {
             tracing::warn!(error = %e, "could not set up the session's browser");
             let reason = format!("the session's browser could not be set up: {e}");
-            // Not `finish`: a session that never began has no context to save.
-            self.record_end(SessionStatus::Error, &reason).await;
-            browser.shutdown().await;
-            self.manager.free_slot(self.session.id);
+            self.finish(Some(&mut *browser), Ending::error(reason))
+                .await;
             let _ = ready.send(Err(e));
             return;
         }
+        self.began = true;
         self.manager.set_ready(self.session.id, &*browser);
         tracing::info!(
             timeout_secs = self.session.timeout_secs,
@@ -138,19 +171,16 @@ impl Supervisor {
 
         match self.watch(&mut *browser, deadline).await {
             Outcome::End(ending, done) => {
-                self.finish(&mut *browser, ending).await;
+                self.finish(Some(&mut *browser), ending).await;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
             }
             Outcome::Detach(reason, done) => {
                 tracing::info!("browserd is stopping; the session's browser keeps running");
-                let _ = self.ended.send(Some(Ending {
-                    status: SessionStatus::Running,
-                    reason,
-                }));
+                self.farewell
+                    .send_replace(Some(Farewell::Detached { reason }));
                 browser.detach();
-                self.manager.free_slot(self.session.id);
                 let _ = done.send(());
             }
         }
@@ -174,7 +204,6 @@ impl Supervisor {
             .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
-            keep_downloads_in: files.downloads_dir(id),
             cookies,
             recording: setting("recordSession").then(|| (id, files.recording_path(id))),
         };
@@ -236,44 +265,27 @@ impl Supervisor {
         }
     }
 
-    /// The one ending path: record the status, close clients with the reason, save the
-    /// profile into its context (`persist: true`), stop the browser and remove its files,
-    /// free the slot.
-    async fn finish(&mut self, browser: &mut dyn BrowserInstance, ending: Ending) {
-        tracing::info!(status = ending.status.as_str(), reason = %ending.reason, "session ending");
-        let persist = self
-            .session
-            .context()
-            .filter(|c| c.persist)
-            .map(|c| c.id.to_owned());
-        // Taken before the end is recorded: a create that sees this session ended and
-        // loads the context waits for this save.
-        let vault = self.manager.files.vault();
-        let guard = match &persist {
-            Some(id) => Some(vault.lock(id).await),
-            None => None,
+    /// Ends the session through [`ending::end_session`], then tells clients why.
+    async fn finish(&mut self, browser: Option<&mut dyn BrowserInstance>, ending: Ending) {
+        let remains = match browser {
+            Some(browser) => Remains::Browser {
+                browser,
+                began: self.began,
+            },
+            None => Remains::Nothing,
         };
-        // Recorded before clients are told, so a client that sees the close and asks the
-        // API about the session already reads the final status.
-        self.record_end(ending.status, &ending.reason).await;
-        let _ = self.ended.send(Some(ending));
-        if let (Some(id), Some(guard)) = (&persist, &guard) {
-            let files = &self.manager.files;
-            super::save_context(files, &*self.manager.store, id, browser, guard).await;
-        }
-        drop(guard);
-        browser.shutdown().await;
-        self.manager.free_slot(self.session.id);
-    }
-
-    async fn record_end(&self, status: SessionStatus, reason: &str) {
-        if let Err(e) = self
-            .manager
-            .store
-            .finish_session(self.session.id, status, crate::model::now(), reason)
-            .await
-        {
-            tracing::error!(error = %e, "could not record the session's end");
-        }
+        let farewell = &self.farewell;
+        ending::end_session(
+            &*self.manager.store,
+            &self.manager.files,
+            &self.session,
+            &ending,
+            crate::model::now(),
+            remains,
+            || {
+                farewell.send_replace(Some(Farewell::Ended(ending.clone())));
+            },
+        )
+        .await;
     }
 }

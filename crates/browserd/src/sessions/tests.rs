@@ -11,6 +11,8 @@ use tokio::time::Instant;
 /// A browser that is only a promise: it "exits" when told to, and counts its shutdowns.
 struct FakeLauncher {
     fail: AtomicBool,
+    /// What its browsers do when a session takes them.
+    setup: Mutex<Setup>,
     launched: AtomicUsize,
     shutdowns: Arc<AtomicUsize>,
     /// One flag per launched browser; set to make it "crash" (a flag, not a notification:
@@ -31,10 +33,19 @@ impl FakeLauncher {
     }
 }
 
+/// How a fake browser's `begin_session` goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Works,
+    Fails,
+    Panics,
+}
+
 impl Default for FakeLauncher {
     fn default() -> Self {
         Self {
             fail: AtomicBool::new(false),
+            setup: Mutex::new(Setup::Works),
             launched: AtomicUsize::new(0),
             shutdowns: Arc::default(),
             crashes: Mutex::default(),
@@ -43,6 +54,7 @@ impl Default for FakeLauncher {
 }
 
 struct FakeBrowser {
+    setup: Setup,
     shutdowns: Arc<AtomicUsize>,
     crash: Arc<watch::Sender<bool>>,
     stopped: bool,
@@ -58,6 +70,7 @@ impl Launcher for FakeLauncher {
         let crash = Arc::new(watch::channel(false).0);
         self.crashes.lock().unwrap().push(Arc::clone(&crash));
         Ok(Box::new(FakeBrowser {
+            setup: *self.setup.lock().unwrap(),
             shutdowns: Arc::clone(&self.shutdowns),
             crash,
             stopped: false,
@@ -83,7 +96,17 @@ impl BrowserInstance for FakeBrowser {
         let _ = self.crash.subscribe().wait_for(|crashed| *crashed).await;
         "fake browser crashed".into()
     }
-    async fn shutdown(&mut self) {
+    async fn begin_session(
+        &mut self,
+        _setup: &crate::browser::SessionSetup,
+    ) -> Result<(), crate::cdp::client::CdpError> {
+        match self.setup {
+            Setup::Works => Ok(()),
+            Setup::Fails => Err(crate::cdp::client::CdpError::Connect("fake refused".into())),
+            Setup::Panics => panic!("a bug in setting up the browser"),
+        }
+    }
+    async fn stop(&mut self) {
         if !self.stopped {
             self.stopped = true;
             self.shutdowns.fetch_add(1, Ordering::SeqCst);
@@ -175,11 +198,19 @@ impl Harness {
     }
 }
 
+/// Waits for the session's farewell as a client sees it.
+async fn farewell_of(lease: &ClientLease) -> Farewell {
+    let mut farewell = lease.farewell();
+    let f = farewell.wait_for(Option::is_some).await.unwrap().clone();
+    f.unwrap()
+}
+
 /// Waits for the session's ending as a client sees it.
 async fn ending_of(lease: &ClientLease) -> Ending {
-    let mut ended = lease.ended();
-    let e = ended.wait_for(Option::is_some).await.unwrap().clone();
-    e.unwrap()
+    match farewell_of(lease).await {
+        Farewell::Ended(ending) => ending,
+        other => panic!("the session did not end: {other:?}"),
+    }
 }
 
 /// Lets the supervisor task process what was sent to it (time is paused, so this is instant).
@@ -232,7 +263,7 @@ async fn without_keep_alive_the_last_disconnect_ends_the_session() {
     let s = h.manager.create(request(false, Some(600))).await.unwrap();
     let first = h.manager.attach(s.id).unwrap();
     let second = h.manager.attach(s.id).unwrap();
-    let watcher = first.ended();
+    let watcher = first.farewell();
     drop(first);
     settle().await;
     assert_eq!(
@@ -242,12 +273,10 @@ async fn without_keep_alive_the_last_disconnect_ends_the_session() {
     );
     drop(second);
     let mut watcher = watcher;
-    let ending = watcher
-        .wait_for(Option::is_some)
-        .await
-        .unwrap()
-        .clone()
-        .unwrap();
+    let Some(Farewell::Ended(ending)) = watcher.wait_for(Option::is_some).await.unwrap().clone()
+    else {
+        panic!("not an ending")
+    };
     assert_eq!(ending.status, SessionStatus::Completed);
     assert!(ending.reason.contains("last client disconnected"));
     settle().await;
@@ -388,7 +417,47 @@ async fn a_failed_launch_is_an_error_session_and_frees_its_slot() {
     let err = h.manager.create(request(false, None)).await.unwrap_err();
     assert!(matches!(err, CreateError::Launch(_)), "{err:?}");
     assert_eq!(h.manager.live_count(), 0);
+    let stored = h.store.all_sessions();
+    assert_eq!(stored[0].status, SessionStatus::Error);
+    assert!(
+        stored[0]
+            .end_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("failed to start")
+    );
     h.launcher.fail.store(false, Ordering::SeqCst);
+    h.manager.create(request(false, None)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_that_cannot_be_set_up_ends_as_error_and_is_stopped() {
+    let h = harness(1);
+    *h.launcher.setup.lock().unwrap() = Setup::Fails;
+    let err = h.manager.create(request(false, None)).await.unwrap_err();
+    assert!(matches!(err, CreateError::Setup(_)), "{err:?}");
+    let stored = h.store.all_sessions();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].status, SessionStatus::Error);
+    let reason = stored[0].end_reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("could not be set up"), "{reason}");
+    assert_eq!(h.shutdowns(), 1, "its browser was stopped");
+    assert_eq!(h.manager.live_count(), 0, "its slot is free");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_supervisor_ends_its_session_as_error_and_frees_its_slot() {
+    let h = harness(1);
+    *h.launcher.setup.lock().unwrap() = Setup::Panics;
+    let err = h.manager.create(request(false, None)).await.unwrap_err();
+    assert!(matches!(err, CreateError::SupervisorGone), "{err:?}");
+    // The panic is caught after the create's answer went away: wait for its ending.
+    until(|| h.manager.live_count() == 0).await;
+    let stored = h.store.all_sessions();
+    assert_eq!(stored[0].status, SessionStatus::Error);
+    let reason = stored[0].end_reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("internal error"), "{reason}");
+    *h.launcher.setup.lock().unwrap() = Setup::Works;
     h.manager.create(request(false, None)).await.unwrap();
 }
 
@@ -508,13 +577,10 @@ async fn on_shutdown_keep_alive_sessions_survive_and_the_others_end() {
     let client = h.manager.attach(kept.id).unwrap();
     h.manager.shutdown(ShutdownPolicy::KeepAliveSurvives).await;
 
-    let told = ending_of(&client).await;
-    assert_eq!(
-        told.status,
-        SessionStatus::Running,
-        "the client hears the session goes on"
-    );
-    assert!(told.reason.contains("restarting"), "{}", told.reason);
+    let Farewell::Detached { reason } = farewell_of(&client).await else {
+        panic!("the client hears the session goes on")
+    };
+    assert!(reason.contains("restarting"), "{reason}");
     assert_eq!(
         h.status(kept.id).await,
         SessionStatus::Running,

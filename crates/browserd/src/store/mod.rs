@@ -69,6 +69,13 @@ pub mod memory {
         sessions: Mutex<HashMap<Uuid, Session>>,
     }
 
+    impl MemoryStore {
+        /// Every stored session, in no particular order.
+        pub fn all_sessions(&self) -> Vec<Session> {
+            self.sessions.lock().unwrap().values().cloned().collect()
+        }
+    }
+
     #[async_trait::async_trait]
     impl SessionStore for MemoryStore {
         async fn insert_session(&self, session: &Session) -> Result<()> {
