@@ -12,6 +12,13 @@
 //! - [`store`]: SQLite persistence of projects, key hashes and sessions.
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
+//! - [`netns`]: sockets inside sandboxed browsers' network namespaces.
+//!
+//! Layering: dependencies run one way, down this list, never back up:
+//! `cli` → `server` → `config`/`admin` → `api` → `sessions` → `browser` → `inspect` → `cdp` →
+//! `files` → `store` → `model`/`netns`/`secrets`. The relay learns about its session
+//! through traits it defines (`cdp::relay::Seat`, `FrameLog`) that `sessions` and `inspect`
+//! implement.
 
 pub mod admin;
 pub mod api;
@@ -23,6 +30,7 @@ pub mod files;
 pub mod http_server;
 pub mod inspect;
 pub mod model;
+pub mod netns;
 pub mod secrets;
 pub mod server;
 pub mod sessions;

@@ -214,7 +214,7 @@ pub struct ContextUse<'a> {
     pub persist: bool,
 }
 
-/// A saved browser profile's record; the profile itself is a file (see [`crate::files`]).
+/// A saved browser profile's record; the profile itself is a file (kept by the `files` module).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context {
     pub id: String,

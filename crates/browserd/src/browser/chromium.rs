@@ -7,12 +7,12 @@
 
 use super::sandbox::{Sandbox, UidLease};
 use super::{
-    BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, egress, netns,
-    procs,
+    BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, egress, procs,
 };
 use crate::cdp::client::{CdpClient, CdpError};
 use crate::inspect::recorder::{self, Recorder};
 use crate::model::BrowserRecord;
+use crate::netns;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Where a sandboxed browser's pages may connect.
 //!
 //! A sandboxed browser's network namespace has nothing but its own loopback (see
-//! [`super::netns`]). Its pages reach the world through a SOCKS5 proxy that browserd serves
+//! [`crate::netns`]). Its pages reach the world through a SOCKS5 proxy that browserd serves
 //! on [`PROXY_PORT`] inside that namespace: Chromium is started with
 //! `--proxy-server=socks5://127.0.0.1:PROXY_PORT` and `--proxy-bypass-list=<-loopback>`,
 //! so every connection, loopback ones included, goes through it. browserd resolves the

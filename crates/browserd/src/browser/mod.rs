@@ -5,7 +5,6 @@
 
 pub mod chromium;
 pub mod egress;
-pub mod netns;
 pub mod pool;
 pub mod procs;
 pub mod sandbox;

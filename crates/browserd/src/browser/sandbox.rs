@@ -10,7 +10,7 @@
 //!   sessions' folders do not exist in there; `file://` and `DOM.setFileInputFiles` see only
 //!   what is listed here.
 //! - **Network.** The namespace has only its own loopback: the DevTools port listens there,
-//!   out of reach of other browsers, pages and local users ([`super::netns`]); pages go out
+//!   out of reach of other browsers, pages and local users ([`crate::netns`]); pages go out
 //!   through browserd's egress proxy ([`super::egress`]).
 //! - **Processes.** The pid namespace hides every other process; killing its init ends them
 //!   all.

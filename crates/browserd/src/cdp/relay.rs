@@ -9,15 +9,14 @@
 //! [`filter::check`]: parsed strictly, checked, and re-serialised, or refused with a CDP
 //! error; binary frames are refused.
 
-use super::filter::{self, Verdict};
+use super::filter::{self, Rules, Verdict};
 use crate::model::SessionStatus;
 use crate::model::{Ending, Farewell};
-use crate::sessions::ClientLease;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -47,15 +46,37 @@ pub const CHROMIUM_MAX_INCOMING: usize = 100 * 1024 * 1024;
 /// The browser leg of a relay.
 pub type BrowserWs = WebSocketStream<tokio::net::TcpStream>;
 
+/// What the relay needs of the session its client belongs to. Defined here, implemented by
+/// the lifecycle (`sessions::ClientLease`), so the relay depends on no module above it.
+/// Dropping it tells the session that the client left.
+pub trait Seat: Send + Sync {
+    /// This client's number (unique on this server), for the log.
+    fn number(&self) -> u64;
+    /// The session's CDP log, if it logs.
+    fn log(&self) -> Option<&dyn FrameLog>;
+    /// The folders this client's commands may name.
+    fn rules(&self) -> &Rules;
+    /// Becomes `Some` once the session has ended, or browserd leaves it running.
+    fn farewell(&self) -> watch::Receiver<Option<Farewell>>;
+    /// Asks for the session's end (a client's `Browser.close`). Does not wait.
+    fn request_end(&self, ending: Ending);
+}
+
+/// Where the relay hands a session's commands and replies for its CDP log. Called on the
+/// relay's path for every frame: must neither block nor wait.
+pub trait FrameLog: Send + Sync {
+    /// A client's command, as it goes to the browser.
+    fn command(&self, client: u64, text: &Utf8Bytes);
+    /// A browser message going to a client (the log keeps replies only).
+    fn reply(&self, client: u64, text: &Utf8Bytes);
+}
+
 /// Relays one client until either side leaves or the session ends, then closes the client
-/// with a reason. Consumes the lease: the client counts as connected until this returns.
-pub async fn run<S>(
-    client: WebSocketStream<S>,
-    browser: BrowserWs,
-    lease: ClientLease,
-    watch: ClientWatch,
-) where
+/// with a reason. Consumes the seat: the client counts as connected until this returns.
+pub async fn run<S, L>(client: WebSocketStream<S>, browser: BrowserWs, lease: L, watch: ClientWatch)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
+    L: Seat,
 {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut browser_tx, mut browser_rx) = browser.split();
@@ -271,7 +292,7 @@ pub async fn connect_browser(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or("malformed CDP url")?;
-    let tcp = crate::browser::netns::connect(authority).await?;
+    let tcp = crate::netns::connect(authority).await?;
     tcp.set_nodelay(true)?;
     let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(max_message_size)))

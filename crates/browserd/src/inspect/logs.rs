@@ -91,6 +91,16 @@ impl LogTap {
     }
 }
 
+impl crate::cdp::relay::FrameLog for LogTap {
+    fn command(&self, client: u64, text: &Utf8Bytes) {
+        LogTap::command(self, client, text);
+    }
+
+    fn reply(&self, client: u64, text: &Utf8Bytes) {
+        LogTap::reply(self, client, text);
+    }
+}
+
 /// Starts a session's logger, appending to `path` (a restarted browserd continues the
 /// file). Returns the tap relays use.
 pub fn start(path: PathBuf) -> LogTap {

@@ -20,7 +20,7 @@ pub async fn browser_get(
     authority: &str,
     path_and_query: &str,
 ) -> Result<hyper::Response<axum::body::Bytes>, String> {
-    let tcp = crate::browser::netns::connect(authority)
+    let tcp = crate::netns::connect(authority)
         .await
         .map_err(|e| e.to_string())?;
     let (mut sender, conn) =

@@ -18,6 +18,8 @@ use crate::browser::pool::WarmPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
 use crate::cdp::filter::Rules;
+use crate::cdp::relay::FrameLog;
+pub use crate::cdp::relay::Seat;
 use crate::files::FileStore;
 use crate::files::contexts::ContextError;
 use crate::inspect::logs::LogTap;
@@ -777,29 +779,26 @@ impl ClientLease {
     pub fn cdp_url(&self) -> &str {
         &self.cdp_url
     }
+}
 
-    /// This client's number (unique on this server), for the log.
-    pub fn number(&self) -> u64 {
+impl Seat for ClientLease {
+    fn number(&self) -> u64 {
         self.number
     }
 
-    /// The session's CDP log, if it logs.
-    pub fn log(&self) -> Option<&LogTap> {
-        self.log.as_ref()
+    fn log(&self) -> Option<&dyn FrameLog> {
+        self.log.as_ref().map(|log| log as &dyn FrameLog)
     }
 
-    /// The folders this client's commands may name.
-    pub fn rules(&self) -> &Rules {
+    fn rules(&self) -> &Rules {
         &self.rules
     }
 
-    /// Becomes `Some` once the session has ended, or browserd leaves it running.
-    pub fn farewell(&self) -> watch::Receiver<Option<Farewell>> {
+    fn farewell(&self) -> watch::Receiver<Option<Farewell>> {
         self.farewell.clone()
     }
 
-    /// Asks the supervisor to end the session (a client's `Browser.close`). Does not wait.
-    pub fn request_end(&self, ending: Ending) {
+    fn request_end(&self, ending: Ending) {
         let (done, _) = oneshot::channel();
         let _ = self.commands.send(Command::End { ending, done });
     }

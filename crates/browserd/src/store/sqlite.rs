@@ -206,7 +206,7 @@ impl SqliteStore {
     }
 }
 
-/// Contexts and extensions: rows only; their files are [`crate::files`]'s.
+/// Contexts and extensions: rows only; their files are the `files` module's.
 impl SqliteStore {
     /// Creates a context; `None` if the project already has an active context of that name
     /// (compared trimmed and case-insensitively).

@@ -1,6 +1,6 @@
 //! The network namespaces of sandboxed browsers, and browserd's only way into them.
 //!
-//! A sandboxed Chromium runs in a network namespace of its own (see [`super::sandbox`]): its
+//! A sandboxed Chromium runs in a network namespace of its own (see `browser::sandbox`): its
 //! DevTools port listens on that namespace's loopback, which no page of another session, no
 //! other browser and no local user can reach. browserd gets in by creating a socket inside
 //! the namespace (`setns` on a short-lived thread of its own) and using it from its runtime:
