@@ -7,7 +7,7 @@
 use crate::config::{Common, Config, Settings};
 use crate::model::{SessionStatus, fmt_time};
 use crate::secrets::{hash_api_key, new_api_key};
-use crate::store::{SessionStore as _, SqliteStore};
+use crate::store::Store;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -95,27 +95,29 @@ pub enum SessionsCommand {
     Release { id: Uuid },
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if !config.db_path().exists() {
         bail!(
             "no browserd database in {} (run `browserd serve` once, or pass --data-dir)",
             config.data_dir.display()
         );
     }
-    SqliteStore::open(&config.db_path())
+    crate::store::open(&config.db_path())
         .await
         .with_context(|| format!("could not open {}", config.db_path().display()))
 }
 
-async fn project_or_default(store: &SqliteStore, id: Option<String>) -> anyhow::Result<String> {
+async fn project_or_default(store: &Store, id: Option<String>) -> anyhow::Result<String> {
     let id = match id {
         Some(id) => id,
         None => store
+            .settings
             .get_setting("default_project_id")
             .await?
             .context("there is no default project yet; run `browserd serve` once")?,
     };
     store
+        .projects
         .get_project(&id)
         .await?
         .map(|p| p.id)
@@ -142,10 +144,14 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
                 bail!("--concurrency must be at least 1");
             }
             let project = store
+                .projects
                 .create_project(&name, timeout, concurrency, creation_rate)
                 .await?;
             let key = new_api_key();
-            store.add_api_key(&project.id, &hash_api_key(&key)).await?;
+            store
+                .projects
+                .add_api_key(&project.id, &hash_api_key(&key))
+                .await?;
             println!("project id: {}", project.id);
             println!("API key:    {key}   (shown only this once)");
         }
@@ -154,7 +160,7 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
                 "{:<36}  {:<20}  {:>15}  {:>11}",
                 "ID", "NAME", "DEFAULT TIMEOUT", "CONCURRENCY"
             );
-            for p in store.list_projects().await? {
+            for p in store.projects.list_projects().await? {
                 println!(
                     "{:<36}  {:<20}  {:>14}s  {:>11}",
                     p.id, p.name, p.default_timeout_secs, p.concurrency
@@ -164,7 +170,7 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
         ProjectCommand::SetDefaultTimeout { project, seconds } => {
             let id = project_or_default(&store, project).await?;
             let secs = check(seconds)?;
-            store.set_default_timeout(&id, secs).await?;
+            store.projects.set_default_timeout(&id, secs).await?;
             println!("project {id}: defaultTimeout is now {secs}s");
         }
         ProjectCommand::SetCreationRate {
@@ -172,13 +178,13 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
             per_minute,
         } => {
             let id = project_or_default(&store, project).await?;
-            store.set_creation_rate(&id, per_minute).await?;
+            store.projects.set_creation_rate(&id, per_minute).await?;
             println!("project {id}: creation rate is now {per_minute} per minute (0: no limit)");
         }
         ProjectCommand::CreateKey { project } => {
             let id = project_or_default(&store, project).await?;
             let key = new_api_key();
-            store.add_api_key(&id, &hash_api_key(&key)).await?;
+            store.projects.add_api_key(&id, &hash_api_key(&key)).await?;
             println!("API key for project {id}: {key}   (shown only this once)");
         }
     }
@@ -201,7 +207,11 @@ pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Resu
                 "{:<36}  {:<9}  {:<5}  {:<24}  {:<24}  END REASON",
                 "ID", "STATUS", "KEEP", "CREATED", "EXPIRES"
             );
-            for s in store.list_sessions(project.as_deref(), status).await? {
+            for s in store
+                .sessions
+                .list_sessions(project.as_deref(), status)
+                .await?
+            {
                 println!(
                     "{:<36}  {:<9}  {:<5}  {:<24}  {:<24}  {}",
                     s.id,
@@ -247,11 +257,16 @@ async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
     // No server runs, and none can start while the lock is held here.
     let store = open_store(config).await?;
     let session = store
+        .sessions
         .get_session(id)
         .await?
         .with_context(|| format!("session {id} not found"))?;
     crate::server::release_offline(config, &store, session).await?;
-    let after = store.get_session(id).await?.context("session vanished")?;
+    let after = store
+        .sessions
+        .get_session(id)
+        .await?
+        .context("session vanished")?;
     println!(
         "session {id}: {} (browserd is not running)",
         after.status.as_str()

@@ -9,7 +9,8 @@
 //! - [`files`]: what lives on disk beside the database: session uploads and downloads,
 //!   encrypted contexts, unpacked extensions.
 //! - [`inspect`]: looking into a session: live view, DevTools, CDP log, rrweb recording.
-//! - [`store`]: SQLite persistence of projects, key hashes and sessions.
+//! - [`store`]: persistence of projects, key hashes, sessions, contexts, extensions and
+//!   settings: one trait per aggregate; the embedded database is SQLite.
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
 //! - [`netns`]: sockets inside sandboxed browsers' network namespaces.

@@ -12,7 +12,7 @@ use crate::model::{Ending, Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
 use crate::sessions::ending::{Remains, end_session};
 use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
-use crate::store::SqliteStore;
+use crate::store::Store;
 use anyhow::{Context, bail};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,7 @@ pub async fn prepare_with(
             config.data_dir.display()
         )
     })?;
-    let store = SqliteStore::open(&config.db_path())
+    let store = crate::store::open(&config.db_path())
         .await
         .with_context(|| format!("could not open {}", config.db_path().display()))?;
     let files = open_files(config)?;
@@ -92,6 +92,7 @@ pub async fn prepare_with(
     let Reconciled { ended, adopted } = reconcile(config, &store, &files, &*launcher).await?;
 
     let secret = store
+        .settings
         .setting_or_insert(SETTING_SIGNING_SECRET, &SigningSecret::generate().to_hex())
         .await?;
     let secret = SigningSecret::from_hex(&secret).context("stored signing secret is corrupt")?;
@@ -99,7 +100,7 @@ pub async fn prepare_with(
     let (default_project_id, new_api_key) = ensure_default_project(config, &store).await?;
 
     let sessions = SessionManager::new(
-        Arc::new(store.clone()),
+        Arc::clone(&store.sessions),
         launcher,
         files,
         Limits {
@@ -181,7 +182,7 @@ pub fn try_lock_data_dir(config: &Config) -> anyhow::Result<Option<std::fs::File
 /// left running (keepAlive) is taken over just to be ended through the one ending path.
 pub async fn release_offline(
     config: &Config,
-    store: &SqliteStore,
+    store: &Store,
     session: Session,
 ) -> anyhow::Result<()> {
     if session.status.is_ended() {
@@ -199,7 +200,16 @@ pub async fn release_offline(
         reason: "released from the command line while browserd was not running".into(),
     };
     let now = crate::model::now();
-    end_session(store, &files, &session, &ending, now, remains, || {}).await;
+    end_session(
+        &*store.sessions,
+        &files,
+        &session,
+        &ending,
+        now,
+        remains,
+        || {},
+    )
+    .await;
     Ok(())
 }
 
@@ -220,14 +230,14 @@ struct Reconciled {
 /// No trusted browser → ERROR.
 async fn reconcile(
     config: &Config,
-    store: &SqliteStore,
+    store: &Store,
     files: &FileStore,
     launcher: &dyn Launcher,
 ) -> anyhow::Result<Reconciled> {
     let now = crate::model::now();
     let mut ended = 0;
     let mut adopted = Vec::new();
-    for session in store.unended_sessions().await? {
+    for session in store.sessions.unended_sessions().await? {
         let mut browser = match session.browser.clone() {
             Some(record) => launcher.adopt(record).await,
             None => None,
@@ -260,7 +270,16 @@ async fn reconcile(
             status,
             reason: reason.to_owned(),
         };
-        end_session(store, files, &session, &ending, ended_at, remains, || {}).await;
+        end_session(
+            &*store.sessions,
+            files,
+            &session,
+            &ending,
+            ended_at,
+            remains,
+            || {},
+        )
+        .await;
         ended += 1;
     }
 
@@ -290,16 +309,17 @@ async fn reconcile(
 
 async fn ensure_default_project(
     config: &Config,
-    store: &SqliteStore,
+    store: &Store,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let existing = match store.get_setting(SETTING_DEFAULT_PROJECT).await? {
-        Some(id) => store.get_project(&id).await?,
+    let existing = match store.settings.get_setting(SETTING_DEFAULT_PROJECT).await? {
+        Some(id) => store.projects.get_project(&id).await?,
         None => None,
     };
     let (project, created) = match existing {
         Some(p) => (p, false),
         None => {
             let p = store
+                .projects
                 .create_project(
                     "default",
                     config.default_timeout_secs,
@@ -307,20 +327,34 @@ async fn ensure_default_project(
                     config.creation_rate,
                 )
                 .await?;
-            store.set_setting(SETTING_DEFAULT_PROJECT, &p.id).await?;
+            store
+                .settings
+                .set_setting(SETTING_DEFAULT_PROJECT, &p.id)
+                .await?;
             (p, true)
         }
     };
     let new_key = match config.api_key.as_ref().map(crate::config::Secret::expose) {
         Some(key) => {
-            if store.project_for_key(&hash_api_key(key)).await?.is_none() {
-                store.add_api_key(&project.id, &hash_api_key(key)).await?;
+            if store
+                .projects
+                .project_for_key(&hash_api_key(key))
+                .await?
+                .is_none()
+            {
+                store
+                    .projects
+                    .add_api_key(&project.id, &hash_api_key(key))
+                    .await?;
             }
             None
         }
         None if created => {
             let key = new_api_key();
-            store.add_api_key(&project.id, &hash_api_key(&key)).await?;
+            store
+                .projects
+                .add_api_key(&project.id, &hash_api_key(&key))
+                .await?;
             Some(key)
         }
         None => None,
@@ -369,7 +403,7 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = every.tick() => {
-                        let removed = files.sweep(&store).await;
+                        let removed = files.sweep(&*store.sessions).await;
                         if removed > 0 {
                             tracing::info!(removed, "removed the files of sessions past their retention");
                         }

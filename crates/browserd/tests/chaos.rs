@@ -74,9 +74,13 @@ async fn two_hundred_random_lifecycles_leave_nothing_behind() {
     }
 
     // Every final status, as stored.
-    use browserd::store::SessionStore as _;
     for (id, status) in &expected {
-        let stored = server.state.store.get_session(id.parse().unwrap()).await;
+        let stored = server
+            .state
+            .store
+            .sessions
+            .get_session(id.parse().unwrap())
+            .await;
         let s = stored.unwrap().unwrap();
         assert_eq!(s.status.as_str(), *status, "{id}");
         assert!(s.ended_at.is_some());

@@ -359,7 +359,7 @@ async fn shutdown_closes_clients_and_stops_every_browser() {
     let mut client = Cdp::connect(&connect_url(&a)).await;
     let closing = tokio::spawn(async move { client.closed().await });
     let data_dir = server.stop().await;
-    let store = browserd::store::SqliteStore::open(&data_dir.path().join("browserd.db"))
+    let store = browserd::store::open(&data_dir.path().join("browserd.db"))
         .await
         .unwrap();
     let frame = closing.await.unwrap().expect("a close frame");
@@ -371,9 +371,9 @@ async fn shutdown_closes_clients_and_stops_every_browser() {
         );
         assert!(!dir.exists());
     }
-    use browserd::store::SessionStore as _;
     for s in [&a, &b] {
         let stored = store
+            .sessions
             .get_session(id_of(s).parse().unwrap())
             .await
             .unwrap()

@@ -7,7 +7,6 @@ use super::error::ApiError;
 use super::upgrade::Upgrade;
 use crate::secrets::{hash_api_key, verify_session_token};
 use crate::sessions::AttachError;
-use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::HeaderMap;
@@ -24,6 +23,7 @@ async fn authenticate(state: &AppState, query: &HashMap<String, String>) -> Resu
     if let Some(key) = query.get("apiKey") {
         let project = state
             .store
+            .projects
             .project_for_key(&hash_api_key(key))
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid apiKey".into()))?;
@@ -35,7 +35,7 @@ async fn authenticate(state: &AppState, query: &HashMap<String, String>) -> Resu
         })?;
         let not_found = || ApiError::NotFound(format!("session {id} not found"));
         let uuid = Uuid::try_parse(id).map_err(|_| not_found())?;
-        return match state.store.get_session(uuid).await? {
+        return match state.store.sessions.get_session(uuid).await? {
             Some(s) if s.project_id == project.id => Ok(uuid),
             _ => Err(not_found()),
         };
@@ -47,7 +47,7 @@ async fn authenticate(state: &AppState, query: &HashMap<String, String>) -> Resu
 
 /// Why a session cannot be connected to: gone (410) if it ended, else not found.
 async fn not_live(state: &AppState, id: Uuid) -> ApiError {
-    match state.store.get_session(id).await {
+    match state.store.sessions.get_session(id).await {
         Ok(Some(s)) if s.status.is_ended() => ApiError::Gone(format!(
             "session {id} has ended ({}): {}",
             s.status.as_str(),

@@ -59,6 +59,7 @@ pub async fn create(
     }
     let context = state
         .store
+        .contexts
         .create_context(&auth.0.id, name)
         .await?
         .ok_or_else(|| {
@@ -77,7 +78,7 @@ pub async fn create(
 /// A context of the caller's project; another project's is "not found".
 pub async fn owned_context(state: &AppState, auth: &Auth, id: &str) -> Result<Context, ApiError> {
     super::owned(auth, "context", id, |uuid| async move {
-        state.store.get_context(&uuid.to_string()).await
+        state.store.contexts.get_context(&uuid.to_string()).await
     })
     .await
 }
@@ -116,7 +117,7 @@ pub async fn delete(
     let vault = state.sessions.files().vault();
     // Held across both steps, so a save in progress either lands before or not at all.
     let guard = vault.lock(&context.id).await;
-    state.store.delete_context(&context.id).await?;
+    state.store.contexts.delete_context(&context.id).await?;
     vault
         .remove(&guard, &context.id)
         .await

@@ -40,7 +40,7 @@ pub async fn create(
             _ => ApiError::BadRequest(e.to_string()),
         })?;
     drop(received);
-    if let Err(e) = state.store.insert_extension(&extension).await {
+    if let Err(e) = state.store.extensions.insert_extension(&extension).await {
         let _ = tokio::fs::remove_dir_all(&dest).await;
         return Err(e.into());
     }
@@ -54,7 +54,11 @@ pub async fn owned_extension(
     id: &str,
 ) -> Result<Extension, ApiError> {
     super::owned(auth, "extension", id, |uuid| async move {
-        state.store.get_extension(&uuid.to_string()).await
+        state
+            .store
+            .extensions
+            .get_extension(&uuid.to_string())
+            .await
     })
     .await
 }
@@ -77,7 +81,11 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let extension = owned_extension(&state, &auth, &id).await?;
-    state.store.delete_extension(&extension.id).await?;
+    state
+        .store
+        .extensions
+        .delete_extension(&extension.id)
+        .await?;
     let dir = state.sessions.files().extension_dir(&extension.id);
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
         && e.kind() != std::io::ErrorKind::NotFound

@@ -10,7 +10,6 @@ use super::upgrade::Upgrade;
 use crate::inspect;
 use crate::secrets::{Access, InspectGrant};
 use crate::sessions::Inspectable;
-use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
@@ -69,7 +68,7 @@ async fn check(state: &AppState, token: &str, wants: Wants) -> Result<Checked, A
     match state.sessions.inspect(grant.session) {
         Some(session) => Ok(Checked { grant, session }),
         None => {
-            let ended = state.store.get_session(grant.session).await?;
+            let ended = state.store.sessions.get_session(grant.session).await?;
             Err(ApiError::Gone(match ended {
                 Some(s) => format!("session {} has ended ({})", s.id, s.status.as_str()),
                 None => format!("session {} is not running", grant.session),

@@ -19,7 +19,7 @@ mod upgrade;
 use crate::model::Project;
 use crate::secrets::{SigningSecret, hash_api_key};
 use crate::sessions::SessionManager;
-use crate::store::SqliteStore;
+use crate::store::Store;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -46,7 +46,7 @@ pub struct ApiSettings {
 /// Shared by every handler; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub store: SqliteStore,
+    pub store: Store,
     pub sessions: Arc<SessionManager>,
     pub secret: SigningSecret,
     pub settings: Arc<ApiSettings>,
@@ -244,6 +244,7 @@ impl FromRequestParts<AppState> for Auth {
             .map_err(|_| ApiError::Unauthorized("invalid API key".into()))?;
         state
             .store
+            .projects
             .project_for_key(&hash_api_key(key))
             .await?
             .map(Auth)

@@ -79,6 +79,7 @@ pub async fn update(
         updated = Some(
             state
                 .store
+                .projects
                 .set_default_timeout(&project.id, secs)
                 .await?
                 .ok_or_else(not_found)?,
@@ -88,6 +89,7 @@ pub async fn update(
         updated = Some(
             state
                 .store
+                .projects
                 .set_creation_rate(&project.id, rate)
                 .await?
                 .ok_or_else(not_found)?,
@@ -107,6 +109,7 @@ pub async fn usage(
     let now = crate::model::now();
     let minutes: u64 = state
         .store
+        .sessions
         .list_sessions(Some(&project.id), None)
         .await?
         .iter()

@@ -5,7 +5,6 @@ use super::params::{self, Fields, MetadataQuery};
 use super::{AppState, Auth, JsonObject, check_project_id};
 use crate::model::{Session, SessionStatus};
 use crate::sessions::CreateRequest;
-use crate::store::SessionStore as _;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -61,7 +60,10 @@ pub(super) async fn owned_session(
     auth: &Auth,
     id: &str,
 ) -> Result<Session, ApiError> {
-    super::owned(auth, "session", id, |uuid| state.store.get_session(uuid)).await
+    super::owned(auth, "session", id, |uuid| {
+        state.store.sessions.get_session(uuid)
+    })
+    .await
 }
 
 /// `POST /v1/sessions`: create; or, with `sessionId` and `status: REQUEST_RELEASE` (the
@@ -234,7 +236,11 @@ pub async fn list(
         .filter(|q| !q.trim().is_empty())
         .map(|q| MetadataQuery::parse(q))
         .transpose()?;
-    let sessions = state.store.list_sessions(Some(&auth.0.id), status).await?;
+    let sessions = state
+        .store
+        .sessions
+        .list_sessions(Some(&auth.0.id), status)
+        .await?;
     let body: Vec<_> = sessions
         .iter()
         .filter(|s| {

@@ -1,14 +1,20 @@
 //! Persistence: projects, API key hashes, sessions, contexts, extensions and server settings.
 //!
-//! [`SqliteStore`] is the embedded database in the data dir. The session lifecycle only
-//! needs the narrow [`SessionStore`] trait, so its state-machine tests can run on an
-//! in-memory store under paused time (sqlx's worker thread and paused time do not mix).
+//! One trait per aggregate ([`ProjectStore`], [`SessionStore`], [`ContextStore`],
+//! [`ExtensionStore`], [`SettingStore`]); the rest of browserd holds them as `Arc<dyn …>`
+//! in a [`Store`] and never names a database. [`open`] gives the embedded SQLite database in
+//! the data dir; a shared database implements the same traits and passes the same
+//! conformance suite (`conformance.rs`). The session lifecycle needs only [`SessionStore`],
+//! so its state-machine tests run on an in-memory one under paused time (sqlx's worker
+//! thread and paused time do not mix).
 
+#[cfg(test)]
+mod conformance;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
-
-use crate::model::{BrowserRecord, Session, SessionStatus};
+use crate::model::{BrowserRecord, Context, Extension, Project, Session, SessionStatus};
+use std::path::Path;
+use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -23,6 +29,122 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens (creating if needed) the embedded database at `path` and brings its schema up to
+/// date.
+pub async fn open(path: &Path) -> Result<Store> {
+    Ok(Store::new(Arc::new(sqlite::SqliteStore::open(path).await?)))
+}
+
+/// Every aggregate's store, each behind its trait. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub projects: Arc<dyn ProjectStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub contexts: Arc<dyn ContextStore>,
+    pub extensions: Arc<dyn ExtensionStore>,
+    pub settings: Arc<dyn SettingStore>,
+    database: Arc<dyn Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// One database serving every aggregate.
+    pub fn new(database: Arc<dyn Database>) -> Self {
+        Self {
+            projects: database.clone(),
+            sessions: database.clone(),
+            contexts: database.clone(),
+            extensions: database.clone(),
+            settings: database.clone(),
+            database,
+        }
+    }
+
+    /// Closes the database's connections (the CLI, before it exits).
+    pub async fn close(&self) {
+        self.database.close().await;
+    }
+}
+
+/// A database that holds every aggregate.
+#[async_trait::async_trait]
+pub trait Database:
+    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore
+{
+    async fn close(&self);
+}
+
+/// Projects and their API keys (stored as hashes).
+#[async_trait::async_trait]
+pub trait ProjectStore: Send + Sync + 'static {
+    async fn create_project(
+        &self,
+        name: &str,
+        default_timeout_secs: u64,
+        concurrency: u32,
+        creations_per_minute: u32,
+    ) -> Result<Project>;
+
+    async fn get_project(&self, id: &str) -> Result<Option<Project>>;
+
+    /// Every project, oldest first.
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+
+    /// Sets a project's default timeout; `None` if there is no such project.
+    async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>>;
+
+    /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
+    async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>>;
+
+    /// Adds a key (by hash) to a project; a hash already stored is left as it is.
+    async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()>;
+
+    /// The project an API key (by hash) belongs to.
+    async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>>;
+}
+
+/// Contexts' rows (their sealed profiles are files, kept by the `files` module).
+#[async_trait::async_trait]
+pub trait ContextStore: Send + Sync + 'static {
+    /// Creates a context; `None` if the project already has an active context of that name
+    /// (compared trimmed and case-insensitively).
+    async fn create_context(&self, project_id: &str, name: Option<&str>)
+    -> Result<Option<Context>>;
+
+    async fn get_context(&self, id: &str) -> Result<Option<Context>>;
+
+    /// Deletes a context's row; whether there was one.
+    async fn delete_context(&self, id: &str) -> Result<bool>;
+}
+
+/// Extensions' rows (their files are kept by the `files` module).
+#[async_trait::async_trait]
+pub trait ExtensionStore: Send + Sync + 'static {
+    async fn insert_extension(&self, extension: &Extension) -> Result<()>;
+
+    async fn get_extension(&self, id: &str) -> Result<Option<Extension>>;
+
+    /// Deletes an extension's row; whether there was one.
+    async fn delete_extension(&self, id: &str) -> Result<bool>;
+}
+
+/// Server-wide settings: a few named strings (the default project, the signing secret).
+#[async_trait::async_trait]
+pub trait SettingStore: Send + Sync + 'static {
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+
+    /// Stores `value` unless the key already has one; returns the value in force (so two
+    /// servers starting at once agree on one).
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
 
 /// What the session lifecycle writes. Every method is a single statement, so a crash
 /// between two calls leaves a consistent (if unfinished) record.
@@ -51,7 +173,17 @@ pub trait SessionStore: Send + Sync + 'static {
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
 
-    /// Marks a context as saved now. Returns `false` if the context no longer exists (it
+    /// Sessions, newest first, optionally of one project and one status.
+    async fn list_sessions(
+        &self,
+        project_id: Option<&str>,
+        status: Option<SessionStatus>,
+    ) -> Result<Vec<Session>>;
+
+    /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation.
+    async fn unended_sessions(&self) -> Result<Vec<Session>>;
+
+    /// Marks a context as saved now (the lifecycle's one write to a context). Returns `false` if the context no longer exists (it
     /// was deleted while a session used it), in which case the save is dropped.
     async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool>;
 }
@@ -128,6 +260,27 @@ pub mod memory {
 
         async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
             Ok(self.sessions.lock().unwrap().get(&id).cloned())
+        }
+
+        async fn list_sessions(
+            &self,
+            project_id: Option<&str>,
+            status: Option<SessionStatus>,
+        ) -> Result<Vec<Session>> {
+            let mut found: Vec<Session> = self
+                .all_sessions()
+                .into_iter()
+                .filter(|s| project_id.is_none_or(|p| s.project_id == p))
+                .filter(|s| status.is_none_or(|st| s.status == st))
+                .collect();
+            found.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+            Ok(found)
+        }
+
+        async fn unended_sessions(&self) -> Result<Vec<Session>> {
+            let mut found = self.all_sessions();
+            found.retain(|s| !s.status.is_ended());
+            Ok(found)
         }
 
         async fn context_saved(&self, _id: &str, _at: OffsetDateTime) -> Result<bool> {

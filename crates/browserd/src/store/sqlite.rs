@@ -1,6 +1,9 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
-use super::{Result, SessionStore, StoreError};
+use super::{
+    ContextStore, Database, ExtensionStore, ProjectStore, Result, SessionStore, SettingStore,
+    StoreError,
+};
 use crate::model::{
     BrowserRecord, Context, Extension, Project, Session, SessionStatus, fmt_time, parse_time,
 };
@@ -41,142 +44,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
+}
 
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    pub async fn get_setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
-    }
-
-    /// Stores `value` unless the key already has one; returns the value in force.
-    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
-        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        self.get_setting(key)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))
-    }
-
-    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn create_project(
-        &self,
-        name: &str,
-        default_timeout_secs: u64,
-        concurrency: u32,
-        creations_per_minute: u32,
-    ) -> Result<Project> {
-        let now = crate::model::now();
-        let project = Project {
-            id: Uuid::new_v4().to_string(),
-            name: name.to_owned(),
-            owner_id: "browserd".to_owned(),
-            default_timeout_secs,
-            concurrency,
-            creations_per_minute,
-            created_at: now,
-            updated_at: now,
-        };
-        sqlx::query(
-            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, \
-             creations_per_minute, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&project.id)
-        .bind(&project.name)
-        .bind(&project.owner_id)
-        .bind(project.default_timeout_secs as i64)
-        .bind(project.concurrency as i64)
-        .bind(project.creations_per_minute as i64)
-        .bind(fmt_time(now))
-        .bind(fmt_time(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(project)
-    }
-
-    pub async fn get_project(&self, id: &str) -> Result<Option<Project>> {
-        sqlx::query("SELECT * FROM projects WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| project_from_row(&r))
-            .transpose()
-    }
-
-    pub async fn list_projects(&self) -> Result<Vec<Project>> {
-        sqlx::query("SELECT * FROM projects ORDER BY created_at")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(project_from_row)
-            .collect()
-    }
-
-    /// Sets a project's default timeout; `None` if there is no such project.
-    pub async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
-        sqlx::query("UPDATE projects SET default_timeout = ?, updated_at = ? WHERE id = ?")
-            .bind(secs as i64)
-            .bind(fmt_time(crate::model::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.get_project(id).await
-    }
-
-    /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
-    pub async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
-        sqlx::query("UPDATE projects SET creations_per_minute = ?, updated_at = ? WHERE id = ?")
-            .bind(per_minute as i64)
-            .bind(fmt_time(crate::model::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.get_project(id).await
-    }
-
-    pub async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO api_keys (key_hash, project_id, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(key_hash)
-        .bind(project_id)
-        .bind(fmt_time(crate::model::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The project an API key (by hash) belongs to.
-    pub async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>> {
-        sqlx::query(
-            "SELECT p.* FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = ?",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| project_from_row(&r))
-        .transpose()
-    }
-
+#[async_trait::async_trait]
+impl SessionStore for SqliteStore {
     /// Sessions, newest first, optionally of one project and one status.
-    pub async fn list_sessions(
+    async fn list_sessions(
         &self,
         project_id: Option<&str>,
         status: Option<SessionStatus>,
@@ -196,7 +69,7 @@ impl SqliteStore {
     }
 
     /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation.
-    pub async fn unended_sessions(&self) -> Result<Vec<Session>> {
+    async fn unended_sessions(&self) -> Result<Vec<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING')")
             .fetch_all(&self.pool)
             .await?
@@ -204,114 +77,7 @@ impl SqliteStore {
             .map(session_from_row)
             .collect()
     }
-}
 
-/// Contexts and extensions: rows only; their files are the `files` module's.
-impl SqliteStore {
-    /// Creates a context; `None` if the project already has an active context of that name
-    /// (compared trimmed and case-insensitively).
-    pub async fn create_context(
-        &self,
-        project_id: &str,
-        name: Option<&str>,
-    ) -> Result<Option<Context>> {
-        let now = crate::model::now();
-        let name = name.map(str::trim).filter(|n| !n.is_empty());
-        let context = Context {
-            id: Uuid::new_v4().to_string(),
-            project_id: project_id.to_owned(),
-            name: name.map(str::to_owned),
-            created_at: now,
-            updated_at: now,
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO contexts (id, project_id, name, name_key, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&context.id)
-        .bind(project_id)
-        .bind(name)
-        .bind(name.map(str::to_lowercase))
-        .bind(fmt_time(now))
-        .bind(fmt_time(now))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok((inserted == 1).then_some(context))
-    }
-
-    pub async fn get_context(&self, id: &str) -> Result<Option<Context>> {
-        sqlx::query("SELECT * FROM contexts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| {
-                Ok(Context {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    name: row.try_get("name")?,
-                    created_at: time_col(&row, "created_at")?,
-                    updated_at: time_col(&row, "updated_at")?,
-                })
-            })
-            .transpose()
-    }
-
-    /// Returns whether there was such a context.
-    pub async fn delete_context(&self, id: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM contexts WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
-    }
-
-    pub async fn insert_extension(&self, extension: &Extension) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&extension.id)
-        .bind(&extension.project_id)
-        .bind(&extension.file_name)
-        .bind(fmt_time(extension.created_at))
-        .bind(fmt_time(extension.updated_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn get_extension(&self, id: &str) -> Result<Option<Extension>> {
-        sqlx::query("SELECT * FROM extensions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| {
-                Ok(Extension {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    file_name: row.try_get("file_name")?,
-                    created_at: time_col(&row, "created_at")?,
-                    updated_at: time_col(&row, "updated_at")?,
-                })
-            })
-            .transpose()
-    }
-
-    /// Returns whether there was such an extension.
-    pub async fn delete_extension(&self, id: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM extensions WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionStore for SqliteStore {
     async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
         let updated = sqlx::query("UPDATE contexts SET updated_at = ? WHERE id = ?")
             .bind(fmt_time(at))
@@ -420,6 +186,257 @@ impl SessionStore for SqliteStore {
             .await?
             .map(|r| session_from_row(&r))
             .transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl SettingStore for SqliteStore {
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Stores `value` unless the key already has one; returns the value in force.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.get_setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProjectStore for SqliteStore {
+    async fn create_project(
+        &self,
+        name: &str,
+        default_timeout_secs: u64,
+        concurrency: u32,
+        creations_per_minute: u32,
+    ) -> Result<Project> {
+        let now = crate::model::now();
+        let project = Project {
+            id: Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            owner_id: "browserd".to_owned(),
+            default_timeout_secs,
+            concurrency,
+            creations_per_minute,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, \
+             creations_per_minute, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(&project.owner_id)
+        .bind(project.default_timeout_secs as i64)
+        .bind(project.concurrency as i64)
+        .bind(project.creations_per_minute as i64)
+        .bind(fmt_time(now))
+        .bind(fmt_time(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(project)
+    }
+
+    async fn get_project(&self, id: &str) -> Result<Option<Project>> {
+        sqlx::query("SELECT * FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| project_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        sqlx::query("SELECT * FROM projects ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect()
+    }
+
+    /// Sets a project's default timeout; `None` if there is no such project.
+    async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET default_timeout = ?, updated_at = ? WHERE id = ?")
+            .bind(secs as i64)
+            .bind(fmt_time(crate::model::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
+    async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET creations_per_minute = ?, updated_at = ? WHERE id = ?")
+            .bind(per_minute as i64)
+            .bind(fmt_time(crate::model::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO api_keys (key_hash, project_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(key_hash)
+        .bind(project_id)
+        .bind(fmt_time(crate::model::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The project an API key (by hash) belongs to.
+    async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>> {
+        sqlx::query(
+            "SELECT p.* FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = ?",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| project_from_row(&r))
+        .transpose()
+    }
+}
+
+/// Contexts: rows only; their files are the `files` module's.
+#[async_trait::async_trait]
+impl ContextStore for SqliteStore {
+    /// Creates a context; `None` if the project already has an active context of that name
+    /// (compared trimmed and case-insensitively).
+    async fn create_context(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Context>> {
+        let now = crate::model::now();
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let context = Context {
+            id: Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            name: name.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO contexts (id, project_id, name, name_key, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&context.id)
+        .bind(project_id)
+        .bind(name)
+        .bind(name.map(str::to_lowercase))
+        .bind(fmt_time(now))
+        .bind(fmt_time(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((inserted == 1).then_some(context))
+    }
+
+    async fn get_context(&self, id: &str) -> Result<Option<Context>> {
+        sqlx::query("SELECT * FROM contexts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Context {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    name: row.try_get("name")?,
+                    created_at: time_col(&row, "created_at")?,
+                    updated_at: time_col(&row, "updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Returns whether there was such a context.
+    async fn delete_context(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM contexts WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+/// Extensions: rows only; their files are the `files` module's.
+#[async_trait::async_trait]
+impl ExtensionStore for SqliteStore {
+    async fn insert_extension(&self, extension: &Extension) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&extension.id)
+        .bind(&extension.project_id)
+        .bind(&extension.file_name)
+        .bind(fmt_time(extension.created_at))
+        .bind(fmt_time(extension.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_extension(&self, id: &str) -> Result<Option<Extension>> {
+        sqlx::query("SELECT * FROM extensions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Extension {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    file_name: row.try_get("file_name")?,
+                    created_at: time_col(&row, "created_at")?,
+                    updated_at: time_col(&row, "updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Returns whether there was such an extension.
+    async fn delete_extension(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM extensions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for SqliteStore {
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }
 

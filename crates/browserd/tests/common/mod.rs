@@ -193,11 +193,16 @@ impl TestServer {
     pub async fn add_project(&self, name: &str, concurrency: u32, key: &str) -> String {
         let store = &self.state.store;
         let project = store
+            .projects
             .create_project(name, 300, concurrency, 0)
             .await
             .unwrap();
         let hash = browserd::secrets::hash_api_key(key);
-        store.add_api_key(&project.id, &hash).await.unwrap();
+        store
+            .projects
+            .add_api_key(&project.id, &hash)
+            .await
+            .unwrap();
         project.id
     }
 

@@ -1,0 +1,248 @@
+//! What every store must do, whatever database is behind it: [`check`] runs the whole
+//! contract on a fresh, empty [`Store`]. SQLite runs it below; a shared database's store
+//! runs the same function.
+
+use super::*;
+use crate::model::now;
+
+/// The contract, aggregate by aggregate, on an empty store.
+pub async fn check(store: &Store) {
+    projects_and_keys(store).await;
+    sessions(store).await;
+    contexts(store).await;
+    extensions(store).await;
+    settings(store).await;
+}
+
+async fn projects_and_keys(store: &Store) {
+    let p = &store.projects;
+    assert!(p.list_projects().await.unwrap().is_empty());
+    let a = p.create_project("a", 300, 5, 0).await.unwrap();
+    let b = p.create_project("b", 600, 2, 10).await.unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(p.get_project(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(p.get_project("nope").await.unwrap(), None);
+    let names: Vec<String> = p
+        .list_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["a", "b"], "oldest first");
+
+    let changed = p.set_default_timeout(&a.id, 900).await.unwrap().unwrap();
+    assert_eq!(changed.default_timeout_secs, 900);
+    let changed = p.set_creation_rate(&a.id, 7).await.unwrap().unwrap();
+    assert_eq!(changed.creations_per_minute, 7);
+    assert_eq!(changed.default_timeout_secs, 900, "other fields kept");
+    assert_eq!(p.set_default_timeout("nope", 900).await.unwrap(), None);
+    assert_eq!(p.set_creation_rate("nope", 1).await.unwrap(), None);
+
+    p.add_api_key(&a.id, "hash-a").await.unwrap();
+    p.add_api_key(&a.id, "hash-a").await.unwrap();
+    p.add_api_key(&b.id, "hash-b").await.unwrap();
+    assert_eq!(p.project_for_key("hash-a").await.unwrap().unwrap().id, a.id);
+    assert_eq!(p.project_for_key("hash-b").await.unwrap().unwrap().id, b.id);
+    assert_eq!(p.project_for_key("hash-c").await.unwrap(), None);
+}
+
+fn session(project_id: &str, created_at: OffsetDateTime) -> Session {
+    Session {
+        id: Uuid::new_v4(),
+        project_id: project_id.to_owned(),
+        status: SessionStatus::Pending,
+        keep_alive: true,
+        timeout_secs: 300,
+        region: "us-west-2".into(),
+        user_metadata: Some(serde_json::json!({"k": "v"}).as_object().unwrap().clone()),
+        browser_settings: None,
+        extension_id: None,
+        proxies: None,
+        created_at,
+        updated_at: created_at,
+        started_at: created_at,
+        expires_at: created_at + time::Duration::seconds(300),
+        ended_at: None,
+        end_reason: None,
+        browser: None,
+    }
+}
+
+async fn sessions(store: &Store) {
+    let s = &store.sessions;
+    let project = store.projects.create_project("s", 300, 5, 0).await.unwrap();
+    // Whole seconds: what every database keeps exactly.
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let first = session(&project.id, t0);
+    let second = session(&project.id, t0 + time::Duration::seconds(1));
+    s.insert_session(&first).await.unwrap();
+    s.insert_session(&second).await.unwrap();
+    assert_eq!(
+        s.get_session(first.id).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    assert_eq!(s.get_session(Uuid::new_v4()).await.unwrap(), None);
+
+    let record = BrowserRecord {
+        pid: 4242,
+        start_ticks: 99,
+        dir: "/data/sessions/x".into(),
+        cdp_url: "ws://127.0.0.1:10001/devtools/browser/x".into(),
+    };
+    let started = t0 + time::Duration::seconds(2);
+    s.mark_running(
+        first.id,
+        started,
+        started + time::Duration::seconds(300),
+        Some(&record),
+    )
+    .await
+    .unwrap();
+    let running = s.get_session(first.id).await.unwrap().unwrap();
+    assert_eq!(running.status, SessionStatus::Running);
+    assert_eq!(running.started_at, started);
+    assert_eq!(running.browser.as_ref(), Some(&record));
+
+    let listed: Vec<Uuid> = s
+        .list_sessions(Some(&project.id), None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, [second.id, first.id], "newest first");
+    let running_only = s
+        .list_sessions(Some(&project.id), Some(SessionStatus::Running))
+        .await
+        .unwrap();
+    assert_eq!(running_only.len(), 1);
+    assert!(
+        s.list_sessions(Some("other"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.unended_sessions().await.unwrap().len(), 2);
+
+    // The first recorded end wins.
+    let ended = t0 + time::Duration::seconds(3);
+    assert!(
+        s.finish_session(first.id, SessionStatus::TimedOut, ended, "timed out")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.finish_session(first.id, SessionStatus::Completed, ended, "released")
+            .await
+            .unwrap()
+    );
+    let done = s.get_session(first.id).await.unwrap().unwrap();
+    assert_eq!(done.status, SessionStatus::TimedOut);
+    assert_eq!(done.end_reason.as_deref(), Some("timed out"));
+    assert_eq!(done.ended_at, Some(ended));
+    assert!(
+        !s.finish_session(Uuid::new_v4(), SessionStatus::Error, ended, "x")
+            .await
+            .unwrap(),
+        "no such session"
+    );
+    let unended: Vec<Uuid> = s
+        .unended_sessions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(unended, [second.id]);
+}
+
+async fn contexts(store: &Store) {
+    let c = &store.contexts;
+    let project = store.projects.create_project("c", 300, 5, 0).await.unwrap();
+    let named = c
+        .create_context(&project.id, Some(" Login "))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        c.create_context(&project.id, Some("login"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a name is unique per project, trimmed and case-insensitive"
+    );
+    let other = store.projects.create_project("d", 300, 5, 0).await.unwrap();
+    assert!(
+        c.create_context(&other.id, Some("login"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let unnamed = c.create_context(&project.id, None).await.unwrap().unwrap();
+    assert_ne!(named.id, unnamed.id);
+    assert_eq!(
+        c.get_context(&named.id).await.unwrap().unwrap().id,
+        named.id
+    );
+    assert!(
+        store
+            .sessions
+            .context_saved(&named.id, now())
+            .await
+            .unwrap()
+    );
+    assert!(c.delete_context(&named.id).await.unwrap());
+    assert!(!c.delete_context(&named.id).await.unwrap());
+    assert_eq!(c.get_context(&named.id).await.unwrap(), None);
+    assert!(
+        !store
+            .sessions
+            .context_saved(&named.id, now())
+            .await
+            .unwrap(),
+        "a deleted context's save is dropped"
+    );
+}
+
+async fn extensions(store: &Store) {
+    let e = &store.extensions;
+    let project = store.projects.create_project("e", 300, 5, 0).await.unwrap();
+    let t = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let extension = Extension {
+        id: Uuid::new_v4().to_string(),
+        project_id: project.id.clone(),
+        file_name: "ext.zip".into(),
+        created_at: t,
+        updated_at: t,
+    };
+    e.insert_extension(&extension).await.unwrap();
+    assert_eq!(
+        e.get_extension(&extension.id).await.unwrap().as_ref(),
+        Some(&extension)
+    );
+    assert!(e.delete_extension(&extension.id).await.unwrap());
+    assert!(!e.delete_extension(&extension.id).await.unwrap());
+    assert_eq!(e.get_extension(&extension.id).await.unwrap(), None);
+}
+
+async fn settings(store: &Store) {
+    let s = &store.settings;
+    assert_eq!(s.get_setting("k").await.unwrap(), None);
+    assert_eq!(s.setting_or_insert("k", "first").await.unwrap(), "first");
+    assert_eq!(
+        s.setting_or_insert("k", "second").await.unwrap(),
+        "first",
+        "the value in force wins"
+    );
+    s.set_setting("k", "third").await.unwrap();
+    assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("third"));
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("browserd.db")).await.unwrap();
+    check(&store).await;
+    store.close().await;
+}
