@@ -6,10 +6,12 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The outcome of navigating the page on `session` to `url`: `Ok(body text)` or
 /// `Err(Chromium's error text)`.
@@ -733,5 +735,85 @@ async fn the_inspectors_devtools_link_passes_the_same_filter() {
         .await;
     assert!(r.get("error").is_some(), "{r}");
     assert_eq!(server.get(id).await["status"], "RUNNING");
+    server.stop().await;
+}
+
+async fn input_value(cdp: &mut Cdp, page: &str) -> String {
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "document.getElementById('n').value", "returnByValue": true}),
+            Some(page),
+        )
+        .await;
+    r["result"]["result"]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_read_only_live_view_link_sends_no_input() {
+    let server = TestServer::start().await;
+    let (s, mut cdp, page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap();
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": "document.body.innerHTML = '<input id=n>'; document.getElementById('n').focus()"}),
+        Some(&page),
+    )
+    .await;
+    let screencast = |query: &'static str| {
+        let server = &server;
+        async move {
+            let debug: Value = server
+                .req(
+                    reqwest::Method::GET,
+                    &format!("/v1/sessions/{id}/debug{query}"),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let live = debug["debuggerFullscreenUrl"].as_str().unwrap();
+            let url = live
+                .replacen("http://", "ws://", 1)
+                .replace("/live", "/screencast");
+            tokio_tungstenite::connect_async(url).await.unwrap().0
+        }
+    };
+    let typed = Message::text(r#"{"type":"text","text":"typed"}"#);
+
+    // Read-only: the server says it dropped the input, and the page did not get it.
+    let mut ro = screencast("?readOnly=true").await;
+    ro.send(typed.clone()).await.unwrap();
+    let said = tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(msg)) = ro.next().await {
+            if let Message::Text(text) = msg
+                && text.contains("\"ignored\"")
+            {
+                return text.to_string();
+            }
+        }
+        panic!("the read-only view closed without a word");
+    })
+    .await
+    .expect("the server answers input on a read-only view");
+    assert!(said.contains("read-only"), "{said}");
+    assert_eq!(input_value(&mut cdp, &page).await, "");
+
+    // An interactive link's input arrives (so the check above can fail).
+    let mut rw = screencast("").await;
+    rw.send(typed).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while input_value(&mut cdp, &page).await != "typed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "interactive input never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }

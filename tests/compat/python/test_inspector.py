@@ -182,11 +182,8 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     w.goto(ro.debugger_fullscreen_url)
     w.wait_for_selector("#screen[data-frames]")
     assert "read-only" in w.text_content("#status")
-    before = remote.input_value("#name")
-    w.mouse.click(*live_point(w, remote, "#name"))
-    w.keyboard.type("ignored")
-    time.sleep(0.5)
-    assert remote.input_value("#name") == before
+    # That the server drops a read-only viewer's input (and says so) is proven at the
+    # websocket in crates/browserd/tests/attacks.rs: no page-side event marks an absence.
     assert requests.get(ro.debugger_url).status_code == 403, "no DevTools on a read-only link"
     w.close()
 

@@ -108,6 +108,11 @@ pub async fn serve<S>(
             msg = view_rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     if read_only {
+                        // Said, so a viewer (and a test) knows its input was seen and dropped.
+                        let ignored = json!({ "type": "ignored", "reason": "this live view is read-only" });
+                        if view_tx.send(Message::text(ignored.to_string())).await.is_err() {
+                            break None;
+                        }
                         continue;
                     }
                     if let Some((method, params)) = input_command(&text)

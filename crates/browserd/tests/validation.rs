@@ -1,0 +1,171 @@
+//! Request validation and error shapes, on the in-process `Router` (`oneshot`): no socket,
+//! no Chromium. A launcher that refuses every launch proves no refused request started a
+//! browser. What needs a real browser is in `api.rs`.
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use browserd::browser::{BrowserInstance, LaunchError, LaunchSpec, Launcher};
+use browserd::config::{Common, Config, Settings};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tower::ServiceExt as _;
+
+const KEY: &str = "bd_validation_key";
+
+/// Counts launch attempts and refuses them all.
+#[derive(Default)]
+struct NoBrowsers {
+    asked: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Launcher for NoBrowsers {
+    async fn launch(&self, _spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Err(LaunchError::NotReady(std::time::Duration::ZERO))
+    }
+}
+
+struct App {
+    router: axum::Router,
+    launcher: Arc<NoBrowsers>,
+    _data_dir: tempfile::TempDir,
+    _prepared: browserd::server::Prepared,
+}
+
+async fn app() -> App {
+    let data_dir = tempfile::tempdir().unwrap();
+    let common = Common {
+        config: None,
+        data_dir: Some(data_dir.path().to_owned()),
+    };
+    let settings = Settings {
+        api_key: Some(KEY.into()),
+        min_timeout: Some(60),
+        warm_pool: Some(0),
+        ..Settings::default()
+    };
+    let config = Config::resolve(&common, &settings).unwrap();
+    let launcher = Arc::new(NoBrowsers::default());
+    let prepared = browserd::server::prepare_with(&config, launcher.clone())
+        .await
+        .unwrap();
+    App {
+        router: browserd::api::app(prepared.state.clone()),
+        launcher,
+        _data_dir: data_dir,
+        _prepared: prepared,
+    }
+}
+
+impl App {
+    /// One request with the API key; its status and JSON body.
+    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-bb-api-key", KEY)
+            .header("host", "browserd.test");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path} answered {content_type}"
+        );
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status.as_u16(), serde_json::from_slice(&bytes).unwrap())
+    }
+}
+
+/// An error in Browserbase's shape, with this status and a message containing `needle`.
+fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["statusCode"], want, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn create_validation_names_the_field_and_the_rule() {
+    let app = app().await;
+    let cases = [
+        (json!({"timeout": 59}), "timeout must be >= 60"),
+        (json!({"timeout": 21601}), "timeout must be <= 21600"),
+        (json!({"timeout": "long"}), "timeout must be an integer"),
+        (json!({"timeout": 90.5}), "timeout must be an integer"),
+        (json!({"api_timeout": 30}), "api_timeout must be >= 60"),
+        (json!({"keepAlive": "yes"}), "keepAlive must be a boolean"),
+        (json!({"region": "mars-1"}), "region must be one of"),
+        (
+            json!({"userMetadata": "x"}),
+            "userMetadata must be an object",
+        ),
+        (
+            json!({"userMetadata": {"k": "v".repeat(600)}}),
+            "userMetadata must be under 512",
+        ),
+        (
+            json!({"browserSettings": {"viewport": {"width": -1}}}),
+            "browserSettings.viewport.width must be between",
+        ),
+        (
+            json!({"browserSettings": {"context": {}}}),
+            "browserSettings.context.id is required",
+        ),
+        (
+            json!({"browserSettings": 5}),
+            "browserSettings must be an object",
+        ),
+        (json!({"proxies": "on"}), "proxies must be"),
+    ];
+    for (body, message) in cases {
+        let (status, err) = app
+            .call(Method::POST, "/v1/sessions", Some(&body.to_string()))
+            .await;
+        assert_error(status, &err, 400, message);
+    }
+    for bad in ["{not json", "[1]"] {
+        let (status, err) = app.call(Method::POST, "/v1/sessions", Some(bad)).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+    }
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "no refused request started a browser"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_unknown_routes_and_methods_answer_json() {
+    let app = app().await;
+    let big = json!({"userMetadata": {"k": "x".repeat(2 * 1024 * 1024)}}).to_string();
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some(&big)).await;
+    assert_error(status, &err, 413, "larger than");
+    let (status, err) = app.call(Method::GET, "/v1/nothing", None).await;
+    assert_error(status, &err, 404, "no route");
+    let (status, err) = app.call(Method::DELETE, "/v1/sessions", None).await;
+    assert_error(status, &err, 405, "DELETE");
+    let (status, err) = app.call(Method::POST, "/webdriver/session", None).await;
+    assert_error(status, &err, 501, "WebDriver");
+}
+
+#[tokio::test]
+async fn a_failed_launch_is_a_500_with_the_reason_and_an_error_session() {
+    let app = app().await;
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some("{}")).await;
+    assert_error(status, &err, 500, "failed to start");
+    let (status, listed) = app.call(Method::GET, "/v1/sessions", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["status"], "ERROR", "{listed}");
+    assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 1);
+}
