@@ -397,6 +397,10 @@ impl BrowserInstance for ChromiumBrowser {
         set_group_priority(self.child.id(), 0);
     }
 
+    fn to_background(&mut self) {
+        set_group_priority(self.child.id(), BACKGROUND_NICE);
+    }
+
     fn has_devtools(&self) -> bool {
         true
     }

@@ -141,6 +141,9 @@ pub trait BrowserInstance: Send + Sync {
     /// Gives a browser started in the background the normal CPU priority. Default: nothing.
     fn to_foreground(&mut self) {}
 
+    /// Back to the low CPU priority of a browser waiting in the pool. Default: nothing.
+    fn to_background(&mut self) {}
+
     /// What a restarted browserd needs to find this browser again; `None` where it cannot.
     fn record(&self) -> Option<BrowserRecord> {
         None

@@ -85,6 +85,13 @@ impl WarmPool {
         taken
     }
 
+    /// Returns a browser taken by a create that was then refused: it never served a
+    /// session, so it is as fresh as when it was pooled.
+    pub fn put_back(&self, mut browser: Box<dyn BrowserInstance>) {
+        browser.to_background();
+        self.idle.lock().unwrap().push(browser);
+    }
+
     /// Tells the refill loop that capacity may have freed up.
     pub fn nudge(&self) {
         self.wake.notify_one();

@@ -25,14 +25,13 @@ use crate::files::contexts::ContextError;
 use crate::inspect::logs::LogTap;
 pub use crate::model::{Ending, Farewell};
 use crate::model::{Project, Session, SessionStatus};
-use crate::store::{SessionStore, StoreError};
+use crate::store::{ProjectLimits, Refusal, SessionStore, StoreError};
 use serde_json::{Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -146,6 +145,21 @@ pub enum CreateError {
     Setup(#[from] CdpError),
 }
 
+impl From<Refusal> for CreateError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::ProjectFull { limit, current } => Self::ProjectFull { limit, current },
+            Refusal::RateLimited {
+                limit,
+                retry_after_secs,
+            } => Self::RateLimited {
+                limit,
+                retry_after_secs,
+            },
+        }
+    }
+}
+
 /// Why a connect was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -188,7 +202,6 @@ pub enum ShutdownPolicy {
 /// The manager's view of one live session.
 #[derive(Debug)]
 struct LiveEntry {
-    project_id: String,
     keep_alive: bool,
     commands: mpsc::UnboundedSender<Command>,
     farewell: watch::Receiver<Option<Farewell>>,
@@ -210,13 +223,11 @@ struct LiveEntry {
 impl LiveEntry {
     /// A session that holds its slot but whose browser is not ready yet.
     fn new(
-        project_id: String,
         keep_alive: bool,
         commands: mpsc::UnboundedSender<Command>,
         farewell: watch::Receiver<Option<Farewell>>,
     ) -> Self {
         Self {
-            project_id,
             keep_alive,
             commands,
             farewell,
@@ -246,9 +257,6 @@ pub struct SessionManager {
     pool: WarmPool,
     /// Stops the pool's refill loop at shutdown.
     stop_pool: CancellationToken,
-    /// Recent creates per project, for the per-minute rate. A std Mutex: checked and
-    /// pushed in one short section.
-    creates: Mutex<HashMap<String, VecDeque<Instant>>>,
     /// Numbers clients for the log (command ids are only unique per client).
     client_numbers: std::sync::atomic::AtomicU64,
 }
@@ -279,7 +287,6 @@ impl SessionManager {
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
             stop_pool: CancellationToken::new(),
-            creates: Mutex::new(HashMap::new()),
             client_numbers: Default::default(),
         });
         if manager.pool.target() > 0 {
@@ -350,11 +357,7 @@ impl SessionManager {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (farewell_tx, farewell) = watch::channel(None);
         // Freed when dropped: by any early return below, or by the supervisor at its end.
-        let slot = self.reserve_slot(
-            id,
-            LiveEntry::new(req.project.id.clone(), req.keep_alive, commands, farewell),
-            &req.project,
-        )?;
+        let slot = self.reserve_slot(id, LiveEntry::new(req.keep_alive, commands, farewell))?;
 
         // A context is read (and checked) before anything starts: one that cannot be
         // restored fails the create, never a session with half a profile.
@@ -394,12 +397,24 @@ impl SessionManager {
             end_reason: None,
             browser: warm.as_ref().and_then(|b| b.record()),
         };
-        if let Err(e) = self.store.insert_session(&session).await {
-            // No row, so no ending to record: the warm browser is only stopped.
-            if let Some(mut browser) = warm {
-                browser.shutdown().await;
+        // The project's concurrency and creation rate are the store's to decide (the same
+        // answer on every server sharing it), together with the insert.
+        let limits = ProjectLimits {
+            concurrency: req.project.concurrency,
+            per_minute: req.project.creations_per_minute,
+        };
+        let refused = match self.store.insert_session(&session, limits).await {
+            Ok(Ok(())) => None,
+            Ok(Err(refusal)) => Some(CreateError::from(refusal)),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refused {
+            // No row, so no ending to record. A warm browser taken for it served nobody:
+            // back to the pool.
+            if let Some(browser) = warm {
+                self.pool.put_back(browser);
             }
-            return Err(e.into());
+            return Err(e);
         }
 
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -430,41 +445,9 @@ impl SessionManager {
         })
     }
 
-    /// Counts a create against its project's per-minute rate, or refuses it.
-    fn count_create(&self, project: &Project) -> Result<(), CreateError> {
-        let limit = project.creations_per_minute;
-        if limit == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let minute = std::time::Duration::from_secs(60);
-        let mut creates = self.creates.lock().unwrap();
-        let recent = creates.entry(project.id.clone()).or_default();
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= minute)
-        {
-            recent.pop_front();
-        }
-        if recent.len() >= limit as usize {
-            let oldest = *recent.front().expect("at least one create is recent");
-            let wait = minute.saturating_sub(now.duration_since(oldest));
-            return Err(CreateError::RateLimited {
-                limit,
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
-        recent.push_back(now);
-        Ok(())
-    }
-
-    fn reserve_slot(
-        self: &Arc<Self>,
-        id: Uuid,
-        entry: LiveEntry,
-        project: &Project,
-    ) -> Result<Slot, CreateError> {
-        let project_limit = project.concurrency;
+    /// A place among this server's live sessions (`--max-sessions`; a project's limits are
+    /// the store's, checked as the session is stored).
+    fn reserve_slot(self: &Arc<Self>, id: Uuid, entry: LiveEntry) -> Result<Slot, CreateError> {
         let mut live = self.live.lock().unwrap();
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(CreateError::ShuttingDown);
@@ -475,17 +458,6 @@ impl SessionManager {
                 current: live.len(),
             });
         }
-        let in_project = live
-            .values()
-            .filter(|e| e.project_id == entry.project_id)
-            .count();
-        if in_project >= project_limit as usize {
-            return Err(CreateError::ProjectFull {
-                limit: project_limit,
-                current: in_project,
-            });
-        }
-        self.count_create(project)?;
         live.insert(id, entry);
         Ok(Slot {
             manager: Arc::clone(self),
@@ -622,12 +594,7 @@ impl SessionManager {
         let left = (session.expires_at - crate::model::now()).max(time::Duration::ZERO);
         self.live.lock().unwrap().insert(
             session.id,
-            LiveEntry::new(
-                session.project_id.clone(),
-                session.keep_alive,
-                commands,
-                farewell,
-            ),
+            LiveEntry::new(session.keep_alive, commands, farewell),
         );
         let slot = Slot {
             manager: Arc::clone(self),

@@ -100,7 +100,10 @@ impl Supervisor {
             extension: self.extension.clone(),
             ..LaunchSpec::new(self.viewport)
         };
-        let mut browser = match self.manager.launcher.launch(&spec).await {
+        let launched = self.manager.launcher.launch(&spec).await;
+        // The spec holds the context's snapshot too; `begin` takes its cookies.
+        drop(spec);
+        let mut browser = match launched {
             Ok(browser) => browser,
             Err(e) => {
                 tracing::warn!(error = %e, "browser failed to start");
@@ -201,7 +204,7 @@ impl Supervisor {
         let cookies = self
             .context
             .take()
-            .and_then(|c| Arc::into_inner(c).map(|c| c.cookies))
+            .map(|c| Arc::try_unwrap(c).map_or_else(|c| c.cookies.clone(), |c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
             cookies,

@@ -604,7 +604,17 @@ async fn an_adopted_session_keeps_its_deadline() {
     s.expires_at = crate::model::now() + time::Duration::seconds(60);
 
     let h2 = harness(10);
-    h2.store.insert_session(&s).await.unwrap();
+    h2.store
+        .insert_session(
+            &s,
+            crate::store::ProjectLimits {
+                concurrency: 10,
+                per_minute: 0,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let browser = h2
         .launcher
         .launch(&LaunchSpec::new(Viewport::default()))

@@ -9,6 +9,8 @@ use crate::model::now;
 pub async fn check(store: &Store) {
     projects_and_keys(store).await;
     sessions(store).await;
+    project_limits(store).await;
+    racing_creates(store).await;
     contexts(store).await;
     extensions(store).await;
     settings(store).await;
@@ -76,8 +78,12 @@ async fn sessions(store: &Store) {
     let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
     let first = session(&project.id, t0);
     let second = session(&project.id, t0 + time::Duration::seconds(1));
-    s.insert_session(&first).await.unwrap();
-    s.insert_session(&second).await.unwrap();
+    let roomy = ProjectLimits {
+        concurrency: 10,
+        per_minute: 0,
+    };
+    s.insert_session(&first, roomy).await.unwrap().unwrap();
+    s.insert_session(&second, roomy).await.unwrap().unwrap();
     assert_eq!(
         s.get_session(first.id).await.unwrap().as_ref(),
         Some(&first)
@@ -155,6 +161,92 @@ async fn sessions(store: &Store) {
         .map(|s| s.id)
         .collect();
     assert_eq!(unended, [second.id]);
+}
+
+async fn project_limits(store: &Store) {
+    let s = &store.sessions;
+    let project = store.projects.create_project("l", 300, 2, 0).await.unwrap();
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let two = ProjectLimits {
+        concurrency: 2,
+        per_minute: 0,
+    };
+    let a = session(&project.id, t0);
+    s.insert_session(&a, two).await.unwrap().unwrap();
+    s.insert_session(&session(&project.id, t0), two)
+        .await
+        .unwrap()
+        .unwrap();
+    let third = session(&project.id, t0);
+    assert_eq!(
+        s.insert_session(&third, two).await.unwrap(),
+        Err(Refusal::ProjectFull {
+            limit: 2,
+            current: 2
+        })
+    );
+    assert_eq!(
+        s.get_session(third.id).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+    // An ended session frees its place; another project's sessions never count.
+    s.finish_session(a.id, SessionStatus::Completed, t0, "done")
+        .await
+        .unwrap();
+    s.insert_session(&third, two).await.unwrap().unwrap();
+    let other = store.projects.create_project("m", 300, 2, 0).await.unwrap();
+    s.insert_session(&session(&other.id, t0), two)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Two a minute: created at t, t+20s; at t+30s the next waits until t+60s.
+    let rated = store
+        .projects
+        .create_project("r", 300, 10, 2)
+        .await
+        .unwrap();
+    let rate = ProjectLimits {
+        concurrency: 10,
+        per_minute: 2,
+    };
+    let at = |secs: i64| session(&rated.id, t0 + time::Duration::seconds(secs));
+    s.insert_session(&at(0), rate).await.unwrap().unwrap();
+    s.insert_session(&at(20), rate).await.unwrap().unwrap();
+    assert_eq!(
+        s.insert_session(&at(30), rate).await.unwrap(),
+        Err(Refusal::RateLimited {
+            limit: 2,
+            retry_after_secs: 30
+        })
+    );
+    s.insert_session(&at(61), rate).await.unwrap().unwrap();
+}
+
+/// Creates racing for a project's last places: exactly as many as the limit get in.
+async fn racing_creates(store: &Store) {
+    let project = store
+        .projects
+        .create_project("race", 300, 5, 0)
+        .await
+        .unwrap();
+    let five = ProjectLimits {
+        concurrency: 5,
+        per_minute: 0,
+    };
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let tries = (0..20).map(|_| {
+        let (sessions, s) = (Arc::clone(&store.sessions), session(&project.id, t0));
+        tokio::spawn(async move { sessions.insert_session(&s, five).await.unwrap() })
+    });
+    let mut admitted = 0;
+    for t in tries {
+        if t.await.unwrap().is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
 }
 
 async fn contexts(store: &Store) {
@@ -239,7 +331,7 @@ async fn settings(store: &Store) {
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("third"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir.path().join("browserd.db")).await.unwrap();

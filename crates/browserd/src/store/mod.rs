@@ -146,11 +146,44 @@ pub trait SettingStore: Send + Sync + 'static {
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 }
 
+/// What a project allows when one of its sessions is created (see
+/// [`SessionStore::insert_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectLimits {
+    /// Sessions PENDING or RUNNING at once.
+    pub concurrency: u32,
+    /// Sessions created per minute; 0: no limit.
+    pub per_minute: u32,
+}
+
+/// Why a project's limits refused a new session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    ProjectFull { limit: u32, current: usize },
+    RateLimited { limit: u32, retry_after_secs: u64 },
+}
+
+/// The wait until a create fits its project's rate again: a minute after the oldest of
+/// the creates counted in the minute before `at`.
+fn retry_after(oldest: OffsetDateTime, at: OffsetDateTime) -> u64 {
+    let wait = (oldest + time::Duration::MINUTE - at).as_seconds_f64();
+    wait.ceil().max(1.0) as u64
+}
+
 /// What the session lifecycle writes. Every method is a single statement, so a crash
 /// between two calls leaves a consistent (if unfinished) record.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    async fn insert_session(&self, session: &Session) -> Result<()>;
+    /// Stores a new session if its project has room, as one transaction (two creates
+    /// racing for a project's last place cannot both get it, whichever server they reach):
+    /// fewer than `limits.concurrency` of the project's sessions PENDING or RUNNING, and,
+    /// with a rate, fewer than `limits.per_minute` created in the minute before
+    /// `session.created_at`. `Ok(Err(_))`: refused, nothing stored.
+    async fn insert_session(
+        &self,
+        session: &Session,
+        limits: ProjectLimits,
+    ) -> Result<std::result::Result<(), Refusal>>;
 
     /// PENDING → RUNNING, with the real start and deadline and where the browser runs.
     async fn mark_running(
@@ -199,6 +232,9 @@ pub mod memory {
     pub struct MemoryStore {
         // std Mutex: held for a map operation only, never across an await.
         sessions: Mutex<HashMap<Uuid, Session>>,
+        /// When each session was inserted, by the (pausable) tokio clock: the rate limit
+        /// here follows paused time, where `created_at` (the wall clock) does not move.
+        inserted: Mutex<HashMap<Uuid, tokio::time::Instant>>,
     }
 
     impl MemoryStore {
@@ -210,12 +246,44 @@ pub mod memory {
 
     #[async_trait::async_trait]
     impl SessionStore for MemoryStore {
-        async fn insert_session(&self, session: &Session) -> Result<()> {
-            self.sessions
-                .lock()
-                .unwrap()
-                .insert(session.id, session.clone());
-            Ok(())
+        async fn insert_session(
+            &self,
+            session: &Session,
+            limits: ProjectLimits,
+        ) -> Result<std::result::Result<(), Refusal>> {
+            let mut map = self.sessions.lock().unwrap();
+            let mut inserted = self.inserted.lock().unwrap();
+            let project = |s: &&Session| s.project_id == session.project_id;
+            let live = map
+                .values()
+                .filter(project)
+                .filter(|s| !s.status.is_ended())
+                .count();
+            if live >= limits.concurrency as usize {
+                return Ok(Err(Refusal::ProjectFull {
+                    limit: limits.concurrency,
+                    current: live,
+                }));
+            }
+            let now = tokio::time::Instant::now();
+            let minute = std::time::Duration::from_secs(60);
+            let recent: Vec<tokio::time::Instant> = map
+                .values()
+                .filter(project)
+                .filter_map(|s| inserted.get(&s.id).copied())
+                .filter(|at| now.duration_since(*at) < minute)
+                .collect();
+            if limits.per_minute > 0 && recent.len() >= limits.per_minute as usize {
+                let oldest = recent.iter().min().copied().unwrap_or(now);
+                let wait = minute.saturating_sub(now.duration_since(oldest));
+                return Ok(Err(Refusal::RateLimited {
+                    limit: limits.per_minute,
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }));
+            }
+            map.insert(session.id, session.clone());
+            inserted.insert(session.id, now);
+            Ok(Ok(()))
         }
 
         async fn mark_running(

@@ -1,8 +1,8 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{
-    ContextStore, Database, ExtensionStore, ProjectStore, Result, SessionStore, SettingStore,
-    StoreError,
+    ContextStore, Database, ExtensionStore, ProjectLimits, ProjectStore, Refusal, Result,
+    SessionStore, SettingStore, StoreError,
 };
 use crate::model::{
     BrowserRecord, Context, Extension, Project, Session, SessionStatus, fmt_time, parse_time,
@@ -88,7 +88,48 @@ impl SessionStore for SqliteStore {
         Ok(updated == 1)
     }
 
-    async fn insert_session(&self, s: &Session) -> Result<()> {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        limits: ProjectLimits,
+    ) -> Result<std::result::Result<(), Refusal>> {
+        // IMMEDIATE: the write lock is taken before the counts are read, so no other
+        // create can slip in between the check and the insert. Dropped uncommitted (a
+        // refusal, an error): rolled back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE project_id = ? AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(&s.project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= i64::from(limits.concurrency) {
+            return Ok(Err(Refusal::ProjectFull {
+                limit: limits.concurrency,
+                current: live as usize,
+            }));
+        }
+        if limits.per_minute > 0 {
+            let (recent, oldest): (i64, Option<String>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(created_at) FROM sessions WHERE project_id = ? AND created_at > ?",
+            )
+            .bind(&s.project_id)
+            .bind(fmt_time(s.created_at - time::Duration::MINUTE))
+            .fetch_one(&mut *tx)
+            .await?;
+            if recent >= i64::from(limits.per_minute) {
+                let oldest = oldest
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                    .unwrap_or(s.created_at);
+                return Ok(Err(Refusal::RateLimited {
+                    limit: limits.per_minute,
+                    retry_after_secs: super::retry_after(oldest, s.created_at),
+                }));
+            }
+        }
         sqlx::query(
             "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
              user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
@@ -128,9 +169,10 @@ impl SessionStore for SqliteStore {
                 .map(|b| b.dir.to_string_lossy().into_owned()),
         )
         .bind(s.browser.as_ref().map(|b| b.cdp_url.clone()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     async fn mark_running(
