@@ -93,49 +93,20 @@ impl SessionStore for SqliteStore {
         s: &Session,
         limits: ProjectLimits,
     ) -> Result<std::result::Result<(), Refusal>> {
-        // IMMEDIATE: the write lock is taken before the counts are read, so no other
-        // create can slip in between the check and the insert. Dropped uncommitted (a
-        // refusal, an error): rolled back.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sessions WHERE project_id = ? AND status IN ('PENDING', 'RUNNING')",
-        )
-        .bind(&s.project_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if live >= i64::from(limits.concurrency) {
-            return Ok(Err(Refusal::ProjectFull {
-                limit: limits.concurrency,
-                current: live as usize,
-            }));
-        }
-        if limits.per_minute > 0 {
-            let (recent, oldest): (i64, Option<String>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(created_at) FROM sessions WHERE project_id = ? AND created_at > ?",
-            )
-            .bind(&s.project_id)
-            .bind(fmt_time(s.created_at - time::Duration::MINUTE))
-            .fetch_one(&mut *tx)
-            .await?;
-            if recent >= i64::from(limits.per_minute) {
-                let oldest = oldest
-                    .as_deref()
-                    .map(parse_time)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    .unwrap_or(s.created_at);
-                return Ok(Err(Refusal::RateLimited {
-                    limit: limits.per_minute,
-                    retry_after_secs: super::retry_after(oldest, s.created_at),
-                }));
-            }
-        }
-        sqlx::query(
+        // One statement, one round trip: SQLite takes the write lock as a writing
+        // statement starts, so the counts in its WHERE and the insert see one state and no
+        // other create can come between them.
+        let since = fmt_time(s.created_at - time::Duration::MINUTE);
+        let inserted = sqlx::query(
             "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
              user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
              started_at, expires_at, ended_at, end_reason, \
              browser_pid, browser_start_ticks, browser_dir, browser_cdp_url) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM sessions \
+                    WHERE project_id = ? AND status IN ('PENDING', 'RUNNING')) < ? \
+               AND (? = 0 OR (SELECT COUNT(*) FROM sessions \
+                              WHERE project_id = ? AND created_at > ?) < ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.project_id)
@@ -169,10 +140,48 @@ impl SessionStore for SqliteStore {
                 .map(|b| b.dir.to_string_lossy().into_owned()),
         )
         .bind(s.browser.as_ref().map(|b| b.cdp_url.clone()))
-        .execute(&mut *tx)
+        .bind(&s.project_id)
+        .bind(i64::from(limits.concurrency))
+        .bind(i64::from(limits.per_minute))
+        .bind(&s.project_id)
+        .bind(&since)
+        .bind(i64::from(limits.per_minute))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Ok(()));
+        }
+        // Refused: which limit, and by how much (read after the fact, for the message).
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE project_id = ? AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(&s.project_id)
+        .fetch_one(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
+        if limits.per_minute == 0 || live >= i64::from(limits.concurrency) {
+            return Ok(Err(Refusal::ProjectFull {
+                limit: limits.concurrency,
+                current: live as usize,
+            }));
+        }
+        let oldest: Option<String> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM sessions WHERE project_id = ? AND created_at > ?",
+        )
+        .bind(&s.project_id)
+        .bind(&since)
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest = oldest
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .unwrap_or(s.created_at);
+        Ok(Err(Refusal::RateLimited {
+            limit: limits.per_minute,
+            retry_after_secs: super::retry_after(oldest, s.created_at),
+        }))
     }
 
     async fn mark_running(
