@@ -39,6 +39,39 @@ async fn assert_cleaned_up((pid, dir): (u32, PathBuf)) {
         dir.display()
     );
     assert!(browserd::browser::procs::find_by_cmdline(&dir).is_empty());
+    assert!(
+        !browserd::browser::tmp_dir_of(&dir).exists(),
+        "its temporary folder was not removed"
+    );
+}
+
+#[tokio::test]
+async fn an_unsandboxed_browser_keeps_its_temporary_files_in_its_own_folder() {
+    let server = TestServer::start_with(Options {
+        sandbox_off: true,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({})).await;
+    let id = s["id"].as_str().unwrap();
+    let browser = browser_of(&server, id);
+    let tmp = browserd::browser::tmp_dir_of(&browser.1);
+    // Chromium's singleton socket folder is there, not loose in the host's /tmp.
+    let singleton = eventually(|| async {
+        std::fs::read_dir(&tmp)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("org.chromium."))
+    })
+    .await;
+    assert!(
+        singleton.is_some(),
+        "no org.chromium.* in {}",
+        tmp.display()
+    );
+    server.release(id).await;
+    assert_cleaned_up(browser).await;
+    server.stop().await;
 }
 
 #[tokio::test]

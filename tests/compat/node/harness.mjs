@@ -2,7 +2,7 @@
 // server on loopback, for the Node compatibility tests.
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,11 +25,17 @@ async function freePort() {
   return port;
 }
 
+/** Whether process `pid`'s command line names `path`. */
+function names(pid, path) {
+  try { return readFileSync(`/proc/${pid}/cmdline`).includes(path); } catch { return false; }
+}
+
 export async function startBrowserd() {
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-node-'));
   const port = await freePort();
   const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
-    '--api-key', API_KEY, '--min-timeout', '1', '--max-sessions', '6', '--allow-local-egress', 'true'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    '--api-key', API_KEY, '--min-timeout', '1', '--max-sessions', '6', '--allow-local-egress', 'true',
+    '--shutdown-ends-sessions', 'true'], { stdio: ['ignore', 'pipe', 'ignore'] });
   await new Promise((resolveStarted, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {
@@ -45,6 +51,9 @@ export async function startBrowserd() {
     async stop() {
       proc.kill('SIGTERM');
       const [code] = await once(proc, 'exit');
+      // Every session ended at shutdown: no process of any of its browsers is left.
+      const left = readdirSync('/proc').filter((pid) => /^\d+$/.test(pid) && names(pid, dataDir));
+      if (left.length) throw new Error(`browser processes outlived browserd: ${left}`);
       rmSync(dataDir, { recursive: true, force: true });
       return code;
     },

@@ -45,7 +45,7 @@ def browserd():
     proc = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
          "--api-key", API_KEY, "--min-timeout", "1", "--max-sessions", "6",
-         "--allow-local-egress", "true"],
+         "--allow-local-egress", "true", "--shutdown-ends-sessions", "true"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:
@@ -58,7 +58,19 @@ def browserd():
     yield {"base_url": f"http://127.0.0.1:{port}", "data_dir": data_dir, "bin": BIN}
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+    # Every session ended at shutdown: no process of any of its browsers is left.
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and names(pid, data_dir)]
+    assert not left, f"browser processes outlived browserd: {left}"
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def names(pid, path):
+    """Whether process `pid`'s command line names `path`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return path.encode() in f.read()
+    except OSError:
+        return False
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ pub struct Options {
     pub max_upload_mib: u64,
     /// Pages may reach services on this machine (`--allow-local-egress`).
     pub allow_local_egress: bool,
+    /// `--sandbox off`: the browser runs as browserd's user, with `--no-sandbox` as root.
+    pub sandbox_off: bool,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             max_clients_per_session: 16,
             max_upload_mib: 512,
             allow_local_egress: false,
+            sandbox_off: false,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -92,6 +95,9 @@ impl TestServer {
             max_clients_per_session: Some(opts.max_clients_per_session),
             max_upload_mib: Some(opts.max_upload_mib),
             allow_local_egress: Some(opts.allow_local_egress),
+            sandbox: opts
+                .sandbox_off
+                .then_some(browserd::browser::sandbox::SandboxMode::Off),
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
