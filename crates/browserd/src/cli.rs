@@ -1,8 +1,9 @@
 //! The `browserd` command line.
 //!
 //! `serve` runs the server. The `project` and `sessions` commands work on the data dir's
-//! database directly (SQLite allows that while a server runs); `sessions release` asks the
-//! running server over its admin socket, so the browser is really stopped.
+//! database directly (the embedded database allows that while a server runs); `sessions
+//! release` asks the running server over its admin socket, so the browser is really
+//! stopped, or, with no server running (the data dir's lock is free), ends it itself.
 
 use crate::config::{Common, Config, Settings};
 use crate::model::{SessionStatus, fmt_time};

@@ -78,24 +78,53 @@ async fn garbage_instead_of_http_gets_a_400_or_a_closed_socket() {
 }
 
 #[tokio::test]
-async fn a_handshake_cut_short_changes_nothing() {
-    let server = TestServer::start().await;
-    // Without keepAlive, a client that really connected and left would end the session.
-    let s = server.create(json!({"timeout": 600})).await;
+async fn a_handshake_cut_short_holds_no_client_place() {
+    // One client at a time: a place a cut handshake kept would lock every client out.
+    let server = TestServer::start_with(Options {
+        max_clients_per_session: 1,
+        ..Options::default()
+    })
+    .await;
+    let s = server
+        .create(json!({"keepAlive": true, "timeout": 600}))
+        .await;
     let url = s["connectUrl"].as_str().unwrap();
     let path = url.split_once(&server.addr.to_string()).unwrap().1;
-    let partial = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n");
-    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(partial.as_bytes()).await.unwrap();
-    drop(tcp);
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        server.addr
+    );
+    // Cut inside the headers, and cut (reset) right after a complete, valid request,
+    // before its 101 is read.
+    for request in [head.clone(), format!("{head}\r\n")] {
+        for _ in 0..5 {
+            let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            tcp.set_zero_linger().unwrap();
+            drop(tcp);
+        }
+    }
     still_serving(&server).await;
+    // A real client gets the one place (once the server noticed the resets).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut cdp = loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((ws, _)) => break Cdp::from_ws(ws),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a cut handshake kept the client place: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(cdp.eval_in_page("1").await, 1);
     assert_eq!(
         server.get(s["id"].as_str().unwrap()).await["status"],
         "RUNNING"
     );
-    // And a real client still gets in.
-    let mut cdp = Cdp::connect(url).await;
-    assert_eq!(cdp.eval_in_page("1").await, 1);
     server.stop().await;
 }
 

@@ -280,6 +280,10 @@ pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketCon
 }
 
 impl Cdp {
+    pub fn from_ws(ws: Ws) -> Self {
+        Self { ws, next_id: 0 }
+    }
+
     pub async fn connect(url: &str) -> Self {
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
