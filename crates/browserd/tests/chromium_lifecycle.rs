@@ -75,6 +75,48 @@ async fn an_unsandboxed_browser_keeps_its_temporary_files_in_its_own_folder() {
 }
 
 #[tokio::test]
+async fn a_browser_that_fails_to_start_ends_its_session_as_error_and_leaves_nothing() {
+    // An executable that exits at once, in Chromium's place, inside the sandbox.
+    let server = TestServer::start_with(Options {
+        chromium: Some("/bin/false".into()),
+        ..Options::default()
+    })
+    .await;
+    let resp = server
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to start"),
+        "{body}"
+    );
+    let listed: serde_json::Value = server
+        .req(reqwest::Method::GET, "/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["status"], "ERROR", "{listed}");
+    assert_eq!(server.state.sessions.live_count(), 0, "its slot is free");
+    let sessions_dir = server.data_dir.path().join("sessions");
+    let left: Vec<_> = std::fs::read_dir(&sessions_dir)
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "folders left: {left:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_session_is_a_real_browser_with_one_blank_page() {
     let server = TestServer::start().await;
     let s = server.create(json!({})).await;

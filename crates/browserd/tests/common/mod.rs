@@ -43,6 +43,8 @@ pub struct Options {
     pub allow_local_egress: bool,
     /// `--sandbox off`: the browser runs as browserd's user, with `--no-sandbox` as root.
     pub sandbox_off: bool,
+    /// Another executable in Chromium's place (one that fails to start, say).
+    pub chromium: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             max_upload_mib: 512,
             allow_local_egress: false,
             sandbox_off: false,
+            chromium: None,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -105,7 +108,7 @@ impl TestServer {
             browserd::browser::sandbox::Sandbox::detect(config.sandbox, config.egress_policy())
                 .unwrap();
         let launcher = Arc::new(ChromiumLauncher::new(
-            chromium(),
+            opts.chromium.clone().unwrap_or_else(chromium),
             config.sessions_dir(),
             sandbox,
         ));
