@@ -18,6 +18,8 @@ const KEY: &str = "bd_validation_key";
 #[derive(Default)]
 struct NoBrowsers {
     asked: AtomicUsize,
+    /// What its readiness check says is missing, if anything.
+    missing: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -25,6 +27,10 @@ impl Launcher for NoBrowsers {
     async fn launch(&self, _spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         Err(LaunchError::NotReady(std::time::Duration::ZERO))
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.missing.clone().map_or(Ok(()), Err)
     }
 }
 
@@ -36,6 +42,10 @@ struct App {
 }
 
 async fn app() -> App {
+    app_with(NoBrowsers::default()).await
+}
+
+async fn app_with(launcher: NoBrowsers) -> App {
     let data_dir = tempfile::tempdir().unwrap();
     let common = Common {
         config: None,
@@ -48,7 +58,7 @@ async fn app() -> App {
         ..Settings::default()
     };
     let config = Config::resolve(&common, &settings).unwrap();
-    let launcher = Arc::new(NoBrowsers::default());
+    let launcher = Arc::new(launcher);
     let prepared = browserd::server::prepare_with(&config, launcher.clone())
         .await
         .unwrap();
@@ -63,11 +73,24 @@ async fn app() -> App {
 impl App {
     /// One request with the API key; its status and JSON body.
     async fn call(&self, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.call_as(Some(KEY), method, path, body).await
+    }
+
+    /// One request with `key` (or none); its status and JSON body.
+    async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("x-bb-api-key", KEY)
             .header("host", "browserd.test");
+        if let Some(key) = key {
+            req = req.header("x-bb-api-key", key);
+        }
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -168,4 +191,39 @@ async fn a_failed_launch_is_a_500_with_the_reason_and_an_error_session() {
     assert_eq!(status, 200);
     assert_eq!(listed[0]["status"], "ERROR", "{listed}");
     assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_key_and_name_each_check() {
+    let app = app().await;
+    let (status, body) = app.call_as(None, Method::GET, "/healthz", None).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let (status, body) = app.call_as(None, Method::GET, "/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true);
+    for check in ["store", "chromium", "memory", "sessions"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{check}: {body}");
+    }
+    assert_eq!(body["checks"]["sessions"]["live"], 0);
+
+    let missing = app_with(NoBrowsers {
+        missing: Some("Chromium at /nowhere: not found".into()),
+        ..NoBrowsers::default()
+    })
+    .await;
+    let (status, body) = missing.call_as(None, Method::GET, "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["chromium"]["ok"], false);
+    assert!(
+        body["checks"]["chromium"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nowhere"),
+        "{body}"
+    );
+    assert_eq!(
+        body["checks"]["store"]["ok"], true,
+        "only the failing check fails"
+    );
 }

@@ -6,6 +6,7 @@ mod connect;
 mod contexts;
 pub mod error;
 mod extensions;
+mod health;
 mod inspector;
 mod multipart;
 mod params;
@@ -67,6 +68,8 @@ pub fn app(state: AppState) -> Router {
     let extension_limit = DefaultBodyLimit::max(extensions_limit_bytes());
     Router::new()
         .route("/", get(connect::connect))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/json/version", get(connect::json_version))
         .route("/json/version/", get(connect::json_version))
         .route(

@@ -104,6 +104,18 @@ impl Launcher for ChromiumLauncher {
         adopt(record, self.sandbox.as_ref()).await
     }
 
+    fn readiness(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::metadata(&self.executable) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(format!(
+                "{} is not an executable file",
+                self.executable.display()
+            )),
+            Err(e) => Err(format!("Chromium at {}: {e}", self.executable.display())),
+        }
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         let dir = self.sessions_dir.join(spec.browser_id.to_string());
         let launched = self.launch_in(&dir, spec).await;

@@ -120,6 +120,12 @@ pub trait Launcher: Send + Sync + 'static {
     async fn adopt(&self, _record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
         None
     }
+
+    /// Whether a launch could start now, as far as can be told without launching (for
+    /// `/readyz`): `Err` says what is missing. Default: ready (fakes).
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// One running browser, owned by one session's supervisor.

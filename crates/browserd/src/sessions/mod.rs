@@ -313,6 +313,11 @@ impl SessionManager {
         &self.limits
     }
 
+    /// Whether the launcher could start a browser now (see [`Launcher::readiness`]).
+    pub fn launcher_readiness(&self) -> Result<(), String> {
+        self.launcher.readiness()
+    }
+
     pub fn files(&self) -> &Arc<FileStore> {
         &self.files
     }

@@ -1,0 +1,62 @@
+//! Health checks for load balancers and process supervisors; no API key.
+//!
+//! `GET /healthz`: the process is up and serving. `GET /readyz`: a create could start a
+//! session now — the store answers, Chromium is there, the machine is above the memory
+//! floor and this server is under `--max-sessions` — with a JSON body that names each check,
+//! and 503 when one fails.
+
+use super::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long the store may take to answer a readiness check.
+const STORE_PATIENCE: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = match tokio::time::timeout(
+        STORE_PATIENCE,
+        state.store.settings.get_setting("default_project_id"),
+    )
+    .await
+    {
+        Ok(Ok(_)) => json!({ "ok": true }),
+        Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
+        Err(_) => json!({ "ok": false, "error": format!("no answer within {STORE_PATIENCE:?}") }),
+    };
+    let chromium = match state.sessions.launcher_readiness() {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => json!({ "ok": false, "error": e }),
+    };
+    let limits = state.sessions.limits();
+    let available = crate::sessions::mem_available_mib();
+    let floor = limits.min_free_memory_mib;
+    let memory = json!({
+        "ok": floor == 0 || available.is_none_or(|a| a >= floor),
+        "availableMib": available,
+        "floorMib": floor,
+    });
+    let live = state.sessions.live_count();
+    let sessions = json!({
+        "ok": live < limits.max_sessions,
+        "live": live,
+        "max": limits.max_sessions,
+    });
+    let checks =
+        json!({ "store": store, "chromium": chromium, "memory": memory, "sessions": sessions });
+    let ready = checks
+        .as_object()
+        .is_some_and(|c| c.values().all(|check| check["ok"] == true));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": checks })))
+}
