@@ -26,16 +26,29 @@ pub fn find_by_cmdline(needle: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// SIGKILLs every process whose command line contains `needle`; returns how many it hit.
+/// How long [`kill_by_cmdline`] waits for killed processes to be gone.
+const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// SIGKILLs every process whose command line contains `needle`, and waits (blocking, at
+/// most [`KILL_PATIENCE`]) until none is left: a killed process keeps its command line
+/// until it has exited, and the folder it names is removed next. Returns how many it hit.
 pub fn kill_by_cmdline(needle: &Path) -> usize {
-    let pids = find_by_cmdline(needle);
-    for &pid in &pids {
-        if let Some(pid) = Pid::from_raw(pid as i32) {
-            // ESRCH (already gone) is the outcome we want anyway.
-            let _ = kill_process(pid, Signal::KILL);
+    let deadline = std::time::Instant::now() + KILL_PATIENCE;
+    let mut hit = std::collections::HashSet::new();
+    loop {
+        let pids = find_by_cmdline(needle);
+        if pids.is_empty() || std::time::Instant::now() >= deadline {
+            return hit.len();
         }
+        for &pid in &pids {
+            hit.insert(pid);
+            if let Some(pid) = Pid::from_raw(pid as i32) {
+                // ESRCH (already gone) is the outcome we want anyway.
+                let _ = kill_process(pid, Signal::KILL);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    pids.len()
 }
 
 /// The fields of `/proc/<pid>/stat` after the parenthesised command name (field 3 onwards).
