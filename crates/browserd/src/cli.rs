@@ -231,6 +231,8 @@ pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Resu
 }
 
 async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
+    // Opened first: a data dir without a database gets its own clear error.
+    let store = open_store(config).await?;
     // Whether a server runs is the data dir's lock, not whether its socket answers: a
     // server that does not answer still holds its browsers, and only it may end them.
     let Some(_lock) = crate::server::try_lock_data_dir(config)? else {
@@ -256,7 +258,6 @@ async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
         };
     };
     // No server runs, and none can start while the lock is held here.
-    let store = open_store(config).await?;
     let session = store
         .sessions
         .get_session(id)

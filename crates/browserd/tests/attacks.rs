@@ -132,24 +132,30 @@ async fn a_page_cannot_read_the_data_dir_or_another_sessions_folder() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_cannot_hand_host_files_to_a_file_input() {
-    let server = TestServer::start().await;
-    let (_s, mut cdp, page) = connected(&server).await;
+/// Puts a file input (`#f`) in the page on `session`; its DOM node id.
+async fn file_input(cdp: &mut Cdp, session: &str) -> Value {
     cdp.call(
         "Runtime.evaluate",
         json!({"expression": "document.body.innerHTML = '<input type=file id=f>'"}),
-        Some(&page),
+        Some(session),
     )
     .await;
-    let doc = cdp.call("DOM.getDocument", json!({}), Some(&page)).await;
+    let doc = cdp.call("DOM.getDocument", json!({}), Some(session)).await;
     let node = cdp
         .call(
             "DOM.querySelector",
             json!({"nodeId": doc["result"]["root"]["nodeId"], "selector": "#f"}),
-            Some(&page),
+            Some(session),
         )
         .await;
+    node["result"]["nodeId"].clone()
+}
+
+#[tokio::test]
+async fn a_client_cannot_hand_host_files_to_a_file_input() {
+    let server = TestServer::start().await;
+    let (_s, mut cdp, page) = connected(&server).await;
+    let node = file_input(&mut cdp, &page).await;
     for path in [
         "/etc/passwd",
         &server
@@ -162,7 +168,7 @@ async fn a_client_cannot_hand_host_files_to_a_file_input() {
         let r = cdp
             .call(
                 "DOM.setFileInputFiles",
-                json!({"files": [path], "nodeId": node["result"]["nodeId"]}),
+                json!({"files": [path], "nodeId": node}),
                 Some(&page),
             )
             .await;
@@ -317,14 +323,7 @@ async fn a_live_view_link_does_not_open_devtools() {
     let server = TestServer::start().await;
     let s = server.create(json!({"keepAlive": true})).await;
     let id = s["id"].as_str().unwrap();
-    let debug: Value = server
-        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}/debug"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let debug = server.get_json(&format!("/v1/sessions/{id}/debug")).await;
     let live = debug["debuggerFullscreenUrl"].as_str().unwrap();
     let live_root = live.strip_suffix("/live").unwrap();
     let ws_root = live_root.replacen("http://", "ws://", 1);
@@ -690,37 +689,14 @@ async fn the_inspectors_devtools_link_passes_the_same_filter() {
     let server = TestServer::start().await;
     let s = server.create(json!({"keepAlive": true})).await;
     let id = s["id"].as_str().unwrap();
-    let debug: Value = server
-        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}/debug"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let debug = server.get_json(&format!("/v1/sessions/{id}/debug")).await;
     let mut devtools = Cdp::connect(debug["wsUrl"].as_str().unwrap()).await;
     let page = devtools.page_session().await;
-    devtools
-        .call(
-            "Runtime.evaluate",
-            json!({"expression": "document.body.innerHTML = '<input type=file id=f>'"}),
-            Some(&page),
-        )
-        .await;
-    let doc = devtools
-        .call("DOM.getDocument", json!({}), Some(&page))
-        .await;
-    let node = devtools
-        .call(
-            "DOM.querySelector",
-            json!({"nodeId": doc["result"]["root"]["nodeId"], "selector": "#f"}),
-            Some(&page),
-        )
-        .await;
+    let node = file_input(&mut devtools, &page).await;
     let r = devtools
         .call(
             "DOM.setFileInputFiles",
-            json!({"files": ["/etc/passwd"], "nodeId": node["result"]["nodeId"]}),
+            json!({"files": ["/etc/passwd"], "nodeId": node}),
             Some(&page),
         )
         .await;
@@ -766,17 +742,9 @@ async fn a_read_only_live_view_link_sends_no_input() {
     let screencast = |query: &'static str| {
         let server = &server;
         async move {
-            let debug: Value = server
-                .req(
-                    reqwest::Method::GET,
-                    &format!("/v1/sessions/{id}/debug{query}"),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let debug = server
+                .get_json(&format!("/v1/sessions/{id}/debug{query}"))
+                .await;
             let live = debug["debuggerFullscreenUrl"].as_str().unwrap();
             let url = live
                 .replacen("http://", "ws://", 1)

@@ -97,14 +97,7 @@ async fn a_browser_that_fails_to_start_ends_its_session_as_error_and_leaves_noth
             .contains("failed to start"),
         "{body}"
     );
-    let listed: serde_json::Value = server
-        .req(reqwest::Method::GET, "/v1/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = server.get_json("/v1/sessions").await;
     assert_eq!(listed[0]["status"], "ERROR", "{listed}");
     assert_eq!(server.state.sessions.live_count(), 0, "its slot is free");
     let sessions_dir = server.data_dir.path().join("sessions");

@@ -30,6 +30,8 @@ pub struct WarmPool {
     launching: AtomicUsize,
     /// Wakes the refill loop after a take, or when capacity frees up.
     wake: Notify,
+    /// Set by [`WarmPool::drain`]: nothing goes back into a drained pool.
+    drained: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for WarmPool {
@@ -48,6 +50,7 @@ impl WarmPool {
             idle: Mutex::new(Vec::new()),
             launching: AtomicUsize::new(0),
             wake: Notify::new(),
+            drained: Default::default(),
         }
     }
 
@@ -86,10 +89,20 @@ impl WarmPool {
     }
 
     /// Returns a browser taken by a create that was then refused: it never served a
-    /// session, so it is as fresh as when it was pooled.
-    pub fn put_back(&self, mut browser: Box<dyn BrowserInstance>) {
+    /// session, so it is as fresh as when it was pooled. A pool drained meanwhile (shutdown)
+    /// takes nothing: the browser is stopped.
+    pub async fn put_back(&self, mut browser: Box<dyn BrowserInstance>) {
         browser.to_background();
-        self.idle.lock().unwrap().push(browser);
+        {
+            let mut idle = self.idle.lock().unwrap();
+            // Read under the lock that `drain` takes after setting it: either the browser
+            // is in the pool before the drain empties it, or it is not put back.
+            if !self.drained.load(Ordering::SeqCst) {
+                idle.push(browser);
+                return;
+            }
+        }
+        browser.shutdown().await;
     }
 
     /// Tells the refill loop that capacity may have freed up.
@@ -145,6 +158,7 @@ impl WarmPool {
 
     /// Stops every idle browser.
     pub async fn drain(&self) {
+        self.drained.store(true, Ordering::SeqCst);
         let idle: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
         for mut browser in idle {
             browser.shutdown().await;

@@ -417,7 +417,7 @@ impl SessionManager {
             // No row, so no ending to record. A warm browser taken for it served nobody:
             // back to the pool.
             if let Some(browser) = warm {
-                self.pool.put_back(browser);
+                self.pool.put_back(browser).await;
             }
             return Err(e);
         }

@@ -48,7 +48,6 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
-    /// Sessions, newest first, optionally of one project and one status.
     async fn list_sessions(
         &self,
         project_id: Option<&str>,
@@ -68,7 +67,6 @@ impl SessionStore for SqliteStore {
         .collect()
     }
 
-    /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation.
     async fn unended_sessions(&self) -> Result<Vec<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING')")
             .fetch_all(&self.pool)
@@ -251,7 +249,6 @@ impl SettingStore for SqliteStore {
         )
     }
 
-    /// Stores `value` unless the key already has one; returns the value in force.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
         sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
             .bind(key)
@@ -328,7 +325,6 @@ impl ProjectStore for SqliteStore {
             .collect()
     }
 
-    /// Sets a project's default timeout; `None` if there is no such project.
     async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
         sqlx::query("UPDATE projects SET default_timeout = ?, updated_at = ? WHERE id = ?")
             .bind(secs as i64)
@@ -339,7 +335,6 @@ impl ProjectStore for SqliteStore {
         self.get_project(id).await
     }
 
-    /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
     async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
         sqlx::query("UPDATE projects SET creations_per_minute = ?, updated_at = ? WHERE id = ?")
             .bind(per_minute as i64)
@@ -362,7 +357,6 @@ impl ProjectStore for SqliteStore {
         Ok(())
     }
 
-    /// The project an API key (by hash) belongs to.
     async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>> {
         sqlx::query(
             "SELECT p.* FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = ?",
@@ -378,8 +372,6 @@ impl ProjectStore for SqliteStore {
 /// Contexts: rows only; their files are the `files` module's.
 #[async_trait::async_trait]
 impl ContextStore for SqliteStore {
-    /// Creates a context; `None` if the project already has an active context of that name
-    /// (compared trimmed and case-insensitively).
     async fn create_context(
         &self,
         project_id: &str,
@@ -427,7 +419,6 @@ impl ContextStore for SqliteStore {
             .transpose()
     }
 
-    /// Returns whether there was such a context.
     async fn delete_context(&self, id: &str) -> Result<bool> {
         let deleted = sqlx::query("DELETE FROM contexts WHERE id = ?")
             .bind(id)
@@ -473,7 +464,6 @@ impl ExtensionStore for SqliteStore {
             .transpose()
     }
 
-    /// Returns whether there was such an extension.
     async fn delete_extension(&self, id: &str) -> Result<bool> {
         let deleted = sqlx::query("DELETE FROM extensions WHERE id = ?")
             .bind(id)

@@ -178,7 +178,12 @@ impl TestServer {
     }
 
     pub async fn get(&self, id: &str) -> Value {
-        self.req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
+        self.get_json(&format!("/v1/sessions/{id}")).await
+    }
+
+    /// `GET path` with the API key; the JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.req(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap()
