@@ -180,6 +180,35 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_ALLOW_LOCAL_EGRESS", value_name = "BOOL")]
     pub allow_local_egress: Option<bool>,
 
+    /// Share a PostgreSQL database with other browserd nodes (postgres://user:pass@host/db):
+    /// any node then serves any session. Unset: the embedded SQLite database in the data
+    /// dir, one node. Put the password in the environment variable, not a flag
+    #[arg(
+        long,
+        env = "BROWSERD_DATABASE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<Secret>,
+
+    /// This node's name in a cluster, unique among the nodes sharing a database; a node
+    /// restarted under the same name takes back its keepAlive sessions [default: the host
+    /// name]
+    #[arg(long, env = "BROWSERD_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Where the other nodes reach this one (http://host:port): they forward requests and
+    /// websockets for this node's sessions there [default: http://<--listen>, which must
+    /// then not be 0.0.0.0]
+    #[arg(long, env = "BROWSERD_NODE_URL", value_name = "URL")]
+    pub node_url: Option<String>,
+
+    /// Seconds a node's heartbeat keeps it alive for the others; a node silent for longer
+    /// is declared lost and its sessions end as ERROR (within about 1.2 times this)
+    /// [default: 10]
+    #[arg(long, env = "BROWSERD_NODE_LEASE", value_name = "SECONDS")]
+    pub node_lease: Option<f64>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -221,6 +250,13 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub sandbox: crate::browser::sandbox::SandboxMode,
     pub allow_local_egress: bool,
+    /// A shared PostgreSQL database's URL; `None`: the embedded database.
+    pub database: Option<Secret>,
+    pub node_name: String,
+    /// Where other nodes reach this one; `None`: `http://` and the address it listens on
+    /// (known once bound: see [`Config::node_url_of`]).
+    pub node_url: Option<String>,
+    pub node_lease: std::time::Duration,
 }
 
 impl Config {
@@ -278,6 +314,45 @@ impl Config {
         if max_upload_mib == 0 {
             bail!("--max-upload-mib must be at least 1");
         }
+        let listen = cli
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+        let database = cli.database.clone().or(f.database.clone());
+        if let Some(url) = &database
+            && !url.expose().starts_with("postgres://")
+            && !url.expose().starts_with("postgresql://")
+        {
+            bail!(
+                "--database must be a postgres:// URL (leave it unset for the embedded database)"
+            );
+        }
+        let node_url = match cli.node_url.clone().or(f.node_url.clone()) {
+            Some(url) => {
+                if !url.starts_with("http://") {
+                    bail!("--node-url must start with http:// (got {url:?})");
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None if database.is_some() && listen.ip().is_unspecified() => bail!(
+                "--listen {listen} does not say where other nodes reach this one: give --node-url http://<this machine's address>:{}",
+                listen.port()
+            ),
+            None => None,
+        };
+        let node_lease = cli.node_lease.or(f.node_lease).unwrap_or(10.0);
+        if !(0.5..=3600.0).contains(&node_lease) {
+            bail!("--node-lease must be between 0.5 and 3600 seconds");
+        }
+        let node_name = match cli.node_name.clone().or(f.node_name.clone()) {
+            Some(name) if name.trim().is_empty() => bail!("--node-name must not be empty"),
+            Some(name) => name,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "browserd".to_owned()),
+        };
         let files_retention_hours = cli
             .files_retention_hours
             .or(f.files_retention_hours)
@@ -293,10 +368,11 @@ impl Config {
                 files_retention_hours.saturating_mul(3600),
             ),
             max_upload_bytes: max_upload_mib.saturating_mul(1024 * 1024),
-            listen: cli
-                .listen
-                .or(f.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address")),
+            listen,
+            database,
+            node_name,
+            node_url,
+            node_lease: std::time::Duration::from_secs_f64(node_lease),
             public_url,
             data_dir: common
                 .data_dir
@@ -345,6 +421,13 @@ impl Config {
             allow_local: self.allow_local_egress,
             own_ports: vec![self.listen.port()],
         }
+    }
+
+    /// Where other nodes reach this one, listening on `bound`.
+    pub fn node_url_of(&self, bound: SocketAddr) -> String {
+        self.node_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     pub fn db_path(&self) -> PathBuf {

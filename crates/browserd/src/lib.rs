@@ -11,12 +11,14 @@
 //! - [`inspect`]: looking into a session: live view, DevTools, CDP log, rrweb recording.
 //! - [`store`]: persistence of projects, key hashes, sessions, contexts, extensions and
 //!   settings: one trait per aggregate; the embedded database is SQLite.
+//! - [`cluster`]: several nodes sharing one PostgreSQL: leases, sweeping for lost nodes,
+//!   forwarding a session's requests and websockets to the node that runs it.
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
 //! - [`netns`]: sockets inside sandboxed browsers' network namespaces.
 //!
 //! Layering: dependencies run one way, down this list, never back up:
-//! `cli` → `server` → `config`/`admin` → `api` → `sessions` → `browser` → `inspect` → `cdp` →
+//! `cli` → `server` → `config`/`admin` → `api` → `cluster` → `sessions` → `browser` → `inspect` → `cdp` →
 //! `files` → `store` → `model`/`netns`/`secrets`. The relay learns about its session
 //! through traits it defines (`cdp::relay::Seat`, `FrameLog`) that `sessions` and `inspect`
 //! implement.
@@ -26,6 +28,7 @@ pub mod api;
 pub mod browser;
 pub mod cdp;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod http_server;

@@ -33,20 +33,22 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
-    let config = Config::resolve(common, settings)?;
+    let mut config = Config::resolve(common, settings)?;
     if std::env::args().any(|a| a == "--api-key" || a.starts_with("--api-key=")) {
         tracing::warn!(
             "--api-key on the command line shows the key to every local user (ps); use --api-key-file or BROWSERD_API_KEY"
         );
     }
-    let prepared = browserd::server::prepare(&config).await?;
+    // Bound first: with port 0 the address other nodes reach this one on is known only now.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let mut addr = listener.local_addr()?;
+    config.node_url = Some(config.node_url_of(addr));
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let prepared = browserd::server::prepare(&config).await?;
 
     let socket = config.admin_socket();
     let _ = std::fs::remove_file(&socket); // a stale socket of a previous run; we hold the lock

@@ -112,6 +112,9 @@ pub struct Session {
     pub end_reason: Option<String>,
     /// Where its browser runs, once it runs (not part of the Browserbase shape).
     pub browser: Option<BrowserRecord>,
+    /// The node that runs it (`--node-name`); `None` for rows of a browserd older than
+    /// node names, which only the single node of their data dir can own.
+    pub node: Option<String>,
 }
 
 /// Enough about a running browser to find it again after a browserd restart, and to be
@@ -335,6 +338,63 @@ pub fn now() -> OffsetDateTime {
         .expect("milliseconds are a valid nanosecond value")
 }
 
+/// One browserd process registered in the store: where other nodes reach it, and its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    pub name: String,
+    /// The address other nodes forward requests and websockets to (`--node-url`).
+    pub url: String,
+    /// The base of `connectUrl`s that point straight at it (`--public-url`), if set.
+    pub public_url: Option<String>,
+    /// Raised by every registration and by the sweeper that declares it lost: a heartbeat
+    /// carrying an older epoch finds that the node was given up for dead.
+    pub epoch: i64,
+    pub state: NodeState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub heartbeat_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+    pub live_sessions: u32,
+    pub max_sessions: u32,
+}
+
+impl Node {
+    /// Whether it can take another session, by its last heartbeat.
+    pub fn has_room(&self) -> bool {
+        self.state == NodeState::Live && self.live_sessions < self.max_sessions
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeating (or not yet found silent).
+    Live,
+    /// Its lease ran out; its sessions were ended as ERROR.
+    Lost,
+    /// Shut down on purpose; keepAlive sessions it left wait for its return.
+    Left,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Lost => "lost",
+            Self::Left => "left",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Live, Self::Lost, Self::Left]
+            .into_iter()
+            .find(|n| n.as_str() == s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +429,7 @@ mod tests {
             ended_at: Some(start + time::Duration::seconds(5)),
             end_reason: None,
             browser: None,
+            node: None,
         };
         assert_eq!(s.browser_minutes(start), 1);
         s.ended_at = Some(start + time::Duration::seconds(61));

@@ -5,6 +5,7 @@ use crate::api::{ApiSettings, AppState};
 use crate::browser::chromium::ChromiumLauncher;
 use crate::browser::sandbox::Sandbox;
 use crate::browser::{BrowserInstance, Launcher, procs};
+use crate::cluster::{Cluster, NodeSettings};
 use crate::config::Config;
 use crate::files::FileStore;
 use crate::files::contexts::ContextVault;
@@ -84,10 +85,22 @@ pub async fn prepare_with(
             config.data_dir.display()
         )
     })?;
-    let store = crate::store::open(&config.db_path())
-        .await
-        .with_context(|| format!("could not open {}", config.db_path().display()))?;
+    let store = open_store(config).await?;
     let files = open_files(config)?;
+    // Registered before reconciling: a new epoch tells a sweeper that still believes in
+    // the old one (this node restarted within its lease) that it is back.
+    let cluster = Cluster::join(
+        store.clone(),
+        NodeSettings {
+            name: config.node_name.clone(),
+            url: config.node_url_of(config.listen),
+            public_url: config.public_url.clone(),
+            lease: config.node_lease,
+        },
+        config.max_sessions,
+    )
+    .await
+    .context("could not register this node in the database")?;
 
     let Reconciled { ended, adopted } = reconcile(config, &store, &files, &*launcher).await?;
 
@@ -109,6 +122,7 @@ pub async fn prepare_with(
             max_clients_per_session: config.max_clients_per_session,
             min_free_memory_mib: config.min_free_memory_mib,
         },
+        config.node_name.clone(),
     );
     let resumed = adopted.len();
     for (session, browser) in adopted {
@@ -117,6 +131,7 @@ pub async fn prepare_with(
     let state = AppState {
         store,
         sessions,
+        cluster,
         secret,
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
@@ -142,6 +157,18 @@ pub async fn prepare_with(
         },
         _lock: lock,
     })
+}
+
+/// The store `config` names: a shared PostgreSQL database, or the embedded one.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    match &config.database {
+        Some(url) => crate::store::open_shared(url.expose())
+            .await
+            .context("could not open the shared database (--database)"),
+        None => crate::store::open(&config.db_path())
+            .await
+            .with_context(|| format!("could not open {}", config.db_path().display())),
+    }
 }
 
 fn open_files(config: &Config) -> anyhow::Result<Arc<FileStore>> {
@@ -237,7 +264,7 @@ async fn reconcile(
     let now = crate::model::now();
     let mut ended = 0;
     let mut adopted = Vec::new();
-    for session in store.sessions.unended_sessions().await? {
+    for session in store.sessions.unended_sessions(&config.node_name).await? {
         let mut browser = match session.browser.clone() {
             Some(record) => launcher.adopt(record).await,
             None => None,
@@ -413,6 +440,11 @@ pub async fn run(
             }
         })
     };
+    // Heartbeats and sweeps for lost nodes while the server runs; leaves the cluster at the
+    // end (after the sessions' endings are recorded).
+    let membership = state.cluster.is_shared().then(|| {
+        tokio::spawn(Arc::clone(&state.cluster).run(Arc::clone(&state.sessions), stop_rx.clone()))
+    });
     let app = crate::api::app(state);
     let served = crate::http_server::serve(listener, app, async move {
         shutdown.await;
@@ -423,5 +455,8 @@ pub async fn run(
     })
     .await;
     let _ = sweeper.await;
+    if let Some(membership) = membership {
+        let _ = membership.await;
+    }
     served
 }

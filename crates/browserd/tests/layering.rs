@@ -11,6 +11,7 @@ const ORDER: &[&[&str]] = &[
     &["server"],
     &["config", "admin"],
     &["api"],
+    &["cluster"],
     &["http_server"],
     &["sessions"],
     &["browser"],

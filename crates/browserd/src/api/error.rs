@@ -43,6 +43,9 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached now; retrying in a moment can work.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// The session's browser could not be reached.
     #[error("{0}")]
     BadGateway(String),
@@ -65,7 +68,7 @@ impl ApiError {
             }
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -108,6 +111,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
+        if let Self::StoreUnavailable(_) = &self {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("true"));
+        }
         debug_assert!(response.headers().contains_key(header::CONTENT_TYPE));
         response
     }
@@ -115,6 +123,11 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            return Self::StoreUnavailable(format!(
+                "browserd's database cannot be reached right now ({e}); running sessions are not affected, retry shortly"
+            ));
+        }
         Self::Internal(format!("browserd's database failed: {e}"))
     }
 }

@@ -11,6 +11,7 @@ mod inspector;
 mod multipart;
 mod params;
 mod projects;
+mod routing;
 mod session_files;
 mod session_inspect;
 mod sessions;
@@ -49,6 +50,8 @@ pub struct ApiSettings {
 pub struct AppState {
     pub store: Store,
     pub sessions: Arc<SessionManager>,
+    /// This node's place among the nodes sharing the store (alone, with SQLite).
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub secret: SigningSecret,
     pub settings: Arc<ApiSettings>,
 }
@@ -143,6 +146,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routing::route_to_owner,
+        ))
         .with_state(state)
 }
 

@@ -259,6 +259,8 @@ pub struct SessionManager {
     stop_pool: CancellationToken,
     /// Numbers clients for the log (command ids are only unique per client).
     client_numbers: std::sync::atomic::AtomicU64,
+    /// This node's name, stamped on every session it creates.
+    node: String,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -276,8 +278,10 @@ impl SessionManager {
         launcher: Arc<dyn Launcher>,
         files: Arc<FileStore>,
         limits: Limits,
+        node: String,
     ) -> Arc<Self> {
         let manager = Arc::new(Self {
+            node,
             store,
             launcher,
             files,
@@ -320,6 +324,16 @@ impl SessionManager {
 
     pub fn files(&self) -> &Arc<FileStore> {
         &self.files
+    }
+
+    /// Whether a create could start here now: a free slot and memory above the floor.
+    pub fn has_room(&self) -> bool {
+        self.live_count() < self.limits.max_sessions && self.memory_shortage().is_none()
+    }
+
+    /// This node's name (`--node-name`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Sessions live on this server now.
@@ -401,6 +415,7 @@ impl SessionManager {
             ended_at: None,
             end_reason: None,
             browser: warm.as_ref().and_then(|b| b.record()),
+            node: Some(self.node.clone()),
         };
         // The project's concurrency and creation rate are the store's to decide (the same
         // answer on every server sharing it), together with the insert.
@@ -576,6 +591,14 @@ impl SessionManager {
                 let _ = done_rx.await;
             }
         }
+    }
+
+    /// Ends every live session with `ending` (this node lost its lease: the cluster has
+    /// already recorded them as ended, and their browsers must not run on unseen).
+    pub async fn end_all(&self, ending: Ending) {
+        let ids: Vec<Uuid> = self.live.lock().unwrap().keys().copied().collect();
+        let ends = ids.into_iter().map(|id| self.end(id, ending.clone()));
+        futures_util::future::join_all(ends).await;
     }
 
     /// `REQUEST_RELEASE`: ends the session as COMPLETED, then returns it as stored.

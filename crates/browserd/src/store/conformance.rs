@@ -14,6 +14,154 @@ pub async fn check(store: &Store) {
     contexts(store).await;
     extensions(store).await;
     settings(store).await;
+    nodes(store).await;
+}
+
+/// Leases: a heartbeat renews its own epoch only; an expired node is declared lost by the
+/// sweep, its live sessions end as ERROR and its next heartbeat finds out.
+async fn nodes(store: &Store) {
+    let n = &store.nodes;
+    let long = std::time::Duration::from_secs(60);
+    let short = std::time::Duration::from_millis(300);
+    let a = n
+        .register_node("node-a", "http://127.0.0.2:1", None, 4, long)
+        .await
+        .unwrap();
+    n.register_node("node-b", "http://127.0.0.3:1", Some("http://b"), 2, long)
+        .await
+        .unwrap();
+    assert!(n.heartbeat("node-a", a, 3, long).await.unwrap());
+    assert!(
+        !n.heartbeat("node-a", a + 1, 3, long).await.unwrap(),
+        "wrong epoch"
+    );
+    let listed = n.list_nodes().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|n| n.name.as_str()).collect();
+    assert!(
+        names.contains(&"node-a") && names.contains(&"node-b"),
+        "{names:?}"
+    );
+    let node_a = n.get_node("node-a").await.unwrap().unwrap();
+    assert_eq!((node_a.live_sessions, node_a.max_sessions), (3, 4));
+    assert_eq!(node_a.state, crate::model::NodeState::Live);
+    assert_eq!(
+        n.get_node("node-b")
+            .await
+            .unwrap()
+            .unwrap()
+            .public_url
+            .as_deref(),
+        Some("http://b")
+    );
+
+    // node-b's lease runs out with a session live on it and one on node-a.
+    let project = store.projects.create_project("n", 300, 9, 0).await.unwrap();
+    let roomy = ProjectLimits {
+        concurrency: 9,
+        per_minute: 0,
+    };
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let on_a = session(&project.id, t0);
+    let mut on_b = session(&project.id, t0);
+    on_b.node = Some("node-b".into());
+    for s in [&on_a, &on_b] {
+        store
+            .sessions
+            .insert_session(s, roomy)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let b = n
+        .register_node("node-b", "http://127.0.0.3:1", None, 2, short)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ended = loop {
+        let ended = n.sweep("node lost: ", long).await.unwrap();
+        if !ended.is_empty() || std::time::Instant::now() > deadline {
+            break ended;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ended, [on_b.id], "only the lost node's session");
+    let lost = store.sessions.get_session(on_b.id).await.unwrap().unwrap();
+    assert_eq!(lost.status, SessionStatus::Error);
+    assert_eq!(lost.end_reason.as_deref(), Some("node lost: node-b"));
+    assert_eq!(
+        store
+            .sessions
+            .get_session(on_a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SessionStatus::Pending
+    );
+    assert_eq!(
+        n.get_node("node-b").await.unwrap().unwrap().state,
+        crate::model::NodeState::Lost
+    );
+    assert!(
+        !n.heartbeat("node-b", b, 0, long).await.unwrap(),
+        "a lost node's heartbeat finds out"
+    );
+    assert!(
+        n.sweep("node lost: ", long).await.unwrap().is_empty(),
+        "once"
+    );
+
+    // The timeout backstop: a live session long past its expiry, whoever owns it.
+    let mut overdue = session(&project.id, t0 - time::Duration::seconds(600));
+    overdue.expires_at = t0 - time::Duration::seconds(300);
+    store
+        .sessions
+        .insert_session(&overdue, roomy)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.sweep("node lost: ", long).await.unwrap(), [overdue.id]);
+    let timed_out = store
+        .sessions
+        .get_session(overdue.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(timed_out.status, SessionStatus::TimedOut);
+    assert_eq!(timed_out.ended_at, Some(overdue.expires_at));
+
+    n.leave_node("node-a", a).await.unwrap();
+    assert_eq!(
+        n.get_node("node-a").await.unwrap().unwrap().state,
+        crate::model::NodeState::Left
+    );
+}
+
+/// Creates racing for a project's last places through several stores (nodes) sharing one
+/// database: exactly as many as the limit get in.
+pub async fn racing_creates_across(stores: &[Store]) {
+    let project = stores[0]
+        .projects
+        .create_project("cluster-race", 300, 5, 0)
+        .await
+        .unwrap();
+    let five = ProjectLimits {
+        concurrency: 5,
+        per_minute: 0,
+    };
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let tries = (0..20).map(|i| {
+        let sessions = Arc::clone(&stores[i % stores.len()].sessions);
+        let s = session(&project.id, t0);
+        tokio::spawn(async move { sessions.insert_session(&s, five).await.unwrap() })
+    });
+    let mut admitted = 0;
+    for t in tries {
+        if t.await.unwrap().is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
 }
 
 async fn projects_and_keys(store: &Store) {
@@ -68,6 +216,7 @@ fn session(project_id: &str, created_at: OffsetDateTime) -> Session {
         ended_at: None,
         end_reason: None,
         browser: None,
+        node: Some("node-a".into()),
     }
 }
 
@@ -129,7 +278,11 @@ async fn sessions(store: &Store) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(s.unended_sessions().await.unwrap().len(), 2);
+    assert_eq!(s.unended_sessions("node-a").await.unwrap().len(), 2);
+    assert!(
+        s.unended_sessions("node-b").await.unwrap().is_empty(),
+        "a node reconciles only its own rows"
+    );
 
     // The first recorded end wins.
     let ended = t0 + time::Duration::seconds(3);
@@ -154,7 +307,7 @@ async fn sessions(store: &Store) {
         "no such session"
     );
     let unended: Vec<Uuid> = s
-        .unended_sessions()
+        .unended_sessions("node-a")
         .await
         .unwrap()
         .iter()
@@ -329,6 +482,40 @@ async fn settings(store: &Store) {
     );
     s.set_setting("k", "third").await.unwrap();
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("third"));
+}
+
+/// A fresh, empty database on the test PostgreSQL (`BROWSERD_TEST_POSTGRES`, which
+/// `scripts/test` sets to a server it starts): its URL.
+pub async fn fresh_postgres_database() -> String {
+    let base = std::env::var("BROWSERD_TEST_POSTGRES").expect(
+        "BROWSERD_TEST_POSTGRES is not set: run the suite with scripts/test, which starts a PostgreSQL, or point it at one (postgres://user:pass@host:port/db)",
+    );
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
+    format!("{prefix}/{name}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_conformance_suite() {
+    let url = fresh_postgres_database().await;
+    let store = open_shared(&url).await.unwrap();
+    check(&store).await;
+    // Three nodes' stores, one database.
+    let nodes = [
+        store.clone(),
+        open_shared(&url).await.unwrap(),
+        open_shared(&url).await.unwrap(),
+    ];
+    racing_creates_across(&nodes).await;
+    for n in nodes {
+        n.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,9 +10,10 @@
 
 #[cfg(test)]
 mod conformance;
+mod postgres;
 mod sqlite;
 
-use crate::model::{BrowserRecord, Context, Extension, Project, Session, SessionStatus};
+use crate::model::{BrowserRecord, Context, Extension, Node, Project, Session, SessionStatus};
 use std::path::Path;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -28,12 +29,46 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, cut off), as opposed to
+    /// refusing a statement: worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE class 08: connection exception; 57P: the server is shutting down
+                // or restarting.
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Opens (creating if needed) the embedded database at `path` and brings its schema up to
 /// date.
 pub async fn open(path: &Path) -> Result<Store> {
-    Ok(Store::new(Arc::new(sqlite::SqliteStore::open(path).await?)))
+    Ok(Store::new(
+        Arc::new(sqlite::SqliteStore::open(path).await?),
+        false,
+    ))
+}
+
+/// Connects to a PostgreSQL database that several nodes share (`postgres://…`) and brings
+/// its schema up to date (migrations take a lock: nodes starting at once wait for one).
+pub async fn open_shared(url: &str) -> Result<Store> {
+    Ok(Store::new(
+        Arc::new(postgres::PostgresStore::connect(url).await?),
+        true,
+    ))
 }
 
 /// Every aggregate's store, each behind its trait. Cheap to clone.
@@ -44,7 +79,11 @@ pub struct Store {
     pub contexts: Arc<dyn ContextStore>,
     pub extensions: Arc<dyn ExtensionStore>,
     pub settings: Arc<dyn SettingStore>,
+    pub nodes: Arc<dyn NodeStore>,
     database: Arc<dyn Database>,
+    /// Whether other nodes may share it (PostgreSQL): then nodes hold leases and sweep for
+    /// each other. The embedded database belongs to one node.
+    shared: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -55,15 +94,22 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// One database serving every aggregate.
-    pub fn new(database: Arc<dyn Database>) -> Self {
+    pub fn new(database: Arc<dyn Database>, shared: bool) -> Self {
         Self {
             projects: database.clone(),
             sessions: database.clone(),
             contexts: database.clone(),
             extensions: database.clone(),
             settings: database.clone(),
+            nodes: database.clone(),
             database,
+            shared,
         }
+    }
+
+    /// Whether several nodes may share this store.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Closes the database's connections (the CLI, before it exits).
@@ -75,7 +121,7 @@ impl Store {
 /// A database that holds every aggregate.
 #[async_trait::async_trait]
 pub trait Database:
-    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore
+    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore + NodeStore
 {
     async fn close(&self);
 }
@@ -146,6 +192,46 @@ pub trait SettingStore: Send + Sync + 'static {
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 }
 
+/// The nodes that share the store, each with a lease it renews by heartbeat. Lease times
+/// are the database's clock, so nodes' clocks need not agree.
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync + 'static {
+    /// Registers (or re-registers) a node as live with a lease of `lease`, under a new
+    /// epoch, which it returns.
+    async fn register_node(
+        &self,
+        name: &str,
+        url: &str,
+        public_url: Option<&str>,
+        max_sessions: u32,
+        lease: std::time::Duration,
+    ) -> Result<i64>;
+
+    /// Renews a node's lease and records its load; `false` if the node is no longer live
+    /// under `epoch` (a sweeper gave it up for dead while it was silent).
+    async fn heartbeat(
+        &self,
+        name: &str,
+        epoch: i64,
+        live_sessions: u32,
+        lease: std::time::Duration,
+    ) -> Result<bool>;
+
+    /// Marks a node as gone on purpose (shutdown).
+    async fn leave_node(&self, name: &str, epoch: i64) -> Result<()>;
+
+    /// Every node ever registered, by name.
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    async fn get_node(&self, name: &str) -> Result<Option<Node>>;
+
+    /// Declares every live node whose lease ran out lost (raising its epoch) and ends its
+    /// PENDING and RUNNING sessions as ERROR with `reason` (the node's name appended), in
+    /// one transaction; then times out, as the backstop for an owner that is gone, sessions
+    /// past their `expires_at` by more than `grace`. Returns the sessions it ended.
+    async fn sweep(&self, reason: &str, grace: std::time::Duration) -> Result<Vec<Uuid>>;
+}
+
 /// What a project allows when one of its sessions is created (see
 /// [`SessionStore::insert_session`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,8 +299,9 @@ pub trait SessionStore: Send + Sync + 'static {
         status: Option<SessionStatus>,
     ) -> Result<Vec<Session>>;
 
-    /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation.
-    async fn unended_sessions(&self) -> Result<Vec<Session>>;
+    /// Sessions of `node` not yet ended (PENDING or RUNNING), for start-up reconciliation.
+    /// Rows without a node (written before nodes had names) count as every node's.
+    async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>>;
 
     /// Marks a context as saved now (the lifecycle's one write to a context). Returns `false` if the context no longer exists (it
     /// was deleted while a session used it), in which case the save is dropped.
@@ -345,9 +432,9 @@ pub mod memory {
             Ok(found)
         }
 
-        async fn unended_sessions(&self) -> Result<Vec<Session>> {
+        async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>> {
             let mut found = self.all_sessions();
-            found.retain(|s| !s.status.is_ended());
+            found.retain(|s| !s.status.is_ended() && s.node.as_deref().is_none_or(|n| n == node));
             Ok(found)
         }
 

@@ -1,11 +1,12 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{
-    ContextStore, Database, ExtensionStore, ProjectLimits, ProjectStore, Refusal, Result,
-    SessionStore, SettingStore, StoreError,
+    ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits, ProjectStore, Refusal,
+    Result, SessionStore, SettingStore, StoreError,
 };
 use crate::model::{
-    BrowserRecord, Context, Extension, Project, Session, SessionStatus, fmt_time, parse_time,
+    BrowserRecord, Context, Extension, Node, NodeState, Project, Session, SessionStatus, fmt_time,
+    parse_time,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -41,7 +42,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
 }
@@ -67,13 +68,17 @@ impl SessionStore for SqliteStore {
         .collect()
     }
 
-    async fn unended_sessions(&self) -> Result<Vec<Session>> {
-        sqlx::query("SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING')")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(session_from_row)
-            .collect()
+    async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>> {
+        sqlx::query(
+            "SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING') \
+             AND (node IS NULL OR node = ?)",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect()
     }
 
     async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
@@ -99,8 +104,8 @@ impl SessionStore for SqliteStore {
             "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
              user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
              started_at, expires_at, ended_at, end_reason, \
-             browser_pid, browser_start_ticks, browser_dir, browser_cdp_url) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             browser_pid, browser_start_ticks, browser_dir, browser_cdp_url, node) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM sessions \
                     WHERE project_id = ? AND status IN ('PENDING', 'RUNNING')) < ? \
                AND (? = 0 OR (SELECT COUNT(*) FROM sessions \
@@ -138,6 +143,7 @@ impl SessionStore for SqliteStore {
                 .map(|b| b.dir.to_string_lossy().into_owned()),
         )
         .bind(s.browser.as_ref().map(|b| b.cdp_url.clone()))
+        .bind(&s.node)
         .bind(&s.project_id)
         .bind(i64::from(limits.concurrency))
         .bind(i64::from(limits.per_minute))
@@ -474,6 +480,148 @@ impl ExtensionStore for SqliteStore {
     }
 }
 
+/// The embedded database's one node. Times are this machine's clock: there is no other.
+#[async_trait::async_trait]
+impl NodeStore for SqliteStore {
+    async fn register_node(
+        &self,
+        name: &str,
+        url: &str,
+        public_url: Option<&str>,
+        max_sessions: u32,
+        lease: Duration,
+    ) -> Result<i64> {
+        let now = crate::model::now();
+        Ok(sqlx::query_scalar(
+            "INSERT INTO nodes (name, url, public_url, epoch, state, started_at, heartbeat_at, \
+             lease_expires_at, live_sessions, max_sessions) VALUES (?, ?, ?, 1, 'live', ?, ?, ?, 0, ?) \
+             ON CONFLICT (name) DO UPDATE SET url = excluded.url, public_url = excluded.public_url, \
+             epoch = nodes.epoch + 1, state = 'live', started_at = excluded.started_at, \
+             heartbeat_at = excluded.heartbeat_at, lease_expires_at = excluded.lease_expires_at, \
+             live_sessions = 0, max_sessions = excluded.max_sessions RETURNING epoch",
+        )
+        .bind(name)
+        .bind(url)
+        .bind(public_url)
+        .bind(fmt_time(now))
+        .bind(fmt_time(now))
+        .bind(fmt_time(now + lease))
+        .bind(i64::from(max_sessions))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn heartbeat(
+        &self,
+        name: &str,
+        epoch: i64,
+        live_sessions: u32,
+        lease: Duration,
+    ) -> Result<bool> {
+        let now = crate::model::now();
+        let renewed = sqlx::query(
+            "UPDATE nodes SET heartbeat_at = ?, lease_expires_at = ?, live_sessions = ? \
+             WHERE name = ? AND epoch = ? AND state = 'live'",
+        )
+        .bind(fmt_time(now))
+        .bind(fmt_time(now + lease))
+        .bind(i64::from(live_sessions))
+        .bind(name)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn leave_node(&self, name: &str, epoch: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET state = 'left' WHERE name = ? AND epoch = ?")
+            .bind(name)
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        sqlx::query("SELECT * FROM nodes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    async fn get_node(&self, name: &str) -> Result<Option<Node>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| node_from_row(&r))
+            .transpose()
+    }
+
+    async fn sweep(&self, reason: &str, grace: Duration) -> Result<Vec<Uuid>> {
+        let now = fmt_time(crate::model::now());
+        let mut tx = self.pool.begin().await?;
+        let lost: Vec<String> = sqlx::query_scalar(
+            "UPDATE nodes SET state = 'lost', epoch = epoch + 1 \
+             WHERE state = 'live' AND lease_expires_at < ? RETURNING name",
+        )
+        .bind(&now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ended = Vec::new();
+        for node in &lost {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "UPDATE sessions SET status = 'ERROR', ended_at = ?, updated_at = ?, \
+                 end_reason = ? WHERE node = ? AND status IN ('PENDING', 'RUNNING') RETURNING id",
+            )
+            .bind(&now)
+            .bind(&now)
+            .bind(format!("{reason}{node}"))
+            .bind(node)
+            .fetch_all(&mut *tx)
+            .await?;
+            ended.extend(ids);
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET status = 'TIMED_OUT', ended_at = expires_at, updated_at = ?, \
+             end_reason = 'session timed out (ended by the cluster: its node did not)' \
+             WHERE status IN ('PENDING', 'RUNNING') AND expires_at < ? RETURNING id",
+        )
+        .bind(&now)
+        .bind(fmt_time(crate::model::now() - grace))
+        .fetch_all(&mut *tx)
+        .await?;
+        ended.extend(ids);
+        tx.commit().await?;
+        ended
+            .iter()
+            .map(|id| {
+                Uuid::try_parse(id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))
+            })
+            .collect()
+    }
+}
+
+fn node_from_row(row: &SqliteRow) -> Result<Node> {
+    let state: String = row.try_get("state")?;
+    Ok(Node {
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        public_url: row.try_get("public_url")?,
+        epoch: row.try_get("epoch")?,
+        state: NodeState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("node state {state:?}")))?,
+        started_at: time_col(row, "started_at")?,
+        heartbeat_at: time_col(row, "heartbeat_at")?,
+        lease_expires_at: time_col(row, "lease_expires_at")?,
+        live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
+        max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
+    })
+}
+
 #[async_trait::async_trait]
 impl Database for SqliteStore {
     async fn close(&self) {
@@ -530,6 +678,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
             .transpose()?,
         end_reason: row.try_get("end_reason")?,
         browser: browser_from_row(row)?,
+        node: row.try_get("node")?,
     })
 }
 

@@ -1,0 +1,126 @@
+//! Which node serves a request, in a cluster: a middleware in front of every route.
+//!
+//! A request about one session (its `connectUrl` websocket, a release, its files, logs,
+//! recording, debug links and inspector) goes to the node whose browser runs it; a create
+//! goes to another node when this one has no room. Everything else (lists, reads of rows,
+//! contexts, projects) is answered here from the shared store. With the embedded database
+//! every request is served here.
+
+use super::AppState;
+use crate::cluster::Owner;
+use crate::cluster::forward::{FORWARDED_BY, forward};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+/// The middleware: forwards to the owner, or passes the request on to the routes.
+pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Forwarded once at most; and with one node there is nowhere else.
+    if !state.cluster.is_shared() || req.headers().contains_key(FORWARDED_BY) {
+        return next.run(req).await;
+    }
+    let (req, target) = match target_of(&state, req).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let node = match target {
+        Target::Session(id) if state.sessions.is_live(id) => None,
+        Target::Session(id) => match state.cluster.owner(id).await {
+            Ok(Owner::Elsewhere(node)) => Some(node),
+            Ok(Owner::Here) => None,
+            Err(e) => return super::error::ApiError::from(e).into_response(),
+        },
+        Target::Create if state.sessions.has_room() => None,
+        Target::Create => match state.cluster.place_elsewhere().await {
+            Ok(node) => node,
+            Err(e) => return super::error::ApiError::from(e).into_response(),
+        },
+        Target::Here => None,
+    };
+    match node {
+        Some(node) => forward(req, &node.name, &node.url, state.cluster.name())
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        None => next.run(req).await,
+    }
+}
+
+enum Target {
+    /// About one session: served by its node.
+    Session(Uuid),
+    /// A new session: here if there is room.
+    Create,
+    Here,
+}
+
+/// What `req` is about. A create's body is read to tell it from the raw-API release form
+/// (`sessionId` in the body), and put back.
+async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), Response> {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or_default();
+    let target = if path == "/" || path.starts_with("/json/version") {
+        session_of_connect(state, query)
+    } else if let Some(rest) = path.strip_prefix("/debug/") {
+        let token = rest.split('/').next().unwrap_or_default();
+        state.secret.verify_grant(token).map(|g| g.session)
+    } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
+        let mut parts = rest.splitn(2, '/');
+        let id = parts.next().and_then(|id| Uuid::try_parse(id).ok());
+        // Reading a row needs no owner; acting on the session (release) and its files do.
+        let acts = parts.next().is_some() || req.method() != Method::GET;
+        id.filter(|_| acts)
+    } else if path == "/v1/sessions" && req.method() == Method::POST {
+        return create_or_release(req).await;
+    } else {
+        None
+    };
+    Ok((req, target.map_or(Target::Here, Target::Session)))
+}
+
+/// The session a `connectUrl` (or `/json/version`) names, if its credential is right:
+/// nothing unauthenticated is forwarded.
+fn session_of_connect(state: &AppState, query: &str) -> Option<Uuid> {
+    let pairs = url_pairs(query);
+    if let Some((_, token)) = pairs.iter().find(|(k, _)| k == "signingKey") {
+        return crate::secrets::verify_session_token(&state.secret, token);
+    }
+    // `apiKey` + `sessionId`: the owner checks the key (the same keys on every node).
+    pairs
+        .iter()
+        .find(|(k, _)| k == "sessionId")
+        .and_then(|(_, id)| Uuid::try_parse(id).ok())
+}
+
+/// `a=b&c=d`, percent-decoded.
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{query}").parse().unwrap_or_default(),
+    )
+    .map(|q| q.0)
+    .unwrap_or_default()
+}
+
+/// `POST /v1/sessions`: a release (raw-API form, `sessionId` in the body) goes to the
+/// session's node; a create is placed.
+async fn create_or_release(req: Request) -> Result<(Request, Target), Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            super::error::ApiError::PayloadTooLarge(format!(
+                "the request body must be at most {} bytes",
+                super::MAX_BODY_BYTES
+            ))
+            .into_response()
+        })?;
+    let release_of = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(|v| v.get("status").is_some())
+        .and_then(|v| v.get("sessionId")?.as_str().map(str::to_owned))
+        .and_then(|id| Uuid::try_parse(&id).ok());
+    let req = Request::from_parts(parts, Body::from(bytes));
+    Ok((req, release_of.map_or(Target::Create, Target::Session)))
+}

@@ -1,0 +1,669 @@
+//! The shared PostgreSQL store: every node of a cluster reads and writes the same rows.
+//!
+//! Same contract as the embedded store (`conformance.rs` runs on both). What differs: a
+//! project's limits are checked under a per-project advisory lock (two nodes' creates for
+//! the same project queue for it; other projects' do not), and leases use the database's
+//! clock (`now()`), so nodes need not agree on the time.
+
+use super::{
+    ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits, ProjectStore, Refusal,
+    Result, SessionStore, SettingStore, StoreError,
+};
+use crate::model::SessionStatus;
+use crate::model::{BrowserRecord, Context, Extension, Node, NodeState, Project, Session};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Cheap to clone: a handle to a connection pool.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("browserd");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            // While the database is down, a request waits this long for a connection and
+            // then answers 503 (the data path never waits: it does not use the database).
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn parse_id(id: &str) -> Result<Uuid> {
+    Uuid::try_parse(id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PostgresStore {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        limits: ProjectLimits,
+    ) -> Result<std::result::Result<(), Refusal>> {
+        let since = s.created_at - time::Duration::MINUTE;
+        let mut tx = self.pool.begin().await?;
+        // Creates for one project take turns (whichever node they reached); the insert's
+        // snapshot is taken after the lock, so it counts every create committed before.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&s.project_id)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO sessions (id, project_id, status, keep_alive, timeout_secs, region, \
+             user_metadata, browser_settings, extension_id, proxies, created_at, updated_at, \
+             started_at, expires_at, ended_at, end_reason, \
+             browser_pid, browser_start_ticks, browser_dir, browser_cdp_url, node) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21 \
+             WHERE (SELECT COUNT(*) FROM sessions \
+                    WHERE project_id = $2 AND status IN ('PENDING', 'RUNNING')) < $22 \
+               AND ($23 = 0 OR (SELECT COUNT(*) FROM sessions \
+                                WHERE project_id = $2 AND created_at > $24) < $23)",
+        )
+        .bind(s.id.to_string())
+        .bind(&s.project_id)
+        .bind(s.status.as_str())
+        .bind(s.keep_alive)
+        .bind(s.timeout_secs as i64)
+        .bind(&s.region)
+        .bind(
+            s.user_metadata
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string()),
+        )
+        .bind(
+            s.browser_settings
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string()),
+        )
+        .bind(&s.extension_id)
+        .bind(s.proxies.as_ref().map(|v| v.to_string()))
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(s.started_at)
+        .bind(s.expires_at)
+        .bind(s.ended_at)
+        .bind(&s.end_reason)
+        .bind(s.browser.as_ref().map(|b| b.pid as i64))
+        .bind(s.browser.as_ref().map(|b| b.start_ticks as i64))
+        .bind(
+            s.browser
+                .as_ref()
+                .map(|b| b.dir.to_string_lossy().into_owned()),
+        )
+        .bind(s.browser.as_ref().map(|b| b.cdp_url.clone()))
+        .bind(&s.node)
+        .bind(i64::from(limits.concurrency))
+        .bind(i64::from(limits.per_minute))
+        .bind(since)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            tx.commit().await?;
+            return Ok(Ok(()));
+        }
+        // Refused: which limit, and by how much (still under the lock, for the message).
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE project_id = $1 AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(&s.project_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if limits.per_minute == 0 || live >= i64::from(limits.concurrency) {
+            return Ok(Err(Refusal::ProjectFull {
+                limit: limits.concurrency,
+                current: live as usize,
+            }));
+        }
+        let oldest: Option<OffsetDateTime> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM sessions WHERE project_id = $1 AND created_at > $2",
+        )
+        .bind(&s.project_id)
+        .bind(since)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(Err(Refusal::RateLimited {
+            limit: limits.per_minute,
+            retry_after_secs: super::retry_after(oldest.unwrap_or(s.created_at), s.created_at),
+        }))
+    }
+
+    async fn mark_running(
+        &self,
+        id: Uuid,
+        started_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+        browser: Option<&BrowserRecord>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET status = 'RUNNING', started_at = $1, expires_at = $2, \
+             updated_at = $1, browser_pid = $3, browser_start_ticks = $4, browser_dir = $5, \
+             browser_cdp_url = $6 WHERE id = $7 AND status = 'PENDING'",
+        )
+        .bind(started_at)
+        .bind(expires_at)
+        .bind(browser.map(|b| b.pid as i64))
+        .bind(browser.map(|b| b.start_ticks as i64))
+        .bind(browser.map(|b| b.dir.to_string_lossy().into_owned()))
+        .bind(browser.map(|b| b.cdp_url.clone()))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_session(
+        &self,
+        id: Uuid,
+        status: SessionStatus,
+        ended_at: OffsetDateTime,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET status = $1, ended_at = $2, updated_at = $2, end_reason = $3 \
+             WHERE id = $4 AND status IN ('PENDING', 'RUNNING')",
+        )
+        .bind(status.as_str())
+        .bind(ended_at)
+        .bind(reason)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
+        sqlx::query("SELECT * FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| session_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_sessions(
+        &self,
+        project_id: Option<&str>,
+        status: Option<SessionStatus>,
+    ) -> Result<Vec<Session>> {
+        sqlx::query(
+            "SELECT * FROM sessions \
+             WHERE ($1::text IS NULL OR project_id = $1) AND ($2::text IS NULL OR status = $2) \
+             ORDER BY created_at DESC",
+        )
+        .bind(project_id)
+        .bind(status.map(SessionStatus::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>> {
+        sqlx::query(
+            "SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING') \
+             AND (node IS NULL OR node = $1)",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool> {
+        let updated = sqlx::query("UPDATE contexts SET updated_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeStore for PostgresStore {
+    async fn register_node(
+        &self,
+        name: &str,
+        url: &str,
+        public_url: Option<&str>,
+        max_sessions: u32,
+        lease: Duration,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO nodes (name, url, public_url, epoch, state, started_at, heartbeat_at, \
+             lease_expires_at, live_sessions, max_sessions) \
+             VALUES ($1, $2, $3, 1, 'live', now(), now(), now() + make_interval(secs => $4), 0, $5) \
+             ON CONFLICT (name) DO UPDATE SET url = excluded.url, public_url = excluded.public_url, \
+             epoch = nodes.epoch + 1, state = 'live', started_at = now(), heartbeat_at = now(), \
+             lease_expires_at = excluded.lease_expires_at, live_sessions = 0, \
+             max_sessions = excluded.max_sessions RETURNING epoch",
+        )
+        .bind(name)
+        .bind(url)
+        .bind(public_url)
+        .bind(secs(lease))
+        .bind(i64::from(max_sessions))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn heartbeat(
+        &self,
+        name: &str,
+        epoch: i64,
+        live_sessions: u32,
+        lease: Duration,
+    ) -> Result<bool> {
+        let renewed = sqlx::query(
+            "UPDATE nodes SET heartbeat_at = now(), \
+             lease_expires_at = now() + make_interval(secs => $1), live_sessions = $2 \
+             WHERE name = $3 AND epoch = $4 AND state = 'live'",
+        )
+        .bind(secs(lease))
+        .bind(i64::from(live_sessions))
+        .bind(name)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn leave_node(&self, name: &str, epoch: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET state = 'left' WHERE name = $1 AND epoch = $2")
+            .bind(name)
+            .bind(epoch)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        sqlx::query("SELECT * FROM nodes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    async fn get_node(&self, name: &str) -> Result<Option<Node>> {
+        sqlx::query("SELECT * FROM nodes WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| node_from_row(&r))
+            .transpose()
+    }
+
+    async fn sweep(&self, reason: &str, grace: Duration) -> Result<Vec<Uuid>> {
+        // One statement per step; `SKIP LOCKED`: sweepers on several nodes at once each take
+        // a different expired node, none waits for another.
+        let mut tx = self.pool.begin().await?;
+        let lost: Vec<String> = sqlx::query_scalar(
+            "UPDATE nodes SET state = 'lost', epoch = epoch + 1 WHERE name IN \
+             (SELECT name FROM nodes WHERE state = 'live' AND lease_expires_at < now() \
+              FOR UPDATE SKIP LOCKED) RETURNING name",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ended: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET status = 'ERROR', ended_at = now(), updated_at = now(), \
+             end_reason = $1 || node WHERE node = ANY($2) AND status IN ('PENDING', 'RUNNING') \
+             RETURNING id",
+        )
+        .bind(reason)
+        .bind(&lost)
+        .fetch_all(&mut *tx)
+        .await?;
+        let timed_out: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET status = 'TIMED_OUT', ended_at = expires_at, updated_at = now(), \
+             end_reason = 'session timed out (ended by the cluster: its node did not)' \
+             WHERE status IN ('PENDING', 'RUNNING') \
+             AND expires_at < now() - make_interval(secs => $1) RETURNING id",
+        )
+        .bind(secs(grace))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        ended.extend(timed_out);
+        ended.iter().map(|id| parse_id(id)).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl SettingStore for PostgresStore {
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.get_setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished")))
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProjectStore for PostgresStore {
+    async fn create_project(
+        &self,
+        name: &str,
+        default_timeout_secs: u64,
+        concurrency: u32,
+        creations_per_minute: u32,
+    ) -> Result<Project> {
+        let now = crate::model::now();
+        let project = Project {
+            id: Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            owner_id: "browserd".to_owned(),
+            default_timeout_secs,
+            concurrency,
+            creations_per_minute,
+            created_at: now,
+            updated_at: now,
+        };
+        sqlx::query(
+            "INSERT INTO projects (id, name, owner_id, default_timeout, concurrency, \
+             creations_per_minute, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&project.id)
+        .bind(&project.name)
+        .bind(&project.owner_id)
+        .bind(project.default_timeout_secs as i64)
+        .bind(i64::from(project.concurrency))
+        .bind(i64::from(project.creations_per_minute))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(project)
+    }
+
+    async fn get_project(&self, id: &str) -> Result<Option<Project>> {
+        sqlx::query("SELECT * FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| project_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        sqlx::query("SELECT * FROM projects ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect()
+    }
+
+    async fn set_default_timeout(&self, id: &str, secs: u64) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET default_timeout = $1, updated_at = $2 WHERE id = $3")
+            .bind(secs as i64)
+            .bind(crate::model::now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET creations_per_minute = $1, updated_at = $2 WHERE id = $3")
+            .bind(i64::from(per_minute))
+            .bind(crate::model::now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_hash, project_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(key_hash)
+        .bind(project_id)
+        .bind(crate::model::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>> {
+        sqlx::query(
+            "SELECT p.* FROM projects p JOIN api_keys k ON k.project_id = p.id WHERE k.key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| project_from_row(&r))
+        .transpose()
+    }
+}
+
+#[async_trait::async_trait]
+impl ContextStore for PostgresStore {
+    async fn create_context(
+        &self,
+        project_id: &str,
+        name: Option<&str>,
+    ) -> Result<Option<Context>> {
+        let now = crate::model::now();
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let context = Context {
+            id: Uuid::new_v4().to_string(),
+            project_id: project_id.to_owned(),
+            name: name.map(str::to_owned),
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO contexts (id, project_id, name, name_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&context.id)
+        .bind(project_id)
+        .bind(name)
+        .bind(name.map(str::to_lowercase))
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((inserted == 1).then_some(context))
+    }
+
+    async fn get_context(&self, id: &str) -> Result<Option<Context>> {
+        sqlx::query("SELECT * FROM contexts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Context {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    name: row.try_get("name")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn delete_context(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM contexts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl ExtensionStore for PostgresStore {
+    async fn insert_extension(&self, extension: &Extension) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&extension.id)
+        .bind(&extension.project_id)
+        .bind(&extension.file_name)
+        .bind(extension.created_at)
+        .bind(extension.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_extension(&self, id: &str) -> Result<Option<Extension>> {
+        sqlx::query("SELECT * FROM extensions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| {
+                Ok(Extension {
+                    id: row.try_get("id")?,
+                    project_id: row.try_get("project_id")?,
+                    file_name: row.try_get("file_name")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn delete_extension(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM extensions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl Database for PostgresStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> Result<Option<T>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn project_from_row(row: &PgRow) -> Result<Project> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner_id: row.try_get("owner_id")?,
+        default_timeout_secs: row.try_get::<i64, _>("default_timeout")? as u64,
+        concurrency: row.try_get::<i64, _>("concurrency")? as u32,
+        creations_per_minute: row.try_get::<i64, _>("creations_per_minute")? as u32,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn node_from_row(row: &PgRow) -> Result<Node> {
+    let state: String = row.try_get("state")?;
+    Ok(Node {
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        public_url: row.try_get("public_url")?,
+        epoch: row.try_get("epoch")?,
+        state: NodeState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("node state {state:?}")))?,
+        started_at: row.try_get("started_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
+        max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
+    })
+}
+
+fn session_from_row(row: &PgRow) -> Result<Session> {
+    let status: String = row.try_get("status")?;
+    let pid: Option<i64> = row.try_get("browser_pid")?;
+    let ticks: Option<i64> = row.try_get("browser_start_ticks")?;
+    let dir: Option<String> = row.try_get("browser_dir")?;
+    let url: Option<String> = row.try_get("browser_cdp_url")?;
+    Ok(Session {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        project_id: row.try_get("project_id")?,
+        status: SessionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        keep_alive: row.try_get("keep_alive")?,
+        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
+        region: row.try_get("region")?,
+        user_metadata: json_col(row, "user_metadata")?,
+        browser_settings: json_col(row, "browser_settings")?,
+        extension_id: row.try_get("extension_id")?,
+        proxies: json_col(row, "proxies")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        started_at: row.try_get("started_at")?,
+        expires_at: row.try_get("expires_at")?,
+        ended_at: row.try_get("ended_at")?,
+        end_reason: row.try_get("end_reason")?,
+        browser: match (pid, ticks, dir, url) {
+            (Some(pid), Some(ticks), Some(dir), Some(cdp_url)) => Some(BrowserRecord {
+                pid: pid as u32,
+                start_ticks: ticks as u64,
+                dir: dir.into(),
+                cdp_url,
+            }),
+            _ => None,
+        },
+        node: row.try_get("node")?,
+    })
+}
