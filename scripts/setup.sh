@@ -37,6 +37,15 @@ ensure_sandbox() {
   fi
 }
 
+# The cluster tests run several nodes on one PostgreSQL, started per run by pg_virtualenv
+# (Debian's postgresql-common) and dropped after.
+ensure_postgres() {
+  if ! command -v pg_virtualenv >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "setup: installing PostgreSQL (the cluster tests' shared database)"
+    apt_install postgresql
+  fi
+}
+
 ensure_test_tools() {
   if ! python3 -m venv --help >/dev/null 2>&1; then
     echo "setup: installing python3-venv"

@@ -40,6 +40,15 @@ pub enum Command {
     /// Inspect and release sessions
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The nodes sharing the database (--database), with their load and health
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the nodes: state, sessions and limit, last heartbeat, address
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +106,9 @@ pub enum SessionsCommand {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database.is_some() {
+        return crate::server::open_store(config).await;
+    }
     if !config.db_path().exists() {
         bail!(
             "no browserd database in {} (run `browserd serve` once, or pass --data-dir)",
@@ -230,7 +242,38 @@ pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Resu
     Ok(())
 }
 
+pub async fn run_nodes(common: &Common, cmd: NodesCommand) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    let store = open_store(&config).await?;
+    match cmd {
+        NodesCommand::List => {
+            println!(
+                "{:<20}  {:<5}  {:>8}  {:<24}  {:<24}  URL",
+                "NAME", "STATE", "SESSIONS", "LAST HEARTBEAT", "LEASE UNTIL"
+            );
+            for n in store.nodes.list_nodes().await? {
+                println!(
+                    "{:<20}  {:<5}  {:>8}  {:<24}  {:<24}  {}",
+                    n.name,
+                    n.state.as_str(),
+                    format!("{}/{}", n.live_sessions, n.max_sessions),
+                    fmt_time(n.heartbeat_at),
+                    fmt_time(n.lease_expires_at),
+                    n.url
+                );
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
+    if config.database.is_some() {
+        bail!(
+            "with a shared database, release sessions through the API of any node: POST /v1/sessions/{id} {{\"status\": \"REQUEST_RELEASE\"}}"
+        );
+    }
     // Opened first: a data dir without a database gets its own clear error.
     let store = open_store(config).await?;
     // Whether a server runs is the data dir's lock, not whether its socket answers: a

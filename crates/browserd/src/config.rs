@@ -180,15 +180,8 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_ALLOW_LOCAL_EGRESS", value_name = "BOOL")]
     pub allow_local_egress: Option<bool>,
 
-    /// Share a PostgreSQL database with other browserd nodes (postgres://user:pass@host/db):
-    /// any node then serves any session. Unset: the embedded SQLite database in the data
-    /// dir, one node. Put the password in the environment variable, not a flag
-    #[arg(
-        long,
-        env = "BROWSERD_DATABASE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    /// Only read from the config file; on the command line it is a global flag (`Common`).
+    #[arg(skip)]
     pub database: Option<Secret>,
 
     /// This node's name in a cluster, unique among the nodes sharing a database; a node
@@ -224,6 +217,18 @@ pub struct Common {
     /// Where browserd keeps its database and session files [default: ./browserd-data]
     #[arg(long, env = "BROWSERD_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+
+    /// Share a PostgreSQL database with other browserd nodes (postgres://user:pass@host/db):
+    /// any node then serves any session. Unset: the embedded SQLite database in the data
+    /// dir, one node. Put the password in the environment variable, not a flag
+    #[arg(
+        long,
+        env = "BROWSERD_DATABASE",
+        value_name = "URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database: Option<Secret>,
 }
 
 /// The configuration in force.
@@ -318,7 +323,7 @@ impl Config {
             .listen
             .or(f.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
-        let database = cli.database.clone().or(f.database.clone());
+        let database = common.database.clone().or(f.database.clone());
         if let Some(url) = &database
             && !url.expose().starts_with("postgres://")
             && !url.expose().starts_with("postgresql://")
@@ -502,6 +507,7 @@ mod tests {
         let common = Common {
             config: Some(file),
             data_dir: None,
+            database: None,
         };
         let cli = Settings {
             max_sessions: Some(3),
@@ -564,6 +570,7 @@ mod tests {
         let common = Common {
             config: Some(file),
             data_dir: None,
+            database: None,
         };
         let err = Config::resolve(&common, &Settings::default()).unwrap_err();
         assert!(format!("{err:#}").contains("listn"), "{err:#}");

@@ -22,6 +22,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(settings) => serve(&cli.common, &settings).await,
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
         Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
+        Command::Nodes(cmd) => browserd::cli::run_nodes(&cli.common, cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -50,6 +50,7 @@ async fn app_with(launcher: NoBrowsers) -> App {
     let common = Common {
         config: None,
         data_dir: Some(data_dir.path().to_owned()),
+        database: None,
     };
     let settings = Settings {
         api_key: Some(KEY.into()),

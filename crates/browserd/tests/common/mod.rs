@@ -84,6 +84,7 @@ impl TestServer {
         let common = Common {
             config: None,
             data_dir: Some(data_dir.path().to_owned()),
+            database: None,
         };
         let settings = Settings {
             api_key: Some(API_KEY.into()),
@@ -403,4 +404,21 @@ pub async fn refused_handshake(url: &str) -> (u16, Value) {
         }
         Err(e) => panic!("unexpected handshake error: {e}"),
     }
+}
+
+/// A fresh, empty database on the test PostgreSQL (`BROWSERD_TEST_POSTGRES`, which
+/// `scripts/test` points at a server it starts): its URL.
+pub async fn fresh_postgres_database() -> String {
+    let base = std::env::var("BROWSERD_TEST_POSTGRES").expect(
+        "BROWSERD_TEST_POSTGRES is not set: run the suite with scripts/test, which starts a PostgreSQL, or point it at one (postgres://user:pass@host:port/db)",
+    );
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
+    format!("{prefix}/{name}")
 }

@@ -1,0 +1,473 @@
+//! Several `browserd` processes sharing one real PostgreSQL, each on its own loopback
+//! address with real Chromium: any node serves any session; a lost node's sessions end.
+
+mod common;
+
+use common::{API_KEY, Cdp, eventually, refused_handshake};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_browserd");
+
+/// One node: a `browserd serve` process, killed (with its browsers) when dropped.
+struct Node {
+    child: Child,
+    name: String,
+    /// `http://127.0.0.N:PORT`
+    base: String,
+    data_dir: tempfile::TempDir,
+    /// The API key requests carry (any node takes any key of the shared store).
+    key: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        browserd::browser::procs::kill_by_cmdline(self.data_dir.path());
+    }
+}
+
+impl Node {
+    /// Starts node `name` on `127.0.0.<host>` against `database`, room for `max_sessions`.
+    fn start(name: &str, host: u8, database: &str, max_sessions: usize) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.{host}:0")])
+            .args(["--node-name", name, "--node-lease", "2"])
+            .args(["--min-timeout", "1", "--warm-pool", "0"])
+            .args(["--max-sessions", &max_sessions.to_string()])
+            .args(["--shutdown-ends-sessions", "true"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("BROWSERD_DATABASE", database)
+            .env("BROWSERD_API_KEY", API_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                base = Some(rest.split_whitespace().next().unwrap().to_owned());
+                break;
+            }
+        }
+        // Keep reading so a full pipe never blocks the server.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            name: name.to_owned(),
+            base: base.unwrap_or_else(|| panic!("node {name} did not start")),
+            data_dir,
+            key: API_KEY.to_owned(),
+        }
+    }
+
+    fn host_port(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .header("x-bb-api-key", &self.key)
+    }
+
+    async fn create(&self, body: Value) -> (u16, Value) {
+        let resp = self
+            .req(reqwest::Method::POST, "/v1/sessions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap())
+    }
+
+    async fn get(&self, id: &str) -> Value {
+        let resp = self
+            .req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET {id} on {}", self.name);
+        resp.json().await.unwrap()
+    }
+
+    /// The pids of the browsers this node started (their command lines name its data dir).
+    fn browsers(&self) -> Vec<u32> {
+        let mut pids = browserd::browser::procs::find_by_cmdline(self.data_dir.path());
+        pids.retain(|&pid| pid != self.child.id());
+        pids
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            sig,
+        )
+        .unwrap();
+    }
+}
+
+/// A new project with room for `concurrency` sessions, made with the CLI: its API key.
+fn project(database: &str, concurrency: u32) -> String {
+    let out = Command::new(BIN)
+        .args(["project", "create", "cluster-test"])
+        .args(["--concurrency", &concurrency.to_string()])
+        .env("BROWSERD_DATABASE", database)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("API key:"))
+        .expect("the CLI prints the key")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Three nodes on 127.0.0.2-4, requests carrying a key of a project with room for 10.
+async fn three_nodes(max_sessions: [usize; 3]) -> (String, [Node; 3]) {
+    let db = common::fresh_postgres_database().await;
+    let mut nodes = [
+        Node::start("node-a", 2, &db, max_sessions[0]),
+        Node::start("node-b", 3, &db, max_sessions[1]),
+        Node::start("node-c", 4, &db, max_sessions[2]),
+    ];
+    let key = project(&db, 10);
+    for n in &mut nodes {
+        n.key = key.clone();
+    }
+    (db, nodes)
+}
+
+/// `connectUrl` with its host swapped for `node`'s: the same session through another door.
+fn through(connect_url: &str, node: &Node) -> String {
+    let rest = connect_url.trim_start_matches("ws://");
+    let path = &rest[rest.find('/').unwrap()..];
+    format!("ws://{}{path}", node.host_port())
+}
+
+async fn wait_status(node: &Node, id: &str, status: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = node.get(id).await;
+        if s["status"] == status {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "session {id} is {} on {}, not {status}, after {within:?}: {s}",
+            s["status"],
+            node.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_session() {
+    let (_db, [a, b, c]) = three_nodes([2, 2, 2]).await;
+
+    let (status, session) = a.create(json!({"keepAlive": true})).await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let connect_url = session["connectUrl"].as_str().unwrap();
+    assert!(connect_url.contains(a.host_port()), "{connect_url}");
+
+    // Through node B: the bytes go to A's browser.
+    let mut cdp = Cdp::connect(&through(connect_url, &b)).await;
+    let version = cdp.call("Browser.getVersion", json!({}), None).await;
+    assert!(version["result"]["product"].is_string(), "{version}");
+    cdp.eval_in_page("document.title = 'set through node-b'")
+        .await;
+    drop(cdp);
+
+    // keepAlive: reconnect through node C to the same page; C reads the row as RUNNING.
+    assert_eq!(c.get(&id).await["status"], "RUNNING");
+    let mut cdp = Cdp::connect(&through(connect_url, &c)).await;
+    assert_eq!(
+        cdp.eval_in_page("document.title").await,
+        "set through node-b"
+    );
+    // Playwright asks /json/version first when given an http:// URL: answered through C.
+    let version_url = through(connect_url, &c)
+        .replace("ws://", "http://")
+        .replace("/?", "/json/version/?");
+    let v: Value = reqwest::get(&version_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap()
+            .contains("signingKey"),
+        "{v}"
+    );
+
+    // Released through B: A stops the browser; the client through C is told why.
+    let resp = b
+        .req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let released: Value = resp.json().await.unwrap();
+    assert_eq!(released["status"], "COMPLETED", "{released}");
+    let close = cdp.closed().await.expect("a close frame");
+    assert!(close.reason.contains("released"), "{close:?}");
+    assert_eq!(a.get(&id).await["status"], "COMPLETED");
+    assert!(
+        eventually(|| async { a.browsers().is_empty().then_some(()) })
+            .await
+            .is_some(),
+        "node-a's browser stopped"
+    );
+    let (status, body) = refused_handshake(&through(connect_url, &c)).await;
+    assert_eq!(status, 410, "{body}");
+
+    // The raw-API release form (sessionId in the body) through another node, and the
+    // session's files and logs read through a node that does not run it.
+    let (_, second) = c.create(json!({})).await;
+    let second_id = second["id"].as_str().unwrap();
+    let logs = a
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{second_id}/logs"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logs.status(), 200);
+    let resp = a
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .json(&json!({"sessionId": second_id, "status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(c.get(second_id).await["status"], "COMPLETED");
+    assert!(
+        eventually(|| async { c.browsers().is_empty().then_some(()) })
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_nodes_and_a_full_node_places_creates_elsewhere() {
+    let (db, [a, b, c]) = three_nodes([1, 2, 2]).await;
+
+    // node-a holds one; a second create through it lands on another node (the CLI shows
+    // where the sessions are).
+    let (s1, first) = a.create(json!({})).await;
+    assert_eq!(s1, 201, "{first}");
+    let (s2, second) = a.create(json!({})).await;
+    assert_eq!(s2, 201, "placed elsewhere: {second}");
+    assert!(
+        !second["connectUrl"].as_str().unwrap().is_empty(),
+        "{second}"
+    );
+    assert!(!a.browsers().is_empty());
+    let nodes = eventually(|| async {
+        let out = Command::new(BIN)
+            .args(["nodes", "list"])
+            .env("BROWSERD_DATABASE", &db)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let load = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().nth(2).unwrap().to_owned())
+        };
+        let (la, lb, lc) = (load("node-a")?, load("node-b")?, load("node-c")?);
+        (la == "1/1" && (lb == "1/2") != (lc == "1/2")).then_some(text)
+    })
+    .await;
+    assert!(nodes.is_some(), "one session on node-a, one on b or c");
+
+    // A project whose limit is 2, 6 creates at once through three nodes: exactly 2 run.
+    let release = |node: &Node, id: String| {
+        node.req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
+            .json(&json!({"status": "REQUEST_RELEASE"}))
+            .send()
+    };
+    for s in [&first, &second] {
+        release(&b, s["id"].as_str().unwrap().to_owned())
+            .await
+            .unwrap();
+    }
+    let key = project(&db, 2);
+    let nodes = [&a, &b, &c];
+    let tries = (0..6).map(|i| {
+        let url = format!("{}/v1/sessions", nodes[i % 3].base);
+        let key = key.clone();
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("x-bb-api-key", key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        })
+    });
+    let mut created = Vec::new();
+    let mut refused = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            (201, s) => created.push(s),
+            (429, body) => {
+                assert!(
+                    body["message"].as_str().unwrap().contains("concurrent"),
+                    "{body}"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((created.len(), refused), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_s_sessions_end_as_error_and_the_others_go_on() {
+    let (db, [a, b, mut c]) = three_nodes([2, 2, 2]).await;
+
+    let (_, on_a) = a.create(json!({"keepAlive": true})).await;
+    let (_, on_b) = b.create(json!({"keepAlive": true})).await;
+    let (_, on_c) = c.create(json!({"keepAlive": true})).await;
+    let (a_id, b_id, c_id) = (
+        on_a["id"].as_str().unwrap(),
+        on_b["id"].as_str().unwrap(),
+        on_c["id"].as_str().unwrap(),
+    );
+
+    // kill -9 node-c: within 15 s its session is ERROR, saying the node was lost.
+    let killed = Instant::now();
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    wait_status(&a, c_id, "ERROR", Duration::from_secs(15)).await;
+    let took = killed.elapsed();
+    // The reason is the CLI's to show (the SDKs' session shape has no field for it).
+    let listed = Command::new(BIN)
+        .args(["sessions", "list", "--status", "ERROR"])
+        .env("BROWSERD_DATABASE", &db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(c_id) && l.contains("node node-c")),
+        "{text}"
+    );
+    eprintln!("node-c's session ended as ERROR {took:?} after kill -9");
+
+    // The others go on: node-a's session through node-b still answers.
+    let mut cdp = Cdp::connect(&through(on_a["connectUrl"].as_str().unwrap(), &b)).await;
+    assert!(cdp.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+    assert_eq!(b.get(b_id).await["status"], "RUNNING");
+
+    // SIGSTOP node-b past its lease: the cluster ends its session; SIGCONT: node-b finds
+    // out and stops that browser instead of serving it on.
+    assert!(!b.browsers().is_empty());
+    b.signal(rustix::process::Signal::STOP);
+    wait_status(&a, b_id, "ERROR", Duration::from_secs(15)).await;
+    b.signal(rustix::process::Signal::CONT);
+    assert!(
+        eventually(|| async { b.browsers().is_empty().then_some(()) })
+            .await
+            .is_some(),
+        "node-b stopped the browser of a session the cluster had ended"
+    );
+    // node-b joins again and takes new sessions.
+    let (status, again) = b.create(json!({})).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(a.get(a_id).await["status"], "RUNNING");
+    drop(cdp);
+}
+
+/// `pg_ctlcluster <version> regress <action>` on the test's PostgreSQL (pg_virtualenv's).
+fn database_server(action: &str) {
+    let version = std::env::var("PGVERSION")
+        .expect("PGVERSION is not set: this test stops and starts the pg_virtualenv cluster scripts/test makes");
+    let ok = Command::new("pg_ctlcluster")
+        .args([&version, "regress", action])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "pg_ctlcluster {action}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_go_on_while_the_database_is_down_and_creates_wait_for_it() {
+    let (_db, [a, b, _c]) = three_nodes([2, 2, 2]).await;
+    let (_, session) = a.create(json!({"keepAlive": true})).await;
+    let id = session["id"].as_str().unwrap();
+    let connect_url = session["connectUrl"].as_str().unwrap();
+    let mut direct = Cdp::connect(connect_url).await;
+    let mut hop = Cdp::connect(&through(connect_url, &b)).await;
+
+    database_server("stop");
+    // Longer than a lease: nobody may be declared lost for the database's absence.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(4) {
+        for cdp in [&mut direct, &mut hop] {
+            assert!(cdp.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let resp = b
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-should-retry"], "true");
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("database"),
+        "{body}"
+    );
+
+    database_server("start");
+    // Creates work again, and the sessions were not marked wrongly meanwhile. What must not
+    // happen is a sweep: two leases after the database came back, every node has swept.
+    let created = eventually(|| async {
+        let (status, s) = b.create(json!({})).await;
+        (status == 201).then_some(s)
+    })
+    .await;
+    assert!(
+        created.is_some(),
+        "creates resume once the database is back"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(a.get(id).await["status"], "RUNNING");
+    assert!(direct.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+    assert!(hop.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+}
