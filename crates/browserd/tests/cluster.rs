@@ -366,12 +366,18 @@ async fn a_lost_node_s_sessions_end_as_error_and_the_others_go_on() {
         on_c["id"].as_str().unwrap(),
     );
 
-    // kill -9 node-c: within 15 s its session is ERROR, saying the node was lost.
+    // kill -9 node-c: within 15 s its session is ERROR, saying the node was lost; a client
+    // of it connected through node-a is told so in a close frame.
+    let mut through_a = Cdp::connect(&through(on_c["connectUrl"].as_str().unwrap(), &a)).await;
+    assert!(through_a.call("Browser.getVersion", json!({}), None).await["result"].is_object());
     let killed = Instant::now();
     c.child.kill().unwrap();
     c.child.wait().unwrap();
     wait_status(&a, c_id, "ERROR", Duration::from_secs(15)).await;
     let took = killed.elapsed();
+    let close = through_a.closed().await.expect("a close frame from node-a");
+    assert_eq!(u16::from(close.code), 1011, "{close:?}");
+    assert!(close.reason.contains("node-c was lost"), "{close:?}");
     // The reason is the CLI's to show (the SDKs' session shape has no field for it).
     let listed = Command::new(BIN)
         .args(["sessions", "list", "--status", "ERROR"])

@@ -26,9 +26,9 @@ pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: N
         Ok(found) => found,
         Err(response) => return response,
     };
-    let node = match target {
-        Target::Session(id) if state.sessions.is_live(id) => None,
-        Target::Session(id) => match state.cluster.owner(id).await {
+    let node = match &target {
+        Target::Session(id) if state.sessions.is_live(*id) => None,
+        Target::Session(id) => match state.cluster.owner(*id).await {
             Ok(Owner::Elsewhere(node)) => Some(node),
             Ok(Owner::Here) => None,
             Err(e) => return super::error::ApiError::from(e).into_response(),
@@ -40,12 +40,16 @@ pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: N
         },
         Target::Here => None,
     };
-    match node {
-        Some(node) => forward(req, &node.name, &node.url, state.cluster.name())
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
-        None => next.run(req).await,
-    }
+    let Some(node) = node else {
+        return next.run(req).await;
+    };
+    let lost = match target {
+        Target::Session(session) => Some(state.cluster.lost_notice(session)),
+        _ => None,
+    };
+    forward(req, &node.name, &node.url, state.cluster.name(), lost)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 enum Target {

@@ -1,7 +1,9 @@
 //! Forwarding a request to the node that owns its session: HTTP/1.1 to the node's
 //! `--node-url`, the client's own credentials passed on (every node shares the store, the
 //! API keys and the signing secret). A websocket upgrade is answered with the owner's
-//! `101` and then the two connections are joined as bytes: no frame is parsed on this hop.
+//! `101` and then the two connections are joined as bytes: no message is parsed on this
+//! hop. Only the frame headers coming from the owner are followed ([`FrameBoundary`]), so
+//! that if the owner vanishes mid-stream the client still gets a close frame that says why.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -58,6 +60,53 @@ fn authority(node_url: &str) -> Result<String, ForwardError> {
     }
 }
 
+/// What a websocket client is told if the owner vanishes: the session's end as the
+/// cluster records it (a sweeper ends a lost node's sessions within about a lease).
+pub struct LostNotice {
+    pub store: crate::store::Store,
+    pub session: uuid::Uuid,
+    /// How long to wait for the session's end to be recorded.
+    pub wait: Duration,
+}
+
+impl LostNotice {
+    /// The close frame's code and reason.
+    async fn reason(&self, node: &str) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            if let Ok(Some(s)) = self.store.sessions.get_session(self.session).await
+                && s.status.is_ended()
+            {
+                let code = if s.status == crate::model::SessionStatus::Error {
+                    1011
+                } else {
+                    1000
+                };
+                let reason = if s
+                    .end_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(super::NODE_LOST))
+                {
+                    format!(
+                        "session ended ({}): its node {node} was lost",
+                        s.status.as_str()
+                    )
+                } else {
+                    s.end_reason.unwrap_or_default()
+                };
+                return (code, reason);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return (
+                    1011,
+                    format!("the node running this session ({node}) stopped answering"),
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 /// Sends `req` to the node at `node_url` and returns its answer; an upgrade is joined
 /// through. `me` names this node in [`FORWARDED_BY`].
 pub async fn forward(
@@ -65,6 +114,7 @@ pub async fn forward(
     node_name: &str,
     node_url: &str,
     me: &str,
+    lost: Option<LostNotice>,
 ) -> Result<Response, ForwardError> {
     let address = authority(node_url)?;
     let connect = tokio::net::TcpStream::connect(&address);
@@ -105,6 +155,7 @@ pub async fn forward(
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let owner_upgrade = hyper::upgrade::on(&mut response);
+        let node = node_name.to_owned();
         // Joins the client and the owner once both sides have switched; lives as long as
         // either side keeps its connection.
         tokio::spawn(async move {
@@ -115,16 +166,179 @@ pub async fn forward(
                     return;
                 }
             };
-            let (mut client, mut owner) = (TokioIo::new(client), TokioIo::new(owner));
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut owner).await;
+            tunnel(TokioIo::new(client), TokioIo::new(owner), &node, lost).await;
         });
     }
     Ok(response.map(Body::new))
 }
 
+/// Moves bytes both ways until either side ends. If the owner's side ends without a
+/// close frame (the node died or was cut off) between two frames, the client gets one.
+async fn tunnel<C, O>(client: C, owner: O, node: &str, lost: Option<LostNotice>)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    O: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut owner_read, mut owner_write) = tokio::io::split(owner);
+    // Set once the client has finished sending: then the owner's side ends because the
+    // client left, and there is nobody to tell anything.
+    let client_done = std::sync::atomic::AtomicBool::new(false);
+    let upstream = async {
+        let _ = tokio::io::copy(&mut client_read, &mut owner_write).await;
+        let _ = owner_write.shutdown().await;
+    };
+    let downstream = async {
+        let mut frames = FrameBoundary::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match owner_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    frames.feed(&buf[..n]);
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let vanished = !client_done.load(std::sync::atomic::Ordering::Relaxed)
+            && frames.at_boundary()
+            && !frames.saw_close;
+        if let Some(lost) = lost.filter(|_| vanished) {
+            let (code, reason) = lost.reason(node).await;
+            let _ = client_write.write_all(&close_frame(code, &reason)).await;
+        }
+        let _ = client_write.shutdown().await;
+    };
+    let (mut upstream, mut downstream) = (std::pin::pin!(upstream), std::pin::pin!(downstream));
+    tokio::select! {
+        // The owner's side ended: the tunnel is over.
+        _ = &mut downstream => {}
+        // The client finished: what the owner still sends (its close reply) goes through.
+        _ = &mut upstream => {
+            client_done.store(true, std::sync::atomic::Ordering::Relaxed);
+            downstream.await;
+        }
+    }
+}
+
+/// An unmasked (server to client) close frame; the reason cut to the 123 bytes allowed.
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut frame = vec![0x88, (2 + end) as u8];
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(&reason.as_bytes()[..end]);
+    frame
+}
+
+/// Follows websocket frame headers in a byte stream (RFC 6455 §5.2) without keeping
+/// payloads: where one frame ends and the next begins, and whether a close frame passed.
+#[derive(Debug, Default)]
+struct FrameBoundary {
+    /// Bytes of the current frame's header seen so far (at most 14).
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    saw_close: bool,
+}
+
+impl FrameBoundary {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = (self.payload_left.min(bytes.len() as u64)) as usize;
+                self.payload_left -= skip as u64;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            self.header.push(bytes[0]);
+            bytes = &bytes[1..];
+            if let Some(payload) = self.header_done() {
+                if self.header[0] & 0x0f == 0x8 {
+                    self.saw_close = true;
+                }
+                self.header.clear();
+                self.payload_left = payload;
+            }
+        }
+    }
+
+    /// The payload length once the header is complete.
+    fn header_done(&self) -> Option<u64> {
+        let h = &self.header;
+        if h.len() < 2 {
+            return None;
+        }
+        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+        let (len_bytes, len) = match h[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        if h.len() < 2 + len_bytes + mask {
+            return None;
+        }
+        Some(len.unwrap_or_else(|| {
+            h[2..2 + len_bytes]
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        }))
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.header.is_empty() && self.payload_left == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_boundaries_are_followed_across_reads() {
+        // A text frame of 5 bytes, one of 300 (16-bit length), a masked one of 2, a close.
+        let mut stream = vec![0x81, 5];
+        stream.extend_from_slice(b"hello");
+        stream.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
+        stream.extend_from_slice(&[b'x'; 300]);
+        stream.extend_from_slice(&[0x82, 0x82, 1, 2, 3, 4, 9, 9]);
+        let whole = stream.clone();
+        // Fed one byte at a time: a boundary exactly after each frame.
+        let mut frames = FrameBoundary::default();
+        let mut boundaries = Vec::new();
+        for (i, b) in whole.iter().enumerate() {
+            frames.feed(std::slice::from_ref(b));
+            if frames.at_boundary() {
+                boundaries.push(i + 1);
+            }
+        }
+        assert_eq!(boundaries, [7, 311, 319]);
+        assert!(!frames.saw_close);
+        frames.feed(&close_frame(1000, "bye"));
+        assert!(frames.at_boundary() && frames.saw_close);
+        // A 64-bit length, cut in its middle.
+        let mut big = FrameBoundary::default();
+        big.feed(&[0x82, 127, 0, 0, 0]);
+        assert!(!big.at_boundary());
+        big.feed(&[0, 0, 1, 0, 0]);
+        assert_eq!(big.payload_left, 65536);
+        big.feed(&vec![0; 65536]);
+        assert!(big.at_boundary());
+    }
+
+    #[test]
+    fn close_frames_keep_to_the_size_the_protocol_allows() {
+        let frame = close_frame(1011, &"é".repeat(100));
+        assert_eq!(frame[0], 0x88);
+        assert!(frame[1] as usize <= 125);
+        assert_eq!(frame.len(), 2 + frame[1] as usize);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
 
     #[test]
     fn node_urls_give_their_address() {

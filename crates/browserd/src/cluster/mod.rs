@@ -114,6 +114,16 @@ impl Cluster {
         })
     }
 
+    /// What a client tunnelled to `session`'s node is told if that node vanishes: the
+    /// recorded end, waited for as long as a sweep takes.
+    pub fn lost_notice(&self, session: Uuid) -> forward::LostNotice {
+        forward::LostNotice {
+            store: self.store.clone(),
+            session,
+            wait: self.settings.lease + self.settings.beat() * 3,
+        }
+    }
+
     /// Another live node with room, least loaded first, for a create this node has no
     /// room for.
     pub async fn place_elsewhere(&self) -> crate::store::Result<Option<Node>> {
