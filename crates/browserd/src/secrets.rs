@@ -31,6 +31,13 @@ pub fn hash_api_key(key: &str) -> String {
 }
 
 /// Lowercase hex.
+/// A value that tells whether two nodes hold the same context key without revealing it.
+pub fn key_check(key: &[u8; 32]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"browserd context key check v1");
+    hex(&mac.finalize().into_bytes())
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

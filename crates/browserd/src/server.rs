@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
 const SETTING_SIGNING_SECRET: &str = "signing_secret";
+const SETTING_CONTEXT_KEY_CHECK: &str = "context_key_check";
 
 /// What start-up found or made, for the banner.
 #[derive(Debug)]
@@ -86,7 +87,7 @@ pub async fn prepare_with(
         )
     })?;
     let store = open_store(config).await?;
-    let files = open_files(config)?;
+    let files = open_files(config, &store).await?;
     // Registered before reconciling: a new epoch tells a sweeper that still believes in
     // the old one (this node restarted within its lease) that it is back.
     let cluster = Cluster::join(
@@ -171,20 +172,45 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-fn open_files(config: &Config) -> anyhow::Result<Arc<FileStore>> {
-    let key = crate::files::contexts::load_or_create_key(
-        &config.data_dir,
-        config
-            .context_key
-            .as_ref()
-            .map(crate::config::Secret::expose),
-    )?;
-    let vault = ContextVault::new(config.data_dir.join("contexts"), key)
+async fn open_files(config: &Config, store: &Store) -> anyhow::Result<Arc<FileStore>> {
+    let configured = config
+        .context_key
+        .as_ref()
+        .map(crate::config::Secret::expose);
+    if store.is_shared() && configured.is_none() {
+        bail!(
+            "with a shared database (--database), every node needs the same --context-key (64 hex digits, e.g. from `openssl rand -hex 32`): a context saved on one node must open on the others"
+        );
+    }
+    let key = crate::files::contexts::load_or_create_key(&config.data_dir, configured)?;
+    let mut vault = ContextVault::new(config.data_dir.join("contexts"), key)
         .context("could not create the contexts folder")?;
+    let shared = store.is_shared().then(|| Arc::clone(&store.blobs));
+    if let Some(blobs) = &shared {
+        check_shared_context_key(store, &key).await?;
+        vault = vault.shared(Arc::clone(blobs));
+    }
     Ok(Arc::new(
-        FileStore::open(&config.data_dir, vault, config.files_retention)
+        FileStore::open(&config.data_dir, vault, config.files_retention, shared)
             .context("could not create the file folders")?,
     ))
+}
+
+/// The first node records a check value of its context key (an HMAC, which does not
+/// reveal the key); a node started with another key is refused before it saves a context
+/// the others could not open.
+async fn check_shared_context_key(store: &Store, key: &[u8; 32]) -> anyhow::Result<()> {
+    let check = crate::secrets::key_check(key);
+    let in_force = store
+        .settings
+        .setting_or_insert(SETTING_CONTEXT_KEY_CHECK, &check)
+        .await?;
+    if in_force != check {
+        bail!(
+            "this node's --context-key differs from the one the other nodes sharing the database use; give every node the same key"
+        );
+    }
+    Ok(())
 }
 
 /// One server per data dir: a second would sweep the first one's browsers. The data dir's
@@ -215,7 +241,7 @@ pub async fn release_offline(
     if session.status.is_ended() {
         return Ok(());
     }
-    let files = open_files(config)?;
+    let files = open_files(config, store).await?;
     let launcher = chromium_launcher(config)?;
     let mut browser = match session.browser.clone() {
         Some(record) => launcher.adopt(record).await,

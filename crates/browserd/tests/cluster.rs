@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_browserd");
+/// Every node of a cluster seals contexts under the same key.
+const CONTEXT_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// One node: a `browserd serve` process, killed (with its browsers) when dropped.
 struct Node {
@@ -44,6 +46,7 @@ impl Node {
             .arg(data_dir.path())
             .env("BROWSERD_DATABASE", database)
             .env("BROWSERD_API_KEY", API_KEY)
+            .env("BROWSERD_CONTEXT_KEY", CONTEXT_KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -476,4 +479,115 @@ async fn sessions_go_on_while_the_database_is_down_and_creates_wait_for_it() {
     assert_eq!(a.get(id).await["status"], "RUNNING");
     assert!(direct.call("Browser.getVersion", json!({}), None).await["result"].is_object());
     assert!(hop.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+}
+
+fn extension_zip() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(br#"{"manifest_version":3,"name":"cluster","version":"1"}"#)
+        .unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_and_extensions_are_usable_from_any_node() {
+    let (db, [a, b, c]) = three_nodes([2, 2, 2]).await;
+
+    // A context made through node-a, filled by a session on node-b, saved at its release
+    // through node-c, loaded by a session on node-c.
+    let ctx: Value = a
+        .req(reqwest::Method::POST, "/v1/contexts")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let with_ctx = json!({"browserSettings": {"context": {"id": ctx["id"], "persist": true}},
+        "keepAlive": true});
+    let (status, first) = b.create(with_ctx.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let mut cdp = Cdp::connect(first["connectUrl"].as_str().unwrap()).await;
+    let set = cdp
+        .call(
+            "Storage.setCookies",
+            json!({"cookies": [{"name": "who", "value": "node-b", "domain": "example.com",
+                "path": "/", "expires": 4102444800i64}]}),
+            None,
+        )
+        .await;
+    assert!(set["result"].is_object(), "{set}");
+    drop(cdp);
+    let released = c
+        .req(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{}", first["id"].as_str().unwrap()),
+        )
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 200);
+    let (status, second) = c.create(with_ctx).await;
+    assert_eq!(status, 201, "{second}");
+    assert!(
+        second["connectUrl"]
+            .as_str()
+            .unwrap()
+            .contains(c.host_port())
+    );
+    let mut cdp = Cdp::connect(second["connectUrl"].as_str().unwrap()).await;
+    let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
+    let found = cookies["result"]["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "who" && c["value"] == "node-b");
+    assert!(
+        found,
+        "the cookie saved on node-b is back on node-c: {cookies}"
+    );
+    drop(cdp);
+
+    // An extension uploaded through node-a, loaded by a session on node-b.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(extension_zip()).file_name("e.zip"),
+    );
+    let ext: Value = a
+        .req(reqwest::Method::POST, "/v1/extensions")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ext_id = ext["id"].as_str().unwrap();
+    let (status, with_ext) = b.create(json!({"extensionId": ext_id})).await;
+    assert_eq!(status, 201, "{with_ext}");
+    assert!(
+        b.data_dir
+            .path()
+            .join(format!("extensions/{ext_id}/manifest.json"))
+            .is_file(),
+        "unpacked on node-b from the shared store"
+    );
+
+    // A node with another context key is refused: it would seal contexts no other node opens.
+    let data_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.5:0", "--node-name", "node-d"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("BROWSERD_DATABASE", &db)
+        .env("BROWSERD_CONTEXT_KEY", "ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--context-key differs"), "{stderr}");
 }

@@ -39,6 +39,13 @@ pub async fn create(
             ExtensionError::Io(_) => ApiError::Internal(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         })?;
+    // Kept in the shared store too (in a cluster), for sessions on other nodes.
+    if let Err(e) = files.share_extension(&extension.id, received.path()).await {
+        let _ = tokio::fs::remove_dir_all(&dest).await;
+        return Err(ApiError::Internal(format!(
+            "the extension could not be stored for the other nodes: {e}"
+        )));
+    }
     drop(received);
     if let Err(e) = state.store.extensions.insert_extension(&extension).await {
         let _ = tokio::fs::remove_dir_all(&dest).await;
@@ -86,11 +93,8 @@ pub async fn delete(
         .extensions
         .delete_extension(&extension.id)
         .await?;
-    let dir = state.sessions.files().extension_dir(&extension.id);
-    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove an extension's files");
+    if let Err(e) = state.sessions.files().remove_extension(&extension.id).await {
+        tracing::warn!(extension = %extension.id, error = %e, "could not remove an extension's files");
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

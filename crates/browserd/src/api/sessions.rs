@@ -143,7 +143,15 @@ pub async fn create_or_release(
     let extension_dir = match &extension_id {
         Some(id) => {
             let extension = super::extensions::owned_extension(&state, &auth, id).await?;
-            Some(state.sessions.files().extension_dir(&extension.id))
+            let dir = state
+                .sessions
+                .files()
+                .local_extension(&extension.id)
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(format!("extension {id} could not be unpacked here: {e}"))
+                })?;
+            Some(dir)
         }
         None => None,
     };

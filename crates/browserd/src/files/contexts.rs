@@ -10,6 +10,7 @@
 //! starts after another one's save began sees that save. When two sessions share a
 //! context, the one that ends last saves last, and its profile replaces the other's whole.
 
+use crate::store::{BlobLock, BlobStore};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde_json::Value;
@@ -76,8 +77,18 @@ pub struct ContextSnapshot {
     pub cookies: Vec<Value>,
 }
 
+/// A context's lock, held (see [`ContextVault::lock`]).
+#[derive(Debug)]
+pub struct ContextLock {
+    _local: OwnedMutexGuard<()>,
+    _cluster: Option<BlobLock>,
+}
+
 pub struct ContextVault {
     dir: PathBuf,
+    /// Where sealed contexts live when several nodes share the store (their blobs, which
+    /// every node reads); `None`: files in `dir`.
+    shared: Option<Arc<dyn BlobStore>>,
     cipher: Aes256Gcm,
     /// One lock per context id that was used since start; a std Mutex around the map only.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -120,14 +131,41 @@ pub fn load_or_create_key(data_dir: &Path, configured: Option<&str>) -> anyhow::
     }
 }
 
+/// The kind of a sealed context among a shared store's blobs.
+const BLOB_KIND: &str = "context";
+
 impl ContextVault {
     pub fn new(dir: PathBuf, key: [u8; 32]) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         Ok(Self {
             dir,
+            shared: None,
             cipher: Aes256Gcm::new(&key.into()),
             locks: Mutex::default(),
         })
+    }
+
+    /// Keeps sealed contexts among the shared store's blobs instead of in files, so that a
+    /// session on any node can load what a session on another saved. Sealed here first:
+    /// the database never sees a profile in the clear.
+    pub fn shared(mut self, blobs: Arc<dyn BlobStore>) -> Self {
+        self.shared = Some(blobs);
+        self
+    }
+
+    /// The sealed bytes of a context, if it was ever saved.
+    async fn read_sealed(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match &self.shared {
+            Some(blobs) => blobs
+                .get_blob(BLOB_KIND, id)
+                .await
+                .map_err(std::io::Error::other),
+            None => match tokio::fs::read(self.path(id)).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -137,19 +175,36 @@ impl ContextVault {
         self.dir.join(format!("{id}.ctx"))
     }
 
-    /// Waits for and holds the context's lock (for a save, or a delete).
-    pub async fn lock(&self, id: &str) -> OwnedMutexGuard<()> {
+    /// Waits for and holds the context's lock (for a save, or a delete): this node's, and
+    /// with a shared store the cluster's, so a load on another node waits for a save here.
+    pub async fn lock(&self, id: &str) -> ContextLock {
         let lock = Arc::clone(self.locks.lock().unwrap().entry(id.to_owned()).or_default());
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        let cluster = match &self.shared {
+            Some(blobs) => match blobs.lock_blob(BLOB_KIND, id).await {
+                Ok(lock) => Some(lock),
+                // The store is unreachable: so is the context itself (its load or save
+                // fails on its own); this node's lock still holds.
+                Err(e) => {
+                    tracing::warn!(context = %id, error = %e, "could not take the context's cluster-wide lock");
+                    None
+                }
+            },
+            None => None,
+        };
+        ContextLock {
+            _local: local,
+            _cluster: cluster,
+        }
     }
 
     /// Loads a context for a new session: `None` if it was never saved. Fails if the file
     /// does not decrypt or unpack, so no browser starts with part of a profile.
     pub async fn load(&self, id: &str) -> Result<Option<ContextSnapshot>, ContextError> {
         let _guard = self.lock(id).await;
-        let sealed = match tokio::fs::read(self.path(id)).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        let sealed = match self.read_sealed(id).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
             Err(source) => {
                 return Err(ContextError::Io {
                     id: id.to_owned(),
@@ -178,7 +233,7 @@ impl ContextVault {
     /// deleted while a session used it stays deleted.
     pub async fn save<F>(
         &self,
-        _guard: &OwnedMutexGuard<()>,
+        _guard: &ContextLock,
         id: &str,
         profile: &Path,
         cookies: Vec<Value>,
@@ -200,6 +255,16 @@ impl ContextVault {
         .await
         .expect("the context archiver does not panic")
         .map_err(io)?;
+        if let Some(blobs) = &self.shared {
+            if !still_exists.await {
+                return Ok(false);
+            }
+            blobs
+                .put_blob(BLOB_KIND, id, &sealed)
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            return Ok(true);
+        }
         let tmp = self.dir.join(format!("{id}.ctx.tmp"));
         write_synced(&tmp, &sealed).await.map_err(io)?;
         if !still_exists.await {
@@ -211,7 +276,14 @@ impl ContextVault {
     }
 
     /// Removes a context's saved profile. The caller holds its lock.
-    pub async fn remove(&self, _guard: &OwnedMutexGuard<()>, id: &str) -> std::io::Result<()> {
+    pub async fn remove(&self, _guard: &ContextLock, id: &str) -> std::io::Result<()> {
+        if let Some(blobs) = &self.shared {
+            return blobs
+                .delete_blob(BLOB_KIND, id)
+                .await
+                .map(drop)
+                .map_err(std::io::Error::other);
+        }
         match tokio::fs::remove_file(self.path(id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -13,10 +13,11 @@
 pub mod contexts;
 pub mod extensions;
 
-use crate::store::SessionStore;
+use crate::store::{BlobStore, SessionStore};
 use contexts::ContextVault;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -31,7 +32,12 @@ pub struct FileStore {
     vault: ContextVault,
     /// How long a session's files outlive it.
     retention: Duration,
+    /// A store shared with other nodes, where extensions are kept for all of them.
+    shared: Option<Arc<dyn BlobStore>>,
 }
+
+/// The kind of an extension's zip among a shared store's blobs.
+const EXTENSION_BLOB: &str = "extension";
 
 impl FileStore {
     /// Creates the folders under `data_dir` as needed.
@@ -39,8 +45,10 @@ impl FileStore {
         data_dir: &Path,
         vault: ContextVault,
         retention: Duration,
+        shared: Option<Arc<dyn BlobStore>>,
     ) -> std::io::Result<Self> {
         let this = Self {
+            shared,
             session_files: data_dir.join("session-files"),
             extensions: data_dir.join("extensions"),
             tmp: data_dir.join("tmp"),
@@ -92,6 +100,68 @@ impl FileStore {
 
     pub fn extension_dir(&self, id: &str) -> PathBuf {
         self.extensions.join(id)
+    }
+
+    /// Keeps an uploaded extension's zip where every node reads it (a shared store), so a
+    /// session on another node can load it. Without a shared store, nothing to do.
+    pub async fn share_extension(&self, id: &str, zip: &Path) -> std::io::Result<()> {
+        let Some(blobs) = &self.shared else {
+            return Ok(());
+        };
+        let bytes = tokio::fs::read(zip).await?;
+        blobs
+            .put_blob(EXTENSION_BLOB, id, &bytes)
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    /// An extension's unpacked folder on this node, unpacked from the shared store first if
+    /// it was uploaded through another node.
+    pub async fn local_extension(&self, id: &str) -> std::io::Result<PathBuf> {
+        let dir = self.extension_dir(id);
+        let Some(blobs) = &self.shared else {
+            return Ok(dir);
+        };
+        if tokio::fs::try_exists(&dir).await? {
+            return Ok(dir);
+        }
+        let Some(zip) = blobs
+            .get_blob(EXTENSION_BLOB, id)
+            .await
+            .map_err(std::io::Error::other)?
+        else {
+            return Ok(dir);
+        };
+        let tmp = self.tmp_path();
+        tokio::fs::write(&tmp, &zip).await?;
+        // Unpacked beside its place and renamed in: two creates at once both succeed.
+        let staging = self.tmp_path();
+        let (from, to) = (tmp.clone(), staging.clone());
+        let unpacked = tokio::task::spawn_blocking(move || extensions::unpack(&from, &to)).await;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        match unpacked {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(std::io::Error::other(e.to_string())),
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
+        if tokio::fs::rename(&staging, &dir).await.is_err() {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+        }
+        Ok(dir)
+    }
+
+    /// Forgets a deleted extension everywhere: its folder here and its shared zip.
+    pub async fn remove_extension(&self, id: &str) -> std::io::Result<()> {
+        if let Some(blobs) = &self.shared {
+            blobs
+                .delete_blob(EXTENSION_BLOB, id)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        match tokio::fs::remove_dir_all(self.extension_dir(id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// A fresh path in the scratch folder.
@@ -269,7 +339,7 @@ mod tests {
     fn downloads_zip_lists_finished_files_only() {
         let dir = tempfile::tempdir().unwrap();
         let vault = ContextVault::new(dir.path().join("contexts"), [7; 32]).unwrap();
-        let files = FileStore::open(dir.path(), vault, Duration::from_secs(60)).unwrap();
+        let files = FileStore::open(dir.path(), vault, Duration::from_secs(60), None).unwrap();
         let id = Uuid::new_v4();
         let empty = FileStore::zip_downloads(&files.downloads_dir(id)).unwrap();
         assert_eq!(

@@ -691,7 +691,7 @@ pub async fn save_context(
     store: &dyn SessionStore,
     id: &str,
     browser: &mut dyn BrowserInstance,
-    guard: &tokio::sync::OwnedMutexGuard<()>,
+    guard: &crate::files::contexts::ContextLock,
 ) {
     let Some(state) = browser.close_for_save().await else {
         return;

@@ -181,7 +181,8 @@ fn test_files() -> (Arc<crate::files::FileStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let vault =
         crate::files::contexts::ContextVault::new(dir.path().join("contexts"), [3; 32]).unwrap();
-    let files = crate::files::FileStore::open(dir.path(), vault, Duration::from_secs(60)).unwrap();
+    let files =
+        crate::files::FileStore::open(dir.path(), vault, Duration::from_secs(60), None).unwrap();
     (Arc::new(files), dir)
 }
 

@@ -15,6 +15,48 @@ pub async fn check(store: &Store) {
     extensions(store).await;
     settings(store).await;
     nodes(store).await;
+    blobs(store).await;
+}
+
+async fn blobs(store: &Store) {
+    let b = &store.blobs;
+    assert_eq!(b.get_blob("context", "x").await.unwrap(), None);
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    b.put_blob("context", "x", &big).await.unwrap();
+    b.put_blob("extension", "x", b"zip").await.unwrap();
+    assert_eq!(
+        b.get_blob("context", "x").await.unwrap().as_deref(),
+        Some(&big[..])
+    );
+    b.put_blob("context", "x", b"replaced").await.unwrap();
+    assert_eq!(
+        b.get_blob("context", "x").await.unwrap().as_deref(),
+        Some(&b"replaced"[..])
+    );
+    assert!(b.delete_blob("context", "x").await.unwrap());
+    assert!(!b.delete_blob("context", "x").await.unwrap());
+    assert_eq!(b.get_blob("context", "x").await.unwrap(), None);
+    assert_eq!(
+        b.get_blob("extension", "x").await.unwrap().as_deref(),
+        Some(&b"zip"[..]),
+        "kinds are apart"
+    );
+
+    // A shared store's blob lock is the cluster's: a second taker waits for the first.
+    if store.is_shared() {
+        let held = b.lock_blob("context", "y").await.unwrap();
+        let other = Arc::clone(b);
+        let waiting = tokio::spawn(async move { other.lock_blob("context", "y").await });
+        let short = std::time::Duration::from_millis(300);
+        tokio::time::sleep(short).await;
+        assert!(!waiting.is_finished(), "the second lock waits");
+        drop(held);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("taken once the first is dropped");
+        drop(second);
+        b.lock_blob("context", "other").await.unwrap();
+    }
 }
 
 /// Leases: a heartbeat renews its own epoch only; an expired node is declared lost by the

@@ -80,6 +80,7 @@ pub struct Store {
     pub extensions: Arc<dyn ExtensionStore>,
     pub settings: Arc<dyn SettingStore>,
     pub nodes: Arc<dyn NodeStore>,
+    pub blobs: Arc<dyn BlobStore>,
     database: Arc<dyn Database>,
     /// Whether other nodes may share it (PostgreSQL): then nodes hold leases and sweep for
     /// each other. The embedded database belongs to one node.
@@ -102,6 +103,7 @@ impl Store {
             extensions: database.clone(),
             settings: database.clone(),
             nodes: database.clone(),
+            blobs: database.clone(),
             database,
             shared,
         }
@@ -121,7 +123,7 @@ impl Store {
 /// A database that holds every aggregate.
 #[async_trait::async_trait]
 pub trait Database:
-    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore + NodeStore
+    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore + NodeStore + BlobStore
 {
     async fn close(&self);
 }
@@ -190,6 +192,45 @@ pub trait SettingStore: Send + Sync + 'static {
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String>;
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// Opaque blobs by kind and id, for files every node must read (sealed contexts, extension
+/// zips) when the store is shared.
+#[async_trait::async_trait]
+pub trait BlobStore: std::fmt::Debug + Send + Sync + 'static {
+    async fn get_blob(&self, kind: &str, id: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores (or replaces) a blob, whole.
+    async fn put_blob(&self, kind: &str, id: &str, data: &[u8]) -> Result<()>;
+
+    /// Deletes a blob; whether there was one.
+    async fn delete_blob(&self, kind: &str, id: &str) -> Result<bool>;
+
+    /// Waits for and takes the cluster-wide lock on one blob (a context being saved on one
+    /// node while a session on another loads it); released when the guard drops, or when
+    /// the holding node's connection dies with it. The embedded store's node is alone:
+    /// nothing to take.
+    async fn lock_blob(&self, kind: &str, id: &str) -> Result<BlobLock>;
+}
+
+/// Holds a blob's cluster-wide lock while it lives.
+pub struct BlobLock(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+
+impl BlobLock {
+    /// A lock that holds nothing (the embedded store).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn holding(guard: impl Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(guard)))
+    }
+}
+
+impl std::fmt::Debug for BlobLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobLock").finish_non_exhaustive()
+    }
 }
 
 /// The nodes that share the store, each with a lease it renews by heartbeat. Lease times

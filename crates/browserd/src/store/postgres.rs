@@ -6,8 +6,8 @@
 //! clock (`now()`), so nodes need not agree on the time.
 
 use super::{
-    ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits, ProjectStore, Refusal,
-    Result, SessionStore, SettingStore, StoreError,
+    BlobLock, BlobStore, ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits,
+    ProjectStore, Refusal, Result, SessionStore, SettingStore, StoreError,
 };
 use crate::model::SessionStatus;
 use crate::model::{BrowserRecord, Context, Extension, Node, NodeState, Project, Session};
@@ -585,6 +585,86 @@ impl ExtensionStore for PostgresStore {
             .await?
             .rows_affected();
         Ok(deleted == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for PostgresStore {
+    async fn get_blob(&self, kind: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM blobs WHERE kind = $1 AND id = $2")
+                .bind(kind)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_blob(&self, kind: &str, id: &str, data: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blobs (kind, id, data, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(data)
+        .bind(crate::model::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_blob(&self, kind: &str, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM blobs WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    async fn lock_blob(&self, kind: &str, id: &str) -> Result<BlobLock> {
+        // A session-level advisory lock on a connection of its own, held by the guard: it
+        // spans a context's whole save (seconds), longer than any transaction should.
+        let mut conn = self.pool.acquire().await?;
+        let key = format!("{kind}:{id}");
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 1))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(BlobLock::holding(AdvisoryLock {
+            conn: Some(conn),
+            key,
+        }))
+    }
+}
+
+/// Unlocks on drop (on a task: drop cannot wait); if that fails the connection is closed,
+/// which releases the lock as well.
+struct AdvisoryLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    key: String,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let (Some(mut conn), key) = (self.conn.take(), std::mem::take(&mut self.key)) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            let _ = conn.detach();
+            return;
+        };
+        runtime.spawn(async move {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 1))")
+                .bind(&key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                let _ = conn.close().await;
+            }
+        });
     }
 }
 

@@ -1,8 +1,8 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{
-    ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits, ProjectStore, Refusal,
-    Result, SessionStore, SettingStore, StoreError,
+    BlobLock, BlobStore, ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits,
+    ProjectStore, Refusal, Result, SessionStore, SettingStore, StoreError,
 };
 use crate::model::{
     BrowserRecord, Context, Extension, Node, NodeState, Project, Session, SessionStatus, fmt_time,
@@ -620,6 +620,47 @@ fn node_from_row(row: &SqliteRow) -> Result<Node> {
         live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
         max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
     })
+}
+
+#[async_trait::async_trait]
+impl BlobStore for SqliteStore {
+    async fn get_blob(&self, kind: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM blobs WHERE kind = ? AND id = ?")
+                .bind(kind)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_blob(&self, kind: &str, id: &str, data: &[u8]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO blobs (kind, id, data, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (kind, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(data)
+        .bind(fmt_time(crate::model::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_blob(&self, kind: &str, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM blobs WHERE kind = ? AND id = ?")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    async fn lock_blob(&self, _kind: &str, _id: &str) -> Result<BlobLock> {
+        Ok(BlobLock::none())
+    }
 }
 
 #[async_trait::async_trait]
