@@ -95,8 +95,9 @@ pub struct Settings {
     )]
     pub api_key_file: Option<PathBuf>,
 
-    /// Concurrent sessions on this server [default: one per 512 MiB of memory, less 1 GiB
-    /// for the system]
+    /// Concurrent sessions on this server; with --database, 0 makes a node that runs no
+    /// browsers and passes creates to the others [default: one per 512 MiB of memory, less
+    /// 1 GiB for the system]
     #[arg(long, env = "BROWSERD_MAX_SESSIONS", value_name = "N")]
     pub max_sessions: Option<usize>,
 
@@ -291,9 +292,6 @@ impl Config {
             .max_sessions
             .or(f.max_sessions)
             .unwrap_or_else(default_max_sessions);
-        if max_sessions == 0 {
-            bail!("--max-sessions must be at least 1");
-        }
         let public_url = cli.public_url.clone().or(f.public_url);
         if let Some(url) = &public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -345,6 +343,12 @@ impl Config {
             ),
             None => None,
         };
+        // 0: a node of a cluster that runs no browsers and passes every create on.
+        if max_sessions == 0 && database.is_none() {
+            bail!(
+                "--max-sessions must be at least 1 (0, a node that runs no browsers, only makes sense with --database)"
+            );
+        }
         let node_lease = cli.node_lease.or(f.node_lease).unwrap_or(10.0);
         if !(0.5..=3600.0).contains(&node_lease) {
             bail!("--node-lease must be between 0.5 and 3600 seconds");

@@ -376,7 +376,9 @@ async fn ensure_default_project(
                 .create_project(
                     "default",
                     config.default_timeout_secs,
-                    config.max_sessions as u32,
+                    // The first node to start sets it; a node that runs no browsers still
+                    // leaves the project room for one.
+                    config.max_sessions.max(1) as u32,
                     config.creation_rate,
                 )
                 .await?;

@@ -30,12 +30,20 @@ function names(pid, path) {
   try { return readFileSync(`/proc/${pid}/cmdline`).includes(path); } catch { return false; }
 }
 
-export async function startBrowserd() {
-  const dataDir = mkdtempSync(join(tmpdir(), 'browserd-node-'));
+// With BROWSERD_COMPAT_DATABASE (a PostgreSQL URL), the SDK talks to a node that runs no
+// browsers: every create is placed on a second node, and every request and websocket about a
+// session is forwarded to it. The tests see the same contract either way.
+const CLUSTER_DATABASE = process.env.BROWSERD_COMPAT_DATABASE;
+const CONTEXT_KEY = '0123456789abcdef'.repeat(4);
+
+async function startNode(dataDir, extra) {
   const port = await freePort();
+  const env = CLUSTER_DATABASE
+    ? { ...process.env, BROWSERD_DATABASE: CLUSTER_DATABASE, BROWSERD_CONTEXT_KEY: CONTEXT_KEY }
+    : process.env;
   const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
-    '--api-key', API_KEY, '--min-timeout', '1', '--max-sessions', '6', '--allow-local-egress', 'true',
-    '--shutdown-ends-sessions', 'true'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    '--api-key', API_KEY, '--min-timeout', '1', '--allow-local-egress', 'true',
+    '--shutdown-ends-sessions', 'true', ...extra], { stdio: ['ignore', 'pipe', 'ignore'], env });
   await new Promise((resolveStarted, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {
@@ -44,13 +52,40 @@ export async function startBrowserd() {
     });
     proc.on('exit', (code) => reject(new Error(`browserd exited with ${code}: ${out}`)));
   });
+  return { proc, baseURL: `http://127.0.0.1:${port}` };
+}
+
+export async function startBrowserd() {
+  // dataDir: where the sessions' browsers and files are (the owner's).
+  const dataDir = mkdtempSync(join(tmpdir(), 'browserd-node-'));
+  const nodes = [];
+  let baseURL;
+  if (CLUSTER_DATABASE) {
+    nodes.push(await startNode(dataDir, ['--max-sessions', '6', '--node-name', 'owner']));
+    const gatewayDir = mkdtempSync(join(tmpdir(), 'browserd-node-gateway-'));
+    const gateway = await startNode(gatewayDir, ['--max-sessions', '0', '--node-name', 'gateway']);
+    gateway.dir = gatewayDir;
+    nodes.unshift(gateway);
+    baseURL = gateway.baseURL;
+  } else {
+    nodes.push(await startNode(dataDir, ['--max-sessions', '6']));
+    baseURL = nodes[0].baseURL;
+  }
+  const cliEnv = CLUSTER_DATABASE
+    ? { ...process.env, BROWSERD_DATABASE: CLUSTER_DATABASE }
+    : process.env;
   return {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL,
     dataDir,
-    cli: (...args) => execFileSync(BIN, ['--data-dir', dataDir, ...args], { encoding: 'utf8' }),
+    cli: (...args) => execFileSync(BIN, ['--data-dir', dataDir, ...args], { encoding: 'utf8', env: cliEnv }),
     async stop() {
-      proc.kill('SIGTERM');
-      const [code] = await once(proc, 'exit');
+      let code = 0;
+      for (const { proc, dir } of nodes) {
+        proc.kill('SIGTERM');
+        const [exit] = await once(proc, 'exit');
+        code = code || exit;
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
       // Every session ended at shutdown: no process of any of its browsers is left.
       const left = readdirSync('/proc').filter((pid) => /^\d+$/.test(pid) && names(pid, dataDir));
       if (left.length) throw new Error(`browser processes outlived browserd: ${left}`);

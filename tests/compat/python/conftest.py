@@ -38,14 +38,19 @@ def wait_until(check, timeout=30.0, what="condition"):
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def browserd():
-    data_dir = tempfile.mkdtemp(prefix="browserd-py-")
+# With BROWSERD_COMPAT_DATABASE (a PostgreSQL URL), the SDK talks to a node that runs no
+# browsers: every create is placed on a second node, and every request and websocket about a
+# session is forwarded to it. The tests see the same contract either way.
+CLUSTER_DATABASE = os.environ.get("BROWSERD_COMPAT_DATABASE")
+CONTEXT_KEY = "0123456789abcdef" * 4
+
+
+def start_node(data_dir, *extra):
     port = free_port()
     proc = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
-         "--api-key", API_KEY, "--min-timeout", "1", "--max-sessions", "6",
-         "--allow-local-egress", "true", "--shutdown-ends-sessions", "true"],
+         "--api-key", API_KEY, "--min-timeout", "1",
+         "--allow-local-egress", "true", "--shutdown-ends-sessions", "true", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:
@@ -55,13 +60,33 @@ def browserd():
         raise RuntimeError("browserd did not start")
     # Drain stdout so the server never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    yield {"base_url": f"http://127.0.0.1:{port}", "data_dir": data_dir, "bin": BIN}
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def browserd():
+    data_dir = tempfile.mkdtemp(prefix="browserd-py-")
+    if CLUSTER_DATABASE:
+        os.environ["BROWSERD_DATABASE"] = CLUSTER_DATABASE
+        os.environ["BROWSERD_CONTEXT_KEY"] = CONTEXT_KEY
+        owner, _ = start_node(data_dir, "--max-sessions", "6", "--node-name", "owner")
+        gateway_dir = tempfile.mkdtemp(prefix="browserd-py-gateway-")
+        gateway, base_url = start_node(gateway_dir, "--max-sessions", "0", "--node-name", "gateway")
+        procs = [gateway, owner]
+    else:
+        owner, base_url = start_node(data_dir, "--max-sessions", "6")
+        gateway_dir, procs = None, [owner]
+    # data_dir: where the sessions' browsers and files are (the owner's).
+    yield {"base_url": base_url, "data_dir": data_dir, "bin": BIN}
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
     # Every session ended at shutdown: no process of any of its browsers is left.
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and names(pid, data_dir)]
     assert not left, f"browser processes outlived browserd: {left}"
-    shutil.rmtree(data_dir, ignore_errors=True)
+    for d in [data_dir, gateway_dir]:
+        if d:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def names(pid, path):
