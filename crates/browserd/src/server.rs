@@ -470,9 +470,8 @@ pub async fn run(
     };
     // Heartbeats and sweeps for lost nodes while the server runs; leaves the cluster at the
     // end (after the sessions' endings are recorded).
-    let membership = state.cluster.is_shared().then(|| {
-        tokio::spawn(Arc::clone(&state.cluster).run(Arc::clone(&state.sessions), stop_rx.clone()))
-    });
+    let membership =
+        tokio::spawn(Arc::clone(&state.cluster).run(Arc::clone(&state.sessions), stop_rx.clone()));
     let app = crate::api::app(state);
     let served = crate::http_server::serve(listener, app, async move {
         shutdown.await;
@@ -483,8 +482,6 @@ pub async fn run(
     })
     .await;
     let _ = sweeper.await;
-    if let Some(membership) = membership {
-        let _ = membership.await;
-    }
+    let _ = membership.await;
     served
 }

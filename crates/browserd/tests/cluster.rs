@@ -590,4 +590,17 @@ async fn contexts_and_extensions_are_usable_from_any_node() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--context-key differs"), "{stderr}");
+
+    // Nor may a second process take a live node's name: each would end the other's sessions.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.6:0", "--node-name", "node-a"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env("BROWSERD_DATABASE", &db)
+        .env("BROWSERD_CONTEXT_KEY", CONTEXT_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node node-a is already live"), "{stderr}");
 }

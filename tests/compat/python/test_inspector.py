@@ -208,6 +208,12 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     assert (fresh.expires_at - fresh.started_at).total_seconds() == 123
     bb.sessions.update(fresh.id, status="REQUEST_RELEASE")
     assert v.text_content("#concurrency") and v.text_content("#browser-minutes").isdigit()
+    # The nodes: this one alone, or (through a cluster) the node that serves the dashboard
+    # and the one that runs the browsers, both live.
+    nodes = v.locator("#nodes tr")
+    assert nodes.count() >= 1
+    states = [n.locator("td").nth(1).inner_text().strip() for n in nodes.all()]
+    assert states and all(state == "live" for state in states), nodes.all_inner_texts()
     shot(v, "dashboard-settings.png")
 
     # Release from the UI; then the finished session replays its recording.

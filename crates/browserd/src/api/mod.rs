@@ -9,6 +9,7 @@ mod extensions;
 mod health;
 mod inspector;
 mod multipart;
+mod nodes;
 mod params;
 mod projects;
 mod routing;
@@ -128,6 +129,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/extensions/{id}",
             get(extensions::retrieve).delete(extensions::delete),
         )
+        .route("/v1/nodes", get(nodes::list))
         .route("/v1/projects", get(projects::list))
         .route(
             "/v1/projects/{id}",
@@ -339,6 +341,7 @@ mod tests {
         for route in [
             "/v1/sessions",
             "/v1/sessions/{id}",
+            "/v1/nodes",
             "/v1/projects",
             "/v1/projects/{id}",
             "/v1/projects/{id}/usage",

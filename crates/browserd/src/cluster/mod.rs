@@ -50,6 +50,16 @@ pub struct Cluster {
     epoch: AtomicI64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "node {name} is already live at {url}: give each node its own --node-name (or wait for that node's lease to run out if it is gone)"
+    )]
+    NameTaken { name: String, url: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// Where a request for a session is served.
 #[derive(Debug)]
 pub enum Owner {
@@ -65,7 +75,20 @@ impl Cluster {
         store: Store,
         settings: NodeSettings,
         max_sessions: usize,
-    ) -> crate::store::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, JoinError> {
+        // Two live processes under one name would take each other's epoch in turns, each
+        // ending the other's sessions: the second is refused. The same address within its
+        // lease is this node restarting, which is fine.
+        if let Some(node) = store.nodes.get_node(&settings.name).await?
+            && node.state == NodeState::Live
+            && node.url != settings.url
+            && node.lease_expires_at > crate::model::now()
+        {
+            return Err(JoinError::NameTaken {
+                name: node.name,
+                url: node.url,
+            });
+        }
         let epoch = store
             .nodes
             .register_node(
@@ -142,8 +165,8 @@ impl Cluster {
         Ok(nodes.into_iter().next())
     }
 
-    /// Heartbeats, and sweeps for lost nodes, until `stop` turns true; then leaves the
-    /// cluster. Only for a shared store.
+    /// Heartbeats (its load, for `nodes list` and the dashboard), and with a shared store
+    /// sweeps for lost nodes, until `stop` turns true; then leaves the cluster.
     pub async fn run(
         self: Arc<Self>,
         sessions: Arc<SessionManager>,
@@ -183,7 +206,9 @@ impl Cluster {
                     continue;
                 }
             }
-            if reachable_since.is_some_and(|t| t.elapsed() >= self.settings.lease) {
+            if self.is_shared()
+                && reachable_since.is_some_and(|t| t.elapsed() >= self.settings.lease)
+            {
                 self.sweep(&sessions).await;
             }
         }
