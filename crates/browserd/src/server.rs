@@ -290,7 +290,10 @@ async fn reconcile(
     let now = crate::model::now();
     let mut ended = 0;
     let mut adopted = Vec::new();
-    for session in store.sessions.unended_sessions(&config.node_name).await? {
+    // With a shared store, only this node's sessions are its to settle; the embedded one
+    // has a single node, whatever it was called last time (a container's host name changes).
+    let mine = store.is_shared().then_some(config.node_name.as_str());
+    for session in store.sessions.unended_sessions(mine).await? {
         let mut browser = match session.browser.clone() {
             Some(record) => launcher.adopt(record).await,
             None => None,

@@ -79,7 +79,8 @@ impl Cluster {
         // Two live processes under one name would take each other's epoch in turns, each
         // ending the other's sessions: the second is refused. The same address within its
         // lease is this node restarting, which is fine.
-        if let Some(node) = store.nodes.get_node(&settings.name).await?
+        if store.is_shared()
+            && let Some(node) = store.nodes.get_node(&settings.name).await?
             && node.state == NodeState::Live
             && node.url != settings.url
             && node.lease_expires_at > crate::model::now()
@@ -266,20 +267,19 @@ impl Cluster {
                     count = ended.len(),
                     "ended the sessions of lost nodes or past their timeout"
                 );
-                // A session of this node past its timeout by two leases: its timer should have
-                // fired; stop its browser all the same.
-                for id in ended {
-                    if sessions.is_live(id) {
-                        sessions
-                            .end(
-                                id,
-                                Ending {
-                                    status: SessionStatus::TimedOut,
-                                    reason: "session timed out".into(),
-                                },
-                            )
-                            .await;
-                    }
+                // One of them may run here (this node past a timeout by two leases, or
+                // declared lost itself after a stall): its browser stops with the end the
+                // cluster recorded.
+                for id in ended.into_iter().filter(|id| sessions.is_live(*id)) {
+                    let recorded = self.store.sessions.get_session(id).await.ok().flatten();
+                    let ending = match recorded {
+                        Some(s) if s.status.is_ended() => Ending {
+                            status: s.status,
+                            reason: s.end_reason.unwrap_or_default(),
+                        },
+                        _ => continue,
+                    };
+                    sessions.end(id, ending).await;
                 }
             }
             Ok(_) => {}

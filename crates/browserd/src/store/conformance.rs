@@ -320,10 +320,15 @@ async fn sessions(store: &Store) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(s.unended_sessions("node-a").await.unwrap().len(), 2);
+    assert_eq!(s.unended_sessions(Some("node-a")).await.unwrap().len(), 2);
     assert!(
-        s.unended_sessions("node-b").await.unwrap().is_empty(),
+        s.unended_sessions(Some("node-b")).await.unwrap().is_empty(),
         "a node reconciles only its own rows"
+    );
+    assert_eq!(
+        s.unended_sessions(None).await.unwrap().len(),
+        2,
+        "all of them"
     );
 
     // The first recorded end wins.
@@ -349,7 +354,7 @@ async fn sessions(store: &Store) {
         "no such session"
     );
     let unended: Vec<Uuid> = s
-        .unended_sessions("node-a")
+        .unended_sessions(Some("node-a"))
         .await
         .unwrap()
         .iter()

@@ -340,9 +340,10 @@ pub trait SessionStore: Send + Sync + 'static {
         status: Option<SessionStatus>,
     ) -> Result<Vec<Session>>;
 
-    /// Sessions of `node` not yet ended (PENDING or RUNNING), for start-up reconciliation.
-    /// Rows without a node (written before nodes had names) count as every node's.
-    async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>>;
+    /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation: of `node`
+    /// (rows without a node, written before nodes had names, count as every node's), or all
+    /// of them with `None` (the embedded database, which has one node whatever its name).
+    async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>>;
 
     /// Marks a context as saved now (the lifecycle's one write to a context). Returns `false` if the context no longer exists (it
     /// was deleted while a session used it), in which case the save is dropped.
@@ -473,9 +474,12 @@ pub mod memory {
             Ok(found)
         }
 
-        async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>> {
+        async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {
             let mut found = self.all_sessions();
-            found.retain(|s| !s.status.is_ended() && s.node.as_deref().is_none_or(|n| n == node));
+            found.retain(|s| {
+                !s.status.is_ended()
+                    && (node.is_none() || s.node.is_none() || s.node.as_deref() == node)
+            });
             Ok(found)
         }
 

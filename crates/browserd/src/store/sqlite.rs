@@ -68,10 +68,10 @@ impl SessionStore for SqliteStore {
         .collect()
     }
 
-    async fn unended_sessions(&self, node: &str) -> Result<Vec<Session>> {
+    async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {
         sqlx::query(
             "SELECT * FROM sessions WHERE status IN ('PENDING', 'RUNNING') \
-             AND (node IS NULL OR node = ?)",
+             AND (?1 IS NULL OR node IS NULL OR node = ?1)",
         )
         .bind(node)
         .fetch_all(&self.pool)
