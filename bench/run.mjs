@@ -517,7 +517,8 @@ copies bytes), ${RTT_CALLS} \`Runtime.evaluate("1+1")\` calls each in alternatin
 | through socat (a byte-copying proxy process) | ${f(r('floor', 50))} µs | ${f(r('floor', 99))} µs | +${f(r('floor', 50) - r('direct', 50))} µs |
 
 The extra hop costs ${f(r('hop', 50) - r('owner', 50))} µs at p50 over going to the owner:
-about one byte-copying process, as the socat row shows. A client skips it when the create
+one more process that copies bytes (compare the socat row, a byte-copying process of its
+own). A client skips it when the create
 answers with a \`connectUrl\` of the owner (\`--public-url\` per node, docs/cluster.md).
 
 Warm creates (a warm browser ready, create then release, ${ITERATIONS} each, interleaved): the
@@ -550,8 +551,9 @@ insert) + 1 update when a cold browser becomes ready; a create that a full node 
 default: 0.5 updates/s) and sweeps as often (1 transaction of 3 statements). 100 nodes are
 then ~50 lease updates and ~50 sweep transactions a second, and creates at a few hundred a
 second are a few thousand simple statements a second: well inside one PostgreSQL on modest
-hardware. What would need more first: one project's creates queue on its advisory lock (about
-one create per lock round trip, ~1 ms here, so ~1,000 creates/s per project), and at ~1,000
+hardware. What would need more first: one project's creates queue on its advisory lock (one
+create per transaction of 4 short round trips to the database: on the order of a thousand
+creates a second per project on a local network), and at ~1,000
 nodes the sweeps of every node (redundant by design, \`SKIP LOCKED\` keeps them from
 waiting) would be worth spacing out.
 <!-- /cluster -->
