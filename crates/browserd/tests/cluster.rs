@@ -22,6 +22,7 @@ struct Node {
     data_dir: tempfile::TempDir,
     /// The API key requests carry (any node takes any key of the shared store).
     key: String,
+    launch: Launch,
 }
 
 impl Drop for Node {
@@ -32,19 +33,45 @@ impl Drop for Node {
     }
 }
 
+/// How a node is started (kept for its restart).
+#[derive(Clone)]
+struct Launch {
+    name: String,
+    host: u8,
+    database: String,
+    max_sessions: usize,
+    /// `--shutdown-ends-sessions`: false leaves keepAlive browsers for the node's return.
+    shutdown_ends_sessions: bool,
+}
+
 impl Node {
     /// Starts node `name` on `127.0.0.<host>` against `database`, room for `max_sessions`.
     fn start(name: &str, host: u8, database: &str, max_sessions: usize) -> Self {
-        let data_dir = tempfile::tempdir().unwrap();
+        Self::launch(
+            &Launch {
+                name: name.to_owned(),
+                host,
+                database: database.to_owned(),
+                max_sessions,
+                shutdown_ends_sessions: true,
+            },
+            tempfile::tempdir().unwrap(),
+        )
+    }
+
+    fn launch(how: &Launch, data_dir: tempfile::TempDir) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", &format!("127.0.0.{host}:0")])
-            .args(["--node-name", name, "--node-lease", "2"])
+            .args(["serve", "--listen", &format!("127.0.0.{}:0", how.host)])
+            .args(["--node-name", &how.name, "--node-lease", "2"])
             .args(["--min-timeout", "1", "--warm-pool", "0"])
-            .args(["--max-sessions", &max_sessions.to_string()])
-            .args(["--shutdown-ends-sessions", "true"])
+            .args(["--max-sessions", &how.max_sessions.to_string()])
+            .args([
+                "--shutdown-ends-sessions",
+                &how.shutdown_ends_sessions.to_string(),
+            ])
             .arg("--data-dir")
             .arg(data_dir.path())
-            .env("BROWSERD_DATABASE", database)
+            .env("BROWSERD_DATABASE", &how.database)
             .env("BROWSERD_API_KEY", API_KEY)
             .env("BROWSERD_CONTEXT_KEY", CONTEXT_KEY)
             .stdout(Stdio::piped())
@@ -64,10 +91,11 @@ impl Node {
         std::thread::spawn(move || for _ in lines {});
         Self {
             child,
-            name: name.to_owned(),
-            base: base.unwrap_or_else(|| panic!("node {name} did not start")),
+            name: how.name.clone(),
+            base: base.unwrap_or_else(|| panic!("node {} did not start", how.name)),
             data_dir,
             key: API_KEY.to_owned(),
+            launch: how.clone(),
         }
     }
 
@@ -603,4 +631,67 @@ async fn contexts_and_extensions_are_usable_from_any_node() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("node node-a is already live"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_takes_back_its_keepalive_sessions_and_the_cluster_times_out_the_rest() {
+    let (db, [_a, b, _c]) = three_nodes([2, 2, 2]).await;
+    let mut a = Node::launch(
+        &Launch {
+            name: "node-d".into(),
+            host: 5,
+            database: db.clone(),
+            max_sessions: 2,
+            shutdown_ends_sessions: false,
+        },
+        tempfile::tempdir().unwrap(),
+    );
+    a.key = b.key.clone();
+    let (_, long) = a.create(json!({"keepAlive": true, "timeout": 600})).await;
+    let (_, short) = a.create(json!({"keepAlive": true, "timeout": 3})).await;
+    let (long_id, short_id) = (long["id"].as_str().unwrap(), short["id"].as_str().unwrap());
+    let long_url = long["connectUrl"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(&long_url).await;
+    cdp.eval_in_page("document.title = 'kept by node-d'").await;
+    drop(cdp);
+
+    // node-d stops (SIGTERM, keepAlive browsers left running for its return) ...
+    a.signal(rustix::process::Signal::TERM);
+    assert!(a.child.wait().unwrap().success());
+    let (status, body) = refused_handshake(&through(&long_url, &b)).await;
+    assert_eq!(status, 503, "its node is down: {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("node-d"),
+        "{body}"
+    );
+    // ... and the cluster times out the session whose timeout passed meanwhile.
+    wait_status(&b, short_id, "TIMED_OUT", Duration::from_secs(20)).await;
+    assert_eq!(b.get(long_id).await["status"], "RUNNING");
+
+    // node-d is back: it takes back the other keepAlive session, same page, and stops the
+    // browser of the one the cluster ended.
+    let a = Node::launch(
+        &a.launch.clone(),
+        std::mem::replace(&mut a.data_dir, tempfile::tempdir().unwrap()),
+    );
+    let mut cdp = Cdp::connect(&through(&long_url, &b)).await;
+    assert_eq!(cdp.eval_in_page("document.title").await, "kept by node-d");
+    assert_eq!(b.get(short_id).await["status"], "TIMED_OUT");
+    drop(cdp);
+    let sessions_dir = a.data_dir.path().join("sessions");
+    let folders: Vec<_> = std::fs::read_dir(&sessions_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        folders.len(),
+        1,
+        "only the kept session's browser: {folders:?}"
+    );
+    let kept = browserd::browser::procs::find_by_cmdline(&folders[0]).len();
+    assert_eq!(
+        a.browsers().len(),
+        kept,
+        "no process of the timed-out session's browser"
+    );
 }

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The database cannot be reached now; retrying in a moment can work.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// The node running the session is down; it may come back.
+    #[error("{0}")]
+    NodeDown(String),
     /// The session's browser could not be reached.
     #[error("{0}")]
     BadGateway(String),
@@ -68,7 +71,9 @@ impl ApiError {
             }
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) | Self::NodeDown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -111,7 +116,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        if let Self::StoreUnavailable(_) = &self {
+        if let Self::StoreUnavailable(_) | Self::NodeDown(_) = &self {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("true"));

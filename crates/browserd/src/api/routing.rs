@@ -31,6 +31,12 @@ pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: N
         Target::Session(id) => match state.cluster.owner(*id).await {
             Ok(Owner::Elsewhere(node)) => Some(node),
             Ok(Owner::Here) => None,
+            Ok(Owner::Down(node)) => {
+                return super::error::ApiError::NodeDown(format!(
+                    "the browserd node running this session ({node}) is not running; its keepAlive sessions come back when it does, else the cluster ends them within its lease"
+                ))
+                .into_response();
+            }
             Err(e) => return super::error::ApiError::from(e).into_response(),
         },
         Target::Create if state.sessions.has_room() => None,

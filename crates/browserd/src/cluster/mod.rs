@@ -67,6 +67,9 @@ pub enum Owner {
     Here,
     /// On that live node.
     Elsewhere(Node),
+    /// On a node that is not live (stopped, or lost and not yet swept): nobody can serve it
+    /// now.
+    Down(String),
 }
 
 impl Cluster {
@@ -120,13 +123,10 @@ impl Cluster {
         if !self.is_shared() {
             return Ok(Owner::Here);
         }
-        let Some(node) = self
-            .store
-            .sessions
-            .get_session(id)
-            .await?
-            .and_then(|s| s.node)
-        else {
+        let Some(session) = self.store.sessions.get_session(id).await? else {
+            return Ok(Owner::Here);
+        };
+        let Some(node) = session.node else {
             return Ok(Owner::Here);
         };
         if node == self.settings.name {
@@ -134,7 +134,9 @@ impl Cluster {
         }
         Ok(match self.store.nodes.get_node(&node).await? {
             Some(node) if node.state == NodeState::Live => Owner::Elsewhere(node),
-            _ => Owner::Here,
+            // An ended session's answers (410, its row) are any node's to give.
+            _ if session.status.is_ended() => Owner::Here,
+            _ => Owner::Down(node),
         })
     }
 
