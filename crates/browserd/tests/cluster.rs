@@ -509,16 +509,6 @@ async fn sessions_go_on_while_the_database_is_down_and_creates_wait_for_it() {
     assert!(hop.call("Browser.getVersion", json!({}), None).await["result"].is_object());
 }
 
-fn extension_zip() -> Vec<u8> {
-    use std::io::Write as _;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
-        .unwrap();
-    zip.write_all(br#"{"manifest_version":3,"name":"cluster","version":"1"}"#)
-        .unwrap();
-    zip.finish().unwrap().into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contexts_and_extensions_are_usable_from_any_node() {
     let (db, [a, b, c]) = three_nodes([2, 2, 2]).await;
@@ -583,7 +573,7 @@ async fn contexts_and_extensions_are_usable_from_any_node() {
     // An extension uploaded through node-a, loaded by a session on node-b.
     let form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(extension_zip()).file_name("e.zip"),
+        reqwest::multipart::Part::bytes(common::extension_zip()).file_name("e.zip"),
     );
     let ext: Value = a
         .req(reqwest::Method::POST, "/v1/extensions")

@@ -24,16 +24,6 @@ fn file_form(name: &str, bytes: Vec<u8>) -> Form {
     Form::new().part("file", Part::bytes(bytes).file_name(name.to_owned()))
 }
 
-fn extension_zip() -> Vec<u8> {
-    use std::io::Write as _;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
-        .unwrap();
-    zip.write_all(br#"{"manifest_version":3,"name":"t","version":"1"}"#)
-        .unwrap();
-    zip.finish().unwrap().into_inner()
-}
-
 #[tokio::test]
 async fn contexts_have_the_browserbase_shapes() {
     let server = TestServer::start().await;
@@ -108,7 +98,7 @@ async fn another_projects_contexts_and_extensions_are_not_found() {
     let (status, ext, _) = send(
         server
             .req(Method::POST, "/v1/extensions")
-            .multipart(file_form("e.zip", extension_zip())),
+            .multipart(file_form("e.zip", common::extension_zip())),
     )
     .await;
     assert_eq!(status, 200, "{ext}");

@@ -422,3 +422,14 @@ pub async fn fresh_postgres_database() -> String {
     let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
     format!("{prefix}/{name}")
 }
+
+/// The smallest valid extension: a zip with a manifest at its root.
+pub fn extension_zip() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(br#"{"manifest_version":3,"name":"t","version":"1"}"#)
+        .unwrap();
+    zip.finish().unwrap().into_inner()
+}
