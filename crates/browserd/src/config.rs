@@ -230,6 +230,24 @@ pub struct Common {
         global = true
     )]
     pub database: Option<Secret>,
+
+    /// Log lines as text or as JSON objects, one per line (time, level, message, and the
+    /// request and session they belong to); colours only when stderr is a terminal
+    /// [default: text]
+    #[arg(
+        long,
+        env = "BROWSERD_LOG_FORMAT",
+        value_name = "FORMAT",
+        global = true
+    )]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The configuration in force.
@@ -512,6 +530,7 @@ mod tests {
             config: Some(file),
             data_dir: None,
             database: None,
+            log_format: None,
         };
         let cli = Settings {
             max_sessions: Some(3),
@@ -575,6 +594,7 @@ mod tests {
             config: Some(file),
             data_dir: None,
             database: None,
+            log_format: None,
         };
         let err = Config::resolve(&common, &Settings::default()).unwrap_err();
         assert!(format!("{err:#}").contains("listn"), "{err:#}");

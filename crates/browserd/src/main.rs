@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use browserd::cli::{Cli, Command};
-use browserd::config::{Common, Config, Settings};
+use browserd::config::{Common, Config, LogFormat, Settings};
 use clap::Parser;
 use std::os::unix::fs::PermissionsExt;
 
@@ -11,13 +11,7 @@ async fn main() -> std::process::ExitCode {
     // Everything browserd writes (database, keys, logs, uploads) is its own: 0600 / 0700.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.common.log_format.unwrap_or_default());
     let result = match cli.command {
         Command::Serve(settings) => serve(&cli.common, &settings).await,
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
@@ -30,6 +24,28 @@ async fn main() -> std::process::ExitCode {
             eprintln!("browserd: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: info, sqlx warnings only).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a file or a journal.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        // One object a line; the request's and session's ids come with their spans.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }
 

@@ -189,6 +189,10 @@ fn help_documents_every_setting_with_its_env_var_and_default() {
         ("--default-timeout", "BROWSERD_DEFAULT_TIMEOUT", "300"),
         ("--min-timeout", "BROWSERD_MIN_TIMEOUT", "60"),
         ("--config", "BROWSERD_CONFIG", "TOML"),
+        ("--database", "BROWSERD_DATABASE", "SQLite"),
+        ("--node-name", "BROWSERD_NODE_NAME", "host name"),
+        ("--node-lease", "BROWSERD_NODE_LEASE", "10"),
+        ("--log-format", "BROWSERD_LOG_FORMAT", "text"),
     ] {
         for needle in [flag, env, default] {
             assert!(

@@ -51,6 +51,7 @@ async fn app_with(launcher: NoBrowsers) -> App {
         config: None,
         data_dir: Some(data_dir.path().to_owned()),
         database: None,
+        log_format: None,
     };
     let settings = Settings {
         api_key: Some(KEY.into()),

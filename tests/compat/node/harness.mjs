@@ -2,7 +2,7 @@
 // server on loopback, for the Node compatibility tests.
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,14 +36,20 @@ function names(pid, path) {
 const CLUSTER_DATABASE = process.env.BROWSERD_COMPAT_DATABASE;
 const CONTEXT_KEY = '0123456789abcdef'.repeat(4);
 
+// Every node logs at debug level into this folder; at the end no log may hold a secret.
+const LOG_DIR = mkdtempSync(join(tmpdir(), 'browserd-node-logs-'));
+
 async function startNode(dataDir, extra) {
   const port = await freePort();
-  const env = CLUSTER_DATABASE
-    ? { ...process.env, BROWSERD_DATABASE: CLUSTER_DATABASE, BROWSERD_CONTEXT_KEY: CONTEXT_KEY }
-    : process.env;
+  const env = {
+    ...process.env,
+    RUST_LOG: 'debug',
+    ...(CLUSTER_DATABASE ? { BROWSERD_DATABASE: CLUSTER_DATABASE, BROWSERD_CONTEXT_KEY: CONTEXT_KEY } : {}),
+  };
+  const log = openSync(join(LOG_DIR, `${port}.log`), 'w');
   const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
     '--api-key', API_KEY, '--min-timeout', '1', '--allow-local-egress', 'true',
-    '--shutdown-ends-sessions', 'true', ...extra], { stdio: ['ignore', 'pipe', 'ignore'], env });
+    '--shutdown-ends-sessions', 'true', ...extra], { stdio: ['ignore', 'pipe', log], env });
   await new Promise((resolveStarted, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {
@@ -53,6 +59,28 @@ async function startNode(dataDir, extra) {
     proc.on('exit', (code) => reject(new Error(`browserd exited with ${code}: ${out}`)));
   });
   return { proc, baseURL: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * The servers' debug-level logs of the whole run hold no key, signing key, link token or
+ * database password.
+ */
+function assertNoSecretLogged(dataDir) {
+  const secrets = [API_KEY, CONTEXT_KEY];
+  const madeKey = join(dataDir, 'context.key');
+  if (existsSync(madeKey)) secrets.push(readFileSync(madeKey, 'utf8').trim());
+  const password = /^postgres:\/\/[^:]+:([^@]+)@/.exec(CLUSTER_DATABASE ?? '')?.[1];
+  if (password) secrets.push(password);
+  for (const name of readdirSync(LOG_DIR)) {
+    const text = readFileSync(join(LOG_DIR, name), 'utf8');
+    if (!text) throw new Error(`${name} is empty: the server logged nothing`);
+    for (const secret of secrets) {
+      if (text.includes(secret)) throw new Error(`a secret is in the log ${name}`);
+    }
+    for (const pattern of [/signingKey=[A-Za-z0-9]/, /apiKey=[A-Za-z0-9]/, /\/debug\/[0-9a-f]{32}\./]) {
+      if (pattern.test(text)) throw new Error(`${pattern} matches in the log ${name}`);
+    }
+  }
 }
 
 export async function startBrowserd() {
@@ -89,7 +117,9 @@ export async function startBrowserd() {
       // Every session ended at shutdown: no process of any of its browsers is left.
       const left = readdirSync('/proc').filter((pid) => /^\d+$/.test(pid) && names(pid, dataDir));
       if (left.length) throw new Error(`browser processes outlived browserd: ${left}`);
+      assertNoSecretLogged(dataDir);
       rmSync(dataDir, { recursive: true, force: true });
+      rmSync(LOG_DIR, { recursive: true, force: true });
       return code;
     },
   };

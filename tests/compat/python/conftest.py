@@ -45,13 +45,19 @@ CLUSTER_DATABASE = os.environ.get("BROWSERD_COMPAT_DATABASE")
 CONTEXT_KEY = "0123456789abcdef" * 4
 
 
+# Every node logs at debug level into this folder; at the end no log may hold a secret.
+LOG_DIR = tempfile.mkdtemp(prefix="browserd-py-logs-")
+
+
 def start_node(data_dir, *extra):
     port = free_port()
+    log = open(os.path.join(LOG_DIR, f"{port}.log"), "w")
     proc = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
          "--api-key", API_KEY, "--min-timeout", "1",
          "--allow-local-egress", "true", "--shutdown-ends-sessions", "true", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True,
+        env={**os.environ, "RUST_LOG": "debug"},
     )
     for line in proc.stdout:
         if "listening on" in line:
@@ -84,9 +90,30 @@ def browserd():
     # Every session ended at shutdown: no process of any of its browsers is left.
     left = [pid for pid in os.listdir("/proc") if pid.isdigit() and names(pid, data_dir)]
     assert not left, f"browser processes outlived browserd: {left}"
-    for d in [data_dir, gateway_dir]:
+    assert_no_secret_logged(data_dir)
+    for d in [data_dir, gateway_dir, LOG_DIR]:
         if d:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def assert_no_secret_logged(data_dir):
+    """The servers' debug-level logs of the whole run hold no key, signing key, link token or
+    database password."""
+    import re
+    secrets = [API_KEY, CONTEXT_KEY]
+    made_key = os.path.join(data_dir, "context.key")
+    if os.path.exists(made_key):
+        secrets.append(open(made_key).read().strip())
+    if CLUSTER_DATABASE and ":" in CLUSTER_DATABASE.split("@")[0][len("postgres://"):]:
+        secrets.append(CLUSTER_DATABASE.split("@")[0].rsplit(":", 1)[1])
+    for name in os.listdir(LOG_DIR):
+        text = open(os.path.join(LOG_DIR, name), errors="replace").read()
+        assert text, f"{name} is empty: the server logged nothing"
+        for secret in secrets:
+            assert secret not in text, f"a secret is in the log {name}"
+        assert not re.search(r"signingKey=[A-Za-z0-9]", text), f"a signing key is in the log {name}"
+        assert not re.search(r"apiKey=[A-Za-z0-9]", text), f"an API key is in the log {name}"
+        assert not re.search(r"/debug/[0-9a-f]{32}\.", text), f"a link token is in the log {name}"
 
 
 def names(pid, path):

@@ -2,6 +2,7 @@
 //! `connectUrl` at `/`. Handlers parse, authenticate and shape JSON; the rules live in
 //! [`crate::sessions`].
 
+mod access_log;
 mod connect;
 mod contexts;
 pub mod error;
@@ -152,6 +153,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             routing::route_to_owner,
         ))
+        // Outermost: forwarded requests are logged too, with the id the owner logs them under.
+        .layer(axum::middleware::from_fn(access_log::access_log))
         .with_state(state)
 }
 

@@ -85,6 +85,7 @@ impl TestServer {
             config: None,
             data_dir: Some(data_dir.path().to_owned()),
             database: None,
+            log_format: None,
         };
         let settings = Settings {
             api_key: Some(API_KEY.into()),
