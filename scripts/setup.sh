@@ -46,6 +46,14 @@ ensure_postgres() {
   fi
 }
 
+# The metrics test scrapes browserd with a real Prometheus and checks it with promtool.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing Prometheus (the metrics test scrapes browserd with it)"
+    apt_install prometheus
+  fi
+}
+
 ensure_test_tools() {
   if ! python3 -m venv --help >/dev/null 2>&1; then
     echo "setup: installing python3-venv"

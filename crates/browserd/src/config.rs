@@ -203,6 +203,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_NODE_LEASE", value_name = "SECONDS")]
     pub node_lease: Option<f64>,
 
+    /// Also serve GET /metrics (Prometheus) on this address without an API key; on the API
+    /// port it always needs one. Bind it where only Prometheus reaches [default: off]
+    #[arg(long, env = "BROWSERD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
@@ -281,6 +286,7 @@ pub struct Config {
     /// (known once bound: see [`Config::node_url_of`]).
     pub node_url: Option<String>,
     pub node_lease: std::time::Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -396,6 +402,7 @@ impl Config {
             ),
             max_upload_bytes: max_upload_mib.saturating_mul(1024 * 1024),
             listen,
+            metrics_listen: cli.metrics_listen.or(f.metrics_listen),
             database,
             node_name,
             node_url,

@@ -16,6 +16,7 @@
 //! - [`server`]: start-up (data dir, reconciliation, default project) and serving.
 //! - [`cli`], [`config`], [`admin`]: the command line, its settings, and its local socket.
 //! - [`netns`]: sockets inside sandboxed browsers' network namespaces.
+//! - [`metrics`]: the Prometheus metrics every layer counts into.
 //!
 //! Layering: dependencies run one way, down this list, never back up:
 //! `cli` → `server` → `config`/`admin` → `api` → `cluster` → `sessions` → `browser` → `inspect` → `cdp` →
@@ -33,6 +34,7 @@ pub mod config;
 pub mod files;
 pub mod http_server;
 pub mod inspect;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod secrets;

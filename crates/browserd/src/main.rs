@@ -66,6 +66,14 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let prepared = browserd::server::prepare(&config).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("could not listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
 
     let socket = config.admin_socket();
     let _ = std::fs::remove_file(&socket); // a stale socket of a previous run; we hold the lock
@@ -107,6 +115,7 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
     browserd::server::run(
         listener,
         Some(admin),
+        metrics,
         prepared.state,
         policy,
         shutdown_signal(),

@@ -425,6 +425,7 @@ async fn ensure_default_project(
 pub async fn run(
     listener: tokio::net::TcpListener,
     admin: Option<tokio::net::UnixListener>,
+    metrics: Option<tokio::net::TcpListener>,
     state: AppState,
     policy: ShutdownPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -448,6 +449,23 @@ pub async fn run(
                 .await
             {
                 tracing::warn!(error = %e, "admin socket failed");
+            }
+        });
+    }
+
+    if let Some(metrics) = metrics {
+        let app = crate::api::metrics::router(state.clone());
+        let mut stop = stop_rx.clone();
+        // Prometheus' own address (--metrics-listen); lives as long as the main server.
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(metrics, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(error = %e, "metrics listener failed");
             }
         });
     }

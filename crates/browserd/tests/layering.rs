@@ -19,7 +19,7 @@ const ORDER: &[&[&str]] = &[
     &["cdp"],
     &["files"],
     &["store"],
-    &["model", "netns", "secrets"],
+    &["model", "netns", "secrets", "metrics"],
 ];
 
 fn rank(module: &str) -> usize {

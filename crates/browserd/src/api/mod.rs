@@ -9,6 +9,7 @@ pub mod error;
 mod extensions;
 mod health;
 mod inspector;
+pub mod metrics;
 mod multipart;
 mod nodes;
 mod params;
@@ -131,6 +132,7 @@ pub fn app(state: AppState) -> Router {
             get(extensions::retrieve).delete(extensions::delete),
         )
         .route("/v1/nodes", get(nodes::list))
+        .route("/metrics", get(metrics::with_key))
         .route("/v1/projects", get(projects::list))
         .route(
             "/v1/projects/{id}",

@@ -84,7 +84,41 @@ pub async fn create_or_release(
         let session = release(&state, &auth, id).await?;
         return Ok(Json(session.to_json()).into_response());
     }
+    let created = create(&state, &auth, &headers, &fields).await;
+    let outcome = match &created {
+        Ok(_) => "created",
+        Err(e) => outcome_of(e),
+    };
+    crate::metrics::METRICS
+        .creates
+        .get_or_create(&crate::metrics::Outcome { outcome })
+        .inc();
+    created
+}
 
+/// A refused create's outcome label.
+fn outcome_of(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::RateLimited { .. } => "rate_limited",
+        ApiError::TooManyRequests { message, .. } if message.contains("max concurrent") => {
+            "project_full"
+        }
+        ApiError::TooManyRequests { .. } => "server_full",
+        ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::NodeDown(_) => {
+            "unavailable"
+        }
+        e if e.status().is_client_error() => "client_error",
+        _ => "error",
+    }
+}
+
+/// `POST /v1/sessions` without `status`: a new session.
+async fn create(
+    state: &AppState,
+    auth: &Auth,
+    headers: &HeaderMap,
+    fields: &Fields<'_>,
+) -> Result<Response, ApiError> {
     let min = state.settings.min_timeout_secs;
     let timeout_secs = match (fields.integer("timeout")?, fields.integer("api_timeout")?) {
         (Some(t), _) => Some(params::check_timeout("timeout", t, min)?),
@@ -138,11 +172,11 @@ pub async fn create_or_release(
         .and_then(|c| c.get("id"))
         .and_then(serde_json::Value::as_str)
     {
-        super::contexts::owned_context(&state, &auth, context_id).await?;
+        super::contexts::owned_context(state, auth, context_id).await?;
     }
     let extension_dir = match &extension_id {
         Some(id) => {
-            let extension = super::extensions::owned_extension(&state, &auth, id).await?;
+            let extension = super::extensions::owned_extension(state, auth, id).await?;
             let dir = state
                 .sessions
                 .files()
@@ -168,7 +202,7 @@ pub async fn create_or_release(
         proxies,
     };
     let session = state.sessions.create(request).await?;
-    let body = with_connect(&state, &headers, &session);
+    let body = with_connect(state, headers, &session);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -118,7 +118,13 @@ impl Launcher for ChromiumLauncher {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         let dir = self.sessions_dir.join(spec.browser_id.to_string());
+        let started = std::time::Instant::now();
         let launched = self.launch_in(&dir, spec).await;
+        if launched.is_ok() {
+            crate::metrics::METRICS
+                .launch_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         if launched.is_err() {
             // Nothing of a browser that did not start stays (a failure before its process
             // existed leaves the folder; after, `shutdown` removed it already).

@@ -96,6 +96,8 @@ where
     let mut tick = tokio::time::interval_at(start + watch.ping_every, watch.ping_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // Atomic counters made once: counting a message takes no lock and allocates nothing.
+    let flows = crate::metrics::METRICS.cdp();
     let client_to_browser = async {
         while let Some(msg) = client_rx.next().await {
             let msg = match msg {
@@ -139,6 +141,8 @@ where
                     if let Some(log) = lease.log() {
                         log.command(lease.number(), &forward);
                     }
+                    flows.commands.messages.inc();
+                    flows.commands.bytes.inc_by(forward.len() as u64);
                     if let Err(e) = browser_tx.send(Message::Text(forward)).await {
                         tracing::debug!(error = %e, "could not write to the browser");
                         return None;
@@ -185,6 +189,7 @@ where
                         return Some(client_gone(Duration::from_millis(now - last_frame.load(Ordering::Relaxed))));
                     }
                     if now.saturating_sub(last_command.load(Ordering::Relaxed)) >= watch.idle_after.as_millis() as u64 {
+                        crate::metrics::METRICS.idle_disconnects.inc();
                         return Some(client_idle(watch.idle_after));
                     }
                     if client_tx.send(Message::Ping(Default::default())).await.is_err() {
@@ -196,6 +201,8 @@ where
                         if let (Some(log), Message::Text(text)) = (lease.log(), &msg) {
                             log.reply(lease.number(), text);
                         }
+                        flows.replies.messages.inc();
+                        flows.replies.bytes.inc_by(msg.len() as u64);
                         if let Err(e) = client_tx.send(msg).await {
                             tracing::debug!(error = %e, "could not write to the client");
                             return None;

@@ -69,6 +69,14 @@ pub async fn end_session(
     tell_clients: impl FnOnce(),
 ) {
     tracing::info!(status = ending.status.as_str(), reason = %ending.reason, "session ending");
+    let metrics = &crate::metrics::METRICS;
+    metrics
+        .endings
+        .get_or_create(&crate::metrics::Ended {
+            status: ending.status.as_str(),
+            reason: crate::metrics::reason_class(&ending.reason),
+        })
+        .inc();
     let persist = session
         .context()
         .filter(|c| c.persist && matches!(remains, Remains::Browser { began: true, .. }))
@@ -78,10 +86,11 @@ pub async fn end_session(
         Some(id) => Some(vault.lock(id).await),
         None => None,
     };
-    if let Err(e) = store
-        .finish_session(session.id, ending.status, ended_at, &ending.reason)
-        .await
-    {
+    let finished = metrics.time_store(
+        "finish_session",
+        store.finish_session(session.id, ending.status, ended_at, &ending.reason),
+    );
+    if let Err(e) = finished.await {
         tracing::error!(error = %e, "could not record the session's end");
     }
     tell_clients();

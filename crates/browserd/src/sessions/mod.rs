@@ -203,6 +203,8 @@ pub enum ShutdownPolicy {
 #[derive(Debug)]
 struct LiveEntry {
     keep_alive: bool,
+    /// Its project (for the metrics' live sessions by project).
+    project: String,
     commands: mpsc::UnboundedSender<Command>,
     farewell: watch::Receiver<Option<Farewell>>,
     /// Set once the browser is ready; until then clients cannot connect.
@@ -224,11 +226,13 @@ impl LiveEntry {
     /// A session that holds its slot but whose browser is not ready yet.
     fn new(
         keep_alive: bool,
+        project: String,
         commands: mpsc::UnboundedSender<Command>,
         farewell: watch::Receiver<Option<Farewell>>,
     ) -> Self {
         Self {
             keep_alive,
+            project,
             commands,
             farewell,
             cdp_url: None,
@@ -326,6 +330,23 @@ impl SessionManager {
         &self.files
     }
 
+    /// Each live session's status (PENDING until its browser is ready) and project.
+    pub fn live_by_status(&self) -> Vec<(SessionStatus, String)> {
+        self.live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| {
+                let status = if e.cdp_url.is_some() {
+                    SessionStatus::Running
+                } else {
+                    SessionStatus::Pending
+                };
+                (status, e.project.clone())
+            })
+            .collect()
+    }
+
     /// Whether a create could start here now: a free slot and memory above the floor.
     pub fn has_room(&self) -> bool {
         self.live_count() < self.limits.max_sessions && self.memory_shortage().is_none()
@@ -372,11 +393,34 @@ impl SessionManager {
 
     /// Starts a session and returns it once its browser accepts CDP connections.
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<Session, CreateError> {
+        let started = std::time::Instant::now();
+        let mut warm = false;
+        let created = self.create_inner(req, &mut warm).await;
+        if created.is_ok() {
+            crate::metrics::METRICS
+                .create_seconds
+                .get_or_create(&crate::metrics::Kind {
+                    kind: if warm { "warm" } else { "cold" },
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        created
+    }
+
+    /// [`Self::create`]; sets `warm_taken` when it takes a browser from the pool.
+    async fn create_inner(
+        self: &Arc<Self>,
+        req: CreateRequest,
+        warm_taken: &mut bool,
+    ) -> Result<Session, CreateError> {
         let id = Uuid::new_v4();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (farewell_tx, farewell) = watch::channel(None);
         // Freed when dropped: by any early return below, or by the supervisor at its end.
-        let slot = self.reserve_slot(id, LiveEntry::new(req.keep_alive, commands, farewell))?;
+        let slot = self.reserve_slot(
+            id,
+            LiveEntry::new(req.keep_alive, req.project.id.clone(), commands, farewell),
+        )?;
 
         // A context is read (and checked) before anything starts: one that cannot be
         // restored fails the create, never a session with half a profile.
@@ -387,6 +431,7 @@ impl SessionManager {
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
         let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
+        *warm_taken = warm.is_some();
         // A warm browser is already in memory; only a new one needs room.
         if let (None, Some(e)) = (&warm, self.memory_shortage()) {
             return Err(e);
@@ -423,7 +468,11 @@ impl SessionManager {
             concurrency: req.project.concurrency,
             per_minute: req.project.creations_per_minute,
         };
-        let refused = match self.store.insert_session(&session, limits).await {
+        let inserted = crate::metrics::METRICS.time_store(
+            "insert_session",
+            self.store.insert_session(&session, limits),
+        );
+        let refused = match inserted.await {
             Ok(Ok(())) => None,
             Ok(Err(refusal)) => Some(CreateError::from(refusal)),
             Err(e) => Some(e.into()),
@@ -563,6 +612,7 @@ impl SessionManager {
             .send(Command::ClientConnected)
             .map_err(|_| AttachError::NotLive(id))?;
         entry.clients.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::METRICS.clients_connected.inc();
         Ok(ClientLease {
             session_id: id,
             number: self.client_numbers.fetch_add(1, Ordering::Relaxed),
@@ -622,7 +672,12 @@ impl SessionManager {
         let left = (session.expires_at - crate::model::now()).max(time::Duration::ZERO);
         self.live.lock().unwrap().insert(
             session.id,
-            LiveEntry::new(session.keep_alive, commands, farewell),
+            LiveEntry::new(
+                session.keep_alive,
+                session.project_id.clone(),
+                commands,
+                farewell,
+            ),
         );
         let slot = Slot {
             manager: Arc::clone(self),
@@ -801,6 +856,7 @@ impl Seat for ClientLease {
 
 impl Drop for ClientLease {
     fn drop(&mut self) {
+        crate::metrics::METRICS.clients_connected.dec();
         self.clients.fetch_sub(1, Ordering::SeqCst);
         let _ = self.commands.send(Command::ClientDisconnected);
     }

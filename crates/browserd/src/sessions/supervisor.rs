@@ -119,17 +119,17 @@ impl Supervisor {
         let deadline = Instant::now() + timeout;
         let started_at = crate::model::now();
         let expires_at = started_at + timeout;
-        if let Err(e) = self
-            .manager
-            .store
-            .mark_running(
+        let record = browser.record();
+        let marked = crate::metrics::METRICS.time_store(
+            "mark_running",
+            self.manager.store.mark_running(
                 self.session.id,
                 started_at,
                 expires_at,
-                browser.record().as_ref(),
-            )
-            .await
-        {
+                record.as_ref(),
+            ),
+        );
+        if let Err(e) = marked.await {
             tracing::error!(error = %e, "could not record the session as running");
             let reason = "browserd could not record the session".to_owned();
             self.finish(Some(&mut *browser), Ending::error(reason))

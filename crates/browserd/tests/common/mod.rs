@@ -125,7 +125,7 @@ impl TestServer {
             let _keep = prepared; // holds the data dir lock
             // In-process test servers end every session on stop: no browser outlives a test.
             let policy = browserd::sessions::ShutdownPolicy::EndAll;
-            browserd::server::run(listener, None, _keep.state.clone(), policy, async {
+            browserd::server::run(listener, None, None, _keep.state.clone(), policy, async {
                 let _ = stopped.await;
             })
             .await

@@ -1,0 +1,57 @@
+//! `GET /metrics`: the Prometheus exposition, on the API port behind the API key, or on
+//! `--metrics-listen` without one (see [`router`]).
+
+use super::{AppState, Auth};
+use crate::metrics::{METRICS, StatusProject};
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The figures that are a state, set now; then every metric, encoded.
+pub fn exposition(state: &AppState) -> String {
+    let m = &METRICS;
+    // Rebuilt whole: a project whose last session ended has no series left.
+    m.sessions_live.clear();
+    for (status, project) in state.sessions.live_by_status() {
+        m.sessions_live
+            .get_or_create(&StatusProject {
+                status: status.as_str().to_owned(),
+                project,
+            })
+            .inc();
+    }
+    m.warm_pool_target
+        .set(state.sessions.pool().target() as i64);
+    m.warm_pool_ready.set(state.sessions.pool().len() as i64);
+    const MIB: i64 = 1024 * 1024;
+    if let Some(available) = crate::sessions::mem_available_mib() {
+        m.memory_available_bytes.set(available as i64 * MIB);
+    }
+    m.memory_floor_bytes
+        .set(state.sessions.limits().min_free_memory_mib as i64 * MIB);
+    m.encode()
+}
+
+fn answer(state: &AppState) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], exposition(state)).into_response()
+}
+
+/// `GET /metrics` on the API port: any project's API key.
+pub async fn with_key(State(state): State<AppState>, _auth: Auth) -> Response {
+    answer(&state)
+}
+
+/// The whole app of `--metrics-listen`: `/metrics` and nothing else, no key (bind it where
+/// only Prometheus reaches).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<AppState>| async move { answer(&state) }),
+        )
+        .with_state(state)
+}
