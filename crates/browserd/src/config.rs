@@ -143,6 +143,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MIN_FREE_MEMORY_MIB", value_name = "MIB")]
     pub min_free_memory_mib: Option<u64>,
 
+    /// Refuse new sessions (503) when the data dir's disk has less free space than this, in
+    /// MiB; what is already stored is left intact [default: 1024]
+    #[arg(long, env = "BROWSERD_MIN_FREE_DISK_MIB", value_name = "MIB")]
+    pub min_free_disk_mib: Option<u64>,
+
     /// Websocket clients one session may have at once [default: 16]
     #[arg(long, env = "BROWSERD_MAX_CLIENTS_PER_SESSION", value_name = "N")]
     pub max_clients_per_session: Option<usize>,
@@ -273,6 +278,7 @@ pub struct Config {
     pub client_idle_timeout_secs: u64,
     pub creation_rate: u32,
     pub min_free_memory_mib: u64,
+    pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub context_key: Option<Secret>,
     pub files_retention: std::time::Duration,
@@ -437,6 +443,10 @@ impl Config {
                 .min_free_memory_mib
                 .or(f.min_free_memory_mib)
                 .unwrap_or(512),
+            min_free_disk_mib: cli
+                .min_free_disk_mib
+                .or(f.min_free_disk_mib)
+                .unwrap_or(1024),
             max_clients_per_session: cli
                 .max_clients_per_session
                 .or(f.max_clients_per_session)

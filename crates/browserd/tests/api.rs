@@ -484,6 +484,39 @@ async fn the_creation_rate_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn below_the_disk_floor_a_create_is_refused_with_503_and_stored_sessions_stay() {
+    let server = TestServer::start().await;
+    let before = server.create(json!({"keepAlive": true})).await;
+    let server = {
+        // The same data dir, restarted with a floor above any disk's free space.
+        let data_dir = server.stop().await;
+        TestServer::start_in(
+            data_dir,
+            Options {
+                min_free_disk_mib: u64::MAX / 2,
+                ..Options::default()
+            },
+        )
+        .await
+    };
+    let (status, err, _) = call(&server, Method::POST, "/v1/sessions", Some(json!({}))).await;
+    assert_error(status, &err, 503, "below browserd's floor");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("--min-free-disk-mib"),
+        "{err}"
+    );
+    let ready = server.get_json("/readyz").await;
+    assert_eq!(ready["checks"]["disk"]["ok"], false, "{ready}");
+    // What was stored is all there.
+    let got = server.get(before["id"].as_str().unwrap()).await;
+    assert_eq!(got["id"], before["id"]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn below_the_memory_floor_a_create_is_refused_with_503() {
     let server = TestServer::start_with(Options {
         // More memory than any machine has: every cold launch is refused.

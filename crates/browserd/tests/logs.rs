@@ -43,6 +43,14 @@ async fn logs_are_json_lines_with_an_access_line_per_request_and_no_secret() {
         })
         .expect("browserd started");
     std::thread::spawn(move || for _ in lines {});
+    // Whatever still names the data dir goes when the test ends, passed or failed.
+    struct Sweep(std::path::PathBuf);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            browserd::browser::procs::kill_by_cmdline(&self.0);
+        }
+    }
+    let _sweep = Sweep(data_dir.clone());
     let http = reqwest::Client::new();
     let req = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}{path}"))

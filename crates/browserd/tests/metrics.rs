@@ -20,6 +20,23 @@ impl Drop for Running {
     }
 }
 
+/// The browserd under test: stopped with SIGTERM (which ends its sessions and stops its
+/// warm browsers), and whatever still names its data dir killed, passed or failed.
+struct Server {
+    child: Child,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.child.wait();
+        browserd::browser::procs::kill_by_cmdline(&self.data_dir);
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -58,13 +75,14 @@ async fn query(prometheus: &str, query: &str) -> Option<f64> {
 async fn prometheus_scrapes_the_sessions_creates_endings_and_relay_counts() {
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
+    let data_dir = dir.path().join("data");
     let mut server = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--min-timeout", "1"])
         .args(["--warm-pool", "1"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
         .args(["--shutdown-ends-sessions", "true"])
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(&data_dir)
         .env("BROWSERD_API_KEY", common::API_KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -85,7 +103,10 @@ async fn prometheus_scrapes_the_sessions_creates_endings_and_relay_counts() {
         })
         .expect("browserd started");
     std::thread::spawn(move || for _ in lines {});
-    let _server = Running(server);
+    let _server = Server {
+        child: server,
+        data_dir,
+    };
     let http = reqwest::Client::new();
     let api = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}{path}"))

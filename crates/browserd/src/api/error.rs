@@ -152,7 +152,7 @@ impl From<crate::sessions::CreateError> for ApiError {
                 message: e.to_string(),
                 retry_after_secs,
             },
-            E::LowMemory { .. } => Self::Unavailable(e.to_string()),
+            E::LowMemory { .. } | E::LowDisk { .. } => Self::Unavailable(e.to_string()),
             E::ShuttingDown => Self::Unavailable(e.to_string()),
             // A context that does not open will not open on a retry either.
             E::Launch(_) | E::SupervisorGone | E::Context(_) | E::Setup(_) => {

@@ -2,7 +2,7 @@
 //!
 //! `GET /healthz`: the process is up and serving. `GET /readyz`: a create could start a
 //! session now — the store answers, Chromium is there, the machine is above the memory
-//! floor and this server is under `--max-sessions` — with a JSON body that names each check,
+//! floor, the data dir's disk above its floor, and this server is under `--max-sessions` — with a JSON body that names each check,
 //! and 503 when one fails.
 
 use super::AppState;
@@ -43,14 +43,20 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "availableMib": available,
         "floorMib": floor,
     });
+    let disk_floor = limits.min_free_disk_mib;
+    let disk_free = state.sessions.files().free_disk_mib();
+    let disk = json!({
+        "ok": disk_floor == 0 || disk_free.is_none_or(|a| a >= disk_floor),
+        "freeMib": disk_free,
+        "floorMib": disk_floor,
+    });
     let live = state.sessions.live_count();
     let sessions = json!({
         "ok": live < limits.max_sessions,
         "live": live,
         "max": limits.max_sessions,
     });
-    let checks =
-        json!({ "store": store, "chromium": chromium, "memory": memory, "sessions": sessions });
+    let checks = json!({ "store": store, "chromium": chromium, "memory": memory, "disk": disk, "sessions": sessions });
     let ready = checks
         .as_object()
         .is_some_and(|c| c.values().all(|check| check["ok"] == true));

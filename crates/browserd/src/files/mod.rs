@@ -65,6 +65,13 @@ impl FileStore {
         Ok(this)
     }
 
+    /// MiB free for browserd on the filesystem holding the data dir (what an unprivileged
+    /// writer may still use); `None` if it cannot be read.
+    pub fn free_disk_mib(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.session_files).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024))
+    }
+
     pub fn vault(&self) -> &ContextVault {
         &self.vault
     }

@@ -48,6 +48,9 @@ pub struct Limits {
     pub max_clients_per_session: usize,
     /// No browser is started while the machine has less memory available (MiB; 0: no floor).
     pub min_free_memory_mib: u64,
+    /// Below this much free space in the data dir, no session is created (its files, logs and
+    /// recording need room; what is stored already must not be damaged by a full disk).
+    pub min_free_disk_mib: u64,
 }
 
 impl Limits {
@@ -58,6 +61,7 @@ impl Limits {
             warm_pool: 0,
             max_clients_per_session: usize::MAX,
             min_free_memory_mib: 0,
+            min_free_disk_mib: 0,
         }
     }
 }
@@ -131,6 +135,10 @@ pub enum CreateError {
         "this machine has {available_mib} MiB of memory available, below browserd's floor of {floor_mib} MiB (--min-free-memory-mib); release sessions or add memory"
     )]
     LowMemory { available_mib: u64, floor_mib: u64 },
+    #[error(
+        "the data dir's disk has {available_mib} MiB free, below browserd's floor of {floor_mib} MiB (--min-free-disk-mib); free some space (ended sessions' files go after --files-retention-hours) or give the data dir a larger disk"
+    )]
+    LowDisk { available_mib: u64, floor_mib: u64 },
     #[error("browserd is shutting down and takes no new sessions")]
     ShuttingDown,
     #[error("the session's browser failed to start: {0}")]
@@ -349,7 +357,9 @@ impl SessionManager {
 
     /// Whether a create could start here now: a free slot and memory above the floor.
     pub fn has_room(&self) -> bool {
-        self.live_count() < self.limits.max_sessions && self.memory_shortage().is_none()
+        self.live_count() < self.limits.max_sessions
+            && self.memory_shortage().is_none()
+            && self.disk_shortage().is_none()
     }
 
     /// This node's name (`--node-name`).
@@ -413,6 +423,9 @@ impl SessionManager {
         req: CreateRequest,
         warm_taken: &mut bool,
     ) -> Result<Session, CreateError> {
+        if let Some(e) = self.disk_shortage() {
+            return Err(e);
+        }
         let id = Uuid::new_v4();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (farewell_tx, farewell) = watch::channel(None);
@@ -502,6 +515,16 @@ impl SessionManager {
         // The session's owner for the rest of its life; tracked so shutdown can wait for it.
         self.tasks.spawn(supervisor.run(slot, ready_tx));
         ready_rx.await.map_err(|_| CreateError::SupervisorGone)?
+    }
+
+    /// The full-disk refusal, if the data dir's disk is below the floor.
+    pub fn disk_shortage(&self) -> Option<CreateError> {
+        let floor_mib = self.limits.min_free_disk_mib;
+        let available_mib = self.files.free_disk_mib()?;
+        (floor_mib > 0 && available_mib < floor_mib).then_some(CreateError::LowDisk {
+            available_mib,
+            floor_mib,
+        })
     }
 
     /// The low-memory refusal, if the machine is below the floor.

@@ -37,6 +37,7 @@ pub struct Options {
     pub ping_interval: u64,
     pub client_idle_timeout: u64,
     pub min_free_memory_mib: u64,
+    pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub max_upload_mib: u64,
     /// Pages may reach services on this machine (`--allow-local-egress`).
@@ -54,6 +55,7 @@ impl Default for Options {
             ping_interval: 30,
             client_idle_timeout: 600,
             min_free_memory_mib: 512,
+            min_free_disk_mib: 0,
             max_clients_per_session: 16,
             max_upload_mib: 512,
             allow_local_egress: false,
@@ -76,11 +78,15 @@ impl TestServer {
     }
 
     pub async fn start_with(opts: Options) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), opts).await
+    }
+
+    /// A server on an existing data dir (one an earlier test server stopped on).
+    pub async fn start_in(data_dir: tempfile::TempDir, opts: Options) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let data_dir = tempfile::tempdir().unwrap();
         let common = Common {
             config: None,
             data_dir: Some(data_dir.path().to_owned()),
@@ -97,6 +103,7 @@ impl TestServer {
             ping_interval: Some(opts.ping_interval),
             client_idle_timeout: Some(opts.client_idle_timeout),
             min_free_memory_mib: Some(opts.min_free_memory_mib),
+            min_free_disk_mib: Some(opts.min_free_disk_mib),
             max_clients_per_session: Some(opts.max_clients_per_session),
             max_upload_mib: Some(opts.max_upload_mib),
             allow_local_egress: Some(opts.allow_local_egress),
