@@ -82,6 +82,10 @@ async function freePort() {
 }
 
 /** Running browserd servers: a bench that fails stops them (and so their browsers) on exit. */
+/** Whether a browserd build has `--sandbox` (builds before the sandbox do not). */
+const knowsSandboxFlags = (bin) => bin === BIN
+  || execFileSync(bin, ['serve', '--help'], { encoding: 'utf8' }).includes('--sandbox');
+
 const servers = new Set();
 process.on('exit', () => { for (const proc of servers) proc.kill('SIGTERM'); });
 
@@ -94,7 +98,7 @@ async function startBrowserd({ warmPool, maxSessions, sandbox = 'auto', bin = BI
   const dataDir = mkdtempSync(join(tmpdir(), 'browserd-bench-'));
   const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', KEY,
     '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true', ...extra];
-  if (bin === BIN) args.push('--allow-local-egress', 'true', '--sandbox', sandbox);
+  if (knowsSandboxFlags(bin)) args.push('--allow-local-egress', 'true', '--sandbox', sandbox);
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, ...env } });
   servers.add(proc);
@@ -351,7 +355,8 @@ async function benchRelay(ctx) {
   const { via, direct, floor, socat, id } = await sameBrowserBothWays(open);
   // The default: a sandboxed browser (its DevTools port only inside its own network namespace).
   const sandboxed = await relayedSession(ctx.cold);
-  const before = BEFORE_BIN ? await startBrowserd({ warmPool: 0, bin: BEFORE_BIN }) : null;
+  // The earlier build's own browser, unsandboxed like "via" when it knows the flag.
+  const before = BEFORE_BIN ? await startBrowserd({ warmPool: 0, bin: BEFORE_BIN, sandbox: 'off' }) : null;
   const old = before ? await relayedSession(before) : null;
   const clients = { via, direct, floor, sandboxed: sandboxed.client, ...(old ? { before: old.client } : {}) };
   const sessions = {};
