@@ -125,7 +125,7 @@ async fn project_or_default(store: &Store, id: Option<String>) -> anyhow::Result
         Some(id) => id,
         None => store
             .settings
-            .get_setting("default_project_id")
+            .get_setting(crate::store::SETTING_DEFAULT_PROJECT)
             .await?
             .context("there is no default project yet; run `browserd serve` once")?,
     };

@@ -209,7 +209,8 @@ pub struct Settings {
     pub node_lease: Option<f64>,
 
     /// Also serve GET /metrics (Prometheus) on this address without an API key; on the API
-    /// port it always needs one. Bind it where only Prometheus reaches [default: off]
+    /// port it needs the default project's key. Bind it where only Prometheus reaches
+    /// [default: off]
     #[arg(long, env = "BROWSERD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 

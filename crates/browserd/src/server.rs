@@ -13,13 +13,12 @@ use crate::model::{Ending, Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
 use crate::sessions::ending::{Remains, end_session};
 use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
-use crate::store::Store;
+use crate::store::{SETTING_DEFAULT_PROJECT, Store};
 use anyhow::{Context, bail};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
 const SETTING_SIGNING_SECRET: &str = "signing_secret";
 const SETTING_CONTEXT_KEY_CHECK: &str = "context_key_check";
 

@@ -196,6 +196,28 @@ async fn prometheus_scrapes_the_sessions_creates_endings_and_relay_counts() {
     );
     let without_key = reqwest::get(format!("{base}/metrics")).await.unwrap();
     assert_eq!(without_key.status(), 401);
+    let with_key = api(reqwest::Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(with_key.status(), 200, "the default project's key");
+    // Another project's key: the figures name every project, so no.
+    let made = Command::new(BIN)
+        .args(["project", "create", "tenant"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&made.stdout);
+    let other_key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("API key:"))
+        .and_then(|k| k.split_whitespace().next())
+        .expect("the CLI prints the new key");
+    let other = http
+        .get(format!("{base}/metrics"))
+        .header("x-bb-api-key", other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
 
     // A real Prometheus scrapes it every second.
     let prom_port = free_port();

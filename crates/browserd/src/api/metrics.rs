@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus exposition, on the API port behind the API key, or on
 //! `--metrics-listen` without one (see [`router`]).
 
+use super::error::ApiError;
 use super::{AppState, Auth};
 use crate::metrics::{METRICS, StatusProject};
 use axum::Router;
@@ -40,9 +41,20 @@ fn answer(state: &AppState) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], exposition(state)).into_response()
 }
 
-/// `GET /metrics` on the API port: any project's API key.
-pub async fn with_key(State(state): State<AppState>, _auth: Auth) -> Response {
-    answer(&state)
+/// `GET /metrics` on the API port: the default project's key (the operator's). The
+/// figures span every project (ids included), so another project's key gets 403.
+pub async fn with_key(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let operator = state
+        .store
+        .settings
+        .get_setting(crate::store::SETTING_DEFAULT_PROJECT)
+        .await?;
+    if operator.as_deref() != Some(auth.0.id.as_str()) {
+        return Err(ApiError::Forbidden(
+            "metrics cover every project: scrape them with the default project's API key, or on --metrics-listen".into(),
+        ));
+    }
+    Ok(answer(&state))
 }
 
 /// The whole app of `--metrics-listen`: `/metrics` and nothing else, no key (bind it where

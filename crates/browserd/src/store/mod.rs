@@ -53,6 +53,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The setting that names the default project (the operator's, made on first start).
+pub const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
+
 /// Opens (creating if needed) the embedded database at `path` and brings its schema up to
 /// date.
 pub async fn open(path: &Path) -> Result<Store> {
