@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Which session a connect request is for, if its credentials are right.
-async fn authenticate(state: &AppState, query: &HashMap<String, String>) -> Result<Uuid, ApiError> {
+pub(super) async fn authenticate(
+    state: &AppState,
+    query: &HashMap<String, String>,
+) -> Result<Uuid, ApiError> {
     if let Some(token) = query.get("signingKey") {
         return verify_session_token(&state.secret, token)
             .ok_or_else(|| ApiError::Unauthorized("invalid signingKey for this server".into()));

@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The middleware: forwards to the owner, or passes the request on to the routes.
@@ -70,9 +71,13 @@ enum Target {
 /// (`sessionId` in the body), and put back.
 async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), Response> {
     let path = req.uri().path();
-    let query = req.uri().query().unwrap_or_default();
     let target = if path == "/" || path.starts_with("/json/version") {
-        session_of_connect(state, query)
+        // The connect handler's own check, so nothing unauthenticated is forwarded; a
+        // refusal is the handler's to give, here.
+        let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        super::connect::authenticate(state, &query).await.ok()
     } else if let Some(rest) = path.strip_prefix("/debug/") {
         let token = rest.split('/').next().unwrap_or_default();
         state.secret.verify_grant(token).map(|g| g.session)
@@ -88,29 +93,6 @@ async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), 
         None
     };
     Ok((req, target.map_or(Target::Here, Target::Session)))
-}
-
-/// The session a `connectUrl` (or `/json/version`) names, if its credential is right:
-/// nothing unauthenticated is forwarded.
-fn session_of_connect(state: &AppState, query: &str) -> Option<Uuid> {
-    let pairs = url_pairs(query);
-    if let Some((_, token)) = pairs.iter().find(|(k, _)| k == "signingKey") {
-        return crate::secrets::verify_session_token(&state.secret, token);
-    }
-    // `apiKey` + `sessionId`: the owner checks the key (the same keys on every node).
-    pairs
-        .iter()
-        .find(|(k, _)| k == "sessionId")
-        .and_then(|(_, id)| Uuid::try_parse(id).ok())
-}
-
-/// `a=b&c=d`, percent-decoded.
-fn url_pairs(query: &str) -> Vec<(String, String)> {
-    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
-        &format!("/?{query}").parse().unwrap_or_default(),
-    )
-    .map(|q| q.0)
-    .unwrap_or_default()
 }
 
 /// `POST /v1/sessions`: a release (raw-API form, `sessionId` in the body) goes to the
