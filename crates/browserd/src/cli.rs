@@ -8,7 +8,7 @@
 use crate::config::{Common, Config, Settings};
 use crate::model::{SessionStatus, fmt_time};
 use crate::secrets::{hash_api_key, new_api_key};
-use crate::store::Store;
+use crate::store::{SessionQuery, Store};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -100,6 +100,9 @@ pub enum SessionsCommand {
         /// Only sessions of this project
         #[arg(long)]
         project: Option<String>,
+        /// At most this many (the newest)
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
     },
     /// End a session now (REQUEST_RELEASE)
     Release { id: Uuid },
@@ -208,7 +211,11 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
 pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Result<()> {
     let config = Config::resolve(common, &Settings::default())?;
     match cmd {
-        SessionsCommand::List { status, project } => {
+        SessionsCommand::List {
+            status,
+            project,
+            limit,
+        } => {
             let status = status
                 .map(|s| {
                     SessionStatus::parse(&s.to_uppercase())
@@ -222,7 +229,10 @@ pub async fn run_sessions(common: &Common, cmd: SessionsCommand) -> anyhow::Resu
             );
             for s in store
                 .sessions
-                .list_sessions(project.as_deref(), status)
+                .list_sessions(SessionQuery {
+                    status,
+                    ..SessionQuery::newest(project.as_deref(), limit)
+                })
                 .await?
             {
                 println!(

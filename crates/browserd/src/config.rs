@@ -163,11 +163,24 @@ pub struct Settings {
     )]
     pub context_key: Option<Secret>,
 
+    /// Days an ended session is kept: its row (GET /v1/sessions/{id}, lists) and its files.
+    /// Then both are deleted, by a sweep every 10 minutes; the project's usage totals keep
+    /// what the session was billed for [default: 30]
+    #[arg(long, env = "BROWSERD_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u64>,
+
     /// Hours a session's files (downloads, uploads, CDP log, recording) are kept after it
-    /// ends (its downloads, logs and recording endpoints work until then); 0 removes them at
-    /// the next sweep, which runs every 10 minutes [default: 168, a week]
+    /// ends, if shorter than --retention-days (its downloads, logs and recording endpoints
+    /// work until then); 0 removes them at the next sweep [default: --retention-days]
     #[arg(long, env = "BROWSERD_FILES_RETENTION_HOURS", value_name = "HOURS")]
     pub files_retention_hours: Option<u64>,
+
+    /// Disk one session's files may use, in MiB: downloads, uploads, CDP log and recording
+    /// together. Past it, uploads are refused (413), downloads are not kept, and logging and
+    /// recording stop, each with a message in the session's log; the session keeps running
+    /// [default: 1024]
+    #[arg(long, env = "BROWSERD_SESSION_DISK_MIB", value_name = "MIB")]
+    pub session_disk_mib: Option<u64>,
 
     /// Largest file accepted by POST /v1/sessions/{id}/uploads, in MiB [default: 512]
     #[arg(long, env = "BROWSERD_MAX_UPLOAD_MIB", value_name = "MIB")]
@@ -282,7 +295,10 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub context_key: Option<Secret>,
+    /// How long ended sessions' rows are kept.
+    pub retention: std::time::Duration,
     pub files_retention: std::time::Duration,
+    pub session_disk_bytes: u64,
     pub max_upload_bytes: u64,
     pub sandbox: crate::browser::sandbox::SandboxMode,
     pub allow_local_egress: bool,
@@ -393,10 +409,24 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "browserd".to_owned()),
         };
+        let retention_days = cli.retention_days.or(f.retention_days).unwrap_or(30);
+        if !(1..=36_500).contains(&retention_days) {
+            bail!("--retention-days must be between 1 and 36500");
+        }
         let files_retention_hours = cli
             .files_retention_hours
             .or(f.files_retention_hours)
-            .unwrap_or(168);
+            .unwrap_or(retention_days * 24);
+        // Files are found through their session's row: they cannot outlive it.
+        if files_retention_hours > retention_days * 24 {
+            bail!(
+                "--files-retention-hours {files_retention_hours} is longer than --retention-days {retention_days}: a session's files are deleted with its row at the latest"
+            );
+        }
+        let session_disk_mib = cli.session_disk_mib.or(f.session_disk_mib).unwrap_or(1024);
+        if session_disk_mib == 0 {
+            bail!("--session-disk-mib must be at least 1");
+        }
         Ok(Self {
             sandbox: cli.sandbox.or(f.sandbox).unwrap_or_default(),
             allow_local_egress: cli
@@ -404,9 +434,11 @@ impl Config {
                 .or(f.allow_local_egress)
                 .unwrap_or(false),
             context_key: cli.context_key.clone().or(f.context_key),
+            retention: std::time::Duration::from_secs(retention_days * 86_400),
             files_retention: std::time::Duration::from_secs(
                 files_retention_hours.saturating_mul(3600),
             ),
+            session_disk_bytes: session_disk_mib.saturating_mul(1024 * 1024),
             max_upload_bytes: max_upload_mib.saturating_mul(1024 * 1024),
             listen,
             metrics_listen: cli.metrics_listen.or(f.metrics_listen),

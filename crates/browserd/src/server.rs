@@ -139,6 +139,7 @@ pub async fn prepare_with(
             min_timeout_secs: config.min_timeout_secs,
             max_message_size: config.max_message_size,
             max_upload_bytes: config.max_upload_bytes,
+            retention: config.retention,
             client_watch: crate::cdp::relay::ClientWatch {
                 ping_every: std::time::Duration::from_secs(config.ping_interval_secs),
                 idle_after: std::time::Duration::from_secs(config.client_idle_timeout_secs),
@@ -192,7 +193,8 @@ async fn open_files(config: &Config, store: &Store) -> anyhow::Result<Arc<FileSt
     }
     Ok(Arc::new(
         FileStore::open(&config.data_dir, vault, config.files_retention, shared)
-            .context("could not create the file folders")?,
+            .context("could not create the file folders")?
+            .with_session_disk_limit(config.session_disk_bytes),
     ))
 }
 
@@ -470,20 +472,16 @@ pub async fn run(
         });
     }
 
-    // Session files past their retention go every 10 minutes (and once now).
+    // What is past its retention goes every 10 minutes (and once now).
     let sweeper = {
         let (files, store) = (Arc::clone(state.sessions.files()), state.store.clone());
+        let retention = state.settings.retention;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tokio::select! {
-                    _ = every.tick() => {
-                        let removed = files.sweep(&*store.sessions).await;
-                        if removed > 0 {
-                            tracing::info!(removed, "removed the files of sessions past their retention");
-                        }
-                    }
+                    _ = every.tick() => sweep_retention(&files, &*store.sessions, retention).await,
                     _ = stop.changed() => return,
                 }
             }
@@ -506,3 +504,44 @@ pub async fn run(
     let _ = membership.await;
     served
 }
+
+/// Deletes what is past its retention: session files first (found through their rows), then
+/// the rows of sessions that ended more than `retention` ago, a batch per transaction so
+/// that creates never wait long behind the sweep.
+async fn sweep_retention(
+    files: &crate::files::FileStore,
+    store: &dyn crate::store::SessionStore,
+    retention: std::time::Duration,
+) {
+    let removed = files.sweep(store).await;
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed the files of sessions past their retention"
+        );
+    }
+    let cutoff = crate::model::now() - retention;
+    let mut purged = 0;
+    loop {
+        match store.purge_ended(cutoff, RETENTION_BATCH).await {
+            Ok(n) => {
+                purged += n;
+                if n < u64::from(RETENTION_BATCH) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete sessions past their retention");
+                break;
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::info!(
+            purged,
+            "deleted sessions past their retention (their usage is kept)"
+        );
+    }
+}
+
+const RETENTION_BATCH: u32 = 1000;

@@ -354,6 +354,33 @@ async fn list_filters_by_status_and_user_metadata() {
     let (_, found, _) = call(&server, Method::GET, &format!("/v1/sessions?q={q}"), None).await;
     assert_eq!(ids(found), [a["id"].as_str().unwrap()]);
 
+    // `limit` keeps the newest; with a metadata query, of the matching ones.
+    let (_, newest, _) = call(&server, Method::GET, "/v1/sessions?limit=1", None).await;
+    assert_eq!(ids(newest), [b["id"].as_str().unwrap()]);
+    let (_, found, _) = call(
+        &server,
+        Method::GET,
+        &format!("/v1/sessions?limit=1&q={q}"),
+        None,
+    )
+    .await;
+    assert_eq!(ids(found), [a["id"].as_str().unwrap()]);
+    for bad in ["0", "10001", "many"] {
+        let (status, err, _) = call(
+            &server,
+            Method::GET,
+            &format!("/v1/sessions?limit={bad}"),
+            None,
+        )
+        .await;
+        assert_error(
+            status,
+            &err,
+            400,
+            "limit must be a whole number from 1 to 10000",
+        );
+    }
+
     let (status, err, _) = call(&server, Method::GET, "/v1/sessions?status=DONE", None).await;
     assert_error(status, &err, 400, "status must be one of");
     let (status, err, _) = call(&server, Method::GET, "/v1/sessions?q=name%3Dalpha", None).await;
@@ -560,5 +587,105 @@ async fn a_session_takes_only_so_many_clients() {
     eventually(|| async { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) })
         .await
         .expect("a client that left frees its place");
+    server.stop().await;
+}
+
+/// Sessions past `--retention-days` go, rows and files, when the server sweeps (at start and
+/// every 10 minutes); the project's usage keeps their minutes; newer sessions stay.
+#[tokio::test]
+async fn the_retention_sweep_deletes_old_sessions_and_their_files_but_not_their_usage() {
+    use browserd::model::{Session, SessionStatus};
+    let server = TestServer::start().await;
+    let (_, list, _) = call(&server, Method::GET, "/v1/projects", None).await;
+    let pid = list[0]["id"].as_str().unwrap().to_owned();
+    // A session of today, a minute.
+    let recent = server.create(json!({})).await;
+    let recent = recent["id"].as_str().unwrap().to_owned();
+    server.release(&recent).await;
+    let data_dir = server.stop().await;
+
+    // While no server runs: a session that ran 5 minutes and ended 31 days ago (the
+    // default keeps 30), with files last touched then.
+    let ended = browserd::model::now() - time::Duration::days(31);
+    let started = ended - time::Duration::minutes(5);
+    let old = Session {
+        id: uuid::Uuid::new_v4(),
+        project_id: pid.clone(),
+        status: SessionStatus::Pending,
+        keep_alive: false,
+        timeout_secs: 3600,
+        region: "us-west-2".into(),
+        user_metadata: None,
+        browser_settings: None,
+        extension_id: None,
+        proxies: None,
+        created_at: started,
+        updated_at: started,
+        started_at: started,
+        expires_at: started + time::Duration::hours(1),
+        ended_at: None,
+        end_reason: None,
+        browser: None,
+        node: None,
+    };
+    let store = browserd::store::open(&data_dir.path().join("browserd.db"))
+        .await
+        .unwrap();
+    let roomy = browserd::store::ProjectLimits {
+        concurrency: 10,
+        per_minute: 0,
+    };
+    let sessions = &store.sessions;
+    sessions.insert_session(&old, roomy).await.unwrap().unwrap();
+    sessions
+        .mark_running(old.id, started, old.expires_at, None)
+        .await
+        .unwrap();
+    sessions
+        .finish_session(old.id, SessionStatus::Completed, ended, "done")
+        .await
+        .unwrap();
+    let usage = sessions.usage(&pid, browserd::model::now()).await.unwrap();
+    assert_eq!(usage.browser_minutes, 6, "5 + 1");
+    store.close().await;
+    let files = data_dir.path().join(format!("session-files/{}", old.id));
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("logs.jsonl"), "{}\n").unwrap();
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 86_400);
+    std::fs::File::open(&files)
+        .unwrap()
+        .set_modified(then)
+        .unwrap();
+
+    // The server sweeps as it starts.
+    let server = TestServer::start_in(data_dir, Options::default()).await;
+    let swept = eventually(|| async {
+        let (status, _, _) = call(
+            &server,
+            Method::GET,
+            &format!("/v1/sessions/{}", old.id),
+            None,
+        )
+        .await;
+        (status == 404 && !files.exists()).then_some(())
+    })
+    .await;
+    assert!(
+        swept.is_some(),
+        "the old session or its files were not deleted"
+    );
+    let (status, _, _) = call(
+        &server,
+        Method::GET,
+        &format!("/v1/sessions/{recent}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "a recent session stays");
+    let usage_path = format!("/v1/projects/{pid}/usage");
+    let (_, usage, _) = call(&server, Method::GET, &usage_path, None).await;
+    assert_eq!(usage["browserMinutes"], 6, "usage outlives the rows");
+    let (_, all, _) = call(&server, Method::GET, "/v1/sessions", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
     server.stop().await;
 }

@@ -362,3 +362,116 @@ async fn inspector_links_are_checked_on_every_request() {
     assert_error(status, &body, 409, "only while it runs");
     server.stop().await;
 }
+
+/// The names in a session's downloads zip.
+async fn downloaded(server: &TestServer, id: &str) -> Vec<String> {
+    let resp = server
+        .req(Method::GET, &format!("/v1/sessions/{id}/downloads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let zip = zip::ZipArchive::new(std::io::Cursor::new(resp.bytes().await.unwrap())).unwrap();
+    zip.file_names().map(|n| n.unwrap().into_owned()).collect()
+}
+
+/// Makes the page download `len` bytes as `name`, and returns the download's final state
+/// (`completed` or `canceled`) with the bytes Chromium received.
+async fn download(cdp: &mut Cdp, page: &str, name: &str, len: usize) -> (String, u64) {
+    let script = format!(
+        "(() => {{ const a = document.createElement('a'); \
+           a.href = URL.createObjectURL(new Blob([new Uint8Array({len}).fill(7)])); \
+           a.download = '{name}'; document.body.appendChild(a); a.click(); return true; }})()"
+    );
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": script, "returnByValue": true}),
+            Some(page),
+        )
+        .await;
+    assert_eq!(r["result"]["result"]["value"], true, "{r}");
+    let begun = cdp
+        .event("Browser.downloadWillBegin", |p| {
+            p["suggestedFilename"] == name
+        })
+        .await;
+    let guid = begun["params"]["guid"].clone();
+    let done = cdp
+        .event("Browser.downloadProgress", |p| {
+            p["guid"] == guid && p["state"] != "inProgress"
+        })
+        .await;
+    (
+        done["params"]["state"].as_str().unwrap().to_owned(),
+        done["params"]["receivedBytes"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn a_session_past_its_disk_allowance_refuses_new_files_and_keeps_running() {
+    let server = TestServer::start_with(Options {
+        session_disk_mib: 1,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    cdp.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": "/tmp", "eventsEnabled": true}),
+        None,
+    )
+    .await;
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": "document.body.innerHTML = '<p>x</p>'"}),
+        Some(&page),
+    )
+    .await;
+
+    let upload = |bytes: usize| {
+        server
+            .req(Method::POST, &format!("/v1/sessions/{id}/uploads"))
+            .multipart(file_form(&format!("f{bytes}.bin"), vec![1u8; bytes]))
+    };
+    // 600 KiB of the 1 MiB fits; 600 more do not: 413 naming the flag, nothing kept.
+    let (status, body, _) = send(upload(600 * 1024)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = send(upload(601 * 1024)).await;
+    assert_error(status, &body, 413, "--session-disk-mib");
+    let uploads = server
+        .data_dir
+        .path()
+        .join(format!("session-files/{id}/uploads"));
+    assert!(!uploads.join(format!("f{}.bin", 601 * 1024)).exists());
+
+    // A small download fits and stays.
+    let (state, _) = download(&mut cdp, &page, "small.bin", 10_000).await;
+    assert_eq!(state, "completed");
+    // One that does not fit is written by Chromium, then removed by browserd.
+    let (_, received) = download(&mut cdp, &page, "big.bin", 800 * 1024).await;
+    assert!(received > 0, "the big download started");
+    let gone = eventually(|| async {
+        let names = downloaded(&server, &id).await;
+        (names.contains(&"small.bin".to_owned()) && !names.contains(&"big.bin".to_owned()))
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "{:?}", downloaded(&server, &id).await);
+    // The session goes on: still RUNNING, its page still answers.
+    assert_eq!(server.get(&id).await["status"], "RUNNING");
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "6 * 7"}),
+            Some(&page),
+        )
+        .await;
+    assert_eq!(r["result"]["result"]["value"], 42);
+    drop(cdp);
+    server.release(&id).await;
+    server.stop().await;
+}

@@ -44,6 +44,8 @@ pub struct ApiSettings {
     pub max_message_size: usize,
     /// Largest file `POST /v1/sessions/{id}/uploads` takes.
     pub max_upload_bytes: u64,
+    /// How long ended sessions are kept before the retention sweep deletes them.
+    pub retention: std::time::Duration,
     /// Pings and the idle limit for connected clients.
     pub client_watch: crate::cdp::relay::ClientWatch,
 }

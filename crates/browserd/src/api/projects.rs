@@ -99,21 +99,22 @@ pub async fn update(
     Ok(Json(project_json(&state, &updated)).into_response())
 }
 
-/// `GET /v1/projects/{id}/usage`: browser minutes counted from session lifetimes.
+/// `GET /v1/projects/{id}/usage`: browser minutes counted from session lifetimes, those
+/// of sessions deleted after the retention period included.
 pub async fn usage(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let project = own_project(&auth, &id)?;
-    let now = crate::model::now();
-    let minutes: u64 = state
+    let usage = state
         .store
         .sessions
-        .list_sessions(Some(&project.id), None)
-        .await?
-        .iter()
-        .map(|s| s.browser_minutes(now))
-        .sum();
-    Ok(Json(serde_json::json!({ "browserMinutes": minutes, "proxyBytes": 0 })).into_response())
+        .usage(&project.id, crate::model::now())
+        .await?;
+    Ok(Json(serde_json::json!({
+        "browserMinutes": usage.browser_minutes,
+        "proxyBytes": usage.proxy_bytes,
+    }))
+    .into_response())
 }

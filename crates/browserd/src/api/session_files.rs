@@ -30,7 +30,38 @@ pub async fn upload(
         )));
     }
     let files = state.sessions.files();
-    let received = receive_file(req, &state, files.tmp_path(), limit).await?;
+    // The session's disk allowance (--session-disk-mib) bounds the upload too: measured
+    // now over its files and what its browser downloaded so far.
+    let quota = files.session_quota();
+    let folders = (
+        files.session_dir(session.id),
+        state.sessions.downloads_dir(session.id),
+    );
+    let used = tokio::task::spawn_blocking(move || {
+        crate::files::quota::size_of(&folders.0)
+            + if folders.1.starts_with(&folders.0) {
+                0
+            } else {
+                crate::files::quota::size_of(&folders.1)
+            }
+    })
+    .await
+    .unwrap_or(0);
+    let room = quota.room(used);
+    let over_quota = || {
+        ApiError::PayloadTooLarge(format!(
+            "session {id}'s files use {used} of the {} bytes a session may keep (--session-disk-mib); the file does not fit, the session goes on",
+            quota.limit()
+        ))
+    };
+    if room == 0 {
+        discard_body(req, limit).await;
+        return Err(over_quota());
+    }
+    let received = match receive_file(req, &state, files.tmp_path(), limit.min(room)).await {
+        Err(ApiError::PayloadTooLarge(_)) if room < limit => return Err(over_quota()),
+        other => other?,
+    };
     let name = sanitize_file_name(&received.file_name).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "the file part needs a usable file name (got {:?})",

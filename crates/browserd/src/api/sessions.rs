@@ -5,6 +5,7 @@ use super::params::{self, Fields, MetadataQuery};
 use super::{AppState, Auth, JsonObject, check_project_id};
 use crate::model::{Session, SessionStatus};
 use crate::sessions::CreateRequest;
+use crate::store::SessionQuery;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -278,21 +279,56 @@ pub async fn list(
         .filter(|q| !q.trim().is_empty())
         .map(|q| MetadataQuery::parse(q))
         .transpose()?;
-    let sessions = state
-        .store
-        .sessions
-        .list_sessions(Some(&auth.0.id), status)
-        .await?;
-    let body: Vec<_> = sessions
-        .iter()
-        .filter(|s| {
-            q.as_ref()
-                .is_none_or(|q| q.matches(s.user_metadata.as_ref()))
-        })
-        .map(Session::to_json)
-        .collect();
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {MAX_LIST_LIMIT} (got {raw:?})"
+                ))
+            })?,
+    };
+    let page_size = if q.is_some() { limit.max(1000) } else { limit };
+    let mut page = SessionQuery {
+        status,
+        ..SessionQuery::newest(Some(&auth.0.id), page_size)
+    };
+    let mut found: Vec<Session> = Vec::new();
+    // Without a metadata query one page is the answer. With one, pages are read until
+    // `limit` sessions match (the query is on JSON the store does not index), so a rare
+    // match costs a scan, never an unbounded answer.
+    loop {
+        let sessions = state.store.sessions.list_sessions(page).await?;
+        let next = match sessions.last() {
+            Some(last) if sessions.len() == page.limit as usize => Some(page.next_page(last)),
+            _ => None,
+        };
+        let wanted = limit as usize - found.len();
+        found.extend(
+            sessions
+                .into_iter()
+                .filter(|s| {
+                    q.as_ref()
+                        .is_none_or(|q| q.matches(s.user_metadata.as_ref()))
+                })
+                .take(wanted),
+        );
+        match next {
+            Some(next) if found.len() < limit as usize => page = next,
+            _ => break,
+        }
+    }
+    let body: Vec<_> = found.iter().map(Session::to_json).collect();
     Ok(Json(body).into_response())
 }
+
+/// Sessions `GET /v1/sessions` returns without a `limit` (the newest): the SDKs have no
+/// paging, and an answer of every session ever kept would grow without bound.
+const DEFAULT_LIST_LIMIT: u32 = 1000;
+const MAX_LIST_LIMIT: u32 = 10_000;
 
 /// `seleniumRemoteUrl`: answered clearly until WebDriver is supported.
 pub async fn webdriver() -> ApiError {

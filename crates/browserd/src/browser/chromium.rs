@@ -434,12 +434,12 @@ impl BrowserInstance for ChromiumBrowser {
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
         set_cookies(&self.cdp_url, &setup.cookies).await?;
         match (self.recorder.take(), &setup.recording) {
-            (Some(r), Some((session, path))) => r.start(*session, path.clone()),
+            (Some(r), Some(recording)) => r.start(recording.clone()),
             // A browser launched for this session: installing rrweb waits for the first
             // tab's renderer (~130 ms), so it happens beside the client's connect instead of
             // before the create answers. It also starts in the document already showing.
-            (None, Some((session, path))) => {
-                spawn_recorder(self.cdp_url.clone(), *session, path.clone());
+            (None, Some(recording)) => {
+                spawn_recorder(self.cdp_url.clone(), recording.clone());
             }
             // Off the create path: the next document is at least a client round trip
             // away, and nothing is recorded before the removal anyway (no recorder runs).
@@ -508,11 +508,11 @@ impl BrowserInstance for ChromiumBrowser {
 
 /// Installs rrweb, starting in the document already showing, and records, all in the
 /// background.
-fn spawn_recorder(cdp_url: String, session: uuid::Uuid, path: PathBuf) {
+fn spawn_recorder(cdp_url: String, recording: crate::browser::Recording) {
     // Lives as long as the recording: until the browser goes away.
     tokio::spawn(async move {
         match recorder::install(&cdp_url, true).await {
-            Ok(r) => r.start(session, path),
+            Ok(r) => r.start(recording),
             Err(e) => tracing::warn!(error = %e, "could not start the session recording"),
         }
     });
@@ -735,8 +735,8 @@ impl BrowserInstance for AdoptedBrowser {
         // Its cookies were set by the browserd that started it; its recorder went with that
         // browserd's connection, so a new one starts, on the page as it is now, in the
         // background: clients reconnect as soon as the session is ready again.
-        if let Some((session, path)) = &setup.recording {
-            spawn_recorder(self.record.cdp_url.clone(), *session, path.clone());
+        if let Some(recording) = &setup.recording {
+            spawn_recorder(self.record.cdp_url.clone(), recording.clone());
         }
         Ok(())
     }

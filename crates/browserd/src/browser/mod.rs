@@ -69,8 +69,17 @@ pub struct SessionSetup {
     /// Cookies of the session's context, set before any client connects. Chromium keeps
     /// persistent cookies in its profile but never session cookies, so all are set.
     pub cookies: Vec<serde_json::Value>,
-    /// Record the session's primary tab into this file (`recordSession`); `None`: do not.
-    pub recording: Option<(Uuid, PathBuf)>,
+    /// Record the session's primary tab (`recordSession`); `None`: do not.
+    pub recording: Option<Recording>,
+}
+
+/// Where a session's recording goes.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub session: Uuid,
+    pub path: PathBuf,
+    /// The session's disk allowance: recording stops once its files reach it.
+    pub quota: std::sync::Arc<crate::files::quota::DiskQuota>,
 }
 
 /// A browser's state at its end, for saving into a context.

@@ -12,6 +12,7 @@
 
 pub mod contexts;
 pub mod extensions;
+pub mod quota;
 
 use crate::store::{BlobStore, SessionStore};
 use contexts::ContextVault;
@@ -32,6 +33,8 @@ pub struct FileStore {
     vault: ContextVault,
     /// How long a session's files outlive it.
     retention: Duration,
+    /// Bytes one session's files may use (`--session-disk-mib`).
+    session_disk_limit: u64,
     /// A store shared with other nodes, where extensions are kept for all of them.
     shared: Option<Arc<dyn BlobStore>>,
 }
@@ -54,6 +57,7 @@ impl FileStore {
             tmp: data_dir.join("tmp"),
             vault,
             retention,
+            session_disk_limit: u64::MAX,
         };
         for dir in [&this.session_files, &this.extensions, &this.tmp] {
             std::fs::create_dir_all(dir)?;
@@ -70,6 +74,17 @@ impl FileStore {
     pub fn free_disk_mib(&self) -> Option<u64> {
         let stat = rustix::fs::statvfs(&self.session_files).ok()?;
         Some(stat.f_bavail.saturating_mul(stat.f_frsize) / (1024 * 1024))
+    }
+
+    /// Sets the bytes one session's files may use ([`quota`]).
+    pub fn with_session_disk_limit(mut self, bytes: u64) -> Self {
+        self.session_disk_limit = bytes;
+        self
+    }
+
+    /// A new session's allowance ([`quota::DiskQuota`]).
+    pub fn session_quota(&self) -> quota::DiskQuota {
+        quota::DiskQuota::new(self.session_disk_limit)
     }
 
     pub fn vault(&self) -> &ContextVault {
@@ -220,6 +235,12 @@ impl FileStore {
                 .file_name()
                 .to_str()
                 .and_then(|n| Uuid::try_parse(n).ok());
+            // A folder changed after the cutoff belongs to a session live after it: no need
+            // to ask the store (which, with 100,000 kept sessions, is most folders).
+            let changed = entry.metadata().await.and_then(|m| m.modified()).ok();
+            if id.is_some() && changed.is_some_and(|at| time::OffsetDateTime::from(at) > cutoff) {
+                continue;
+            }
             let expired = match id {
                 None => true,
                 Some(id) => match store.get_session(id).await {

@@ -9,9 +9,11 @@
 //! many (a `browserd.framesDropped` entry), and commands whose replies may have been dropped
 //! stop waiting for them after [`PENDING_FOR`].
 
+use crate::files::quota::DiskQuota;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -103,11 +105,16 @@ impl crate::cdp::relay::FrameLog for LogTap {
 
 /// Starts a session's logger, appending to `path` (a restarted browserd continues the
 /// file). Returns the tap relays use.
-pub fn start(path: PathBuf) -> LogTap {
+/// Logging stops once the session's files reach `quota`.
+pub fn start(path: PathBuf, quota: Arc<DiskQuota>) -> LogTap {
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = std::sync::Arc::default();
     // Lives until the last tap is dropped (the session ended and its relays finished).
-    tokio::spawn(run(path, rx, std::sync::Arc::clone(&dropped)));
+    tokio::spawn(run(
+        LogWriter::new(path, quota),
+        rx,
+        std::sync::Arc::clone(&dropped),
+    ));
     LogTap { tx, dropped }
 }
 
@@ -120,11 +127,10 @@ struct Pending {
 }
 
 async fn run(
-    path: PathBuf,
+    mut writer: LogWriter,
     mut rx: mpsc::Receiver<Traffic>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let mut writer = LogWriter::new(path);
     let mut pending: HashMap<(u64, u64), Pending> = HashMap::new();
     let mut pages = PageIds::default();
     while let Some(first) = rx.recv().await {
@@ -283,15 +289,17 @@ struct LogWriter {
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
     written: usize,
     full: bool,
+    quota: Arc<DiskQuota>,
 }
 
 impl LogWriter {
-    fn new(path: PathBuf) -> Self {
+    fn new(path: PathBuf, quota: Arc<DiskQuota>) -> Self {
         Self {
             path,
             file: None,
             written: 0,
             full: false,
+            quota,
         }
     }
 
@@ -316,17 +324,26 @@ impl LogWriter {
         if self.full {
             return;
         }
-        if self.written == MAX_ENTRIES {
+        // The log's last entry says why it stops: its entry limit, or the session's disk
+        // allowance (--session-disk-mib).
+        let last = if self.written == MAX_ENTRIES {
+            Some(("browserd.logLimitReached", json!({ "limit": MAX_ENTRIES })))
+        } else if self.quota.is_reached() {
+            Some((
+                "browserd.diskQuotaReached",
+                json!({ "limitBytes": self.quota.limit() }),
+            ))
+        } else {
+            None
+        };
+        if let Some((method, params)) = last {
             self.full = true;
             entry = Map::new();
-            entry.insert("method".into(), "browserd.logLimitReached".into());
+            entry.insert("method".into(), method.into());
             entry.insert("pageId".into(), 0.into());
             entry.insert("sessionId".into(), "".into());
             entry.insert("timestamp".into(), now_ms().into());
-            entry.insert(
-                "request".into(),
-                json!({ "params": { "limit": MAX_ENTRIES }, "rawBody": "" }),
-            );
+            entry.insert("request".into(), json!({ "params": params, "rawBody": "" }));
         }
         entry.insert("eventId".into(), self.written.to_string().into());
         let mut line = Value::Object(entry).to_string();
@@ -394,10 +411,43 @@ mod tests {
         rx: mpsc::Receiver<Traffic>,
         path: &std::path::Path,
     ) -> Vec<Value> {
+        logged_within(tap, rx, path, Arc::new(DiskQuota::new(u64::MAX))).await
+    }
+
+    async fn logged_within(
+        tap: LogTap,
+        rx: mpsc::Receiver<Traffic>,
+        path: &std::path::Path,
+        quota: Arc<DiskQuota>,
+    ) -> Vec<Value> {
         let dropped = std::sync::Arc::clone(&tap.dropped);
         drop(tap);
-        run(path.to_owned(), rx, dropped).await;
+        run(LogWriter::new(path.to_owned(), quota), rx, dropped).await;
         read(path).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_log_stops_with_a_last_entry_once_the_session_disk_allowance_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.jsonl");
+        // The session's folder already holds its allowance (an upload, say).
+        std::fs::write(dir.path().join("upload"), [0u8; 100]).unwrap();
+        let quota = Arc::new(DiskQuota::new(100));
+        quota.enforce(&[dir.path().to_owned()], &dir.path().join("downloads"));
+        assert!(quota.is_reached());
+        let (tap, rx) = tap(QUEUE);
+        let cmd = |t: &str| Utf8Bytes::from(t.to_owned());
+        for id in 1..4 {
+            tap.command(
+                1,
+                &cmd(&format!(r#"{{"id":{id},"method":"Browser.getVersion"}}"#)),
+            );
+            tap.reply(1, &cmd(&format!(r#"{{"id":{id},"result":{{}}}}"#)));
+        }
+        let entries = logged_within(tap, rx, &path, quota).await;
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0]["method"], "browserd.diskQuotaReached");
+        assert_eq!(entries[0]["request"]["params"]["limitBytes"], 100);
     }
 
     #[tokio::test]

@@ -9,9 +9,7 @@
 
 use crate::cdp::client::{CdpClient, CdpError};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use tokio::io::AsyncWriteExt as _;
-use uuid::Uuid;
 
 /// rrweb's recorder, `@rrweb/record` 2.1.6 (global `rrwebRecord`).
 const RRWEB_RECORD: &str = include_str!("../../assets/vendor/rrweb/record.min.js");
@@ -115,10 +113,10 @@ impl Recorder {
         &self.tab
     }
 
-    /// Records into `path` until the browser goes away.
-    pub fn start(self, session: Uuid, path: PathBuf) {
+    /// Records until the browser goes away.
+    pub fn start(self, recording: crate::browser::Recording) {
         // Runs until the browser (and so this connection) goes away.
-        tokio::spawn(record(self.cdp, session, path));
+        tokio::spawn(record(self.cdp, recording));
     }
 
     /// The session does not record: rrweb is removed before any document ran it.
@@ -135,7 +133,12 @@ impl Recorder {
     }
 }
 
-async fn record(mut cdp: CdpClient, session: Uuid, path: PathBuf) {
+async fn record(mut cdp: CdpClient, recording: crate::browser::Recording) {
+    let crate::browser::Recording {
+        session,
+        path,
+        quota,
+    } = recording;
     let mut out = None;
     let mut written = 0u64;
     let mut next_id = 0u64;
@@ -157,6 +160,10 @@ async fn record(mut cdp: CdpClient, session: Uuid, path: PathBuf) {
         written += line.len() as u64;
         if written > MAX_BYTES {
             tracing::info!(%session, "recording reached its limit; later events are dropped");
+            break;
+        }
+        if quota.is_reached() {
+            tracing::warn!(%session, limit = quota.limit(), "the session's files reached its disk allowance (--session-disk-mib); recording stopped");
             break;
         }
         if out.is_none() {

@@ -511,6 +511,7 @@ impl SessionManager {
             began: false,
             commands: command_rx,
             farewell: farewell_tx,
+            quota: Arc::new(self.files.session_quota()),
         };
         // The session's owner for the rest of its life; tracked so shutdown can wait for it.
         self.tasks.spawn(supervisor.run(slot, ready_tx));
@@ -717,6 +718,7 @@ impl SessionManager {
             began: false,
             commands: command_rx,
             farewell: farewell_tx,
+            quota: Arc::new(self.files.session_quota()),
         };
         let (ready, _) = oneshot::channel();
         self.tasks.spawn(supervisor.run(slot, ready));

@@ -2,8 +2,9 @@
 
 use super::ending::{self, Remains};
 use super::{Command, CreateError, Ending, Farewell, SessionManager, Slot};
-use crate::browser::{BrowserInstance, LaunchSpec, SessionSetup, Viewport};
+use crate::browser::{BrowserInstance, LaunchSpec, Recording, SessionSetup, Viewport};
 use crate::files::contexts::ContextSnapshot;
+use crate::files::quota::{self, DiskQuota};
 use crate::model::{Session, SessionStatus};
 use futures_util::FutureExt as _;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub(super) struct Supervisor {
     /// Set exactly once: when the session has ended, or browserd leaves it running.
     /// Relays and inspectors close their clients on it.
     pub(super) farewell: watch::Sender<Option<Farewell>>,
+    /// The session's disk allowance: measured here while the session runs, read by its
+    /// log and recording writers. See [`crate::files::quota`].
+    pub(super) quota: Arc<DiskQuota>,
 }
 
 impl Supervisor {
@@ -208,11 +212,16 @@ impl Supervisor {
             .unwrap_or_default();
         let setup = SessionSetup {
             cookies,
-            recording: setting("recordSession").then(|| (id, files.recording_path(id))),
+            recording: setting("recordSession").then(|| Recording {
+                session: id,
+                path: files.recording_path(id),
+                quota: Arc::clone(&self.quota),
+            }),
         };
         browser.begin_session(&setup).await?;
         // The CDP log (`logSession`, on by default) and the primary tab for the live view.
-        let log = setting("logSession").then(|| crate::inspect::logs::start(files.logs_path(id)));
+        let log = setting("logSession")
+            .then(|| crate::inspect::logs::start(files.logs_path(id), Arc::clone(&self.quota)));
         let primary_tab = browser.primary_tab();
         if primary_tab.is_none() && browser.has_devtools() {
             // Asked in the background: on a browser that just started, under a burst of
@@ -234,8 +243,15 @@ impl Supervisor {
     /// Waits for whatever ends the session first.
     async fn watch(&mut self, browser: &mut dyn BrowserInstance, deadline: Instant) -> Outcome {
         let mut clients: usize = 0;
+        let folders = vec![self.manager.files.session_dir(self.session.id)];
+        let downloads = browser
+            .downloads_dir()
+            .unwrap_or_else(|| self.manager.files.downloads_dir(self.session.id));
+        let mut disk_check = tokio::time::interval(quota::CHECK_EVERY);
+        disk_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = disk_check.tick() => self.check_disk(&folders, &downloads).await,
                 () = tokio::time::sleep_until(deadline) => {
                     let reason = format!(
                         "session timed out: it reached its timeout of {}s",
@@ -265,6 +281,27 @@ impl Supervisor {
                     }
                 },
             }
+        }
+    }
+
+    /// Measures the session's files against its disk allowance, removing downloads past it.
+    async fn check_disk(&self, folders: &[PathBuf], downloads: &std::path::Path) {
+        let (quota, folders, downloads) = (
+            Arc::clone(&self.quota),
+            folders.to_vec(),
+            downloads.to_path_buf(),
+        );
+        let Ok(measured) =
+            tokio::task::spawn_blocking(move || quota.enforce(&folders, &downloads)).await
+        else {
+            return;
+        };
+        for name in measured.removed {
+            tracing::warn!(
+                file = %name,
+                limit = self.quota.limit(),
+                "a download was removed: the session's files reached its disk allowance (--session-disk-mib)"
+            );
         }
     }
 

@@ -9,6 +9,7 @@ use crate::model::now;
 pub async fn check(store: &Store) {
     projects_and_keys(store).await;
     sessions(store).await;
+    retention(store).await;
     project_limits(store).await;
     racing_creates(store).await;
     contexts(store).await;
@@ -301,21 +302,42 @@ async fn sessions(store: &Store) {
     assert_eq!(running.started_at, started);
     assert_eq!(running.browser.as_ref(), Some(&record));
 
+    let all = SessionQuery::newest(Some(&project.id), 10);
     let listed: Vec<Uuid> = s
-        .list_sessions(Some(&project.id), None)
+        .list_sessions(all)
         .await
         .unwrap()
         .iter()
         .map(|s| s.id)
         .collect();
     assert_eq!(listed, [second.id, first.id], "newest first");
+    let page = s
+        .list_sessions(SessionQuery { limit: 1, ..all })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1, "at most the limit");
+    let next = s
+        .list_sessions(SessionQuery { limit: 1, ..all }.next_page(&page[0]))
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|s| s.id).collect::<Vec<_>>(), [first.id]);
+    assert!(
+        s.list_sessions(all.next_page(&next[0]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing after the last"
+    );
     let running_only = s
-        .list_sessions(Some(&project.id), Some(SessionStatus::Running))
+        .list_sessions(SessionQuery {
+            status: Some(SessionStatus::Running),
+            ..all
+        })
         .await
         .unwrap();
     assert_eq!(running_only.len(), 1);
     assert!(
-        s.list_sessions(Some("other"), None)
+        s.list_sessions(SessionQuery::newest(Some("other"), 10))
             .await
             .unwrap()
             .is_empty()
@@ -361,6 +383,140 @@ async fn sessions(store: &Store) {
         .map(|s| s.id)
         .collect();
     assert_eq!(unended, [second.id]);
+}
+
+/// Usage counts what sessions ran, in whole minutes rounded up (at least one, none while
+/// PENDING), and keeps counting it after the retention sweep deleted their rows.
+async fn retention(store: &Store) {
+    let s = &store.sessions;
+    let project = store
+        .projects
+        .create_project("r", 300, 50, 0)
+        .await
+        .unwrap();
+    let other = store
+        .projects
+        .create_project("o", 300, 50, 0)
+        .await
+        .unwrap();
+    let roomy = ProjectLimits {
+        concurrency: 50,
+        per_minute: 0,
+    };
+    let t0 = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap()
+        - time::Duration::days(40);
+    let ms = time::Duration::milliseconds;
+    // (ran for, ended how long after t0): 5 s → 1 min, 60 s → 1, 60.999 s → 1 (whole
+    // seconds), 61 s → 2, 3599.5 s → 60.
+    let runs = [ms(5_000), ms(60_000), ms(60_999), ms(61_000), ms(3_599_500)];
+    let mut ended = Vec::new();
+    for (i, ran) in runs.iter().enumerate() {
+        let created = t0 + time::Duration::hours(i as i64);
+        let mut row = session(&project.id, created);
+        row.started_at = created;
+        s.insert_session(&row, roomy).await.unwrap().unwrap();
+        s.mark_running(
+            row.id,
+            created + ms(0),
+            created + time::Duration::hours(6),
+            None,
+        )
+        .await
+        .unwrap();
+        s.finish_session(row.id, SessionStatus::Completed, created + *ran, "done")
+            .await
+            .unwrap();
+        ended.push(row.id);
+    }
+    // A recent ended session, a live one and a PENDING one stay.
+    let recent_start = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap()
+        - time::Duration::minutes(10);
+    let recent = session(&project.id, recent_start);
+    s.insert_session(&recent, roomy).await.unwrap().unwrap();
+    s.mark_running(
+        recent.id,
+        recent_start,
+        recent_start + time::Duration::hours(1),
+        None,
+    )
+    .await
+    .unwrap();
+    s.finish_session(
+        recent.id,
+        SessionStatus::TimedOut,
+        recent_start + ms(150_000),
+        "t",
+    )
+    .await
+    .unwrap();
+    let live_start = recent_start;
+    let live = session(&project.id, live_start);
+    s.insert_session(&live, roomy).await.unwrap().unwrap();
+    s.mark_running(
+        live.id,
+        live_start,
+        live_start + time::Duration::hours(1),
+        None,
+    )
+    .await
+    .unwrap();
+    let pending = session(&project.id, live_start);
+    s.insert_session(&pending, roomy).await.unwrap().unwrap();
+    let elsewhere = session(&other.id, t0);
+    s.insert_session(&elsewhere, roomy).await.unwrap().unwrap();
+    s.mark_running(elsewhere.id, t0, t0 + time::Duration::hours(1), None)
+        .await
+        .unwrap();
+    s.finish_session(elsewhere.id, SessionStatus::Completed, t0 + ms(1000), "x")
+        .await
+        .unwrap();
+
+    // Live for 4 min 30 s at `at`: 5 minutes so far.
+    let at = live_start + ms(270_000);
+    let expected = 1 + 1 + 1 + 2 + 60 + 3 + 5;
+    let before = s.usage(&project.id, at).await.unwrap();
+    assert_eq!(before.browser_minutes, expected);
+
+    // Two sweeps in a row, batch of 2: only the five old ones of this project and the one
+    // of the other go, and the total does not move.
+    let cutoff = now() - time::Duration::days(30);
+    let mut purged = 0;
+    loop {
+        let n = s.purge_ended(cutoff, 2).await.unwrap();
+        purged += n;
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(purged, 6);
+    assert_eq!(
+        s.purge_ended(cutoff, 2).await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
+    for id in &ended {
+        assert_eq!(s.get_session(*id).await.unwrap(), None, "old rows deleted");
+    }
+    for id in [recent.id, live.id, pending.id] {
+        assert!(s.get_session(id).await.unwrap().is_some(), "kept");
+    }
+    assert_eq!(
+        s.usage(&project.id, at).await.unwrap(),
+        before,
+        "usage kept"
+    );
+    assert_eq!(s.usage(&other.id, at).await.unwrap().browser_minutes, 1);
+    // The live session's minutes grow with time, on top of what was archived.
+    let later = s
+        .usage(&project.id, at + time::Duration::minutes(10))
+        .await
+        .unwrap();
+    assert_eq!(later.browser_minutes, expected + 10);
+    for id in [live.id, pending.id] {
+        s.finish_session(id, SessionStatus::Completed, at, "end")
+            .await
+            .unwrap();
+    }
 }
 
 async fn project_limits(store: &Store) {

@@ -300,6 +300,56 @@ fn retry_after(oldest: OffsetDateTime, at: OffsetDateTime) -> u64 {
     wait.ceil().max(1.0) as u64
 }
 
+/// Which sessions a list returns: newest first (by creation, then id), at most `limit`, of
+/// one project and one status if given, and only those after `after` in that order (the
+/// last one of the previous page) so that a long list is read a page at a time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionQuery<'a> {
+    pub project_id: Option<&'a str>,
+    pub status: Option<SessionStatus>,
+    pub after: Option<(OffsetDateTime, Uuid)>,
+    pub limit: u32,
+}
+
+impl<'a> SessionQuery<'a> {
+    /// The first `limit` sessions of a project (`None`: of every project).
+    pub fn newest(project_id: Option<&'a str>, limit: u32) -> Self {
+        Self {
+            project_id,
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The page that follows `last`, the last session of this one.
+    pub fn next_page(self, last: &Session) -> Self {
+        Self {
+            after: Some((last.created_at, last.id)),
+            ..self
+        }
+    }
+}
+
+/// What a project has used, as `GET /v1/projects/{id}/usage` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub browser_minutes: u64,
+    pub proxy_bytes: u64,
+}
+
+/// Browser minutes and session counts of ended sessions, by project, as the retention
+/// sweep folds them into the usage archive.
+fn fold_usage(ended: &[Session]) -> std::collections::BTreeMap<&str, (u64, u64)> {
+    let mut by_project = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    for s in ended {
+        let entry = by_project.entry(s.project_id.as_str()).or_default();
+        // An ended session's minutes do not depend on "now".
+        entry.0 += s.browser_minutes(s.ended_at.unwrap_or(s.started_at));
+        entry.1 += 1;
+    }
+    by_project
+}
+
 /// What the session lifecycle writes. Every method is a single statement, so a crash
 /// between two calls leaves a consistent (if unfinished) record.
 #[async_trait::async_trait]
@@ -336,12 +386,17 @@ pub trait SessionStore: Send + Sync + 'static {
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
 
-    /// Sessions, newest first, optionally of one project and one status.
-    async fn list_sessions(
-        &self,
-        project_id: Option<&str>,
-        status: Option<SessionStatus>,
-    ) -> Result<Vec<Session>>;
+    /// One page of sessions, newest first (see [`SessionQuery`]).
+    async fn list_sessions(&self, query: SessionQuery<'_>) -> Result<Vec<Session>>;
+
+    /// A project's usage: the browser minutes of its stored sessions (live ones counted up
+    /// to `now`) plus those folded in by [`purge_ended`](Self::purge_ended).
+    async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage>;
+
+    /// Deletes up to `batch` sessions that ended before `ended_before`, folding what they
+    /// were billed for into their project's usage in the same transaction (two nodes
+    /// purging at once never count a row twice). Returns how many were deleted.
+    async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64>;
 
     /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation: of `node`
     /// (rows without a node, written before nodes had names, count as every node's), or all
@@ -367,6 +422,8 @@ pub mod memory {
         /// When each session was inserted, by the (pausable) tokio clock: the rate limit
         /// here follows paused time, where `created_at` (the wall clock) does not move.
         inserted: Mutex<HashMap<Uuid, tokio::time::Instant>>,
+        /// Browser minutes of purged sessions, by project.
+        archived: Mutex<HashMap<String, u64>>,
     }
 
     impl MemoryStore {
@@ -462,19 +519,48 @@ pub mod memory {
             Ok(self.sessions.lock().unwrap().get(&id).cloned())
         }
 
-        async fn list_sessions(
-            &self,
-            project_id: Option<&str>,
-            status: Option<SessionStatus>,
-        ) -> Result<Vec<Session>> {
+        async fn list_sessions(&self, q: SessionQuery<'_>) -> Result<Vec<Session>> {
             let mut found: Vec<Session> = self
                 .all_sessions()
                 .into_iter()
-                .filter(|s| project_id.is_none_or(|p| s.project_id == p))
-                .filter(|s| status.is_none_or(|st| s.status == st))
+                .filter(|s| q.project_id.is_none_or(|p| s.project_id == p))
+                .filter(|s| q.status.is_none_or(|st| s.status == st))
+                .filter(|s| q.after.is_none_or(|after| (s.created_at, s.id) < after))
                 .collect();
-            found.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+            found.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+            found.truncate(q.limit as usize);
             Ok(found)
+        }
+
+        async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage> {
+            let archived = self.archived.lock().unwrap().get(project_id).copied();
+            let stored: u64 = self
+                .all_sessions()
+                .iter()
+                .filter(|s| s.project_id == project_id)
+                .map(|s| s.browser_minutes(now))
+                .sum();
+            Ok(Usage {
+                browser_minutes: archived.unwrap_or(0) + stored,
+                proxy_bytes: 0,
+            })
+        }
+
+        async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64> {
+            let mut map = self.sessions.lock().unwrap();
+            let mut archived = self.archived.lock().unwrap();
+            let old: Vec<Uuid> = map
+                .values()
+                .filter(|s| s.ended_at.is_some_and(|end| end < ended_before))
+                .map(|s| s.id)
+                .take(batch as usize)
+                .collect();
+            for id in &old {
+                let s = map.remove(id).expect("listed above");
+                *archived.entry(s.project_id.clone()).or_default() +=
+                    s.browser_minutes(ended_before);
+            }
+            Ok(old.len() as u64)
         }
 
         async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {

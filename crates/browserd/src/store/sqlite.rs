@@ -2,7 +2,7 @@
 
 use super::{
     BlobLock, BlobStore, ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits,
-    ProjectStore, Refusal, Result, SessionStore, SettingStore, StoreError,
+    ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore, StoreError, Usage,
 };
 use crate::model::{
     BrowserRecord, Context, Extension, Node, NodeState, Project, Session, SessionStatus, fmt_time,
@@ -49,23 +49,83 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
-    async fn list_sessions(
-        &self,
-        project_id: Option<&str>,
-        status: Option<SessionStatus>,
-    ) -> Result<Vec<Session>> {
+    async fn list_sessions(&self, q: SessionQuery<'_>) -> Result<Vec<Session>> {
+        let (after_at, after_id) = q
+            .after
+            .map(|(at, id)| (fmt_time(at), id.to_string()))
+            .unzip();
         sqlx::query(
             "SELECT * FROM sessions \
              WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR status = ?2) \
-             ORDER BY created_at DESC",
+             AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?5",
         )
-        .bind(project_id)
-        .bind(status.map(SessionStatus::as_str))
+        .bind(q.project_id)
+        .bind(q.status.map(SessionStatus::as_str))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(q.limit)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(session_from_row)
         .collect()
+    }
+
+    async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage> {
+        // Session::browser_minutes in SQL: whole seconds run (stored times are whole
+        // milliseconds, so rounding the julianday difference to them is exact), rounded
+        // up to minutes, at least one; PENDING sessions have not run.
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COALESCE(SUM(MAX(1, (CAST(ROUND((julianday(COALESCE(ended_at, ?2)) \
+                   - julianday(started_at)) * 86400000) AS INTEGER) / 1000 + 59) / 60)), 0) \
+                FROM sessions WHERE project_id = ?1 AND status != 'PENDING') AS stored, \
+               (SELECT COALESCE(SUM(browser_minutes), 0) FROM usage_archive \
+                WHERE project_id = ?1) AS archived_minutes, \
+               (SELECT COALESCE(SUM(proxy_bytes), 0) FROM usage_archive \
+                WHERE project_id = ?1) AS archived_bytes",
+        )
+        .bind(project_id)
+        .bind(fmt_time(now))
+        .fetch_one(&self.pool)
+        .await?;
+        let stored: i64 = row.try_get("stored")?;
+        let archived: i64 = row.try_get("archived_minutes")?;
+        let bytes: i64 = row.try_get("archived_bytes")?;
+        Ok(Usage {
+            browser_minutes: (stored + archived).max(0) as u64,
+            proxy_bytes: bytes.max(0) as u64,
+        })
+    }
+
+    async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let purged: Vec<Session> = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+             WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?) RETURNING *",
+        )
+        .bind(fmt_time(ended_before))
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect::<Result<_>>()?;
+        for (project, (minutes, count)) in super::fold_usage(&purged) {
+            sqlx::query(
+                "INSERT INTO usage_archive (project_id, browser_minutes, proxy_bytes, sessions) \
+                 VALUES (?1, ?2, 0, ?3) ON CONFLICT (project_id) DO UPDATE SET \
+                 browser_minutes = browser_minutes + ?2, sessions = sessions + ?3",
+            )
+            .bind(project)
+            .bind(minutes as i64)
+            .bind(count as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(purged.len() as u64)
     }
 
     async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {

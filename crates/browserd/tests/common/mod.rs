@@ -40,6 +40,7 @@ pub struct Options {
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub max_upload_mib: u64,
+    pub session_disk_mib: u64,
     /// Pages may reach services on this machine (`--allow-local-egress`).
     pub allow_local_egress: bool,
     /// `--sandbox off`: the browser runs as browserd's user, with `--no-sandbox` as root.
@@ -58,6 +59,7 @@ impl Default for Options {
             min_free_disk_mib: 0,
             max_clients_per_session: 16,
             max_upload_mib: 512,
+            session_disk_mib: 1024,
             allow_local_egress: false,
             sandbox_off: false,
             chromium: None,
@@ -106,6 +108,7 @@ impl TestServer {
             min_free_disk_mib: Some(opts.min_free_disk_mib),
             max_clients_per_session: Some(opts.max_clients_per_session),
             max_upload_mib: Some(opts.max_upload_mib),
+            session_disk_mib: Some(opts.session_disk_mib),
             allow_local_egress: Some(opts.allow_local_egress),
             sandbox: opts
                 .sandbox_off
@@ -289,6 +292,8 @@ pub type Ws =
 pub struct Cdp {
     pub ws: Ws,
     next_id: u64,
+    /// Events read while waiting for an answer, for [`Cdp::event`].
+    events: std::collections::VecDeque<Value>,
 }
 
 /// The websocket config test clients use: large messages allowed, like Playwright's 256 MiB.
@@ -298,7 +303,11 @@ pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketCon
 
 impl Cdp {
     pub fn from_ws(ws: Ws) -> Self {
-        Self { ws, next_id: 0 }
+        Self {
+            ws,
+            next_id: 0,
+            events: Default::default(),
+        }
     }
 
     pub async fn connect(url: &str) -> Self {
@@ -306,7 +315,11 @@ impl Cdp {
             tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
                 .await
                 .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        Self { ws, next_id: 0 }
+        Self {
+            ws,
+            next_id: 0,
+            events: Default::default(),
+        }
     }
 
     /// Sends a command and returns its response, skipping events.
@@ -324,6 +337,9 @@ impl Cdp {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     if v["id"] == id {
                         return v;
+                    }
+                    if v.get("method").is_some() {
+                        self.events.push_back(v);
                     }
                 }
                 Ok(Some(Ok(_))) => {}
@@ -345,6 +361,26 @@ impl Cdp {
                 }
                 Ok(Some(Ok(_))) => {}
                 other => panic!("no answer to {text}: {other:?}"),
+            }
+        }
+    }
+
+    /// The first event (read before or now) named `method` for which `pick` holds.
+    pub async fn event(&mut self, method: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        let wanted = |v: &Value| v["method"] == method && pick(&v["params"]);
+        if let Some(at) = self.events.iter().position(wanted) {
+            return self.events.remove(at).expect("found above");
+        }
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if wanted(&v) {
+                        return v;
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no {method} event: {other:?}"),
             }
         }
     }

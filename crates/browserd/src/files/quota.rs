@@ -1,0 +1,172 @@
+//! One session's disk allowance (`--session-disk-mib`) over its files: uploads, downloads,
+//! CDP log and recording together.
+//!
+//! Uploads are checked before they are kept (a 413 past it). The CDP log and the recording
+//! are written by browserd, which looks at [`DiskQuota::is_reached`] before each line and
+//! stops with a last line that says why. Downloads are written by Chromium, which browserd
+//! cannot stop mid-file: the session's supervisor measures its folders every
+//! [`CHECK_EVERY`], and past the allowance removes the newest downloads until the rest fits
+//! (a download still being written then fails in the browser, as a full disk would make it).
+//! The session itself keeps running.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How often a live session's folders are measured.
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug)]
+pub struct DiskQuota {
+    limit: u64,
+    /// Set by the supervisor's last measurement; read by the log and recording writers.
+    reached: AtomicBool,
+}
+
+/// What one measurement found and did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Measured {
+    /// Bytes in the session's folders after any removal.
+    pub used: u64,
+    /// Downloads removed to get back under the allowance, newest first.
+    pub removed: Vec<String>,
+}
+
+impl DiskQuota {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            reached: AtomicBool::new(false),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Whether the session's files had reached the allowance at the last measurement.
+    pub fn is_reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    /// What is left for a new file, given what the session's files use now.
+    pub fn room(&self, used: u64) -> u64 {
+        self.limit.saturating_sub(used)
+    }
+
+    /// Measures `folders` (a session's files, and the downloads folder its browser is
+    /// writing into, which may be one of them or apart); past the allowance, removes the
+    /// newest files of `downloads` until the rest fits. Blocking: file system walks.
+    pub fn enforce(&self, folders: &[PathBuf], downloads: &Path) -> Measured {
+        let mut used: u64 = folders.iter().map(|f| size_of(f)).sum();
+        if !downloads_inside(folders, downloads) {
+            used += size_of(downloads);
+        }
+        let mut removed = Vec::new();
+        if used > self.limit {
+            let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> =
+                std::fs::read_dir(downloads)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| {
+                        let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
+                        Some((meta.modified().ok()?, meta.len(), e.path()))
+                    })
+                    .collect();
+            files.sort_by_key(|f| std::cmp::Reverse(f.0));
+            for (_, len, path) in files {
+                if used <= self.limit {
+                    break;
+                }
+                if std::fs::remove_file(&path).is_ok() {
+                    used = used.saturating_sub(len);
+                    removed.push(
+                        path.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        self.reached.store(used >= self.limit, Ordering::Relaxed);
+        Measured { used, removed }
+    }
+}
+
+fn downloads_inside(folders: &[PathBuf], downloads: &Path) -> bool {
+    folders.iter().any(|f| downloads.starts_with(f))
+}
+
+/// Bytes in the files under `path` (0 if it does not exist). Symbolic links are not
+/// followed; hard links (uploads shown to the browser) are counted where they are walked.
+pub fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| size_of(&e.path()))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, len: usize) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, vec![b'x'; len]).unwrap();
+    }
+
+    #[test]
+    fn past_the_allowance_the_newest_downloads_go_and_the_writers_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().join("session");
+        let downloads = dir.path().join("browser/downloads");
+        write(&session.join("logs.jsonl"), 300);
+        write(&downloads.join("old.bin"), 400);
+        let quota = DiskQuota::new(1000);
+        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        assert_eq!((m.used, m.removed.len()), (700, 0));
+        assert!(!quota.is_reached());
+        assert_eq!(quota.room(m.used), 300);
+
+        // Two newer downloads push it to 1500: the newest goes first, then the next.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&downloads.join("mid.bin"), 200);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&downloads.join("new.bin"), 600);
+        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        assert_eq!(m.removed, ["new.bin"]);
+        assert_eq!(m.used, 900);
+        assert!(downloads.join("old.bin").exists() && downloads.join("mid.bin").exists());
+        assert!(!quota.is_reached());
+
+        // Exactly at the allowance: no more room, writers stop; nothing else is removed
+        // when the log itself filled it.
+        write(&session.join("logs.jsonl"), 400);
+        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        assert_eq!((m.used, m.removed.len()), (1000, 0));
+        assert!(quota.is_reached());
+        assert_eq!(quota.room(m.used), 0);
+    }
+
+    #[test]
+    fn a_downloads_folder_inside_the_session_folder_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = dir.path().to_path_buf();
+        write(&session.join("downloads/a"), 100);
+        let quota = DiskQuota::new(1000);
+        let m = quota.enforce(std::slice::from_ref(&session), &session.join("downloads"));
+        assert_eq!(m.used, 100);
+    }
+}
