@@ -506,8 +506,9 @@ pub async fn run(
 }
 
 /// Deletes what is past its retention: session files first (found through their rows), then
-/// the rows of sessions that ended more than `retention` ago, a batch per transaction so
-/// that creates never wait long behind the sweep.
+/// the rows of sessions that ended more than `retention` ago. Ended sessions are billed
+/// into their projects' usage totals first, so usage reads only recent rows. A batch per
+/// transaction, so that creates never wait long behind the sweep.
 async fn sweep_retention(
     files: &crate::files::FileStore,
     store: &dyn crate::store::SessionStore,
@@ -520,28 +521,36 @@ async fn sweep_retention(
             "removed the files of sessions past their retention"
         );
     }
-    let cutoff = crate::model::now() - retention;
-    let mut purged = 0;
-    loop {
-        match store.purge_ended(cutoff, RETENTION_BATCH).await {
-            Ok(n) => {
-                purged += n;
-                if n < u64::from(RETENTION_BATCH) {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not delete sessions past their retention");
-                break;
-            }
-        }
+    if let Err(e) = in_batches(|batch| store.bill_ended(batch)).await {
+        tracing::warn!(error = %e, "could not add ended sessions to the usage totals");
     }
-    if purged > 0 {
-        tracing::info!(
-            purged,
-            "deleted sessions past their retention (their usage is kept)"
-        );
+    let cutoff = crate::model::now() - retention;
+    match in_batches(|batch| store.purge_ended(cutoff, batch)).await {
+        Ok(0) => {}
+        Ok(purged) => {
+            tracing::info!(
+                purged,
+                "deleted sessions past their retention (their usage is kept)"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not delete sessions past their retention"),
     }
 }
 
-const RETENTION_BATCH: u32 = 1000;
+/// Runs `step` with [`SWEEP_BATCH`] until it does less than a batch; the total done.
+async fn in_batches<F, Fut>(mut step: F) -> Result<u64, crate::store::StoreError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let done = step(SWEEP_BATCH).await?;
+        total += done;
+        if done < u64::from(SWEEP_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+const SWEEP_BATCH: u32 = 1000;

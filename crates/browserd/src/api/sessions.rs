@@ -294,12 +294,13 @@ pub async fn list(
     let page_size = if q.is_some() { limit.max(1000) } else { limit };
     let mut page = SessionQuery {
         status,
+        metadata: q.as_ref().map(|q| (q.path.as_slice(), q.value.as_str())),
         ..SessionQuery::newest(Some(&auth.0.id), page_size)
     };
     let mut found: Vec<Session> = Vec::new();
-    // Without a metadata query one page is the answer. With one, pages are read until
-    // `limit` sessions match (the query is on JSON the store does not index), so a rare
-    // match costs a scan, never an unbounded answer.
+    // The store narrows by the metadata query where it can; each session is checked here
+    // again, and pages are read until `limit` sessions match (a store that could not
+    // narrow returns others too), so a rare match costs a scan, never an unbounded answer.
     loop {
         let sessions = state.store.sessions.list_sessions(page).await?;
         let next = match sessions.last() {

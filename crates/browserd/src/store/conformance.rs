@@ -431,7 +431,8 @@ async fn retention(store: &Store) {
     // A recent ended session, a live one and a PENDING one stay.
     let recent_start = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap()
         - time::Duration::minutes(10);
-    let recent = session(&project.id, recent_start);
+    let mut recent = session(&project.id, recent_start);
+    recent.user_metadata = serde_json::json!({"n": {"m": "7"}}).as_object().cloned();
     s.insert_session(&recent, roomy).await.unwrap().unwrap();
     s.mark_running(
         recent.id,
@@ -450,7 +451,8 @@ async fn retention(store: &Store) {
     .await
     .unwrap();
     let live_start = recent_start;
-    let live = session(&project.id, live_start);
+    let mut live = session(&project.id, live_start);
+    live.user_metadata = serde_json::json!({"n": {"m": 7}}).as_object().cloned();
     s.insert_session(&live, roomy).await.unwrap().unwrap();
     s.mark_running(
         live.id,
@@ -471,14 +473,56 @@ async fn retention(store: &Store) {
         .await
         .unwrap();
 
+    // Lists narrowed by user metadata: string values only, at the whole path.
+    let nested = ["n".to_owned(), "m".to_owned()];
+    let flat = ["k".to_owned()];
+    let by = |keys, value| SessionQuery {
+        metadata: Some((keys, value)),
+        ..SessionQuery::newest(Some(&project.id), 100)
+    };
+    let (nested, flat) = (&nested[..], &flat[..]);
+    let found = s.list_sessions(by(nested, "7")).await.unwrap();
+    assert_eq!(
+        found.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [recent.id],
+        "the number 7 is not the string 7"
+    );
+    assert_eq!(s.list_sessions(by(flat, "v")).await.unwrap().len(), 6);
+    assert!(s.list_sessions(by(flat, "w")).await.unwrap().is_empty());
+    assert!(
+        s.list_sessions(by(&nested[..1], "7"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // Live for 4 min 30 s at `at`: 5 minutes so far.
     let at = live_start + ms(270_000);
     let expected = 1 + 1 + 1 + 2 + 60 + 3 + 5;
     let before = s.usage(&project.id, at).await.unwrap();
     assert_eq!(before.browser_minutes, expected);
 
-    // Two sweeps in a row, batch of 2: only the five old ones of this project and the one
-    // of the other go, and the total does not move.
+    // Billing moves the ended ones into the totals (once, however often it runs); the
+    // usage does not move. Then the deletes, in batches of 2: only the five old ones of
+    // this project and the one of the other go, and the usage still does not move.
+    let mut billed = 0;
+    loop {
+        let n = s.bill_ended(3).await.unwrap();
+        billed += n;
+        if n < 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        billed, 8,
+        "5 old, 1 recent, 1 of the other project, 1 of `sessions`"
+    );
+    assert_eq!(
+        s.bill_ended(3).await.unwrap(),
+        0,
+        "each session is billed once"
+    );
+    assert_eq!(s.usage(&project.id, at).await.unwrap(), before);
     let cutoff = now() - time::Duration::days(30);
     let mut purged = 0;
     loop {

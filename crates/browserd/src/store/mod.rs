@@ -307,6 +307,10 @@ fn retry_after(oldest: OffsetDateTime, at: OffsetDateTime) -> u64 {
 pub struct SessionQuery<'a> {
     pub project_id: Option<&'a str>,
     pub status: Option<SessionStatus>,
+    /// Only sessions whose user metadata holds this string at this path of keys. A store
+    /// may return others too (callers check [`Session::user_metadata`] again): it narrows
+    /// in the database where it can.
+    pub metadata: Option<(&'a [String], &'a str)>,
     pub after: Option<(OffsetDateTime, Uuid)>,
     pub limit: u32,
 }
@@ -337,8 +341,8 @@ pub struct Usage {
     pub proxy_bytes: u64,
 }
 
-/// Browser minutes and session counts of ended sessions, by project, as the retention
-/// sweep folds them into the usage archive.
+/// Browser minutes and session counts of ended sessions, by project, as they are added to
+/// the usage totals.
 fn fold_usage(ended: &[Session]) -> std::collections::BTreeMap<&str, (u64, u64)> {
     let mut by_project = std::collections::BTreeMap::<&str, (u64, u64)>::new();
     for s in ended {
@@ -389,13 +393,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// One page of sessions, newest first (see [`SessionQuery`]).
     async fn list_sessions(&self, query: SessionQuery<'_>) -> Result<Vec<Session>>;
 
-    /// A project's usage: the browser minutes of its stored sessions (live ones counted up
-    /// to `now`) plus those folded in by [`purge_ended`](Self::purge_ended).
+    /// A project's usage: its usage total (see [`bill_ended`](Self::bill_ended)) plus the
+    /// browser minutes of its sessions not billed yet, live ones counted up to `now`.
     async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage>;
 
-    /// Deletes up to `batch` sessions that ended before `ended_before`, folding what they
-    /// were billed for into their project's usage in the same transaction (two nodes
-    /// purging at once never count a row twice). Returns how many were deleted.
+    /// Adds up to `batch` ended sessions not billed yet to their projects' usage totals and
+    /// marks them billed, in one transaction (nodes billing at once never count a row
+    /// twice), so that usage never reads more than the recent sessions. Returns how many.
+    async fn bill_ended(&self, batch: u32) -> Result<u64>;
+
+    /// Deletes up to `batch` sessions that ended before `ended_before`, billing any not
+    /// billed yet in the same transaction, so usage totals outlive the rows. Returns how
+    /// many were deleted.
     async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64>;
 
     /// Sessions not yet ended (PENDING or RUNNING), for start-up reconciliation: of `node`
@@ -526,6 +535,16 @@ pub mod memory {
                 .filter(|s| q.project_id.is_none_or(|p| s.project_id == p))
                 .filter(|s| q.status.is_none_or(|st| s.status == st))
                 .filter(|s| q.after.is_none_or(|after| (s.created_at, s.id) < after))
+                .filter(|s| {
+                    q.metadata.is_none_or(|(keys, value)| {
+                        let mut node = s.user_metadata.as_ref();
+                        let (last, parents) = keys.split_last().expect("a path has a key");
+                        for key in parents {
+                            node = node.and_then(|m| m.get(key)).and_then(|v| v.as_object());
+                        }
+                        node.and_then(|m| m.get(last)).and_then(|v| v.as_str()) == Some(value)
+                    })
+                })
                 .collect();
             found.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
             found.truncate(q.limit as usize);
@@ -544,6 +563,12 @@ pub mod memory {
                 browser_minutes: archived.unwrap_or(0) + stored,
                 proxy_bytes: 0,
             })
+        }
+
+        async fn bill_ended(&self, _batch: u32) -> Result<u64> {
+            // Usage here is computed from every row, and purged rows are added to
+            // `archived` as they go: there is nothing to bill ahead of time.
+            Ok(0)
         }
 
         async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64> {

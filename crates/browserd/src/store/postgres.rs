@@ -202,56 +202,94 @@ impl SessionStore for PostgresStore {
     }
 
     async fn list_sessions(&self, q: SessionQuery<'_>) -> Result<Vec<Session>> {
-        let (after_at, after_id) = q.after.map(|(at, id)| (at, id.to_string())).unzip();
-        sqlx::query(
-            "SELECT * FROM sessions \
-             WHERE ($1::text IS NULL OR project_id = $1) AND ($2::text IS NULL OR status = $2) \
-             AND ($3::timestamptz IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
-             ORDER BY created_at DESC, id DESC LIMIT $5",
-        )
-        .bind(q.project_id)
-        .bind(q.status.map(SessionStatus::as_str))
-        .bind(after_at)
-        .bind(after_id)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(session_from_row)
-        .collect()
+        // Built for the filters given, so that the planner sees plain conditions and walks
+        // sessions_page(_by_status) for a page.
+        let mut sql =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM sessions WHERE TRUE");
+        if let Some(project) = q.project_id {
+            sql.push(" AND project_id = ").push_bind(project);
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some((at, id)) = q.after {
+            sql.push(" AND (created_at, id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id.to_string())
+                .push(")");
+        }
+        if let Some((keys, value)) = q.metadata {
+            // The column is text (what the client sent); a row whose text is not JSON
+            // cannot be stored, so the cast holds.
+            sql.push(" AND jsonb_typeof(user_metadata::jsonb #> ")
+                .push_bind(keys.to_vec())
+                .push(") = 'string' AND user_metadata::jsonb #>> ")
+                .push_bind(keys.to_vec())
+                .push(" = ")
+                .push_bind(value);
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(q.limit));
+        sql.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(session_from_row)
+            .collect()
     }
 
     async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage> {
-        // Session::browser_minutes in SQL: whole seconds run (TRUNC, as Rust's
-        // whole_seconds), rounded up to minutes, at least one; PENDING sessions have not run.
+        // Session::browser_minutes in SQL, over the sessions not billed yet: whole seconds
+        // run (TRUNC, as Rust's whole_seconds), rounded up to minutes, at least one;
+        // PENDING ones have not run.
         let row = sqlx::query(
             "SELECT \
                (SELECT COALESCE(SUM(GREATEST(1, (TRUNC(EXTRACT(EPOCH FROM \
                    COALESCE(ended_at, $2) - started_at))::bigint + 59) / 60)), 0)::bigint \
-                FROM sessions WHERE project_id = $1 AND status != 'PENDING') AS stored, \
-               (SELECT COALESCE(SUM(browser_minutes), 0)::bigint FROM usage_archive \
-                WHERE project_id = $1) AS archived_minutes, \
-               (SELECT COALESCE(SUM(proxy_bytes), 0)::bigint FROM usage_archive \
-                WHERE project_id = $1) AS archived_bytes",
+                FROM sessions WHERE project_id = $1 AND NOT billed AND status != 'PENDING') \
+                 AS unbilled, \
+               (SELECT COALESCE(SUM(browser_minutes), 0)::bigint FROM usage_totals \
+                WHERE project_id = $1) AS billed_minutes, \
+               (SELECT COALESCE(SUM(proxy_bytes), 0)::bigint FROM usage_totals \
+                WHERE project_id = $1) AS billed_bytes",
         )
         .bind(project_id)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        let stored: i64 = row.try_get("stored")?;
-        let archived: i64 = row.try_get("archived_minutes")?;
-        let bytes: i64 = row.try_get("archived_bytes")?;
+        let unbilled: i64 = row.try_get("unbilled")?;
+        let billed: i64 = row.try_get("billed_minutes")?;
+        let bytes: i64 = row.try_get("billed_bytes")?;
         Ok(Usage {
-            browser_minutes: (stored + archived).max(0) as u64,
+            browser_minutes: (unbilled + billed).max(0) as u64,
             proxy_bytes: bytes.max(0) as u64,
         })
     }
 
+    async fn bill_ended(&self, batch: u32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: nodes billing at once take different rows; the row lock makes a
+        // row billed by another transaction fail `NOT billed` here, so none counts twice.
+        let billed = sqlx::query(
+            "UPDATE sessions SET billed = TRUE WHERE NOT billed AND id IN (SELECT id FROM sessions \
+             WHERE NOT billed AND ended_at IS NOT NULL LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        add_to_totals(&mut tx, &billed).await?;
+        tx.commit().await?;
+        Ok(billed.len() as u64)
+    }
+
     async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        // SKIP LOCKED: nodes purging at once take different rows; a row another
-        // transaction is deleting is never returned (and so never folded) twice.
-        let purged: Vec<Session> = sqlx::query(
+        let rows = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
              WHERE ended_at IS NOT NULL AND ended_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
              RETURNING *",
@@ -259,25 +297,16 @@ impl SessionStore for PostgresStore {
         .bind(ended_before)
         .bind(i64::from(batch))
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(session_from_row)
-        .collect::<Result<_>>()?;
-        for (project, (minutes, count)) in super::fold_usage(&purged) {
-            sqlx::query(
-                "INSERT INTO usage_archive (project_id, browser_minutes, proxy_bytes, sessions) \
-                 VALUES ($1, $2, 0, $3) ON CONFLICT (project_id) DO UPDATE SET \
-                 browser_minutes = usage_archive.browser_minutes + $2, \
-                 sessions = usage_archive.sessions + $3",
-            )
-            .bind(project)
-            .bind(minutes as i64)
-            .bind(count as i64)
-            .execute(&mut *tx)
-            .await?;
+        .await?;
+        let mut unbilled = Vec::new();
+        for row in &rows {
+            if !row.try_get::<bool, _>("billed")? {
+                unbilled.push(session_from_row(row)?);
+            }
         }
+        add_to_totals(&mut tx, &unbilled).await?;
         tx.commit().await?;
-        Ok(purged.len() as u64)
+        Ok(rows.len() as u64)
     }
 
     async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {
@@ -773,6 +802,27 @@ fn node_from_row(row: &PgRow) -> Result<Node> {
         live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
         max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
     })
+}
+
+/// Adds ended sessions' minutes to their projects' usage totals.
+async fn add_to_totals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ended: &[Session],
+) -> Result<()> {
+    for (project, (minutes, count)) in super::fold_usage(ended) {
+        sqlx::query(
+            "INSERT INTO usage_totals (project_id, browser_minutes, proxy_bytes, sessions) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT (project_id) DO UPDATE SET \
+             browser_minutes = usage_totals.browser_minutes + $2, \
+             sessions = usage_totals.sessions + $3",
+        )
+        .bind(project)
+        .bind(minutes as i64)
+        .bind(count as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn session_from_row(row: &PgRow) -> Result<Session> {

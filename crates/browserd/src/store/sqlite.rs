@@ -50,82 +50,110 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
     async fn list_sessions(&self, q: SessionQuery<'_>) -> Result<Vec<Session>> {
-        let (after_at, after_id) = q
-            .after
-            .map(|(at, id)| (fmt_time(at), id.to_string()))
-            .unzip();
-        sqlx::query(
-            "SELECT * FROM sessions \
-             WHERE (?1 IS NULL OR project_id = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?5",
-        )
-        .bind(q.project_id)
-        .bind(q.status.map(SessionStatus::as_str))
-        .bind(after_at)
-        .bind(after_id)
-        .bind(q.limit)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(session_from_row)
-        .collect()
+        // Built for the filters given (no `? IS NULL OR …`, which keeps SQLite off the
+        // indexes): a page is then a walk down sessions_page(_by_status).
+        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM sessions WHERE 1 = 1");
+        if let Some(project) = q.project_id {
+            sql.push(" AND project_id = ").push_bind(project);
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some((at, id)) = q.after {
+            let at = fmt_time(at);
+            sql.push(" AND (created_at < ").push_bind(at.clone());
+            sql.push(" OR (created_at = ").push_bind(at);
+            sql.push(" AND id < ").push_bind(id.to_string()).push("))");
+        }
+        // A JSON path of quoted keys; a key with a double quote cannot be written in one,
+        // and is left to the caller's own check.
+        if let Some((keys, value)) = q.metadata
+            && keys.iter().all(|k| !k.contains('"'))
+        {
+            let path: String = std::iter::once("$".to_owned())
+                .chain(keys.iter().map(|k| format!(".\"{k}\"")))
+                .collect();
+            sql.push(" AND json_valid(user_metadata) AND json_type(user_metadata, ")
+                .push_bind(path.clone())
+                .push(") = 'text' AND json_extract(user_metadata, ")
+                .push_bind(path)
+                .push(") = ")
+                .push_bind(value);
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(q.limit);
+        sql.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(session_from_row)
+            .collect()
     }
 
     async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage> {
-        // Session::browser_minutes in SQL: whole seconds run (stored times are whole
-        // milliseconds, so rounding the julianday difference to them is exact), rounded
-        // up to minutes, at least one; PENDING sessions have not run.
+        // Session::browser_minutes in SQL, over the sessions not billed yet: whole seconds
+        // run (stored times are whole milliseconds, so rounding the julianday difference to
+        // them is exact), rounded up to minutes, at least one; PENDING ones have not run.
         let row = sqlx::query(
             "SELECT \
                (SELECT COALESCE(SUM(MAX(1, (CAST(ROUND((julianday(COALESCE(ended_at, ?2)) \
                    - julianday(started_at)) * 86400000) AS INTEGER) / 1000 + 59) / 60)), 0) \
-                FROM sessions WHERE project_id = ?1 AND status != 'PENDING') AS stored, \
-               (SELECT COALESCE(SUM(browser_minutes), 0) FROM usage_archive \
-                WHERE project_id = ?1) AS archived_minutes, \
-               (SELECT COALESCE(SUM(proxy_bytes), 0) FROM usage_archive \
-                WHERE project_id = ?1) AS archived_bytes",
+                FROM sessions WHERE project_id = ?1 AND billed = 0 AND status != 'PENDING') \
+                 AS unbilled, \
+               (SELECT COALESCE(SUM(browser_minutes), 0) FROM usage_totals \
+                WHERE project_id = ?1) AS billed_minutes, \
+               (SELECT COALESCE(SUM(proxy_bytes), 0) FROM usage_totals \
+                WHERE project_id = ?1) AS billed_bytes",
         )
         .bind(project_id)
         .bind(fmt_time(now))
         .fetch_one(&self.pool)
         .await?;
-        let stored: i64 = row.try_get("stored")?;
-        let archived: i64 = row.try_get("archived_minutes")?;
-        let bytes: i64 = row.try_get("archived_bytes")?;
+        let unbilled: i64 = row.try_get("unbilled")?;
+        let billed: i64 = row.try_get("billed_minutes")?;
+        let bytes: i64 = row.try_get("billed_bytes")?;
         Ok(Usage {
-            browser_minutes: (stored + archived).max(0) as u64,
+            browser_minutes: (unbilled + billed).max(0) as u64,
             proxy_bytes: bytes.max(0) as u64,
         })
     }
 
+    async fn bill_ended(&self, batch: u32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let billed = sqlx::query(
+            "UPDATE sessions SET billed = 1 WHERE id IN (SELECT id FROM sessions \
+             WHERE billed = 0 AND ended_at IS NOT NULL LIMIT ?) RETURNING *",
+        )
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(session_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        add_to_totals(&mut tx, &billed).await?;
+        tx.commit().await?;
+        Ok(billed.len() as u64)
+    }
+
     async fn purge_ended(&self, ended_before: OffsetDateTime, batch: u32) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let purged: Vec<Session> = sqlx::query(
+        let rows = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
              WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?) RETURNING *",
         )
         .bind(fmt_time(ended_before))
         .bind(batch)
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(session_from_row)
-        .collect::<Result<_>>()?;
-        for (project, (minutes, count)) in super::fold_usage(&purged) {
-            sqlx::query(
-                "INSERT INTO usage_archive (project_id, browser_minutes, proxy_bytes, sessions) \
-                 VALUES (?1, ?2, 0, ?3) ON CONFLICT (project_id) DO UPDATE SET \
-                 browser_minutes = browser_minutes + ?2, sessions = sessions + ?3",
-            )
-            .bind(project)
-            .bind(minutes as i64)
-            .bind(count as i64)
-            .execute(&mut *tx)
-            .await?;
+        .await?;
+        let mut unbilled = Vec::new();
+        for row in &rows {
+            if !row.try_get::<bool, _>("billed")? {
+                unbilled.push(session_from_row(row)?);
+            }
         }
+        add_to_totals(&mut tx, &unbilled).await?;
         tx.commit().await?;
-        Ok(purged.len() as u64)
+        Ok(rows.len() as u64)
     }
 
     async fn unended_sessions(&self, node: Option<&str>) -> Result<Vec<Session>> {
@@ -752,6 +780,26 @@ fn project_from_row(row: &SqliteRow) -> Result<Project> {
         created_at: time_col(row, "created_at")?,
         updated_at: time_col(row, "updated_at")?,
     })
+}
+
+/// Adds ended sessions' minutes to their projects' usage totals.
+async fn add_to_totals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ended: &[Session],
+) -> Result<()> {
+    for (project, (minutes, count)) in super::fold_usage(ended) {
+        sqlx::query(
+            "INSERT INTO usage_totals (project_id, browser_minutes, proxy_bytes, sessions) \
+             VALUES (?1, ?2, 0, ?3) ON CONFLICT (project_id) DO UPDATE SET \
+             browser_minutes = browser_minutes + ?2, sessions = sessions + ?3",
+        )
+        .bind(project)
+        .bind(minutes as i64)
+        .bind(count as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 fn session_from_row(row: &SqliteRow) -> Result<Session> {
