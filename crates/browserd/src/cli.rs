@@ -11,6 +11,7 @@ use crate::secrets::{hash_api_key, new_api_key};
 use crate::store::{SessionQuery, Store};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,19 @@ pub enum Command {
     /// The nodes sharing the database (--database), with their load and health
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Copy the data dir's database (a consistent snapshot, while the server runs), context
+    /// key, saved contexts and extensions into one zip (mode 0600: it holds the context key).
+    /// Session files are not included. With --database, use pg_dump instead
+    Backup {
+        /// The zip to write (replaced once the new one is complete)
+        file: PathBuf,
+    },
+    /// Unpack a backup into an empty --data-dir; then start `browserd serve` on it (an older
+    /// backup's schema is brought up to date as it starts)
+    Restore {
+        /// A zip written by `browserd backup`
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,4 +362,38 @@ async fn admin_post(
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
+}
+
+pub async fn run_backup(common: &Common, file: &Path) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    if config.database.is_some() {
+        bail!(
+            "with --database the state is in PostgreSQL (contexts and extensions too): back it up with pg_dump; see docs/operations.md"
+        );
+    }
+    let copied = crate::backup::backup(&config.data_dir, file).await?;
+    println!(
+        "backed up {} ({} files, {} bytes) to {}",
+        config.data_dir.display(),
+        copied.files,
+        copied.bytes,
+        file.display()
+    );
+    Ok(())
+}
+
+pub fn run_restore(common: &Common, file: &Path) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    if config.database.is_some() {
+        bail!("with --database the state is in PostgreSQL: restore it with pg_restore / psql");
+    }
+    let copied = crate::backup::restore(file, &config.data_dir)?;
+    println!(
+        "restored {} files ({} bytes) into {}; start it with: browserd serve --data-dir {}",
+        copied.files,
+        copied.bytes,
+        config.data_dir.display(),
+        config.data_dir.display()
+    );
+    Ok(())
 }

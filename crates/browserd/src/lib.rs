@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod browser;
 pub mod cdp;
 pub mod cli;

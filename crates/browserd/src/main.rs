@@ -17,6 +17,8 @@ async fn main() -> std::process::ExitCode {
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
         Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
         Command::Nodes(cmd) => browserd::cli::run_nodes(&cli.common, cmd).await,
+        Command::Backup { file } => browserd::cli::run_backup(&cli.common, &file).await,
+        Command::Restore { file } => browserd::cli::run_restore(&cli.common, &file),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

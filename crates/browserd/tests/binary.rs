@@ -508,3 +508,96 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
         "its browser is gone"
     );
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_projects_sessions_and_contexts() {
+    let (dir, restored) = (data_dir(), data_dir());
+    let key = "backup-test-key";
+    let server = serve(dir.path(), &["--api-key", key]);
+    let http = reqwest::Client::new();
+    let ctx: Value = http
+        .post(format!("{}/v1/contexts", server.base))
+        .header("X-BB-API-Key", key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ctx = ctx["id"].as_str().unwrap().to_owned();
+    let s = create(
+        &server.base,
+        key,
+        json!({"keepAlive": true, "browserSettings": {"context": {"id": ctx, "persist": true}}}),
+    )
+    .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    let set = cdp
+        .call(
+            "Storage.setCookies",
+            json!({"cookies": [{"name": "kept", "value": "yes", "domain": "example.test",
+                                "path": "/", "expires": expires}]}),
+            None,
+        )
+        .await;
+    assert!(set.get("error").is_none(), "{set}");
+    drop(cdp);
+    release(&server.base, key, &id).await;
+    assert_eq!(get(&server.base, key, &id).await["status"], "COMPLETED");
+    let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "777"]);
+    assert!(ok, "{err}");
+
+    // Taken while the server runs.
+    let file = dir.path().join("backup.zip");
+    let (ok, out, err) = cli(dir.path(), &["backup", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("backed up"), "{out}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "it holds the context key");
+    drop(server);
+
+    let (ok, _, err) = cli(restored.path(), &["restore", "/etc/hostname"]);
+    assert!(!ok && err.contains("not a browserd backup"), "{err}");
+    let (ok, _, err) = cli(restored.path(), &["restore", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(restored.path(), &["restore", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("already holds a browserd database"),
+        "{err}"
+    );
+
+    let server = serve(restored.path(), &[]);
+    assert_eq!(get(&server.base, key, &id).await["status"], "COMPLETED");
+    let projects: Value = http
+        .get(format!("{}/v1/projects", server.base))
+        .header("X-BB-API-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projects[0]["defaultTimeout"], 777);
+    // The context opens (the key came along) with what the first server saved in it.
+    let s = create(
+        &server.base,
+        key,
+        json!({"keepAlive": true, "browserSettings": {"context": {"id": ctx}}}),
+    )
+    .await;
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
+    let cookies = cookies["result"]["cookies"].as_array().unwrap();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c["name"] == "kept" && c["value"] == "yes"),
+        "{cookies:?}"
+    );
+    drop(cdp);
+    release(&server.base, key, s["id"].as_str().unwrap()).await;
+}

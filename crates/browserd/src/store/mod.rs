@@ -58,6 +58,12 @@ pub const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
 
 /// Opens (creating if needed) the embedded database at `path` and brings its schema up to
 /// date.
+/// Copies the embedded database at `db` to `dest` as one consistent snapshot, while a
+/// server may be writing to it (see [`crate::backup`]).
+pub async fn snapshot_sqlite(db: &Path, dest: &Path) -> Result<()> {
+    sqlite::snapshot(db, dest).await
+}
+
 pub async fn open(path: &Path) -> Result<Store> {
     Ok(Store::new(
         Arc::new(sqlite::SqliteStore::open(path).await?),

@@ -47,6 +47,23 @@ impl SqliteStore {
     }
 }
 
+/// `VACUUM INTO`: SQLite writes one read transaction's view of the database to `dest`; the
+/// connection is read-only, so a server using the file goes on writing meanwhile.
+pub async fn snapshot(db: &Path, dest: &Path) -> Result<()> {
+    use sqlx::ConnectOptions as _;
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(dest.to_string_lossy())
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl SessionStore for SqliteStore {
     async fn list_sessions(&self, q: SessionQuery<'_>) -> Result<Vec<Session>> {
