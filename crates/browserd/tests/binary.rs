@@ -601,3 +601,312 @@ async fn a_backup_taken_while_serving_restores_projects_sessions_and_contexts() 
     drop(cdp);
     release(&server.base, key, s["id"].as_str().unwrap()).await;
 }
+
+/// Data dirs made by earlier versions (`tests/fixtures/upgrade/<date>/`, each with a
+/// `fixture.json` of what it holds), which every later browserd must open and serve.
+fn upgrade_fixtures() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade");
+    let mut found: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("fixture.json").exists())
+        .collect();
+    found.sort();
+    found
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+async fn api_get(base: &str, key: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("X-BB-API-Key", key)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Today's binary opens every committed fixture data dir (migrating its schema) and serves
+/// all it holds: the project and its custom timeout, each session with its status (the
+/// ones live when the old server died end as ERROR, as after any crash), its logs, usage,
+/// the saved context with its cookie, the extension.
+#[tokio::test]
+async fn every_older_data_dir_opens_migrates_and_serves_all_it_holds() {
+    let fixtures = upgrade_fixtures();
+    assert!(
+        !fixtures.is_empty(),
+        "no fixtures in tests/fixtures/upgrade"
+    );
+    for fixture in fixtures {
+        let facts: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap())
+                .unwrap();
+        let dir = data_dir();
+        copy_dir(&fixture, dir.path());
+        let key = facts["apiKey"].as_str().unwrap();
+        // The fixture's sessions ended long ago: keep them past any default retention.
+        let server = serve(
+            dir.path(),
+            &["--retention-days", "36500", "--warm-pool", "0"],
+        );
+        let base = &server.base;
+        let (status, projects) = api_get(base, key, "/v1/projects").await;
+        assert_eq!(status, 200, "{fixture:?}: {projects}");
+        assert_eq!(projects[0]["defaultTimeout"], facts["defaultTimeout"]);
+        let (_, listed) = api_get(base, key, "/v1/sessions").await;
+        let listed: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        for s in facts["sessions"].as_array().unwrap() {
+            let id = s["id"].as_str().unwrap();
+            assert!(listed.contains(&id), "{fixture:?}: {id} not listed");
+            let got = get(base, key, id).await;
+            let was = s["status"].as_str().unwrap();
+            let now = if was == "RUNNING" || was == "PENDING" {
+                "ERROR"
+            } else {
+                was
+            };
+            assert_eq!(got["status"], now, "{fixture:?}: {got}");
+            assert_eq!(got["userMetadata"], s["userMetadata"], "{fixture:?}");
+        }
+        let completed = facts["completed"].as_str().unwrap();
+        let (status, logs) = api_get(base, key, &format!("/v1/sessions/{completed}/logs")).await;
+        assert_eq!(status, 200);
+        assert!(!logs.as_array().unwrap().is_empty(), "{fixture:?}: no logs");
+        let pid = projects[0]["id"].as_str().unwrap();
+        let (_, usage) = api_get(base, key, &format!("/v1/projects/{pid}/usage")).await;
+        assert!(
+            usage["browserMinutes"].as_u64().unwrap()
+                >= facts["browserMinutesAtLeast"].as_u64().unwrap(),
+            "{fixture:?}: {usage}"
+        );
+        let extension = facts["extension"].as_str().unwrap();
+        let (status, _) = api_get(base, key, &format!("/v1/extensions/{extension}")).await;
+        assert_eq!(status, 200, "{fixture:?}: extension");
+        let with_extension = create(base, key, json!({"extensionId": extension})).await;
+        release(base, key, with_extension["id"].as_str().unwrap()).await;
+        let context = facts["context"].as_str().unwrap();
+        let s = create(
+            base,
+            key,
+            json!({"keepAlive": true, "browserSettings": {"context": {"id": context}}}),
+        )
+        .await;
+        let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+        let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
+        let cookies = cookies["result"]["cookies"].as_array().unwrap();
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c["name"] == "fixture" && c["value"] == "kept"),
+            "{fixture:?}: {cookies:?}"
+        );
+        drop(cdp);
+        release(base, key, s["id"].as_str().unwrap()).await;
+    }
+}
+
+/// Makes today's fixture for the test above; run it when the schema or the data dir's
+/// layout changes, and commit what it writes:
+/// `cargo nextest run --test binary --run-ignored only make_an_upgrade_fixture`.
+#[tokio::test]
+#[ignore = "writes tests/fixtures/upgrade/<today>/; run on purpose"]
+async fn make_an_upgrade_fixture() {
+    use browserd::model::{Session, SessionStatus};
+    let dir = data_dir();
+    let key = "bd_upgrade_fixture_key";
+    let mut server = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let post = |path: &str| {
+        http.post(format!("{base}{path}"))
+            .header("X-BB-API-Key", key)
+    };
+    let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "4321"]);
+    assert!(ok, "{err}");
+    let context: Value = post("/v1/contexts")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let context = context["id"].as_str().unwrap().to_owned();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(common::extension_zip()).file_name("e.zip"),
+    );
+    let extension: Value = post("/v1/extensions")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let extension = extension["id"].as_str().unwrap().to_owned();
+    let meta = |name: &str| json!({"fixture": name});
+
+    // COMPLETED, with a log and a cookie saved into the context.
+    let s = create(
+        &base,
+        key,
+        json!({"keepAlive": true, "userMetadata": meta("completed"),
+               "browserSettings": {"context": {"id": context, "persist": true}}}),
+    )
+    .await;
+    let completed = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + 10 * 365 * 86_400;
+    cdp.call(
+        "Storage.setCookies",
+        json!({"cookies": [{"name": "fixture", "value": "kept", "domain": "example.test",
+                            "path": "/", "expires": expires}]}),
+        None,
+    )
+    .await;
+    cdp.eval_in_page("document.title = 'fixture'").await;
+    drop(cdp);
+    release(&base, key, &completed).await;
+    // TIMED_OUT.
+    let s = create(
+        &base,
+        key,
+        json!({"timeout": 1, "userMetadata": meta("timed out")}),
+    )
+    .await;
+    let timed_out = s["id"].as_str().unwrap().to_owned();
+    eventually(|| async {
+        (get(&base, key, &timed_out).await["status"] == "TIMED_OUT").then_some(())
+    })
+    .await
+    .expect("timed out");
+    // RUNNING when the server dies.
+    let s = create(
+        &base,
+        key,
+        json!({"keepAlive": true, "userMetadata": meta("running")}),
+    )
+    .await;
+    let running = s["id"].as_str().unwrap().to_owned();
+    signal(&server.child, rustix::process::Signal::KILL);
+    server.child.wait().unwrap();
+    browserd::browser::procs::kill_by_cmdline(dir.path());
+
+    // PENDING and ERROR, written by today's store.
+    let store = browserd::store::open(&dir.path().join("browserd.db"))
+        .await
+        .unwrap();
+    let first = store
+        .sessions
+        .get_session(completed.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = browserd::model::now();
+    let row = |name: &str| Session {
+        id: uuid::Uuid::new_v4(),
+        status: SessionStatus::Pending,
+        user_metadata: meta(name).as_object().cloned(),
+        created_at: t,
+        updated_at: t,
+        started_at: t,
+        expires_at: t + time::Duration::hours(1),
+        ended_at: None,
+        end_reason: None,
+        browser: None,
+        ..first.clone()
+    };
+    let limits = browserd::store::ProjectLimits {
+        concurrency: 100,
+        per_minute: 0,
+    };
+    let pending = row("pending");
+    store
+        .sessions
+        .insert_session(&pending, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = row("error");
+    store
+        .sessions
+        .insert_session(&failed, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .sessions
+        .finish_session(
+            failed.id,
+            SessionStatus::Error,
+            t + time::Duration::seconds(2),
+            "the browser failed to start (fixture)",
+        )
+        .await
+        .unwrap();
+    let usage = store
+        .sessions
+        .usage(&first.project_id, browserd::model::now())
+        .await
+        .unwrap();
+    store.close().await;
+
+    // Named by date and schema (how many migrations made it).
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let schema = std::fs::read_dir(manifest.join("migrations/sqlite"))
+        .unwrap()
+        .count();
+    let out = manifest
+        .join("tests/fixtures/upgrade")
+        .join(format!("{today}-schema{schema}"));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    browserd::store::snapshot_sqlite(&dir.path().join("browserd.db"), &out.join("browserd.db"))
+        .await
+        .unwrap();
+    std::fs::copy(dir.path().join("context.key"), out.join("context.key")).unwrap();
+    for folder in ["contexts", "extensions", "session-files"] {
+        copy_dir(&dir.path().join(folder), &out.join(folder));
+    }
+    let status_of = |id: &str, status: &str, name: &str| json!({"id": id, "status": status, "userMetadata": meta(name)});
+    let facts = json!({
+        "madeBy": format!("browserd {}", env!("CARGO_PKG_VERSION")),
+        "apiKey": key,
+        "defaultTimeout": 4321,
+        "sessions": [
+            status_of(&completed, "COMPLETED", "completed"),
+            status_of(&timed_out, "TIMED_OUT", "timed out"),
+            status_of(&running, "RUNNING", "running"),
+            status_of(&pending.id.to_string(), "PENDING", "pending"),
+            status_of(&failed.id.to_string(), "ERROR", "error"),
+        ],
+        "completed": completed,
+        "browserMinutesAtLeast": usage.browser_minutes,
+        "context": context,
+        "extension": extension,
+    });
+    std::fs::write(
+        out.join("fixture.json"),
+        serde_json::to_string_pretty(&facts).unwrap(),
+    )
+    .unwrap();
+}
