@@ -59,6 +59,11 @@ ensure_test_tools() {
     echo "setup: installing python3-venv"
     apt_install python3-venv python3-pip
   fi
+  # The systemd unit in deploy/ is checked with systemd-analyze verify.
+  if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "setup: installing systemd (for systemd-analyze)"
+    apt_install systemd
+  fi
   if ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing Node.js and npm"
     apt_install nodejs npm

@@ -910,3 +910,46 @@ async fn make_an_upgrade_fixture() {
     )
     .unwrap();
 }
+
+/// The systemd unit docs/operations.md points at: `systemd-analyze verify` finds nothing
+/// to say about it (with the binary where ExecStart expects it), and every flag its
+/// ExecStart passes is one browserd knows.
+#[test]
+fn the_systemd_unit_verifies_and_passes_only_known_flags() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/browserd.service"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("browserd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/browserd", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is needed for this test");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    let exec = unit
+        .split("ExecStart=")
+        .nth(1)
+        .unwrap()
+        .split("\n#")
+        .next()
+        .unwrap()
+        .replace("\\\n", " ");
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).arg("--help").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let known = help(&[]) + &help(&["serve"]);
+    let flags: Vec<&str> = exec
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    assert!(flags.len() >= 3, "{exec}");
+    for flag in flags {
+        assert!(known.contains(&format!("{flag} ")), "{flag} is not a browserd flag");
+    }
+}
