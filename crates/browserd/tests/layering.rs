@@ -9,7 +9,7 @@ use std::path::Path;
 const ORDER: &[&[&str]] = &[
     &["main", "cli"],
     &["server"],
-    &["config", "admin"],
+    &["config", "admin", "backup"],
     &["api"],
     &["cluster"],
     &["http_server"],
