@@ -950,6 +950,9 @@ fn the_systemd_unit_verifies_and_passes_only_known_flags() {
         .collect();
     assert!(flags.len() >= 3, "{exec}");
     for flag in flags {
-        assert!(known.contains(&format!("{flag} ")), "{flag} is not a browserd flag");
+        assert!(
+            known.contains(&format!("{flag} ")),
+            "{flag} is not a browserd flag"
+        );
     }
 }

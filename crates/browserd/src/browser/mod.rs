@@ -73,14 +73,7 @@ pub struct SessionSetup {
     pub recording: Option<Recording>,
 }
 
-/// Where a session's recording goes.
-#[derive(Debug, Clone)]
-pub struct Recording {
-    pub session: Uuid,
-    pub path: PathBuf,
-    /// The session's disk allowance: recording stops once its files reach it.
-    pub quota: std::sync::Arc<crate::files::quota::DiskQuota>,
-}
+pub use crate::inspect::recorder::Recording;
 
 /// A browser's state at its end, for saving into a context.
 #[derive(Debug)]

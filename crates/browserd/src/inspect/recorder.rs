@@ -107,6 +107,15 @@ pub async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
     })
 }
 
+/// Where a session's recording goes.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub session: uuid::Uuid,
+    pub path: std::path::PathBuf,
+    /// The session's disk allowance: recording stops once its files reach it.
+    pub quota: std::sync::Arc<crate::files::quota::DiskQuota>,
+}
+
 impl Recorder {
     /// The recorded tab: the session's primary tab.
     pub fn tab(&self) -> &str {
@@ -114,7 +123,7 @@ impl Recorder {
     }
 
     /// Records until the browser goes away.
-    pub fn start(self, recording: crate::browser::Recording) {
+    pub fn start(self, recording: Recording) {
         // Runs until the browser (and so this connection) goes away.
         tokio::spawn(record(self.cdp, recording));
     }
@@ -133,8 +142,8 @@ impl Recorder {
     }
 }
 
-async fn record(mut cdp: CdpClient, recording: crate::browser::Recording) {
-    let crate::browser::Recording {
+async fn record(mut cdp: CdpClient, recording: Recording) {
+    let Recording {
         session,
         path,
         quota,
