@@ -134,6 +134,7 @@ pub async fn prepare_with(
         sessions,
         cluster,
         secret,
+        history: Arc::default(),
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,
@@ -487,6 +488,19 @@ pub async fn run(
             }
         })
     };
+    // The overview's hour: a sample every 10 seconds, the first now.
+    let sampler = {
+        let (state, mut stop) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::api::overview::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => state.history.record(crate::api::overview::sample_now(&state)),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     // Heartbeats and sweeps for lost nodes while the server runs; leaves the cluster at the
     // end (after the sessions' endings are recorded).
     let membership =
@@ -501,6 +515,7 @@ pub async fn run(
     })
     .await;
     let _ = sweeper.await;
+    let _ = sampler.await;
     let _ = membership.await;
     served
 }

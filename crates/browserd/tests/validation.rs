@@ -229,3 +229,45 @@ async fn health_and_readiness_need_no_key_and_name_each_check() {
         "only the failing check fails"
     );
 }
+
+#[tokio::test]
+async fn the_overview_counts_creates_and_refusals_and_shows_the_headroom() {
+    let app = app().await;
+    let (status, err) = app
+        .call_as(None, Method::GET, "/v1/overview", None)
+        .await;
+    assert_error(status, &err, 401, "X-BB-API-Key");
+    let (status, before) = app.call(Method::GET, "/v1/overview", None).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["intervalSeconds"], 10);
+    assert!(before["maxSessions"].as_u64().unwrap() >= 1);
+    assert_eq!(before["warmPool"], json!({"target": 0, "ready": 0}));
+    assert!(before["memory"]["availableMib"].as_u64().unwrap() > 0);
+    assert_eq!(before["memory"]["floorMib"], 512);
+    assert!(before["disk"]["freeMib"].as_u64().unwrap() > 0);
+    let last = |v: &Value| v["samples"].as_array().unwrap().last().unwrap().clone();
+    let first = last(&before);
+    assert_eq!((first["created"].as_u64(), first["refused"].as_u64()), (Some(0), Some(0)));
+
+    // One create a minute: the first fails to launch (an error, not a refusal), the next
+    // is refused with 429, and the overview counts that refusal.
+    let (_, projects) = app.call(Method::GET, "/v1/projects", None).await;
+    let id = projects[0]["id"].as_str().unwrap();
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/projects/{id}"),
+            Some(r#"{"creationRate": 1}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app.call(Method::POST, "/v1/sessions", Some("{}")).await;
+    assert_eq!(status, 500);
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some("{}")).await;
+    assert_error(status, &err, 429, "");
+    let (_, after) = app.call(Method::GET, "/v1/overview", None).await;
+    let now = last(&after);
+    assert_eq!((now["created"].as_u64(), now["refused"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(now["liveSessions"], 0);
+    assert!(now["at"].as_i64() >= first["at"].as_i64());
+}

@@ -83,7 +83,7 @@ def browserd():
         owner, base_url = start_node(data_dir, "--max-sessions", "6")
         gateway_dir, procs = None, [owner]
     # data_dir: where the sessions' browsers and files are (the owner's).
-    yield {"base_url": base_url, "data_dir": data_dir, "bin": BIN}
+    yield {"base_url": base_url, "data_dir": data_dir, "bin": BIN, "cluster": bool(CLUSTER_DATABASE)}
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

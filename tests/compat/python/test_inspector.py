@@ -146,10 +146,34 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     assert "invalid API key" in v.text_content("#signin-error")
     v.fill("#key", API_KEY)
     v.click("#signin-button")
+    v.wait_for_selector("#chart svg")
+    assert "GiB" in v.text_content("#glance-memory")
+
+    # The overview draws this server's last hour: a create and a refusal show up in it.
+    s = bb.sessions.create(keep_alive=True, user_metadata={"suite": "dashboard"})
+    project = bb.projects.list()[0]
+    patch = lambda rate: requests.patch(f"{browserd['base_url']}/v1/projects/{project.id}",  # noqa: E731
+                                        headers={"X-BB-API-Key": API_KEY}, json={"creationRate": rate})
+    patch(1).raise_for_status()
+    try:
+        refused = requests.post(f"{browserd['base_url']}/v1/sessions", headers={"X-BB-API-Key": API_KEY}, json={})
+        assert refused.status_code == 429, refused.text
+    finally:
+        patch(0).raise_for_status()
+    if not browserd["cluster"]:
+        # Figures are per node: a gateway node of a cluster forwards creates unanswered.
+        v.wait_for_function("() => { const c = document.getElementById('chart').dataset;"
+                            " return Number(c.created) >= 1 && Number(c.refused) >= 1 && Number(c.live) >= 1; }",
+                            timeout=15_000)
+        assert v.locator("#chart rect.created").count() >= 1
+        assert v.locator("#chart rect.refused").count() >= 1
+        assert v.locator("#chart polyline.live").count() == 1
+        assert "of 6" in v.text_content("#glance-live")
+        shot(v, "dashboard-overview.png")
+    v.click("#nav-sessions")
     v.wait_for_selector("#sessions")
 
     # A session created through the SDK appears in the live list.
-    s = bb.sessions.create(keep_alive=True, user_metadata={"suite": "dashboard"})
     row = v.locator(f"tr[data-session='{s.id}']")
     row.wait_for()
     assert "RUNNING" in row.text_content() and "dashboard" in row.text_content()

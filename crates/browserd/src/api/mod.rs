@@ -12,6 +12,7 @@ mod inspector;
 pub mod metrics;
 mod multipart;
 mod nodes;
+pub mod overview;
 mod params;
 mod projects;
 mod routing;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub cluster: Arc<crate::cluster::Cluster>,
     pub secret: SigningSecret,
     pub settings: Arc<ApiSettings>,
+    /// The last hour of this server's figures, for the dashboard's overview.
+    pub history: Arc<overview::History>,
 }
 
 /// Request bodies are small JSON documents; anything larger is refused with 413.
@@ -134,6 +137,7 @@ pub fn app(state: AppState) -> Router {
             get(extensions::retrieve).delete(extensions::delete),
         )
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/overview", get(overview::overview))
         .route("/metrics", get(metrics::with_key))
         .route("/v1/projects", get(projects::list))
         .route(
@@ -349,6 +353,7 @@ mod tests {
             "/v1/sessions",
             "/v1/sessions/{id}",
             "/v1/nodes",
+            "/v1/overview",
             "/v1/projects",
             "/v1/projects/{id}",
             "/v1/projects/{id}/usage",
