@@ -826,7 +826,7 @@ ${cap ? `Capacity with the defaults (\`--max-sessions\` ${cap.max} on this machi
 were created one after another, each with a page loaded on loopback and left open. The
 machine held **${cap.count}** sessions; the next create was refused with HTTP ${cap.failure.status}:
 \`${cap.failure.body.message}\` (with \`x-should-retry: false\`). MemAvailable went from
-${cap.before} MiB to ${cap.lowest} MiB (${f((cap.before - cap.lowest) / Math.max(cap.count, 1), 0)} MiB per session with its page). Filling it took ${f(cap.seconds, 0)} s.` : 'Capacity: skipped (--skip-capacity).'}
+${cap.before} MiB to ${cap.lowest} MiB (${f((cap.before - cap.lowest) / Math.max(cap.count, 1), 0)} MiB per session with its page: ${f(1024 / Math.max((cap.before - cap.lowest) / Math.max(cap.count, 1), 1), 1)} sessions per GiB, the figure docs/operations.md sizes machines by). Filling it took ${f(cap.seconds, 0)} s.` : 'Capacity: skipped (--skip-capacity).'}
 `;
 }
 

@@ -160,6 +160,21 @@ async fn release(base: &str, key: &str, id: &str) -> Value {
         .unwrap()
 }
 
+/// The cookies a new session on `context` starts with (that session is released after).
+async fn cookies_of_context(base: &str, key: &str, context: &str) -> Vec<Value> {
+    let s = create(
+        base,
+        key,
+        json!({"keepAlive": true, "browserSettings": {"context": {"id": context}}}),
+    )
+    .await;
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
+    drop(cdp);
+    release(base, key, s["id"].as_str().unwrap()).await;
+    cookies["result"]["cookies"].as_array().unwrap().clone()
+}
+
 async fn get(base: &str, key: &str, id: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}/v1/sessions/{id}"))
@@ -583,23 +598,13 @@ async fn a_backup_taken_while_serving_restores_projects_sessions_and_contexts() 
         .unwrap();
     assert_eq!(projects[0]["defaultTimeout"], 777);
     // The context opens (the key came along) with what the first server saved in it.
-    let s = create(
-        &server.base,
-        key,
-        json!({"keepAlive": true, "browserSettings": {"context": {"id": ctx}}}),
-    )
-    .await;
-    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
-    let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
-    let cookies = cookies["result"]["cookies"].as_array().unwrap();
+    let cookies = cookies_of_context(&server.base, key, &ctx).await;
     assert!(
         cookies
             .iter()
             .any(|c| c["name"] == "kept" && c["value"] == "yes"),
         "{cookies:?}"
     );
-    drop(cdp);
-    release(&server.base, key, s["id"].as_str().unwrap()).await;
 }
 
 /// Data dirs made by earlier versions (`tests/fixtures/upgrade/<date>/`, each with a
@@ -701,24 +706,13 @@ async fn every_older_data_dir_opens_migrates_and_serves_all_it_holds() {
         assert_eq!(status, 200, "{fixture:?}: extension");
         let with_extension = create(base, key, json!({"extensionId": extension})).await;
         release(base, key, with_extension["id"].as_str().unwrap()).await;
-        let context = facts["context"].as_str().unwrap();
-        let s = create(
-            base,
-            key,
-            json!({"keepAlive": true, "browserSettings": {"context": {"id": context}}}),
-        )
-        .await;
-        let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
-        let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
-        let cookies = cookies["result"]["cookies"].as_array().unwrap();
+        let cookies = cookies_of_context(base, key, facts["context"].as_str().unwrap()).await;
         assert!(
             cookies
                 .iter()
                 .any(|c| c["name"] == "fixture" && c["value"] == "kept"),
             "{fixture:?}: {cookies:?}"
         );
-        drop(cdp);
-        release(base, key, s["id"].as_str().unwrap()).await;
     }
 }
 
