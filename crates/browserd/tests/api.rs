@@ -54,8 +54,9 @@ async fn create_returns_the_full_session_with_connect_credentials() {
             "timeout": 120,
             "region": "eu-central-1",
             "userMetadata": {"order": {"id": "42"}},
-            "browserSettings": {"viewport": {"width": 1000, "height": 700}, "blockAds": true, "notAField": 1},
-            "proxies": true,
+            "browserSettings": {"viewport": {"width": 1000, "height": 700}, "blockAds": false,
+                                "solveCaptchas": true, "os": "windows", "notAField": 1},
+            "proxies": false,
         })),
     )
     .await;
@@ -78,6 +79,11 @@ async fn create_returns_the_full_session_with_connect_credentials() {
     assert_eq!(s["proxyBytes"], 0);
     assert_eq!(s["region"], "eu-central-1");
     assert_eq!(s["userMetadata"], json!({"order": {"id": "42"}}));
+    // Stealth and captcha settings are accepted without effect, and the answer says so.
+    assert_eq!(
+        s["browserd"]["ignoredSettings"],
+        json!(["solveCaptchas", "os"])
+    );
     assert_eq!(seconds_between(&s["startedAt"], &s["expiresAt"]), 120);
     assert!(
         s["connectUrl"]

@@ -233,9 +233,7 @@ async fn health_and_readiness_need_no_key_and_name_each_check() {
 #[tokio::test]
 async fn the_overview_counts_creates_and_refusals_and_shows_the_headroom() {
     let app = app().await;
-    let (status, err) = app
-        .call_as(None, Method::GET, "/v1/overview", None)
-        .await;
+    let (status, err) = app.call_as(None, Method::GET, "/v1/overview", None).await;
     assert_error(status, &err, 401, "X-BB-API-Key");
     let (status, before) = app.call(Method::GET, "/v1/overview", None).await;
     assert_eq!(status, 200, "{before}");
@@ -247,7 +245,10 @@ async fn the_overview_counts_creates_and_refusals_and_shows_the_headroom() {
     assert!(before["disk"]["freeMib"].as_u64().unwrap() > 0);
     let last = |v: &Value| v["samples"].as_array().unwrap().last().unwrap().clone();
     let first = last(&before);
-    assert_eq!((first["created"].as_u64(), first["refused"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (first["created"].as_u64(), first["refused"].as_u64()),
+        (Some(0), Some(0))
+    );
 
     // One create a minute: the first fails to launch (an error, not a refusal), the next
     // is refused with 429, and the overview counts that refusal.
@@ -267,7 +268,62 @@ async fn the_overview_counts_creates_and_refusals_and_shows_the_headroom() {
     assert_error(status, &err, 429, "");
     let (_, after) = app.call(Method::GET, "/v1/overview", None).await;
     let now = last(&after);
-    assert_eq!((now["created"].as_u64(), now["refused"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (now["created"].as_u64(), now["refused"].as_u64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(now["liveSessions"], 0);
     assert!(now["at"].as_i64() >= first["at"].as_i64());
+}
+
+/// A field that would change what the browser can reach is honoured or refused by name,
+/// never accepted without effect; turned off, it is accepted.
+#[tokio::test]
+async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
+    let app = app().await;
+    for (body, needle) in [
+        (json!({"proxies": true}), "proxies"),
+        (
+            json!({"proxies": [{"type": "external", "server": "http://p:8080"}]}),
+            "proxies",
+        ),
+        (
+            json!({"proxySettings": {"caCertificates": ["c1"]}}),
+            "caCertificates",
+        ),
+        (json!({"browserSettings": {"blockAds": true}}), "blockAds"),
+        (
+            json!({"browserSettings": {"ignoreCertificateErrors": true}}),
+            "ignoreCertificateErrors",
+        ),
+        (
+            json!({"browserSettings": {"allowedDomains": ["example.com"]}}),
+            "allowedDomains is not enforced",
+        ),
+        (
+            json!({"browserSettings": {"allowedDomains": "example.com"}}),
+            "allowedDomains must be a list",
+        ),
+    ] {
+        let (status, err) = app
+            .call(Method::POST, "/v1/sessions", Some(&body.to_string()))
+            .await;
+        assert_error(status, &err, 400, needle);
+    }
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "nothing launched"
+    );
+    for off in [
+        json!({"proxies": false}),
+        json!({"proxies": []}),
+        json!({"browserSettings": {"blockAds": false, "allowedDomains": [], "ignoreCertificateErrors": false}}),
+    ] {
+        let (status, err) = app
+            .call(Method::POST, "/v1/sessions", Some(&off.to_string()))
+            .await;
+        // Past validation: this launcher refuses every browser.
+        assert_error(status, &err, 500, "failed to start");
+    }
 }

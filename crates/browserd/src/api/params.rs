@@ -107,6 +107,61 @@ pub struct BrowserSettings {
     pub stored: Map<String, Value>,
     pub viewport: Viewport,
     pub extension_id: Option<String>,
+    /// Settings the client turned on that browserd accepts without effect (stealth and
+    /// captcha solving): named in the create's answer and the server log.
+    pub ignored: Vec<&'static str>,
+}
+
+/// `browserSettings` that would change what the browser can reach, which browserd does not
+/// do yet: refused with a 400 that names them, never accepted without effect (a scraper
+/// must not believe it is restricted or protected when it is not).
+const NOT_YET: &[(&str, &str)] = &[
+    ("blockAds", "ads and trackers are not blocked"),
+    (
+        "ignoreCertificateErrors",
+        "certificate errors are not ignored",
+    ),
+];
+
+/// `browserSettings` accepted without effect when turned on: they change how the browser
+/// looks to sites, not what it can reach.
+const WITHOUT_EFFECT: &[&str] = &[
+    "solveCaptchas",
+    "captchaImageSelector",
+    "captchaInputSelector",
+    "advancedStealth",
+    "verified",
+    "os",
+    "fingerprint",
+];
+
+/// A field turned on: `true`, a non-empty string, list or object.
+fn turned_on(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Refuses `proxies` and `proxySettings` that ask for a route browserd does not take yet.
+pub fn check_traffic_fields(fields: &Fields<'_>) -> Result<(), ApiError> {
+    if fields.value("proxies").is_some_and(turned_on) {
+        return Err(ApiError::BadRequest(
+            "proxies: browserd does not send sessions through proxies yet; this session's traffic would leave from the server's own address, so it is refused. Leave proxies out (or false)".into(),
+        ));
+    }
+    if let Some(settings) = fields.object("proxySettings")?
+        && settings.get("caCertificates").is_some_and(turned_on)
+    {
+        return Err(ApiError::BadRequest(
+            "proxySettings.caCertificates: browserd does not install custom certificates yet"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {
@@ -150,6 +205,33 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
     ] {
         fields.bool(name).map_err(prefix("browserSettings."))?;
     }
+    for (name, effect) in NOT_YET {
+        if fields.value(name).is_some_and(turned_on) {
+            return Err(ApiError::BadRequest(format!(
+                "browserSettings.{name} is not supported by browserd yet ({effect}); leave it out or false"
+            )));
+        }
+    }
+    if let Some(domains) = fields.value("allowedDomains") {
+        let list = domains.as_array().ok_or_else(|| {
+            ApiError::BadRequest("browserSettings.allowedDomains must be a list of domains".into())
+        })?;
+        if !list.iter().all(Value::is_string) {
+            return Err(ApiError::BadRequest(
+                "browserSettings.allowedDomains must be a list of domains".into(),
+            ));
+        }
+        if !list.is_empty() {
+            return Err(ApiError::BadRequest(
+                "browserSettings.allowedDomains is not enforced by browserd yet: the session could navigate anywhere, so it is refused. Leave it out (or empty)".into(),
+            ));
+        }
+    }
+    let ignored: Vec<&'static str> = WITHOUT_EFFECT
+        .iter()
+        .copied()
+        .filter(|name| fields.value(name).is_some_and(turned_on))
+        .collect();
     if let Some(ctx) = fields
         .object("context")
         .map_err(prefix("browserSettings."))?
@@ -175,6 +257,7 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
         stored,
         viewport,
         extension_id,
+        ignored,
     })
 }
 

@@ -25,6 +25,9 @@ struct WithConnect<'a> {
     selenium_remote_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signing_key: Option<String>,
+    /// browserd's own notes on the create (settings accepted without effect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    browserd: Option<serde_json::Value>,
 }
 
 fn with_connect<'a>(
@@ -52,6 +55,7 @@ fn with_connect<'a>(
         connect_url,
         selenium_remote_url,
         signing_key,
+        browserd: None,
     }
 }
 
@@ -157,6 +161,11 @@ async fn create(
         Some(e) => Some(e.to_owned()),
         None => settings.as_ref().and_then(|s| s.extension_id.clone()),
     };
+    params::check_traffic_fields(fields)?;
+    let ignored = settings
+        .as_ref()
+        .map(|s| s.ignored.clone())
+        .unwrap_or_default();
     let proxies = match fields.value("proxies") {
         None => None,
         Some(v @ (serde_json::Value::Bool(_) | serde_json::Value::Array(_))) => Some(v.clone()),
@@ -203,7 +212,14 @@ async fn create(
         proxies,
     };
     let session = state.sessions.create(request).await?;
-    let body = with_connect(state, headers, &session);
+    let mut body = with_connect(state, headers, &session);
+    if !ignored.is_empty() {
+        tracing::info!(session = %session.id, settings = ?ignored, "browserSettings accepted without effect");
+        body.browserd = Some(serde_json::json!({
+            "ignoredSettings": ignored,
+            "note": "browserd accepts these without effect: it does not solve captchas or disguise the browser",
+        }));
+    }
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
