@@ -785,3 +785,152 @@ async fn a_read_only_live_view_link_sends_no_input() {
     }
     server.stop().await;
 }
+
+/// A site on the host's loopback that records the `Host` of every request it gets and
+/// redirects `/go?to=URL` there.
+async fn recording_site() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hosts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&hosts);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let host = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Host: ")
+                            .or_else(|| l.strip_prefix("host: "))
+                    })
+                    .unwrap_or_default()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(host);
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let resp = match path.strip_prefix("/go?to=") {
+                    Some(to) => format!(
+                        "HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    ),
+                    None => "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nallowed".to_owned(),
+                };
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (port, hosts)
+}
+
+/// browserSettings.allowedDomains holds at the browser's egress: the listed domain and its
+/// subdomains load; every other host fails in the client, however the page gets there
+/// (navigation, a redirect from an allowed page, window.open, a target made over CDP, the
+/// parent domain, an IP literal), never reaches the site, and the session log names it.
+#[tokio::test]
+async fn allowed_domains_hold_against_redirects_new_windows_cdp_targets_and_ip_literals() {
+    let (port, hosts) = recording_site().await;
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let s = server
+        .create(json!({"keepAlive": true, "browserSettings": {"allowedDomains": ["allowed.localhost"]}}))
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    let url = |host: &str, path: &str| format!("http://{host}:{port}{path}");
+
+    for host in ["allowed.localhost", "deep.sub.allowed.localhost"] {
+        assert_eq!(
+            visit(&mut cdp, &page, &url(host, "/")).await,
+            Ok("allowed".into()),
+            "{host}"
+        );
+    }
+    for host in ["127.0.0.1", "localhost", "notallowed.localhost"] {
+        let seen = visit(&mut cdp, &page, &url(host, "/")).await;
+        assert!(seen.is_err(), "{host} loaded: {seen:?}");
+    }
+    let redirect = url(
+        "allowed.localhost",
+        &format!("/go?to={}", url("redirected.localhost", "/")),
+    );
+    let seen = visit(&mut cdp, &page, &redirect).await;
+    assert!(seen.is_err(), "the redirect loaded: {seen:?}");
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": format!("window.open('{}'); true", url("popup.localhost", "/")), "userGesture": true}),
+        Some(&page),
+    )
+    .await;
+    cdp.call(
+        "Target.createTarget",
+        json!({"url": url("target.localhost", "/")}),
+        None,
+    )
+    .await;
+
+    let refused = [
+        "127.0.0.1",
+        "localhost",
+        "notallowed.localhost",
+        "redirected.localhost",
+        "popup.localhost",
+        "target.localhost",
+    ];
+    let logged = eventually(|| async {
+        let logs = server.get_json(&format!("/v1/sessions/{id}/logs")).await;
+        let named: Vec<String> = logs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["method"] == "browserd.egressRefused")
+            .map(|e| {
+                e["request"]["params"]["host"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        refused
+            .iter()
+            .all(|h| named.iter().any(|n| n == h))
+            .then_some(named)
+    })
+    .await;
+    let logs = server.get_json(&format!("/v1/sessions/{id}/logs")).await;
+    let notes: Vec<_> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["method"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("browserd.")
+        })
+        .map(|e| e["request"]["params"].clone())
+        .collect();
+    assert!(
+        logged.is_some(),
+        "the session log does not name every refused host: {notes:?}"
+    );
+    let reached = hosts.lock().unwrap().clone();
+    assert!(
+        reached.iter().any(|h| h == "deep.sub.allowed.localhost"),
+        "{reached:?}"
+    );
+    for host in refused {
+        assert!(
+            !reached.iter().any(|h| h == host),
+            "{host} reached the site: {reached:?}"
+        );
+    }
+    server.stop().await;
+}

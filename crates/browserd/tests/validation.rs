@@ -298,7 +298,11 @@ async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
         ),
         (
             json!({"browserSettings": {"allowedDomains": ["example.com"]}}),
-            "allowedDomains is not enforced",
+            "allowedDomains needs browsers in browserd's sandbox",
+        ),
+        (
+            json!({"browserSettings": {"allowedDomains": ["https://example.com/"]}}),
+            "is not a domain",
         ),
         (
             json!({"browserSettings": {"allowedDomains": "example.com"}}),

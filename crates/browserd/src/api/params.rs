@@ -221,11 +221,8 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
                 "browserSettings.allowedDomains must be a list of domains".into(),
             ));
         }
-        if !list.is_empty() {
-            return Err(ApiError::BadRequest(
-                "browserSettings.allowedDomains is not enforced by browserd yet: the session could navigate anywhere, so it is refused. Leave it out (or empty)".into(),
-            ));
-        }
+        crate::browser::egress::AllowedHosts::parse(list.iter().filter_map(Value::as_str))
+            .map_err(|e| ApiError::BadRequest(format!("browserSettings.allowedDomains: {e}")))?;
     }
     let ignored: Vec<&'static str> = WITHOUT_EFFECT
         .iter()

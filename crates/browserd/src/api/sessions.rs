@@ -162,6 +162,16 @@ async fn create(
         None => settings.as_ref().and_then(|s| s.extension_id.clone()),
     };
     params::check_traffic_fields(fields)?;
+    let restricted = settings
+        .as_ref()
+        .and_then(|s| s.stored.get("allowedDomains"))
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|list| !list.is_empty());
+    if restricted && !state.sessions.enforces_egress() {
+        return Err(ApiError::BadRequest(
+            "browserSettings.allowedDomains needs browsers in browserd's sandbox (their pages leave only through browserd), which this server does not run (--sandbox off, or not root): refused rather than ignored".into(),
+        ));
+    }
     let ignored = settings
         .as_ref()
         .map(|s| s.ignored.clone())

@@ -104,6 +104,10 @@ impl Launcher for ChromiumLauncher {
         adopt(record, self.sandbox.as_ref()).await
     }
 
+    fn enforces_egress(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
     fn readiness(&self) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt as _;
         match std::fs::metadata(&self.executable) {
@@ -427,6 +431,10 @@ impl BrowserInstance for ChromiumBrowser {
         Some(self.dir.join("downloads"))
     }
 
+    fn egress_rules(&self) -> Option<egress::SessionSlot> {
+        self.jail.as_ref().map(|j| Arc::clone(&j.rules))
+    }
+
     fn primary_tab(&self) -> Option<String> {
         self.primary_tab.clone()
     }
@@ -625,7 +633,7 @@ async fn set_download_preferences(profile: &Path, downloads: &Path) -> std::io::
 struct AdoptedBrowser {
     record: BrowserRecord,
     /// Held for the browser's life; see [`Jail`].
-    _jail: Option<Jail>,
+    jail: Option<Jail>,
     /// Readable once the process has exited.
     exit: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
     stopped: bool,
@@ -679,7 +687,7 @@ async fn adopt(
     Some(Box::new(AdoptedBrowser {
         record,
         exit,
-        _jail: jail,
+        jail,
         stopped: false,
         detached: false,
     }))
@@ -729,6 +737,10 @@ impl BrowserInstance for AdoptedBrowser {
 
     fn downloads_dir(&self) -> Option<PathBuf> {
         Some(self.record.dir.join("downloads"))
+    }
+
+    fn egress_rules(&self) -> Option<egress::SessionSlot> {
+        self.jail.as_ref().map(|j| Arc::clone(&j.rules))
     }
 
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
@@ -783,6 +795,8 @@ impl BrowserInstance for AdoptedBrowser {
 struct Jail {
     uid: UidLease,
     egress: tokio::task::JoinHandle<()>,
+    /// The session's additions to the egress policy (allowedDomains).
+    rules: egress::SessionSlot,
 }
 
 impl Jail {
@@ -821,9 +835,11 @@ impl Jail {
             }
         };
         netns::register(port, ns);
+        let rules = egress::SessionSlot::default();
         Ok(Self {
-            egress: egress::serve(listener, Arc::clone(sandbox.egress())),
+            egress: egress::serve(listener, Arc::clone(sandbox.egress()), Arc::clone(&rules)),
             uid,
+            rules,
         })
     }
 }

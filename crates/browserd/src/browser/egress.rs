@@ -63,6 +63,61 @@ impl EgressPolicy {
     }
 }
 
+/// What one session adds to the machine-wide [`EgressPolicy`] for its browser's pages.
+#[derive(Debug, Default)]
+pub struct SessionRules {
+    /// `browserSettings.allowedDomains`: the hosts pages may connect to; `None`: any.
+    pub allowed: Option<AllowedHosts>,
+    /// Where a refusal is written for the session's owner: its session log.
+    pub log: Option<crate::inspect::logs::LogTap>,
+}
+
+/// A browser's [`SessionRules`], set when it becomes a session's (a warm browser waits
+/// without any). A std RwLock: read once per connection, written once per session, never
+/// held across an await.
+pub type SessionSlot = Arc<std::sync::RwLock<SessionRules>>;
+
+/// Domains a session's pages may reach: each one and its subdomains. An IP address is
+/// reached only if it is listed itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHosts(Vec<String>);
+
+impl AllowedHosts {
+    /// Checks and normalises a list of domains (lower case, no trailing dot); the error
+    /// names the first entry that is not a host name or an IP address.
+    pub fn parse<'a>(domains: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut hosts = Vec::new();
+        for raw in domains {
+            let host = normalise(raw);
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+            let ip = host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
+            if host.is_empty() || !(ip || host.chars().all(plain)) || host.starts_with('.') {
+                return Err(format!(
+                    "{raw:?} is not a domain (give names like example.com, without scheme, port or path)"
+                ));
+            }
+            hosts.push(host.trim_matches(['[', ']']).to_owned());
+        }
+        Ok(Self(hosts))
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let host = normalise(host);
+        let host = host.trim_matches(['[', ']']);
+        self.0.iter().any(|d| {
+            host == d
+                || (host.len() > d.len()
+                    && host.ends_with(d.as_str())
+                    && host.as_bytes()[host.len() - d.len() - 1] == b'.'
+                    && d.parse::<IpAddr>().is_err())
+        })
+    }
+}
+
+fn normalise(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// Whether `ip` is this machine: loopback, unspecified (which Linux connects to loopback),
 /// or an address of one of its interfaces (only those can be bound).
 fn is_local(ip: IpAddr) -> bool {
@@ -72,7 +127,11 @@ fn is_local(ip: IpAddr) -> bool {
 
 /// Serves the proxy on `listener` until the returned task is aborted (its browser stops);
 /// aborting it also ends every connection it carries.
-pub fn serve(listener: TcpListener, policy: Arc<EgressPolicy>) -> tokio::task::JoinHandle<()> {
+pub fn serve(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    session: SessionSlot,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Owns the connections: dropped with this task, so aborting it closes them all.
         let mut connections = tokio::task::JoinSet::new();
@@ -80,9 +139,9 @@ pub fn serve(listener: TcpListener, policy: Arc<EgressPolicy>) -> tokio::task::J
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((page, _)) => {
-                        let policy = Arc::clone(&policy);
+                        let (policy, session) = (Arc::clone(&policy), Arc::clone(&session));
                         connections.spawn(async move {
-                            if let Err(e) = proxy(page, &policy).await {
+                            if let Err(e) = proxy(page, &policy, &session).await {
                                 tracing::debug!(error = %e, "egress connection failed");
                             }
                         });
@@ -110,15 +169,38 @@ mod reply {
     pub const ADDRESS_NOT_SUPPORTED: u8 = 8;
 }
 
-async fn proxy(mut page: TcpStream, policy: &EgressPolicy) -> std::io::Result<()> {
+async fn proxy(
+    mut page: TcpStream,
+    policy: &EgressPolicy,
+    session: &SessionSlot,
+) -> std::io::Result<()> {
     let (host, port) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut page)).await {
         Ok(Ok(Ok(dest))) => dest,
         Ok(Ok(Err(code))) => return answer(&mut page, code).await,
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
-    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
-        Ok(addrs) => addrs.collect(),
+    // The session's own list first, on the name the page asked for (any redirect, new
+    // window or CDP-made target comes through here the same way).
+    let refused_by_session = {
+        let rules = session.read().unwrap();
+        match &rules.allowed {
+            Some(allowed) if !allowed.allows(&host) => Some(rules.log.clone()),
+            _ => None,
+        }
+    };
+    if let Some(log) = refused_by_session {
+        tracing::info!(%host, port, "egress refused: not in the session's allowedDomains");
+        if let Some(log) = log {
+            log.note(
+                "browserd.egressRefused",
+                serde_json::json!({ "host": host, "port": port, "reason": "not in browserSettings.allowedDomains" }),
+            );
+        }
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
+    let addrs: Vec<SocketAddr> = match resolve(&host, port).await {
+        Ok(addrs) => addrs,
         Err(_) => return answer(&mut page, reply::HOST_UNREACHABLE).await,
     };
     let mut refused = None;
@@ -157,6 +239,16 @@ async fn proxy(mut page: TcpStream, policy: &EgressPolicy) -> std::io::Result<()
         _ => reply::HOST_UNREACHABLE,
     };
     answer(&mut page, code).await
+}
+
+/// The addresses of `host`: `localhost` and its subdomains are loopback (RFC 6761, as
+/// Chromium itself treats them), whatever the system's resolver says.
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let name = normalise(host);
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+    }
+    Ok(tokio::net::lookup_host((host, port)).await?.collect())
 }
 
 /// Reads the greeting and the request; `Ok(Err(code))` is a request to refuse with `code`.
@@ -220,6 +312,41 @@ async fn answer(page: &mut TcpStream, code: u8) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_domains_take_subdomains_and_only_listed_addresses() {
+        let allowed = AllowedHosts::parse(["Example.com.", "10.1.2.3", "::1"]).unwrap();
+        for yes in [
+            "example.com",
+            "www.example.com",
+            "a.b.EXAMPLE.com.",
+            "10.1.2.3",
+            "[::1]",
+        ] {
+            assert!(allowed.allows(yes), "{yes}");
+        }
+        for no in [
+            "badexample.com",
+            "example.com.evil.net",
+            "com",
+            "10.1.2.30",
+            "1.10.1.2.3",
+            "127.0.0.1",
+        ] {
+            assert!(!allowed.allows(no), "{no}");
+        }
+        for bad in [
+            "https://example.com",
+            "example.com/path",
+            "example.com:443",
+            "",
+            " ",
+            ".com",
+            "a b",
+        ] {
+            assert!(AllowedHosts::parse([bad]).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn local_destinations_follow_the_policy_and_own_ports_are_always_closed() {

@@ -128,6 +128,12 @@ pub trait Launcher: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether its browsers' pages leave only through browserd's egress proxy (sandboxed),
+    /// so that a session's own egress rules (allowedDomains) can be enforced. Default: no.
+    fn enforces_egress(&self) -> bool {
+        false
+    }
 }
 
 /// One running browser, owned by one session's supervisor.
@@ -175,6 +181,12 @@ pub trait BrowserInstance: Send + Sync {
     /// The folder the browser saves downloads in: its default download directory, and where
     /// clients' download requests are pointed. Default: none (fakes).
     fn downloads_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Where the session's own egress rules go (allowedDomains), if its pages leave through
+    /// browserd's egress proxy (a sandboxed browser). Default: none.
+    fn egress_rules(&self) -> Option<egress::SessionSlot> {
         None
     }
 

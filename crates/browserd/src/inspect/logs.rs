@@ -47,6 +47,12 @@ enum Traffic {
         text: Utf8Bytes,
         at: i64,
     },
+    /// browserd's own entry (`browserd.*`), e.g. a connection its egress refused.
+    Note {
+        method: &'static str,
+        params: Value,
+        at: i64,
+    },
 }
 
 /// A relay's handle on its session's logger. Cheap to clone; the logger ends once every
@@ -69,6 +75,15 @@ impl LogTap {
         self.hand_over(Traffic::Command {
             client,
             text: text.clone(),
+            at: now_ms(),
+        });
+    }
+
+    /// An entry of browserd's own in the session's log.
+    pub fn note(&self, method: &'static str, params: Value) {
+        self.hand_over(Traffic::Note {
+            method,
+            params,
             at: now_ms(),
         });
     }
@@ -150,6 +165,15 @@ async fn run(
                     {
                         pending.insert((client, id), command);
                     }
+                }
+                Traffic::Note { method, params, at } => {
+                    let mut entry = Map::new();
+                    entry.insert("method".into(), method.into());
+                    entry.insert("pageId".into(), 0.into());
+                    entry.insert("sessionId".into(), "".into());
+                    entry.insert("timestamp".into(), at.into());
+                    entry.insert("request".into(), json!({ "params": params, "rawBody": "" }));
+                    writer.write(entry).await;
                 }
                 Traffic::Reply { client, text, at } => {
                     if let Some(id) = reply_id(&text)

@@ -330,6 +330,11 @@ impl SessionManager {
     }
 
     /// Whether the launcher could start a browser now (see [`Launcher::readiness`]).
+    /// Whether sessions' own egress rules (allowedDomains) can be enforced here.
+    pub fn enforces_egress(&self) -> bool {
+        self.launcher.enforces_egress()
+    }
+
     pub fn launcher_readiness(&self) -> Result<(), String> {
         self.launcher.readiness()
     }

@@ -2,7 +2,8 @@
 
 use super::ending::{self, Remains};
 use super::{Command, CreateError, Ending, Farewell, SessionManager, Slot};
-use crate::browser::{BrowserInstance, LaunchSpec, Recording, SessionSetup, Viewport};
+use crate::browser::egress::{AllowedHosts, SessionRules};
+use crate::browser::{BrowserInstance, LaunchError, LaunchSpec, Recording, SessionSetup, Viewport};
 use crate::files::contexts::ContextSnapshot;
 use crate::files::quota::{self, DiskQuota};
 use crate::model::{Session, SessionStatus};
@@ -222,6 +223,34 @@ impl Supervisor {
         // The CDP log (`logSession`, on by default) and the primary tab for the live view.
         let log = setting("logSession")
             .then(|| crate::inspect::logs::start(files.logs_path(id), Arc::clone(&self.quota)));
+        // allowedDomains: in place before any client can connect (the session is not ready
+        // yet); enforced at the browser's egress, so redirects, new windows and targets made
+        // over CDP meet the same check.
+        let allowed = self
+            .session
+            .browser_settings
+            .as_ref()
+            .and_then(|s| s.get("allowedDomains"))
+            .and_then(serde_json::Value::as_array)
+            .filter(|list| !list.is_empty())
+            .map(|list| AllowedHosts::parse(list.iter().filter_map(serde_json::Value::as_str)))
+            .transpose()
+            .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?;
+        match browser.egress_rules() {
+            Some(slot) => {
+                *slot.write().unwrap() = SessionRules {
+                    allowed,
+                    log: log.clone(),
+                };
+            }
+            None if allowed.is_some() => {
+                return Err(LaunchError::Sandbox(std::io::Error::other(
+                    "browserSettings.allowedDomains needs a sandboxed browser, whose pages leave only through browserd",
+                ))
+                .into());
+            }
+            None => {}
+        }
         let primary_tab = browser.primary_tab();
         if primary_tab.is_none() && browser.has_devtools() {
             // Asked in the background: on a browser that just started, under a burst of
