@@ -160,6 +160,21 @@ async fn release(base: &str, key: &str, id: &str) -> Value {
         .unwrap()
 }
 
+/// A new, empty context; its id.
+async fn create_context(base: &str, key: &str) -> String {
+    let ctx: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/contexts"))
+        .header("X-BB-API-Key", key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ctx["id"].as_str().unwrap().to_owned()
+}
+
 /// The cookies a new session on `context` starts with (that session is released after).
 async fn cookies_of_context(base: &str, key: &str, context: &str) -> Vec<Value> {
     let s = create(
@@ -530,17 +545,7 @@ async fn a_backup_taken_while_serving_restores_projects_sessions_and_contexts() 
     let key = "backup-test-key";
     let server = serve(dir.path(), &["--api-key", key]);
     let http = reqwest::Client::new();
-    let ctx: Value = http
-        .post(format!("{}/v1/contexts", server.base))
-        .header("X-BB-API-Key", key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ctx = ctx["id"].as_str().unwrap().to_owned();
+    let ctx = create_context(&server.base, key).await;
     let s = create(
         &server.base,
         key,
@@ -734,15 +739,7 @@ async fn make_an_upgrade_fixture() {
     };
     let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "4321"]);
     assert!(ok, "{err}");
-    let context: Value = post("/v1/contexts")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let context = context["id"].as_str().unwrap().to_owned();
+    let context = create_context(&base, key).await;
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(common::extension_zip()).file_name("e.zip"),

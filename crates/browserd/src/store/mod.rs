@@ -347,6 +347,16 @@ pub struct Usage {
     pub proxy_bytes: u64,
 }
 
+impl Usage {
+    /// From a usage query's sums: minutes of sessions not billed yet, and the billed totals.
+    fn from_sums(unbilled_minutes: i64, billed_minutes: i64, billed_bytes: i64) -> Self {
+        Self {
+            browser_minutes: (unbilled_minutes + billed_minutes).max(0) as u64,
+            proxy_bytes: billed_bytes.max(0) as u64,
+        }
+    }
+}
+
 /// Browser minutes and session counts of ended sessions, by project, as they are added to
 /// the usage totals.
 fn fold_usage(ended: &[Session]) -> std::collections::BTreeMap<&str, (u64, u64)> {

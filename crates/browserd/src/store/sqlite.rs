@@ -126,13 +126,11 @@ impl SessionStore for SqliteStore {
         .bind(fmt_time(now))
         .fetch_one(&self.pool)
         .await?;
-        let unbilled: i64 = row.try_get("unbilled")?;
-        let billed: i64 = row.try_get("billed_minutes")?;
-        let bytes: i64 = row.try_get("billed_bytes")?;
-        Ok(Usage {
-            browser_minutes: (unbilled + billed).max(0) as u64,
-            proxy_bytes: bytes.max(0) as u64,
-        })
+        Ok(Usage::from_sums(
+            row.try_get("unbilled")?,
+            row.try_get("billed_minutes")?,
+            row.try_get("billed_bytes")?,
+        ))
     }
 
     async fn bill_ended(&self, batch: u32) -> Result<u64> {
