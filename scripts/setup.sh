@@ -59,6 +59,11 @@ ensure_test_tools() {
     echo "setup: installing python3-venv"
     apt_install python3-venv python3-pip
   fi
+  # A test serves a self-signed HTTPS site with openssl s_server (ignoreCertificateErrors).
+  if ! command -v openssl >/dev/null 2>&1; then
+    echo "setup: installing openssl"
+    apt_install openssl
+  fi
   # The systemd unit in deploy/ is checked with systemd-analyze verify.
   if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "setup: installing systemd (for systemd-analyze)"

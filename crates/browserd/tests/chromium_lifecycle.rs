@@ -574,3 +574,124 @@ async fn an_idle_client_is_disconnected_with_a_reason_and_the_session_goes_on() 
     assert_eq!(server.get(&id_of(&s)).await["status"], "RUNNING");
     server.stop().await;
 }
+
+/// An HTTPS server on loopback with a self-signed certificate (`openssl s_server -www`,
+/// which answers with a page about the connection). Killed when dropped.
+struct SelfSigned {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn self_signed_site() -> SelfSigned {
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .expect("openssl (Debian's openssl package) makes the test's certificate");
+    assert!(made.status.success(), "{made:?}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(dir.path().join("cert.pem"))
+        .arg("-key")
+        .arg(dir.path().join("key.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(|| async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    assert!(up.is_some(), "openssl s_server did not start");
+    SelfSigned {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// What a navigation to `url` gives: `Ok(body text)`, or `Err(Chromium's error)`.
+async fn load(cdp: &mut Cdp, page: &str, url: &str) -> Result<String, String> {
+    let nav = cdp
+        .call("Page.navigate", json!({ "url": url }), Some(page))
+        .await;
+    if let Some(error) = nav["result"]["errorText"].as_str() {
+        return Err(error.to_owned());
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = "document.readyState === 'complete' ? document.body.innerText : null";
+        if let Some(text) = cdp_eval(cdp, page, text).await.as_str() {
+            return Ok(text.to_owned());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err("never loaded".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn cdp_eval(cdp: &mut Cdp, page: &str, expression: &str) -> serde_json::Value {
+    cdp.call(
+        "Runtime.evaluate",
+        json!({"expression": expression, "returnByValue": true}),
+        Some(page),
+    )
+    .await["result"]["result"]["value"]
+        .clone()
+}
+
+#[tokio::test]
+async fn ignore_certificate_errors_loads_a_self_signed_site_and_without_it_the_load_fails() {
+    let site = self_signed_site().await;
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let url = format!("https://localhost:{}/", site.port);
+    for ignore in [false, true] {
+        let s = server
+            .create(
+                json!({"keepAlive": true, "browserSettings": {"ignoreCertificateErrors": ignore}}),
+            )
+            .await;
+        let mut cdp = Cdp::connect(&connect_url(&s)).await;
+        let page = cdp.page_session().await;
+        let seen = load(&mut cdp, &page, &url).await;
+        if ignore {
+            let text = seen.expect("the self-signed site loads");
+            assert!(text.contains("s_server"), "{text}");
+        } else {
+            let error = seen.expect_err("a self-signed site must not load by default");
+            assert!(error.contains("CERT"), "{error}");
+        }
+        drop(cdp);
+        server.release(&id_of(&s)).await;
+    }
+    server.stop().await;
+}

@@ -293,10 +293,6 @@ async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
         ),
         (json!({"browserSettings": {"blockAds": true}}), "blockAds"),
         (
-            json!({"browserSettings": {"ignoreCertificateErrors": true}}),
-            "ignoreCertificateErrors",
-        ),
-        (
             json!({"browserSettings": {"allowedDomains": ["example.com"]}}),
             "allowedDomains needs browsers in browserd's sandbox",
         ),

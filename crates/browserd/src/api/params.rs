@@ -115,13 +115,7 @@ pub struct BrowserSettings {
 /// `browserSettings` that would change what the browser can reach, which browserd does not
 /// do yet: refused with a 400 that names them, never accepted without effect (a scraper
 /// must not believe it is restricted or protected when it is not).
-const NOT_YET: &[(&str, &str)] = &[
-    ("blockAds", "ads and trackers are not blocked"),
-    (
-        "ignoreCertificateErrors",
-        "certificate errors are not ignored",
-    ),
-];
+const NOT_YET: &[(&str, &str)] = &[("blockAds", "ads and trackers are not blocked")];
 
 /// `browserSettings` accepted without effect when turned on: they change how the browser
 /// looks to sites, not what it can reach.
@@ -148,6 +142,14 @@ fn turned_on(v: &Value) -> bool {
 
 /// Refuses `proxies` and `proxySettings` that ask for a route browserd does not take yet.
 pub fn check_traffic_fields(fields: &Fields<'_>) -> Result<(), ApiError> {
+    if fields
+        .value("proxies")
+        .is_some_and(|v| !(v.is_boolean() || v.is_array()))
+    {
+        return Err(ApiError::BadRequest(
+            "proxies must be a boolean or an array of proxy configurations".into(),
+        ));
+    }
     if fields.value("proxies").is_some_and(turned_on) {
         return Err(ApiError::BadRequest(
             "proxies: browserd does not send sessions through proxies yet; this session's traffic would leave from the server's own address, so it is refused. Leave proxies out (or false)".into(),
@@ -361,7 +363,8 @@ mod tests {
 
     #[test]
     fn browser_settings_keep_known_fields_and_check_the_viewport() {
-        let raw = json!({"viewport": {"width": 800, "height": 600}, "blockAds": true, "madeUp": 1});
+        let raw =
+            json!({"viewport": {"width": 800, "height": 600}, "blockAds": false, "madeUp": 1});
         let s = browser_settings(raw.as_object().unwrap()).unwrap();
         assert_eq!(
             s.viewport,

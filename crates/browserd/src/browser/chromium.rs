@@ -276,6 +276,7 @@ impl ChromiumLauncher {
             set_group_priority(child.id(), BACKGROUND_NICE);
         }
         let mut browser = ChromiumBrowser {
+            certificates: None,
             child,
             dir,
             jail: None,
@@ -312,6 +313,9 @@ impl ChromiumLauncher {
 }
 
 struct ChromiumBrowser {
+    /// The DevTools connection that holds `ignoreCertificateErrors` on (see
+    /// [`CertificateOverride`]).
+    certificates: Option<CertificateOverride>,
     child: Box<dyn ChildWrapper>,
     /// The session's own folder; everything in it goes when the browser does.
     dir: PathBuf,
@@ -441,6 +445,9 @@ impl BrowserInstance for ChromiumBrowser {
 
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
         set_cookies(&self.cdp_url, &setup.cookies).await?;
+        if setup.ignore_certificate_errors {
+            self.certificates = Some(CertificateOverride::set(&self.cdp_url).await?);
+        }
         match (self.recorder.take(), &setup.recording) {
             (Some(r), Some(recording)) => r.start(recording.clone()),
             // A browser launched for this session: installing rrweb waits for the first
@@ -531,6 +538,33 @@ const GRACEFUL_EXIT: Duration = Duration::from_secs(10);
 
 /// Sets a context's cookies in the default browser context. Nothing to do (no connection)
 /// for a session without them.
+/// `Security.setIgnoreCertificateErrors` on the browser target: every page of the browser
+/// loads despite certificate errors, for as long as the DevTools connection that asked
+/// stays open (Chromium drops a session's overrides with it). So the connection is held by
+/// a task of its own, ended when this is dropped with the browser.
+struct CertificateOverride(tokio::task::JoinHandle<()>);
+
+impl CertificateOverride {
+    async fn set(cdp_url: &str) -> Result<Self, CdpError> {
+        let mut cdp = CdpClient::connect(cdp_url).await?;
+        cdp.call(
+            "Security.setIgnoreCertificateErrors",
+            json!({ "ignore": true }),
+        )
+        .await?;
+        Ok(Self(tokio::spawn(async move {
+            // Reads (and drops) whatever the browser sends, until it closes the connection.
+            while cdp.next_event().await.is_some() {}
+        })))
+    }
+}
+
+impl Drop for CertificateOverride {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn set_cookies(cdp_url: &str, cookies: &[Value]) -> Result<(), CdpError> {
     if cookies.is_empty() {
         return Ok(());
@@ -632,6 +666,7 @@ async fn set_download_preferences(profile: &Path, downloads: &Path) -> std::io::
 /// process group.
 struct AdoptedBrowser {
     record: BrowserRecord,
+    certificates: Option<CertificateOverride>,
     /// Held for the browser's life; see [`Jail`].
     jail: Option<Jail>,
     /// Readable once the process has exited.
@@ -685,6 +720,7 @@ async fn adopt(
         None => None,
     };
     Some(Box::new(AdoptedBrowser {
+        certificates: None,
         record,
         exit,
         jail,
@@ -744,9 +780,13 @@ impl BrowserInstance for AdoptedBrowser {
     }
 
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        // Its cookies were set by the browserd that started it; its recorder went with that
-        // browserd's connection, so a new one starts, on the page as it is now, in the
-        // background: clients reconnect as soon as the session is ready again.
+        // Its cookies were set by the browserd that started it; its recorder and its
+        // certificate override went with that browserd's connections, so they start again.
+        // The recorder, on the page as it is now, in the background: clients reconnect as
+        // soon as the session is ready again.
+        if setup.ignore_certificate_errors {
+            self.certificates = Some(CertificateOverride::set(&self.record.cdp_url).await?);
+        }
         if let Some(recording) = &setup.recording {
             spawn_recorder(self.record.cdp_url.clone(), recording.clone());
         }

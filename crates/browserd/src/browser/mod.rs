@@ -71,6 +71,8 @@ pub struct SessionSetup {
     pub cookies: Vec<serde_json::Value>,
     /// Record the session's primary tab (`recordSession`); `None`: do not.
     pub recording: Option<Recording>,
+    /// `browserSettings.ignoreCertificateErrors`: pages with invalid certificates load.
+    pub ignore_certificate_errors: bool,
 }
 
 pub use crate::inspect::recorder::Recording;

@@ -212,6 +212,13 @@ impl Supervisor {
             .map(|c| Arc::try_unwrap(c).map_or_else(|c| c.cookies.clone(), |c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
+            ignore_certificate_errors: self
+                .session
+                .browser_settings
+                .as_ref()
+                .and_then(|s| s.get("ignoreCertificateErrors"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
             cookies,
             recording: setting("recordSession").then(|| Recording {
                 session: id,
