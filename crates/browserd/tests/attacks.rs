@@ -13,52 +13,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The outcome of navigating the page on `session` to `url`: `Ok(body text)` or
-/// `Err(Chromium's error text)`.
-async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, String> {
-    let nav = cdp
-        .call("Page.navigate", json!({ "url": url }), Some(session))
-        .await;
-    if let Some(error) = nav["result"]["errorText"].as_str() {
-        return Err(error.to_owned());
-    }
-    if let Some(error) = nav["error"]["message"].as_str() {
-        return Err(error.to_owned());
-    }
-    // The navigation committed: wait for its document, then read it.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let text = loop {
-        let r = cdp
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": "document.readyState === 'complete' ? (document.body ? document.body.innerText : '') : null", "returnByValue": true}),
-                Some(session),
-            )
-            .await;
-        if let Some(text) = r["result"]["result"]["value"].as_str() {
-            break text.to_owned();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} never finished loading"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    // Chromium shows its own error page (with a non-empty body) for a failed load of a
-    // committed navigation; name it as a failure.
-    let href = cdp
-        .call(
-            "Runtime.evaluate",
-            json!({"expression": "location.href", "returnByValue": true}),
-            Some(session),
-        )
-        .await;
-    if href["result"]["result"]["value"].as_str() == Some("chrome-error://chromewebdata/") {
-        return Err(text);
-    }
-    Ok(text)
-}
-
 async fn connected(server: &TestServer) -> (Value, Cdp, String) {
     let s = server.create(json!({"keepAlive": true})).await;
     let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;

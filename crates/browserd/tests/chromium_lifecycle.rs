@@ -634,37 +634,6 @@ async fn self_signed_site() -> SelfSigned {
     }
 }
 
-/// What a navigation to `url` gives: `Ok(body text)`, or `Err(Chromium's error)`.
-async fn load(cdp: &mut Cdp, page: &str, url: &str) -> Result<String, String> {
-    let nav = cdp
-        .call("Page.navigate", json!({ "url": url }), Some(page))
-        .await;
-    if let Some(error) = nav["result"]["errorText"].as_str() {
-        return Err(error.to_owned());
-    }
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let text = "document.readyState === 'complete' ? document.body.innerText : null";
-        if let Some(text) = cdp_eval(cdp, page, text).await.as_str() {
-            return Ok(text.to_owned());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err("never loaded".into());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-async fn cdp_eval(cdp: &mut Cdp, page: &str, expression: &str) -> serde_json::Value {
-    cdp.call(
-        "Runtime.evaluate",
-        json!({"expression": expression, "returnByValue": true}),
-        Some(page),
-    )
-    .await["result"]["result"]["value"]
-        .clone()
-}
-
 #[tokio::test]
 async fn ignore_certificate_errors_loads_a_self_signed_site_and_without_it_the_load_fails() {
     let site = self_signed_site().await;
@@ -682,7 +651,7 @@ async fn ignore_certificate_errors_loads_a_self_signed_site_and_without_it_the_l
             .await;
         let mut cdp = Cdp::connect(&connect_url(&s)).await;
         let page = cdp.page_session().await;
-        let seen = load(&mut cdp, &page, &url).await;
+        let seen = visit(&mut cdp, &page, &url).await;
         if ignore {
             let text = seen.expect("the self-signed site loads");
             assert!(text.contains("s_server"), "{text}");
