@@ -176,9 +176,9 @@ pub struct Settings {
     pub files_retention_hours: Option<u64>,
 
     /// Disk one session's files may use, in MiB: downloads, uploads, CDP log and recording
-    /// together. Past it, uploads are refused (413), downloads are not kept, and logging and
-    /// recording stop, each with a message in the session's log; the session keeps running
-    /// [default: 1024]
+    /// together. Past it, uploads are refused (413), downloads that do not fit are removed
+    /// (the server log names them), the CDP log stops with a last entry saying why, and the
+    /// recording stops; the session keeps running [default: 1024]
     #[arg(long, env = "BROWSERD_SESSION_DISK_MIB", value_name = "MIB")]
     pub session_disk_mib: Option<u64>,
 
