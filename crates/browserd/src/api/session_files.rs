@@ -33,20 +33,14 @@ pub async fn upload(
     // The session's disk allowance (--session-disk-mib) bounds the upload too: measured
     // now over its files and what its browser downloaded so far.
     let quota = files.session_quota();
-    let folders = (
-        files.session_dir(session.id),
+    let (folders, downloads) = (
+        [files.session_dir(session.id)],
         state.sessions.downloads_dir(session.id),
     );
-    let used = tokio::task::spawn_blocking(move || {
-        crate::files::quota::size_of(&folders.0)
-            + if folders.1.starts_with(&folders.0) {
-                0
-            } else {
-                crate::files::quota::size_of(&folders.1)
-            }
-    })
-    .await
-    .unwrap_or(0);
+    let used =
+        tokio::task::spawn_blocking(move || crate::files::quota::used_by(&folders, &downloads))
+            .await
+            .unwrap_or(0);
     let room = quota.room(used);
     let over_quota = || {
         ApiError::PayloadTooLarge(format!(

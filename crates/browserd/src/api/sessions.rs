@@ -176,15 +176,8 @@ async fn create(
         .as_ref()
         .map(|s| s.ignored.clone())
         .unwrap_or_default();
-    let proxies = match fields.value("proxies") {
-        None => None,
-        Some(v @ (serde_json::Value::Bool(_) | serde_json::Value::Array(_))) => Some(v.clone()),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "proxies must be a boolean or an array of proxy configurations".into(),
-            ));
-        }
-    };
+    // Its type was checked with the other traffic fields above.
+    let proxies = fields.value("proxies").cloned();
     // Both must be this project's; resolved now so a wrong id is a 404, not a failed launch.
     if let Some(context_id) = settings
         .as_ref()

@@ -57,10 +57,7 @@ impl DiskQuota {
     /// writing into, which may be one of them or apart); past the allowance, removes the
     /// newest files of `downloads` until the rest fits. Blocking: file system walks.
     pub fn enforce(&self, folders: &[PathBuf], downloads: &Path) -> Measured {
-        let mut used: u64 = folders.iter().map(|f| size_of(f)).sum();
-        if !downloads_inside(folders, downloads) {
-            used += size_of(downloads);
-        }
+        let mut used = used_by(folders, downloads);
         let mut removed = Vec::new();
         if used > self.limit {
             let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> =
@@ -94,8 +91,14 @@ impl DiskQuota {
     }
 }
 
-fn downloads_inside(folders: &[PathBuf], downloads: &Path) -> bool {
-    folders.iter().any(|f| downloads.starts_with(f))
+/// Bytes in `folders` and in `downloads`, which is counted once if it lies inside one of
+/// them. Blocking: file system walks.
+pub fn used_by(folders: &[PathBuf], downloads: &Path) -> u64 {
+    let mut used: u64 = folders.iter().map(|f| size_of(f)).sum();
+    if !folders.iter().any(|f| downloads.starts_with(f)) {
+        used += size_of(downloads);
+    }
+    used
 }
 
 /// Bytes in the files under `path` (0 if it does not exist). Symbolic links are not
@@ -127,6 +130,17 @@ mod tests {
         std::fs::write(path, vec![b'x'; len]).unwrap();
     }
 
+    /// Marks `path` as written `secs_ago` seconds ago (which downloads are newest).
+    fn written_ago(path: &Path, secs_ago: u64) {
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
     #[test]
     fn past_the_allowance_the_newest_downloads_go_and_the_writers_stop() {
         let dir = tempfile::tempdir().unwrap();
@@ -134,6 +148,7 @@ mod tests {
         let downloads = dir.path().join("browser/downloads");
         write(&session.join("logs.jsonl"), 300);
         write(&downloads.join("old.bin"), 400);
+        written_ago(&downloads.join("old.bin"), 30);
         let quota = DiskQuota::new(1000);
         let m = quota.enforce(std::slice::from_ref(&session), &downloads);
         assert_eq!((m.used, m.removed.len()), (700, 0));
@@ -141,10 +156,10 @@ mod tests {
         assert_eq!(quota.room(m.used), 300);
 
         // Two newer downloads push it to 1500: the newest goes first, then the next.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         write(&downloads.join("mid.bin"), 200);
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        written_ago(&downloads.join("mid.bin"), 20);
         write(&downloads.join("new.bin"), 600);
+        written_ago(&downloads.join("new.bin"), 10);
         let m = quota.enforce(std::slice::from_ref(&session), &downloads);
         assert_eq!(m.removed, ["new.bin"]);
         assert_eq!(m.used, 900);
