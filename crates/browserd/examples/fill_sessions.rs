@@ -58,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
                     browser_settings: None,
                     extension_id: None,
                     proxies: None,
+                    proxy_bytes: 0,
                     created_at: created,
                     updated_at: ended,
                     started_at: created,

@@ -199,6 +199,12 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_ALLOW_LOCAL_EGRESS", value_name = "BOOL")]
     pub allow_local_egress: Option<bool>,
 
+    /// Upstream HTTP proxies this server offers sessions that ask for `proxies: true` or
+    /// `type: "browserbase"` (TOML: [[proxy]] tables with name, server, username, password,
+    /// country, state, city; see the README). Without it such sessions are refused (400)
+    #[arg(long, env = "BROWSERD_PROXY_POOL", value_name = "FILE")]
+    pub proxy_pool: Option<PathBuf>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub database: Option<Secret>,
@@ -302,6 +308,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub sandbox: crate::browser::sandbox::SandboxMode,
     pub allow_local_egress: bool,
+    /// The operator's upstream proxies (`--proxy-pool`); empty without one.
+    pub proxy_pool: std::sync::Arc<crate::browser::upstream::ProxyPool>,
     /// A shared PostgreSQL database's URL; `None`: the embedded database.
     pub database: Option<Secret>,
     pub node_name: String,
@@ -427,7 +435,13 @@ impl Config {
         if session_disk_mib == 0 {
             bail!("--session-disk-mib must be at least 1");
         }
+        let proxy_pool = match cli.proxy_pool.as_ref().or(f.proxy_pool.as_ref()) {
+            Some(path) => crate::browser::upstream::ProxyPool::load(path)
+                .map_err(|e| anyhow::anyhow!("--proxy-pool: {e}"))?,
+            None => Default::default(),
+        };
         Ok(Self {
+            proxy_pool: std::sync::Arc::new(proxy_pool),
             sandbox: cli.sandbox.or(f.sandbox).unwrap_or_default(),
             allow_local_egress: cli
                 .allow_local_egress

@@ -124,6 +124,7 @@ pub async fn prepare_with(
             min_free_disk_mib: config.min_free_disk_mib,
         },
         config.node_name.clone(),
+        Arc::clone(&config.proxy_pool),
     );
     let resumed = adopted.len();
     for (session, browser) in adopted {

@@ -625,6 +625,7 @@ async fn the_retention_sweep_deletes_old_sessions_and_their_files_but_not_their_
         browser_settings: None,
         extension_id: None,
         proxies: None,
+        proxy_bytes: 0,
         created_at: started,
         updated_at: started,
         started_at: started,

@@ -282,11 +282,25 @@ async fn the_overview_counts_creates_and_refusals_and_shows_the_headroom() {
 async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
     let app = app().await;
     for (body, needle) in [
-        (json!({"proxies": true}), "proxies"),
+        // No --proxy-pool on this server.
+        (json!({"proxies": true}), "this server has no proxy pool"),
+        (
+            json!({"proxies": [{"type": "browserbase", "geolocation": {"country": "US"}}]}),
+            "--proxy-pool",
+        ),
         (
             json!({"proxies": [{"type": "external", "server": "http://p:8080"}]}),
-            "proxies",
+            "proxies needs browsers in browserd's sandbox",
         ),
+        (
+            json!({"proxies": [{"type": "external", "server": "socks5://p:1080"}]}),
+            "proxies[0].server: socks5:// upstream proxies are not supported",
+        ),
+        (
+            json!({"proxies": [{"type": "none", "domainPattern": "(["}]}),
+            "proxies[0].domainPattern",
+        ),
+        (json!({"proxies": "yes"}), "proxies must be true or a list"),
         (
             json!({"proxySettings": {"caCertificates": ["c1"]}}),
             "caCertificates",

@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use crate::browser::Viewport;
+use crate::browser::upstream::{self, ProxyEntry, ProxyPool};
 use crate::model::MAX_TIMEOUT_SECS;
 use serde_json::{Map, Value};
 
@@ -140,21 +141,23 @@ fn turned_on(v: &Value) -> bool {
     }
 }
 
-/// Refuses `proxies` and `proxySettings` that ask for a route browserd does not take yet.
-pub fn check_traffic_fields(fields: &Fields<'_>) -> Result<(), ApiError> {
-    if fields
-        .value("proxies")
-        .is_some_and(|v| !(v.is_boolean() || v.is_array()))
-    {
-        return Err(ApiError::BadRequest(
-            "proxies must be a boolean or an array of proxy configurations".into(),
-        ));
-    }
-    if fields.value("proxies").is_some_and(turned_on) {
-        return Err(ApiError::BadRequest(
-            "proxies: browserd does not send sessions through proxies yet; this session's traffic would leave from the server's own address, so it is refused. Leave proxies out (or false)".into(),
-        ));
-    }
+/// Reads `proxies` (pool members chosen from `pool`) and refuses `proxySettings` that ask
+/// for what browserd does not do yet.
+pub fn traffic_fields(
+    fields: &Fields<'_>,
+    pool: &ProxyPool,
+) -> Result<Option<Vec<ProxyEntry>>, ApiError> {
+    let proxies = match fields.value("proxies") {
+        Some(value) => upstream::parse_request(value).map_err(ApiError::BadRequest)?,
+        None => None,
+    };
+    let proxies = proxies
+        .map(|mut entries| {
+            upstream::choose_from_pool(&mut entries, pool)
+                .map(|()| entries)
+                .map_err(|e| ApiError::BadRequest(format!("proxies: {e}")))
+        })
+        .transpose()?;
     if let Some(settings) = fields.object("proxySettings")?
         && settings.get("caCertificates").is_some_and(turned_on)
     {
@@ -163,7 +166,7 @@ pub fn check_traffic_fields(fields: &Fields<'_>) -> Result<(), ApiError> {
                 .into(),
         ));
     }
-    Ok(())
+    Ok(proxies)
 }
 
 pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {

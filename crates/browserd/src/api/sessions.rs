@@ -161,23 +161,26 @@ async fn create(
         Some(e) => Some(e.to_owned()),
         None => settings.as_ref().and_then(|s| s.extension_id.clone()),
     };
-    params::check_traffic_fields(fields)?;
+    let proxies = params::traffic_fields(fields, state.sessions.proxy_pool())?;
     let restricted = settings
         .as_ref()
         .and_then(|s| s.stored.get("allowedDomains"))
         .and_then(serde_json::Value::as_array)
         .is_some_and(|list| !list.is_empty());
-    if restricted && !state.sessions.enforces_egress() {
-        return Err(ApiError::BadRequest(
-            "browserSettings.allowedDomains needs browsers in browserd's sandbox (their pages leave only through browserd), which this server does not run (--sandbox off, or not root): refused rather than ignored".into(),
-        ));
+    for (asked, field) in [
+        (restricted, "browserSettings.allowedDomains"),
+        (proxies.is_some(), "proxies"),
+    ] {
+        if asked && !state.sessions.enforces_egress() {
+            return Err(ApiError::BadRequest(format!(
+                "{field} needs browsers in browserd's sandbox (their pages leave only through browserd), which this server does not run (--sandbox off, or not root): refused rather than ignored"
+            )));
+        }
     }
     let ignored = settings
         .as_ref()
         .map(|s| s.ignored.clone())
         .unwrap_or_default();
-    // Its type was checked with the other traffic fields above.
-    let proxies = fields.value("proxies").cloned();
     // Both must be this project's; resolved now so a wrong id is a 404, not a failed launch.
     if let Some(context_id) = settings
         .as_ref()

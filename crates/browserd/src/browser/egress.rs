@@ -14,8 +14,10 @@
 //! CONNECT without authentication: ~100 lines) rather than taken from a crate, because the
 //! policy check sits between resolving and connecting, where proxy crates offer no hook.
 
+use super::upstream::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,13 +65,19 @@ impl EgressPolicy {
     }
 }
 
-/// What one session adds to the machine-wide [`EgressPolicy`] for its browser's pages.
+/// What one session adds to the machine-wide [`EgressPolicy`] for its browser's pages, and
+/// where their connections go.
 #[derive(Debug, Default)]
 pub struct SessionRules {
     /// `browserSettings.allowedDomains`: the hosts pages may connect to; `None`: any.
     pub allowed: Option<AllowedHosts>,
     /// Where a refusal is written for the session's owner: its session log.
     pub log: Option<crate::inspect::logs::LogTap>,
+    /// `proxies`: which connections leave through which upstream proxy.
+    pub routes: ProxyRoutes,
+    /// Bytes through upstream proxies not yet added to the session's record; the
+    /// supervisor takes them (`swap(0)`), this proxy adds to them as they flow.
+    pub proxy_bytes: Arc<AtomicU64>,
 }
 
 /// A browser's [`SessionRules`], set when it becomes a session's (a warm browser waits
@@ -199,46 +207,132 @@ async fn proxy(
         }
         return answer(&mut page, reply::NOT_ALLOWED).await;
     }
-    let addrs: Vec<SocketAddr> = match resolve(&host, port).await {
-        Ok(addrs) => addrs,
-        Err(_) => return answer(&mut page, reply::HOST_UNREACHABLE).await,
+    let (via, bytes, log) = {
+        let rules = session.read().unwrap();
+        (
+            rules.routes.route(&host),
+            Arc::clone(&rules.proxy_bytes),
+            rules.log.clone(),
+        )
     };
+    match via {
+        Via::Direct => match connect(&host, port, Some(policy)).await {
+            Ok(mut upstream) => {
+                answer(&mut page, reply::SUCCEEDED).await?;
+                let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
+                Ok(())
+            }
+            Err(Refusal { code, why }) => {
+                if let Some(why) = why {
+                    tracing::info!(%host, reason = why, "egress refused");
+                }
+                answer(&mut page, code).await
+            }
+        },
+        Via::Upstream(proxy) => match tunnel(&proxy, &host, port, policy).await {
+            Ok(upstream) => {
+                answer(&mut page, reply::SUCCEEDED).await?;
+                let mut upstream = Metered::new(upstream, bytes);
+                let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(%host, port, proxy = %proxy.label, reason = %e, "upstream proxy failed");
+                if let Some(log) = log {
+                    log.note(
+                        "browserd.proxyFailed",
+                        serde_json::json!({ "proxy": proxy.label, "host": host, "port": port, "reason": e.to_string() }),
+                    );
+                }
+                let code = match e {
+                    TunnelError::Local(_) => reply::NOT_ALLOWED,
+                    TunnelError::Unreachable(_) => reply::HOST_UNREACHABLE,
+                    _ => reply::GENERAL_FAILURE,
+                };
+                answer(&mut page, code).await
+            }
+        },
+    }
+}
+
+/// Why no connection was made: the SOCKS reply, and the policy's reason if it refused.
+struct Refusal {
+    code: u8,
+    why: Option<&'static str>,
+}
+
+/// Connects to `host:port`, checking each address it resolves to against `policy` (`None`:
+/// an operator's upstream proxy, which may be anywhere).
+async fn connect(
+    host: &str,
+    port: u16,
+    policy: Option<&EgressPolicy>,
+) -> Result<TcpStream, Refusal> {
+    let refuse = |code| Refusal { code, why: None };
+    let addrs: Vec<SocketAddr> = resolve(host, port)
+        .await
+        .map_err(|_| refuse(reply::HOST_UNREACHABLE))?;
     let mut refused = None;
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|addr| match policy.refusal(*addr) {
+        .filter(|addr| match policy.and_then(|p| p.refusal(*addr)) {
             Some(why) => {
-                refused = Some((*addr, why));
+                refused = Some(why);
                 false
             }
             None => true,
         })
         .collect();
     if allowed.is_empty() {
-        if let Some((addr, why)) = refused {
-            tracing::info!(%host, %addr, reason = why, "egress refused");
-            return answer(&mut page, reply::NOT_ALLOWED).await;
-        }
-        return answer(&mut page, reply::HOST_UNREACHABLE).await;
+        return Err(match refused {
+            Some(why) => Refusal {
+                code: reply::NOT_ALLOWED,
+                why: Some(why),
+            },
+            None => refuse(reply::HOST_UNREACHABLE),
+        });
     }
     let mut last_error = None;
     for addr in allowed {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(mut upstream)) => {
-                let _ = upstream.set_nodelay(true);
-                answer(&mut page, reply::SUCCEEDED).await?;
-                let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
-                return Ok(());
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
             }
             Ok(Err(e)) => last_error = Some(e),
             Err(_) => last_error = Some(std::io::ErrorKind::TimedOut.into()),
         }
     }
-    let code = match last_error.map(|e| e.kind()) {
+    Err(refuse(match last_error.map(|e| e.kind()) {
         Some(std::io::ErrorKind::ConnectionRefused) => reply::CONNECTION_REFUSED,
         _ => reply::HOST_UNREACHABLE,
+    }))
+}
+
+/// A tunnel to `host:port` through `proxy`. A client's own proxy is held to the same
+/// policy as a page (it could otherwise be pointed at this machine's services).
+async fn tunnel(
+    proxy: &Upstream,
+    host: &str,
+    port: u16,
+    policy: &EgressPolicy,
+) -> Result<TcpStream, TunnelError> {
+    let policy = (!proxy.operator).then_some(policy);
+    let mut stream = match connect(proxy.host(), proxy.port(), policy).await {
+        Ok(stream) => stream,
+        Err(Refusal { why: Some(why), .. }) => return Err(TunnelError::Local(why)),
+        Err(Refusal { code, .. }) => {
+            return Err(TunnelError::Unreachable(
+                match code {
+                    reply::CONNECTION_REFUSED => "connection refused",
+                    _ => "no route, unknown name or no answer",
+                }
+                .into(),
+            ));
+        }
     };
-    answer(&mut page, code).await
+    proxy.open_tunnel(&mut stream, host, port).await?;
+    Ok(stream)
 }
 
 /// The addresses of `host`: `localhost` and its subdomains are loopback (RFC 6761, as

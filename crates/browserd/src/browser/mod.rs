@@ -8,6 +8,7 @@ pub mod egress;
 pub mod pool;
 pub mod procs;
 pub mod sandbox;
+pub mod upstream;
 
 use crate::cdp::client::CdpError;
 use crate::files::contexts::ContextSnapshot;

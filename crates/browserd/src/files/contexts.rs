@@ -145,6 +145,27 @@ impl ContextVault {
         })
     }
 
+    /// Seals a small secret (a session's proxy password) with the context key, bound to
+    /// `purpose`: the text the store keeps instead of it.
+    pub fn seal_secret(&self, purpose: &str, secret: &str) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(seal(
+            &self.cipher,
+            purpose,
+            secret.as_bytes(),
+        ))
+    }
+
+    /// Opens what [`Self::seal_secret`] sealed under the same `purpose`.
+    pub fn open_secret(&self, purpose: &str, sealed: &str) -> Result<String, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .map_err(|_| "it is not a sealed secret".to_owned())?;
+        String::from_utf8(unseal(&self.cipher, purpose, &bytes)?)
+            .map_err(|_| "it is not text".to_owned())
+    }
+
     /// Keeps sealed contexts among the shared store's blobs instead of in files, so that a
     /// session on any node can load what a session on another saved. Sealed here first:
     /// the database never sees a profile in the clear.

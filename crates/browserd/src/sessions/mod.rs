@@ -15,6 +15,7 @@ mod supervisor;
 mod tests;
 
 use crate::browser::pool::WarmPool;
+use crate::browser::upstream::ProxyPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
 use crate::cdp::filter::Rules;
@@ -90,7 +91,8 @@ pub struct CreateRequest {
     pub user_metadata: Option<Map<String, Value>>,
     pub browser_settings: Option<Map<String, Value>>,
     pub extension_id: Option<String>,
-    pub proxies: Option<Value>,
+    /// Checked, pool members chosen; sealed for the store once the session has an id.
+    pub proxies: Option<Vec<crate::browser::upstream::ProxyEntry>>,
     pub viewport: Viewport,
     /// The unpacked extension to load (the API resolved `extensionId` to it).
     pub extension_dir: Option<PathBuf>,
@@ -273,6 +275,8 @@ pub struct SessionManager {
     client_numbers: std::sync::atomic::AtomicU64,
     /// This node's name, stamped on every session it creates.
     node: String,
+    /// The operator's upstream proxies (`--proxy-pool`), for sessions that ask for them.
+    proxy_pool: Arc<ProxyPool>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -291,9 +295,11 @@ impl SessionManager {
         files: Arc<FileStore>,
         limits: Limits,
         node: String,
+        proxy_pool: Arc<ProxyPool>,
     ) -> Arc<Self> {
         let manager = Arc::new(Self {
             node,
+            proxy_pool,
             store,
             launcher,
             files,
@@ -318,6 +324,11 @@ impl SessionManager {
             });
         }
         manager
+    }
+
+    /// The operator's upstream proxies (empty without `--proxy-pool`).
+    pub fn proxy_pool(&self) -> &ProxyPool {
+        &self.proxy_pool
     }
 
     /// The warm pool (its target and how many browsers are ready).
@@ -470,7 +481,10 @@ impl SessionManager {
             user_metadata: req.user_metadata,
             browser_settings: req.browser_settings,
             extension_id: req.extension_id,
-            proxies: req.proxies,
+            proxies: req.proxies.map(|entries| {
+                crate::browser::upstream::for_store(entries, id, self.files.vault())
+            }),
+            proxy_bytes: 0,
             created_at: now,
             updated_at: now,
             started_at: now,
@@ -517,6 +531,7 @@ impl SessionManager {
             commands: command_rx,
             farewell: farewell_tx,
             quota: Arc::new(self.files.session_quota()),
+            proxy_bytes: Default::default(),
         };
         // The session's owner for the rest of its life; tracked so shutdown can wait for it.
         self.tasks.spawn(supervisor.run(slot, ready_tx));
@@ -724,6 +739,7 @@ impl SessionManager {
             commands: command_rx,
             farewell: farewell_tx,
             quota: Arc::new(self.files.session_quota()),
+            proxy_bytes: Default::default(),
         };
         let (ready, _) = oneshot::channel();
         self.tasks.spawn(supervisor.run(slot, ready));

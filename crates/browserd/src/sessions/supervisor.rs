@@ -10,10 +10,14 @@ use crate::model::{Session, SessionStatus};
 use futures_util::FutureExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument as _;
+
+/// How often a session's proxy bytes are added to its record while it runs.
+const RECORD_PROXY_BYTES_EVERY: Duration = Duration::from_secs(10);
 
 /// How a session's time on this server ends.
 enum Outcome {
@@ -44,6 +48,9 @@ pub(super) struct Supervisor {
     /// The session's disk allowance: measured here while the session runs, read by its
     /// log and recording writers. See [`crate::files::quota`].
     pub(super) quota: Arc<DiskQuota>,
+    /// Bytes through the session's upstream proxies not yet in its record: the browser's
+    /// egress proxy adds to it, [`Self::record_proxy_bytes`] takes from it.
+    pub(super) proxy_bytes: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -243,16 +250,29 @@ impl Supervisor {
             .map(|list| AllowedHosts::parse(list.iter().filter_map(serde_json::Value::as_str)))
             .transpose()
             .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?;
+        // proxies: set in the same place, for the same reason.
+        let routes = match &self.session.proxies {
+            Some(stored) => crate::browser::upstream::from_store(
+                stored,
+                id,
+                &self.manager.proxy_pool,
+                files.vault(),
+            )
+            .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?,
+            None => Default::default(),
+        };
         match browser.egress_rules() {
             Some(slot) => {
                 *slot.write().unwrap() = SessionRules {
                     allowed,
                     log: log.clone(),
+                    routes,
+                    proxy_bytes: Arc::clone(&self.proxy_bytes),
                 };
             }
-            None if allowed.is_some() => {
+            None if allowed.is_some() || !routes.is_empty() => {
                 return Err(LaunchError::Sandbox(std::io::Error::other(
-                    "browserSettings.allowedDomains needs a sandboxed browser, whose pages leave only through browserd",
+                    "browserSettings.allowedDomains and proxies need a sandboxed browser, whose pages leave only through browserd",
                 ))
                 .into());
             }
@@ -285,9 +305,12 @@ impl Supervisor {
             .unwrap_or_else(|| self.manager.files.downloads_dir(self.session.id));
         let mut disk_check = tokio::time::interval(quota::CHECK_EVERY);
         disk_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut proxy_count = tokio::time::interval(RECORD_PROXY_BYTES_EVERY);
+        proxy_count.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = disk_check.tick() => self.check_disk(&folders, &downloads).await,
+                _ = proxy_count.tick() => self.record_proxy_bytes().await,
                 () = tokio::time::sleep_until(deadline) => {
                     let reason = format!(
                         "session timed out: it reached its timeout of {}s",
@@ -341,8 +364,28 @@ impl Supervisor {
         }
     }
 
+    /// Adds the bytes counted at the egress since the last call to the session's record
+    /// (`proxyBytes`); kept for the next call if the store fails.
+    async fn record_proxy_bytes(&self) {
+        let bytes = self.proxy_bytes.swap(0, Ordering::Relaxed);
+        if bytes == 0 {
+            return;
+        }
+        if let Err(e) = self
+            .manager
+            .store
+            .add_proxy_bytes(self.session.id, bytes)
+            .await
+        {
+            tracing::warn!(error = %e, bytes, "could not record the session's proxy bytes; trying again later");
+            self.proxy_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Ends the session through [`ending::end_session`], then tells clients why.
     async fn finish(&mut self, browser: Option<&mut dyn BrowserInstance>, ending: Ending) {
+        // Before the end is recorded: billing reads an ended session's bytes once.
+        self.record_proxy_bytes().await;
         let remains = match browser {
             Some(browser) => Remains::Browser {
                 browser,

@@ -138,6 +138,7 @@ fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
             ..Limits::sessions(max_sessions)
         },
         "node-a".into(),
+        Default::default(),
     );
     Harness {
         manager,
@@ -671,7 +672,14 @@ async fn clients_per_session_are_capped_and_counted_back_down() {
         ..Limits::sessions(10)
     };
     let (files, _files_dir) = test_files();
-    let manager = SessionManager::new(store, launcher, files, limits, "node-a".into());
+    let manager = SessionManager::new(
+        store,
+        launcher,
+        files,
+        limits,
+        "node-a".into(),
+        Default::default(),
+    );
     let s = manager.create(request(true, Some(600))).await.unwrap();
     let a = manager.attach(s.id).unwrap();
     let _b = manager.attach(s.id).unwrap();

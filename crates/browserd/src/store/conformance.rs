@@ -252,6 +252,7 @@ fn session(project_id: &str, created_at: OffsetDateTime) -> Session {
         browser_settings: None,
         extension_id: None,
         proxies: None,
+        proxy_bytes: 0,
         created_at,
         updated_at: created_at,
         started_at: created_at,

@@ -348,24 +348,33 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// From a usage query's sums: minutes of sessions not billed yet, and the billed totals.
-    fn from_sums(unbilled_minutes: i64, billed_minutes: i64, billed_bytes: i64) -> Self {
+    /// From a usage query's sums: minutes and proxy bytes of sessions not billed yet, and
+    /// the billed totals.
+    fn from_sums(unbilled: (i64, i64), billed: (i64, i64)) -> Self {
         Self {
-            browser_minutes: (unbilled_minutes + billed_minutes).max(0) as u64,
-            proxy_bytes: billed_bytes.max(0) as u64,
+            browser_minutes: (unbilled.0 + billed.0).max(0) as u64,
+            proxy_bytes: (unbilled.1 + billed.1).max(0) as u64,
         }
     }
 }
 
-/// Browser minutes and session counts of ended sessions, by project, as they are added to
-/// the usage totals.
-fn fold_usage(ended: &[Session]) -> std::collections::BTreeMap<&str, (u64, u64)> {
-    let mut by_project = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+/// What ended sessions add to their project's usage totals.
+#[derive(Debug, Default, Clone, Copy)]
+struct Billed {
+    minutes: u64,
+    proxy_bytes: u64,
+    sessions: u64,
+}
+
+/// Ended sessions' usage, by project, as it is added to the usage totals.
+fn fold_usage(ended: &[Session]) -> std::collections::BTreeMap<&str, Billed> {
+    let mut by_project = std::collections::BTreeMap::<&str, Billed>::new();
     for s in ended {
         let entry = by_project.entry(s.project_id.as_str()).or_default();
         // An ended session's minutes do not depend on "now".
-        entry.0 += s.browser_minutes(s.ended_at.unwrap_or(s.started_at));
-        entry.1 += 1;
+        entry.minutes += s.browser_minutes(s.ended_at.unwrap_or(s.started_at));
+        entry.proxy_bytes += s.proxy_bytes;
+        entry.sessions += 1;
     }
     by_project
 }
@@ -403,6 +412,9 @@ pub trait SessionStore: Send + Sync + 'static {
         ended_at: OffsetDateTime,
         reason: &str,
     ) -> Result<bool>;
+
+    /// Adds bytes that crossed the session's upstream proxies to its record.
+    async fn add_proxy_bytes(&self, id: Uuid, bytes: u64) -> Result<()>;
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>>;
 
@@ -448,7 +460,7 @@ pub mod memory {
         /// here follows paused time, where `created_at` (the wall clock) does not move.
         inserted: Mutex<HashMap<Uuid, tokio::time::Instant>>,
         /// Browser minutes of purged sessions, by project.
-        archived: Mutex<HashMap<String, u64>>,
+        archived: Mutex<HashMap<String, Usage>>,
     }
 
     impl MemoryStore {
@@ -540,6 +552,13 @@ pub mod memory {
             Ok(true)
         }
 
+        async fn add_proxy_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+            if let Some(s) = self.sessions.lock().unwrap().get_mut(&id) {
+                s.proxy_bytes += bytes;
+            }
+            Ok(())
+        }
+
         async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
             Ok(self.sessions.lock().unwrap().get(&id).cloned())
         }
@@ -568,17 +587,20 @@ pub mod memory {
         }
 
         async fn usage(&self, project_id: &str, now: OffsetDateTime) -> Result<Usage> {
-            let archived = self.archived.lock().unwrap().get(project_id).copied();
-            let stored: u64 = self
-                .all_sessions()
-                .iter()
-                .filter(|s| s.project_id == project_id)
-                .map(|s| s.browser_minutes(now))
-                .sum();
-            Ok(Usage {
-                browser_minutes: archived.unwrap_or(0) + stored,
-                proxy_bytes: 0,
-            })
+            let mut usage = self
+                .archived
+                .lock()
+                .unwrap()
+                .get(project_id)
+                .copied()
+                .unwrap_or_default();
+            for s in self.all_sessions() {
+                if s.project_id == project_id {
+                    usage.browser_minutes += s.browser_minutes(now);
+                    usage.proxy_bytes += s.proxy_bytes;
+                }
+            }
+            Ok(usage)
         }
 
         async fn bill_ended(&self, _batch: u32) -> Result<u64> {
@@ -598,8 +620,9 @@ pub mod memory {
                 .collect();
             for id in &old {
                 let s = map.remove(id).expect("listed above");
-                *archived.entry(s.project_id.clone()).or_default() +=
-                    s.browser_minutes(ended_before);
+                let total = archived.entry(s.project_id.clone()).or_default();
+                total.browser_minutes += s.browser_minutes(ended_before);
+                total.proxy_bytes += s.proxy_bytes;
             }
             Ok(old.len() as u64)
         }

@@ -192,6 +192,15 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn add_proxy_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET proxy_bytes = proxy_bytes + $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(bytes as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
         sqlx::query("SELECT * FROM sessions WHERE id = $1")
             .bind(id.to_string())
@@ -249,6 +258,8 @@ impl SessionStore for PostgresStore {
                    COALESCE(ended_at, $2) - started_at))::bigint + 59) / 60)), 0)::bigint \
                 FROM sessions WHERE project_id = $1 AND NOT billed AND status != 'PENDING') \
                  AS unbilled, \
+               (SELECT COALESCE(SUM(proxy_bytes), 0)::bigint FROM sessions \
+                WHERE project_id = $1 AND NOT billed) AS unbilled_bytes, \
                (SELECT COALESCE(SUM(browser_minutes), 0)::bigint FROM usage_totals \
                 WHERE project_id = $1) AS billed_minutes, \
                (SELECT COALESCE(SUM(proxy_bytes), 0)::bigint FROM usage_totals \
@@ -259,9 +270,8 @@ impl SessionStore for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(Usage::from_sums(
-            row.try_get("unbilled")?,
-            row.try_get("billed_minutes")?,
-            row.try_get("billed_bytes")?,
+            (row.try_get("unbilled")?, row.try_get("unbilled_bytes")?),
+            (row.try_get("billed_minutes")?, row.try_get("billed_bytes")?),
         ))
     }
 
@@ -807,16 +817,18 @@ async fn add_to_totals(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     ended: &[Session],
 ) -> Result<()> {
-    for (project, (minutes, count)) in super::fold_usage(ended) {
+    for (project, billed) in super::fold_usage(ended) {
         sqlx::query(
             "INSERT INTO usage_totals (project_id, browser_minutes, proxy_bytes, sessions) \
-             VALUES ($1, $2, 0, $3) ON CONFLICT (project_id) DO UPDATE SET \
+             VALUES ($1, $2, $4, $3) ON CONFLICT (project_id) DO UPDATE SET \
              browser_minutes = usage_totals.browser_minutes + $2, \
+             proxy_bytes = usage_totals.proxy_bytes + $4, \
              sessions = usage_totals.sessions + $3",
         )
         .bind(project)
-        .bind(minutes as i64)
-        .bind(count as i64)
+        .bind(billed.minutes as i64)
+        .bind(billed.sessions as i64)
+        .bind(billed.proxy_bytes as i64)
         .execute(&mut **tx)
         .await?;
     }
@@ -841,6 +853,7 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         browser_settings: json_col(row, "browser_settings")?,
         extension_id: row.try_get("extension_id")?,
         proxies: json_col(row, "proxies")?,
+        proxy_bytes: row.try_get::<i64, _>("proxy_bytes")?.max(0) as u64,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         started_at: row.try_get("started_at")?,

@@ -117,6 +117,8 @@ impl SessionStore for SqliteStore {
                    - julianday(started_at)) * 86400000) AS INTEGER) / 1000 + 59) / 60)), 0) \
                 FROM sessions WHERE project_id = ?1 AND billed = 0 AND status != 'PENDING') \
                  AS unbilled, \
+               (SELECT COALESCE(SUM(proxy_bytes), 0) FROM sessions \
+                WHERE project_id = ?1 AND billed = 0) AS unbilled_bytes, \
                (SELECT COALESCE(SUM(browser_minutes), 0) FROM usage_totals \
                 WHERE project_id = ?1) AS billed_minutes, \
                (SELECT COALESCE(SUM(proxy_bytes), 0) FROM usage_totals \
@@ -127,9 +129,8 @@ impl SessionStore for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(Usage::from_sums(
-            row.try_get("unbilled")?,
-            row.try_get("billed_minutes")?,
-            row.try_get("billed_bytes")?,
+            (row.try_get("unbilled")?, row.try_get("unbilled_bytes")?),
+            (row.try_get("billed_minutes")?, row.try_get("billed_bytes")?),
         ))
     }
 
@@ -335,6 +336,15 @@ impl SessionStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_proxy_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+        sqlx::query("UPDATE sessions SET proxy_bytes = proxy_bytes + ? WHERE id = ?")
+            .bind(bytes as i64)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<Session>> {
@@ -802,15 +812,17 @@ async fn add_to_totals(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     ended: &[Session],
 ) -> Result<()> {
-    for (project, (minutes, count)) in super::fold_usage(ended) {
+    for (project, billed) in super::fold_usage(ended) {
         sqlx::query(
             "INSERT INTO usage_totals (project_id, browser_minutes, proxy_bytes, sessions) \
-             VALUES (?1, ?2, 0, ?3) ON CONFLICT (project_id) DO UPDATE SET \
-             browser_minutes = browser_minutes + ?2, sessions = sessions + ?3",
+             VALUES (?1, ?2, ?4, ?3) ON CONFLICT (project_id) DO UPDATE SET \
+             browser_minutes = browser_minutes + ?2, proxy_bytes = proxy_bytes + ?4, \
+             sessions = sessions + ?3",
         )
         .bind(project)
-        .bind(minutes as i64)
-        .bind(count as i64)
+        .bind(billed.minutes as i64)
+        .bind(billed.sessions as i64)
+        .bind(billed.proxy_bytes as i64)
         .execute(&mut **tx)
         .await?;
     }
@@ -832,6 +844,7 @@ fn session_from_row(row: &SqliteRow) -> Result<Session> {
         browser_settings: json_col(row, "browser_settings")?,
         extension_id: row.try_get("extension_id")?,
         proxies: json_col(row, "proxies")?,
+        proxy_bytes: row.try_get::<i64, _>("proxy_bytes")?.max(0) as u64,
         created_at: time_col(row, "created_at")?,
         updated_at: time_col(row, "updated_at")?,
         started_at: time_col(row, "started_at")?,
