@@ -442,6 +442,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_clients_proxy_on_this_machine_is_refused_unless_pages_may_reach_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        let entries = crate::browser::upstream::parse_request(
+            &serde_json::json!([{"type": "external", "server": server}]),
+        )
+        .unwrap()
+        .unwrap();
+        let routes = ProxyRoutes::resolve(&entries, &Default::default()).unwrap();
+        let Via::Upstream(proxy) = routes.route("example.com") else {
+            panic!("routed direct")
+        };
+        let deny = EgressPolicy::default();
+        let refused = tunnel(&proxy, "example.com", 443, &deny).await.unwrap_err();
+        assert!(matches!(refused, TunnelError::Local(_)), "{refused}");
+        // Allowed, it is asked (and this listener never answers the CONNECT: it is reached).
+        let allow = EgressPolicy {
+            allow_local: true,
+            own_ports: vec![],
+        };
+        let asked = tokio::spawn(async move {
+            let (held, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            drop(held);
+        });
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(300),
+            tunnel(&proxy, "example.com", 443, &allow),
+        );
+        assert!(attempt.await.is_err(), "waits for the proxy's answer");
+        asked.await.unwrap();
+    }
+
     #[test]
     fn local_destinations_follow_the_policy_and_own_ports_are_always_closed() {
         let deny = EgressPolicy {

@@ -286,7 +286,10 @@ impl Upstream {
         };
         match status {
             (200..=299, _) => Ok(()),
-            (407, _) => Err(TunnelError::Authentication),
+            // 407 is the standard answer; some proxies (tinyproxy) answer 401.
+            (code @ (401 | 407), reason) => {
+                Err(TunnelError::Authentication(format!("{code} {reason}")))
+            }
             (code, reason) => Err(TunnelError::Refused(format!("{code} {reason}"))),
         }
     }
@@ -297,8 +300,8 @@ impl Upstream {
 pub enum TunnelError {
     #[error("the proxy is unreachable: {0}")]
     Unreachable(String),
-    #[error("the proxy refused the credentials (407 Proxy Authentication Required)")]
-    Authentication,
+    #[error("the proxy refused the credentials ({0})")]
+    Authentication(String),
     #[error("the proxy refused the connection: {0}")]
     Refused(String),
     #[error("the proxy broke off: {0}")]

@@ -47,6 +47,8 @@ pub struct Options {
     pub sandbox_off: bool,
     /// Another executable in Chromium's place (one that fails to start, say).
     pub chromium: Option<PathBuf>,
+    /// `--proxy-pool`.
+    pub proxy_pool: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             allow_local_egress: false,
             sandbox_off: false,
             chromium: None,
+            proxy_pool: None,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -110,6 +113,7 @@ impl TestServer {
             max_upload_mib: Some(opts.max_upload_mib),
             session_disk_mib: Some(opts.session_disk_mib),
             allow_local_egress: Some(opts.allow_local_egress),
+            proxy_pool: opts.proxy_pool.clone(),
             sandbox: opts
                 .sandbox_off
                 .then_some(browserd::browser::sandbox::SandboxMode::Off),

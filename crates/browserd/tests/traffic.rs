@@ -1,0 +1,367 @@
+//! Where a session's traffic goes: `proxies` through real upstream proxies (Debian's
+//! tinyproxy, with basic auth, two of them on loopback), the operator's proxy pool, proxy
+//! failures and `proxyBytes`. Real Chromium in its sandbox; pages on loopback.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The size of `/big`, served to count proxy bytes.
+const BIG: usize = 256 * 1024;
+
+/// A tinyproxy on a loopback port, asking for `user`/`password`; stopped on drop.
+struct Tinyproxy {
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl Tinyproxy {
+    async fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("access.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        // No ConnectPort line: CONNECT to any port (browserd tunnels plain HTTP too).
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\nLogFile \"{}\"\nBasicAuth {user} {password}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tinyproxy is installed (the test command installs it)");
+        eventually(|| async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await
+        .expect("tinyproxy listens");
+        Self {
+            port,
+            log,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    fn server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `host:port` of every CONNECT it was asked for.
+    fn tunnels(&self) -> Vec<String> {
+        tunnels_in(&self.log)
+    }
+}
+
+fn tunnels_in(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("): CONNECT ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A site on `addr` answering `hello <host>` (and `BIG` bytes at `/big`); returns its port.
+async fn site(addr: &str, hosts: Arc<Mutex<Vec<String>>>) -> u16 {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let hosts = Arc::clone(&hosts);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let host = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Host: ").or(l.strip_prefix("host: ")))
+                    .unwrap_or_default()
+                    .to_owned();
+                hosts.lock().unwrap().push(host.clone());
+                let body = if head.starts_with("GET /big ") {
+                    "x".repeat(BIG)
+                } else {
+                    format!("hello {host}")
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+async fn session_logs(server: &TestServer, id: &str) -> Vec<Value> {
+    server
+        .get_json(&format!("/v1/sessions/{id}/logs"))
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// One upstream for `localhost` (by domainPattern), `127.0.0.1` direct (`type: none`), and
+/// everything else through the other upstream (the entry without a pattern): each load
+/// arrives, and only the upstream it names saw it, with its own credentials. The bytes of a
+/// 256 KiB page through an upstream show as the session's and the project's proxyBytes; no
+/// password is in the store, the API or the logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxies_route_each_host_through_the_upstream_its_entry_names_and_count_its_bytes() {
+    let (a, b) = (
+        Tinyproxy::start("alice", "wonderland-a7").await,
+        Tinyproxy::start("bob", "builder-b9").await,
+    );
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let port = site("127.0.0.1:0", Arc::clone(&hosts)).await;
+    let other_port = site("127.0.0.2:0", Arc::clone(&hosts)).await;
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let s = server
+        .create(json!({"keepAlive": true, "proxies": [
+            {"type": "external", "server": a.server(), "username": "alice", "password": "wonderland-a7", "domainPattern": "localhost"},
+            {"type": "none", "domainPattern": "127\\.0\\.0\\.1"},
+            {"type": "external", "server": b.server(), "username": "bob", "password": "builder-b9"},
+        ]}))
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+
+    let via_a = format!("localhost:{port}");
+    assert_eq!(
+        visit(&mut cdp, &page, &format!("http://{via_a}/")).await,
+        Ok(format!("hello {via_a}"))
+    );
+    assert!(a.tunnels().contains(&via_a), "{:?}", a.tunnels());
+    let direct = format!("127.0.0.1:{port}");
+    assert_eq!(
+        visit(&mut cdp, &page, &format!("http://{direct}/")).await,
+        Ok(format!("hello {direct}"))
+    );
+    let via_b = format!("127.0.0.2:{other_port}");
+    assert_eq!(
+        visit(&mut cdp, &page, &format!("http://{via_b}/")).await,
+        Ok(format!("hello {via_b}"))
+    );
+    assert!(b.tunnels().contains(&via_b), "{:?}", b.tunnels());
+    assert!(
+        !a.tunnels().iter().any(|t| t != &via_a),
+        "{:?}",
+        a.tunnels()
+    );
+    assert!(
+        !b.tunnels()
+            .iter()
+            .any(|t| t.contains(&direct) || t.contains(&via_a)),
+        "{:?}",
+        b.tunnels()
+    );
+
+    let big = visit(&mut cdp, &page, &format!("http://{via_b}/big")).await;
+    assert_eq!(big.map(|t| t.len()), Ok(BIG));
+    let project = s["projectId"].as_str().unwrap().to_owned();
+    server.release(&id).await;
+    let bytes = server.get(&id).await["proxyBytes"].as_u64().unwrap();
+    // The page, the two small ones and the requests (headers): a little more than BIG.
+    assert!(
+        (BIG as u64..BIG as u64 + 32 * 1024).contains(&bytes),
+        "proxyBytes {bytes} for a {BIG}-byte page"
+    );
+    let usage = server
+        .get_json(&format!("/v1/projects/{project}/usage"))
+        .await;
+    assert_eq!(usage["proxyBytes"].as_u64(), Some(bytes), "{usage}");
+
+    // Credentials: sealed in the store, absent from every answer and log.
+    let shown = format!(
+        "{}{}{}",
+        server.get(&id).await,
+        Value::Array(session_logs(&server, &id).await),
+        server.get_json("/v1/sessions").await
+    );
+    let mut db = Vec::new();
+    for file in ["browserd.db", "browserd.db-wal"] {
+        db.extend(std::fs::read(server.data_dir.path().join(file)).unwrap_or_default());
+    }
+    assert!(
+        memchr::memmem::find(&db, b.server().as_bytes()).is_some(),
+        "the database files hold sessions"
+    );
+    for secret in ["wonderland-a7", "builder-b9"] {
+        assert!(!shown.contains(secret), "{secret} shown");
+        assert!(
+            memchr::memmem::find(&db, secret.as_bytes()).is_none(),
+            "{secret} stored"
+        );
+    }
+}
+
+/// Wrong credentials and an upstream that is down: the load fails in the client, and the
+/// session log names the proxy (never its password) and the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_failures_fail_the_load_and_are_named_in_the_session_log() {
+    let a = Tinyproxy::start("alice", "wonderland-a7").await;
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let port = site("127.0.0.1:0", Arc::clone(&hosts)).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    let s = server
+        .create(json!({"keepAlive": true, "proxies": [
+            {"type": "external", "server": a.server(), "username": "alice", "password": "not-the-password", "domainPattern": "localhost"},
+            {"type": "external", "server": dead},
+        ]}))
+        .await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    for host in ["localhost", "127.0.0.1"] {
+        let seen = visit(&mut cdp, &page, &format!("http://{host}:{port}/")).await;
+        assert!(seen.is_err(), "{host} loaded: {seen:?}");
+    }
+    assert!(hosts.lock().unwrap().is_empty(), "the site was reached");
+    let named = eventually(|| async {
+        let found: Vec<Value> = session_logs(&server, &id)
+            .await
+            .into_iter()
+            .filter(|e| e["method"] == "browserd.proxyFailed")
+            .collect();
+        let named = |proxy: &str, reason: &str| {
+            found.iter().any(|e| {
+                let said = &e["request"]["params"];
+                said["proxy"] == proxy && said["reason"].as_str().unwrap_or("").contains(reason)
+            })
+        };
+        (named(
+            &format!("http://alice@127.0.0.1:{}", a.port),
+            "refused the credentials",
+        ) && named(&dead, "connection refused"))
+        .then_some(())
+    })
+    .await;
+    let logs = Value::Array(session_logs(&server, &id).await);
+    assert!(named.is_some(), "both failures named: {logs}");
+    assert!(!logs.to_string().contains("not-the-password"));
+    server.release(&id).await;
+}
+
+/// `proxies: true` and `type: "browserbase"` take the operator's pool: a geolocation picks
+/// the upstream tagged with it; one the pool does not serve is a 400 that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_pool_serves_proxies_true_and_picks_upstreams_by_geolocation() {
+    let (ny, de) = (
+        Tinyproxy::start("nyuser", "ny-pass-1").await,
+        Tinyproxy::start("deuser", "de-pass-2").await,
+    );
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let port = site("127.0.0.1:0", Arc::clone(&hosts)).await;
+    let pool = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        pool.path(),
+        format!(
+            "[[proxy]]\nname = \"us-ny\"\nserver = \"{}\"\nusername = \"nyuser\"\npassword = \"ny-pass-1\"\ncountry = \"US\"\nstate = \"NY\"\ncity = \"New York\"\n\n\
+             [[proxy]]\nname = \"de\"\nserver = \"{}\"\nusername = \"deuser\"\npassword = \"de-pass-2\"\ncountry = \"DE\"\n",
+            ny.server(),
+            de.server()
+        ),
+    )
+    .unwrap();
+    // Pages may not reach this machine themselves: the operator's upstreams may.
+    let server = TestServer::start_with(Options {
+        proxy_pool: Some(pool.path().to_owned()),
+        ..Options::default()
+    })
+    .await;
+    // Each session visits a host of its own, so each upstream's log tells whose load it
+    // carried (Chromium's own background requests go through them too).
+    let (de_host, ny_host) = (format!("localhost:{port}"), format!("127.0.0.1:{port}"));
+    for (proxies, host) in [
+        (
+            json!([{"type": "browserbase", "geolocation": {"country": "de"}}]),
+            &de_host,
+        ),
+        (
+            json!([{"type": "browserbase", "geolocation": {"country": "US", "state": "NY", "city": "new york"}}]),
+            &ny_host,
+        ),
+    ] {
+        let s = server.create(json!({ "proxies": proxies })).await;
+        let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+        let page = cdp.page_session().await;
+        assert_eq!(
+            visit(&mut cdp, &page, &format!("http://{host}/")).await,
+            Ok(format!("hello {host}"))
+        );
+        server.release(s["id"].as_str().unwrap()).await;
+    }
+    let (de_saw, ny_saw) = (de.tunnels(), ny.tunnels());
+    assert!(
+        de_saw.contains(&de_host) && !de_saw.contains(&ny_host),
+        "{de_saw:?}"
+    );
+    assert!(
+        ny_saw.contains(&ny_host) && !ny_saw.contains(&de_host),
+        "{ny_saw:?}"
+    );
+    let s = server.create(json!({ "proxies": true })).await;
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    let host = format!("localhost:{port}");
+    assert_eq!(
+        visit(&mut cdp, &page, &format!("http://{host}/any")).await,
+        Ok(format!("hello {host}"))
+    );
+    server.release(s["id"].as_str().unwrap()).await;
+
+    let resp = server
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .json(&json!({"proxies": [{"type": "browserbase", "geolocation": {"country": "FR", "city": "Paris"}}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(
+        status,
+        &body,
+        400,
+        "no proxy in this server's pool serves Paris, FR",
+    );
+}
