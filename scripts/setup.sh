@@ -64,6 +64,13 @@ ensure_test_tools() {
     echo "setup: installing openssl"
     apt_install openssl
   fi
+  # Proxy tests run two tinyproxy upstreams of their own; the package's own service is not
+  # wanted (an open proxy on port 8888 the tests do not use).
+  if ! command -v tinyproxy >/dev/null 2>&1; then
+    echo "setup: installing tinyproxy (upstream proxies for the proxies tests)"
+    apt_install tinyproxy
+    systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+  fi
   # The systemd unit in deploy/ is checked with systemd-analyze verify.
   if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "setup: installing systemd (for systemd-analyze)"

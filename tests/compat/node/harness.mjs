@@ -15,6 +15,8 @@ import Browserbase from '@browserbasehq/sdk';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'debug', 'browserd');
 export const API_KEY = 'bd_node_compat_key';
+/** The upstream proxy's password in proxies.test.mjs: never in a log. */
+export const PROXY_PASSWORD = 'tiny-proxy-secret-node-8e2a';
 
 async function freePort() {
   const s = createServer();
@@ -66,7 +68,7 @@ async function startNode(dataDir, extra) {
  * database password.
  */
 function assertNoSecretLogged(dataDir) {
-  const secrets = [API_KEY, CONTEXT_KEY];
+  const secrets = [API_KEY, CONTEXT_KEY, PROXY_PASSWORD];
   const madeKey = join(dataDir, 'context.key');
   if (existsSync(madeKey)) secrets.push(readFileSync(madeKey, 'utf8').trim());
   const password = /^postgres:\/\/[^:]+:([^@]+)@/.exec(CLUSTER_DATABASE ?? '')?.[1];

@@ -43,6 +43,8 @@ def wait_until(check, timeout=30.0, what="condition"):
 # session is forwarded to it. The tests see the same contract either way.
 CLUSTER_DATABASE = os.environ.get("BROWSERD_COMPAT_DATABASE")
 CONTEXT_KEY = "0123456789abcdef" * 4
+# The upstream proxy's password in test_proxies: never in a log.
+PROXY_PASSWORD = "tiny-proxy-secret-5f1c"
 
 
 # Every node logs at debug level into this folder; at the end no log may hold a secret.
@@ -97,10 +99,10 @@ def browserd():
 
 
 def assert_no_secret_logged(data_dir):
-    """The servers' debug-level logs of the whole run hold no key, signing key, link token or
-    database password."""
+    """The servers' debug-level logs of the whole run hold no key, signing key, link token,
+    database or proxy password."""
     import re
-    secrets = [API_KEY, CONTEXT_KEY]
+    secrets = [API_KEY, CONTEXT_KEY, PROXY_PASSWORD]
     made_key = os.path.join(data_dir, "context.key")
     if os.path.exists(made_key):
         secrets.append(open(made_key).read().strip())

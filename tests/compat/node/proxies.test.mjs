@@ -1,0 +1,95 @@
+// Sessions' traffic through an upstream proxy (Debian's tinyproxy with basic auth), asked for
+// through the official Node SDK, driven with playwright-core.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { PROXY_PASSWORD, useBrowserd, waitUntil } from './harness.mjs';
+
+let site;
+let bb;
+
+useBrowserd((ctx) => ({ site, bb } = ctx));
+
+async function freePort() {
+  const probe = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => probe.once('listening', r));
+  const { port } = probe.address();
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+/** A tinyproxy on loopback asking for `user` and PROXY_PASSWORD. */
+async function startTinyproxy(user) {
+  const dir = mkdtempSync(join(tmpdir(), 'browserd-node-tinyproxy-'));
+  const port = await freePort();
+  const log = join(dir, 'access.log');
+  const conf = join(dir, 'tinyproxy.conf');
+  // No ConnectPort line: CONNECT to any port (browserd tunnels plain HTTP too).
+  writeFileSync(conf, `Port ${port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Connect\n`
+    + `LogFile "${log}"\nBasicAuth ${user} ${PROXY_PASSWORD}\n`);
+  const proc = spawn('tinyproxy', ['-d', '-c', conf], { stdio: 'ignore' });
+  await waitUntil(() => new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  }), 'tinyproxy to listen');
+  return {
+    server: `http://127.0.0.1:${port}`,
+    port,
+    /** The host:port of every CONNECT it was asked for. */
+    tunnels: () => readFileSync(log, 'utf8').split('\n')
+      .filter((l) => l.includes('): CONNECT ')).map((l) => l.split('): CONNECT ')[1].split(' ')[0]),
+    stop: () => { proc.kill(); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+const proxy = await startTinyproxy('dave');
+after(() => proxy.stop());
+
+test('an external proxy carries the session\'s traffic and proxyBytes counts it', async () => {
+  const s = await bb.sessions.create({
+    keepAlive: true,
+    proxies: [
+      { type: 'external', server: proxy.server, username: 'dave', password: PROXY_PASSWORD, domainPattern: '127\\.0\\.0\\.1' },
+    ],
+  });
+  const browser = await chromium.connectOverCDP(s.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await page.goto(`${site.url}/app`);
+  assert.equal(await page.textContent('#h'), 'Hello');
+  assert.ok(proxy.tunnels().includes(site.url.replace('http://', '')), proxy.tunnels().join(','));
+  await browser.close();
+  await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
+  const ended = await bb.sessions.retrieve(s.id);
+  assert.ok(ended.proxyBytes > 300, `proxyBytes ${ended.proxyBytes}`);
+  const usage = await bb.projects.usage(s.projectId);
+  assert.ok(usage.proxyBytes >= ended.proxyBytes, JSON.stringify(usage));
+});
+
+test('a proxy that refuses the credentials fails the navigation; the session log names it', async () => {
+  const s = await bb.sessions.create({
+    keepAlive: true,
+    proxies: [{ type: 'external', server: proxy.server, username: 'dave', password: 'wrong' }],
+  });
+  const browser = await chromium.connectOverCDP(s.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await assert.rejects(page.goto(`${site.url}/app`), /ERR_SOCKS_CONNECTION_FAILED/);
+  const named = await waitUntil(async () => (await bb.sessions.logs.list(s.id)).find((l) =>
+    l.method === 'browserd.proxyFailed'
+    && l.request?.params?.proxy === `http://dave@127.0.0.1:${proxy.port}`
+    && l.request.params.reason.includes('credentials')), 'the refusal in the session log');
+  assert.ok(!JSON.stringify(named).includes('wrong'), 'no password in the log');
+  await browser.close();
+});
+
+test('a geolocation no pool serves is a 400 that says so', async () => {
+  await assert.rejects(
+    bb.sessions.create({ proxies: [{ type: 'browserbase', geolocation: { country: 'JP' } }] }),
+    (e) => e.status === 400 && /--proxy-pool/.test(e.message),
+  );
+});
