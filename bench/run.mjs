@@ -104,7 +104,10 @@ async function startBrowserd({ warmPool, maxSessions, sandbox = 'auto', bin = BI
     '--warm-pool', String(warmPool), '--shutdown-ends-sessions', 'true', ...extra];
   if (knowsSandboxFlags(bin)) args.push('--allow-local-egress', 'true', '--sandbox', sandbox);
   if (maxSessions) args.push('--max-sessions', String(maxSessions));
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, ...env } });
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  // The server log (stderr), kept for the figures it reports (section 6 reads one).
+  let logText = '';
+  proc.stderr.on('data', (d) => { if (logText.length < 1 << 20) logText += d; });
   servers.add(proc);
   proc.on('exit', () => servers.delete(proc));
   let banner = '';
@@ -122,6 +125,7 @@ async function startBrowserd({ warmPool, maxSessions, sandbox = 'auto', bin = BI
   };
   const server = {
     base, dataDir, pid: proc.pid, api, warmPool,
+    log: () => logText,
     async project() { return (await api('GET', '/v1/projects')).body[0]; },
     async waitWarm(n = 1) {
       if (warmPool === 0) return;
@@ -958,6 +962,7 @@ async function benchEgress() {
     direct: { server: off, body: { keepAlive: true } },
     egress: { server: on, body: { keepAlive: true } },
     upstream: { server: on, body: { keepAlive: true, proxies } },
+    blockAds: { server: on, body: { keepAlive: true, browserSettings: { blockAds: true } } },
   };
   for (const m of Object.values(modes)) {
     await m.server.waitWarm(1);
@@ -984,7 +989,7 @@ async function benchEgress() {
     await m.browser.close();
     await m.server.api('POST', `/v1/sessions/${m.session.id}`, { status: 'REQUEST_RELEASE' });
   }
-  const creates = { plain: [], proxied: [], cold: [] };
+  const creates = { plain: [], proxied: [], blockAds: [], cold: [] };
   const timeCreate = async (server, body) => {
     const t = now();
     const { status, body: s } = await server.api('POST', '/v1/sessions', body);
@@ -998,18 +1003,24 @@ async function benchEgress() {
     creates.plain.push(await timeCreate(on, {}));
     await on.waitWarm(1);
     creates.proxied.push(await timeCreate(on, { proxies }));
+    await on.waitWarm(1);
+    creates.blockAds.push(await timeCreate(on, { browserSettings: { blockAds: true } }));
     creates.cold.push(await timeCreate(cold, { proxies }));
   }
+  // "blockAds: ad-block lists read hosts=… ms=…" (its fields in the server's log line).
+  const listLine = on.log().split('\n').find((l) => l.includes('ad-block lists read')) ?? '';
+  const adHosts = /hosts=(\d+)/.exec(listLine)?.[1];
+  const adListMs = /ms=(\d+)/.exec(listLine)?.[1];
   for (const s of [off, on, cold]) await s.stop();
   tiny.stop();
   closing.close();
   site.close();
-  return { n, loads, creates };
+  return { n, loads, creates, adHosts, adListMs };
 }
 
 function egressSection(e) {
   const f = (xs) => `${pct(xs, 50).toFixed(1)} / ${pct(xs, 95).toFixed(1)}`;
-  const row = (name, xs) => `| ${name} | ${f(xs.direct)} | ${f(xs.egress)} | ${f(xs.upstream)} | ${(pct(xs.egress, 50) - pct(xs.direct, 50)).toFixed(1)} |`;
+  const row = (name, xs) => `| ${name} | ${f(xs.direct)} | ${f(xs.egress)} | ${f(xs.upstream)} | ${f(xs.blockAds)} | ${(pct(xs.egress, 50) - pct(xs.direct, 50)).toFixed(1)} |`;
   const c = e.creates;
   return `<!-- egress -->
 ## 6. The egress path: what it costs a page, and what each choice costs a create (ms, p50 / p95)
@@ -1020,8 +1031,8 @@ Chromium connects straight out. The same loopback page, Playwright \`page.goto\`
 \`load\`, ${e.n} loads per mode, interleaved, in one keepAlive session per mode. Upstream:
 tinyproxy on loopback (\`proxies: [{type: "external"}]\`; every connection a CONNECT).
 
-| page load | straight out (\`--sandbox off\`) | browserd's egress (default) | egress → upstream proxy | egress − straight, p50 |
-|---|---|---|---|---|
+| page load | straight out (\`--sandbox off\`) | browserd's egress (default) | egress → upstream proxy | egress with \`blockAds\` | egress − straight, p50 |
+|---|---|---|---|---|---|
 ${row('new connection each load (the site closes it)', e.loads.fresh)}
 ${row('kept-alive connection', e.loads.kept)}
 
@@ -1029,6 +1040,7 @@ ${row('kept-alive connection', e.loads.kept)}
 |---|---|
 | warm, no proxies | ${f(c.plain)} |
 | warm, \`proxies\` (the egress is every browser's: the pool serves it) | ${f(c.proxied)} |
+| warm, \`blockAds\` (the lists were read by the first such session, in the page-load runs above) | ${f(c.blockAds)} |
 | cold, \`proxies\` (what it would cost if only proxied browsers had an egress: the proxy is fixed at launch, so no warm browser could serve it) | ${f(c.cold)} |
 
 **The choice this measures** (issue 13): every browser, warm ones too, talks to an egress of
@@ -1036,7 +1048,9 @@ its own in browserd. Its cost on a page load in this run: ${(pct(e.loads.fresh.e
 connection per load, ${(pct(e.loads.kept.egress, 50) - pct(e.loads.kept.direct, 50)).toFixed(1)} ms on a kept-alive one, against
 ${pct(e.loads.fresh.direct, 50).toFixed(0)} ms loads. What it saves a proxied session's create: ${pct(c.proxied, 50).toFixed(1)} ms from the pool
 instead of ${pct(c.cold, 50).toFixed(0)} ms cold (${(pct(c.cold, 50) / pct(c.proxied, 50)).toFixed(0)}×). The sandbox needs the egress anyway (its
-namespace has no other way out), so allowedDomains and proxies cost no extra hop.
+namespace has no other way out), so allowedDomains, blockAds and proxies cost no extra hop.
+\`blockAds\` checks each connection's host against ${e.adHosts ?? '?'} listed hosts (a hash lookup per
+suffix); reading the lists took ${e.adListMs ?? '?'} ms, once per server start, on the first session that asks.
 <!-- /egress -->
 `;
 }

@@ -28,6 +28,16 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# browserSettings.blockAds refuses the hosts EasyList and EasyPrivacy list; Debian ships and
+# updates them with uBlock Origin. (The package also asks Debian's chromium wrapper to load
+# uBlock itself, a Manifest V2 extension Chromium no longer runs: it stays unloaded.)
+ensure_ad_lists() {
+  if [ ! -f /usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist/easylist.txt ]; then
+    echo "setup: installing webext-ublock-origin-chromium (EasyList, EasyPrivacy for blockAds)"
+    apt_install webext-ublock-origin-chromium
+  fi
+}
+
 # Each browser runs in a bubblewrap sandbox (its own uid and namespaces); setpriv (util-linux)
 # drops it to that uid.
 ensure_sandbox() {

@@ -205,6 +205,18 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_PROXY_POOL", value_name = "FILE")]
     pub proxy_pool: Option<PathBuf>,
 
+    /// Filter lists whose whole-host rules (||host^) browserSettings.blockAds refuses at
+    /// the egress, comma-separated; read when a session first asks for blockAds, missing
+    /// files skipped [default: EasyList and EasyPrivacy from Debian's
+    /// webext-ublock-origin-chromium]
+    #[arg(
+        long,
+        env = "BROWSERD_BLOCK_ADS_LISTS",
+        value_name = "FILES",
+        value_delimiter = ','
+    )]
+    pub block_ads_lists: Option<Vec<PathBuf>>,
+
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub database: Option<Secret>,
@@ -310,6 +322,8 @@ pub struct Config {
     pub allow_local_egress: bool,
     /// The operator's upstream proxies (`--proxy-pool`); empty without one.
     pub proxy_pool: std::sync::Arc<crate::browser::upstream::ProxyPool>,
+    /// `--block-ads-lists`.
+    pub ad_block_lists: Vec<PathBuf>,
     /// A shared PostgreSQL database's URL; `None`: the embedded database.
     pub database: Option<Secret>,
     pub node_name: String,
@@ -442,6 +456,11 @@ impl Config {
         };
         Ok(Self {
             proxy_pool: std::sync::Arc::new(proxy_pool),
+            ad_block_lists: cli
+                .block_ads_lists
+                .clone()
+                .or_else(|| f.block_ads_lists.clone())
+                .unwrap_or_else(crate::browser::adblock::debian_lists),
             sandbox: cli.sandbox.or(f.sandbox).unwrap_or_default(),
             allow_local_egress: cli
                 .allow_local_egress

@@ -124,7 +124,10 @@ pub async fn prepare_with(
             min_free_disk_mib: config.min_free_disk_mib,
         },
         config.node_name.clone(),
-        Arc::clone(&config.proxy_pool),
+        crate::sessions::TrafficOptions {
+            proxy_pool: Arc::clone(&config.proxy_pool),
+            ad_block_lists: config.ad_block_lists.clone(),
+        },
     );
     let resumed = adopted.len();
     for (session, browser) in adopted {

@@ -13,6 +13,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The size of `/big`, served to count proxy bytes.
 const BIG: usize = 256 * 1024;
 
+/// A page with a first-party image and one from a well-known ad host (a whole-host rule of
+/// EasyList: `||ad.doubleclick.net^`).
+const AD_PAGE: &str = "<html><body><img id=own src=/pixel.png><img id=ad src=http://ad.doubleclick.net/pixel.png></body></html>";
+
+/// A 1×1 PNG.
+const PIXEL: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
 /// A tinyproxy on a loopback port, asking for `user`/`password`; stopped on drop.
 struct Tinyproxy {
     port: u16,
@@ -106,16 +119,20 @@ async fn site(addr: &str, hosts: Arc<Mutex<Vec<String>>>) -> u16 {
                     .unwrap_or_default()
                     .to_owned();
                 hosts.lock().unwrap().push(host.clone());
-                let body = if head.starts_with("GET /big ") {
-                    "x".repeat(BIG)
+                let (kind, body): (&str, Vec<u8>) = if head.starts_with("GET /big ") {
+                    ("text/plain", vec![b'x'; BIG])
+                } else if head.starts_with("GET /ads ") {
+                    ("text/html", AD_PAGE.as_bytes().to_vec())
+                } else if head.starts_with("GET /pixel.png ") {
+                    ("image/png", PIXEL.to_vec())
                 } else {
-                    format!("hello {host}")
+                    ("text/plain", format!("hello {host}").into_bytes())
                 };
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
-                let _ = tcp.write_all(resp.as_bytes()).await;
+                let _ = tcp.write_all(&[head.as_bytes(), &body].concat()).await;
             });
         }
     });
@@ -364,4 +381,64 @@ async fn the_proxy_pool_serves_proxies_true_and_picks_upstreams_by_geolocation()
         400,
         "no proxy in this server's pool serves Paris, FR",
     );
+}
+
+/// blockAds: on a page with a first-party image and one from ad.doubleclick.net, the
+/// first-party image loads and the ad host is refused at the egress (named in the session
+/// log); a session without blockAds asks for the ad host (nothing refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn block_ads_refuses_a_listed_ad_host_and_loads_first_party_images() {
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let port = site("127.0.0.1:0", Arc::clone(&hosts)).await;
+    let server = TestServer::start_with(Options {
+        allow_local_egress: true,
+        ..Options::default()
+    })
+    .await;
+    for block in [true, false] {
+        let s = server
+            .create(json!({"keepAlive": true, "browserSettings": {"blockAds": block}}))
+            .await;
+        let id = s["id"].as_str().unwrap().to_owned();
+        let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+        let page = cdp.page_session().await;
+        visit(&mut cdp, &page, &format!("http://127.0.0.1:{port}/ads"))
+            .await
+            .unwrap();
+        let widths = cdp
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": "[own.naturalWidth, ad.naturalWidth]", "returnByValue": true}),
+                Some(&page),
+            )
+            .await;
+        assert_eq!(
+            widths["result"]["result"]["value"],
+            json!([1, 0]),
+            "blockAds {block}"
+        );
+        let refused = |logs: &[Value]| {
+            logs.iter().any(|e| {
+                e["method"] == "browserd.egressRefused"
+                    && e["request"]["params"]["host"] == "ad.doubleclick.net"
+                    && e["request"]["params"]["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("blockAds")
+            })
+        };
+        if block {
+            let named =
+                eventually(|| async { refused(&session_logs(&server, &id).await).then_some(()) })
+                    .await;
+            assert!(named.is_some(), "the ad host is named in the session log");
+        } else {
+            server.release(&id).await;
+            assert!(
+                !refused(&session_logs(&server, &id).await),
+                "refused without blockAds"
+            );
+        }
+        server.release(&id).await;
+    }
 }

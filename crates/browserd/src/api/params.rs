@@ -113,11 +113,6 @@ pub struct BrowserSettings {
     pub ignored: Vec<&'static str>,
 }
 
-/// `browserSettings` that would change what the browser can reach, which browserd does not
-/// do yet: refused with a 400 that names them, never accepted without effect (a scraper
-/// must not believe it is restricted or protected when it is not).
-const NOT_YET: &[(&str, &str)] = &[("blockAds", "ads and trackers are not blocked")];
-
 /// `browserSettings` accepted without effect when turned on: they change how the browser
 /// looks to sites, not what it can reach.
 const WITHOUT_EFFECT: &[&str] = &[
@@ -209,13 +204,6 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
         "ignoreCertificateErrors",
     ] {
         fields.bool(name).map_err(prefix("browserSettings."))?;
-    }
-    for (name, effect) in NOT_YET {
-        if fields.value(name).is_some_and(turned_on) {
-            return Err(ApiError::BadRequest(format!(
-                "browserSettings.{name} is not supported by browserd yet ({effect}); leave it out or false"
-            )));
-        }
     }
     if let Some(domains) = fields.value("allowedDomains") {
         let list = domains.as_array().ok_or_else(|| {

@@ -167,14 +167,35 @@ async fn create(
         .and_then(|s| s.stored.get("allowedDomains"))
         .and_then(serde_json::Value::as_array)
         .is_some_and(|list| !list.is_empty());
+    let block_ads = settings
+        .as_ref()
+        .and_then(|s| s.stored.get("blockAds"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     for (asked, field) in [
         (restricted, "browserSettings.allowedDomains"),
+        (block_ads, "browserSettings.blockAds"),
         (proxies.is_some(), "proxies"),
     ] {
         if asked && !state.sessions.enforces_egress() {
             return Err(ApiError::BadRequest(format!(
                 "{field} needs browsers in browserd's sandbox (their pages leave only through browserd), which this server does not run (--sandbox off, or not root): refused rather than ignored"
             )));
+        }
+    }
+    if block_ads {
+        match state.sessions.ad_hosts().await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ApiError::BadRequest(
+                    "browserSettings.blockAds: this server has no ad-block lists (its operator can install Debian's webext-ublock-origin-chromium or give --block-ads-lists): refused rather than ignored".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::Internal(format!(
+                    "browserSettings.blockAds: the ad-block lists could not be read: {e}"
+                )));
+            }
         }
     }
     let ignored = settings

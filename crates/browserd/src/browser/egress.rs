@@ -73,6 +73,8 @@ pub struct SessionRules {
     pub allowed: Option<AllowedHosts>,
     /// Where a refusal is written for the session's owner: its session log.
     pub log: Option<crate::inspect::logs::LogTap>,
+    /// `browserSettings.blockAds`: the ad and tracker hosts refused.
+    pub block_ads: Option<Arc<super::adblock::AdHosts>>,
     /// `proxies`: which connections leave through which upstream proxy.
     pub routes: ProxyRoutes,
     /// Bytes through upstream proxies not yet added to the session's record; the
@@ -188,33 +190,36 @@ async fn proxy(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
-    // The session's own list first, on the name the page asked for (any redirect, new
+    // The session's own rules first, on the name the page asked for (any redirect, new
     // window or CDP-made target comes through here the same way).
-    let refused_by_session = {
+    let (refused, via, bytes, log) = {
         let rules = session.read().unwrap();
-        match &rules.allowed {
-            Some(allowed) if !allowed.allows(&host) => Some(rules.log.clone()),
+        let refused = match (&rules.allowed, &rules.block_ads) {
+            (Some(allowed), _) if !allowed.allows(&host) => {
+                Some("not in browserSettings.allowedDomains")
+            }
+            (_, Some(ads)) if ads.blocks(&host) => {
+                Some("browserSettings.blockAds: an ad or tracker host (EasyList, EasyPrivacy)")
+            }
             _ => None,
-        }
-    };
-    if let Some(log) = refused_by_session {
-        tracing::info!(%host, port, "egress refused: not in the session's allowedDomains");
-        if let Some(log) = log {
-            log.note(
-                "browserd.egressRefused",
-                serde_json::json!({ "host": host, "port": port, "reason": "not in browserSettings.allowedDomains" }),
-            );
-        }
-        return answer(&mut page, reply::NOT_ALLOWED).await;
-    }
-    let (via, bytes, log) = {
-        let rules = session.read().unwrap();
+        };
         (
+            refused,
             rules.routes.route(&host),
             Arc::clone(&rules.proxy_bytes),
             rules.log.clone(),
         )
     };
+    if let Some(reason) = refused {
+        tracing::info!(%host, port, reason, "egress refused by the session's rules");
+        if let Some(log) = log {
+            log.note(
+                "browserd.egressRefused",
+                serde_json::json!({ "host": host, "port": port, "reason": reason }),
+            );
+        }
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
     match via {
         Via::Direct => match connect(&host, port, Some(policy)).await {
             Ok(mut upstream) => {

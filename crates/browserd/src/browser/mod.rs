@@ -3,6 +3,7 @@
 //! [`Launcher`] is the seam between the session lifecycle and a real Chromium
 //! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
 
+pub mod adblock;
 pub mod chromium;
 pub mod egress;
 pub mod pool;

@@ -14,6 +14,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
+use crate::browser::adblock::AdHosts;
 use crate::browser::pool::WarmPool;
 use crate::browser::upstream::ProxyPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
@@ -277,6 +278,18 @@ pub struct SessionManager {
     node: String,
     /// The operator's upstream proxies (`--proxy-pool`), for sessions that ask for them.
     proxy_pool: Arc<ProxyPool>,
+    /// `--block-ads-lists`, read when the first session asks for `blockAds` (tens of
+    /// thousands of lines that most servers never need); `None` inside: no list exists.
+    ad_block_lists: Vec<PathBuf>,
+    ad_hosts: tokio::sync::OnceCell<Option<Arc<AdHosts>>>,
+}
+
+/// What sessions' traffic may be sent through or kept from, besides the sandbox's egress
+/// policy: the operator's proxy pool and the ad-block lists.
+#[derive(Debug, Default)]
+pub struct TrafficOptions {
+    pub proxy_pool: Arc<ProxyPool>,
+    pub ad_block_lists: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -295,11 +308,13 @@ impl SessionManager {
         files: Arc<FileStore>,
         limits: Limits,
         node: String,
-        proxy_pool: Arc<ProxyPool>,
+        traffic: TrafficOptions,
     ) -> Arc<Self> {
         let manager = Arc::new(Self {
             node,
-            proxy_pool,
+            proxy_pool: traffic.proxy_pool,
+            ad_block_lists: traffic.ad_block_lists,
+            ad_hosts: Default::default(),
             store,
             launcher,
             files,
@@ -329,6 +344,30 @@ impl SessionManager {
     /// The operator's upstream proxies (empty without `--proxy-pool`).
     pub fn proxy_pool(&self) -> &ProxyPool {
         &self.proxy_pool
+    }
+
+    /// The hosts `blockAds` refuses, read from `--block-ads-lists` on first use; `Ok(None)`:
+    /// none of the lists exists on this machine.
+    pub async fn ad_hosts(&self) -> Result<Option<Arc<AdHosts>>, String> {
+        self.ad_hosts
+            .get_or_try_init(|| async {
+                let paths = self.ad_block_lists.clone();
+                let started = std::time::Instant::now();
+                let loaded = tokio::task::spawn_blocking(move || AdHosts::load(&paths))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                if let Some(hosts) = &loaded {
+                    tracing::info!(
+                        hosts = hosts.len(),
+                        from = ?hosts.sources,
+                        ms = started.elapsed().as_millis() as u64,
+                        "blockAds: ad-block lists read"
+                    );
+                }
+                Ok(loaded.map(Arc::new))
+            })
+            .await
+            .cloned()
     }
 
     /// The warm pool (its target and how many browsers are ready).

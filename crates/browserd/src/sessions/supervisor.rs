@@ -205,27 +205,24 @@ impl Supervisor {
     async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
         let id = self.session.id;
         let files = &self.manager.files;
-        let setting = |name: &str| {
+        // A boolean browserSetting, or its default when left out.
+        let flag = |name: &str, default: bool| {
             self.session
                 .browser_settings
                 .as_ref()
                 .and_then(|s| s.get(name))
                 .and_then(serde_json::Value::as_bool)
-                .unwrap_or(true)
+                .unwrap_or(default)
         };
+        let setting = |name: &str| flag(name, true);
+        let setting_on = |name: &str| flag(name, false);
         let cookies = self
             .context
             .take()
             .map(|c| Arc::try_unwrap(c).map_or_else(|c| c.cookies.clone(), |c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
-            ignore_certificate_errors: self
-                .session
-                .browser_settings
-                .as_ref()
-                .and_then(|s| s.get("ignoreCertificateErrors"))
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+            ignore_certificate_errors: setting_on("ignoreCertificateErrors"),
             cookies,
             recording: setting("recordSession").then(|| Recording {
                 session: id,
@@ -261,18 +258,35 @@ impl Supervisor {
             .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?,
             None => Default::default(),
         };
+        let block_ads = match setting_on("blockAds") {
+            false => None,
+            true => Some(
+                self.manager
+                    .ad_hosts()
+                    .await
+                    .and_then(|hosts| {
+                        hosts.ok_or_else(|| "no ad-block list exists on this server".into())
+                    })
+                    .map_err(|e| {
+                        LaunchError::Sandbox(std::io::Error::other(format!(
+                            "browserSettings.blockAds: {e}"
+                        )))
+                    })?,
+            ),
+        };
         match browser.egress_rules() {
             Some(slot) => {
                 *slot.write().unwrap() = SessionRules {
                     allowed,
+                    block_ads: block_ads.clone(),
                     log: log.clone(),
                     routes,
                     proxy_bytes: Arc::clone(&self.proxy_bytes),
                 };
             }
-            None if allowed.is_some() || !routes.is_empty() => {
+            None if allowed.is_some() || block_ads.is_some() || !routes.is_empty() => {
                 return Err(LaunchError::Sandbox(std::io::Error::other(
-                    "browserSettings.allowedDomains and proxies need a sandboxed browser, whose pages leave only through browserd",
+                    "browserSettings.allowedDomains, blockAds and proxies need a sandboxed browser, whose pages leave only through browserd",
                 ))
                 .into());
             }
