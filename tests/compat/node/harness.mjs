@@ -15,7 +15,7 @@ import Browserbase from '@browserbasehq/sdk';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'debug', 'browserd');
 export const API_KEY = 'bd_node_compat_key';
-/** The upstream proxy's password in proxies.test.mjs: never in a log. */
+/** The upstream proxy's password in traffic.test.mjs: never in a log. */
 export const PROXY_PASSWORD = 'tiny-proxy-secret-node-8e2a';
 
 async function freePort() {
@@ -127,6 +127,10 @@ export async function startBrowserd() {
   };
 }
 
+/** A 1×1 PNG. */
+const PIXEL = Buffer.from('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489'
+  + '0000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44ae426082', 'hex');
+
 export async function startSite() {
   const server = createServer((req, res) => {
     res.setHeader('content-type', 'text/html');
@@ -151,6 +155,14 @@ export async function startSite() {
       res.setHeader('content-type', 'text/csv');
       res.setHeader('content-disposition', 'attachment; filename=data.csv');
       return res.end('a,b\n1,2\n');
+    }
+    if (req.url.startsWith('/pixel.png')) {
+      res.setHeader('content-type', 'image/png');
+      return res.end(PIXEL);
+    }
+    if (req.url.startsWith('/ads')) {
+      // A first-party image and one from a well-known ad host (EasyList: ||ad.doubleclick.net^).
+      return res.end('<html><body><img id="own" src="/pixel.png"><img id="ad" src="http://ad.doubleclick.net/pixel.png"></body></html>');
     }
     if (req.url.startsWith('/downloads')) {
       return res.end('<html><body><a id="get" href="/files/data.csv">data</a></body></html>');

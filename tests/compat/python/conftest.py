@@ -43,7 +43,7 @@ def wait_until(check, timeout=30.0, what="condition"):
 # session is forwarded to it. The tests see the same contract either way.
 CLUSTER_DATABASE = os.environ.get("BROWSERD_COMPAT_DATABASE")
 CONTEXT_KEY = "0123456789abcdef" * 4
-# The upstream proxy's password in test_proxies: never in a log.
+# The upstream proxy's password in test_traffic: never in a log.
 PROXY_PASSWORD = "tiny-proxy-secret-5f1c"
 
 
@@ -136,6 +136,12 @@ def bb(browserd):
         client.sessions.update(s.id, status="REQUEST_RELEASE")
 
 
+# A 1x1 PNG.
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44ae426082")
+
+
 class _Pages(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.startswith("/account"):
@@ -156,6 +162,12 @@ class _Pages(http.server.BaseHTTPRequestHandler):
                 b"  const file = e.target.files[0];"
                 b"  document.getElementById('out').textContent = file.name + ':' + await file.text();"
                 b"});</script></body></html>")
+        if self.path.startswith("/pixel.png"):
+            return self._send(PIXEL, content_type="image/png")
+        if self.path.startswith("/ads"):
+            # A first-party image and one from a well-known ad host (EasyList: ||ad.doubleclick.net^).
+            return self._send(b"<html><body><img id='own' src='/pixel.png'>"
+                              b"<img id='ad' src='http://ad.doubleclick.net/pixel.png'></body></html>")
         if self.path.startswith("/downloads"):
             return self._send(b"<html><body><a id='get' href='/files/report.txt'>report</a></body></html>")
         if self.path.startswith("/login"):

@@ -1,5 +1,5 @@
-"""Sessions' traffic through an upstream proxy (Debian's tinyproxy with basic auth), asked
-for through the official SDK, driven with Playwright."""
+"""Where sessions' traffic goes, asked for through the official SDK and driven with
+Playwright: through an upstream proxy (Debian's tinyproxy with basic auth), and blockAds."""
 
 import os
 import socket
@@ -86,3 +86,20 @@ def test_a_refused_proxy_fails_the_navigation_and_the_session_log_names_it(
 def test_proxies_true_without_a_pool_is_refused_by_name(bb):
     with pytest.raises(BadRequestError, match="--proxy-pool"):
         bb.sessions.create(proxies=True)
+
+
+def test_block_ads_keeps_an_ad_host_out_and_first_party_images_in(bb, playwright, site):
+    s = bb.sessions.create(keep_alive=True, browser_settings={"block_ads": True})
+    browser = playwright.chromium.connect_over_cdp(s.connect_url)
+    page = browser.contexts[0].pages[0]
+    page.goto(f"{site}/ads", wait_until="load")
+    assert page.evaluate("[own.naturalWidth, ad.naturalWidth]") == [1, 0]
+
+    def named():
+        return [log for log in bb.sessions.logs.list(s.id)
+                if log.method == "browserd.egressRefused"
+                and log.request.params.get("host") == "ad.doubleclick.net"
+                and "blockAds" in log.request.params.get("reason", "")]
+    wait_until(named, what="the ad host in the session log")
+    browser.close()
+    bb.sessions.update(s.id, status="REQUEST_RELEASE")

@@ -1,5 +1,5 @@
-// Sessions' traffic through an upstream proxy (Debian's tinyproxy with basic auth), asked for
-// through the official Node SDK, driven with playwright-core.
+// Where sessions' traffic goes, asked for through the official Node SDK and driven with
+// playwright-core: through an upstream proxy (Debian's tinyproxy with basic auth), and blockAds.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -84,6 +84,18 @@ test('a proxy that refuses the credentials fails the navigation; the session log
     && l.request?.params?.proxy === `http://dave@127.0.0.1:${proxy.port}`
     && l.request.params.reason.includes('credentials')), 'the refusal in the session log');
   assert.ok(!JSON.stringify(named).includes('wrong'), 'no password in the log');
+  await browser.close();
+});
+
+test('blockAds keeps an ad host out and first-party images in', async () => {
+  const s = await bb.sessions.create({ keepAlive: true, browserSettings: { blockAds: true } });
+  const browser = await chromium.connectOverCDP(s.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await page.goto(`${site.url}/ads`, { waitUntil: 'load' });
+  assert.deepEqual(await page.evaluate('[own.naturalWidth, ad.naturalWidth]'), [1, 0]);
+  await waitUntil(async () => (await bb.sessions.logs.list(s.id)).find((l) =>
+    l.method === 'browserd.egressRefused' && l.request?.params?.host === 'ad.doubleclick.net'
+    && l.request.params.reason.includes('blockAds')), 'the ad host in the session log');
   await browser.close();
 });
 
