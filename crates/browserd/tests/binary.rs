@@ -307,6 +307,80 @@ async fn first_start_prints_the_sdk_settings_once_and_a_restart_keeps_keep_alive
     assert!(browserd::browser::procs::find_by_cmdline(&dir.path().join("sessions")).is_empty());
 }
 
+/// A keepAlive session's proxy outlives a restart: its password, sealed in the database with
+/// the context key, is opened again by the next browserd, which takes the session back and
+/// sends its pages through the same upstream with the same credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_a_sessions_upstream_proxy_and_its_credentials() {
+    let proxy = common::Tinyproxy::start("erin", "restart-proxy-pw").await;
+    let site = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site_port = site.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = site.accept().await {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nthrough",
+                )
+                .await;
+        }
+    });
+    let dir = data_dir();
+    let flags = [
+        "--allow-local-egress",
+        "true",
+        "--api-key",
+        "bd_restart_proxy_key",
+    ];
+    let key = "bd_restart_proxy_key";
+    let server = serve(dir.path(), &flags);
+    let s = create(
+        &server.base,
+        key,
+        json!({"keepAlive": true, "proxies": [{"type": "external", "server": proxy.server(), "username": "erin", "password": "restart-proxy-pw"}]}),
+    )
+    .await;
+    let url = format!("http://localhost:{site_port}/");
+    let host = format!("localhost:{site_port}");
+    let through = |n: usize| proxy.tunnels().iter().filter(|t| **t == host).count() >= n;
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    assert_eq!(
+        common::visit(&mut cdp, &page, &url).await,
+        Ok("through".into())
+    );
+    assert!(through(1), "{:?}", proxy.tunnels());
+    let before = proxy.tunnels().iter().filter(|t| **t == host).count();
+
+    signal(&server.child, rustix::process::Signal::TERM);
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    let again = serve_on(port_of(&again_base(&s)), dir.path(), &flags);
+    assert!(
+        again
+            .banner
+            .join("\n")
+            .contains("resumed 1 keepAlive session")
+    );
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page = cdp.page_session().await;
+    assert_eq!(
+        common::visit(&mut cdp, &page, &format!("{url}?again")).await,
+        Ok("through".into())
+    );
+    assert!(through(before + 1), "{:?}", proxy.tunnels());
+    assert_eq!(
+        release(&again.base, key, s["id"].as_str().unwrap()).await["status"],
+        "COMPLETED"
+    );
+}
+
 /// The browser folder of the session created last (warm pool off: one folder per session).
 fn newest_folder(data_dir: &Path, known: &[std::path::PathBuf]) -> std::path::PathBuf {
     let folders: Vec<_> = std::fs::read_dir(data_dir.join("sessions"))

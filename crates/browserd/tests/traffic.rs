@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -25,82 +24,6 @@ const PIXEL: &[u8] = &[
     0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
     0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
-
-/// A tinyproxy on a loopback port, asking for `user`/`password`; stopped on drop.
-struct Tinyproxy {
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    _child: tokio::process::Child,
-}
-
-impl Tinyproxy {
-    async fn start(user: &str, password: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = dir.path().join("access.log");
-        let conf = dir.path().join("tinyproxy.conf");
-        // No ConnectPort line: CONNECT to any port (browserd tunnels plain HTTP too).
-        std::fs::write(
-            &conf,
-            format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\nLogFile \"{}\"\nBasicAuth {user} {password}\n",
-                log.display()
-            ),
-        )
-        .unwrap();
-        let child = tokio::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tinyproxy is installed (the test command installs it)");
-        eventually(|| async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await
-        .expect("tinyproxy listens");
-        Self {
-            port,
-            log,
-            _dir: dir,
-            _child: child,
-        }
-    }
-
-    fn server(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The `host:port` of every CONNECT it was asked for.
-    fn tunnels(&self) -> Vec<String> {
-        tunnels_in(&self.log)
-    }
-}
-
-fn tunnels_in(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split("): CONNECT ").nth(1))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A site on `addr` answering `hello <host>` (and `BIG` bytes at `/big`); returns its port.
 async fn site(addr: &str, hosts: Arc<Mutex<Vec<String>>>) -> u16 {

@@ -527,3 +527,79 @@ pub async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, St
     }
     Ok(text)
 }
+
+/// A tinyproxy on a loopback port, asking for `user`/`password`; stopped on drop.
+pub struct Tinyproxy {
+    pub port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+impl Tinyproxy {
+    pub async fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("access.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        // No ConnectPort line: CONNECT to any port (browserd tunnels plain HTTP too).
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nLogLevel Connect\nLogFile \"{}\"\nBasicAuth {user} {password}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tinyproxy is installed (the test command installs it)");
+        eventually(|| async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await
+        .expect("tinyproxy listens");
+        Self {
+            port,
+            log,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    pub fn server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `host:port` of every CONNECT it was asked for.
+    pub fn tunnels(&self) -> Vec<String> {
+        tunnels_in(&self.log)
+    }
+}
+
+pub fn tunnels_in(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("): CONNECT ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
