@@ -28,6 +28,14 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# seleniumRemoteUrl runs a chromedriver per session: Debian's, the same version as chromium.
+ensure_chromedriver() {
+  if ! command -v chromedriver >/dev/null 2>&1; then
+    echo "setup: installing chromedriver (Debian package chromium-driver)"
+    apt_install chromium-driver
+  fi
+}
+
 # browserSettings.blockAds refuses the hosts EasyList and EasyPrivacy list; Debian ships and
 # updates them with uBlock Origin. (The package also asks Debian's chromium wrapper to load
 # uBlock itself, a Manifest V2 extension Chromium no longer runs: it stays unloaded.)

@@ -35,6 +35,28 @@ pub fn unregister(port: u16) {
     NAMESPACES.lock().unwrap().remove(&port);
 }
 
+/// The namespace of the sandboxed browser whose DevTools listen at `authority`
+/// (`127.0.0.1:PORT`); `None` for an unsandboxed browser.
+pub fn namespace_of(authority: &str) -> Option<Arc<OwnedFd>> {
+    let addr: std::net::SocketAddr = authority.parse().ok()?;
+    NAMESPACES.lock().unwrap().get(&addr.port()).cloned()
+}
+
+/// Opens a TCP connection to `addr` inside the namespace `ns` (another service of a
+/// browser's sandbox, such as its chromedriver).
+pub async fn connect_in(
+    ns: Arc<OwnedFd>,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = inside(ns, move || {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    })
+    .await?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
 /// Opens a TCP connection to a browser's DevTools server, `authority` being the
 /// `127.0.0.1:PORT` of its CDP url: inside the browser's namespace when it is sandboxed, on
 /// the host's loopback otherwise.
@@ -131,6 +153,11 @@ pub fn of_sandbox(pid: u32) -> std::io::Result<OwnedFd> {
 
 /// A child of `pid`: from `/proc/PID/task/PID/children` where the kernel offers it, else by
 /// a scan of `/proc` for a process whose parent is `pid`.
+/// The first process in the sandbox whose outer bwrap is `pid` (inside its namespaces).
+pub fn sandbox_process(pid: u32) -> Option<u32> {
+    first_child(pid)
+}
+
 fn first_child(pid: u32) -> Option<u32> {
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         return children.split_whitespace().next()?.parse().ok();

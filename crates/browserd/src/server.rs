@@ -139,6 +139,7 @@ pub async fn prepare_with(
         cluster,
         secret,
         history: Arc::default(),
+        webdriver: Arc::default(),
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,

@@ -341,3 +341,36 @@ async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
         assert_error(status, &err, 500, "failed to start");
     }
 }
+
+/// `seleniumRemoteUrl` answers in WebDriver's own error shape: no or wrong credentials are
+/// a 401, `/status` needs none, and nothing reaches a chromedriver.
+#[tokio::test]
+async fn webdriver_requests_without_the_sessions_credentials_are_refused_in_webdrivers_shape() {
+    let app = app().await;
+    let new_session = r#"{"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}"#;
+    for (key, says) in [
+        (None, "missing credentials"),
+        (Some(KEY), "missing credentials"),
+    ] {
+        let (status, body) = app
+            .call_as(key, Method::POST, "/webdriver/session", Some(new_session))
+            .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["value"]["error"], "unknown error", "{body}");
+        let message = body["value"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
+    let (status, body) = app
+        .call_as(None, Method::GET, "/webdriver/status", None)
+        .await;
+    assert_eq!(
+        (status, &body["value"]["ready"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "nothing launched"
+    );
+}

@@ -21,6 +21,7 @@ mod session_inspect;
 mod sessions;
 mod ui;
 mod upgrade;
+pub mod webdriver;
 
 use crate::model::Project;
 use crate::secrets::{SigningSecret, hash_api_key};
@@ -62,6 +63,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// The last hour of this server's figures, for the dashboard's overview.
     pub history: Arc<overview::History>,
+    /// The sessions' chromedrivers and their WebDriver sessions (`seleniumRemoteUrl`).
+    pub webdriver: Arc<webdriver::Hub>,
 }
 
 /// Request bodies are small JSON documents; anything larger is refused with 413.
@@ -149,10 +152,10 @@ pub fn app(state: AppState) -> Router {
         .route("/dashboard", get(ui::dashboard))
         .route("/ui/rrweb/replay.min.js", get(ui::replay_js))
         .route("/ui/rrweb/replay.min.css", get(ui::replay_css))
-        .route("/webdriver", axum::routing::any(sessions::webdriver))
+        .route("/webdriver", axum::routing::any(webdriver::webdriver))
         .route(
             "/webdriver/{*rest}",
-            axum::routing::any(sessions::webdriver),
+            axum::routing::any(webdriver::webdriver),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -78,6 +78,11 @@ async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), 
             .map(|q| q.0)
             .unwrap_or_default();
         super::connect::authenticate(state, &query).await.ok()
+    } else if path.starts_with("/webdriver/session") {
+        // WebDriver names its session in headers; checked here as the handler checks them.
+        super::webdriver::authenticate(state, req.headers())
+            .await
+            .ok()
     } else if let Some(rest) = path.strip_prefix("/debug/") {
         let token = rest.split('/').next().unwrap_or_default();
         state.secret.verify_grant(token).map(|g| g.session)

@@ -373,10 +373,3 @@ pub async fn list(
 /// paging, and an answer of every session ever kept would grow without bound.
 const DEFAULT_LIST_LIMIT: u32 = 1000;
 const MAX_LIST_LIMIT: u32 = 10_000;
-
-/// `seleniumRemoteUrl`: answered clearly until WebDriver is supported.
-pub async fn webdriver() -> ApiError {
-    ApiError::NotImplemented(
-        "browserd does not serve Selenium/WebDriver yet; connect with a CDP client (Playwright, Puppeteer) to connectUrl".into(),
-    )
-}

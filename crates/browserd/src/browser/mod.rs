@@ -4,6 +4,7 @@
 //! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
 
 pub mod adblock;
+pub mod chromedriver;
 pub mod chromium;
 pub mod egress;
 pub mod pool;

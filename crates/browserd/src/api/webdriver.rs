@@ -1,0 +1,490 @@
+//! `seleniumRemoteUrl`: W3C WebDriver on a session's own browser.
+//!
+//! `POST {base}/webdriver/session` with `x-bb-signing-key: <signingKey>` (or the legacy
+//! `session-id` + `x-bb-api-key`) attaches a WebDriver session to the browserd session's
+//! running Chromium: a chromedriver per browserd session ([`crate::browser::chromedriver`]),
+//! started on the first new-session, attached through `debuggerAddress`, never launching a
+//! browser. browserd stands in front of it: it authenticates every request, forwards only
+//! the W3C commands of the client's own WebDriver sessions (chromedriver's extensions, such as
+//! raw CDP through `goog/cdp/execute` or file pushes through `se/file`, would pass around the
+//! CDP filter and the sandbox's folders), and answers in WebDriver's error shape.
+//!
+//! A WebDriver session is a client of the browserd session from new-session until
+//! `DELETE /session/{id}` or a silence longer than the clients' idle limit: without
+//! keepAlive, `driver.quit()` ends the browserd session as COMPLETED.
+
+use super::AppState;
+use crate::browser::chromedriver::{Cell, Chromedriver, DriverPlace};
+use crate::secrets::{hash_api_key, verify_session_token};
+use crate::sessions::{AttachError, ClientLease, Seat as _};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The commands forwarded, by the path segment after `/session/{id}/` (W3C WebDriver §6.5's
+/// endpoint table). Everything else is an unknown command.
+const FORWARDED: &[&str] = &[
+    "timeouts",
+    "url",
+    "back",
+    "forward",
+    "refresh",
+    "title",
+    "window",
+    "frame",
+    "element",
+    "elements",
+    "shadow",
+    "source",
+    "execute",
+    "cookie",
+    "actions",
+    "alert",
+    "screenshot",
+    "print",
+];
+
+/// How often idle WebDriver sessions are looked for.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The chromedrivers of this server's sessions and the WebDriver sessions on them.
+#[derive(Default)]
+pub struct Hub {
+    /// By browserd session. A std Mutex: held for map operations only.
+    hosts: Mutex<HashMap<Uuid, Arc<Host>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+/// One browserd session's chromedriver and its WebDriver sessions.
+struct Host {
+    driver: tokio::sync::OnceCell<Chromedriver>,
+    /// WebDriver session id → its client. A std Mutex: map operations only.
+    clients: Mutex<HashMap<String, WdClient>>,
+}
+
+struct WdClient {
+    /// Counts it among the browserd session's clients; dropped on quit or when idle.
+    _lease: ClientLease,
+    last_used: Instant,
+}
+
+impl Hub {
+    /// The browserd session's host, made (with its watcher) on first use.
+    fn host(self: &Arc<Self>, id: Uuid, lease: &ClientLease, idle_after: Duration) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().unwrap();
+        if let Some(host) = hosts.get(&id) {
+            return Arc::clone(host);
+        }
+        let host = Arc::new(Host {
+            driver: tokio::sync::OnceCell::new(),
+            clients: Mutex::default(),
+        });
+        hosts.insert(id, Arc::clone(&host));
+        // Ends the chromedriver with the session (or when browserd leaves it running), and
+        // lets go of WebDriver sessions that fell silent.
+        let (hub, farewell, watched) = (Arc::clone(self), lease.farewell(), Arc::clone(&host));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_CHECK_EVERY);
+            let ended = until_ended(farewell);
+            tokio::pin!(ended);
+            loop {
+                tokio::select! {
+                    () = &mut ended => break,
+                    _ = tick.tick() => {
+                        watched.clients.lock().unwrap().retain(|wdid, client| {
+                            let keep = client.last_used.elapsed() < idle_after;
+                            if !keep {
+                                tracing::info!(session = %id, webdriver = %wdid, "a silent WebDriver session was let go");
+                            }
+                            keep
+                        });
+                    }
+                }
+            }
+            hub.hosts.lock().unwrap().remove(&id);
+        });
+        host
+    }
+
+    fn existing(&self, id: Uuid) -> Option<Arc<Host>> {
+        self.hosts.lock().unwrap().get(&id).cloned()
+    }
+}
+
+/// Returns when the session has ended (or browserd leaves it running).
+async fn until_ended(mut farewell: tokio::sync::watch::Receiver<Option<crate::model::Farewell>>) {
+    let _ = farewell.wait_for(Option::is_some).await.map(drop);
+}
+
+/// A WebDriver error: `{"value": {"error", "message", "stacktrace"}}`.
+fn wd_error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    let body = json!({"value": {"error": error, "message": message.into(), "stacktrace": ""}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Any request under `/webdriver`.
+pub async fn webdriver(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_start_matches("/webdriver");
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments == ["status"] {
+        return axum::Json(json!({"value": {"ready": true, "message": "browserd: create a WebDriver session with the session's signing key"}})).into_response();
+    }
+    let id = match authenticate(&state, &headers).await {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    if !state.sessions.is_live(id) {
+        return ended(&state, id).await;
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::POST, ["session"]) => new_session(&state, id, &body).await,
+        (_, ["session", wdid, rest @ ..]) => {
+            command(&state, id, wdid, &method, rest, &uri, body).await
+        }
+        _ => wd_error(
+            StatusCode::NOT_FOUND,
+            "unknown command",
+            format!("{method} {path} is not a WebDriver command browserd serves"),
+        ),
+    }
+}
+
+/// Which browserd session a request is for, from its headers.
+pub(super) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Uuid, Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let unauthorized = |message: &str| {
+        wd_error(
+            StatusCode::UNAUTHORIZED,
+            "unknown error",
+            message.to_owned(),
+        )
+    };
+    if let Some(key) = header("x-bb-signing-key") {
+        return verify_session_token(&state.secret, key)
+            .ok_or_else(|| unauthorized("invalid x-bb-signing-key: use the session's signingKey"));
+    }
+    if let (Some(id), Some(key)) = (header("session-id"), header("x-bb-api-key")) {
+        let project = match state
+            .store
+            .projects
+            .project_for_key(&hash_api_key(key))
+            .await
+        {
+            Ok(Some(project)) => project,
+            Ok(None) => return Err(unauthorized("invalid x-bb-api-key")),
+            Err(e) => {
+                return Err(wd_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unknown error",
+                    e.to_string(),
+                ));
+            }
+        };
+        let uuid =
+            Uuid::try_parse(id).map_err(|_| unauthorized("session-id is not a session id"))?;
+        return match state.store.sessions.get_session(uuid).await {
+            Ok(Some(s)) if s.project_id == project.id => Ok(uuid),
+            Ok(_) => Err(unauthorized("no such session in this API key's project")),
+            Err(e) => Err(wd_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown error",
+                e.to_string(),
+            )),
+        };
+    }
+    Err(unauthorized(
+        "missing credentials: send the header x-bb-signing-key with the session's signingKey (or session-id and x-bb-api-key)",
+    ))
+}
+
+/// `invalid session id`, saying why the browserd session is not live.
+async fn ended(state: &AppState, id: Uuid) -> Response {
+    let message = match state.store.sessions.get_session(id).await {
+        Ok(Some(s)) if s.status.is_ended() => format!(
+            "session {id} has ended ({}): {}",
+            s.status.as_str(),
+            s.end_reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        Ok(Some(_)) => format!("session {id} is still starting, or runs on another node"),
+        Ok(None) => format!("session {id} not found"),
+        Err(e) => e.to_string(),
+    };
+    wd_error(StatusCode::NOT_FOUND, "invalid session id", message)
+}
+
+/// Capabilities that would change the browser: a running browser cannot take them.
+fn refused_capability(caps: &Map<String, Value>) -> Option<String> {
+    if let Some(name) = caps.get("browserName").and_then(Value::as_str)
+        && !["chrome", "chromium"].contains(&name.to_ascii_lowercase().as_str())
+    {
+        return Some(format!(
+            "browserName {name:?}: the session's browser is Chromium"
+        ));
+    }
+    if caps
+        .get("proxy")
+        .is_some_and(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        return Some(
+            "proxy: give the session's proxies when it is created (POST /v1/sessions)".into(),
+        );
+    }
+    let options = caps.get("goog:chromeOptions").and_then(Value::as_object)?;
+    options
+        .iter()
+        .find(|(name, value)| {
+            *name != "w3c"
+                && match value {
+                    Value::Null | Value::Bool(false) => false,
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Object(o) => !o.is_empty(),
+                    Value::String(s) => !s.is_empty(),
+                    _ => true,
+                }
+        })
+        .map(|(name, _)| {
+            format!("goog:chromeOptions.{name}: the session's browser is already running; browser options are set when the session is created")
+        })
+}
+
+/// `POST /session`: a WebDriver session on the browserd session's browser.
+async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
+    let asked: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return wd_error(
+                StatusCode::BAD_REQUEST,
+                "invalid argument",
+                format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    let caps = &asked["capabilities"];
+    let mut merged = caps["alwaysMatch"].as_object().cloned().unwrap_or_default();
+    let first = caps["firstMatch"]
+        .as_array()
+        .and_then(|f| f.first())
+        .and_then(Value::as_object);
+    for each in std::iter::once(&merged.clone()).chain(first) {
+        if let Some(why) = refused_capability(each) {
+            return wd_error(StatusCode::BAD_REQUEST, "invalid argument", why);
+        }
+    }
+    if let Some(first) = first {
+        merged.extend(first.clone());
+    }
+    let lease = match state.sessions.attach(id) {
+        Ok(lease) => lease,
+        Err(e @ AttachError::TooManyClients { .. }) => {
+            return wd_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session not created",
+                e.to_string(),
+            );
+        }
+        Err(_) => return ended(state, id).await,
+    };
+    let idle_after = state.settings.client_watch.idle_after;
+    let host = state.webdriver.host(id, &lease, idle_after);
+    let driver = host
+        .driver
+        .get_or_try_init(|| async {
+            let place = place_of(state, id, lease.cdp_url())?;
+            Chromedriver::start(&place).await
+        })
+        .await;
+    let driver = match driver {
+        Ok(driver) => driver,
+        Err(e) => return wd_error(StatusCode::INTERNAL_SERVER_ERROR, "session not created", e),
+    };
+    merged.remove("goog:chromeOptions");
+    merged.insert("browserName".into(), json!("chrome"));
+    merged.insert(
+        "goog:chromeOptions".into(),
+        json!({"debuggerAddress": driver.devtools()}),
+    );
+    let request = json!({"capabilities": {"alwaysMatch": merged}});
+    let sent = tokio::select! {
+        sent = send(driver, Method::POST, "/session", Bytes::from(request.to_string())) => sent,
+        () = until_ended(lease.farewell()) => return ended(state, id).await,
+    };
+    let (status, mut answer) = match sent {
+        Ok(sent) => sent,
+        Err(e) => return wd_error(StatusCode::INTERNAL_SERVER_ERROR, "session not created", e),
+    };
+    let Some(wdid) = answer["value"]["sessionId"].as_str().map(str::to_owned) else {
+        return (status, axum::Json(answer)).into_response();
+    };
+    // What the client would use to get around browserd: chromedriver's own CDP address.
+    if let Some(caps) = answer["value"]["capabilities"].as_object_mut() {
+        caps.remove("se:cdp");
+        caps.remove("webSocketUrl");
+        caps.remove("goog:chromeOptions");
+    }
+    host.clients.lock().unwrap().insert(
+        wdid,
+        WdClient {
+            _lease: lease,
+            last_used: Instant::now(),
+        },
+    );
+    (status, axum::Json(answer)).into_response()
+}
+
+/// Where the session's chromedriver runs: in its browser's namespace, as its uid.
+fn place_of(state: &AppState, id: Uuid, cdp_url: &str) -> Result<DriverPlace, String> {
+    let devtools = crate::inspect::devtools_authority(cdp_url)
+        .ok_or("the browser has no DevTools address")?
+        .to_owned();
+    let dir = state
+        .sessions
+        .browser_dir(id)
+        .ok_or("the browser has no folder")?;
+    let jail = match crate::netns::namespace_of(&devtools) {
+        Some(ns) => {
+            let port = devtools
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or("the DevTools address has no port")?;
+            let uid = crate::browser::sandbox::UidLease::uid_of_port(port)
+                .ok_or("the sandboxed browser's uid is unknown")?;
+            let pid = state
+                .sessions
+                .browser_pid(id)
+                .and_then(crate::netns::sandbox_process)
+                .ok_or("the sandboxed browser has no process")?;
+            Some(Cell { ns, pid, uid })
+        }
+        None => None,
+    };
+    Ok(DriverPlace {
+        devtools,
+        jail,
+        dir,
+    })
+}
+
+/// Any command of an existing WebDriver session.
+async fn command(
+    state: &AppState,
+    id: Uuid,
+    wdid: &str,
+    method: &Method,
+    rest: &[&str],
+    uri: &Uri,
+    body: Bytes,
+) -> Response {
+    let unknown_session = || {
+        wd_error(
+            StatusCode::NOT_FOUND,
+            "invalid session id",
+            format!(
+                "no WebDriver session {wdid} on browserd session {id} (it quit, fell silent, or was never made)"
+            ),
+        )
+    };
+    let Some(host) = state.webdriver.existing(id) else {
+        return unknown_session();
+    };
+    let quitting = rest.is_empty() && method == Method::DELETE;
+    if !quitting && !rest.first().is_some_and(|r| FORWARDED.contains(r)) {
+        return wd_error(
+            StatusCode::NOT_FOUND,
+            "unknown command",
+            format!(
+                "{method} /session/{{id}}/{}: browserd forwards only W3C WebDriver commands",
+                rest.join("/")
+            ),
+        );
+    }
+    let farewell = {
+        let mut clients = host.clients.lock().unwrap();
+        let Some(client) = clients.get_mut(wdid) else {
+            return unknown_session();
+        };
+        client.last_used = Instant::now();
+        client._lease.farewell()
+    };
+    let Some(driver) = host.driver.get() else {
+        return unknown_session();
+    };
+    let path = uri.path().trim_start_matches("/webdriver").to_owned();
+    let sent = tokio::select! {
+        sent = send(driver, method.clone(), &path, body) => sent,
+        () = until_ended(farewell) => return ended(state, id).await,
+    };
+    if quitting {
+        // The client leaves (a browserd session without keepAlive ends with its last one).
+        host.clients.lock().unwrap().remove(wdid);
+    } else if let Some(client) = host.clients.lock().unwrap().get_mut(wdid) {
+        client.last_used = Instant::now();
+    }
+    match sent {
+        Ok((status, answer)) => (status, axum::Json(answer)).into_response(),
+        Err(e) => wd_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown error", e),
+    }
+}
+
+/// One request to chromedriver; its status and JSON answer.
+async fn send(
+    driver: &Chromedriver,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(StatusCode, Value), String> {
+    let tcp = driver
+        .connect()
+        .await
+        .map_err(|e| format!("chromedriver is not reachable: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+    // Drives this one request's connection; ends with it.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "127.0.0.1")
+        .header(
+            hyper::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("chromedriver did not answer: {e}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let answer = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"value": null}));
+    Ok((status, answer))
+}
