@@ -116,3 +116,28 @@ def test_a_timeout_while_a_command_waits_answers_it_with_the_reason(bb, site):
     with pytest.raises(InvalidSessionIdException, match="has ended \\(TIMED_OUT\\)"):
         driver.execute_async_script("/* never calls back */")
     assert bb.sessions.retrieve(s.id).status == "TIMED_OUT"
+
+
+def test_chromedrivers_own_extensions_and_other_sessions_webdriver_ids_are_out_of_reach(bb):
+    """Raw CDP (goog/cdp/execute), file pushes (se/file) and chromedriver's other extensions
+    would pass around the CDP filter and the sandbox's folders: they are unknown commands.
+    A WebDriver session id of another browserd session is not this one's."""
+    a = bb.sessions.create(keep_alive=True)
+    b = bb.sessions.create(keep_alive=True)
+    driver_a, driver_b = remote(a), remote(b)
+    signed = {"x-bb-signing-key": a.signing_key}
+    base = f"{a.selenium_remote_url}/session/{driver_a.session_id}"
+    for path, body in [("goog/cdp/execute", {"cmd": "Browser.getVersion", "params": {}}),
+                       ("se/file", {"file": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}),
+                       ("chromium/send_command_and_get_result", {"cmd": "Browser.close", "params": {}}),
+                       ("goog/cast/get_sinks", {})]:
+        raw = requests.post(f"{base}/{path}", json=body, headers=signed)
+        assert raw.status_code == 404, (path, raw.text)
+        assert raw.json()["value"]["error"] == "unknown command", raw.text
+    other = requests.get(f"{a.selenium_remote_url}/session/{driver_b.session_id}/url", headers=signed)
+    assert other.status_code == 404 and other.json()["value"]["error"] == "invalid session id"
+    assert driver_a.execute_script("return 1") == 1, "its own session still works"
+    driver_a.quit()
+    driver_b.quit()
+    for s in (a, b):
+        bb.sessions.update(s.id, status="REQUEST_RELEASE")
