@@ -54,6 +54,10 @@ impl Chromedriver {
             "chromedriver is not installed (apt-get install chromium-driver, the same version as chromium)",
         )?;
         let log = place.dir.join("chromedriver.log");
+        // One an earlier browserd left (it stopped while keeping the session) would hold the
+        // port; the browser's own processes do not name this file.
+        let stale = log.clone();
+        let _ = tokio::task::spawn_blocking(move || super::procs::kill_by_cmdline(&stale)).await;
         let (mut command, port) = match &place.jail {
             Some(Cell { pid, uid, .. }) => {
                 let nsenter = find("nsenter").ok_or("nsenter is not installed (util-linux)")?;
