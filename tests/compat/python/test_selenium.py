@@ -106,7 +106,7 @@ def test_wrong_or_missing_credentials_and_browser_options_are_refused(bb):
     bb.sessions.update(s.id, status="REQUEST_RELEASE")
 
 
-def test_a_timeout_while_a_command_waits_answers_it_with_the_reason(bb, site):
+def test_a_timeout_while_a_command_waits_answers_it_with_the_reason(bb, site, browserd):
     s = bb.sessions.create(keep_alive=True, api_timeout=4)
     driver = remote(s)
     driver.get(f"{site}/page")
@@ -116,6 +116,7 @@ def test_a_timeout_while_a_command_waits_answers_it_with_the_reason(bb, site):
     with pytest.raises(InvalidSessionIdException, match="has ended \\(TIMED_OUT\\)"):
         driver.execute_async_script("/* never calls back */")
     assert bb.sessions.retrieve(s.id).status == "TIMED_OUT"
+    wait_until(lambda: not chromedrivers(browserd["data_dir"]), what="chromedriver to stop")
 
 
 def test_chromedrivers_own_extensions_and_other_sessions_webdriver_ids_are_out_of_reach(bb):
