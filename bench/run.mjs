@@ -11,8 +11,10 @@
 //      the retention sweep deleting them.
 //   6. the egress path: page loads straight out, through browserd's egress and on to an
 //      upstream proxy; warm and cold creates with proxies.
+//   7. Selenium: a WebDriver session's lifecycle and command round trip through browserd
+//      versus selenium-webdriver with its own chromedriver.
 // Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
-//        [--only-cluster | --only-store | --only-egress] (section 4, 5 or 6 alone, spliced into --out)
+//        [--only-cluster | --only-store | --only-egress | --only-selenium] (one section, spliced into --out)
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
@@ -22,6 +24,9 @@ import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
+import http from 'node:http';
+import { Builder } from 'selenium-webdriver';
+import chrome from 'selenium-webdriver/chrome.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, fallback) => {
@@ -1055,6 +1060,122 @@ suffix); reading the lists took ${e.adListMs ?? '?'} ms, once per server start, 
 `;
 }
 
+// ---------------------------------------------------------------- 7. Selenium
+
+/** An HTTP agent that signs every request, as Browserbase's Selenium guide writes it. */
+function signingAgent(key) {
+  const agent = new http.Agent({ keepAlive: true });
+  agent.addRequest = (req, options) => {
+    req.setHeader('x-bb-signing-key', key);
+    http.Agent.prototype.addRequest.call(agent, req, options);
+  };
+  return agent;
+}
+
+/**
+ * Selenium through browserd (warm pool: create, new WebDriver session, which starts the
+ * session's chromedriver, navigate, quit, which completes the session) against a Selenium
+ * user's own script (selenium-webdriver starts chromedriver, which starts Chromium with the
+ * same flags), interleaved; then the command round trip (GET /title) on one driver of each.
+ */
+async function benchSelenium() {
+  const site = await startSite();
+  const server = await startBrowserd({ warmPool: 2 });
+  await server.waitWarm(2);
+  const CHROMEDRIVER = execFileSync('which', ['chromedriver'], { encoding: 'utf8' }).trim();
+  const viaBrowserd = async () => {
+    const t0 = now();
+    const { body: s } = await server.api('POST', '/v1/sessions', {});
+    const t1 = now();
+    const driver = await new Builder().forBrowser('chrome').setChromeOptions(new chrome.Options())
+      .usingHttpAgent(signingAgent(s.signingKey)).usingServer(s.seleniumRemoteUrl).build();
+    const t2 = now();
+    await driver.get(`${site.url}/`);
+    const t3 = now();
+    await driver.quit();
+    return { create: t1 - t0, driver: t2 - t1, navigate: t3 - t2, quit: now() - t3, total: now() - t0, driverObj: null };
+  };
+  const direct = async (keep) => {
+    const t0 = now();
+    const dir = mkdtempSync(join(tmpdir(), 'bench-selenium-'));
+    const options = new chrome.Options().setChromeBinaryPath(CHROMIUM)
+      .addArguments(...FLAGS.filter((f) => !f.startsWith('--remote-debugging')), `--user-data-dir=${dir}`);
+    const driver = await new Builder().forBrowser('chrome').setChromeOptions(options)
+      .setChromeService(new chrome.ServiceBuilder(CHROMEDRIVER)).build();
+    const t2 = now();
+    await driver.get(`${site.url}/`);
+    const t3 = now();
+    if (keep) return { driver, dir };
+    await driver.quit();
+    const total = now() - t0;
+    rmSync(dir, { recursive: true, force: true });
+    return { create: 0, driver: t2 - t0, navigate: t3 - t2, quit: now() - t3, total };
+  };
+  const n = Math.max(5, Math.round(ITERATIONS / 2));
+  const runs = { browserd: [], direct: [] };
+  for (let i = 0; i < n + 2; i++) {
+    await server.waitWarm(1);
+    const b = await viaBrowserd();
+    const d = await direct(false);
+    if (i >= 2) { runs.browserd.push(b); runs.direct.push(d); }
+  }
+  // Round trips: one driver each, GET /title.
+  await server.waitWarm(1);
+  const { body: s } = await server.api('POST', '/v1/sessions', { keepAlive: true });
+  const throughBrowserd = await new Builder().forBrowser('chrome').setChromeOptions(new chrome.Options())
+    .usingHttpAgent(signingAgent(s.signingKey)).usingServer(s.seleniumRemoteUrl).build();
+  await throughBrowserd.get(`${site.url}/`);
+  const own = await direct(true);
+  const rtt = { browserd: [], direct: [] };
+  const calls = Math.max(50, Math.round(RTT_CALLS / 20));
+  for (let i = 0; i < calls + 20; i++) {
+    for (const [k, d] of [['browserd', throughBrowserd], ['direct', own.driver]]) {
+      const t = now();
+      await d.getTitle();
+      if (i >= 20) rtt[k].push((now() - t) * 1000);
+    }
+  }
+  await throughBrowserd.quit();
+  await server.api('POST', `/v1/sessions/${s.id}`, { status: 'REQUEST_RELEASE' });
+  await own.driver.quit();
+  rmSync(own.dir, { recursive: true, force: true });
+  await server.stop();
+  site.close();
+  return { n, runs, rtt, calls };
+}
+
+function seleniumSection(r) {
+  const f = (xs) => `${pct(xs, 50).toFixed(1)} / ${pct(xs, 95).toFixed(1)}`;
+  const col = (k, stage) => f(r.runs[k].map((x) => x[stage]));
+  const rows = [
+    ['create (\`POST /v1/sessions\`, warm pool)', 'create'],
+    ['new WebDriver session (browserd: starts the session\'s chromedriver, attaches; direct: chromedriver starts Chromium)', 'driver'],
+    ['navigate to a loopback page', 'navigate'],
+    ['quit', 'quit'],
+    ['**whole lifecycle**', 'total'],
+  ].map(([name, stage]) => `| ${name} | ${stage === 'create' ? col('browserd', stage) : col('browserd', stage)} | ${stage === 'create' ? '–' : col('direct', stage)} |`).join('\n');
+  const ratio = pct(r.runs.browserd.map((x) => x.total), 50) / pct(r.runs.direct.map((x) => x.total), 50);
+  return `<!-- selenium -->
+## 7. Selenium: a session's lifecycle and a command's round trip (ms, p50 / p95)
+
+selenium-webdriver ${'4.38.0'} (Node), ${r.n} interleaved iterations after 2 untimed. Through browserd:
+the guide's signing HTTP agent on \`seleniumRemoteUrl\`. Direct: the script a Selenium user
+writes, selenium-webdriver starting Debian's chromedriver, which starts the same Chromium with
+the same flags.
+
+| stage | through browserd | direct |
+|---|---|---|
+${rows}
+
+Whole lifecycle through browserd: ${ratio.toFixed(2)}× direct.
+
+| \`GET /session/{id}/title\` (${r.calls} calls, µs) | through browserd | direct | browserd − direct |
+|---|---|---|---|
+| p50 / p95 | ${f(r.rtt.browserd)} | ${f(r.rtt.direct)} | ${(pct(r.rtt.browserd, 50) - pct(r.rtt.direct, 50)).toFixed(0)} |
+<!-- /selenium -->
+`;
+}
+
 async function main() {
   if (!existsSync(BIN)) throw new Error(`build browserd first: ${BIN} is missing`);
   if (process.argv.includes('--only-store')) {
@@ -1066,6 +1187,14 @@ async function main() {
     return;
   }
   if (!CHROMIUM) throw new Error('no Chromium on PATH');
+  if (process.argv.includes('--only-selenium')) {
+    const section = seleniumSection(await benchSelenium());
+    const old = readFileSync(OUT, 'utf8');
+    const marked = /<!-- selenium -->[\s\S]*<!-- \/selenium -->\n?/;
+    writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
+    console.log(section);
+    return;
+  }
   if (process.argv.includes('--only-egress')) {
     const section = egressSection(await benchEgress());
     const old = readFileSync(OUT, 'utf8');
@@ -1108,13 +1237,16 @@ async function main() {
   const cluster = DATABASE ? (log('cluster'), await benchCluster()) : null;
   log('egress');
   const egress = await benchEgress();
+  log('selenium');
+  const selenium = await benchSelenium();
   log('store');
   const store = await benchStore();
   site.close();
   const md = report(ctx, lc, contexts, sandbox, relay, inspector, creates, mem, cap, (now() - started) / 1000)
     + (cluster ? `\n${clusterSection(cluster)}` : '\nSection 4 (several nodes): skipped, no BROWSERD_BENCH_DATABASE.\n')
     + `\n${storeSection(store)}`
-    + `\n${egressSection(egress)}`;
+    + `\n${egressSection(egress)}`
+    + `\n${seleniumSection(selenium)}`;
   writeFileSync(OUT, md);
   console.log(md);
 }
