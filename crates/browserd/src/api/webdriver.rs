@@ -79,6 +79,9 @@ struct WdClient {
     /// Counts it among the browserd session's clients; dropped on quit or when idle.
     _lease: ClientLease,
     last_used: Instant,
+    /// Its kept connection to chromedriver (see [`send`]): one per WebDriver session, so a
+    /// command that waits long holds up no other client.
+    connection: Arc<tokio::sync::Mutex<Option<Connection>>>,
 }
 
 impl Hub {
@@ -323,8 +326,9 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         json!({"debuggerAddress": driver.devtools()}),
     );
     let request = json!({"capabilities": {"alwaysMatch": merged}});
+    let connection = Arc::new(tokio::sync::Mutex::default());
     let sent = tokio::select! {
-        sent = send(driver, Method::POST, "/session", Bytes::from(request.to_string())) => sent,
+        sent = send(driver, &connection, Method::POST, "/session", Bytes::from(request.to_string())) => sent,
         () = until_ended(lease.farewell()) => return ended(state, id).await,
     };
     let (status, mut answer) = match sent {
@@ -345,6 +349,7 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         WdClient {
             _lease: lease,
             last_used: Instant::now(),
+            connection,
         },
     );
     (status, axum::Json(answer)).into_response()
@@ -417,20 +422,20 @@ async fn command(
             ),
         );
     }
-    let farewell = {
+    let (farewell, connection) = {
         let mut clients = host.clients.lock().unwrap();
         let Some(client) = clients.get_mut(wdid) else {
             return unknown_session();
         };
         client.last_used = Instant::now();
-        client._lease.farewell()
+        (client._lease.farewell(), Arc::clone(&client.connection))
     };
     let Some(driver) = host.driver.get() else {
         return unknown_session();
     };
     let path = uri.path().trim_start_matches("/webdriver").to_owned();
     let sent = tokio::select! {
-        sent = send(driver, method.clone(), &path, body) => sent,
+        sent = send(driver, &connection, method.clone(), &path, body) => sent,
         () = until_ended(farewell) => return ended(state, id).await,
     };
     if quitting {
@@ -445,25 +450,40 @@ async fn command(
     }
 }
 
-/// One request to chromedriver; its status and JSON answer.
+/// A kept-alive HTTP/1 connection to a chromedriver.
+type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+
+/// One request to chromedriver on a client's kept connection (a new one if it has none or
+/// it closed); its status and JSON answer. The lock is held for the whole exchange: HTTP/1
+/// carries one request at a time, and chromedriver runs a session's commands one by one.
 async fn send(
     driver: &Chromedriver,
+    connection: &tokio::sync::Mutex<Option<Connection>>,
     method: Method,
     path: &str,
     body: Bytes,
 ) -> Result<(StatusCode, Value), String> {
-    let tcp = driver
-        .connect()
-        .await
-        .map_err(|e| format!("chromedriver is not reachable: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+    let mut kept = connection.lock().await;
+    let usable = match kept.as_mut() {
+        Some(sender) => sender.ready().await.is_ok(),
+        None => false,
+    };
+    if !usable {
+        let tcp = driver
+            .connect()
             .await
-            .map_err(|e| e.to_string())?;
-    // Drives this one request's connection; ends with it.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+            .map_err(|e| format!("chromedriver is not reachable: {e}"))?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        // Drives the connection until it closes (with chromedriver, or when dropped).
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        *kept = Some(sender);
+    }
+    let sender = kept.as_mut().expect("a connection was just made");
     let request = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -474,10 +494,13 @@ async fn send(
         )
         .body(http_body_util::Full::new(body))
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("chromedriver did not answer: {e}"))?;
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            *kept = None;
+            return Err(format!("chromedriver did not answer: {e}"));
+        }
+    };
     let status = response.status();
     let bytes = response
         .into_body()
