@@ -1176,42 +1176,29 @@ Whole lifecycle through browserd: ${ratio.toFixed(2)}× direct.
 `;
 }
 
+/** Puts one section (between its markers) into the existing results, or appends it. */
+function splice(marker, section) {
+  const old = readFileSync(OUT, 'utf8');
+  const marked = new RegExp(`<!-- ${marker} -->[\\s\\S]*<!-- /${marker} -->\\n?`);
+  writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
+  console.log(section);
+}
+
 async function main() {
   if (!existsSync(BIN)) throw new Error(`build browserd first: ${BIN} is missing`);
   if (process.argv.includes('--only-store')) {
-    const section = storeSection(await benchStore());
-    const old = readFileSync(OUT, 'utf8');
-    const marked = /<!-- store -->[\s\S]*<!-- \/store -->\n?/;
-    writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
-    console.log(section);
-    return;
+    return splice('store', storeSection(await benchStore()));
   }
   if (!CHROMIUM) throw new Error('no Chromium on PATH');
   if (process.argv.includes('--only-selenium')) {
-    const section = seleniumSection(await benchSelenium());
-    const old = readFileSync(OUT, 'utf8');
-    const marked = /<!-- selenium -->[\s\S]*<!-- \/selenium -->\n?/;
-    writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
-    console.log(section);
-    return;
+    return splice('selenium', seleniumSection(await benchSelenium()));
   }
   if (process.argv.includes('--only-egress')) {
-    const section = egressSection(await benchEgress());
-    const old = readFileSync(OUT, 'utf8');
-    const marked = /<!-- egress -->[\s\S]*<!-- \/egress -->\n?/;
-    writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
-    console.log(section);
-    return;
+    return splice('egress', egressSection(await benchEgress()));
   }
   if (process.argv.includes('--only-cluster')) {
-    // Only section 4, spliced into the existing results.
     if (!DATABASE) throw new Error('BROWSERD_BENCH_DATABASE is not set (scripts/bench sets it)');
-    const section = clusterSection(await benchCluster());
-    const old = readFileSync(OUT, 'utf8');
-    const marked = /<!-- cluster -->[\s\S]*<!-- \/cluster -->\n?/;
-    writeFileSync(OUT, marked.test(old) ? old.replace(marked, section) : `${old}\n${section}`);
-    console.log(section);
-    return;
+    return splice('cluster', clusterSection(await benchCluster()));
   }
   const started = now();
   const site = await startSite();

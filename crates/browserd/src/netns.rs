@@ -66,15 +66,7 @@ pub async fn connect(authority: &str) -> std::io::Result<tokio::net::TcpStream> 
         .map_err(|_| std::io::Error::other(format!("not a DevTools address: {authority}")))?;
     let ns = NAMESPACES.lock().unwrap().get(&addr.port()).cloned();
     match ns {
-        Some(ns) => {
-            let stream = inside(ns, move || {
-                let stream = std::net::TcpStream::connect(addr)?;
-                stream.set_nonblocking(true)?;
-                Ok(stream)
-            })
-            .await?;
-            tokio::net::TcpStream::from_std(stream)
-        }
+        Some(ns) => connect_in(ns, addr).await,
         None if SANDBOXED.load(Ordering::SeqCst) => Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("no running browser listens on {authority}"),
