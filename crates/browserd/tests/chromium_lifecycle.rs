@@ -664,3 +664,50 @@ async fn ignore_certificate_errors_loads_a_self_signed_site_and_without_it_the_l
     }
     server.stop().await;
 }
+
+/// A WebDriver session is a client of its browserd session until it quits or falls silent:
+/// one that sends nothing for longer than the clients' idle limit is let go, and a session
+/// without keepAlive then completes, its chromedriver stopped with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_webdriver_session_is_let_go_and_ends_a_session_without_keep_alive() {
+    let server = TestServer::start_with(Options {
+        client_idle_timeout: 2,
+        ..Options::default()
+    })
+    .await;
+    let s = server.create(json!({})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let webdriver = s["seleniumRemoteUrl"].as_str().unwrap();
+    let new_session = reqwest::Client::new()
+        .post(format!("{webdriver}/session"))
+        .header("x-bb-signing-key", s["signingKey"].as_str().unwrap())
+        .json(&json!({"capabilities": {"alwaysMatch": {"browserName": "chrome"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new_session.status(), 200);
+    let answer: serde_json::Value = new_session.json().await.unwrap();
+    assert!(answer["value"]["sessionId"].is_string(), "{answer}");
+    let dir = server.browser_dir(&id);
+    let log = dir.join("chromedriver.log");
+    assert!(
+        !browserd::browser::procs::find_by_cmdline(&log).is_empty(),
+        "a chromedriver runs for the session"
+    );
+    // Still running while the WebDriver session is its client, then completed once it
+    // has been silent past the limit.
+    assert_eq!(server.get(&id).await["status"], "RUNNING");
+    let ended = server.wait_for_status(&id, "COMPLETED").await;
+    let reason = ended["endReason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("last client"), "{ended}");
+    assert!(
+        eventually(|| async {
+            browserd::browser::procs::find_by_cmdline(&log)
+                .is_empty()
+                .then_some(())
+        })
+        .await
+        .is_some(),
+        "its chromedriver stopped"
+    );
+}

@@ -180,8 +180,6 @@ async fn oversized_bodies_unknown_routes_and_methods_answer_json() {
     assert_error(status, &err, 404, "no route");
     let (status, err) = app.call(Method::DELETE, "/v1/sessions", None).await;
     assert_error(status, &err, 405, "DELETE");
-    let (status, err) = app.call(Method::POST, "/webdriver/session", None).await;
-    assert_error(status, &err, 501, "WebDriver");
 }
 
 #[tokio::test]
