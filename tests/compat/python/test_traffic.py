@@ -2,6 +2,7 @@
 Playwright: through an upstream proxy (Debian's tinyproxy with basic auth), and blockAds."""
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -28,10 +29,13 @@ def tinyproxy():
     def listens():
         with socket.socket() as probe:
             return probe.connect_ex(("127.0.0.1", port)) == 0
-    wait_until(listens, what="tinyproxy to listen")
-    yield {"server": f"http://127.0.0.1:{port}", "port": port, "log": log}
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        wait_until(listens, what="tinyproxy to listen")
+        yield {"server": f"http://127.0.0.1:{port}", "port": port, "log": log}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def tunnels(log):
