@@ -13,8 +13,10 @@
 //      upstream proxy; warm and cold creates with proxies.
 //   7. Selenium: a WebDriver session's lifecycle and command round trip through browserd
 //      versus selenium-webdriver with its own chromedriver.
+//   8. launching Chromium through Debian's wrapper script versus the binary (--only-launch).
 // Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
-//        [--only-cluster | --only-store | --only-egress | --only-selenium] (one section, spliced into --out)
+//        [--only-cluster | --only-store | --only-egress | --only-selenium | --only-launch]
+//        (one section, spliced into --out)
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
@@ -1176,6 +1178,79 @@ Whole lifecycle through browserd: ${ratio.toFixed(2)}× direct.
 `;
 }
 
+// ---------------------------------------------------------------- 8. launching Chromium
+
+/** Chromium's PSS (KiB) over every process whose command line names `dir`. */
+function chromiumPssKiB(dir) {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) continue;
+      total += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+    } catch { /* gone */ }
+  }
+  return total;
+}
+
+/**
+ * Debian's /usr/bin/chromium is a shell script: it sources /etc/chromium.d and adds flags
+ * (among them --load-extension for every package in /usr/share/chromium/extensions) before
+ * exec'ing /usr/lib/chromium/chromium. Cold creates (pool off) through each, interleaved, and
+ * the Chromium memory of 4 idle sessions on the same loopback page.
+ */
+async function benchLaunch() {
+  const site = await startSite();
+  const paths = { wrapper: '/usr/bin/chromium', binary: '/usr/lib/chromium/chromium' };
+  const servers = {};
+  for (const [k, path] of Object.entries(paths)) {
+    servers[k] = await startBrowserd({ warmPool: 0, maxSessions: 8, extra: ['--chromium', path] });
+  }
+  const n = Math.max(5, Math.round(ITERATIONS / 2));
+  const creates = { wrapper: [], binary: [] };
+  for (let i = 0; i < n + 2; i++) {
+    for (const k of Object.keys(paths)) {
+      const t = now();
+      const { status, body } = await servers[k].api('POST', '/v1/sessions', {});
+      const ms = now() - t;
+      if (status !== 201) throw new Error(`create: ${status} ${JSON.stringify(body)}`);
+      await servers[k].api('POST', `/v1/sessions/${body.id}`, { status: 'REQUEST_RELEASE' });
+      if (i >= 2) creates[k].push(ms);
+    }
+  }
+  const memory = {};
+  for (const k of Object.keys(paths)) {
+    const held = [];
+    for (let i = 0; i < 4; i++) {
+      const { body } = await servers[k].api('POST', '/v1/sessions', { keepAlive: true });
+      const browser = await chromium.connectOverCDP(body.connectUrl);
+      await browser.contexts()[0].pages()[0].goto(`${site.url}/`);
+      held.push({ id: body.id, browser });
+    }
+    await sleep(3000);
+    memory[k] = chromiumPssKiB(join(servers[k].dataDir, 'sessions')) / 1024 / held.length;
+    for (const h of held) {
+      await h.browser.close();
+      await servers[k].api('POST', `/v1/sessions/${h.id}`, { status: 'REQUEST_RELEASE' });
+    }
+  }
+  for (const s of Object.values(servers)) await s.stop();
+  site.close();
+  return { n, creates, memory };
+}
+
+function launchSection(r) {
+  const f = (xs) => `${pct(xs, 50).toFixed(1)} / ${pct(xs, 95).toFixed(1)}`;
+  return `<!-- launch -->
+## 8. Launching Chromium: Debian's wrapper script or the binary (sandbox on, pool off)
+
+| | \`/usr/bin/chromium\` (wrapper) | \`/usr/lib/chromium/chromium\` | binary ÷ wrapper |
+|---|---|---|---|
+| cold create, ms p50 / p95 (${r.n} interleaved) | ${f(r.creates.wrapper)} | ${f(r.creates.binary)} | ${(pct(r.creates.binary, 50) / pct(r.creates.wrapper, 50)).toFixed(2)} |
+| Chromium PSS per session, 4 idle sessions on one loopback page (MiB) | ${r.memory.wrapper.toFixed(0)} | ${r.memory.binary.toFixed(0)} | ${(r.memory.binary / r.memory.wrapper).toFixed(2)} |
+<!-- /launch -->
+`;
+}
+
 /** Puts one section (between its markers) into the existing results, or appends it. */
 function splice(marker, section) {
   const old = readFileSync(OUT, 'utf8');
@@ -1190,6 +1265,9 @@ async function main() {
     return splice('store', storeSection(await benchStore()));
   }
   if (!CHROMIUM) throw new Error('no Chromium on PATH');
+  if (process.argv.includes('--only-launch')) {
+    return splice('launch', launchSection(await benchLaunch()));
+  }
   if (process.argv.includes('--only-selenium')) {
     return splice('selenium', seleniumSection(await benchSelenium()));
   }
@@ -1226,6 +1304,8 @@ async function main() {
   const egress = await benchEgress();
   log('selenium');
   const selenium = await benchSelenium();
+  log('launch');
+  const launch = await benchLaunch();
   log('store');
   const store = await benchStore();
   site.close();
@@ -1233,7 +1313,8 @@ async function main() {
     + (cluster ? `\n${clusterSection(cluster)}` : '\nSection 4 (several nodes): skipped, no BROWSERD_BENCH_DATABASE.\n')
     + `\n${storeSection(store)}`
     + `\n${egressSection(egress)}`
-    + `\n${seleniumSection(selenium)}`;
+    + `\n${seleniumSection(selenium)}`
+    + `\n${launchSection(launch)}`;
   writeFileSync(OUT, md);
   console.log(md);
 }
