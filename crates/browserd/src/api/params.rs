@@ -126,7 +126,7 @@ const WITHOUT_EFFECT: &[&str] = &[
 ];
 
 /// A field turned on: `true`, a non-empty string, list or object.
-fn turned_on(v: &Value) -> bool {
+pub(super) fn turned_on(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
         Value::String(s) => !s.is_empty(),

@@ -254,15 +254,9 @@ fn refused_capability(caps: &Map<String, Value>) -> Option<String> {
     let options = caps.get("goog:chromeOptions").and_then(Value::as_object)?;
     options
         .iter()
+        // A number sets something too (params' turned_on counts only switches).
         .find(|(name, value)| {
-            *name != "w3c"
-                && match value {
-                    Value::Null | Value::Bool(false) => false,
-                    Value::Array(a) => !a.is_empty(),
-                    Value::Object(o) => !o.is_empty(),
-                    Value::String(s) => !s.is_empty(),
-                    _ => true,
-                }
+            *name != "w3c" && (super::params::turned_on(value) || value.is_number())
         })
         .map(|(name, _)| {
             format!("goog:chromeOptions.{name}: the session's browser is already running; browser options are set when the session is created")
@@ -287,7 +281,7 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         .as_array()
         .and_then(|f| f.first())
         .and_then(Value::as_object);
-    for each in std::iter::once(&merged.clone()).chain(first) {
+    for each in std::iter::once(&merged).chain(first) {
         if let Some(why) = refused_capability(each) {
             return wd_error(StatusCode::BAD_REQUEST, "invalid argument", why);
         }

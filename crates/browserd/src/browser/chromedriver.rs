@@ -9,8 +9,9 @@
 //! Its log file lives in the browser's folder, so the folder's name is on its command line:
 //! the leak checks and the clean-up of a browser's processes find it there.
 
+use super::sandbox::find_program;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub struct Chromedriver {
 
 impl Chromedriver {
     pub async fn start(place: &DriverPlace) -> Result<Self, String> {
-        let binary = find("chromedriver").ok_or(
+        let binary = find_program("chromedriver").ok_or(
             "chromedriver is not installed (apt-get install chromium-driver, the same version as chromium)",
         )?;
         let log = place.dir.join("chromedriver.log");
@@ -60,8 +61,10 @@ impl Chromedriver {
         let _ = tokio::task::spawn_blocking(move || super::procs::kill_by_cmdline(&stale)).await;
         let (mut command, port) = match &place.jail {
             Some(Cell { pid, uid, .. }) => {
-                let nsenter = find("nsenter").ok_or("nsenter is not installed (util-linux)")?;
-                let setpriv = find("setpriv").ok_or("setpriv is not installed (util-linux)")?;
+                let nsenter =
+                    find_program("nsenter").ok_or("nsenter is not installed (util-linux)")?;
+                let setpriv =
+                    find_program("setpriv").ok_or("setpriv is not installed (util-linux)")?;
                 let mut command = tokio::process::Command::new(nsenter);
                 command
                     .arg(format!("--target={pid}"))
@@ -139,12 +142,4 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free port for chromedriver: {e}"))
-}
-
-fn find(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| p.is_file())
 }

@@ -128,6 +128,14 @@ fn normalise(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Letters, digits, `-`, `.` and `_` (Chromium sends names in ASCII, IDNs as punycode).
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
 /// Whether `ip` is this machine: loopback, unspecified (which Linux connects to loopback),
 /// or an address of one of its interfaces (only those can be bound).
 fn is_local(ip: IpAddr) -> bool {
@@ -379,9 +387,11 @@ async fn handshake(page: &mut TcpStream) -> std::io::Result<Result<(String, u16)
             let len = page.read_u8().await? as usize;
             let mut name = vec![0u8; len];
             page.read_exact(&mut name).await?;
+            // Host-name characters only: the name goes into an upstream's CONNECT line,
+            // where a CR or LF would be a header of the page's making.
             match String::from_utf8(name) {
-                Ok(name) => name,
-                Err(_) => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
+                Ok(name) if is_host_name(&name) => name,
+                _ => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
             }
         }
         4 => {
@@ -444,6 +454,28 @@ mod tests {
             "a b",
         ] {
             assert!(AllowedHosts::parse([bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_host_names_are_taken_from_a_socks_request() {
+        for yes in [
+            "example.com",
+            "xn--bcher-kva.example",
+            "a_b.localhost",
+            "10.0.0.1",
+        ] {
+            assert!(is_host_name(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "a b",
+            "evil.test\r\nX-Injected: 1",
+            "a:b",
+            "a/b",
+            "é.test",
+        ] {
+            assert!(!is_host_name(no), "{no:?}");
         }
     }
 

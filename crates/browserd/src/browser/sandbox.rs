@@ -298,7 +298,7 @@ pub fn give_to(dir: &Path, uid: u32) -> std::io::Result<()> {
 
 /// `name` in the usual system folders (not `PATH`: a sandbox tool must not come from a
 /// folder someone else can write to).
-fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
         .iter()
         .map(|dir| Path::new(dir).join(name))
