@@ -70,8 +70,8 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 
-    /// Chromium executable [default: the first of chromium, chromium-browser, google-chrome
-    /// on PATH]
+    /// Chromium executable, run as given [default: the first of chromium, chromium-browser,
+    /// google-chrome on PATH; for Debian's wrapper script, the binary it runs]
     #[arg(long, env = "BROWSERD_CHROMIUM", value_name = "PATH")]
     pub chromium: Option<PathBuf>,
 
