@@ -372,3 +372,18 @@ async fn webdriver_requests_without_the_sessions_credentials_are_refused_in_webd
         "nothing launched"
     );
 }
+
+/// A context name with a NUL is a client mistake, a 400 on every store (PostgreSQL's text
+/// cannot hold one: schemathesis found it as a 500 through a cluster node).
+#[tokio::test]
+async fn a_context_name_with_a_nul_is_a_400() {
+    let app = app().await;
+    let (status, err) = app
+        .call(
+            Method::POST,
+            "/v1/contexts",
+            Some(r#"{"name": "a\u0000b"}"#),
+        )
+        .await;
+    assert_error(status, &err, 400, "NUL");
+}

@@ -57,6 +57,12 @@ pub async fn create(
             "name must be at most {MAX_NAME_CHARS} characters"
         )));
     }
+    // PostgreSQL's text cannot hold NUL: refused here, for every store alike.
+    if name.is_some_and(|n| n.contains('\0')) {
+        return Err(ApiError::BadRequest(
+            "name must not contain NUL characters".into(),
+        ));
+    }
     let context = state
         .store
         .contexts
