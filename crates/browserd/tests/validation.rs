@@ -387,3 +387,18 @@ async fn a_context_name_with_a_nul_is_a_400() {
         .await;
     assert_error(status, &err, 400, "NUL");
 }
+
+/// userMetadata holding NUL is a 400: stored, it would break `q=` lists on PostgreSQL,
+/// whose jsonb cannot hold one.
+#[tokio::test]
+async fn user_metadata_with_a_nul_is_a_400() {
+    let app = app().await;
+    let (status, err) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(r#"{"userMetadata": {"k": "a\u0000b"}}"#),
+        )
+        .await;
+    assert_error(status, &err, 400, "NUL");
+}

@@ -132,10 +132,15 @@ async fn create(
     };
     let user_metadata = fields.object("userMetadata")?.cloned();
     if let Some(m) = &user_metadata {
-        let len = serde_json::Value::Object(m.clone())
-            .to_string()
-            .chars()
-            .count();
+        let json = serde_json::Value::Object(m.clone()).to_string();
+        // PostgreSQL's jsonb (which `q=` reads it as) cannot hold NUL: a stored one would
+        // fail every such list of the project.
+        if holds_nul(&serde_json::Value::Object(m.clone())) {
+            return Err(ApiError::BadRequest(
+                "userMetadata must not contain NUL characters".into(),
+            ));
+        }
+        let len = json.chars().count();
         if len >= params::MAX_USER_METADATA_CHARS {
             return Err(ApiError::BadRequest(format!(
                 "userMetadata must be under {} characters as JSON (it is {len})",
@@ -373,3 +378,13 @@ pub async fn list(
 /// paging, and an answer of every session ever kept would grow without bound.
 const DEFAULT_LIST_LIMIT: u32 = 1000;
 const MAX_LIST_LIMIT: u32 = 10_000;
+
+/// Whether a NUL character is in any key or string of `v`.
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
