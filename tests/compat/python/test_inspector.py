@@ -243,6 +243,10 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     # Release from the UI; then the finished session replays its recording.
     v.goto(browserd["base_url"] + f"/dashboard#/sessions/{s.id}")
     v.click("#release")
+    # The button is disabled while the release is asked, so the click reached it.
+    v.wait_for_selector("#release[disabled], #status:has-text('COMPLETED')", state="attached")
+    v.wait_for_selector("#status:has-text('COMPLETED'), #release-error")
+    assert v.locator("#release-error").count() == 0, v.text_content("#release-error")
     v.wait_for_selector("#status:has-text('COMPLETED')")
     assert bb.sessions.retrieve(s.id).status == "COMPLETED"
     remote_browser.close()
