@@ -47,8 +47,10 @@ const BASE_FLAGS: &[&str] = &[
 /// The nice value of a warm browser until a session takes it.
 const BACKGROUND_NICE: i32 = 10;
 
-/// Sets the CPU priority of a browser's process group. Raising the priority back needs
-/// root (CAP_SYS_NICE); without it the browser keeps the lower one, which is logged.
+/// Sets the CPU priority of every thread of a browser's process group. Raising the priority
+/// back needs root (CAP_SYS_NICE); without it the browser keeps the lower one, which is
+/// logged. The crash handler leaves the group and keeps its priority: it idles unless a
+/// process crashes.
 fn set_group_priority(pid: Option<u32>, nice: i32) {
     let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
         return;
@@ -165,6 +167,7 @@ impl ChromiumLauncher {
         dir: &Path,
         spec: &LaunchSpec,
     ) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+        let launch_began = std::time::Instant::now();
         let dir = dir.to_path_buf();
         let profile = dir.join("profile");
         tokio::fs::create_dir_all(&profile)
@@ -275,6 +278,23 @@ impl ChromiumLauncher {
             _ => (self.executable.clone(), chromium_args),
         };
         tracing::debug!(program = %program.display(), ?args, "starting a browser");
+        // A warm browser starts at low priority under coreutils' `nice`, which execs it:
+        // every process and thread it starts inherits the priority. Set from outside after
+        // the spawn instead, it raced the sandbox's first fork, and the refill's Chromium could
+        // run at full priority beside the first page load of the session that had just taken
+        // a warm browser. Without `nice`, the browser starts at normal priority.
+        let (program, args) = match super::sandbox::find_program("nice") {
+            Some(nice) if spec.background => {
+                let mut wrapped: Vec<std::ffi::OsString> = vec![
+                    "-n".into(),
+                    BACKGROUND_NICE.to_string().into(),
+                    program.into(),
+                ];
+                wrapped.extend(args);
+                (nice, wrapped)
+            }
+            _ => (program, args),
+        };
         let mut cmd = CommandWrap::with_new(&program, |c| {
             c.args(&args);
             if let Some(tmp) = &tmp {
@@ -292,10 +312,6 @@ impl ChromiumLauncher {
             path: program.clone(),
             source,
         })?;
-        if spec.background {
-            // The whole group, helpers included (later ones inherit it from their parent).
-            set_group_priority(child.id(), BACKGROUND_NICE);
-        }
         let mut browser = ChromiumBrowser {
             certificates: None,
             child,
@@ -307,6 +323,10 @@ impl ChromiumLauncher {
             recorder: None,
             primary_tab: None,
         };
+        // Where a launch's time goes (debug log): the spawn, the sandbox's namespace and
+        // egress, Chromium's start until DevTools listens, the recorder.
+        let spawned = launch_began.elapsed();
+        let mut jailed = spawned;
         let started = async {
             if let (Some(sandbox), Some(uid)) = (&self.sandbox, uid) {
                 let pid = browser
@@ -314,15 +334,25 @@ impl ChromiumLauncher {
                     .id()
                     .ok_or(LaunchError::NotReady(START_TIMEOUT))?;
                 browser.jail = Some(Jail::enter(pid, uid, sandbox, START_TIMEOUT).await?);
+                jailed = launch_began.elapsed();
             }
             browser.wait_for_devtools(&profile, &log_path).await
         };
         match started.await {
             Ok(url) => {
                 browser.cdp_url = url;
+                let listening = launch_began.elapsed();
                 if spec.recorder {
                     browser.install_recorder(false).await;
                 }
+                tracing::debug!(
+                    spawned_ms = spawned.as_millis() as u64,
+                    jailed_ms = jailed.as_millis() as u64,
+                    listening_ms = listening.as_millis() as u64,
+                    ready_ms = launch_began.elapsed().as_millis() as u64,
+                    background = spec.background,
+                    "browser started"
+                );
                 Ok(Box::new(browser))
             }
             Err(e) => {

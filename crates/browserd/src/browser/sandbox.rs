@@ -190,6 +190,24 @@ impl Sandbox {
         for etc in ETC_FILES {
             push(&["--ro-bind-try".as_ref(), etc.as_ref(), etc.as_ref()]);
         }
+        // fontconfig's system cache (font names and metrics, read-only): without it every
+        // browser's home is new and fontconfig scans every font file at each launch, the
+        // largest part of what the sandbox added to a cold create.
+        if Path::new(FONT_CACHE).is_dir() {
+            for dir in ["/var", "/var/cache"] {
+                push(&[
+                    "--perms".as_ref(),
+                    "0755".as_ref(),
+                    "--dir".as_ref(),
+                    dir.as_ref(),
+                ]);
+            }
+            push(&[
+                "--ro-bind".as_ref(),
+                FONT_CACHE.as_ref(),
+                FONT_CACHE.as_ref(),
+            ]);
+        }
         push(&[
             "--proc".as_ref(),
             "/proc".as_ref(),
@@ -261,6 +279,9 @@ impl Sandbox {
         (self.bwrap.clone(), args)
     }
 }
+
+/// fontconfig's system-wide cache.
+const FONT_CACHE: &str = "/var/cache/fontconfig";
 
 /// The files and folders of /etc a browser may read (those that exist).
 const ETC_FILES: &[&str] = &[

@@ -4,7 +4,8 @@
 //!
 //! The relay's only work is an O(1) hand-off of each command and each reply (a refcounted
 //! clone of the frame, `try_send` on a bounded channel; events are not logged and never
-//! handed over). Parsing and writing happen on the logger's own task. If the logger falls
+//! handed over). Parsing and writing happen on the logger's own task, in batches at most
+//! every [`DRAIN_EVERY`], so entries reach the file up to that much later. If the logger falls
 //! behind, frames are dropped from the log rather than slowing the relay; the log says how
 //! many (a `browserd.framesDropped` entry), and commands whose replies may have been dropped
 //! stop waiting for them after [`PENDING_FOR`].
@@ -26,8 +27,13 @@ pub const MAX_RAW_BODY: usize = 4 * 1024;
 /// Messages larger than this are not parsed into `params` / `result` (their `rawBody` is
 /// still kept, cut to [`MAX_RAW_BODY`]).
 const MAX_PARSED: usize = 64 * 1024;
-/// Frames waiting for the logger; beyond this the relay drops them from the log.
+/// Frames waiting for the logger; beyond this the relay drops them from the log. Room for
+/// [`DRAIN_EVERY`] of 40,000 frames a second.
 const QUEUE: usize = 4096;
+/// How long the logger rests after writing what it found. While it rests it is not waiting
+/// on the channel, so a relay's hand-off wakes nobody: woken per frame, the logger (and the
+/// file write it made each time) cost every round trip a thread hop on a busy machine.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Commands waiting for their reply, per session; beyond this new ones are not logged.
 const MAX_PENDING: usize = 10_000;
 /// After frames were dropped, commands waiting longer than this for a reply are given up
@@ -187,6 +193,7 @@ async fn run(
             next = rx.try_recv().ok();
         }
         writer.flush().await;
+        tokio::time::sleep(DRAIN_EVERY).await;
     }
     let lost = dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
     if lost > 0 {
