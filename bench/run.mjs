@@ -58,6 +58,7 @@ const FLAGS = ['--headless', '--remote-debugging-address=127.0.0.1', '--remote-d
   '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--disable-default-apps',
   '--disable-crash-reporter', '--disable-breakpad', '--metrics-recording-only',
   '--safebrowsing-disable-auto-update', '--password-store=basic', '--use-mock-keychain', '--mute-audio',
+  '--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup',
   '--window-size=1280,720', ...(process.getuid() === 0 ? ['--no-sandbox'] : [])];
 
 const now = () => Number(process.hrtime.bigint()) / 1e6; // ms
@@ -1475,14 +1476,15 @@ async function benchPeers() {
   const blVersion = JSON.parse(readFileSync(join(PEERS, 'node_modules', '@browserless.io', 'browserless', 'package.json'), 'utf8')).version;
   const blNode = execFileSync(join(PEERS, 'node_modules', '.bin', 'node'), ['--version'], { encoding: 'utf8' }).trim();
   await p.warm.waitWarm(2);
-  log('peers: lifecycles');
-  const lifecycles = await peerLifecycles(p);
-  log('peers: bursts');
-  const bursts = await peerBursts(p);
-  log('peers: memory');
-  const memory = await peerMemory(p);
+  // The heaviest stages last: the machine is quiet for the round trips and lifecycles.
   log('peers: relay');
   const relay = await benchRelay({ site, cold: p.cold });
+  log('peers: lifecycles');
+  const lifecycles = await peerLifecycles(p);
+  log('peers: memory');
+  const memory = await peerMemory(p);
+  log('peers: bursts');
+  const bursts = await peerBursts(p);
   for (const k of ['warm', 'cold', 'open', 'browserless']) await p[k].stop();
   site.close();
   return { lifecycles, bursts, memory, relay: relay.rtt, blVersion, blNode };

@@ -42,6 +42,11 @@ const BASE_FLAGS: &[&str] = &[
     "--password-store=basic",
     "--use-mock-keychain",
     "--mute-audio",
+    // Chromium 151+ pre-renders the address bar's popup (a WebUI page in a renderer of its
+    // own) at every start, headless too: ~40 MiB and one process per session for a popup
+    // no headless browser shows (bench section 9). Puppeteer turns it off the same way. The
+    // only --disable-features browserd passes: Chromium reads just the last one given.
+    "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup",
 ];
 
 /// The nice value of a warm browser until a session takes it.

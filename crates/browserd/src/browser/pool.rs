@@ -3,8 +3,9 @@
 //!
 //! Every pooled browser is fresh (new profile, never used) and goes to exactly one session,
 //! which destroys it when it ends: no state crosses sessions. The pool refills one browser
-//! at a time, so refilling never competes with running sessions for more than one launch's
-//! worth of CPU.
+//! at a time, at low CPU priority, and only once no browser has been taken for
+//! [`REFILL_QUIET`], so refilling never competes with running sessions for more than one
+//! launch's worth of CPU, and not with the first page of a session that just took one.
 
 use super::{BrowserInstance, LaunchSpec, Launcher, Viewport};
 use std::sync::Mutex;
@@ -22,6 +23,12 @@ pub const POOL_VIEWPORT: Viewport = Viewport {
 /// Longest wait between refill attempts after launches keep failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long after the last take the refill waits before it launches. A client's first page
+/// load follows its create within a few hundred ms; a launch beside it, even at low
+/// priority, made that load 1.6x slower than in a fresh browser of its own (bench section
+/// 9). A burst of creates is served by cold launches meanwhile either way.
+pub const REFILL_QUIET: Duration = Duration::from_millis(500);
+
 pub struct WarmPool {
     target: usize,
     /// Ready browsers, oldest first. A std Mutex: pushed and popped, never held across await.
@@ -32,6 +39,9 @@ pub struct WarmPool {
     wake: Notify,
     /// Set by [`WarmPool::drain`]: nothing goes back into a drained pool.
     drained: std::sync::atomic::AtomicBool,
+    /// When a browser was last taken (see [`REFILL_QUIET`]). A std Mutex: set and read,
+    /// never held across await.
+    last_take: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for WarmPool {
@@ -51,6 +61,7 @@ impl WarmPool {
             launching: AtomicUsize::new(0),
             wake: Notify::new(),
             drained: Default::default(),
+            last_take: Mutex::new(None),
         }
     }
 
@@ -79,6 +90,7 @@ impl WarmPool {
             let mut browser = self.idle.lock().unwrap().pop()?;
             if browser.is_running() {
                 browser.to_foreground();
+                *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
                 break Some(browser);
             }
             // A pooled browser died while waiting: clean it up, try the next.
@@ -120,6 +132,13 @@ impl WarmPool {
     ) {
         let mut backoff = Duration::from_millis(250);
         loop {
+            // Quiet first: the session that just took a browser loads its first page alone.
+            while let Some(wait) = self.until_quiet() {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
             while !stop.is_cancelled() && self.footprint() < self.target && has_room() {
                 self.launching.fetch_add(1, Ordering::SeqCst);
                 let spec = LaunchSpec {
@@ -154,6 +173,14 @@ impl WarmPool {
             }
         }
         self.drain().await;
+    }
+
+    /// How much longer the refill waits for [`REFILL_QUIET`] after the last take, if at all.
+    fn until_quiet(&self) -> Option<Duration> {
+        let last = (*self.last_take.lock().unwrap())?;
+        REFILL_QUIET
+            .checked_sub(last.elapsed())
+            .filter(|d| !d.is_zero())
     }
 
     /// Stops every idle browser.
