@@ -512,6 +512,29 @@ async fn the_pool_fills_and_creates_take_warm_browsers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_pool_refills_only_after_a_quiet_spell_without_takes() {
+    use crate::browser::pool::REFILL_QUIET;
+    let h = harness_with_pool(10, 2);
+    until(|| h.manager.pool().len() == 2).await;
+    h.manager.create(request(true, Some(600))).await.unwrap();
+    // The session that took a browser loads its first page without a launch beside it.
+    tokio::time::sleep(REFILL_QUIET / 2).await;
+    assert_eq!(h.launcher.launched(), 2, "no refill within the quiet spell");
+    // Another take starts the spell again: past the first one, still within the second.
+    h.manager.create(request(true, Some(600))).await.unwrap();
+    let second = Instant::now();
+    tokio::time::sleep(REFILL_QUIET * 3 / 4).await;
+    assert_eq!(
+        h.launcher.launched(),
+        2,
+        "no refill within the second spell"
+    );
+    until(|| h.manager.pool().len() == 2).await;
+    assert_eq!(h.launcher.launched(), 4, "both taken browsers replaced");
+    assert!(second.elapsed() >= REFILL_QUIET);
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_a_warm_browser_cannot_serve_launch_cold() {
     let h = harness_with_pool(10, 1);
     until(|| h.manager.pool().len() == 1).await;
