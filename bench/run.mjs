@@ -1567,8 +1567,12 @@ Where the time went, and what was changed (issue 16):
   Chromium's processes kept nice 0 (seen in \`/proc/*/task/*/stat\`). Warm browsers now start
   under \`nice -n 10\`, and the refill waits until no browser was taken for 0.5 s. What is
   left over a fresh direct Chromium (${f(med('warm', 'load') - med('direct', 'load'))} ms at
-  p50) is within this machine's noise between runs; the sandboxed browser's pages also leave
-  through browserd's egress (section 6).
+  p50) is what every browserd session pays on its first load by default, warm or cold:
+  the session log and the rrweb recorder (added to every document in an isolated world, and
+  the CDP events both need): section 2b measures both on − off over a whole warm lifecycle
+  in the full run, of the same size as this gap (not measured on the first load alone).
+  browserless records nothing. Runs before these fixes: 115.7 ms (nice race), 82.9 ms
+  (niced), then this.
 - **Cold create**: the sandbox's share is the difference between the cold rows with it on and
   off: ${f(med('cold', 'create') - med('open', 'create'))} ms (bubblewrap's namespaces, its
   own uid, and Chromium's own sandbox with its extra zygote, which direct Chromium and
