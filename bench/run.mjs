@@ -1581,8 +1581,12 @@ Where the time went, and what was changed (issue 16):
   the sandbox had no fontconfig cache (every new home rescanned every font file); it now
   binds \`/var/cache/fontconfig\` read-only. The launch phases are logged at debug level
   (\`browser started spawned_ms jailed_ms listening_ms ready_ms\`): nearly all of it is Chromium
-  starting until DevTools listens. The sandbox stays on by default: it is the isolation
-  promise (docs/security.md); the warm pool hides its cost.
+  starting until DevTools listens. Split by hand (2026-12-03, 9 interleaved launches of
+  browserd's exact command line until \"DevTools listening\", p50): bubblewrap with Chromium's
+  sandbox 280 ms; bubblewrap, \`--no-sandbox\` 226; Chromium's sandbox as the browser's uid
+  without bubblewrap 243; neither 212: about half is Chromium's own sandbox (its namespaces,
+  seccomp and extra zygote), half bubblewrap's namespaces and mounts. The sandbox stays on by
+  default: it is the isolation promise (docs/security.md); the warm pool hides its cost.
 - **Relay**: every client frame is parsed strictly and re-serialised (docs/security.md), and
   every command and reply is handed to the session log. The log used to wake its writer (and
   a file write on a blocking thread) per frame; it now drains every 100 ms. The round trip
