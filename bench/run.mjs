@@ -1187,16 +1187,25 @@ Whole lifecycle through browserd: ${ratio.toFixed(2)}× direct.
 
 // ---------------------------------------------------------------- 8. launching Chromium
 
+/** Every process's pid. */
+const allPids = () => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number);
+
+/** A process's command line, split ('' once it is gone). */
+function cmdlineOf(pid) {
+  try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'); } catch { return ['']; }
+}
+
+/** A process's PSS in KiB (0 once it is gone). */
+function pssKiB(pid) {
+  try {
+    return Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+  } catch { return 0; }
+}
+
 /** Chromium's PSS (KiB) over every process whose command line names `dir`. */
 function chromiumPssKiB(dir) {
-  let total = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) continue;
-      total += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
-    } catch { /* gone */ }
-  }
-  return total;
+  return allPids().filter((pid) => cmdlineOf(pid).join('\0').includes(dir))
+    .reduce((total, pid) => total + pssKiB(pid), 0);
 }
 
 /**
@@ -1266,12 +1275,12 @@ const PEER_SESSIONS_HELD = 8;
 /** The pids below `root` (not `root` itself), from /proc's parent links. */
 function descendants(root) {
   const children = new Map();
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+  for (const pid of allPids()) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(pid));
+      children.get(ppid).push(pid);
     } catch { /* gone */ }
   }
   const out = [];
@@ -1282,16 +1291,8 @@ function descendants(root) {
 
 /** PSS (KiB) and count of Chromium's processes among `pids` (bwrap and node not counted). */
 function chromiumOf(pids) {
-  let pss = 0; let count = 0;
-  for (const pid of pids) {
-    try {
-      const exe = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
-      if (!/chrom/.test(exe)) continue;
-      pss += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
-      count++;
-    } catch { /* gone */ }
-  }
-  return { pss, count };
+  const chromium = pids.filter((pid) => /chrom/.test(cmdlineOf(pid)[0]));
+  return { pss: chromium.reduce((total, pid) => total + pssKiB(pid), 0), count: chromium.length };
 }
 
 /**
@@ -1431,9 +1432,7 @@ async function peerBursts(p) {
  * measurement being that measurement's.
  */
 function crashHandlers() {
-  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
-    try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0].endsWith('chrome_crashpad_handler'); } catch { return false; }
-  });
+  return allPids().filter((pid) => cmdlineOf(pid)[0].endsWith('chrome_crashpad_handler'));
 }
 
 /** Chromium's memory per session with PEER_SESSIONS_HELD sessions each on the loopback page. */

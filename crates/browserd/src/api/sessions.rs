@@ -132,15 +132,15 @@ async fn create(
     };
     let user_metadata = fields.object("userMetadata")?.cloned();
     if let Some(m) = &user_metadata {
-        let json = serde_json::Value::Object(m.clone()).to_string();
+        let value = serde_json::Value::Object(m.clone());
         // PostgreSQL's jsonb (which `q=` reads it as) cannot hold NUL: a stored one would
         // fail every such list of the project.
-        if holds_nul(&serde_json::Value::Object(m.clone())) {
+        if holds_nul(&value) {
             return Err(ApiError::BadRequest(
                 "userMetadata must not contain NUL characters".into(),
             ));
         }
-        let len = json.chars().count();
+        let len = value.to_string().chars().count();
         if len >= params::MAX_USER_METADATA_CHARS {
             return Err(ApiError::BadRequest(format!(
                 "userMetadata must be under {} characters as JSON (it is {len})",
