@@ -51,6 +51,11 @@ PROXY_PASSWORD = "tiny-proxy-secret-5f1c"
 LOG_DIR = tempfile.mkdtemp(prefix="browserd-py-logs-")
 
 
+# Only the fixture's nodes join the cluster's database: a test that starts a server of its
+# own (the fuzzer) must not become a third node that shares the project and takes creates.
+CLUSTER_ENV = {"BROWSERD_DATABASE": CLUSTER_DATABASE, "BROWSERD_CONTEXT_KEY": CONTEXT_KEY} if CLUSTER_DATABASE else {}
+
+
 def start_node(data_dir, *extra):
     port = free_port()
     log = open(os.path.join(LOG_DIR, f"{port}.log"), "w")
@@ -59,7 +64,7 @@ def start_node(data_dir, *extra):
          "--api-key", API_KEY, "--min-timeout", "1",
          "--allow-local-egress", "true", "--shutdown-ends-sessions", "true", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
-        env={**os.environ, "RUST_LOG": "debug"},
+        env={**os.environ, **CLUSTER_ENV, "RUST_LOG": "debug"},
     )
     for line in proc.stdout:
         if "listening on" in line:
@@ -75,8 +80,6 @@ def start_node(data_dir, *extra):
 def browserd():
     data_dir = tempfile.mkdtemp(prefix="browserd-py-")
     if CLUSTER_DATABASE:
-        os.environ["BROWSERD_DATABASE"] = CLUSTER_DATABASE
-        os.environ["BROWSERD_CONTEXT_KEY"] = CONTEXT_KEY
         owner, _ = start_node(data_dir, "--max-sessions", "6", "--node-name", "owner")
         gateway_dir = tempfile.mkdtemp(prefix="browserd-py-gateway-")
         gateway, base_url = start_node(gateway_dir, "--max-sessions", "0", "--node-name", "gateway")
@@ -85,7 +88,9 @@ def browserd():
         owner, base_url = start_node(data_dir, "--max-sessions", "6")
         gateway_dir, procs = None, [owner]
     # data_dir: where the sessions' browsers and files are (the owner's).
-    yield {"base_url": base_url, "data_dir": data_dir, "bin": BIN, "cluster": bool(CLUSTER_DATABASE)}
+    # env: what a `browserd` command run by a test needs to reach the same store.
+    yield {"base_url": base_url, "data_dir": data_dir, "bin": BIN, "cluster": bool(CLUSTER_DATABASE),
+           "env": {**os.environ, **CLUSTER_ENV}}
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

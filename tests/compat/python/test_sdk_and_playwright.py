@@ -111,7 +111,8 @@ def test_errors_surface_as_the_sdk_exceptions(bb, browserd):
 
     # A project allowed one session at a time gets a 429 the SDK does not retry.
     out = subprocess.run([browserd["bin"], "--data-dir", browserd["data_dir"], "project", "create",
-                          "py-limited", "--concurrency", "1"], check=True, capture_output=True, text=True).stdout
+                          "py-limited", "--concurrency", "1"], check=True, capture_output=True, text=True,
+                         env=browserd["env"]).stdout
     key = next(l.split()[2] for l in out.splitlines() if l.startswith("API key:"))
     limited = Browserbase(api_key=key, base_url=browserd["base_url"])
     first = limited.sessions.create()
