@@ -103,6 +103,17 @@ def test_wrong_or_missing_credentials_and_browser_options_are_refused(bb):
     connection = BrowserbaseConnection({"x-bb-signing-key": s.signing_key}, s.selenium_remote_url)
     with pytest.raises(InvalidArgumentException, match="goog:chromeOptions.args"):
         webdriver.Remote(connection, options=options)
+    # W3C capability matching: the first firstMatch entry that this browser honours wins.
+    signed = {"x-bb-signing-key": s.signing_key}
+    either = {"capabilities": {"alwaysMatch": {"pageLoadStrategy": "eager"},
+                               "firstMatch": [{"browserName": "firefox"}, {"browserName": "chrome"}]}}
+    made = requests.post(f"{s.selenium_remote_url}/session", json=either, headers=signed)
+    assert made.status_code == 200, made.text
+    value = made.json()["value"]
+    assert value["capabilities"]["browserName"] == "chrome"
+    assert value["capabilities"]["pageLoadStrategy"] == "eager"
+    gone = requests.delete(f"{s.selenium_remote_url}/session/{value['sessionId']}", headers=signed)
+    assert gone.status_code == 200, gone.text
     bb.sessions.update(s.id, status="REQUEST_RELEASE")
 
 

@@ -263,6 +263,54 @@ fn refused_capability(caps: &Map<String, Value>) -> Option<String> {
         })
 }
 
+/// W3C WebDriver's capability processing: `alwaysMatch` merged with each `firstMatch` entry
+/// in turn (a key in both is an error), and the first merge this session's browser can
+/// honour wins. When none can, the first one's reason is the answer (an "invalid
+/// argument", as before: the options asked for are what the client must change).
+fn matched_capabilities(caps: &Value) -> Result<Map<String, Value>, String> {
+    let always = match &caps["alwaysMatch"] {
+        Value::Null => Map::new(),
+        Value::Object(always) => always.clone(),
+        _ => return Err("capabilities.alwaysMatch must be an object".into()),
+    };
+    let empty = Map::new();
+    let first: Vec<&Map<String, Value>> = match &caps["firstMatch"] {
+        Value::Null => vec![&empty],
+        Value::Array(list) if list.is_empty() => {
+            return Err("capabilities.firstMatch must hold at least one object".into());
+        }
+        Value::Array(list) => list
+            .iter()
+            .map(|each| {
+                each.as_object()
+                    .ok_or("capabilities.firstMatch must hold objects")
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err("capabilities.firstMatch must be a list".into()),
+    };
+    let mut candidates = Vec::with_capacity(first.len());
+    for each in first {
+        if let Some(key) = each.keys().find(|key| always.contains_key(*key)) {
+            return Err(format!(
+                "capability {key:?} is in both alwaysMatch and firstMatch"
+            ));
+        }
+        let mut merged = always.clone();
+        merged.extend(each.clone());
+        candidates.push(merged);
+    }
+    let mut first_refusal = None;
+    for merged in candidates {
+        match refused_capability(&merged) {
+            None => return Ok(merged),
+            Some(why) => {
+                first_refusal.get_or_insert(why);
+            }
+        }
+    }
+    Err(first_refusal.expect("at least one candidate was refused"))
+}
+
 /// `POST /session`: a WebDriver session on the browserd session's browser.
 async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
     let asked: Value = match serde_json::from_slice(body) {
@@ -275,20 +323,10 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
             );
         }
     };
-    let caps = &asked["capabilities"];
-    let mut merged = caps["alwaysMatch"].as_object().cloned().unwrap_or_default();
-    let first = caps["firstMatch"]
-        .as_array()
-        .and_then(|f| f.first())
-        .and_then(Value::as_object);
-    for each in std::iter::once(&merged).chain(first) {
-        if let Some(why) = refused_capability(each) {
-            return wd_error(StatusCode::BAD_REQUEST, "invalid argument", why);
-        }
-    }
-    if let Some(first) = first {
-        merged.extend(first.clone());
-    }
+    let mut merged = match matched_capabilities(&asked["capabilities"]) {
+        Ok(merged) => merged,
+        Err(why) => return wd_error(StatusCode::BAD_REQUEST, "invalid argument", why),
+    };
     let lease = match state.sessions.attach(id) {
         Ok(lease) => lease,
         Err(e @ AttachError::TooManyClients { .. }) => {
@@ -504,4 +542,55 @@ async fn send(
         .to_bytes();
     let answer = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"value": null}));
     Ok((status, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matched_capabilities;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_first_match_entry_the_browser_can_honour_wins() {
+        let caps = json!({
+            "alwaysMatch": {"acceptInsecureCerts": true},
+            "firstMatch": [{"browserName": "firefox"}, {"browserName": "chrome", "pageLoadStrategy": "eager"}, {}],
+        });
+        let merged = matched_capabilities(&caps).unwrap();
+        assert_eq!(merged["browserName"], "chrome");
+        assert_eq!(merged["pageLoadStrategy"], "eager");
+        assert_eq!(merged["acceptInsecureCerts"], true);
+    }
+
+    #[test]
+    fn no_capabilities_at_all_match() {
+        assert!(matched_capabilities(&json!(null)).unwrap().is_empty());
+        assert!(matched_capabilities(&json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn when_nothing_matches_the_first_refusal_is_the_answer() {
+        let caps = json!({"firstMatch": [{"browserName": "firefox"}, {"browserName": "safari"}]});
+        let why = matched_capabilities(&caps).unwrap_err();
+        assert!(why.contains("firefox"), "{why}");
+        let caps = json!({"alwaysMatch": {"goog:chromeOptions": {"args": ["--x"]}}});
+        let why = matched_capabilities(&caps).unwrap_err();
+        assert!(why.contains("goog:chromeOptions.args"), "{why}");
+    }
+
+    #[test]
+    fn malformed_capabilities_are_invalid_arguments() {
+        for (caps, says) in [
+            (json!({"alwaysMatch": []}), "alwaysMatch must be an object"),
+            (json!({"firstMatch": {}}), "firstMatch must be a list"),
+            (json!({"firstMatch": []}), "at least one"),
+            (json!({"firstMatch": [1]}), "must hold objects"),
+            (
+                json!({"alwaysMatch": {"browserName": "chrome"}, "firstMatch": [{"browserName": "chrome"}]}),
+                "in both",
+            ),
+        ] {
+            let why = matched_capabilities(&caps).unwrap_err();
+            assert!(why.contains(says), "{caps}: {why}");
+        }
+    }
 }
