@@ -89,6 +89,11 @@ ensure_test_tools() {
     apt_install tinyproxy
     systemctl disable --now tinyproxy >/dev/null 2>&1 || true
   fi
+  # ...and a SOCKS5 upstream with a username and password (Debian ships no service for it).
+  if ! command -v microsocks >/dev/null 2>&1; then
+    echo "setup: installing microsocks (the SOCKS5 upstream for the proxies tests)"
+    apt_install microsocks
+  fi
   # The systemd unit in deploy/ is checked with systemd-analyze verify.
   if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "setup: installing systemd (for systemd-analyze)"

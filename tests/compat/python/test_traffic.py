@@ -1,5 +1,6 @@
 """Where sessions' traffic goes, asked for through the official SDK and driven with
-Playwright: through an upstream proxy (Debian's tinyproxy with basic auth), and blockAds."""
+Playwright: through an upstream proxy (Debian's tinyproxy with basic auth, and microsocks
+for SOCKS5 with a username and password), and blockAds."""
 
 import os
 import shutil
@@ -76,6 +77,65 @@ def test_a_refused_proxy_fails_the_navigation_and_the_session_log_names_it(
     with pytest.raises(PlaywrightError, match="ERR_SOCKS_CONNECTION_FAILED"):
         page.goto(f"{site}/page")
     proxy = f"http://carol@127.0.0.1:{tinyproxy['port']}"
+
+    def named():
+        return [log for log in bb.sessions.logs.list(s.id)
+                if log.method == "browserd.proxyFailed"
+                and log.request.params.get("proxy") == proxy
+                and "credentials" in log.request.params.get("reason", "")]
+    wait_until(named, what="the refusal in the session log")
+    browser.close()
+    bb.sessions.update(s.id, status="REQUEST_RELEASE")
+
+
+@pytest.fixture(scope="module")
+def microsocks():
+    folder = tempfile.mkdtemp(prefix="browserd-py-microsocks-")
+    port = free_port()
+    log = os.path.join(folder, "connections.log")
+    # It logs each tunnel to stderr: "client[N] 127.0.0.1: connected to host:port".
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["microsocks", "-i", "127.0.0.1", "-p", str(port),
+                                 "-u", "dave", "-P", PROXY_PASSWORD],
+                                stdout=subprocess.DEVNULL, stderr=out)
+    def listens():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    try:
+        wait_until(listens, what="microsocks to listen")
+        yield {"server": f"socks5://127.0.0.1:{port}", "port": port, "log": log}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_socks5_proxy_with_credentials_carries_the_sessions_traffic(
+        bb, playwright, site, microsocks):
+    s = bb.sessions.create(keep_alive=True, proxies=[{
+        "type": "external", "server": microsocks["server"],
+        "username": "dave", "password": PROXY_PASSWORD,
+    }])
+    browser = playwright.chromium.connect_over_cdp(s.connect_url)
+    page = browser.contexts[0].pages[0]
+    page.goto(f"{site}/page")
+    assert page.text_content("#h") == "Hello from the test"
+    assert f"connected to {site.removeprefix('http://')}" in open(microsocks["log"]).read()
+    browser.close()
+    bb.sessions.update(s.id, status="REQUEST_RELEASE")
+    ended = wait_until(lambda: (got := bb.sessions.retrieve(s.id)).status == "COMPLETED" and got,
+                       what="the session to end")
+    assert ended.proxy_bytes > 300, ended.proxy_bytes
+
+    # Wrong credentials: the navigation fails, and the session log says why.
+    s = bb.sessions.create(keep_alive=True, proxies=[{
+        "type": "external", "server": microsocks["server"], "username": "dave", "password": "wrong",
+    }])
+    browser = playwright.chromium.connect_over_cdp(s.connect_url)
+    page = browser.contexts[0].pages[0]
+    with pytest.raises(PlaywrightError, match="ERR_SOCKS_CONNECTION_FAILED"):
+        page.goto(f"{site}/page")
+    proxy = f"socks5://dave@127.0.0.1:{microsocks['port']}"
 
     def named():
         return [log for log in bb.sessions.logs.list(s.id)

@@ -1,15 +1,16 @@
-//! Where a session's connections leave: straight out, or through an upstream HTTP proxy.
+//! Where a session's connections leave: straight out, or through an upstream proxy (HTTP
+//! or SOCKS5).
 //!
 //! A session's `proxies` become [`ProxyRoutes`], which the browser's egress proxy
 //! ([`super::egress`]) consults for every connection a page opens. Through an upstream,
-//! every connection is one HTTP `CONNECT host:port` (plain HTTP too): browserd never parses
+//! every connection is one tunnel to `host:port` (an HTTP `CONNECT`, or a SOCKS5 `CONNECT`
+//! with the host name for the upstream to resolve), plain HTTP too: browserd never parses
 //! or terminates the page's traffic, the tunnel stays opaque, and the credentials are added
 //! here, where pages cannot see them. The bytes that cross an upstream are counted
 //! (`proxyBytes`).
 //!
-//! Written here rather than taken from a crate: the client side of CONNECT is a request line,
-//! one header and a status line, and it must sit behind the same egress checks as a direct
-//! connection.
+//! Written here rather than taken from a crate: the client side of either handshake is a
+//! few short messages, and it must sit behind the same egress checks as a direct connection.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -113,8 +114,16 @@ pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>
             compile_pattern(pattern).map_err(|e| format!("proxies[{i}].domainPattern: {e}"))?;
         }
         match entry {
-            ProxyEntry::External { server, .. } => {
+            ProxyEntry::External {
+                server,
+                username,
+                password,
+                ..
+            } => {
                 ServerAddr::parse(server).map_err(|e| format!("proxies[{i}].server: {e}"))?;
+                // The whole upstream as a session would make it (credentials' limits too).
+                Upstream::new(server, username.as_deref(), password.as_deref(), None)
+                    .map_err(|e| format!("proxies[{i}]: {e}"))?;
             }
             ProxyEntry::Browserbase {
                 geolocation: Some(geo),
@@ -142,23 +151,51 @@ fn compile_pattern(pattern: &str) -> Result<regex_lite::Regex, String> {
         .map_err(|e| format!("not a regular expression: {e}"))
 }
 
-/// An upstream's address, from `http://host:port` or `host:port` (port 80 if left out).
+/// How browserd asks an upstream for a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP `CONNECT`, with basic auth.
+    Http,
+    /// SOCKS5 `CONNECT` by host name (so the upstream resolves it, as `socks5h` means),
+    /// with username/password auth (RFC 1929).
+    Socks5,
+}
+
+impl Protocol {
+    fn scheme(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Socks5 => "socks5",
+        }
+    }
+}
+
+/// An upstream's address, from `http://host:port`, `socks5://host:port` (or `socks5h`,
+/// `socks`), or `host:port` (HTTP); the port defaults to 80 for HTTP, 1080 for SOCKS5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ServerAddr {
+    protocol: Protocol,
     host: String,
     port: u16,
 }
 
 impl ServerAddr {
     fn parse(server: &str) -> Result<Self, String> {
-        let rest = match server.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some((scheme, _)) => {
-                return Err(format!(
-                    "{scheme}:// upstream proxies are not supported; give an HTTP proxy (http://host:port) that takes CONNECT"
-                ));
-            }
-            None => server,
+        let (protocol, rest) = match server.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "http" => (Protocol::Http, rest),
+                "socks5" | "socks5h" | "socks" => (Protocol::Socks5, rest),
+                _ => {
+                    return Err(format!(
+                        "{scheme}:// upstream proxies are not supported; give an HTTP proxy that takes CONNECT (http://host:port) or a SOCKS5 proxy (socks5://host:port)"
+                    ));
+                }
+            },
+            None => (Protocol::Http, server),
+        };
+        let default_port = match protocol {
+            Protocol::Http => 80,
+            Protocol::Socks5 => 1080,
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '@', '?', '#', ' ']) || rest.is_empty() {
@@ -174,13 +211,14 @@ impl ServerAddr {
                     .filter(|p| *p != 0)
                     .ok_or_else(|| format!("{server:?} has no valid port"))?,
             ),
-            _ => (rest, 80),
+            _ => (rest, default_port),
         };
         let host = host.trim_matches(['[', ']']);
         if host.is_empty() {
             return Err(format!("{server:?} names no host"));
         }
         Ok(Self {
+            protocol,
             host: host.to_owned(),
             port,
         })
@@ -197,11 +235,11 @@ impl std::fmt::Display for ServerAddr {
     }
 }
 
-/// One upstream HTTP proxy with its credentials.
+/// One upstream proxy with its credentials.
 pub struct Upstream {
     addr: ServerAddr,
-    /// `Basic …`; never logged or shown.
-    authorization: Option<String>,
+    /// Never logged or shown.
+    credentials: Option<Credentials>,
     /// What logs call it: `http://user@host:port` (a pool entry: also its name), no password.
     pub label: String,
     /// The operator's (from `--proxy-pool`): may be on this machine, which a client's own
@@ -223,21 +261,24 @@ impl Upstream {
         name: Option<&str>,
     ) -> Result<Self, String> {
         let addr = ServerAddr::parse(server)?;
-        let authorization = (username.is_some() || password.is_some()).then(|| {
-            let pair = format!("{}:{}", username.unwrap_or(""), password.unwrap_or(""));
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            )
+        let credentials = (username.is_some() || password.is_some()).then(|| Credentials {
+            username: username.unwrap_or_default().to_owned(),
+            password: password.unwrap_or_default().to_owned(),
         });
+        if let (Protocol::Socks5, Some(c)) = (addr.protocol, &credentials)
+            && (c.username.len() > 255 || c.password.len() > 255)
+        {
+            return Err("a SOCKS5 proxy's username and password are at most 255 bytes each".into());
+        }
         let user = username.map(|u| format!("{u}@")).unwrap_or_default();
+        let url = format!("{}://{user}{addr}", addr.protocol.scheme());
         let label = match name {
-            Some(name) => format!("{name} (http://{user}{addr})"),
-            None => format!("http://{user}{addr}"),
+            Some(name) => format!("{name} ({url})"),
+            None => url,
         };
         Ok(Self {
             addr,
-            authorization,
+            credentials,
             label,
             operator: name.is_some(),
         })
@@ -259,15 +300,38 @@ impl Upstream {
         host: &str,
         port: u16,
     ) -> Result<(), TunnelError> {
+        let asked = async {
+            match self.addr.protocol {
+                Protocol::Http => self.http_connect(stream, host, port).await,
+                Protocol::Socks5 => {
+                    socks5_connect(stream, self.credentials.as_ref(), host, port).await
+                }
+            }
+        };
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, asked).await {
+            Ok(asked) => asked,
+            Err(_) => Err(TunnelError::Broken(
+                "no answer to CONNECT within 30 s".into(),
+            )),
+        }
+    }
+
+    async fn http_connect(
+        &self,
+        stream: &mut TcpStream,
+        host: &str,
+        port: u16,
+    ) -> Result<(), TunnelError> {
         let target = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
         let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
-        if let Some(auth) = &self.authorization {
-            request.push_str("Proxy-Authorization: ");
-            request.push_str(auth);
+        if let Some(c) = &self.credentials {
+            let pair = format!("{}:{}", c.username, c.password);
+            request.push_str("Proxy-Authorization: Basic ");
+            request.push_str(&base64::engine::general_purpose::STANDARD.encode(pair));
             request.push_str("\r\n");
         }
         request.push_str("\r\n");
@@ -275,15 +339,9 @@ impl Upstream {
             stream.write_all(request.as_bytes()).await?;
             read_answer(stream).await
         };
-        let status = match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => return Err(TunnelError::Broken(e.to_string())),
-            Err(_) => {
-                return Err(TunnelError::Broken(
-                    "no answer to CONNECT within 30 s".into(),
-                ));
-            }
-        };
+        let status = exchange
+            .await
+            .map_err(|e| TunnelError::Broken(e.to_string()))?;
         match status {
             (200..=299, _) => Ok(()),
             // 407 is the standard answer; some proxies (tinyproxy) answer 401.
@@ -293,6 +351,133 @@ impl Upstream {
             (code, reason) => Err(TunnelError::Refused(format!("{code} {reason}"))),
         }
     }
+}
+
+/// An upstream's username and password.
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// The client side of SOCKS5 (RFC 1928) `CONNECT`, with username/password auth (RFC 1929)
+/// when there are credentials. Every read is of an exact length: nothing of the tunnel's
+/// first bytes is read here.
+async fn socks5_connect(
+    stream: &mut TcpStream,
+    credentials: Option<&Credentials>,
+    host: &str,
+    port: u16,
+) -> Result<(), TunnelError> {
+    use tokio::io::AsyncReadExt as _;
+    let broken = |e: std::io::Error| TunnelError::Broken(e.to_string());
+    // Methods offered: no auth, and username/password when there are credentials.
+    let greeting: &[u8] = if credentials.is_some() {
+        &[5, 2, 0, 2]
+    } else {
+        &[5, 1, 0]
+    };
+    stream.write_all(greeting).await.map_err(broken)?;
+    let mut chosen = [0u8; 2];
+    stream.read_exact(&mut chosen).await.map_err(broken)?;
+    match (chosen, credentials) {
+        ([5, 0], _) => {}
+        ([5, 2], Some(c)) => {
+            let mut auth = Vec::with_capacity(3 + c.username.len() + c.password.len());
+            auth.push(1);
+            auth.push(c.username.len() as u8);
+            auth.extend_from_slice(c.username.as_bytes());
+            auth.push(c.password.len() as u8);
+            auth.extend_from_slice(c.password.as_bytes());
+            stream.write_all(&auth).await.map_err(broken)?;
+            let mut status = [0u8; 2];
+            stream.read_exact(&mut status).await.map_err(broken)?;
+            if status[1] != 0 {
+                return Err(TunnelError::Authentication(format!(
+                    "SOCKS5 authentication status {}",
+                    status[1]
+                )));
+            }
+        }
+        ([5, 0xff], _) => {
+            return Err(TunnelError::Authentication(
+                if credentials.is_some() {
+                    "the SOCKS5 proxy accepts neither no authentication nor a username and password"
+                } else {
+                    "the SOCKS5 proxy wants credentials (give username and password)"
+                }
+                .into(),
+            ));
+        }
+        (other, _) => {
+            return Err(TunnelError::Broken(format!(
+                "not a SOCKS5 answer to the greeting: {other:?}"
+            )));
+        }
+    }
+    let mut request = vec![5, 1, 0];
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            let name = host.as_bytes();
+            let len = u8::try_from(name.len())
+                .map_err(|_| TunnelError::Refused("the host name is too long for SOCKS5".into()))?;
+            request.push(3);
+            request.push(len);
+            request.extend_from_slice(name);
+        }
+    }
+    request.extend_from_slice(&port.to_be_bytes());
+    stream.write_all(&request).await.map_err(broken)?;
+    // The reply: version, status, reserved, then the bound address (read and dropped).
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await.map_err(broken)?;
+    if head[0] != 5 {
+        return Err(TunnelError::Broken(format!(
+            "not a SOCKS5 reply: version {}",
+            head[0]
+        )));
+    }
+    if head[1] != 0 {
+        let why = match head[1] {
+            1 => "general failure",
+            2 => "not allowed by its rules",
+            3 => "network unreachable",
+            4 => "host unreachable",
+            5 => "connection refused",
+            6 => "TTL expired",
+            7 => "command not supported",
+            8 => "address type not supported",
+            _ => "unknown status",
+        };
+        return Err(TunnelError::Refused(format!(
+            "SOCKS5 status {} ({why})",
+            head[1]
+        )));
+    }
+    let address_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await.map_err(broken)?;
+            usize::from(len[0])
+        }
+        other => {
+            return Err(TunnelError::Broken(format!(
+                "SOCKS5 reply with address type {other}"
+            )));
+        }
+    };
+    let mut bound = vec![0u8; address_len + 2];
+    stream.read_exact(&mut bound).await.map_err(broken)?;
+    Ok(())
 }
 
 /// Why an upstream gave no tunnel. Its `Display` is what the session log says.
@@ -764,6 +949,14 @@ mod tests {
                 "no valid port",
             ),
             (
+                json!([{"type": "external", "server": "socks4://p.test:1"}]),
+                "socks4:// upstream proxies are not supported",
+            ),
+            (
+                json!([{"type": "external", "server": "socks5://p.test", "username": "u", "password": "x".repeat(256)}]),
+                "proxies[0]: a SOCKS5 proxy's username and password are at most 255 bytes",
+            ),
+            (
                 json!([{"type": "none", "domainPattern": "("}]),
                 "proxies[0].domainPattern: not a regular expression",
             ),
@@ -780,11 +973,93 @@ mod tests {
         assert_eq!(
             ServerAddr::parse("[::1]:8080").unwrap(),
             ServerAddr {
+                protocol: Protocol::Http,
                 host: "::1".into(),
                 port: 8080
             }
         );
         assert_eq!(ServerAddr::parse("http://p.test").unwrap().port, 80);
+        for server in ["socks5://p.test", "SOCKS5H://p.test", "socks://p.test"] {
+            let addr = ServerAddr::parse(server).unwrap();
+            assert_eq!(
+                (addr.protocol, addr.port),
+                (Protocol::Socks5, 1080),
+                "{server}"
+            );
+        }
+        let upstream =
+            Upstream::new("socks5h://p.test:9", Some("u"), Some("secret"), None).unwrap();
+        assert_eq!(upstream.label, "socks5://u@p.test:9");
+    }
+
+    /// The bytes of a SOCKS5 CONNECT with username/password, against a scripted upstream
+    /// (the real one, microsocks, is in the compat suite): the host name goes unresolved,
+    /// and the tunnel's first bytes are left for the tunnel.
+    #[tokio::test]
+    async fn a_socks5_tunnel_authenticates_and_names_the_host() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut greeting = [0u8; 4];
+            s.read_exact(&mut greeting).await.unwrap();
+            s.write_all(&[5, 2]).await.unwrap();
+            let mut auth = [0u8; 1 + 1 + 3 + 1 + 6];
+            s.read_exact(&mut auth).await.unwrap();
+            s.write_all(&[1, 0]).await.unwrap();
+            let mut request = [0u8; 4 + 1 + 9 + 2];
+            s.read_exact(&mut request).await.unwrap();
+            // Bound to a domain-name address, then the tunnel's first bytes at once.
+            s.write_all(&[5, 0, 0, 3, 2, b'h', b'i', 0, 80, b'o', b'k'])
+                .await
+                .unwrap();
+            (greeting, auth, request)
+        });
+        let proxy = Upstream::new(
+            &format!("socks5://{addr}"),
+            Some("bob"),
+            Some("secret"),
+            None,
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        proxy
+            .open_tunnel(&mut stream, "shop.test", 443)
+            .await
+            .unwrap();
+        let mut first = [0u8; 2];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"ok");
+        let (greeting, auth, request) = upstream.await.unwrap();
+        assert_eq!(greeting, [5, 2, 0, 2]);
+        assert_eq!(&auth, b"\x01\x03bob\x06secret");
+        assert_eq!(&request, b"\x05\x01\x00\x03\x09shop.test\x01\xbb");
+    }
+
+    #[tokio::test]
+    async fn a_socks5_refusal_says_why() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+            s.write_all(&[5, 0]).await.unwrap();
+            let _ = s.read(&mut buf).await;
+            s.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+        });
+        let proxy = Upstream::new(&format!("socks5://{addr}"), None, None, None).unwrap();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let err = proxy
+            .open_tunnel(&mut stream, "10.1.2.3", 80)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the proxy refused the connection: SOCKS5 status 5 (connection refused)"
+        );
     }
 
     #[test]
