@@ -286,6 +286,38 @@ impl Extension {
     }
 }
 
+/// A CA certificate a project's sessions may trust (`proxySettings.caCertificates`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Certificate {
+    pub id: String,
+    pub project_id: String,
+    /// One or more `CERTIFICATE` blocks; never shown by the API.
+    pub pem: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The Browserbase `Certificate` JSON object.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateJson<'a> {
+    pub id: &'a str,
+    pub created_at: String,
+    pub updated_at: String,
+    pub project_id: &'a str,
+}
+
+impl Certificate {
+    pub fn to_json(&self) -> CertificateJson<'_> {
+        CertificateJson {
+            id: &self.id,
+            created_at: fmt_time(self.created_at),
+            updated_at: fmt_time(self.updated_at),
+            project_id: &self.project_id,
+        }
+    }
+}
+
 /// The Browserbase `Project` JSON object.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

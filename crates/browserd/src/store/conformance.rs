@@ -14,6 +14,7 @@ pub async fn check(store: &Store) {
     racing_creates(store).await;
     contexts(store).await;
     extensions(store).await;
+    certificates(store).await;
     settings(store).await;
     nodes(store).await;
     blobs(store).await;
@@ -697,6 +698,54 @@ async fn extensions(store: &Store) {
     assert!(e.delete_extension(&extension.id).await.unwrap());
     assert!(!e.delete_extension(&extension.id).await.unwrap());
     assert_eq!(e.get_extension(&extension.id).await.unwrap(), None);
+}
+
+async fn certificates(store: &Store) {
+    let c = &store.certificates;
+    let (a, b) = (
+        store
+            .projects
+            .create_project("ca", 300, 5, 0)
+            .await
+            .unwrap(),
+        store
+            .projects
+            .create_project("cb", 300, 5, 0)
+            .await
+            .unwrap(),
+    );
+    let t = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let cert = |project: &str, pem: &str, at: OffsetDateTime| Certificate {
+        id: Uuid::new_v4().to_string(),
+        project_id: project.to_owned(),
+        pem: pem.to_owned(),
+        created_at: at,
+        updated_at: at,
+    };
+    let first = cert(
+        &a.id,
+        "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        t,
+    );
+    let second = cert(&a.id, "second", t + time::Duration::seconds(1));
+    let other = cert(&b.id, "other", t);
+    for each in [&second, &first, &other] {
+        c.insert_certificate(each).await.unwrap();
+    }
+    assert_eq!(
+        c.get_certificate(&first.id).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    assert_eq!(
+        c.list_certificates(&a.id).await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "a project's own, oldest first"
+    );
+    assert!(c.delete_certificate(&first.id).await.unwrap());
+    assert!(!c.delete_certificate(&first.id).await.unwrap());
+    assert_eq!(c.get_certificate(&first.id).await.unwrap(), None);
+    assert_eq!(c.list_certificates(&a.id).await.unwrap(), vec![second]);
+    assert_eq!(c.list_certificates(&b.id).await.unwrap(), vec![other]);
 }
 
 async fn settings(store: &Store) {

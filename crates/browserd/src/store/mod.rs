@@ -13,7 +13,9 @@ mod conformance;
 mod postgres;
 mod sqlite;
 
-use crate::model::{BrowserRecord, Context, Extension, Node, Project, Session, SessionStatus};
+use crate::model::{
+    BrowserRecord, Certificate, Context, Extension, Node, Project, Session, SessionStatus,
+};
 use std::path::Path;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -87,6 +89,7 @@ pub struct Store {
     pub sessions: Arc<dyn SessionStore>,
     pub contexts: Arc<dyn ContextStore>,
     pub extensions: Arc<dyn ExtensionStore>,
+    pub certificates: Arc<dyn CertificateStore>,
     pub settings: Arc<dyn SettingStore>,
     pub nodes: Arc<dyn NodeStore>,
     pub blobs: Arc<dyn BlobStore>,
@@ -110,6 +113,7 @@ impl Store {
             sessions: database.clone(),
             contexts: database.clone(),
             extensions: database.clone(),
+            certificates: database.clone(),
             settings: database.clone(),
             nodes: database.clone(),
             blobs: database.clone(),
@@ -132,7 +136,14 @@ impl Store {
 /// A database that holds every aggregate.
 #[async_trait::async_trait]
 pub trait Database:
-    ProjectStore + SessionStore + ContextStore + ExtensionStore + SettingStore + NodeStore + BlobStore
+    ProjectStore
+    + SessionStore
+    + ContextStore
+    + ExtensionStore
+    + CertificateStore
+    + SettingStore
+    + NodeStore
+    + BlobStore
 {
     async fn close(&self);
 }
@@ -189,6 +200,20 @@ pub trait ExtensionStore: Send + Sync + 'static {
 
     /// Deletes an extension's row; whether there was one.
     async fn delete_extension(&self, id: &str) -> Result<bool>;
+}
+
+/// CA certificates' rows (their PEM text included: a few KiB each).
+#[async_trait::async_trait]
+pub trait CertificateStore: Send + Sync + 'static {
+    async fn insert_certificate(&self, certificate: &Certificate) -> Result<()>;
+
+    async fn get_certificate(&self, id: &str) -> Result<Option<Certificate>>;
+
+    /// A project's certificates, oldest first.
+    async fn list_certificates(&self, project_id: &str) -> Result<Vec<Certificate>>;
+
+    /// Deletes a certificate's row; whether there was one.
+    async fn delete_certificate(&self, id: &str) -> Result<bool>;
 }
 
 /// Server-wide settings: a few named strings (the default project, the signing secret).

@@ -6,11 +6,14 @@
 //! clock (`now()`), so nodes need not agree on the time.
 
 use super::{
-    BlobLock, BlobStore, ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits,
-    ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore, StoreError, Usage,
+    BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
+    ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
+    StoreError, Usage,
 };
 use crate::model::SessionStatus;
-use crate::model::{BrowserRecord, Context, Extension, Node, NodeState, Project, Session};
+use crate::model::{
+    BrowserRecord, Certificate, Context, Extension, Node, NodeState, Project, Session,
+};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
@@ -687,6 +690,62 @@ impl ExtensionStore for PostgresStore {
             .rows_affected();
         Ok(deleted == 1)
     }
+}
+
+#[async_trait::async_trait]
+impl CertificateStore for PostgresStore {
+    async fn insert_certificate(&self, certificate: &Certificate) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certificates (id, project_id, pem, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&certificate.id)
+        .bind(&certificate.project_id)
+        .bind(&certificate.pem)
+        .bind(certificate.created_at)
+        .bind(certificate.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_certificate(&self, id: &str) -> Result<Option<Certificate>> {
+        sqlx::query("SELECT * FROM certificates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| certificate_row(&row))
+            .transpose()
+    }
+
+    async fn list_certificates(&self, project_id: &str) -> Result<Vec<Certificate>> {
+        sqlx::query("SELECT * FROM certificates WHERE project_id = $1 ORDER BY created_at, id")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(certificate_row)
+            .collect()
+    }
+
+    async fn delete_certificate(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM certificates WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+fn certificate_row(row: &sqlx::postgres::PgRow) -> Result<Certificate> {
+    Ok(Certificate {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        pem: row.try_get("pem")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 #[async_trait::async_trait]

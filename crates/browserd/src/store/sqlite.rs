@@ -1,12 +1,13 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
 use super::{
-    BlobLock, BlobStore, ContextStore, Database, ExtensionStore, NodeStore, ProjectLimits,
-    ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore, StoreError, Usage,
+    BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
+    ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
+    StoreError, Usage,
 };
 use crate::model::{
-    BrowserRecord, Context, Extension, Node, NodeState, Project, Session, SessionStatus, fmt_time,
-    parse_time,
+    BrowserRecord, Certificate, Context, Extension, Node, NodeState, Project, Session,
+    SessionStatus, fmt_time, parse_time,
 };
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -591,6 +592,63 @@ impl ExtensionStore for SqliteStore {
             .rows_affected();
         Ok(deleted == 1)
     }
+}
+
+/// Certificates: rows with their PEM text.
+#[async_trait::async_trait]
+impl CertificateStore for SqliteStore {
+    async fn insert_certificate(&self, certificate: &Certificate) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certificates (id, project_id, pem, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&certificate.id)
+        .bind(&certificate.project_id)
+        .bind(&certificate.pem)
+        .bind(fmt_time(certificate.created_at))
+        .bind(fmt_time(certificate.updated_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_certificate(&self, id: &str) -> Result<Option<Certificate>> {
+        sqlx::query("SELECT * FROM certificates WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| certificate_row(&row))
+            .transpose()
+    }
+
+    async fn list_certificates(&self, project_id: &str) -> Result<Vec<Certificate>> {
+        sqlx::query("SELECT * FROM certificates WHERE project_id = ? ORDER BY created_at, id")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(certificate_row)
+            .collect()
+    }
+
+    async fn delete_certificate(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM certificates WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+fn certificate_row(row: &sqlx::sqlite::SqliteRow) -> Result<Certificate> {
+    Ok(Certificate {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        pem: row.try_get("pem")?,
+        created_at: time_col(row, "created_at")?,
+        updated_at: time_col(row, "updated_at")?,
+    })
 }
 
 /// The embedded database's one node. Times are this machine's clock: there is no other.
