@@ -55,6 +55,15 @@ ensure_sandbox() {
   fi
 }
 
+# proxySettings.caCertificates: each session's certificates go into an NSS database of its
+# own, written with NSS's certutil.
+ensure_certutil() {
+  if ! command -v certutil >/dev/null 2>&1; then
+    echo "setup: installing libnss3-tools (certutil, for sessions' CA certificates)"
+    apt_install libnss3-tools
+  fi
+}
+
 # The cluster tests run several nodes on one PostgreSQL, started per run by pg_virtualenv
 # (Debian's postgresql-common) and dropped after.
 ensure_postgres() {

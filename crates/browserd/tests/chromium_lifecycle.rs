@@ -592,17 +592,108 @@ impl Drop for SelfSigned {
 
 async fn self_signed_site() -> SelfSigned {
     let dir = tempfile::tempdir().unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    serve_tls(dir).await
+}
+
+/// An HTTPS site for 127.0.0.1 whose certificate a private CA signed; the CA's certificate
+/// is `ca.pem` in the site's folder.
+async fn private_ca_site() -> SelfSigned {
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path();
+    openssl(
+        at,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=browserd test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        at,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "site.csr",
+        ],
+    );
+    std::fs::write(
+        at.join("site.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        at,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "site.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "site.ext",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    serve_tls(dir).await
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
     let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(dir.path().join("key.pem"))
-        .arg("-out")
-        .arg(dir.path().join("cert.pem"))
+        .args(args)
+        .current_dir(dir)
         .output()
-        .expect("openssl (Debian's openssl package) makes the test's certificate");
+        .expect("openssl (Debian's openssl package) makes the test's certificates");
     assert!(made.status.success(), "{made:?}");
+}
+
+/// `openssl s_server -www` on `cert.pem` and `key.pem` of `dir`, on a free loopback port.
+async fn serve_tls(dir: tempfile::TempDir) -> SelfSigned {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -611,10 +702,8 @@ async fn self_signed_site() -> SelfSigned {
     let child = std::process::Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(format!("127.0.0.1:{port}"))
-        .arg("-cert")
-        .arg(dir.path().join("cert.pem"))
-        .arg("-key")
-        .arg(dir.path().join("key.pem"))
+        .args(["-cert", "cert.pem", "-key", "key.pem"])
+        .current_dir(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -632,6 +721,54 @@ async fn self_signed_site() -> SelfSigned {
         port,
         _dir: dir,
     }
+}
+
+/// `proxySettings.caCertificates` with browsers outside the sandbox too (their `$HOME`, where
+/// Chromium finds the certificate database, is set to their folder); a session that names
+/// no certificate does not trust the CA.
+#[tokio::test]
+async fn a_sessions_ca_certificate_is_trusted_outside_the_sandbox_too() {
+    let site = private_ca_site().await;
+    let server = TestServer::start_with(Options {
+        sandbox_off: true,
+        ..Options::default()
+    })
+    .await;
+    let ca = std::fs::read(site._dir.path().join("ca.pem")).unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(ca).file_name("ca.pem"),
+    );
+    let uploaded: serde_json::Value = server
+        .req(reqwest::Method::POST, "/v1/certificates")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cert = uploaded["id"].as_str().expect("an id").to_owned();
+    let url = format!("https://127.0.0.1:{}/", site.port);
+    for trusted in [true, false] {
+        let ids: Vec<&str> = if trusted { vec![&cert] } else { vec![] };
+        let s = server
+            .create(json!({"keepAlive": true, "proxySettings": {"caCertificates": ids}}))
+            .await;
+        let mut cdp = Cdp::connect(&connect_url(&s)).await;
+        let page = cdp.page_session().await;
+        let seen = visit(&mut cdp, &page, &url).await;
+        if trusted {
+            let text = seen.expect("the private CA's site loads");
+            assert!(text.contains("s_server"), "{text}");
+        } else {
+            let error = seen.expect_err("only a session that names the CA trusts it");
+            assert!(error.contains("ERR_CERT_AUTHORITY_INVALID"), "{error}");
+        }
+        drop(cdp);
+        server.release(&id_of(&s)).await;
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

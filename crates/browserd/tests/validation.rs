@@ -18,14 +18,17 @@ const KEY: &str = "bd_validation_key";
 #[derive(Default)]
 struct NoBrowsers {
     asked: AtomicUsize,
+    /// The CA certificates of the last launch asked for.
+    certificates: std::sync::Mutex<Vec<String>>,
     /// What its readiness check says is missing, if anything.
     missing: Option<String>,
 }
 
 #[async_trait::async_trait]
 impl Launcher for NoBrowsers {
-    async fn launch(&self, _spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
+        *self.certificates.lock().unwrap() = spec.ca_certificates.clone();
         Err(LaunchError::NotReady(std::time::Duration::ZERO))
     }
 
@@ -73,6 +76,25 @@ async fn app_with(launcher: NoBrowsers) -> App {
 }
 
 impl App {
+    /// A multipart upload (part `file`) with the API key; its status and JSON body.
+    async fn upload(&self, path: &str, file: &[u8]) -> (u16, Value) {
+        let mut body = b"--b0undary\r\ncontent-disposition: form-data; name=\"file\"; filename=\"ca.pem\"\r\ncontent-type: application/octet-stream\r\n\r\n".to_vec();
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n--b0undary--\r\n");
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "browserd.test")
+            .header("x-bb-api-key", KEY)
+            .header("content-type", "multipart/form-data; boundary=b0undary")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
     /// One request with the API key; its status and JSON body.
     async fn call(&self, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
         self.call_as(Some(KEY), method, path, body).await
@@ -101,6 +123,9 @@ impl App {
             .unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        if status == 204 {
+            return (204, Value::Null);
+        }
         let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(
             content_type.starts_with("application/json"),
@@ -291,8 +316,8 @@ async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
             "proxies needs browsers in browserd's sandbox",
         ),
         (
-            json!({"proxies": [{"type": "external", "server": "socks5://p:1080"}]}),
-            "proxies[0].server: socks5:// upstream proxies are not supported",
+            json!({"proxies": [{"type": "external", "server": "socks4://p:1080"}]}),
+            "proxies[0].server: socks4:// upstream proxies are not supported",
         ),
         (
             json!({"proxies": [{"type": "none", "domainPattern": "(["}]}),
@@ -300,8 +325,12 @@ async fn traffic_fields_browserd_cannot_honour_are_refused_by_name() {
         ),
         (json!({"proxies": "yes"}), "proxies must be true or a list"),
         (
-            json!({"proxySettings": {"caCertificates": ["c1"]}}),
-            "caCertificates",
+            json!({"proxySettings": {"caCertificates": "c1"}}),
+            "caCertificates must be a list",
+        ),
+        (
+            json!({"proxySettings": {"caCertificates": [1]}}),
+            "caCertificates must hold certificate ids",
         ),
         (json!({"browserSettings": {"blockAds": true}}), "blockAds"),
         (
@@ -401,4 +430,66 @@ async fn user_metadata_with_a_nul_is_a_400() {
         )
         .await;
     assert_error(status, &err, 400, "NUL");
+}
+
+/// Certificates: uploaded as PEM or DER (keys and other files refused), listed, named by a
+/// create's `proxySettings.caCertificates` (which reaches the launch as PEM), deleted.
+#[tokio::test]
+async fn certificates_are_checked_at_upload_and_reach_the_launch() {
+    let app = app().await;
+    // The format checks only (certutil checks the rest at launch): a DER SEQUENCE.
+    let mut der = vec![0x30, 0x82, 0x01, 0x00];
+    der.extend(std::iter::repeat_n(9u8, 100));
+    let (status, made) = app.upload("/v1/certificates", &der).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert!(
+        made.get("pem").is_none(),
+        "the API never shows the file: {made}"
+    );
+    for (file, says) in [
+        (
+            &b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"[..],
+            "private key",
+        ),
+        (&b"hello"[..], "not a PEM or DER"),
+    ] {
+        let (status, err) = app.upload("/v1/certificates", file).await;
+        assert_error(status, &err, 400, says);
+    }
+    let (status, list) = app.call(Method::GET, "/v1/certificates", None).await;
+    assert_eq!((status, list.as_array().unwrap().len()), (200, 1), "{list}");
+    assert_eq!(list[0]["id"], id.as_str());
+    let (status, one) = app
+        .call(Method::GET, &format!("/v1/certificates/{id}"), None)
+        .await;
+    assert_eq!((status, &one["id"]), (200, &json!(id)), "{one}");
+
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let body = json!({"proxySettings": {"caCertificates": [unknown]}}).to_string();
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some(&body)).await;
+    assert_error(status, &err, 404, "certificate 00000000");
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "nothing launched"
+    );
+    let body = json!({"proxySettings": {"caCertificates": [id, id]}}).to_string();
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some(&body)).await;
+    assert_error(status, &err, 500, "failed to start");
+    let launched = app.launcher.certificates.lock().unwrap().clone();
+    assert_eq!(launched.len(), 1, "named twice, installed once");
+    assert!(
+        launched[0].starts_with("-----BEGIN CERTIFICATE-----\n"),
+        "{launched:?}"
+    );
+
+    let (status, _) = app
+        .call(Method::DELETE, &format!("/v1/certificates/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = app
+        .call(Method::GET, &format!("/v1/certificates/{id}"), None)
+        .await;
+    assert_error(status, &err, 404, "not found");
 }

@@ -1,6 +1,7 @@
 """Where sessions' traffic goes, asked for through the official SDK and driven with
 Playwright: through an upstream proxy (Debian's tinyproxy with basic auth, and microsocks
-for SOCKS5 with a username and password), and blockAds."""
+for SOCKS5 with a username and password), blockAds, and CA certificates a project uploads
+for its sessions to trust (an HTTPS site on loopback with a certificate of a private CA)."""
 
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 
 import pytest
-from browserbase import BadRequestError
+from browserbase import BadRequestError, NotFoundError
 from playwright.sync_api import Error as PlaywrightError
 
 from conftest import PROXY_PASSWORD, free_port, wait_until
@@ -167,3 +168,65 @@ def test_block_ads_keeps_an_ad_host_out_and_first_party_images_in(bb, playwright
     wait_until(named, what="the ad host in the session log")
     browser.close()
     bb.sessions.update(s.id, status="REQUEST_RELEASE")
+
+
+@pytest.fixture(scope="module")
+def private_ca_site():
+    """A private CA (openssl), and an HTTPS server (openssl s_server) whose certificate it
+    signed, for 127.0.0.1."""
+    folder = tempfile.mkdtemp(prefix="browserd-py-ca-")
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    openssl = lambda *args: subprocess.run(["openssl", *args], check=True,  # noqa: E731
+                                           capture_output=True, cwd=folder)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=browserd test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "site.key", "-out", "site.csr")
+    with open(path("site.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "site.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", "site.ext", "-out", "site.pem")
+    port = free_port()
+    proc = subprocess.Popen(["openssl", "s_server", "-quiet", "-www", "-accept", f"127.0.0.1:{port}",
+                             "-cert", "site.pem", "-key", "site.key"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def listens():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    try:
+        wait_until(listens, what="openssl s_server to listen")
+        yield {"url": f"https://127.0.0.1:{port}/", "ca": path("ca.pem"), "ca_key": path("ca.key")}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_ca_certificate_uploaded_through_the_sdk_is_trusted_by_the_sessions_that_name_it(
+        bb, playwright, private_ca_site):
+    with open(private_ca_site["ca"], "rb") as f:
+        cert = bb.certificates.create(file=f)
+    assert cert.id in [c.id for c in bb.certificates.list()]
+    assert bb.certificates.retrieve(cert.id).project_id == cert.project_id
+    with open(private_ca_site["ca_key"], "rb") as f, pytest.raises(BadRequestError, match="private key"):
+        bb.certificates.create(file=f)
+
+    trusting = bb.sessions.create(keep_alive=True, proxy_settings={"ca_certificates": [cert.id]})
+    plain = bb.sessions.create(keep_alive=True)
+    for s, trusted in [(trusting, True), (plain, False)]:
+        browser = playwright.chromium.connect_over_cdp(s.connect_url)
+        page = browser.contexts[0].pages[0]
+        if trusted:
+            page.goto(private_ca_site["url"])
+            assert "s_server" in page.content()
+        else:
+            # Only the session that named the certificate trusts it.
+            with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+                page.goto(private_ca_site["url"])
+        browser.close()
+        bb.sessions.update(s.id, status="REQUEST_RELEASE")
+
+    bb.certificates.delete(cert.id)
+    with pytest.raises(NotFoundError, match=f"certificate {cert.id} not found"):
+        bb.sessions.create(proxy_settings={"ca_certificates": [cert.id]})

@@ -3,6 +3,7 @@
 //! [`crate::sessions`].
 
 mod access_log;
+mod certificates;
 mod connect;
 mod contexts;
 pub mod error;
@@ -139,6 +140,14 @@ pub fn app(state: AppState) -> Router {
             "/v1/extensions/{id}",
             get(extensions::retrieve).delete(extensions::delete),
         )
+        .route(
+            "/v1/certificates",
+            post(certificates::create).get(certificates::list),
+        )
+        .route(
+            "/v1/certificates/{id}",
+            get(certificates::retrieve).delete(certificates::delete),
+        )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/overview", get(overview::overview))
         .route("/metrics", get(metrics::with_key))
@@ -186,6 +195,12 @@ impl ProjectOwned for crate::model::Session {
 }
 
 impl ProjectOwned for crate::model::Context {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for crate::model::Certificate {
     fn project_id(&self) -> &str {
         &self.project_id
     }
@@ -366,6 +381,8 @@ mod tests {
             "/v1/contexts/{id}",
             "/v1/extensions",
             "/v1/extensions/{id}",
+            "/v1/certificates",
+            "/v1/certificates/{id}",
             "/v1/sessions/{id}/debug",
             "/v1/sessions/{id}/logs",
             "/v1/sessions/{id}/recording",

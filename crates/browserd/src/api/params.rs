@@ -136,8 +136,43 @@ pub(super) fn turned_on(v: &Value) -> bool {
     }
 }
 
-/// Reads `proxies` (pool members chosen from `pool`) and refuses `proxySettings` that ask
-/// for what browserd does not do yet.
+/// `proxySettings.caCertificates`: certificate ids (`/v1/certificates`), each once.
+pub fn ca_certificate_ids(fields: &Fields<'_>) -> Result<Vec<String>, ApiError> {
+    let Some(settings) = fields.object("proxySettings")? else {
+        return Ok(Vec::new());
+    };
+    let list = match settings.get("caCertificates") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "proxySettings.caCertificates must be a list of certificate ids".into(),
+            ));
+        }
+    };
+    if list.len() > MAX_CA_CERTIFICATES {
+        return Err(ApiError::BadRequest(format!(
+            "proxySettings.caCertificates: at most {MAX_CA_CERTIFICATES} certificates"
+        )));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(list.len());
+    for id in list {
+        let id = id.as_str().ok_or_else(|| {
+            ApiError::BadRequest(
+                "proxySettings.caCertificates must hold certificate ids (strings)".into(),
+            )
+        })?;
+        if !ids.iter().any(|known| known == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// The most certificates one create may name.
+const MAX_CA_CERTIFICATES: usize = 20;
+
+/// Reads `proxies` (pool members chosen from `pool`).
 pub fn traffic_fields(
     fields: &Fields<'_>,
     pool: &ProxyPool,
@@ -153,14 +188,6 @@ pub fn traffic_fields(
                 .map_err(|e| ApiError::BadRequest(format!("proxies: {e}")))
         })
         .transpose()?;
-    if let Some(settings) = fields.object("proxySettings")?
-        && settings.get("caCertificates").is_some_and(turned_on)
-    {
-        return Err(ApiError::BadRequest(
-            "proxySettings.caCertificates: browserd does not install custom certificates yet"
-                .into(),
-        ));
-    }
     Ok(proxies)
 }
 

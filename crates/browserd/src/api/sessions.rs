@@ -231,6 +231,11 @@ async fn create(
         }
         None => None,
     };
+    let mut ca_certificates = Vec::new();
+    for id in params::ca_certificate_ids(fields)? {
+        let certificate = super::certificates::owned_certificate(state, auth, &id).await?;
+        ca_certificates.push(certificate.pem);
+    }
     let request = CreateRequest {
         project: auth.0.clone(),
         keep_alive: fields.bool("keepAlive")?.unwrap_or(false),
@@ -242,6 +247,7 @@ async fn create(
         extension_id,
         extension_dir,
         proxies,
+        ca_certificates,
     };
     let session = state.sessions.create(request).await?;
     let mut body = with_connect(state, headers, &session);

@@ -218,6 +218,14 @@ impl ChromiumLauncher {
                 path: downloads.clone(),
                 source,
             })?;
+        // proxySettings.caCertificates: an NSS database in the browser's $HOME (its folder),
+        // written before the folder is handed to the sandbox's uid.
+        if !spec.ca_certificates.is_empty() {
+            let (home, certificates) = (dir.clone(), spec.ca_certificates.clone());
+            tokio::task::spawn_blocking(move || super::trust::write_nss_db(&home, &certificates))
+                .await
+                .expect("writing the certificate database does not panic")?;
+        }
         let log_path = dir.join("chromium.log");
         let log = std::fs::File::create(&log_path).map_err(|source| LaunchError::ProfileDir {
             path: log_path.clone(),
@@ -304,6 +312,11 @@ impl ChromiumLauncher {
             c.args(&args);
             if let Some(tmp) = &tmp {
                 c.env("TMPDIR", tmp);
+                // Where Chromium finds the session's NSS database (`.pki/nssdb`): the
+                // browser's own folder, as in the sandbox (bwrap sets HOME there).
+                if !spec.ca_certificates.is_empty() {
+                    c.env("HOME", &dir);
+                }
             }
             c.stdin(Stdio::null())
                 .stdout(Stdio::null())

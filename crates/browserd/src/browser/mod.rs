@@ -10,6 +10,7 @@ pub mod egress;
 pub mod pool;
 pub mod procs;
 pub mod sandbox;
+pub mod trust;
 pub mod upstream;
 
 use crate::cdp::client::CdpError;
@@ -51,6 +52,8 @@ pub struct LaunchSpec {
     pub extension: Option<PathBuf>,
     /// Install the session recorder while launching (see [`crate::inspect::recorder`]).
     pub recorder: bool,
+    /// CA certificates (PEM) the browser trusts beyond the system's (see [`trust`]).
+    pub ca_certificates: Vec<String>,
 }
 
 impl LaunchSpec {
@@ -62,6 +65,7 @@ impl LaunchSpec {
             context: None,
             extension: None,
             recorder: false,
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -114,6 +118,8 @@ pub enum LaunchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("could not install the session's CA certificates: {0}")]
+    Trust(#[from] trust::TrustError),
 }
 
 /// Starts browsers.

@@ -97,6 +97,8 @@ pub struct CreateRequest {
     pub viewport: Viewport,
     /// The unpacked extension to load (the API resolved `extensionId` to it).
     pub extension_dir: Option<PathBuf>,
+    /// `proxySettings.caCertificates`, resolved to their PEM texts.
+    pub ca_certificates: Vec<String>,
 }
 
 impl CreateRequest {
@@ -109,10 +111,12 @@ impl CreateRequest {
             .as_str()
     }
 
-    /// Whether a warm browser (default viewport, no extension, no context) serves this request.
+    /// Whether a warm browser (default viewport, no extension, no context, no CA
+    /// certificates of its own) serves this request.
     pub fn fits_warm_browser(&self) -> bool {
         self.viewport == Viewport::default()
             && self.extension_id.is_none()
+            && self.ca_certificates.is_empty()
             && !self
                 .browser_settings
                 .as_ref()
@@ -565,6 +569,7 @@ impl SessionManager {
             viewport: req.viewport,
             context,
             extension: req.extension_dir,
+            ca_certificates: req.ca_certificates,
             ready_browser: warm.map(|browser| (browser, deadline)),
             began: false,
             commands: command_rx,
@@ -773,6 +778,8 @@ impl SessionManager {
             viewport: Viewport::default(),
             context: None,
             extension: None,
+            // An adopted browser's certificate database was written at its launch.
+            ca_certificates: Vec::new(),
             ready_browser: Some((browser, deadline)),
             began: false,
             commands: command_rx,

@@ -35,6 +35,8 @@ pub(super) struct Supervisor {
     pub(super) context: Option<Arc<ContextSnapshot>>,
     /// An unpacked extension the browser loads.
     pub(super) extension: Option<PathBuf>,
+    /// CA certificates (PEM) the browser trusts; handed to the launch.
+    pub(super) ca_certificates: Vec<String>,
     /// A ready browser (from the warm pool, or adopted after a restart) and when the
     /// session expires; `None`: launch one, and the clock starts when it is ready.
     pub(super) ready_browser: Option<(Box<dyn BrowserInstance>, Instant)>,
@@ -110,6 +112,7 @@ impl Supervisor {
         let spec = LaunchSpec {
             context: self.context.clone(),
             extension: self.extension.clone(),
+            ca_certificates: std::mem::take(&mut self.ca_certificates),
             ..LaunchSpec::new(self.viewport)
         };
         let launched = self.manager.launcher.launch(&spec).await;

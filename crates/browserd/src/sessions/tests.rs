@@ -174,6 +174,7 @@ fn request(keep_alive: bool, timeout_secs: Option<u64>) -> CreateRequest {
         proxies: None,
         viewport: Viewport::default(),
         extension_dir: None,
+        ca_certificates: Vec::new(),
     }
 }
 
