@@ -1,13 +1,15 @@
 // Where sessions' traffic goes, asked for through the official Node SDK and driven with
-// playwright-core: through an upstream proxy (Debian's tinyproxy with basic auth), and blockAds.
+// playwright-core: through an upstream proxy (Debian's tinyproxy with basic auth, microsocks
+// for SOCKS5), blockAds, and a private CA's certificate uploaded for a session to trust.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { toFile } from '@browserbasehq/sdk';
 import { PROXY_PASSWORD, useBrowserd, waitUntil } from './harness.mjs';
 
 let site;
@@ -104,4 +106,81 @@ test('a geolocation no pool serves is a 400 that says so', async () => {
     bb.sessions.create({ proxies: [{ type: 'browserbase', geolocation: { country: 'JP' } }] }),
     (e) => e.status === 400 && /--proxy-pool/.test(e.message),
   );
+});
+
+test('a SOCKS5 upstream with a username and password carries the session\'s traffic', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'browserd-node-microsocks-'));
+  const port = await freePort();
+  const log = join(dir, 'connections.log');
+  const out = openSync(log, 'w');
+  // It logs each tunnel to stderr: "client[N] 127.0.0.1: connected to host:port".
+  const proc = spawn('microsocks', ['-i', '127.0.0.1', '-p', String(port), '-u', 'erin', '-P', PROXY_PASSWORD],
+    { stdio: ['ignore', 'ignore', out] });
+  try {
+    await waitUntil(() => new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    }), 'microsocks to listen');
+    const s = await bb.sessions.create({
+      keepAlive: true,
+      proxies: [{ type: 'external', server: `socks5://127.0.0.1:${port}`, username: 'erin', password: PROXY_PASSWORD }],
+    });
+    const browser = await chromium.connectOverCDP(s.connectUrl);
+    const page = browser.contexts()[0].pages()[0];
+    await page.goto(`${site.url}/app`);
+    assert.equal(await page.textContent('#h'), 'Hello');
+    assert.ok(readFileSync(log, 'utf8').includes(`connected to ${site.url.replace('http://', '')}`));
+    await browser.close();
+    await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
+  } finally {
+    proc.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a CA certificate uploaded through the SDK is trusted by the session that names it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'browserd-node-ca-'));
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=browserd node CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    '-keyout', 'ca.key', '-out', 'ca.pem');
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', 'site.key', '-out', 'site.csr');
+  writeFileSync(join(dir, 'site.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', 'site.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-days', '1', '-extfile', 'site.ext', '-out', 'site.pem');
+  const port = await freePort();
+  const server = spawn('openssl', ['s_server', '-quiet', '-www', '-accept', `127.0.0.1:${port}`,
+    '-cert', 'site.pem', '-key', 'site.key'], { cwd: dir, stdio: 'ignore' });
+  try {
+    await waitUntil(() => new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.once('error', () => resolve(false));
+    }), 'openssl s_server to listen');
+    const cert = await bb.certificates.create({ file: await toFile(readFileSync(join(dir, 'ca.pem')), 'ca.pem') });
+    assert.ok((await bb.certificates.list()).some((c) => c.id === cert.id));
+    const url = `https://127.0.0.1:${port}/`;
+    for (const trusted of [true, false]) {
+      const s = await bb.sessions.create({
+        keepAlive: true,
+        ...(trusted ? { proxySettings: { caCertificates: [cert.id] } } : {}),
+      });
+      const browser = await chromium.connectOverCDP(s.connectUrl);
+      const page = browser.contexts()[0].pages()[0];
+      if (trusted) {
+        await page.goto(url);
+        assert.match(await page.content(), /s_server/);
+      } else {
+        await assert.rejects(page.goto(url), /ERR_CERT_AUTHORITY_INVALID/);
+      }
+      await browser.close();
+      await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
+    }
+    await bb.certificates.delete(cert.id);
+    await assert.rejects(bb.certificates.retrieve(cert.id), (e) => e.status === 404);
+  } finally {
+    server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
