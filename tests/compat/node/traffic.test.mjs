@@ -4,7 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,6 +135,7 @@ test('a SOCKS5 upstream with a username and password carries the session\'s traf
     await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
   } finally {
     proc.kill();
+    closeSync(out);
     rmSync(dir, { recursive: true, force: true });
   }
 });
