@@ -218,14 +218,6 @@ impl ChromiumLauncher {
                 path: downloads.clone(),
                 source,
             })?;
-        // proxySettings.caCertificates: an NSS database in the browser's $HOME (its folder),
-        // written before the folder is handed to the sandbox's uid.
-        if !spec.ca_certificates.is_empty() {
-            let (home, certificates) = (dir.clone(), spec.ca_certificates.clone());
-            tokio::task::spawn_blocking(move || super::trust::write_nss_db(&home, &certificates))
-                .await
-                .expect("writing the certificate database does not panic")?;
-        }
         let log_path = dir.join("chromium.log");
         let log = std::fs::File::create(&log_path).map_err(|source| LaunchError::ProfileDir {
             path: log_path.clone(),
@@ -279,6 +271,9 @@ impl ChromiumLauncher {
                         path: profile.clone(),
                         source,
                     })?;
+                // Once the folder is the browser's uid's: certutil runs in the browser's
+                // sandbox, as that uid.
+                write_trust(&dir, spec, Some((Arc::clone(sandbox), uid))).await?;
                 let (program, mut args) = sandbox.command(
                     uid,
                     &dir,
@@ -288,7 +283,10 @@ impl ChromiumLauncher {
                 args.extend(chromium_args);
                 (program, args)
             }
-            _ => (self.executable.clone(), chromium_args),
+            _ => {
+                write_trust(&dir, spec, None).await?;
+                (self.executable.clone(), chromium_args)
+            }
         };
         tracing::debug!(program = %program.display(), ?args, "starting a browser");
         // A warm browser starts at low priority under coreutils' `nice`, which execs it:
@@ -588,6 +586,35 @@ impl BrowserInstance for ChromiumBrowser {
         let _ = self.child.wait().await;
         sweep(self.dir.clone()).await;
     }
+}
+
+/// proxySettings.caCertificates: an NSS database in the browser's `$HOME` (its folder), where
+/// Chromium reads the certificates a user added; written inside `jail` (the browser's
+/// sandbox and uid) if given.
+async fn write_trust(
+    dir: &Path,
+    spec: &LaunchSpec,
+    jail: Option<(Arc<super::sandbox::Sandbox>, u32)>,
+) -> Result<(), LaunchError> {
+    if spec.ca_certificates.is_empty() {
+        return Ok(());
+    }
+    let (home, certificates) = (dir.to_path_buf(), spec.ca_certificates.clone());
+    tokio::task::spawn_blocking(move || match jail {
+        Some((sandbox, uid)) => {
+            let jailed = |certutil: &Path| {
+                let (bwrap, args) = sandbox.command(uid, &home, &[], certutil);
+                let mut command = std::process::Command::new(bwrap);
+                command.args(args);
+                command
+            };
+            super::trust::write_nss_db(&home, &certificates, Some((uid, &jailed)))
+        }
+        None => super::trust::write_nss_db(&home, &certificates, None),
+    })
+    .await
+    .expect("writing the certificate database does not panic")?;
+    Ok(())
 }
 
 /// Installs rrweb, starting in the document already showing, and records, all in the

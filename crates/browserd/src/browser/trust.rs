@@ -92,19 +92,53 @@ pub enum TrustError {
     Io(#[from] std::io::Error),
 }
 
+/// Where certutil runs for a sandboxed browser: its uid, and what turns certutil's path into
+/// the command that runs it in the browser's sandbox as that uid.
+pub type Jail<'a> = (u32, &'a dyn Fn(&Path) -> std::process::Command);
+
 /// Writes `home/.pki/nssdb` trusting each certificate (PEM texts) as a CA for TLS servers.
 /// Blocking: certutil runs once per certificate (a few ms each).
-pub fn write_nss_db(home: &Path, certificates: &[String]) -> Result<(), TrustError> {
+///
+/// certutil parses the client's certificates, so for a sandboxed browser it runs where the
+/// browser will: `jail` is the browser's uid and what turns certutil's path into the command
+/// that runs it in the browser's sandbox as that uid (who then owns the database). `None`
+/// runs it as browserd's user.
+pub fn write_nss_db(
+    home: &Path,
+    certificates: &[String],
+    jail: Option<Jail<'_>>,
+) -> Result<(), TrustError> {
     let certutil = super::sandbox::find_program("certutil").ok_or(TrustError::NoCertutil)?;
-    let db: PathBuf = home.join(".pki").join("nssdb");
+    let pki = home.join(".pki");
+    let db: PathBuf = pki.join("nssdb");
     std::fs::create_dir_all(&db)?;
+    if let Some((uid, _)) = jail {
+        for dir in [&pki, &db] {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(uid))?;
+        }
+    }
     let db_arg = format!("sql:{}", db.display());
-    let run = |args: &[&std::ffi::OsStr]| -> Result<(), TrustError> {
-        let out = std::process::Command::new(&certutil)
+    // Each certificate goes in on certutil's standard input: no file of it for the jailed
+    // uid to be given.
+    let run = |args: &[&std::ffi::OsStr], input: &[u8]| -> Result<(), TrustError> {
+        use std::io::Write as _;
+        let mut command = match jail {
+            Some((_, jailed)) => jailed(&certutil),
+            None => std::process::Command::new(&certutil),
+        };
+        let mut child = command
             .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()?;
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A certificate is a few KiB: well within the pipe's buffer, so no deadlock.
+        let written = stdin.write_all(input);
+        drop(stdin);
+        let out = child.wait_with_output()?;
         if out.status.success() {
+            written?;
             Ok(())
         } else {
             Err(TrustError::Certutil(
@@ -112,31 +146,33 @@ pub fn write_nss_db(home: &Path, certificates: &[String]) -> Result<(), TrustErr
             ))
         }
     };
-    run(&[
-        "-N".as_ref(),
-        "-d".as_ref(),
-        db_arg.as_ref(),
-        "--empty-password".as_ref(),
-    ])?;
-    let each = certificates.iter().flat_map(|pem| split(pem));
-    for (n, pem) in each.enumerate() {
-        let file = db.join(format!("import-{n}.pem"));
-        std::fs::write(&file, pem)?;
-        let nickname = format!("browserd-ca-{n}");
-        let imported = run(&[
-            "-A".as_ref(),
+    run(
+        &[
+            "-N".as_ref(),
             "-d".as_ref(),
             db_arg.as_ref(),
-            "-n".as_ref(),
-            nickname.as_ref(),
-            // Trusted to issue TLS server certificates; nothing else.
-            "-t".as_ref(),
-            "C,,".as_ref(),
-            "-i".as_ref(),
-            file.as_os_str(),
-        ]);
-        std::fs::remove_file(&file)?;
-        imported?;
+            "--empty-password".as_ref(),
+        ],
+        b"",
+    )?;
+    let each = certificates.iter().flat_map(|pem| split(pem));
+    for (n, pem) in each.enumerate() {
+        let nickname = format!("browserd-ca-{n}");
+        run(
+            &[
+                "-A".as_ref(),
+                "-d".as_ref(),
+                db_arg.as_ref(),
+                "-n".as_ref(),
+                nickname.as_ref(),
+                // Trusted to issue TLS server certificates; nothing else.
+                "-t".as_ref(),
+                "C,,".as_ref(),
+                // PEM, read from standard input.
+                "-a".as_ref(),
+            ],
+            pem.as_bytes(),
+        )?;
     }
     Ok(())
 }
