@@ -52,6 +52,10 @@ const BASE_FLAGS: &[&str] = &[
 /// The nice value of a warm browser until a session takes it.
 const BACKGROUND_NICE: i32 = 10;
 
+/// coreutils' `nice`, looked up once: warm browsers start under it.
+static NICE: std::sync::LazyLock<Option<PathBuf>> =
+    std::sync::LazyLock::new(|| super::sandbox::find_program("nice"));
+
 /// Sets the CPU priority of every thread of a browser's process group. Raising the priority
 /// back needs root (CAP_SYS_NICE); without it the browser keeps the lower one, which is
 /// logged. The crash handler leaves the group and keeps its priority: it idles unless a
@@ -294,7 +298,7 @@ impl ChromiumLauncher {
         // the spawn instead, it raced the sandbox's first fork, and the refill's Chromium could
         // run at full priority beside the first page load of the session that had just taken
         // a warm browser. Without `nice`, the browser starts at normal priority.
-        let (program, args) = match super::sandbox::find_program("nice") {
+        let (program, args) = match &*NICE {
             Some(nice) if spec.background => {
                 let mut wrapped: Vec<std::ffi::OsString> = vec![
                     "-n".into(),
@@ -302,7 +306,7 @@ impl ChromiumLauncher {
                     program.into(),
                 ];
                 wrapped.extend(args);
-                (nice, wrapped)
+                (nice.clone(), wrapped)
             }
             _ => (program, args),
         };
