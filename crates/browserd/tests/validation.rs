@@ -437,9 +437,10 @@ async fn user_metadata_with_a_nul_is_a_400() {
 #[tokio::test]
 async fn certificates_are_checked_at_upload_and_reach_the_launch() {
     let app = app().await;
-    // The format checks only (certutil checks the rest at launch): a DER SEQUENCE.
-    let mut der = vec![0x30, 0x82, 0x01, 0x00];
-    der.extend(std::iter::repeat_n(9u8, 100));
+    // The format checks only (certutil checks the rest at launch).
+    // A SEQUENCE of 100 bytes holding one of 96, as a certificate's outline is.
+    let mut der = vec![0x30, 0x81, 100, 0x30, 96];
+    der.extend(std::iter::repeat_n(9u8, 98));
     let (status, made) = app.upload("/v1/certificates", &der).await;
     assert_eq!(status, 200, "{made}");
     let id = made["id"].as_str().unwrap().to_owned();

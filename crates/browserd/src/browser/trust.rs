@@ -32,8 +32,9 @@ pub fn normalize(bytes: &[u8]) -> Result<String, String> {
     };
     let mut pem = String::new();
     for der in ders {
-        // An X.509 certificate is a DER SEQUENCE; certutil reads the rest at launch.
-        if der.first() != Some(&0x30) || der.len() < 64 {
+        // An X.509 certificate is a DER SEQUENCE of exactly its length whose first element,
+        // the signed part, is a SEQUENCE too; certutil reads the rest at launch.
+        if der.len() < 64 || !x509_shape(&der) {
             return Err("a CERTIFICATE block does not hold a DER X.509 certificate".into());
         }
         let body = base64::engine::general_purpose::STANDARD.encode(&der);
@@ -47,6 +48,34 @@ pub fn normalize(bytes: &[u8]) -> Result<String, String> {
         pem.push('\n');
     }
     Ok(pem)
+}
+
+/// Whether `der` is one DER SEQUENCE, exactly as long as its length says, that starts with
+/// another SEQUENCE: an X.509 certificate's outline (truncated or padded files fail here,
+/// not at a session's launch). Written here: a full X.509 parser would be a dependency for
+/// two length checks.
+fn x509_shape(der: &[u8]) -> bool {
+    /// A DER element's tag, header length and content length at the start of `bytes`.
+    fn element(bytes: &[u8]) -> Option<(u8, usize, usize)> {
+        let (&tag, rest) = bytes.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        if first < 0x80 {
+            return Some((tag, 2, usize::from(first)));
+        }
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        Some((tag, 2 + count, len))
+    }
+    let Some((0x30, header, len)) = element(der) else {
+        return false;
+    };
+    header.checked_add(len) == Some(der.len())
+        && matches!(element(&der[header..]), Some((0x30, inner_header, inner_len)) if inner_header + inner_len <= len)
 }
 
 /// The DER contents of every `CERTIFICATE` block of a PEM text.
@@ -181,10 +210,11 @@ pub fn write_nss_db(
 mod tests {
     use super::*;
 
-    /// A real certificate's DER (any will do for the format checks): 64+ bytes, a SEQUENCE.
+    /// A certificate's outline (what the format checks look at): a SEQUENCE of 256 bytes
+    /// holding a SEQUENCE of 200.
     fn der() -> Vec<u8> {
-        let mut der = vec![0x30, 0x82, 0x01, 0x00];
-        der.extend(std::iter::repeat_n(7u8, 200));
+        let mut der = vec![0x30, 0x82, 0x01, 0x00, 0x30, 0x81, 200];
+        der.extend(std::iter::repeat_n(7u8, 256 - 3));
         der
     }
 
@@ -227,6 +257,18 @@ mod tests {
         let short = format!("{BEGIN}\nMAA=\n{END}\n");
         assert!(
             normalize(short.as_bytes())
+                .unwrap_err()
+                .contains("DER X.509")
+        );
+        let mut padded = der();
+        padded.push(0);
+        assert!(normalize(&padded).unwrap_err().contains("DER X.509"));
+        let truncated = &der()[..200];
+        assert!(normalize(truncated).unwrap_err().contains("DER X.509"));
+        let mut not_inner_sequence = der();
+        not_inner_sequence[4] = 0x02;
+        assert!(
+            normalize(&not_inner_sequence)
                 .unwrap_err()
                 .contains("DER X.509")
         );
