@@ -814,12 +814,8 @@ async fn make_an_upgrade_fixture() {
     let (ok, _, err) = cli(dir.path(), &["project", "set-default-timeout", "4321"]);
     assert!(ok, "{err}");
     let context = create_context(&base, key).await;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(common::extension_zip()).file_name("e.zip"),
-    );
     let extension: Value = post("/v1/extensions")
-        .multipart(form)
+        .multipart(common::file_form("e.zip", common::extension_zip()))
         .send()
         .await
         .unwrap()

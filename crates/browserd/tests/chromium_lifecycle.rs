@@ -735,13 +735,9 @@ async fn a_sessions_ca_certificate_is_trusted_outside_the_sandbox_too() {
     })
     .await;
     let ca = std::fs::read(site._dir.path().join("ca.pem")).unwrap();
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(ca).file_name("ca.pem"),
-    );
     let uploaded: serde_json::Value = server
         .req(reqwest::Method::POST, "/v1/certificates")
-        .multipart(form)
+        .multipart(file_form("ca.pem", ca))
         .send()
         .await
         .unwrap()

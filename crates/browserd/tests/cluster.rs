@@ -571,13 +571,9 @@ async fn contexts_and_extensions_are_usable_from_any_node() {
     drop(cdp);
 
     // An extension uploaded through node-a, loaded by a session on node-b.
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(common::extension_zip()).file_name("e.zip"),
-    );
     let ext: Value = a
         .req(reqwest::Method::POST, "/v1/extensions")
-        .multipart(form)
+        .multipart(common::file_form("e.zip", common::extension_zip()))
         .send()
         .await
         .unwrap()

@@ -25,6 +25,15 @@ async function freePort() {
   return port;
 }
 
+/** Waits until something accepts connections on 127.0.0.1:port. */
+function waitListening(port, name) {
+  return waitUntil(() => new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  }), `${name} to listen`);
+}
+
 /** A tinyproxy on loopback asking for `user` and PROXY_PASSWORD. */
 async function startTinyproxy(user) {
   const dir = mkdtempSync(join(tmpdir(), 'browserd-node-tinyproxy-'));
@@ -35,11 +44,7 @@ async function startTinyproxy(user) {
   writeFileSync(conf, `Port ${port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Connect\n`
     + `LogFile "${log}"\nBasicAuth ${user} ${PROXY_PASSWORD}\n`);
   const proc = spawn('tinyproxy', ['-d', '-c', conf], { stdio: 'ignore' });
-  await waitUntil(() => new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-  }), 'tinyproxy to listen');
+  await waitListening(port, 'tinyproxy');
   return {
     server: `http://127.0.0.1:${port}`,
     port,
@@ -117,11 +122,7 @@ test('a SOCKS5 upstream with a username and password carries the session\'s traf
   const proc = spawn('microsocks', ['-i', '127.0.0.1', '-p', String(port), '-u', 'erin', '-P', PROXY_PASSWORD],
     { stdio: ['ignore', 'ignore', out] });
   try {
-    await waitUntil(() => new Promise((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => { socket.destroy(); resolve(true); });
-      socket.once('error', () => resolve(false));
-    }), 'microsocks to listen');
+    await waitListening(port, 'microsocks');
     const s = await bb.sessions.create({
       keepAlive: true,
       proxies: [{ type: 'external', server: `socks5://127.0.0.1:${port}`, username: 'erin', password: PROXY_PASSWORD }],
@@ -154,11 +155,7 @@ test('a CA certificate uploaded through the SDK is trusted by the session that n
   const server = spawn('openssl', ['s_server', '-quiet', '-www', '-accept', `127.0.0.1:${port}`,
     '-cert', 'site.pem', '-key', 'site.key'], { cwd: dir, stdio: 'ignore' });
   try {
-    await waitUntil(() => new Promise((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => { socket.destroy(); resolve(true); });
-      socket.once('error', () => resolve(false));
-    }), 'openssl s_server to listen');
+    await waitListening(port, 'openssl s_server');
     const cert = await bb.certificates.create({ file: await toFile(readFileSync(join(dir, 'ca.pem')), 'ca.pem') });
     assert.ok((await bb.certificates.list()).some((c) => c.id === cert.id));
     const url = `https://127.0.0.1:${port}/`;

@@ -16,6 +16,24 @@ from playwright.sync_api import Error as PlaywrightError
 from conftest import PROXY_PASSWORD, free_port, wait_until
 
 
+def wait_listening(port, name):
+    """Waits until something accepts connections on 127.0.0.1:port."""
+    def listens():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(listens, what=f"{name} to listen")
+
+
+def wait_for_credentials_refusal(bb, session_id, proxy):
+    """Waits for the session log's line saying `proxy` (no password) refused the credentials."""
+    def named():
+        return [log for log in bb.sessions.logs.list(session_id)
+                if log.method == "browserd.proxyFailed"
+                and log.request.params.get("proxy") == proxy
+                and "credentials" in log.request.params.get("reason", "")]
+    wait_until(named, what="the refusal in the session log")
+
+
 @pytest.fixture(scope="module")
 def tinyproxy():
     folder = tempfile.mkdtemp(prefix="browserd-py-tinyproxy-")
@@ -28,11 +46,8 @@ def tinyproxy():
                 f"LogFile \"{log}\"\nBasicAuth carol {PROXY_PASSWORD}\n")
     proc = subprocess.Popen(["tinyproxy", "-d", "-c", conf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    def listens():
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
     try:
-        wait_until(listens, what="tinyproxy to listen")
+        wait_listening(port, "tinyproxy")
         yield {"server": f"http://127.0.0.1:{port}", "port": port, "log": log}
     finally:
         proc.terminate()
@@ -78,13 +93,7 @@ def test_a_refused_proxy_fails_the_navigation_and_the_session_log_names_it(
     with pytest.raises(PlaywrightError, match="ERR_SOCKS_CONNECTION_FAILED"):
         page.goto(f"{site}/page")
     proxy = f"http://carol@127.0.0.1:{tinyproxy['port']}"
-
-    def named():
-        return [log for log in bb.sessions.logs.list(s.id)
-                if log.method == "browserd.proxyFailed"
-                and log.request.params.get("proxy") == proxy
-                and "credentials" in log.request.params.get("reason", "")]
-    wait_until(named, what="the refusal in the session log")
+    wait_for_credentials_refusal(bb, s.id, proxy)
     browser.close()
     bb.sessions.update(s.id, status="REQUEST_RELEASE")
 
@@ -99,11 +108,8 @@ def microsocks():
         proc = subprocess.Popen(["microsocks", "-i", "127.0.0.1", "-p", str(port),
                                  "-u", "dave", "-P", PROXY_PASSWORD],
                                 stdout=subprocess.DEVNULL, stderr=out)
-    def listens():
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
     try:
-        wait_until(listens, what="microsocks to listen")
+        wait_listening(port, "microsocks")
         yield {"server": f"socks5://127.0.0.1:{port}", "port": port, "log": log}
     finally:
         proc.terminate()
@@ -137,13 +143,7 @@ def test_a_socks5_proxy_with_credentials_carries_the_sessions_traffic(
     with pytest.raises(PlaywrightError, match="ERR_SOCKS_CONNECTION_FAILED"):
         page.goto(f"{site}/page")
     proxy = f"socks5://dave@127.0.0.1:{microsocks['port']}"
-
-    def named():
-        return [log for log in bb.sessions.logs.list(s.id)
-                if log.method == "browserd.proxyFailed"
-                and log.request.params.get("proxy") == proxy
-                and "credentials" in log.request.params.get("reason", "")]
-    wait_until(named, what="the refusal in the session log")
+    wait_for_credentials_refusal(bb, s.id, proxy)
     browser.close()
     bb.sessions.update(s.id, status="REQUEST_RELEASE")
 
@@ -191,11 +191,8 @@ def private_ca_site():
     proc = subprocess.Popen(["openssl", "s_server", "-quiet", "-www", "-accept", f"127.0.0.1:{port}",
                              "-cert", "site.pem", "-key", "site.key"], cwd=folder,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    def listens():
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
     try:
-        wait_until(listens, what="openssl s_server to listen")
+        wait_listening(port, "openssl s_server")
         yield {"url": f"https://127.0.0.1:{port}/", "ca": path("ca.pem"), "ca_key": path("ca.key")}
     finally:
         proc.terminate()

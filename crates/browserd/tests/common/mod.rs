@@ -471,6 +471,14 @@ pub async fn fresh_postgres_database() -> String {
     format!("{prefix}/{name}")
 }
 
+/// A multipart body with one part `file`, as the upload endpoints take it.
+pub fn file_form(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+    )
+}
+
 /// The smallest valid extension: a zip with a manifest at its root.
 pub fn extension_zip() -> Vec<u8> {
     use std::io::Write as _;
