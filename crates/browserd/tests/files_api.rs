@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use reqwest::Method;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::HeaderMap) {
@@ -18,10 +18,6 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Value, reqwest::header::Hea
         resp.json().await.unwrap()
     };
     (status, body, headers)
-}
-
-fn file_form(name: &str, bytes: Vec<u8>) -> Form {
-    Form::new().part("file", Part::bytes(bytes).file_name(name.to_owned()))
 }
 
 #[tokio::test]
@@ -91,7 +87,7 @@ async fn contexts_have_the_browserbase_shapes() {
 }
 
 #[tokio::test]
-async fn another_projects_contexts_and_extensions_are_not_found() {
+async fn another_projects_contexts_extensions_and_certificates_are_not_found() {
     let server = TestServer::start().await;
     let (_, ctx, _) = send(server.req(Method::POST, "/v1/contexts").json(&json!({}))).await;
     let ctx = ctx["id"].as_str().unwrap().to_owned();
@@ -103,6 +99,17 @@ async fn another_projects_contexts_and_extensions_are_not_found() {
     .await;
     assert_eq!(status, 200, "{ext}");
     let ext = ext["id"].as_str().unwrap().to_owned();
+    // A certificate's outline (a SEQUENCE holding a SEQUENCE) is all an upload checks.
+    let mut der = vec![0x30, 0x81, 100, 0x30, 96];
+    der.extend(std::iter::repeat_n(9u8, 98));
+    let (status, cert, _) = send(
+        server
+            .req(Method::POST, "/v1/certificates")
+            .multipart(file_form("ca.der", der)),
+    )
+    .await;
+    assert_eq!(status, 200, "{cert}");
+    let cert = cert["id"].as_str().unwrap().to_owned();
 
     server.add_project("other", 2, "other-key").await;
     let other = |method: Method, path: &str| {
@@ -116,6 +123,8 @@ async fn another_projects_contexts_and_extensions_are_not_found() {
         (Method::DELETE, format!("/v1/contexts/{ctx}")),
         (Method::GET, format!("/v1/extensions/{ext}")),
         (Method::DELETE, format!("/v1/extensions/{ext}")),
+        (Method::GET, format!("/v1/certificates/{cert}")),
+        (Method::DELETE, format!("/v1/certificates/{cert}")),
     ] {
         let (status, body, _) = send(other(method, &path)).await;
         assert_error(status, &body, 404, "not found");
@@ -129,6 +138,21 @@ async fn another_projects_contexts_and_extensions_are_not_found() {
     let (status, body, _) =
         send(other(Method::POST, "/v1/sessions").json(&json!({"extensionId": ext}))).await;
     assert_error(status, &body, 404, "extension");
+    let (status, body, _) = send(
+        other(Method::POST, "/v1/sessions")
+            .json(&json!({"proxySettings": {"caCertificates": [cert]}})),
+    )
+    .await;
+    assert_error(status, &body, 404, "certificate");
+    let (status, listed, _) = send(other(Method::GET, "/v1/certificates")).await;
+    assert_eq!(
+        (status, listed),
+        (200, json!([])),
+        "another project lists none"
+    );
+    let (status, mine, _) =
+        send(server.req(Method::GET, &format!("/v1/certificates/{cert}"))).await;
+    assert_eq!(status, 200, "still there for its own project: {mine}");
     assert_eq!(server.state.sessions.live_count(), 0, "nothing started");
     server.stop().await;
 }
