@@ -199,6 +199,28 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_ALLOW_LOCAL_EGRESS", value_name = "BOOL")]
     pub allow_local_egress: Option<bool>,
 
+    /// Open a network that is closed to pages by default (private, link-local, CGNAT, ULA…):
+    /// an address or CIDR, e.g. an internal test site's 10.20.0.0/16; repeat the flag or
+    /// separate with commas. This machine's own addresses stay governed by
+    /// --allow-local-egress [default: none]
+    #[arg(
+        long,
+        env = "BROWSERD_EGRESS_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub egress_allow: Option<Vec<crate::browser::egress::Cidr>>,
+
+    /// Close a network to pages although it is public (wins over --egress-allow); repeat
+    /// or separate with commas [default: none]
+    #[arg(
+        long,
+        env = "BROWSERD_EGRESS_DENY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub egress_deny: Option<Vec<crate::browser::egress::Cidr>>,
+
     /// Upstream HTTP proxies this server offers sessions that ask for `proxies: true` or
     /// `type: "browserbase"` (TOML: [[proxy]] tables with name, server, username, password,
     /// country, state, city; see the README). Without it such sessions are refused (400)
@@ -320,6 +342,9 @@ pub struct Config {
     pub max_upload_bytes: u64,
     pub sandbox: crate::browser::sandbox::SandboxMode,
     pub allow_local_egress: bool,
+    /// `--egress-allow`, `--egress-deny`.
+    pub egress_allow: Vec<crate::browser::egress::Cidr>,
+    pub egress_deny: Vec<crate::browser::egress::Cidr>,
     /// The operator's upstream proxies (`--proxy-pool`); empty without one.
     pub proxy_pool: std::sync::Arc<crate::browser::upstream::ProxyPool>,
     /// `--block-ads-lists`.
@@ -466,6 +491,16 @@ impl Config {
                 .allow_local_egress
                 .or(f.allow_local_egress)
                 .unwrap_or(false),
+            egress_allow: cli
+                .egress_allow
+                .clone()
+                .or_else(|| f.egress_allow.clone())
+                .unwrap_or_default(),
+            egress_deny: cli
+                .egress_deny
+                .clone()
+                .or_else(|| f.egress_deny.clone())
+                .unwrap_or_default(),
             context_key: cli.context_key.clone().or(f.context_key),
             retention: std::time::Duration::from_secs(retention_days * 86_400),
             files_retention: std::time::Duration::from_secs(
@@ -529,7 +564,15 @@ impl Config {
     pub fn egress_policy(&self) -> crate::browser::egress::EgressPolicy {
         crate::browser::egress::EgressPolicy {
             allow_local: self.allow_local_egress,
-            own_ports: vec![self.listen.port()],
+            allow: self.egress_allow.clone(),
+            deny: self.egress_deny.clone(),
+            own_ports: [
+                Some(self.listen.port()),
+                self.metrics_listen.map(|m| m.port()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         }
     }
 

@@ -52,6 +52,11 @@ pub struct Operation {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Rule {
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: &'static str,
 }
@@ -85,6 +90,7 @@ pub struct Metrics {
     pub memory_available_bytes: Gauge,
     pub memory_floor_bytes: Gauge,
     pub store_seconds: Family<Operation, Histogram>,
+    pub egress_refusals: Family<Rule, Counter>,
     /// Handles into the `cdp_messages` and `cdp_bytes` families (which the registry holds).
     cdp: CdpFlows,
 }
@@ -178,6 +184,12 @@ impl Metrics {
             "Time of the store operations on a session's path (insert, mark_running, finish)",
             store_seconds.clone(),
         );
+        let egress_refusals = Family::<Rule, Counter>::default();
+        registry.register(
+            "egress_refusals",
+            "Connections of sandboxed browsers' pages refused at the egress, by rule (this_machine, own_port, private, link_local, cgnat, reserved, …, egress_deny, allowed_domains, block_ads)",
+            egress_refusals.clone(),
+        );
         let cdp_messages = Family::<Direction, Counter>::default();
         registry.register(
             "cdp_messages",
@@ -219,6 +231,7 @@ impl Metrics {
             memory_available_bytes,
             memory_floor_bytes,
             store_seconds,
+            egress_refusals,
             cdp,
         }
     }
@@ -235,6 +248,11 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         classic_text(&out)
+    }
+
+    /// Counts one connection refused at the egress by `rule`.
+    pub fn egress_refused(&self, rule: &'static str) {
+        self.egress_refusals.get_or_create(&Rule { rule }).inc();
     }
 
     /// Times `op` into [`Self::store_seconds`].

@@ -438,7 +438,13 @@ pub async fn run(
     policy: ShutdownPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
+    // Every port browserd serves on is closed to pages, Prometheus' included: it names
+    // every project's sessions.
+    for addr in [Some(&listener), metrics.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.local_addr().ok())
+    {
         crate::browser::egress::protect_own_port(addr.port());
     }
     let sessions = Arc::clone(&state.sessions);

@@ -197,21 +197,32 @@ async fn pages_reach_local_services_only_when_allowed_and_never_browserd() {
 
     let open = TestServer::start_with(Options {
         allow_local_egress: true,
+        metrics: true,
         ..Options::default()
     })
     .await;
     let (_s, mut cdp, page) = connected(&open).await;
     let seen = visit(&mut cdp, &page, &format!("http://127.0.0.1:{site}/")).await;
     assert_eq!(seen.as_deref(), Ok("hello from the host"));
-    // browserd's own API and websockets stay closed.
-    let port = open.addr.port();
-    let seen = visit(
-        &mut cdp,
-        &page,
-        &format!("http://127.0.0.1:{port}/v1/projects"),
-    )
-    .await;
-    assert!(seen.is_err(), "a page reached browserd: {seen:?}");
+    // browserd's own API and websockets stay closed, and so does the metrics port (which
+    // needs no key and names every project's sessions), while it serves the test.
+    let metrics = open.metrics_addr.unwrap();
+    let scraped = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200, "the metrics port serves");
+    for url in [
+        format!("http://127.0.0.1:{}/v1/projects", open.addr.port()),
+        format!("http://127.0.0.1:{}/metrics", metrics.port()),
+        format!("http://localhost:{}/metrics", metrics.port()),
+    ] {
+        let seen = visit(&mut cdp, &page, &url).await;
+        assert!(
+            seen.as_ref()
+                .is_err_and(|e| e.contains("ERR_SOCKS_CONNECTION_FAILED")),
+            "a page reached browserd at {url}: {seen:?}"
+        );
+    }
     open.stop().await;
 }
 

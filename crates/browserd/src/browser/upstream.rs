@@ -491,10 +491,9 @@ pub enum TunnelError {
     Refused(String),
     #[error("the proxy broke off: {0}")]
     Broken(String),
-    #[error(
-        "the proxy is on this machine, which pages may not reach (--allow-local-egress is off): {0}"
-    )]
-    Local(&'static str),
+    /// The proxy a client named is at an address the egress policy closes to pages.
+    #[error("the proxy's address is closed to pages: {0}")]
+    Closed(super::egress::Refusal),
 }
 
 /// Reads a CONNECT answer's status line and headers, up to the blank line, and no further:

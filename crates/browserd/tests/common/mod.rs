@@ -21,6 +21,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct TestServer {
     pub base: String,
     pub addr: std::net::SocketAddr,
+    /// `--metrics-listen`'s address, when [`Options::metrics`] asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub state: browserd::api::AppState,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -49,6 +51,8 @@ pub struct Options {
     pub chromium: Option<PathBuf>,
     /// `--proxy-pool`.
     pub proxy_pool: Option<PathBuf>,
+    /// Serve `/metrics` on a second loopback port too (`--metrics-listen`).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -66,6 +70,7 @@ impl Default for Options {
             sandbox_off: false,
             chromium: None,
             proxy_pool: None,
+            metrics: false,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -133,21 +138,34 @@ impl TestServer {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics = match opts.metrics {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|m| m.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = prepared.state.clone();
         let task = tokio::spawn(async move {
             let _keep = prepared; // holds the data dir lock
             // In-process test servers end every session on stop: no browser outlives a test.
             let policy = browserd::sessions::ShutdownPolicy::EndAll;
-            browserd::server::run(listener, None, None, _keep.state.clone(), policy, async {
-                let _ = stopped.await;
-            })
+            browserd::server::run(
+                listener,
+                None,
+                metrics,
+                _keep.state.clone(),
+                policy,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .unwrap();
         });
         Self {
             base: format!("http://{addr}"),
             addr,
+            metrics_addr,
             state,
             data_dir,
             http: reqwest::Client::new(),

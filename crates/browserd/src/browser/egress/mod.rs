@@ -6,13 +6,18 @@
 //! `--proxy-server=socks5://127.0.0.1:PROXY_PORT` and `--proxy-bypass-list=<-loopback>`,
 //! so every connection, loopback ones included, goes through it. browserd resolves the
 //! destination itself and checks the address it will actually connect to (no DNS rebinding),
-//! against [`EgressPolicy`]. A page that tries another path (a client that makes a browser
+//! against [`EgressPolicy`] (policy.rs: closed by default to this machine, private networks,
+//! link-local and cloud metadata, and every other non-public range). A page that tries another path (a client that makes a browser
 //! context with `proxyServer: direct://`, WebRTC) finds no route out of the namespace.
 //!
 //! SOCKS5 rather than an HTTP proxy: every connection is one CONNECT, so there is no HTTP
 //! to parse, and Chromium hands the proxy host names, not addresses. Written here (RFC 1928,
 //! CONNECT without authentication: ~100 lines) rather than taken from a crate, because the
 //! policy check sits between resolving and connecting, where proxy crates offer no hook.
+
+mod policy;
+
+pub use policy::{Cidr, EgressPolicy, Refusal, protect_own_port};
 
 use super::upstream::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
 use std::net::{IpAddr, SocketAddr};
@@ -30,40 +35,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a browser may take to say where it wants to go.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// browserd's own listening ports (API, connectUrl websockets), whatever server of this
-/// process listens on them: never reachable from a page on a local address. A std mutex:
-/// held to copy or push a port.
-static OWN_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-
-/// Closes `port` to every page: browserd serves on it.
-pub fn protect_own_port(port: u16) {
-    OWN_PORTS.lock().unwrap().push(port);
-}
-
-/// What pages may connect to.
-#[derive(Debug, Clone, Default)]
-pub struct EgressPolicy {
-    /// Pages may reach services on this machine: loopback and the machine's own addresses
-    /// (people test their local apps). browserd's own ports stay closed either way.
-    pub allow_local: bool,
-    /// Ports closed besides [`protect_own_port`]'s (tests).
-    pub own_ports: Vec<u16>,
-}
-
-impl EgressPolicy {
-    /// Why a connection to `addr` is refused, or `None` if it is allowed.
-    pub fn refusal(&self, addr: SocketAddr) -> Option<&'static str> {
-        if !is_local(addr.ip()) {
-            return None;
-        }
-        if self.own_ports.contains(&addr.port()) || OWN_PORTS.lock().unwrap().contains(&addr.port())
-        {
-            return Some("browserd's own port");
-        }
-        (!self.allow_local).then_some("this machine (browserd's --allow-local-egress is off)")
-    }
-}
 
 /// What one session adds to the machine-wide [`EgressPolicy`] for its browser's pages, and
 /// where their connections go.
@@ -136,13 +107,6 @@ fn is_host_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
-/// Whether `ip` is this machine: loopback, unspecified (which Linux connects to loopback),
-/// or an address of one of its interfaces (only those can be bound).
-fn is_local(ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
-}
-
 /// Serves the proxy on `listener` until the returned task is aborted (its browser stops);
 /// aborting it also ends every connection it carries.
 pub fn serve(
@@ -153,10 +117,15 @@ pub fn serve(
     tokio::spawn(async move {
         // Owns the connections: dropped with this task, so aborting it closes them all.
         let mut connections = tokio::task::JoinSet::new();
+        // After a failed accept (out of descriptors, most likely: another tenant's flood),
+        // wait before the next, doubling up to a second: the proxy must outlive the flood,
+        // or the session has no network for the rest of its life.
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((page, _)) => {
+                        backoff = ACCEPT_BACKOFF_MIN;
                         let (policy, session) = (Arc::clone(&policy), Arc::clone(&session));
                         connections.spawn(async move {
                             if let Err(e) = proxy(page, &policy, &session).await {
@@ -165,8 +134,11 @@ pub fn serve(
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the egress proxy stopped accepting");
-                        return;
+                        if backoff == ACCEPT_BACKOFF_MIN {
+                            tracing::warn!(error = %e, "the egress proxy could not accept a connection; retrying");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     }
                 },
                 // Reaps finished connections so the set does not grow.
@@ -175,6 +147,9 @@ pub fn serve(
         }
     })
 }
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// SOCKS5 reply codes (RFC 1928 §6).
 mod reply {
@@ -185,6 +160,28 @@ mod reply {
     pub const CONNECTION_REFUSED: u8 = 5;
     pub const COMMAND_NOT_SUPPORTED: u8 = 7;
     pub const ADDRESS_NOT_SUPPORTED: u8 = 8;
+}
+
+/// Says that a connection was refused: in the server log, the refusals metric (by `rule`),
+/// and the session's log as a `browserd.egressRefused` entry its owner can read.
+fn report_refusal(
+    log: Option<&crate::inspect::logs::LogTap>,
+    host: &str,
+    port: u16,
+    address: Option<SocketAddr>,
+    rule: &'static str,
+    reason: &str,
+) {
+    tracing::info!(%host, port, address = ?address, rule, reason, "egress refused");
+    crate::metrics::METRICS.egress_refused(rule);
+    if let Some(log) = log {
+        let mut params =
+            serde_json::json!({ "host": host, "port": port, "rule": rule, "reason": reason });
+        if let Some(address) = address {
+            params["address"] = address.ip().to_canonical().to_string().into();
+        }
+        log.note("browserd.egressRefused", params);
+    }
 }
 
 async fn proxy(
@@ -204,11 +201,12 @@ async fn proxy(
         let rules = session.read().unwrap();
         let refused = match (&rules.allowed, &rules.block_ads) {
             (Some(allowed), _) if !allowed.allows(&host) => {
-                Some("not in browserSettings.allowedDomains")
+                Some(("allowed_domains", "not in browserSettings.allowedDomains"))
             }
-            (_, Some(ads)) if ads.blocks(&host) => {
-                Some("browserSettings.blockAds: an ad or tracker host (EasyList, EasyPrivacy)")
-            }
+            (_, Some(ads)) if ads.blocks(&host) => Some((
+                "block_ads",
+                "browserSettings.blockAds: an ad or tracker host (EasyList, EasyPrivacy)",
+            )),
             _ => None,
         };
         (
@@ -218,14 +216,8 @@ async fn proxy(
             rules.log.clone(),
         )
     };
-    if let Some(reason) = refused {
-        tracing::info!(%host, port, reason, "egress refused by the session's rules");
-        if let Some(log) = log {
-            log.note(
-                "browserd.egressRefused",
-                serde_json::json!({ "host": host, "port": port, "reason": reason }),
-            );
-        }
+    if let Some((rule, reason)) = refused {
+        report_refusal(log.as_ref(), &host, port, None, rule, reason);
         return answer(&mut page, reply::NOT_ALLOWED).await;
     }
     match via {
@@ -235,43 +227,93 @@ async fn proxy(
                 let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
                 Ok(())
             }
-            Err(Refusal { code, why }) => {
-                if let Some(why) = why {
-                    tracing::info!(%host, reason = why, "egress refused");
-                }
-                answer(&mut page, code).await
+            Err(NoConnection::Closed(address, refusal)) => {
+                let reason = refusal.to_string();
+                report_refusal(
+                    log.as_ref(),
+                    &host,
+                    port,
+                    Some(address),
+                    refusal.rule(),
+                    &reason,
+                );
+                answer(&mut page, reply::NOT_ALLOWED).await
             }
+            Err(NoConnection::Failed(code)) => answer(&mut page, code).await,
         },
-        Via::Upstream(proxy) => match tunnel(&proxy, &host, port, policy).await {
-            Ok(upstream) => {
-                answer(&mut page, reply::SUCCEEDED).await?;
-                let mut upstream = Metered::new(upstream, bytes);
-                let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
-                Ok(())
+        Via::Upstream(proxy) => {
+            // The policy decides on the destination before any proxy is asked for a tunnel:
+            // an operator's proxy on this machine or in a private network would otherwise
+            // carry pages to whatever it can reach.
+            if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
+                let reason = format!("{refusal} (through the proxy {})", proxy.label);
+                report_refusal(
+                    log.as_ref(),
+                    &host,
+                    port,
+                    Some(address),
+                    refusal.rule(),
+                    &reason,
+                );
+                return answer(&mut page, reply::NOT_ALLOWED).await;
             }
-            Err(e) => {
-                tracing::info!(%host, port, proxy = %proxy.label, reason = %e, "upstream proxy failed");
-                if let Some(log) = log {
-                    log.note(
-                        "browserd.proxyFailed",
-                        serde_json::json!({ "proxy": proxy.label, "host": host, "port": port, "reason": e.to_string() }),
-                    );
+            match tunnel(&proxy, &host, port, policy).await {
+                Ok(upstream) => {
+                    answer(&mut page, reply::SUCCEEDED).await?;
+                    let mut upstream = Metered::new(upstream, bytes);
+                    let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
+                    Ok(())
                 }
-                let code = match e {
-                    TunnelError::Local(_) => reply::NOT_ALLOWED,
-                    TunnelError::Unreachable(_) => reply::HOST_UNREACHABLE,
-                    _ => reply::GENERAL_FAILURE,
-                };
-                answer(&mut page, code).await
+                Err(e) => {
+                    tracing::info!(%host, port, proxy = %proxy.label, reason = %e, "upstream proxy failed");
+                    if let TunnelError::Closed(refusal) = &e {
+                        crate::metrics::METRICS.egress_refused(refusal.rule());
+                    }
+                    if let Some(log) = log {
+                        log.note(
+                            "browserd.proxyFailed",
+                            serde_json::json!({ "proxy": proxy.label, "host": host, "port": port, "reason": e.to_string() }),
+                        );
+                    }
+                    let code = match e {
+                        TunnelError::Closed(_) => reply::NOT_ALLOWED,
+                        TunnelError::Unreachable(_) => reply::HOST_UNREACHABLE,
+                        _ => reply::GENERAL_FAILURE,
+                    };
+                    answer(&mut page, code).await
+                }
             }
-        },
+        }
     }
 }
 
-/// Why no connection was made: the SOCKS reply, and the policy's reason if it refused.
-struct Refusal {
-    code: u8,
-    why: Option<&'static str>,
+/// How long resolving a destination here may take before a tunnel is asked for.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the policy closes where `host` leads, asked before an upstream proxy is: an
+/// address is judged as it is, a name by every address it resolves to here (one closed
+/// address refuses it). A name this machine cannot resolve is left to the proxy, which
+/// may see other names (docs/security.md says what that leaves open).
+async fn closed_destination(
+    host: &str,
+    port: u16,
+    policy: &EgressPolicy,
+) -> Option<(SocketAddr, Refusal)> {
+    let addrs = match tokio::time::timeout(RESOLVE_TIMEOUT, resolve(host, port)).await {
+        Ok(Ok(addrs)) => addrs,
+        _ => return None,
+    };
+    addrs
+        .into_iter()
+        .find_map(|addr| policy.refusal(addr).map(|why| (addr, why)))
+}
+
+/// Why no connection was made.
+enum NoConnection {
+    /// Every address the name resolved to is closed by the policy: the last one, and why.
+    Closed(SocketAddr, Refusal),
+    /// Not reached: the SOCKS reply that says why.
+    Failed(u8),
 }
 
 /// Connects to `host:port`, checking each address it resolves to against `policy` (`None`:
@@ -280,29 +322,25 @@ async fn connect(
     host: &str,
     port: u16,
     policy: Option<&EgressPolicy>,
-) -> Result<TcpStream, Refusal> {
-    let refuse = |code| Refusal { code, why: None };
+) -> Result<TcpStream, NoConnection> {
     let addrs: Vec<SocketAddr> = resolve(host, port)
         .await
-        .map_err(|_| refuse(reply::HOST_UNREACHABLE))?;
-    let mut refused = None;
+        .map_err(|_| NoConnection::Failed(reply::HOST_UNREACHABLE))?;
+    let mut closed = None;
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|addr| match policy.and_then(|p| p.refusal(*addr)) {
             Some(why) => {
-                refused = Some(why);
+                closed = Some((*addr, why));
                 false
             }
             None => true,
         })
         .collect();
     if allowed.is_empty() {
-        return Err(match refused {
-            Some(why) => Refusal {
-                code: reply::NOT_ALLOWED,
-                why: Some(why),
-            },
-            None => refuse(reply::HOST_UNREACHABLE),
+        return Err(match closed {
+            Some((addr, why)) => NoConnection::Closed(addr, why),
+            None => NoConnection::Failed(reply::HOST_UNREACHABLE),
         });
     }
     let mut last_error = None;
@@ -316,14 +354,15 @@ async fn connect(
             Err(_) => last_error = Some(std::io::ErrorKind::TimedOut.into()),
         }
     }
-    Err(refuse(match last_error.map(|e| e.kind()) {
+    Err(NoConnection::Failed(match last_error.map(|e| e.kind()) {
         Some(std::io::ErrorKind::ConnectionRefused) => reply::CONNECTION_REFUSED,
         _ => reply::HOST_UNREACHABLE,
     }))
 }
 
 /// A tunnel to `host:port` through `proxy`. A client's own proxy is held to the same
-/// policy as a page (it could otherwise be pointed at this machine's services).
+/// policy as a page (it could otherwise be pointed at this machine's services or a
+/// private network); the operator's may be anywhere.
 async fn tunnel(
     proxy: &Upstream,
     host: &str,
@@ -333,8 +372,8 @@ async fn tunnel(
     let policy = (!proxy.operator).then_some(policy);
     let mut stream = match connect(proxy.host(), proxy.port(), policy).await {
         Ok(stream) => stream,
-        Err(Refusal { why: Some(why), .. }) => return Err(TunnelError::Local(why)),
-        Err(Refusal { code, .. }) => {
+        Err(NoConnection::Closed(_, why)) => return Err(TunnelError::Closed(why)),
+        Err(NoConnection::Failed(code)) => {
             return Err(TunnelError::Unreachable(
                 match code {
                     reply::CONNECTION_REFUSED => "connection refused",
@@ -389,9 +428,14 @@ async fn handshake(page: &mut TcpStream) -> std::io::Result<Result<(String, u16)
             page.read_exact(&mut name).await?;
             // Host-name characters only: the name goes into an upstream's CONNECT line,
             // where a CR or LF would be a header of the page's making.
+            // Chromium sends IPv6 literals as names too (with or without brackets).
             match String::from_utf8(name) {
                 Ok(name) if is_host_name(&name) => name,
-                _ => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
+                Ok(name) => match name.trim_matches(['[', ']']).parse::<std::net::Ipv6Addr>() {
+                    Ok(ip) => ip.to_string(),
+                    Err(_) => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
+                },
+                Err(_) => return Ok(Err(reply::ADDRESS_NOT_SUPPORTED)),
             }
         }
         4 => {
@@ -494,11 +538,14 @@ mod tests {
         };
         let deny = EgressPolicy::default();
         let refused = tunnel(&proxy, "example.com", 443, &deny).await.unwrap_err();
-        assert!(matches!(refused, TunnelError::Local(_)), "{refused}");
+        assert!(
+            matches!(refused, TunnelError::Closed(Refusal::ThisMachine)),
+            "{refused}"
+        );
         // Allowed, it is asked (and this listener never answers the CONNECT: it is reached).
         let allow = EgressPolicy {
             allow_local: true,
-            own_ports: vec![],
+            ..Default::default()
         };
         let asked = tokio::spawn(async move {
             let (held, _) = listener.accept().await.unwrap();
@@ -511,33 +558,5 @@ mod tests {
         );
         assert!(attempt.await.is_err(), "waits for the proxy's answer");
         asked.await.unwrap();
-    }
-
-    #[test]
-    fn local_destinations_follow_the_policy_and_own_ports_are_always_closed() {
-        let deny = EgressPolicy {
-            allow_local: false,
-            own_ports: vec![3000],
-        };
-        let allow = EgressPolicy {
-            allow_local: true,
-            own_ports: vec![3000],
-        };
-        for local in [
-            "127.0.0.1:8080",
-            "0.0.0.0:8080",
-            "[::1]:8080",
-            "[::ffff:127.0.0.1]:8080",
-            "127.1.2.3:8080",
-        ] {
-            let addr: SocketAddr = local.parse().unwrap();
-            assert!(deny.refusal(addr).is_some(), "{local}");
-            assert_eq!(allow.refusal(addr), None, "{local}");
-            let own = SocketAddr::new(addr.ip(), 3000);
-            assert_eq!(allow.refusal(own), Some("browserd's own port"), "{own}");
-        }
-        // Documentation ranges: never an address of this machine.
-        let remote: SocketAddr = "192.0.2.7:3000".parse().unwrap();
-        assert_eq!(deny.refusal(remote), None);
     }
 }
