@@ -415,6 +415,34 @@ async fn messages_of_100_mb_pass_both_ways() {
     server.stop().await;
 }
 
+/// The relay forwards a command as the client wrote it: numbers a lossy parser would move,
+/// object keys in the client's order (a re-serialising relay sorts them), big integers.
+#[tokio::test]
+async fn the_page_receives_the_clients_numbers_and_key_order_exactly() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let mut cdp = Cdp::connect(&connect_url(&s)).await;
+    let page = cdp.page_session().await;
+    let window = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "window"}),
+            Some(&page),
+        )
+        .await;
+    let object = window["result"]["result"]["objectId"].as_str().unwrap();
+    let text = format!(
+        r#"{{"id":77,"sessionId":"{page}","method":"Runtime.callFunctionOn","params":{{"objectId":"{object}","returnByValue":true,"functionDeclaration":"function(a,b,c,d,o){{return [a,b,c,d,Object.keys(o).join()].map(String).join(' ')}}","arguments":[{{"value":1.0000000000000002}},{{"value":5e-324}},{{"value":1.7976931348623157e308}},{{"value":0.30000000000000004}},{{"value":{{"zeta":1,"alpha":2,"mid":3}}}}]}}}}"#
+    );
+    let answer = cdp.raw(&text, 77).await;
+    assert_eq!(
+        answer["result"]["result"]["value"],
+        "1.0000000000000002 5e-324 1.7976931348623157e+308 0.30000000000000004 zeta,alpha,mid",
+        "{answer}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_closes_clients_and_stops_every_browser() {
     let server = TestServer::start().await;

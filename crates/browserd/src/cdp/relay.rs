@@ -6,8 +6,8 @@
 //! direction and applies backpressure instead of making browserd buffer.
 //!
 //! Browser→client messages are never parsed. Every client→browser text frame passes
-//! [`filter::check`]: parsed strictly, checked, and re-serialised, or refused with a CDP
-//! error; binary frames are refused.
+//! [`filter::check`]: scanned strictly and forwarded as the client sent it, rewritten where
+//! a rule says so, or refused with a CDP error; binary frames are refused.
 
 use super::filter::{self, Rules, Verdict};
 use crate::model::SessionStatus;
@@ -122,7 +122,9 @@ where
             match msg {
                 Message::Text(ref text) => {
                     let forward = match filter::check(text, lease.rules()) {
-                        Verdict::Forward(checked) => checked,
+                        // The original bytes: a cheap clone of the frame's buffer.
+                        Verdict::AsSent => text.clone(),
+                        Verdict::Forward(checked) => Utf8Bytes::from(checked),
                         Verdict::Refuse(reply) => {
                             let _ = reply_tx.send(Message::text(reply)).await;
                             continue;
@@ -137,7 +139,6 @@ where
                         }
                     };
                     // What the browser receives, which is what browserd checked.
-                    let forward = Utf8Bytes::from(forward);
                     if let Some(log) = lease.log() {
                         log.command(lease.number(), &forward);
                     }

@@ -31,7 +31,8 @@ pub async fn run<S>(
             msg = client_rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let forward = match filter::check(&text, rules) {
-                        Verdict::Forward(checked) => checked,
+                        Verdict::AsSent => text,
+                        Verdict::Forward(checked) => checked.into(),
                         Verdict::Refuse(reply) => {
                             if client_tx.send(Message::text(reply)).await.is_err() {
                                 break None;
@@ -46,7 +47,7 @@ pub async fn run<S>(
                             continue;
                         }
                     };
-                    if browser_tx.send(Message::text(forward)).await.is_err() {
+                    if browser_tx.send(Message::Text(forward)).await.is_err() {
                         break Some(close_message(CloseCode::Away, "the browser went away"));
                     }
                 }
