@@ -18,7 +18,7 @@
 //      bursts, memory per session, the relay, and issue 16's targets (--only-peers).
 // Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
 //        [--only-cluster | --only-store | --only-egress | --only-selenium | --only-launch
-//         | --only-peers]
+//         | --only-peers | --only-relay-filter (with BROWSERD_BEFORE_BIN)]
 //        (one section, spliced into --out)
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -430,6 +430,93 @@ async function benchRelay(ctx) {
   return { rtt, big, shot, shotBytes, tenMb: TEN_MB };
 }
 
+// ---------------------------------------------------------------- 2c. the relay's filter, before and after
+
+/**
+ * The relay forwarding a client's command as sent (scanned, not rebuilt) against the earlier
+ * build that parsed every command into a tree and re-serialised it (BROWSERD_BEFORE_BIN):
+ * both unsandboxed, each with one session, measured in alternating rounds, beside the same
+ * browser reached directly.
+ */
+async function benchRelayFilter() {
+  if (!BEFORE_BIN) throw new Error('set BROWSERD_BEFORE_BIN to a build of the commit before the change');
+  const afterServer = await startBrowserd({ warmPool: 0, sandbox: 'off' });
+  const beforeServer = await startBrowserd({ warmPool: 0, sandbox: 'off', bin: BEFORE_BIN });
+  const { via, direct, floor, socat, id } = await sameBrowserBothWays(afterServer);
+  floor.close(); socat.kill();
+  const old = await relayedSession(beforeServer);
+  const clients = { after: via, before: old.client, direct };
+  const sessions = {};
+  for (const [k, c] of Object.entries(clients)) sessions[k] = await c.firstPage();
+  const rounds = 10;
+  const rtt = { after: [], before: [], direct: [] };
+  for (let r = 0; r < rounds; r++) {
+    for (const k of Object.keys(clients)) {
+      for (let i = 0; i < RTT_CALLS / rounds; i++) {
+        const s = now();
+        await clients[k].call('Runtime.evaluate', { expression: '1+1' }, sessions[k]);
+        rtt[k].push((now() - s) * 1000);
+      }
+    }
+  }
+  log('relay filter: round trips done');
+  // Client → browser: one 10 MB string, and 200,000 numbers (many small JSON values).
+  const TEN_MB = 10 * 1024 * 1024;
+  const bigExpression = `'${'y'.repeat(TEN_MB)}'.length`;
+  const numbers = Array.from({ length: 200_000 }, (_, i) => i * 1.5);
+  const window = {};
+  for (const k of Object.keys(clients)) {
+    window[k] = (await clients[k].call('Runtime.evaluate', { expression: 'window' }, sessions[k])).result.result.objectId;
+  }
+  const big = { after: [], before: [], direct: [] };
+  const many = { after: [], before: [], direct: [] };
+  let manyBytes = 0;
+  for (let r = 0; r < 10; r++) {
+    for (const k of Object.keys(clients)) {
+      let s = now();
+      const res = await clients[k].call('Runtime.evaluate', { expression: bigExpression, returnByValue: true }, sessions[k]);
+      big[k].push(now() - s);
+      if (res.result.result.value !== TEN_MB) throw new Error(`short 10 MB command through ${k}`);
+      const params = { objectId: window[k], functionDeclaration: 'function(a){return a.length}', arguments: [{ value: numbers }], returnByValue: true };
+      manyBytes = JSON.stringify(params).length;
+      s = now();
+      const counted = await clients[k].call('Runtime.callFunctionOn', params, sessions[k]);
+      many[k].push(now() - s);
+      if (counted.result.result.value !== numbers.length) throw new Error(`numbers lost through ${k}`);
+    }
+  }
+  const rss = { after: afterServer.rssKiB(), before: beforeServer.rssKiB() };
+  via.close(); direct.close(); old.client.close();
+  await afterServer.api('POST', `/v1/sessions/${id}`, { status: 'REQUEST_RELEASE' });
+  await afterServer.stop();
+  await beforeServer.stop();
+  return { rtt, big, many, manyBytes, tenMb: TEN_MB, rss };
+}
+
+function relayFilterSection(r) {
+  const f = (x, d = 1) => x.toFixed(d);
+  const row = (name, xs, unit, scale = 1) => `| ${name} | ${f(pct(xs.after, 50) * scale)} ${unit} | ${f(pct(xs.before, 50) * scale)} ${unit} | ${f(pct(xs.direct, 50) * scale)} ${unit} | ${f(pct(xs.after, 50) / pct(xs.before, 50), 2)}× |`;
+  return `<!-- relay-filter -->
+## 2c. The relay's filter: a command forwarded as sent, against parsed and re-serialised
+
+\`node bench/run.mjs --only-relay-filter\` with \`BROWSERD_BEFORE_BIN\` a release build of the
+commit before the change (${BEFORE_BIN.split('/').pop()}). Two servers side by side, browsers
+unsandboxed, one session each; "direct" is the after-build's browser on its own websocket.
+Rounds alternate between the three. Before, every client command became a \`serde_json::Value\`
+tree and was written out again (numbers could move, keys were sorted); now a command no rule
+is about is scanned strictly without building it and its bytes go on as they came.
+
+| measure (p50) | after: as sent | before: re-serialised | direct | after / before |
+|---|---|---|---|---|
+${row(`\`Runtime.evaluate("1+1")\` round trip (${RTT_CALLS} calls each)`, r.rtt, 'µs')}
+${row('10 MB expression, client → browser (10 calls)', r.big, 'ms')}
+${row(`\`callFunctionOn\` with 200,000 numbers (${f(r.manyBytes / 1024 / 1024, 1)} MB of JSON, 10 calls)`, r.many, 'ms')}
+
+browserd's RSS after the run: ${f(r.rss.after / 1024)} MiB after, ${f(r.rss.before / 1024)} MiB before.
+<!-- /relay-filter -->
+`;
+}
+
 // ---------------------------------------------------------------- 4. several nodes
 
 // A PostgreSQL for the cluster section (scripts/bench starts one with pg_virtualenv).
@@ -805,8 +892,9 @@ so the pool hides this cost (section 1).
 | full-page PNG screenshot of random pixels (${f(relay.shotBytes / 1024 / 1024, 1)} MB base64), p50 (5 calls) | ${f(pct(relay.shot.via, 50))} ms | ${f(pct(relay.shot.direct, 50))} ms | ${f(shotRatio * 100, 0)}% |
 
 "Through browserd" and "direct" are one unsandboxed browser (\`--sandbox off\`) reached both
-ways, so their difference is the relay's own cost (every client frame is parsed strictly and
-re-serialised, docs/security.md). The sandboxed row is a second browser in its own namespaces,
+ways, so their difference is the relay's own cost (every client frame is scanned strictly and
+forwarded as sent unless a rule rewrites it, docs/security.md; section 2c compares it with the
+earlier re-serialising filter). The sandboxed row is a second browser in its own namespaces,
 reached the default way. The socat row is there to read the round-trip overhead against: any proxy that is a
 separate process costs two extra socket hops per round trip, and on a 2-core machine shared
 with Chromium and the client each hop can wait for a core. Where browserd's overhead is close
@@ -1624,6 +1712,9 @@ async function main() {
   }
   if (process.argv.includes('--only-selenium')) {
     return splice('selenium', seleniumSection(await benchSelenium()));
+  }
+  if (process.argv.includes('--only-relay-filter')) {
+    return splice('relay-filter', relayFilterSection(await benchRelayFilter()));
   }
   if (process.argv.includes('--only-egress')) {
     return splice('egress', egressSection(await benchEgress()));
