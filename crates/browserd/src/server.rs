@@ -292,7 +292,7 @@ struct Reconciled {
 async fn reconcile(
     config: &Config,
     store: &Store,
-    files: &FileStore,
+    files: &Arc<FileStore>,
     launcher: &dyn Launcher,
 ) -> anyhow::Result<Reconciled> {
     let now = crate::model::now();

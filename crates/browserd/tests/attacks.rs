@@ -899,3 +899,217 @@ async fn allowed_domains_hold_against_redirects_new_windows_cdp_targets_and_ip_l
     }
     server.stop().await;
 }
+
+/// Runs `script` with sh as a sandboxed browser's own uid, inside its sandbox's mount
+/// namespace: what code that took over the browser process can do to its own folder.
+fn as_the_browser(browser_dir: &std::path::Path, script: &str) {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata(browser_dir).unwrap().uid();
+    assert_ne!(uid, 0, "the browser runs as its own uid (sandboxed)");
+    // Any process of that uid is inside the sandbox: Chromium's own.
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .expect("a process of the browser's uid");
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "--"])
+        .args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+        ])
+        .args(["--clear-groups", "--inh-caps=-all", "--"])
+        .args(["sh", "-ec", script])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "as the browser: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file of `dir` (recursively), with its contents.
+fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else {
+                let name = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.push((name, std::fs::read(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// Code running as a session's browser uid (a browser-process exploit) replaces its
+/// `downloads/` and `uploads/` with links to a root-only folder and puts links and a FIFO in
+/// its profile, then later its whole `profile/` with a link. browserd works there as root,
+/// yet: the downloads zip, an upload, the end-of-session keep and the context save neither
+/// read, write, move nor block on anything outside; the canary outside is unchanged, the
+/// context holds none of it, and the server still stops.
+#[tokio::test]
+async fn a_compromised_browser_cannot_make_browserd_follow_its_links() {
+    let server = TestServer::start().await;
+    let canary = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(canary.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = format!("canary-{}", uuid::Uuid::new_v4());
+    std::fs::write(canary.path().join("secret.txt"), &secret).unwrap();
+    let before = tree(canary.path());
+    let context = server
+        .req(reqwest::Method::POST, "/v1/contexts")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with_context = json!({"keepAlive": true, "browserSettings": {"context": {"id": context, "persist": true}}});
+
+    // 1. Links in place of downloads/ and uploads/, links and a FIFO in the profile.
+    let s = server.create(with_context.clone()).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let dir = server.browser_dir(&id);
+    let (c, data) = (canary.path().display(), server.data_dir.path().display());
+    as_the_browser(
+        &dir,
+        &format!(
+            "cd {dir}
+             rm -rf downloads uploads
+             ln -s {c} downloads
+             ln -s {c} uploads
+             mkdir -p profile/Default
+             mkfifo profile/Default/evil-fifo
+             ln -s {c}/secret.txt profile/Default/evil-link
+             ln -s {data} profile/Default/evil-dir",
+            dir = dir.display()
+        ),
+    );
+    let zip = server
+        .req(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{id}/downloads"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    let zip = zip.bytes().await.unwrap();
+    assert_eq!(
+        zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec()))
+            .unwrap()
+            .len(),
+        0,
+        "the downloads zip serves nothing through the link"
+    );
+    let upload = server
+        .req(reqwest::Method::POST, &format!("/v1/sessions/{id}/uploads"))
+        .multipart(file_form("secret.txt", b"tenant bytes".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200, "{:?}", upload.text().await);
+    assert!(
+        std::fs::symlink_metadata(dir.join("uploads"))
+            .unwrap()
+            .is_dir(),
+        "the upload made a real folder in place of the link"
+    );
+    assert_eq!(tree(canary.path()), before, "the canary is unchanged");
+    // The release saves the context and keeps the downloads: neither follows a link nor
+    // waits on the FIFO.
+    let released = tokio::time::timeout(PATIENCE, server.release(&id)).await;
+    assert!(released.is_ok(), "the release (and context save) finished");
+    server.wait_for_status(&id, "COMPLETED").await;
+    assert_eq!(
+        tree(canary.path()),
+        before,
+        "nothing was moved out of the canary"
+    );
+    let kept = server
+        .state
+        .sessions
+        .files()
+        .downloads_dir(id.parse().unwrap());
+    assert!(
+        !kept.join("secret.txt").exists(),
+        "the canary was kept as a download"
+    );
+    let saved = eventually(|| async {
+        server
+            .state
+            .sessions
+            .files()
+            .vault()
+            .load(&context)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await
+    .expect("the context was saved");
+    let profile = tempfile::tempdir().unwrap();
+    browserd::files::contexts::unpack_profile(&saved.archive, profile.path()).unwrap();
+    let saved_files = tree(profile.path());
+    assert!(!saved_files.is_empty(), "the profile itself was saved");
+    for (name, bytes) in &saved_files {
+        assert!(!name.contains("evil"), "{name} saved");
+        assert!(
+            memchr::memmem::find(bytes, secret.as_bytes()).is_none(),
+            "{name} holds the canary"
+        );
+    }
+
+    // 2. The whole profile/ replaced with a link: the save fails, the context keeps what
+    // it had, and nothing behind the link is read.
+    let s = server.create(with_context.clone()).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let dir = server.browser_dir(&id);
+    as_the_browser(
+        &dir,
+        &format!(
+            "cd {dir} && mv profile profile.real && ln -s {c} profile",
+            dir = dir.display()
+        ),
+    );
+    let released = tokio::time::timeout(PATIENCE, server.release(&id)).await;
+    assert!(released.is_ok(), "the release finished");
+    server.wait_for_status(&id, "COMPLETED").await;
+    let again = server
+        .state
+        .sessions
+        .files()
+        .vault()
+        .load(&context)
+        .await
+        .unwrap()
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    browserd::files::contexts::unpack_profile(&again.archive, profile.path()).unwrap();
+    for (name, bytes) in tree(profile.path()) {
+        assert!(
+            memchr::memmem::find(&bytes, secret.as_bytes()).is_none() && name != "secret.txt",
+            "{name} holds the canary"
+        );
+    }
+    assert_eq!(tree(canary.path()), before);
+
+    // A later session of the context starts, and the server stops (no save left hanging).
+    let s = server.create(with_context).await;
+    assert_eq!(s["status"], "RUNNING");
+    tokio::time::timeout(PATIENCE * 2, server.stop())
+        .await
+        .expect("the server stops");
+}

@@ -236,8 +236,8 @@ async fn the_proxy_pool_serves_proxies_true_and_picks_upstreams_by_geolocation()
     std::fs::write(
         pool.path(),
         format!(
-            "[[proxy]]\nname = \"us-ny\"\nserver = \"{}\"\nusername = \"nyuser\"\npassword = \"ny-pass-1\"\ncountry = \"US\"\nstate = \"NY\"\ncity = \"New York\"\n\n\
-             [[proxy]]\nname = \"de\"\nserver = \"{}\"\nusername = \"deuser\"\npassword = \"de-pass-2\"\ncountry = \"DE\"\n",
+            "[[proxy]]\nname = \"us-ny\"\nserver = \"{}\"\nusername = \"nyuser\"\npassword = \"ny-pass-1\"\ncountry = \"US\"\nstate = \"NY\"\ncity = \"New York\"\nremote_dns = true\n\n\
+             [[proxy]]\nname = \"de\"\nserver = \"{}\"\nusername = \"deuser\"\npassword = \"de-pass-2\"\ncountry = \"DE\"\nremote_dns = true\n",
             ny.server(),
             de.server()
         ),
@@ -252,7 +252,9 @@ async fn the_proxy_pool_serves_proxies_true_and_picks_upstreams_by_geolocation()
     })
     .await;
     // Each session visits a host of its own, so each upstream's log tells whose load it
-    // carried (Chromium's own background requests go through them too).
+    // carried (Chromium's own background requests go through them too): the entries say
+    // `remote_dns = true`, so the proxies are asked for names (the default asks for the
+    // address browserd judged; tests/egress.rs).
     let (de_host, ny_host) = (format!("localhost:{port}"), format!("127.0.0.1:{port}"));
     for (proxies, host) in [
         (

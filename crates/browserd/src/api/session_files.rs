@@ -33,14 +33,16 @@ pub async fn upload(
     // The session's disk allowance (--session-disk-mib) bounds the upload too: measured
     // now over its files and what its browser downloaded so far.
     let quota = files.session_quota();
-    let (folders, downloads) = (
+    let (root, folders, downloads) = (
+        files.root().to_owned(),
         [files.session_dir(session.id)],
         state.sessions.downloads_dir(session.id),
     );
-    let used =
-        tokio::task::spawn_blocking(move || crate::files::quota::used_by(&folders, &downloads))
-            .await
-            .unwrap_or(0);
+    let used = tokio::task::spawn_blocking(move || {
+        crate::files::quota::used_by(&root, &folders, &downloads)
+    })
+    .await
+    .unwrap_or(0);
     let room = quota.room(used);
     let over_quota = || {
         ApiError::PayloadTooLarge(format!(
@@ -72,8 +74,13 @@ pub async fn upload(
         .await
         .map_err(|e| ApiError::Internal(format!("could not store the upload: {e}")))?;
     if let Some(browser_dir) = state.sessions.browser_dir(session.id) {
-        show_to_browser(&dest, &browser_dir, &name)
+        let (root, dest) = (files.root().to_owned(), dest.clone());
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || show_to_browser(&root, &dest, &browser_dir, &name))
             .await
+            .map_err(|e| {
+                ApiError::Internal(format!("could not give the upload to the browser: {e}"))
+            })?
             .map_err(|e| {
                 ApiError::Internal(format!("could not give the upload to the browser: {e}"))
             })?;
@@ -88,27 +95,21 @@ pub async fn upload(
 
 /// Makes an upload readable by the session's browser, whose sandbox shows it only its own
 /// folder: a hard link in `<browser dir>/uploads/`, owned by the browser's uid (the owner
-/// of its folder). The relay maps the path this API answers to that one.
-async fn show_to_browser(
+/// of its folder). The relay maps the path this API answers to that one. The browser's uid
+/// owns that folder and may have put links there: every step works on handles opened
+/// without following them ([`crate::files::confined`]), so the link lands in the browser's
+/// folder or nowhere.
+fn show_to_browser(
+    root: &std::path::Path,
     file: &std::path::Path,
     browser_dir: &std::path::Path,
     name: &str,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    let dir = browser_dir.join(crate::sessions::UPLOADS_IN_BROWSER);
-    let owner = tokio::fs::metadata(browser_dir).await?;
-    tokio::fs::create_dir_all(&dir).await?;
-    let link = dir.join(name);
-    if link == file {
-        return Ok(());
-    }
-    match tokio::fs::remove_file(&link).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    tokio::fs::hard_link(file, &link).await?;
-    std::os::unix::fs::lchown(&dir, Some(owner.uid()), Some(owner.gid()))?;
-    std::os::unix::fs::lchown(&link, Some(owner.uid()), Some(owner.gid()))
+    let browser = crate::files::confined::Folder::open(root, browser_dir)?;
+    let owner = browser.owner()?;
+    let uploads = browser.sub_made(crate::sessions::UPLOADS_IN_BROWSER, Some(owner))?;
+    uploads.remove(name)?;
+    uploads.link_in(file, name, owner)
 }
 
 /// `GET /v1/sessions/{id}/downloads`: a zip of the files the session's pages downloaded;
@@ -133,7 +134,8 @@ pub async fn downloads(
         }
     }
     let dir = state.sessions.downloads_dir(session.id);
-    let zip = tokio::task::spawn_blocking(move || crate::files::FileStore::zip_downloads(&dir))
+    let files = std::sync::Arc::clone(files);
+    let zip = tokio::task::spawn_blocking(move || files.zip_downloads(&dir))
         .await
         .map_err(|e| ApiError::Internal(format!("zipping the downloads failed: {e}")))?
         .map_err(|e| ApiError::Internal(format!("could not zip the downloads: {e}")))?;

@@ -434,7 +434,7 @@ impl ChromiumBrowser {
         let port_file = profile.join("DevToolsActivePort");
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(text) = tokio::fs::read_to_string(&port_file).await {
+            if let Ok(text) = read_browsers_file(&port_file).await {
                 let mut lines = text.lines();
                 if let (Some(port), Some(path)) = (lines.next(), lines.next())
                     && let Ok(port) = port.trim().parse::<u16>()
@@ -443,7 +443,7 @@ impl ChromiumBrowser {
                 }
             }
             if self.jail.is_some()
-                && let Ok(log) = tokio::fs::read_to_string(log_path).await
+                && let Ok(log) = read_browsers_file(log_path).await
                 && let Some(url) = log
                     .lines()
                     .find_map(|l| l.strip_prefix("DevTools listening on "))
@@ -464,8 +464,17 @@ impl ChromiumBrowser {
     }
 }
 
+/// The end of a file in a browser's own folder, which its uid may have replaced with a
+/// link or a FIFO: neither is followed or waited on ([`crate::files::confined::read_tail`]).
+async fn read_browsers_file(path: &Path) -> std::io::Result<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || crate::files::confined::read_tail(&path, 256 * 1024))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 async fn log_tail(path: &Path) -> String {
-    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    let text = read_browsers_file(path).await.unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(5).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }

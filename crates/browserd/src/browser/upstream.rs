@@ -245,6 +245,11 @@ pub struct Upstream {
     /// The operator's (from `--proxy-pool`): may be on this machine, which a client's own
     /// proxy may only be where pages may reach this machine.
     pub operator: bool,
+    /// The proxy is asked for host names, which it resolves itself: a client's own proxy,
+    /// or a pool entry with `remote_dns = true`. Otherwise (the pool's default) browserd
+    /// resolves the name, judges the address and asks for that address, so a proxy on this
+    /// machine or its network cannot be steered by a name that resolves differently there.
+    pub remote_dns: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -281,6 +286,7 @@ impl Upstream {
             credentials,
             label,
             operator: name.is_some(),
+            remote_dns: name.is_none(),
         })
     }
 
@@ -640,6 +646,11 @@ struct PoolFileEntry {
     country: Option<String>,
     state: Option<String>,
     city: Option<String>,
+    /// Ask this proxy for host names (it resolves them) instead of the addresses browserd
+    /// resolved and judged: for a proxy that is neither on this machine nor in a network
+    /// pages must not reach (docs/security.md).
+    #[serde(default)]
+    remote_dns: bool,
 }
 
 impl ProxyPool {
@@ -658,13 +669,14 @@ impl ProxyPool {
             if members.iter().any(|m| m.name == name) {
                 return Err(format!("two proxies are named {name:?}"));
             }
-            let upstream = Upstream::new(
+            let mut upstream = Upstream::new(
                 &entry.server,
                 entry.username.as_deref(),
                 entry.password.as_deref(),
                 Some(&name),
             )
             .map_err(|e| format!("proxy {name:?}: {e}"))?;
+            upstream.remote_dns = entry.remote_dns;
             members.push(PoolMember {
                 name,
                 country: entry.country,

@@ -10,6 +10,7 @@
 //! starts after another one's save began sees that save. When two sessions share a
 //! context, the one that ends last saves last, and its profile replaces the other's whole.
 
+use super::confined::Folder;
 use crate::store::{BlobLock, BlobStore};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -256,6 +257,7 @@ impl ContextVault {
         &self,
         _guard: &ContextLock,
         id: &str,
+        root: &Path,
         profile: &Path,
         cookies: Vec<Value>,
         still_exists: F,
@@ -268,9 +270,9 @@ impl ContextVault {
             source,
         };
         let cipher = self.cipher.clone();
-        let (owned_id, profile) = (id.to_owned(), profile.to_path_buf());
+        let (owned_id, root, profile) = (id.to_owned(), root.to_path_buf(), profile.to_path_buf());
         let sealed = tokio::task::spawn_blocking(move || {
-            let archive = archive_profile(&profile, &cookies)?;
+            let archive = archive_profile(&root, &profile, &cookies)?;
             Ok::<_, std::io::Error>(seal(&cipher, &owned_id, &archive))
         })
         .await
@@ -356,41 +358,63 @@ fn unseal(cipher: &Aes256Gcm, id: &str, sealed: &[u8]) -> Result<Vec<u8>, String
 }
 
 /// Zips the profile folder (minus [`SKIPPED`] and symlinks) and the cookies.
-fn archive_profile(profile: &Path, cookies: &[Value]) -> std::io::Result<Vec<u8>> {
+/// Zips the profile folder `profile` (below `root`) and the cookies. The browser's uid owns
+/// the profile and may have put links, FIFOs or devices in it, or a link in its place:
+/// nothing is followed or opened but real folders and regular files ([`Folder`]), so a
+/// context holds only what the browser itself wrote, and a save never blocks. A profile
+/// larger than a context may hold is an error (its previous content stays).
+fn archive_profile(root: &Path, profile: &Path, cookies: &[Value]) -> std::io::Result<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(true);
-    let mut stack = vec![profile.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            // A browser that crashed may have left less than expected; save what is there.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+    let top = match Folder::open(root, profile) {
+        Ok(top) => Some(top),
+        // A browser that crashed may have left less than expected; save what is there.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut total = 0u64;
+    // Each folder with the path of its entries inside the profile.
+    let mut stack: Vec<(Folder, String)> = top.into_iter().map(|f| (f, String::new())).collect();
+    while let Some((dir, prefix)) = stack.pop() {
+        let Ok(entries) = dir.entries() else {
+            continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if SKIPPED.iter().any(|s| name == *s) {
-                continue;
-            }
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
+        for entry in entries {
+            let Some(name) = entry.name.to_str() else {
                 continue;
             };
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let Some(rel) = path.strip_prefix(profile).ok().and_then(Path::to_str) else {
-                    continue;
-                };
-                // A file Chromium removed between listing and reading is simply not saved.
-                let Ok(mut file) = std::fs::File::open(&path) else {
-                    continue;
-                };
-                zip.start_file(format!("{PROFILE_PREFIX}{rel}"), options)
-                    .map_err(std::io::Error::other)?;
-                std::io::copy(&mut file, &mut zip)?;
+            if SKIPPED.contains(&name) {
+                continue;
+            }
+            let rel = format!("{prefix}{name}");
+            match entry.kind {
+                rustix::fs::FileType::Directory => {
+                    if let Ok(sub) = dir.sub(name) {
+                        stack.push((sub, format!("{rel}/")));
+                    }
+                }
+                rustix::fs::FileType::RegularFile => {
+                    // A file Chromium removed between listing and reading is simply not saved.
+                    let Ok(Some(file)) = dir.open_file(name) else {
+                        continue;
+                    };
+                    zip.start_file(format!("{PROFILE_PREFIX}{rel}"), options)
+                        .map_err(std::io::Error::other)?;
+                    total += std::io::copy(&mut file.take(MAX_UNPACKED - total + 1), &mut zip)?;
+                    if total > MAX_UNPACKED {
+                        return Err(std::io::Error::other(format!(
+                            "the profile holds more than the {} GiB a context may hold",
+                            MAX_UNPACKED >> 30
+                        )));
+                    }
+                }
+                kind => tracing::warn!(
+                    path = %dir.path().join(name).display(),
+                    ?kind,
+                    "not saved into the context: not a regular file or folder"
+                ),
             }
         }
     }
@@ -465,9 +489,11 @@ mod tests {
         let cookies = vec![serde_json::json!({"name": "sid", "value": "1", "session": true})];
         let guard = v.lock(&id).await;
         assert!(
-            v.save(&guard, &id, &profile, cookies.clone(), async { true })
-                .await
-                .unwrap()
+            v.save(&guard, &id, dir.path(), &profile, cookies.clone(), async {
+                true
+            })
+            .await
+            .unwrap()
         );
         drop(guard);
 
@@ -495,9 +521,14 @@ mod tests {
         let id = uuid::Uuid::new_v4().to_string();
         let v = vault(dir.path(), 1);
         let guard = v.lock(&id).await;
-        v.save(&guard, &id, &dir.path().join("none"), vec![], async {
-            true
-        })
+        v.save(
+            &guard,
+            &id,
+            dir.path(),
+            &dir.path().join("none"),
+            vec![],
+            async { true },
+        )
         .await
         .unwrap();
         drop(guard);
@@ -533,7 +564,7 @@ mod tests {
             uuid::Uuid::new_v4().to_string(),
         );
         let guard = v.lock(&a).await;
-        v.save(&guard, &a, dir.path(), vec![], async { true })
+        v.save(&guard, &a, dir.path(), dir.path(), vec![], async { true })
             .await
             .unwrap();
         drop(guard);
@@ -548,7 +579,7 @@ mod tests {
         let id = uuid::Uuid::new_v4().to_string();
         let guard = v.lock(&id).await;
         assert!(
-            !v.save(&guard, &id, dir.path(), vec![], async { false })
+            !v.save(&guard, &id, dir.path(), dir.path(), vec![], async { false })
                 .await
                 .unwrap()
         );

@@ -10,6 +10,7 @@
 //! Every name that comes from a client goes through [`sanitize_file_name`], so nothing can
 //! be written outside its folder.
 
+pub mod confined;
 pub mod contexts;
 pub mod extensions;
 pub mod quota;
@@ -25,6 +26,8 @@ use uuid::Uuid;
 /// The data dir's file areas.
 #[derive(Debug)]
 pub struct FileStore {
+    /// The data dir: below it, nothing is opened through a link ([`confined`]).
+    root: PathBuf,
     session_files: PathBuf,
     extensions: PathBuf,
     /// Scratch space for uploads in flight; on the same filesystem so finished files are
@@ -51,6 +54,7 @@ impl FileStore {
         shared: Option<Arc<dyn BlobStore>>,
     ) -> std::io::Result<Self> {
         let this = Self {
+            root: data_dir.to_path_buf(),
             shared,
             session_files: data_dir.join("session-files"),
             extensions: data_dir.join("extensions"),
@@ -85,6 +89,11 @@ impl FileStore {
     /// A new session's allowance ([`quota::DiskQuota`]).
     pub fn session_quota(&self) -> quota::DiskQuota {
         quota::DiskQuota::new(self.session_disk_limit)
+    }
+
+    /// The data dir, below which every folder is opened without following links.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     pub fn vault(&self) -> &ContextVault {
@@ -192,32 +201,87 @@ impl FileStore {
     }
 
     /// A zip of the finished downloads in `dir` (empty while there are none). Files still
-    /// being written (`.crdownload`) are left out.
-    pub fn zip_downloads(dir: &Path) -> std::io::Result<Vec<u8>> {
+    /// being written (`.crdownload`) are left out, and so is anything that is not a regular
+    /// file: `dir` may be a live browser's folder, which its uid can fill with links.
+    pub fn zip_downloads(&self, dir: &Path) -> std::io::Result<Vec<u8>> {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
-        let mut names: Vec<(String, PathBuf)> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-                .filter(|(name, _)| is_finished_download(name))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let folder = match confined::Folder::open(&self.root, dir) {
+            Ok(folder) => Some(folder),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!(error = %e, "a session's downloads folder was replaced; nothing served from it");
+                None
+            }
             Err(e) => return Err(e),
         };
-        names.sort();
-        for (name, path) in names {
-            zip.start_file(name, options)
-                .map_err(std::io::Error::other)?;
-            let mut file = std::fs::File::open(path)?;
-            std::io::copy(&mut file, &mut zip)?;
+        if let Some(folder) = folder {
+            let mut names: Vec<String> = folder
+                .entries()?
+                .into_iter()
+                .filter(|e| e.kind == rustix::fs::FileType::RegularFile)
+                .filter_map(|e| e.name.into_string().ok())
+                .filter(|name| is_finished_download(name))
+                .collect();
+            names.sort();
+            for name in names {
+                // Gone or swapped for something else since it was listed: left out.
+                let Ok(Some(mut file)) = folder.open_file(&name) else {
+                    continue;
+                };
+                zip.start_file(name, options)
+                    .map_err(std::io::Error::other)?;
+                std::io::copy(&mut file, &mut zip)?;
+            }
         }
         let mut out = zip.finish().map_err(std::io::Error::other)?;
         out.flush()?;
         Ok(out.into_inner())
+    }
+
+    /// Moves the files of a stopped browser's downloads folder (`from`, in its own folder)
+    /// into `dest` (same filesystem: renames). A name already in `dest` (a browser adopted
+    /// after a restart adds to it) is replaced. Only regular files move: links, FIFOs and
+    /// devices its uid may have left stay behind and go with its folder.
+    pub fn keep_downloads(&self, from: &Path, dest: &Path) {
+        let source = match confined::Folder::open(&self.root, from) {
+            Ok(source) => source,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep a session's downloads");
+                return;
+            }
+        };
+        let files: Vec<_> = match source.entries() {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| e.kind == rustix::fs::FileType::RegularFile)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list a session's downloads");
+                return;
+            }
+        };
+        // Most sessions download nothing: no folder for them.
+        if files.is_empty() {
+            return;
+        }
+        let target =
+            std::fs::create_dir_all(dest).and_then(|()| confined::Folder::open(&self.root, dest));
+        let target = match target {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::warn!(dir = %dest.display(), error = %e, "could not keep a session's downloads");
+                return;
+            }
+        };
+        for entry in files {
+            if let Err(e) = source.move_file(&entry.name, &target) {
+                tracing::warn!(file = ?entry.name, error = %e, "could not keep a download");
+            }
+        }
     }
 
     /// Removes the files of sessions that ended more than the retention period ago, and of
@@ -300,31 +364,6 @@ pub fn sanitize_file_name(raw: &str) -> Option<String> {
     Some(name)
 }
 
-/// Moves the files of a browser's downloads folder into `dest` (same filesystem: renames).
-/// A name already in `dest` (a browser adopted after a restart adds to it) is replaced.
-pub fn keep_downloads(from: &Path, dest: &Path) {
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return;
-    };
-    let files: Vec<_> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .collect();
-    // Most sessions download nothing: no folder for them.
-    if files.is_empty() {
-        return;
-    }
-    if let Err(e) = std::fs::create_dir_all(dest) {
-        tracing::warn!(dir = %dest.display(), error = %e, "could not keep a session's downloads");
-        return;
-    }
-    for entry in files {
-        if let Err(e) = std::fs::rename(entry.path(), dest.join(entry.file_name())) {
-            tracing::warn!(file = %entry.path().display(), error = %e, "could not keep a download");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,7 +408,7 @@ mod tests {
         let vault = ContextVault::new(dir.path().join("contexts"), [7; 32]).unwrap();
         let files = FileStore::open(dir.path(), vault, Duration::from_secs(60), None).unwrap();
         let id = Uuid::new_v4();
-        let empty = FileStore::zip_downloads(&files.downloads_dir(id)).unwrap();
+        let empty = files.zip_downloads(&files.downloads_dir(id)).unwrap();
         assert_eq!(
             zip::ZipArchive::new(std::io::Cursor::new(empty))
                 .unwrap()
@@ -385,11 +424,31 @@ mod tests {
             b"",
         )
         .unwrap();
-        let bytes = FileStore::zip_downloads(&files.downloads_dir(id)).unwrap();
+        let bytes = files.zip_downloads(&files.downloads_dir(id)).unwrap();
         let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
         assert_eq!(zip.len(), 1);
         let mut text = String::new();
         std::io::Read::read_to_string(&mut zip.by_name("a.txt").unwrap(), &mut text).unwrap();
         assert_eq!(text, "hello");
+
+        // What a browser's uid may put there instead: a link to a file, or the whole folder
+        // a link to the data dir. Neither is followed.
+        let secret = dir.path().join("context.key");
+        std::fs::write(&secret, b"the key").unwrap();
+        std::os::unix::fs::symlink(&secret, files.downloads_dir(id).join("key.txt")).unwrap();
+        let names = |bytes: Vec<u8>| -> Vec<String> {
+            let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+            (0..zip.len())
+                .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(files.zip_downloads(&files.downloads_dir(id)).unwrap()),
+            ["a.txt"]
+        );
+        let other = Uuid::new_v4();
+        std::fs::create_dir_all(files.session_dir(other)).unwrap();
+        std::os::unix::fs::symlink(dir.path(), files.downloads_dir(other)).unwrap();
+        assert!(names(files.zip_downloads(&files.downloads_dir(other)).unwrap()).is_empty());
     }
 }

@@ -9,6 +9,7 @@
 //! (a download still being written then fails in the browser, as a full disk would make it).
 //! The session itself keeps running.
 
+use super::confined::{Folder, size_below};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -54,35 +55,30 @@ impl DiskQuota {
     }
 
     /// Measures `folders` (a session's files, and the downloads folder its browser is
-    /// writing into, which may be one of them or apart); past the allowance, removes the
-    /// newest files of `downloads` until the rest fits. Blocking: file system walks.
-    pub fn enforce(&self, folders: &[PathBuf], downloads: &Path) -> Measured {
-        let mut used = used_by(folders, downloads);
+    /// writing into, which may be one of them or apart), all below `root`; past the
+    /// allowance, removes the newest files of `downloads` until the rest fits. Nothing is
+    /// followed through a link (the browser's uid owns its downloads folder): only regular
+    /// files are counted and removed. Blocking: file system walks.
+    pub fn enforce(&self, root: &Path, folders: &[PathBuf], downloads: &Path) -> Measured {
+        let mut used = used_by(root, folders, downloads);
         let mut removed = Vec::new();
-        if used > self.limit {
-            let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> =
-                std::fs::read_dir(downloads)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter_map(|e| {
-                        let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
-                        Some((meta.modified().ok()?, meta.len(), e.path()))
-                    })
-                    .collect();
-            files.sort_by_key(|f| std::cmp::Reverse(f.0));
-            for (_, len, path) in files {
+        if used > self.limit
+            && let Ok(folder) = Folder::open(root, downloads)
+        {
+            let mut files: Vec<_> = folder
+                .entries()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.kind == rustix::fs::FileType::RegularFile)
+                .collect();
+            files.sort_by_key(|f| std::cmp::Reverse(f.modified));
+            for file in files {
                 if used <= self.limit {
                     break;
                 }
-                if std::fs::remove_file(&path).is_ok() {
-                    used = used.saturating_sub(len);
-                    removed.push(
-                        path.file_name()
-                            .unwrap_or_default()
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
+                if folder.remove(&file.name).is_ok() {
+                    used = used.saturating_sub(file.len);
+                    removed.push(file.name.to_string_lossy().into_owned());
                 }
             }
         }
@@ -91,34 +87,21 @@ impl DiskQuota {
     }
 }
 
-/// Bytes in `folders` and in `downloads`, which is counted once if it lies inside one of
-/// them. Blocking: file system walks.
-pub fn used_by(folders: &[PathBuf], downloads: &Path) -> u64 {
-    let mut used: u64 = folders.iter().map(|f| size_of(f)).sum();
+/// Bytes in `folders` and in `downloads` (all below `root`), which is counted once if it
+/// lies inside one of them. Blocking: file system walks.
+pub fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
+    let mut used: u64 = folders.iter().map(|f| size_of(root, f)).sum();
     if !folders.iter().any(|f| downloads.starts_with(f)) {
-        used += size_of(downloads);
+        used += size_of(root, downloads);
     }
     used
 }
 
-/// Bytes in the files under `path` (0 if it does not exist). Symbolic links are not
-/// followed; hard links (uploads shown to the browser) are counted where they are walked.
-pub fn size_of(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if meta.is_file() {
-        return meta.len();
-    }
-    if !meta.is_dir() {
-        return 0;
-    }
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| size_of(&e.path()))
-        .sum()
+/// Bytes in the regular files under the folder `path` below `root` (0 if it does not
+/// exist or is not a folder). Links are not followed; hard links (uploads shown to the
+/// browser) are counted where they are walked.
+pub fn size_of(root: &Path, path: &Path) -> u64 {
+    Folder::open(root, path).map_or(0, |folder| size_below(&folder))
 }
 
 #[cfg(test)]
@@ -150,7 +133,7 @@ mod tests {
         write(&downloads.join("old.bin"), 400);
         written_ago(&downloads.join("old.bin"), 30);
         let quota = DiskQuota::new(1000);
-        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        let m = quota.enforce(dir.path(), std::slice::from_ref(&session), &downloads);
         assert_eq!((m.used, m.removed.len()), (700, 0));
         assert!(!quota.is_reached());
         assert_eq!(quota.room(m.used), 300);
@@ -160,7 +143,7 @@ mod tests {
         written_ago(&downloads.join("mid.bin"), 20);
         write(&downloads.join("new.bin"), 600);
         written_ago(&downloads.join("new.bin"), 10);
-        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        let m = quota.enforce(dir.path(), std::slice::from_ref(&session), &downloads);
         assert_eq!(m.removed, ["new.bin"]);
         assert_eq!(m.used, 900);
         assert!(downloads.join("old.bin").exists() && downloads.join("mid.bin").exists());
@@ -169,7 +152,7 @@ mod tests {
         // Exactly at the allowance: no more room, writers stop; nothing else is removed
         // when the log itself filled it.
         write(&session.join("logs.jsonl"), 400);
-        let m = quota.enforce(std::slice::from_ref(&session), &downloads);
+        let m = quota.enforce(dir.path(), std::slice::from_ref(&session), &downloads);
         assert_eq!((m.used, m.removed.len()), (1000, 0));
         assert!(quota.is_reached());
         assert_eq!(quota.room(m.used), 0);
@@ -181,7 +164,45 @@ mod tests {
         let session = dir.path().to_path_buf();
         write(&session.join("downloads/a"), 100);
         let quota = DiskQuota::new(1000);
-        let m = quota.enforce(std::slice::from_ref(&session), &session.join("downloads"));
+        let m = quota.enforce(
+            dir.path(),
+            std::slice::from_ref(&session),
+            &session.join("downloads"),
+        );
         assert_eq!(m.used, 100);
+    }
+
+    /// A browser's uid may replace its downloads folder with a link: past the allowance,
+    /// nothing behind the link is counted or removed.
+    #[test]
+    fn a_linked_downloads_folder_is_neither_counted_nor_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let canary = tempfile::tempdir().unwrap();
+        write(&canary.path().join("host-file"), 5000);
+        let session = dir.path().join("session");
+        write(&session.join("logs.jsonl"), 2000);
+        let browser = dir.path().join("browser");
+        std::fs::create_dir_all(&browser).unwrap();
+        std::os::unix::fs::symlink(canary.path(), browser.join("downloads")).unwrap();
+        let quota = DiskQuota::new(1000);
+        let m = quota.enforce(
+            dir.path(),
+            std::slice::from_ref(&session),
+            &browser.join("downloads"),
+        );
+        assert_eq!((m.used, m.removed.len()), (2000, 0));
+        assert!(canary.path().join("host-file").exists());
+        // A link to a host file inside a real downloads folder: the same.
+        std::fs::remove_file(browser.join("downloads")).unwrap();
+        std::fs::create_dir(browser.join("downloads")).unwrap();
+        std::os::unix::fs::symlink(canary.path().join("host-file"), browser.join("downloads/x"))
+            .unwrap();
+        let m = quota.enforce(
+            dir.path(),
+            std::slice::from_ref(&session),
+            &browser.join("downloads"),
+        );
+        assert_eq!((m.used, m.removed.len()), (2000, 0));
+        assert!(canary.path().join("host-file").exists());
     }
 }

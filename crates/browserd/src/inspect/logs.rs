@@ -464,7 +464,11 @@ mod tests {
         // The session's folder already holds its allowance (an upload, say).
         std::fs::write(dir.path().join("upload"), [0u8; 100]).unwrap();
         let quota = Arc::new(DiskQuota::new(100));
-        quota.enforce(&[dir.path().to_owned()], &dir.path().join("downloads"));
+        quota.enforce(
+            dir.path(),
+            &[dir.path().to_owned()],
+            &dir.path().join("downloads"),
+        );
         assert!(quota.is_reached());
         let (tap, rx) = tap(QUEUE);
         let cmd = |t: &str| Utf8Bytes::from(t.to_owned());

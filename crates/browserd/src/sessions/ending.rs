@@ -11,6 +11,7 @@ use crate::files::FileStore;
 use crate::model::{BrowserRecord, Ending, Session};
 use crate::store::SessionStore;
 use std::path::PathBuf;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What is left of a session's browser at its end.
@@ -61,7 +62,7 @@ impl<'a> Remains<'a> {
 /// step still runs.
 pub async fn end_session(
     store: &dyn SessionStore,
-    files: &FileStore,
+    files: &Arc<FileStore>,
     session: &Session,
     ending: &Ending,
     ended_at: OffsetDateTime,
@@ -110,7 +111,8 @@ pub async fn end_session(
     };
     if let Some(dir) = &folder {
         let (from, to) = (dir.join("downloads"), files.downloads_dir(session.id));
-        let _ = tokio::task::spawn_blocking(move || crate::files::keep_downloads(&from, &to)).await;
+        let store = Arc::clone(files);
+        let _ = tokio::task::spawn_blocking(move || store.keep_downloads(&from, &to)).await;
     }
     match remains {
         Remains::Browser { browser, .. } => browser.shutdown().await,

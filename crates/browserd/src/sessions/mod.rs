@@ -854,7 +854,14 @@ pub async fn save_context(
     };
     match files
         .vault()
-        .save(guard, id, &state.profile_dir, state.cookies, still_exists)
+        .save(
+            guard,
+            id,
+            files.root(),
+            &state.profile_dir,
+            state.cookies,
+            still_exists,
+        )
         .await
     {
         Ok(true) => tracing::info!(context = id, "context saved"),

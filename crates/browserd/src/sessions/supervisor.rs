@@ -362,13 +362,14 @@ impl Supervisor {
 
     /// Measures the session's files against its disk allowance, removing downloads past it.
     async fn check_disk(&self, folders: &[PathBuf], downloads: &std::path::Path) {
-        let (quota, folders, downloads) = (
+        let (quota, root, folders, downloads) = (
             Arc::clone(&self.quota),
+            self.manager.files.root().to_owned(),
             folders.to_vec(),
             downloads.to_path_buf(),
         );
         let Ok(measured) =
-            tokio::task::spawn_blocking(move || quota.enforce(&folders, &downloads)).await
+            tokio::task::spawn_blocking(move || quota.enforce(&root, &folders, &downloads)).await
         else {
             return;
         };

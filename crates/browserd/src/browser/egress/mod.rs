@@ -244,8 +244,10 @@ async fn proxy(
         Via::Upstream(proxy) => {
             // The policy decides on the destination before any proxy is asked for a tunnel:
             // an operator's proxy on this machine or in a private network would otherwise
-            // carry pages to whatever it can reach.
-            if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
+            // carry pages to whatever it can reach. The pool's proxies are asked for the
+            // address judged here, not the name (which could resolve otherwise there); a
+            // proxy that resolves names itself gets the name, judged here as well as it can be.
+            let closed = |address, refusal: Refusal| {
                 let reason = format!("{refusal} (through the proxy {})", proxy.label);
                 report_refusal(
                     log.as_ref(),
@@ -255,9 +257,24 @@ async fn proxy(
                     refusal.rule(),
                     &reason,
                 );
-                return answer(&mut page, reply::NOT_ALLOWED).await;
-            }
-            match tunnel(&proxy, &host, port, policy).await {
+            };
+            let target = if proxy.remote_dns {
+                if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
+                    closed(address, refusal);
+                    return answer(&mut page, reply::NOT_ALLOWED).await;
+                }
+                host.clone()
+            } else {
+                match judged_address(&host, port, policy).await {
+                    Ok(address) => address.ip().to_string(),
+                    Err(NoConnection::Closed(address, refusal)) => {
+                        closed(address, refusal);
+                        return answer(&mut page, reply::NOT_ALLOWED).await;
+                    }
+                    Err(NoConnection::Failed(code)) => return answer(&mut page, code).await,
+                }
+            };
+            match tunnel(&proxy, &target, port, policy).await {
                 Ok(upstream) => {
                     answer(&mut page, reply::SUCCEEDED).await?;
                     let mut upstream = Metered::new(upstream, bytes);
@@ -287,25 +304,44 @@ async fn proxy(
     }
 }
 
-/// How long resolving a destination here may take before a tunnel is asked for.
+/// How long resolving a destination may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether the policy closes where `host` leads, asked before an upstream proxy is: an
-/// address is judged as it is, a name by every address it resolves to here (one closed
-/// address refuses it). A name this machine cannot resolve is left to the proxy, which
-/// may see other names (docs/security.md says what that leaves open).
+/// Whether the policy closes where `host` leads, asked before a proxy that resolves names
+/// itself is: an address is judged as it is, a name by every address it resolves to here
+/// (one closed address refuses it). A name this machine cannot resolve is left to the
+/// proxy, which may see other names (docs/security.md says what that leaves open).
 async fn closed_destination(
     host: &str,
     port: u16,
     policy: &EgressPolicy,
 ) -> Option<(SocketAddr, Refusal)> {
-    let addrs = match tokio::time::timeout(RESOLVE_TIMEOUT, resolve(host, port)).await {
-        Ok(Ok(addrs)) => addrs,
-        _ => return None,
-    };
+    let addrs = resolve(host, port).await.ok()?;
     addrs
         .into_iter()
         .find_map(|addr| policy.refusal(addr).map(|why| (addr, why)))
+}
+
+/// The first address of `host` the policy allows: what an operator's proxy is asked for.
+async fn judged_address(
+    host: &str,
+    port: u16,
+    policy: &EgressPolicy,
+) -> Result<SocketAddr, NoConnection> {
+    let addrs = resolve(host, port)
+        .await
+        .map_err(|_| NoConnection::Failed(reply::HOST_UNREACHABLE))?;
+    let mut closed = None;
+    for addr in addrs {
+        match policy.refusal(addr) {
+            None => return Ok(addr),
+            Some(why) => closed = Some((addr, why)),
+        }
+    }
+    Err(match closed {
+        Some((addr, why)) => NoConnection::Closed(addr, why),
+        None => NoConnection::Failed(reply::HOST_UNREACHABLE),
+    })
 }
 
 /// Why no connection was made.
@@ -394,7 +430,12 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     if name == "localhost" || name.ends_with(".localhost") {
         return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
     }
-    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    // A lookup holds a blocking thread while it waits: bounded, so a page that asks for
+    // names whose servers never answer cannot hold them all.
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(addrs) => Ok(addrs?.collect()),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Reads the greeting and the request; `Ok(Err(code))` is a request to refuse with `code`.

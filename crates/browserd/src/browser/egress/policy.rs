@@ -157,6 +157,11 @@ static RANGES: LazyLock<Vec<Range>> = LazyLock::new(|| {
         ),
         ("192.88.99.0/24", "reserved", "the 6to4 relay anycast"),
         ("192.168.0.0/16", "private", "a private network (RFC 1918)"),
+        (
+            "168.63.129.16/32",
+            "metadata",
+            "Azure's host endpoint (WireServer: goal state, extension settings)",
+        ),
         ("198.18.0.0/15", "reserved", "benchmarking (RFC 2544)"),
         (
             "198.51.100.0/24",
@@ -247,7 +252,8 @@ impl EgressPolicy {
     pub fn refusal(&self, addr: SocketAddr) -> Option<Refusal> {
         let ip = addr.ip().to_canonical();
         let inner = embedded_v4(addr.ip()).map(IpAddr::V4);
-        let local = is_local(ip);
+        // This machine in any form: the NAT64 or 6to4 form of its own address too.
+        let local = is_local(ip) || inner.is_some_and(is_local);
         if local
             && (self.own_ports.contains(&addr.port())
                 || OWN_PORTS.lock().unwrap().contains(&addr.port()))
@@ -273,16 +279,51 @@ impl EgressPolicy {
 }
 
 /// Whether `ip` is this machine: loopback, unspecified (which Linux connects to loopback),
-/// or a unicast address of one of its interfaces (only those can be bound; a multicast
-/// group or the broadcast address can be bound by anyone, so they are judged by the range
-/// table instead).
+/// or an address of one of its interfaces.
 fn is_local(ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || (!ip.is_multicast()
-            && ip != IpAddr::V4(Ipv4Addr::BROADCAST)
-            && std::net::UdpSocket::bind((ip, 0)).is_ok())
+    ip.is_loopback() || ip.is_unspecified() || interface_addresses().contains(&ip)
+}
+
+/// How long the interface addresses read are used before they are read again.
+const INTERFACES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The machine's interface addresses (`getifaddrs`), read at most once per
+/// [`INTERFACES_FRESH`]: a check per connection must not cost a netlink dump, and addresses
+/// change rarely. Read from the interfaces rather than by trying to bind an address, which
+/// `ip_nonlocal_bind` (common beside keepalived) makes succeed for every address. If they
+/// cannot be read, the last list read is kept.
+fn interface_addresses() -> std::sync::Arc<Vec<IpAddr>> {
+    use std::sync::{Arc, Mutex};
+    // A std mutex: held to copy an Arc or store a fresh list, never across an await.
+    static CACHE: Mutex<Option<(std::time::Instant, Arc<Vec<IpAddr>>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap();
+    if let Some((read, addrs)) = cache.as_ref()
+        && read.elapsed() < INTERFACES_FRESH
+    {
+        return Arc::clone(addrs);
+    }
+    let addrs = match nix::ifaddrs::getifaddrs() {
+        Ok(ifaces) => Arc::new(
+            ifaces
+                .filter_map(|i| i.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| IpAddr::V4(v4.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read this machine's addresses; the last ones read stay in force");
+            cache
+                .as_ref()
+                .map(|(_, a)| Arc::clone(a))
+                .unwrap_or_default()
+        }
+    };
+    *cache = Some((std::time::Instant::now(), Arc::clone(&addrs)));
+    addrs
 }
 
 #[cfg(test)]
@@ -336,6 +377,7 @@ mod tests {
             ("10.255.255.255", "private"),
             ("100.64.0.0", "cgnat"),
             ("100.100.100.200", "cgnat"), // Alibaba Cloud's metadata service
+            ("168.63.129.16", "metadata"), // Azure's WireServer
             ("100.127.255.255", "cgnat"),
             ("169.254.169.254", "link_local"), // AWS, GCP, Azure, OCI…
             ("169.254.0.0", "link_local"),
@@ -444,6 +486,26 @@ mod tests {
             assert_eq!(allow.refusal(addr), None, "{local}");
             let own = SocketAddr::new(addr.ip(), 3000);
             assert_eq!(allow.refusal(own), Some(Refusal::OwnPort), "{own}");
+        }
+        // The machine's own interface addresses, and the NAT64 form of an IPv4 one.
+        for ip in interface_addresses().iter().filter(|ip| !ip.is_loopback()) {
+            let addr = SocketAddr::new(*ip, 8080);
+            assert_eq!(deny.refusal(addr), Some(Refusal::ThisMachine), "{addr}");
+            if let IpAddr::V4(v4) = ip {
+                let [a, b, c, d] = v4.octets();
+                let nat64 = std::net::Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from_be_bytes([a, b]),
+                    u16::from_be_bytes([c, d]),
+                );
+                let addr = SocketAddr::new(nat64.into(), 3000);
+                assert_eq!(allow.refusal(addr), Some(Refusal::OwnPort), "{addr}");
+            }
         }
         // A remote address on the same port as browserd's is someone else's server.
         let remote: SocketAddr = "93.184.215.14:3000".parse().unwrap();
