@@ -3,8 +3,10 @@
 //! hyper's own connection driver, rather than `axum::serve`, for two limits `axum::serve`
 //! cannot set: a client must send a request's headers within [`HEADER_READ_TIMEOUT`] (an
 //! idle or slow connection is closed instead of held forever), and one client address holds
-//! at most [`MAX_CONNECTIONS_PER_ADDRESS`] connections at once (more are closed at accept).
-//! Upgraded websockets leave the connection driver and are watched by their own pings.
+//! at most [`MAX_CONNECTIONS_PER_ADDRESS`] connections at once, and the whole server at most
+//! [`connection_limit`] (more are closed at accept). A connection keeps its place in both
+//! counts for its whole life, as a websocket too: the place is owned by the socket
+//! ([`Counted`]), which an upgrade hands on to the websocket's task.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,24 +25,75 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 1024;
 /// How long open HTTP exchanges get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Counts of open connections by client address. A std mutex: held for a map update only.
-type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// Descriptors kept free of client connections: for the database, browser launches (a
+/// launch opens dozens), browser legs of relays, egress connections and cleanup.
+pub const RESERVED_DESCRIPTORS: u64 = 1024;
 
-/// One connection's place in its address's count; freed when dropped.
+/// Client connections the whole server holds at once: each can cost two descriptors (a
+/// relayed websocket has a browser leg), within the process's descriptor limit less
+/// [`RESERVED_DESCRIPTORS`]. A flood from many addresses then meets a refusal at accept
+/// instead of starving everything else of descriptors.
+pub fn connection_limit() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    (soft.saturating_sub(RESERVED_DESCRIPTORS) / 2).clamp(16, 1 << 20) as usize
+}
+
+/// Raises the process's descriptor limit to its hard limit (systemd's default soft limit of
+/// 1024 is what a browser server runs out of first), and says what it is.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the descriptor limit");
+        }
+    }
+    tracing::info!(
+        descriptors = ?getrlimit(Resource::Nofile).current,
+        connections = connection_limit(),
+        "descriptor limit"
+    );
+}
+
+/// Open connections: by client address, and in all. A std mutex: held for a map update
+/// only.
+#[derive(Default)]
+struct Counts {
+    by_address: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+type SharedCounts = Arc<Mutex<Counts>>;
+
+/// One connection's place in the counts; freed when dropped.
 struct Slot {
-    counts: Counts,
+    counts: SharedCounts,
     ip: IpAddr,
 }
 
+/// Why a connection got no place.
+enum Full {
+    Address,
+    Server(usize),
+}
+
 impl Slot {
-    fn take(counts: &Counts, ip: IpAddr) -> Option<Self> {
-        let mut map = counts.lock().unwrap();
-        let n = map.entry(ip).or_default();
+    fn take(counts: &SharedCounts, ip: IpAddr, limit: usize) -> Result<Self, Full> {
+        let mut c = counts.lock().unwrap();
+        if c.total >= limit {
+            return Err(Full::Server(limit));
+        }
+        let n = c.by_address.entry(ip).or_default();
         if *n >= MAX_CONNECTIONS_PER_ADDRESS {
-            return None;
+            return Err(Full::Address);
         }
         *n += 1;
-        Some(Self {
+        c.total += 1;
+        crate::metrics::METRICS.http_connections.inc();
+        Ok(Self {
             counts: Arc::clone(counts),
             ip,
         })
@@ -49,13 +102,65 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap();
-        if let Some(n) = map.get_mut(&self.ip) {
+        let mut c = self.counts.lock().unwrap();
+        c.total -= 1;
+        crate::metrics::METRICS.http_connections.dec();
+        if let Some(n) = c.by_address.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                map.remove(&self.ip);
+                c.by_address.remove(&self.ip);
             }
         }
+    }
+}
+
+/// A client's socket with its place in the counts: wherever the socket goes (into a
+/// websocket after an upgrade, a cluster tunnel), the place goes with it, and is freed when
+/// the socket is closed.
+struct Counted {
+    tcp: tokio::net::TcpStream,
+    _slot: Slot,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
@@ -72,7 +177,8 @@ pub async fn serve(
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    let counts = Counts::default();
+    let counts = SharedCounts::default();
+    let limit = connection_limit();
     // Tells every connection to finish its exchange and close.
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -90,16 +196,23 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Some(slot) = Slot::take(&counts, peer.ip()) else {
-                    tracing::warn!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "too many connections from one address; closed");
-                    continue;
+                let slot = match Slot::take(&counts, peer.ip(), limit) {
+                    Ok(slot) => slot,
+                    Err(Full::Address) => {
+                        tracing::warn!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "too many connections from one address; closed");
+                        continue;
+                    }
+                    Err(Full::Server(limit)) => {
+                        tracing::warn!(%peer, limit, "too many connections to this server (its descriptor limit less a reserve); closed");
+                        continue;
+                    }
                 };
                 let _ = tcp.set_nodelay(true);
                 let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
                 let mut closing = closing_rx.clone();
+                let tcp = Counted { tcp, _slot: slot };
                 connections.spawn(async move {
-                    let _slot = slot;
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)

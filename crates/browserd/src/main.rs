@@ -58,6 +58,7 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
             "--api-key on the command line shows the key to every local user (ps); use --api-key-file or BROWSERD_API_KEY"
         );
     }
+    browserd::http_server::raise_descriptor_limit();
     // Bound first: with port 0 the address other nodes reach this one on is known only now.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub warm_pool_target: Gauge,
     pub warm_pool_ready: Gauge,
     pub clients_connected: Gauge,
+    pub http_connections: Gauge,
     pub endings: Family<Ended, Counter>,
     pub idle_disconnects: Counter,
     pub memory_available_bytes: Gauge,
@@ -151,6 +152,12 @@ impl Metrics {
             "clients_connected",
             "CDP websocket clients connected to this node's sessions",
             clients_connected.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Client connections open on the API port, websockets included (each counts until it closes)",
+            http_connections.clone(),
         );
         let endings = Family::<Ended, Counter>::default();
         registry.register(
@@ -226,6 +233,7 @@ impl Metrics {
             warm_pool_target,
             warm_pool_ready,
             clients_connected,
+            http_connections,
             endings,
             idle_disconnects,
             memory_available_bytes,

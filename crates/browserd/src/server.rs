@@ -140,6 +140,7 @@ pub async fn prepare_with(
         secret,
         history: Arc::default(),
         webdriver: Arc::default(),
+        viewers: Arc::default(),
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,

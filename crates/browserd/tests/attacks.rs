@@ -1113,3 +1113,109 @@ async fn a_compromised_browser_cannot_make_browserd_follow_its_links() {
         .await
         .expect("the server stops");
 }
+
+/// One live-view link opened again and again (a page that embeds it in a loop, or a flood):
+/// each link holds at most 10 sockets and a session at most 20, the rest are refused with
+/// 429 before any upgrade; another project's session works meanwhile, and a closed viewer's
+/// place is free again.
+#[tokio::test]
+async fn one_live_view_link_cannot_hold_the_servers_sockets() {
+    let server = TestServer::start().await;
+    let (s, _cdp, _page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap();
+    let debug = |query: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .get_json(&format!("/v1/sessions/{id}/debug{query}"))
+                .await
+        }
+    };
+    let screencast = |debug: Value| {
+        debug["debuggerFullscreenUrl"]
+            .as_str()
+            .unwrap()
+            .replacen("http://", "ws://", 1)
+            .replace("/live", "/screencast")
+    };
+    // A session's links are its read-only and interactive live views and DevTools.
+    let first = screencast(debug("?readOnly=true").await);
+    let mut open = Vec::new();
+    for _ in 0..browserd::api::inspector::MAX_VIEWERS_PER_LINK {
+        open.push(tokio_tungstenite::connect_async(&first).await.unwrap().0);
+    }
+    let (status, body) = refused_handshake(&first).await;
+    assert_error(status, &body, 429, "this inspector link already has 10");
+    let second = screencast(debug("").await);
+    assert_ne!(first, second);
+    for _ in 0..browserd::api::inspector::MAX_VIEWERS_PER_LINK {
+        open.push(tokio_tungstenite::connect_async(&second).await.unwrap().0);
+    }
+    let devtools = debug("").await["wsUrl"].as_str().unwrap().to_owned();
+    let (status, body) = refused_handshake(&devtools).await;
+    assert_error(
+        status,
+        &body,
+        429,
+        "already has 20 live-view and DevTools connections",
+    );
+    // A flood of refused attempts holds nothing either.
+    for _ in 0..200 {
+        assert_eq!(refused_handshake(&first).await.0, 429);
+    }
+
+    // Another project's session works meanwhile.
+    let other_key = "bd_other_project_key";
+    server.add_project("other", 2, other_key).await;
+    let created = server
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .header("x-bb-api-key", other_key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let other: Value = created.json().await.unwrap();
+    let mut cdp = Cdp::connect(other["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(cdp.eval_in_page("6 * 7").await, 42);
+
+    // A viewer that leaves frees its place.
+    let mut leaving = open.pop().unwrap();
+    leaving.close(None).await.unwrap();
+    let again = eventually(|| async {
+        tokio_tungstenite::connect_async(&second)
+            .await
+            .ok()
+            .map(|(ws, _)| ws)
+    })
+    .await;
+    assert!(again.is_some(), "the freed place is taken again");
+    server.stop().await;
+}
+
+/// A websocket keeps its connection's place in the per-address and server-wide counts for
+/// its whole life (it used to be freed at the upgrade, so websockets were never bounded).
+#[tokio::test]
+async fn websockets_count_as_connections_until_they_close() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let open_now = || browserd::metrics::METRICS.http_connections.get();
+    // reqwest's idle keep-alive connections count too: measure against what is open now.
+    let before = open_now();
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(Cdp::connect(s["connectUrl"].as_str().unwrap()).await);
+    }
+    let counted = eventually(|| async { (open_now() == before + 5).then_some(()) }).await;
+    assert!(counted.is_some(), "{} open, {before} before", open_now());
+    for mut c in clients {
+        c.ws.close(None).await.unwrap();
+    }
+    let freed = eventually(|| async { (open_now() == before).then_some(()) }).await;
+    assert!(
+        freed.is_some(),
+        "{} open after closing, {before} before",
+        open_now()
+    );
+    server.stop().await;
+}

@@ -23,6 +23,86 @@ const LIVE_HTML: &str = include_str!("../../assets/ui/live.html");
 /// Largest DevTools message relayed (heap snapshots and screenshots are large).
 const MAX_DEVTOOLS_MESSAGE: usize = 256 * 1024 * 1024;
 
+/// Live-view and DevTools sockets one session may have open at once, all links together.
+pub const MAX_VIEWERS_PER_SESSION: usize = 20;
+
+/// Sockets one inspector link may have open at once: a link can be pasted anywhere, and
+/// must not take a session's (or the server's) sockets by itself.
+pub const MAX_VIEWERS_PER_LINK: usize = 10;
+
+/// The inspector sockets open now, by session and by link. Each socket holds a
+/// [`ViewerSeat`] for its life; past a limit, the next is refused (429) before the upgrade.
+#[derive(Debug, Default)]
+pub struct Viewers {
+    /// A std mutex: held for two map updates, never across an await.
+    open: std::sync::Mutex<HashMap<ViewerKey, usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ViewerKey {
+    Session(uuid::Uuid),
+    /// The link's token (its MAC makes it unique to one grant).
+    Link(String),
+}
+
+/// One inspector socket's place; freed when dropped.
+pub struct ViewerSeat {
+    viewers: std::sync::Arc<Viewers>,
+    keys: [ViewerKey; 2],
+}
+
+impl Viewers {
+    fn seat(
+        self: &std::sync::Arc<Self>,
+        session: uuid::Uuid,
+        link: &str,
+    ) -> Result<ViewerSeat, ApiError> {
+        let keys = [
+            ViewerKey::Session(session),
+            ViewerKey::Link(link.to_owned()),
+        ];
+        let mut open = self.open.lock().unwrap();
+        let count = |k: &ViewerKey| open.get(k).copied().unwrap_or(0);
+        if count(&keys[0]) >= MAX_VIEWERS_PER_SESSION {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "session {session} already has {MAX_VIEWERS_PER_SESSION} live-view and DevTools connections open; close one first"
+                ),
+                retry: false,
+            });
+        }
+        if count(&keys[1]) >= MAX_VIEWERS_PER_LINK {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "this inspector link already has {MAX_VIEWERS_PER_LINK} connections open; close one first"
+                ),
+                retry: false,
+            });
+        }
+        for k in &keys {
+            *open.entry(k.clone()).or_default() += 1;
+        }
+        Ok(ViewerSeat {
+            viewers: std::sync::Arc::clone(self),
+            keys,
+        })
+    }
+}
+
+impl Drop for ViewerSeat {
+    fn drop(&mut self) {
+        let mut open = self.viewers.open.lock().unwrap();
+        for k in &self.keys {
+            if let Some(n) = open.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(k);
+                }
+            }
+        }
+    }
+}
+
 /// A grant checked against the clock and the session: what a `/debug` request may see.
 struct Checked {
     grant: InspectGrant,
@@ -162,12 +242,14 @@ pub async fn screencast(
 ) -> Result<Response, ApiError> {
     let checked = check(&state, &token, Wants::LiveView).await?;
     let upgrade = Upgrade::from_request(&mut req, "the live view page opens it")?;
+    let seat = state.viewers.seat(checked.grant.session, &token)?;
     let tab = tab_ws(&checked.session, query.get("page")).await?;
     let stop = until_over(&checked);
     let read_only = checked.grant.access == Access::Watch;
     let response = upgrade.response();
-    // Serves this viewer until it leaves or its session or grant ends.
+    // Serves this viewer until it leaves or its session or grant ends; holds its seat.
     tokio::spawn(async move {
+        let _seat = seat;
         if let Some(ws) = upgrade.websocket(1024 * 1024).await {
             inspect::live::serve(ws, &tab, read_only, stop).await;
         }
@@ -185,6 +267,7 @@ pub async fn devtools_ws(
 ) -> Result<Response, ApiError> {
     let checked = check(state, token, Wants::DevTools).await?;
     let upgrade = Upgrade::from_request(&mut req, "Chrome DevTools or a CDP client opens it")?;
+    let seat = state.viewers.seat(checked.grant.session, token)?;
     let target = match &tab {
         Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
         None => checked.session.cdp_url.clone(),
@@ -195,8 +278,10 @@ pub async fn devtools_ws(
     let stop = until_over(&checked);
     let rules = std::sync::Arc::clone(&checked.session.rules);
     let response = upgrade.response();
-    // Pipes this inspector client until it leaves or its session or grant ends.
+    // Pipes this inspector client until it leaves or its session or grant ends; holds its
+    // seat.
     tokio::spawn(async move {
+        let _seat = seat;
         if let Some(ws) = upgrade.websocket(MAX_DEVTOOLS_MESSAGE).await {
             inspect::pipe::run(ws, browser, &rules, stop).await;
         }

@@ -9,7 +9,7 @@ mod contexts;
 pub mod error;
 mod extensions;
 mod health;
-mod inspector;
+pub mod inspector;
 pub mod metrics;
 mod multipart;
 mod nodes;
@@ -66,6 +66,8 @@ pub struct AppState {
     pub history: Arc<overview::History>,
     /// The sessions' chromedrivers and their WebDriver sessions (`seleniumRemoteUrl`).
     pub webdriver: Arc<webdriver::Hub>,
+    /// Live-view and DevTools sockets open now, bounded per session and per link.
+    pub viewers: Arc<inspector::Viewers>,
 }
 
 /// Request bodies are small JSON documents; anything larger is refused with 413.
