@@ -152,6 +152,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_CLIENTS_PER_SESSION", value_name = "N")]
     pub max_clients_per_session: Option<usize>,
 
+    /// Connections (HTTP and websockets) one client address may hold at once. Behind a
+    /// reverse proxy every client has the proxy's address: raise it there [default: 1024]
+    #[arg(long, env = "BROWSERD_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+
     /// Key that encrypts saved contexts (browser profiles) at rest: 64 hex digits. When
     /// unset, browserd makes one on first start and keeps it in <data dir>/context.key;
     /// contexts saved under one key do not open under another
@@ -334,6 +339,7 @@ pub struct Config {
     pub min_free_memory_mib: u64,
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
+    pub max_connections_per_address: usize,
     pub context_key: Option<Secret>,
     /// How long ended sessions' rows are kept.
     pub retention: std::time::Duration,
@@ -548,6 +554,11 @@ impl Config {
                 .min_free_disk_mib
                 .or(f.min_free_disk_mib)
                 .unwrap_or(1024),
+            max_connections_per_address: cli
+                .max_connections_per_address
+                .or(f.max_connections_per_address)
+                .unwrap_or(crate::http_server::MAX_CONNECTIONS_PER_ADDRESS)
+                .max(1),
             max_clients_per_session: cli
                 .max_clients_per_session
                 .or(f.max_clients_per_session)

@@ -18,26 +18,29 @@ use std::time::Duration;
 /// keep-alive connection is kept.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Connections one client address may hold at once: room for many sessions' clients from
-/// one automation host (16 clients × 45 sessions is 720), not for a flood.
+/// Connections one client address may hold at once, by default (`--max-connections-per-address`):
+/// room for many sessions' clients from one automation host (16 clients × 45 sessions is
+/// 720), not for a flood.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 1024;
 
 /// How long open HTTP exchanges get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Descriptors kept free of client connections: for the database, browser launches (a
-/// launch opens dozens), browser legs of relays, egress connections and cleanup.
+/// launch opens dozens), browser legs of relays, egress connections and cleanup. A quarter
+/// of a small limit.
 pub const RESERVED_DESCRIPTORS: u64 = 1024;
 
 /// Client connections the whole server holds at once: each can cost two descriptors (a
-/// relayed websocket has a browser leg), within the process's descriptor limit less
-/// [`RESERVED_DESCRIPTORS`]. A flood from many addresses then meets a refusal at accept
-/// instead of starving everything else of descriptors.
+/// relayed websocket has a browser leg), within the process's descriptor limit less a
+/// reserve ([`RESERVED_DESCRIPTORS`], or a quarter of a smaller limit). A flood from many
+/// addresses then meets a refusal at accept instead of starving everything else.
 pub fn connection_limit() -> usize {
     let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    (soft.saturating_sub(RESERVED_DESCRIPTORS) / 2).clamp(16, 1 << 20) as usize
+    let reserve = RESERVED_DESCRIPTORS.min(soft / 4);
+    (soft.saturating_sub(reserve) / 2).clamp(16, 1 << 20) as usize
 }
 
 /// Raises the process's descriptor limit to its hard limit (systemd's default soft limit of
@@ -51,11 +54,20 @@ pub fn raise_descriptor_limit() {
             tracing::warn!(error = %e, "could not raise the descriptor limit");
         }
     }
-    tracing::info!(
-        descriptors = ?getrlimit(Resource::Nofile).current,
-        connections = connection_limit(),
-        "descriptor limit"
-    );
+    let descriptors = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if descriptors < 4096 {
+        tracing::warn!(
+            descriptors,
+            connections = connection_limit(),
+            "the descriptor limit is low for a browser server: raise it (systemd LimitNOFILE=, ulimit -n); client connections are bounded by it"
+        );
+    } else {
+        tracing::info!(
+            descriptors,
+            connections = connection_limit(),
+            "descriptor limit"
+        );
+    }
 }
 
 /// Open connections: by client address, and in all. A std mutex: held for a map update
@@ -81,13 +93,18 @@ enum Full {
 }
 
 impl Slot {
-    fn take(counts: &SharedCounts, ip: IpAddr, limit: usize) -> Result<Self, Full> {
+    fn take(
+        counts: &SharedCounts,
+        ip: IpAddr,
+        limit: usize,
+        per_address: usize,
+    ) -> Result<Self, Full> {
         let mut c = counts.lock().unwrap();
         if c.total >= limit {
             return Err(Full::Server(limit));
         }
         let n = c.by_address.entry(ip).or_default();
-        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+        if *n >= per_address {
             return Err(Full::Address);
         }
         *n += 1;
@@ -169,6 +186,7 @@ impl tokio::io::AsyncWrite for Counted {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    per_address: usize,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small CDP round trips.
@@ -196,10 +214,10 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let slot = match Slot::take(&counts, peer.ip(), limit) {
+                let slot = match Slot::take(&counts, peer.ip(), limit, per_address) {
                     Ok(slot) => slot,
                     Err(Full::Address) => {
-                        tracing::warn!(%peer, limit = MAX_CONNECTIONS_PER_ADDRESS, "too many connections from one address; closed");
+                        tracing::warn!(%peer, limit = per_address, "too many connections from one address (--max-connections-per-address); closed");
                         continue;
                     }
                     Err(Full::Server(limit)) => {

@@ -151,6 +151,7 @@ pub async fn prepare_with(
                 ping_every: std::time::Duration::from_secs(config.ping_interval_secs),
                 idle_after: std::time::Duration::from_secs(config.client_idle_timeout_secs),
             },
+            max_connections_per_address: config.max_connections_per_address,
         }),
     };
     Ok(Prepared {
@@ -517,8 +518,9 @@ pub async fn run(
     // end (after the sessions' endings are recorded).
     let membership =
         tokio::spawn(Arc::clone(&state.cluster).run(Arc::clone(&state.sessions), stop_rx.clone()));
+    let per_address = state.settings.max_connections_per_address;
     let app = crate::api::app(state);
-    let served = crate::http_server::serve(listener, app, async move {
+    let served = crate::http_server::serve(listener, app, per_address, async move {
         shutdown.await;
         tracing::info!(?policy, "shutting down");
         // Sessions go first, so their clients get a close frame with the reason.

@@ -1146,6 +1146,15 @@ async fn one_live_view_link_cannot_hold_the_servers_sockets() {
     }
     let (status, body) = refused_handshake(&first).await;
     assert_error(status, &body, 429, "this inspector link already has 10");
+    // The same grant spelled otherwise (its session id in upper case) is the same link.
+    let (head, tail) = first.split_once("/debug/").unwrap();
+    let (uuid, rest) = tail.split_once('.').unwrap();
+    let respelled = format!("{head}/debug/{}.{rest}", uuid.to_uppercase());
+    let (status, body) = refused_handshake(&respelled).await;
+    assert!(
+        status == 429 || status == 401,
+        "a respelled link got {status}: {body}"
+    );
     let second = screencast(debug("").await);
     assert_ne!(first, second);
     for _ in 0..browserd::api::inspector::MAX_VIEWERS_PER_LINK {
@@ -1217,5 +1226,31 @@ async fn websockets_count_as_connections_until_they_close() {
         "{} open after closing, {before} before",
         open_now()
     );
+    server.stop().await;
+}
+
+/// An unauthenticated client that announces a body and never sends it is answered at once
+/// (the credentials are checked before any body is read), on /webdriver as on the API.
+#[tokio::test]
+async fn credentials_are_checked_before_a_body_is_waited_for() {
+    let server = TestServer::start().await;
+    for path in ["/webdriver/session", "/v1/sessions"] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer while the body was held back"))
+            .unwrap();
+        let head = String::from_utf8_lossy(&answer[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 401"), "{path}: {head}");
+    }
     server.stop().await;
 }

@@ -99,9 +99,10 @@ async fn another_projects_contexts_extensions_and_certificates_are_not_found() {
     .await;
     assert_eq!(status, 200, "{ext}");
     let ext = ext["id"].as_str().unwrap().to_owned();
-    // A certificate's outline (a SEQUENCE holding a SEQUENCE) is all an upload checks.
-    let mut der = vec![0x30, 0x81, 100, 0x30, 96];
-    der.extend(std::iter::repeat_n(9u8, 98));
+    let der = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/certs/ca.der"),
+    )
+    .unwrap();
     let (status, cert, _) = send(
         server
             .req(Method::POST, "/v1/certificates")

@@ -437,34 +437,86 @@ async fn user_metadata_with_a_nul_is_a_400() {
 #[tokio::test]
 async fn certificates_are_checked_at_upload_and_reach_the_launch() {
     let app = app().await;
-    // The format checks only (certutil checks the rest at launch).
-    // A SEQUENCE of 100 bytes holding one of 96, as a certificate's outline is.
-    let mut der = vec![0x30, 0x81, 100, 0x30, 96];
-    der.extend(std::iter::repeat_n(9u8, 98));
-    let (status, made) = app.upload("/v1/certificates", &der).await;
+    let fixture = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/certs")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let (status, made) = app.upload("/v1/certificates", &fixture("ca.der")).await;
     assert_eq!(status, 200, "{made}");
     let id = made["id"].as_str().unwrap().to_owned();
     assert!(
         made.get("pem").is_none(),
         "the API never shows the file: {made}"
     );
+    assert_eq!(made["certificates"][0]["subject"], "CN=browserd fixture CA");
+    assert!(
+        made["certificates"][0]["expiresAt"]
+            .as_str()
+            .unwrap()
+            .starts_with("2126-"),
+        "{made}"
+    );
     for (file, says) in [
         (
-            &b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"[..],
+            b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n".to_vec(),
             "private key",
         ),
-        (&b"hello"[..], "not a PEM or DER"),
+        (b"hello".to_vec(), "not a PEM or DER"),
+        (fixture("leaf.pem"), "is not a CA certificate"),
+        (fixture("expired.pem"), "expired on 2020-01-02"),
+        (fixture("request.pem"), "certificate request"),
+        (fixture("public-key.pem"), "public key"),
+        (
+            [fixture("ca.der"), b"junk".to_vec()].concat(),
+            "4 bytes follow",
+        ),
     ] {
-        let (status, err) = app.upload("/v1/certificates", file).await;
+        let (status, err) = app.upload("/v1/certificates", &file).await;
         assert_error(status, &err, 400, says);
     }
     let (status, list) = app.call(Method::GET, "/v1/certificates", None).await;
     assert_eq!((status, list.as_array().unwrap().len()), (200, 1), "{list}");
     assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(
+        list[0]["certificates"][0]["subject"],
+        "CN=browserd fixture CA"
+    );
     let (status, one) = app
         .call(Method::GET, &format!("/v1/certificates/{id}"), None)
         .await;
     assert_eq!((status, &one["id"]), (200, &json!(id)), "{one}");
+
+    // At most ten certificates a file, twenty a session (each is a certutil run at launch).
+    let ten = fixture("ca.pem").repeat(10);
+    let (status, err) = app
+        .upload("/v1/certificates", &fixture("ca.pem").repeat(11))
+        .await;
+    assert_error(status, &err, 400, "at most 10");
+    let mut bundles = Vec::new();
+    for _ in 0..3 {
+        let (status, made) = app.upload("/v1/certificates", &ten).await;
+        assert_eq!(status, 200, "{made}");
+        assert_eq!(made["certificates"].as_array().unwrap().len(), 10);
+        bundles.push(made["id"].as_str().unwrap().to_owned());
+    }
+    let body = json!({"proxySettings": {"caCertificates": bundles}}).to_string();
+    let (status, err) = app.call(Method::POST, "/v1/sessions", Some(&body)).await;
+    assert_error(
+        status,
+        &err,
+        400,
+        "hold 30 certificates; a session trusts at most 20",
+    );
+    for bundle in &bundles {
+        let (status, _) = app
+            .call(Method::DELETE, &format!("/v1/certificates/{bundle}"), None)
+            .await;
+        assert_eq!(status, 204);
+    }
 
     let unknown = "00000000-0000-0000-0000-000000000000";
     let body = json!({"proxySettings": {"caCertificates": [unknown]}}).to_string();
@@ -493,4 +545,95 @@ async fn certificates_are_checked_at_upload_and_reach_the_launch() {
         .call(Method::GET, &format!("/v1/certificates/{id}"), None)
         .await;
     assert_error(status, &err, 404, "not found");
+}
+
+/// Capacity is the operator's: a tenant's key may tighten its project's creation rate but
+/// never loosen or lift it; the default project's key (the operator's, as for /metrics) may.
+#[tokio::test]
+async fn a_tenants_key_may_tighten_its_creation_rate_but_never_loosen_it() {
+    let app = app().await;
+    let store = &app._prepared.state.store;
+    let tenant = store
+        .projects
+        .create_project("tenant", 300, 2, 10)
+        .await
+        .unwrap();
+    let key = "bd_tenant_key_for_validation";
+    store
+        .projects
+        .add_api_key(&tenant.id, &browserd::secrets::hash_api_key(key))
+        .await
+        .unwrap();
+    let path = format!("/v1/projects/{}", tenant.id);
+    let patch = |rate: u64| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.call_as(
+                Some(key),
+                Method::PATCH,
+                path,
+                Some(&format!(r#"{{"creationRate": {rate}}}"#)),
+            )
+            .await
+        }
+    };
+    for loosen in [0, 11, 1000] {
+        let (status, body) = patch(loosen).await;
+        assert_error(status, &body, 403, "may only tighten");
+    }
+    let (status, body) = patch(10).await;
+    assert_eq!(
+        (status, body["creationRate"].as_u64()),
+        (200, Some(10)),
+        "unchanged is fine"
+    );
+    let (status, body) = patch(3).await;
+    assert_eq!((status, body["creationRate"].as_u64()), (200, Some(3)));
+    let (status, body) = patch(10).await;
+    assert_error(status, &body, 403, "limit of 3 per minute");
+    assert_eq!(
+        store
+            .projects
+            .get_project(&tenant.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .creations_per_minute,
+        3,
+        "nothing was stored"
+    );
+
+    // The operator's own project: any value, 0 (no limit) included.
+    let (_, projects) = app.call(Method::GET, "/v1/projects", None).await;
+    let own = format!("/v1/projects/{}", projects[0]["id"].as_str().unwrap());
+    for rate in [5, 50, 0] {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &own,
+                Some(&format!(r#"{{"creationRate": {rate}}}"#)),
+            )
+            .await;
+        assert_eq!((status, body["creationRate"].as_u64()), (200, Some(rate)));
+    }
+}
+
+/// API JSON is parsed as strictly as CDP: a key given twice is a 400, at any depth, never
+/// "the last one wins" (a proxy or log in front of browserd may have read the first).
+#[tokio::test]
+async fn a_key_given_twice_in_api_json_is_refused() {
+    let app = app().await;
+    for body in [
+        r#"{"keepAlive": true, "keepAlive": false}"#,
+        r#"{"browserSettings": {"viewport": {"width": 800, "width": 4000, "height": 600}}}"#,
+        r#"{"userMetadata": {"a": 1, "\u0061": 2}}"#,
+    ] {
+        let (status, err) = app.call(Method::POST, "/v1/sessions", Some(body)).await;
+        assert_error(status, &err, 400, "appears twice");
+    }
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "nothing launched"
+    );
 }

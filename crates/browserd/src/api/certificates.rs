@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::multipart::receive_file;
 use super::{AppState, Auth};
-use crate::browser::trust::{MAX_CERTIFICATE_BYTES, normalize};
+use crate::browser::trust::{MAX_CERTIFICATE_BYTES, MAX_CERTIFICATE_FILES_PER_PROJECT, normalize};
 use crate::model::Certificate;
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -17,14 +17,25 @@ pub async fn create(
     auth: Auth,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let kept = state
+        .store
+        .certificates
+        .list_certificates(&auth.0.id)
+        .await?
+        .len();
+    if kept >= MAX_CERTIFICATE_FILES_PER_PROJECT {
+        return Err(ApiError::BadRequest(format!(
+            "this project keeps {kept} certificate files, the most it may: delete one first (DELETE /v1/certificates/{{id}})"
+        )));
+    }
     let files = state.sessions.files();
     let received = receive_file(req, &state, files.tmp_path(), MAX_CERTIFICATE_BYTES).await?;
     let bytes = tokio::fs::read(received.path())
         .await
         .map_err(|e| ApiError::Internal(format!("could not read the upload: {e}")))?;
     drop(received);
-    let pem = normalize(&bytes).map_err(ApiError::BadRequest)?;
     let now = crate::model::now();
+    let (pem, _) = normalize(&bytes, now.unix_timestamp()).map_err(ApiError::BadRequest)?;
     let certificate = Certificate {
         id: uuid::Uuid::new_v4().to_string(),
         project_id: auth.0.id.clone(),
@@ -37,7 +48,25 @@ pub async fn create(
         .certificates
         .insert_certificate(&certificate)
         .await?;
-    Ok(Json(certificate.to_json()).into_response())
+    Ok(Json(certificate_json(&certificate)).into_response())
+}
+
+/// A certificate as JSON: the SDKs' shape, plus (a browserd extension) each certificate of
+/// the file's subject and expiry, never its key material or the file.
+fn certificate_json(certificate: &Certificate) -> serde_json::Value {
+    let mut json = serde_json::to_value(certificate.to_json()).expect("a certificate serialises");
+    json["certificates"] = crate::browser::trust::describe(&certificate.pem)
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "subject": d.subject,
+                "expiresAt": time::OffsetDateTime::from_unix_timestamp(d.expires_at)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            })
+        })
+        .collect();
+    json
 }
 
 /// `GET /v1/certificates`: the project's, oldest first.
@@ -47,7 +76,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response,
         .certificates
         .list_certificates(&auth.0.id)
         .await?;
-    let json: Vec<_> = all.iter().map(Certificate::to_json).collect();
+    let json: Vec<_> = all.iter().map(certificate_json).collect();
     Ok(Json(json).into_response())
 }
 
@@ -74,7 +103,7 @@ pub async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let certificate = owned_certificate(&state, &auth, &id).await?;
-    Ok(Json(certificate.to_json()).into_response())
+    Ok(Json(certificate_json(&certificate)).into_response())
 }
 
 /// `DELETE /v1/certificates/{id}`. Sessions already running keep trusting it (their

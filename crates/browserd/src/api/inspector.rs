@@ -41,8 +41,9 @@ pub struct Viewers {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ViewerKey {
     Session(uuid::Uuid),
-    /// The link's token (its MAC makes it unique to one grant).
-    Link(String),
+    /// The grant a link carries, as verified: one grant spelled several ways (a uuid in
+    /// upper case, an expiry with leading zeros) is one link.
+    Link(uuid::Uuid, i64, String),
 }
 
 /// One inspector socket's place; freed when dropped.
@@ -52,14 +53,11 @@ pub struct ViewerSeat {
 }
 
 impl Viewers {
-    fn seat(
-        self: &std::sync::Arc<Self>,
-        session: uuid::Uuid,
-        link: &str,
-    ) -> Result<ViewerSeat, ApiError> {
+    fn seat(self: &std::sync::Arc<Self>, grant: &InspectGrant) -> Result<ViewerSeat, ApiError> {
+        let session = grant.session;
         let keys = [
             ViewerKey::Session(session),
-            ViewerKey::Link(link.to_owned()),
+            ViewerKey::Link(session, grant.expires_at, format!("{:?}", grant.access)),
         ];
         let mut open = self.open.lock().unwrap();
         let count = |k: &ViewerKey| open.get(k).copied().unwrap_or(0);
@@ -242,7 +240,7 @@ pub async fn screencast(
 ) -> Result<Response, ApiError> {
     let checked = check(&state, &token, Wants::LiveView).await?;
     let upgrade = Upgrade::from_request(&mut req, "the live view page opens it")?;
-    let seat = state.viewers.seat(checked.grant.session, &token)?;
+    let seat = state.viewers.seat(&checked.grant)?;
     let tab = tab_ws(&checked.session, query.get("page")).await?;
     let stop = until_over(&checked);
     let read_only = checked.grant.access == Access::Watch;
@@ -267,7 +265,7 @@ pub async fn devtools_ws(
 ) -> Result<Response, ApiError> {
     let checked = check(state, token, Wants::DevTools).await?;
     let upgrade = Upgrade::from_request(&mut req, "Chrome DevTools or a CDP client opens it")?;
-    let seat = state.viewers.seat(checked.grant.session, token)?;
+    let seat = state.viewers.seat(&checked.grant)?;
     let target = match &tab {
         Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
         None => checked.session.cdp_url.clone(),

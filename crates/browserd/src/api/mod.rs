@@ -51,6 +51,8 @@ pub struct ApiSettings {
     pub retention: std::time::Duration,
     /// Pings and the idle limit for connected clients.
     pub client_watch: crate::cdp::relay::ClientWatch,
+    /// `--max-connections-per-address`.
+    pub max_connections_per_address: usize,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -72,6 +74,9 @@ pub struct AppState {
 
 /// Request bodies are small JSON documents; anything larger is refused with 413.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long a request body may go without sending a byte.
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -171,6 +176,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A body that stops arriving fails its request instead of holding it (and its
+        // connection) forever; a slow upload that keeps sending is fine.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_IDLE_TIMEOUT,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routing::route_to_owner,
@@ -319,7 +329,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        // Strictly, as the CDP filter parses: a key given twice is refused, not "last wins"
+        // (a proxy or logger in front may have read the first).
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
+        match crate::cdp::filter::parse_strict(text) {
             Ok(Value::Object(map)) => Ok(Self(map)),
             Ok(_) => Err(ApiError::BadRequest("body must be a JSON object".into())),
             Err(e) => Err(ApiError::BadRequest(format!("body is not valid JSON: {e}"))),

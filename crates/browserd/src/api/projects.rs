@@ -44,9 +44,27 @@ pub async fn retrieve(
     Ok(Json(project_json(&state, own_project(&auth, &id)?)).into_response())
 }
 
+/// Whether `auth` is the operator's: the default project's key (as for `/metrics`).
+async fn is_operator(state: &AppState, auth: &Auth) -> Result<bool, ApiError> {
+    let default = state
+        .store
+        .settings
+        .get_setting(crate::store::SETTING_DEFAULT_PROJECT)
+        .await?;
+    Ok(default.as_deref() == Some(auth.0.id.as_str()))
+}
+
+/// Whether `new` sessions per minute is no looser a limit than `current` (0: no limit).
+fn lowers(current: u32, new: u32) -> bool {
+    new == current || (new != 0 && (current == 0 || new < current))
+}
+
 /// `PATCH /v1/projects/{id}` with `{"defaultTimeout": N}` and/or `{"creationRate": N}` (a
 /// browserd extension): the default for sessions created without `timeout`, and how many
-/// sessions the project may create per minute.
+/// sessions the project may create per minute. Capacity is the operator's: a tenant's key
+/// may tighten its project's creation rate, never loosen it (the operator raises it with
+/// `browserd project set-creation-rate`, or with the default project's key for that
+/// project).
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -73,6 +91,20 @@ pub async fn update(
             })
         })
         .transpose()?;
+    if let Some(rate) = rate
+        && !lowers(project.creations_per_minute, rate)
+        && !is_operator(&state, &auth).await?
+    {
+        return Err(ApiError::Forbidden(format!(
+            "creationRate {rate} would loosen this project's limit of {} per minute{}: a project's key may only tighten it; its operator raises it (browserd project set-creation-rate)",
+            project.creations_per_minute,
+            if project.creations_per_minute == 0 {
+                " (none)"
+            } else {
+                ""
+            }
+        )));
+    }
     let not_found = || ApiError::NotFound(format!("project {id} not found"));
     let mut updated = None;
     if let Some(secs) = timeout {

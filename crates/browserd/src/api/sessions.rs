@@ -236,6 +236,17 @@ async fn create(
         let certificate = super::certificates::owned_certificate(state, auth, &id).await?;
         ca_certificates.push(certificate.pem);
     }
+    // Each certificate is a sandboxed certutil run at launch: bounded per session.
+    let installed: usize = ca_certificates
+        .iter()
+        .map(|pem| crate::browser::trust::count(pem))
+        .sum();
+    if installed > crate::browser::trust::MAX_CERTIFICATES_PER_SESSION {
+        return Err(ApiError::BadRequest(format!(
+            "proxySettings.caCertificates: the files named hold {installed} certificates; a session trusts at most {}",
+            crate::browser::trust::MAX_CERTIFICATES_PER_SESSION
+        )));
+    }
     let request = CreateRequest {
         project: auth.0.clone(),
         keep_alive: fields.bool("keepAlive")?.unwrap_or(false),

@@ -138,13 +138,17 @@ fn wd_error(status: StatusCode, error: &str, message: impl Into<String>) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
+/// The largest WebDriver request body read (element screenshots and file uploads are
+/// answers, not requests; a request is a small JSON document).
+const MAX_WEBDRIVER_BODY: usize = 1024 * 1024;
+
 /// Any request under `/webdriver`.
 pub async fn webdriver(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Response {
     let path = uri.path().trim_start_matches("/webdriver");
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -158,6 +162,20 @@ pub async fn webdriver(
     if !state.sessions.is_live(id) {
         return ended(&state, id).await;
     }
+    // The body only once the caller is known: an unauthenticated one is never read.
+    let body = match axum::body::to_bytes(req.into_body(), MAX_WEBDRIVER_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            return wd_error(
+                StatusCode::BAD_REQUEST,
+                "invalid argument",
+                format!(
+                    "could not read the request body (at most {MAX_WEBDRIVER_BODY} bytes, sent without pauses of {} s): {e}",
+                    super::BODY_IDLE_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
     match (&method, segments.as_slice()) {
         (&Method::POST, ["session"]) => new_session(&state, id, &body).await,
         (_, ["session", wdid, rest @ ..]) => {

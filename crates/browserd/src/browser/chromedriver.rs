@@ -91,8 +91,10 @@ impl Chromedriver {
             .arg("--log-level=WARNING")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
+            // In the browser's own folder, which its uid may have filled with links: made
+            // new, never opened through one.
             .stderr(
-                std::fs::File::create(place.dir.join("chromedriver.err"))
+                crate::files::confined::create_new(&place.dir, "chromedriver.err")
                     .map_err(|e| format!("chromedriver's error file: {e}"))?,
             )
             .kill_on_drop(true);
@@ -108,8 +110,11 @@ impl Chromedriver {
         let deadline = tokio::time::Instant::now() + START_PATIENCE;
         while driver.connect().await.is_err() {
             if tokio::time::Instant::now() > deadline {
-                let said =
-                    std::fs::read_to_string(place.dir.join("chromedriver.err")).unwrap_or_default();
+                let said = crate::files::confined::read_tail(
+                    &place.dir.join("chromedriver.err"),
+                    16 * 1024,
+                )
+                .unwrap_or_default();
                 return Err(format!(
                     "chromedriver did not listen within {} s: {} (its log: {})",
                     START_PATIENCE.as_secs(),

@@ -16,9 +16,35 @@ pub const MAX_CERTIFICATE_BYTES: u64 = 256 * 1024;
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
 
+/// Certificates one uploaded file may hold: each costs a certutil run at every launch that
+/// names it.
+pub const MAX_CERTIFICATES_PER_FILE: usize = 10;
+
+/// Certificates one session may trust, all its files together (a certutil run each).
+pub const MAX_CERTIFICATES_PER_SESSION: usize = 20;
+
+/// Certificate files one project may keep.
+pub const MAX_CERTIFICATE_FILES_PER_PROJECT: usize = 100;
+
+/// How many certificates a stored PEM text holds.
+pub fn count(pem: &str) -> usize {
+    split(pem).len()
+}
+
+/// What an upload's answer says of each certificate (never its key material).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Described {
+    pub subject: String,
+    /// Its `notAfter`, seconds since the epoch.
+    pub expires_at: i64,
+}
+
 /// An uploaded certificate file, checked and rewritten as PEM `CERTIFICATE` blocks: PEM
-/// (one or more blocks) or a single DER certificate. Keys are refused, never stored.
-pub fn normalize(bytes: &[u8]) -> Result<String, String> {
+/// (one or more blocks) or a single DER certificate, each a CA certificate (basicConstraints
+/// CA, or a self-signed certificate without extensions, as old roots are) that has not
+/// expired, with nothing after its DER. Keys, public keys and requests are refused, never
+/// stored; the error says which.
+pub fn normalize(bytes: &[u8], now: i64) -> Result<(String, Vec<Described>), String> {
     let ders = match std::str::from_utf8(bytes) {
         Ok(text) if text.contains("PRIVATE KEY-----") => {
             return Err(
@@ -27,17 +53,34 @@ pub fn normalize(bytes: &[u8]) -> Result<String, String> {
             );
         }
         Ok(text) if text.contains(BEGIN) => pem_blocks(text)?,
+        Ok(text) if text.contains("-----BEGIN PUBLIC KEY-----") => {
+            return Err(
+                "the file holds a public key, not a certificate: upload the CA's certificate"
+                    .into(),
+            );
+        }
+        Ok(text) if text.contains("CERTIFICATE REQUEST-----") => {
+            return Err("the file holds a certificate request (CSR), not a certificate: upload the CA's certificate".into());
+        }
         _ if bytes.first() == Some(&0x30) => vec![bytes.to_vec()],
         _ => return Err("the file is not a PEM or DER X.509 certificate".into()),
     };
+    if ders.len() > MAX_CERTIFICATES_PER_FILE {
+        return Err(format!(
+            "the file holds {} certificates; a file may hold at most {MAX_CERTIFICATES_PER_FILE} (upload the CAs your sessions need)",
+            ders.len()
+        ));
+    }
     let mut pem = String::new();
-    for der in ders {
-        // An X.509 certificate is a DER SEQUENCE of exactly its length whose first element,
-        // the signed part, is a SEQUENCE too; certutil reads the rest at launch.
-        if der.len() < 64 || !x509_shape(&der) {
-            return Err("a CERTIFICATE block does not hold a DER X.509 certificate".into());
-        }
-        let body = base64::engine::general_purpose::STANDARD.encode(&der);
+    let mut described = Vec::new();
+    for (i, der) in ders.iter().enumerate() {
+        let which = if ders.len() > 1 {
+            format!("certificate {} of the file", i + 1)
+        } else {
+            "the certificate".to_owned()
+        };
+        described.push(check_ca(der, now).map_err(|why| format!("{which}: {why}"))?);
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
         pem.push_str(BEGIN);
         pem.push('\n');
         for line in body.as_bytes().chunks(64) {
@@ -47,35 +90,68 @@ pub fn normalize(bytes: &[u8]) -> Result<String, String> {
         pem.push_str(END);
         pem.push('\n');
     }
-    Ok(pem)
+    Ok((pem, described))
 }
 
-/// Whether `der` is one DER SEQUENCE, exactly as long as its length says, that starts with
-/// another SEQUENCE: an X.509 certificate's outline (truncated or padded files fail here,
-/// not at a session's launch). Written here: a full X.509 parser would be a dependency for
-/// two length checks.
-fn x509_shape(der: &[u8]) -> bool {
-    /// A DER element's tag, header length and content length at the start of `bytes`.
-    fn element(bytes: &[u8]) -> Option<(u8, usize, usize)> {
-        let (&tag, rest) = bytes.split_first()?;
-        let (&first, rest) = rest.split_first()?;
-        if first < 0x80 {
-            return Some((tag, 2, usize::from(first)));
-        }
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        Some((tag, 2 + count, len))
+/// Checks one DER certificate as a CA a browser can trust now.
+fn check_ca(der: &[u8], now: i64) -> Result<Described, String> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not a DER X.509 certificate ({e})"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes follow the certificate's DER: not one certificate",
+            rest.len()
+        ));
     }
-    let Some((0x30, header, len)) = element(der) else {
-        return false;
+    let subject = cert.subject().to_string();
+    let validity = cert.validity();
+    let (not_before, not_after) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let day = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .map(|d| d.date().to_string())
+            .unwrap_or_else(|_| t.to_string())
     };
-    header.checked_add(len) == Some(der.len())
-        && matches!(element(&der[header..]), Some((0x30, inner_header, inner_len)) if inner_header + inner_len <= len)
+    if not_after < now {
+        return Err(format!("{subject:?} expired on {}", day(not_after)));
+    }
+    if not_before > now {
+        return Err(format!(
+            "{subject:?} is not valid before {}",
+            day(not_before)
+        ));
+    }
+    let ca = match cert.basic_constraints() {
+        Ok(Some(constraints)) => constraints.value.ca,
+        Ok(None) => cert.subject() == cert.issuer() && cert.extensions().is_empty(),
+        Err(e) => return Err(format!("its basicConstraints do not parse ({e})")),
+    };
+    if !ca {
+        return Err(format!(
+            "{subject:?} is not a CA certificate (a server's or client's own certificate): upload the CA that signed it"
+        ));
+    }
+    Ok(Described {
+        subject,
+        expires_at: not_after,
+    })
+}
+
+/// What [`normalize`] said of each certificate of a stored PEM text.
+pub fn describe(pem: &str) -> Vec<Described> {
+    pem_blocks(pem)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            Some(Described {
+                subject: cert.subject().to_string(),
+                expires_at: cert.validity().not_after.timestamp(),
+            })
+        })
+        .collect()
 }
 
 /// The DER contents of every `CERTIFICATE` block of a PEM text.
@@ -210,67 +286,79 @@ pub fn write_nss_db(
 mod tests {
     use super::*;
 
-    /// A certificate's outline (what the format checks look at): a SEQUENCE of 256 bytes
-    /// holding a SEQUENCE of 200.
-    fn der() -> Vec<u8> {
-        let mut der = vec![0x30, 0x82, 0x01, 0x00, 0x30, 0x81, 200];
-        der.extend(std::iter::repeat_n(7u8, 256 - 3));
-        der
+    /// The fixtures (tests/fixtures/certs, made with OpenSSL; see its README).
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/certs")
+                .join(name),
+        )
+        .unwrap()
     }
+
+    /// 2027-01-01, after the fixtures were made.
+    const NOW: i64 = 1_798_761_600;
 
     #[test]
     fn pem_and_der_become_the_same_pem_blocks() {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der());
-        let pem = format!(
-            "junk before\n{BEGIN}\n{}\n{}\n{END}\ntrailing\n",
-            &b64[..40],
-            &b64[40..]
-        );
-        let from_pem = normalize(pem.as_bytes()).unwrap();
-        assert_eq!(from_pem, normalize(&der()).unwrap());
+        let pem = String::from_utf8(fixture("ca.pem")).unwrap();
+        let wrapped = format!("junk before\n{pem}trailing\n");
+        let (from_pem, said) = normalize(wrapped.as_bytes(), NOW).unwrap();
+        assert_eq!(from_pem, normalize(&fixture("ca.der"), NOW).unwrap().0);
         assert!(from_pem.starts_with(BEGIN) && from_pem.ends_with(&format!("{END}\n")));
+        assert_eq!(said.len(), 1);
+        assert_eq!(said[0].subject, "CN=browserd fixture CA");
+        assert!(said[0].expires_at > 4_900_000_000, "valid until 2126");
+        assert_eq!(describe(&from_pem), said);
         let bundle = format!("{from_pem}{from_pem}");
-        assert_eq!(split(&normalize(bundle.as_bytes()).unwrap()).len(), 2);
+        assert_eq!(
+            split(&normalize(bundle.as_bytes(), NOW).unwrap().0).len(),
+            2
+        );
     }
 
     #[test]
-    fn keys_and_other_files_are_refused() {
+    fn what_is_not_a_ca_certificate_valid_now_is_refused_with_why() {
+        let refused = |bytes: &[u8]| normalize(bytes, NOW).unwrap_err();
+        for (file, says) in [
+            ("leaf.pem", "is not a CA certificate"),
+            ("expired.pem", "expired on 2020-01-02"),
+            ("request.pem", "certificate request (CSR)"),
+            ("public-key.pem", "public key"),
+        ] {
+            let why = refused(&fixture(file));
+            assert!(why.contains(says), "{file}: {why}");
+        }
+        // Not yet valid: the CA, a century ago.
+        assert!(
+            normalize(&fixture("ca.pem"), 0)
+                .unwrap_err()
+                .contains("not valid before")
+        );
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(
-            normalize(key.as_bytes())
-                .unwrap_err()
-                .contains("private key")
-        );
-        assert!(
-            normalize(b"hello")
-                .unwrap_err()
-                .contains("not a PEM or DER")
-        );
+        assert!(refused(key.as_bytes()).contains("private key"));
+        assert!(refused(b"hello").contains("not a PEM or DER"));
         let bad = format!("{BEGIN}\n!!!\n{END}\n");
-        assert!(
-            normalize(bad.as_bytes())
-                .unwrap_err()
-                .contains("not base64")
-        );
+        assert!(refused(bad.as_bytes()).contains("not base64"));
         let open = format!("{BEGIN}\nAAAA\n");
-        assert!(normalize(open.as_bytes()).unwrap_err().contains("no END"));
+        assert!(refused(open.as_bytes()).contains("no END"));
         let short = format!("{BEGIN}\nMAA=\n{END}\n");
+        assert!(refused(short.as_bytes()).contains("DER X.509"));
+        // Trailing garbage after the DER, and a truncated DER.
+        let mut padded = fixture("ca.der");
+        padded.extend_from_slice(b"\0\0\0");
         assert!(
-            normalize(short.as_bytes())
-                .unwrap_err()
-                .contains("DER X.509")
+            refused(&padded).contains("3 bytes follow"),
+            "{}",
+            refused(&padded)
         );
-        let mut padded = der();
-        padded.push(0);
-        assert!(normalize(&padded).unwrap_err().contains("DER X.509"));
-        let truncated = &der()[..200];
-        assert!(normalize(truncated).unwrap_err().contains("DER X.509"));
-        let mut not_inner_sequence = der();
-        not_inner_sequence[4] = 0x02;
-        assert!(
-            normalize(&not_inner_sequence)
-                .unwrap_err()
-                .contains("DER X.509")
-        );
+        let der = fixture("ca.der");
+        assert!(refused(&der[..der.len() - 10]).contains("DER X.509"));
+        // The second of a bundle names itself.
+        let mixed = [fixture("ca.pem"), fixture("leaf.pem")].concat();
+        assert!(refused(&mixed).contains("certificate 2 of the file"));
+        // At most ten a file.
+        let many = fixture("ca.pem").repeat(MAX_CERTIFICATES_PER_FILE + 1);
+        assert!(refused(&many).contains("at most 10"));
     }
 }

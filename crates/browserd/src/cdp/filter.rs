@@ -15,6 +15,7 @@
 //! - `Browser/Page.setDownloadBehavior` saves into the session's downloads folder;
 //! - `DOM.setFileInputFiles` takes only files uploaded to the session;
 //! - `Target.exposeDevToolsProtocol` is refused (it hands CDP to page scripts, past this filter);
+//! - `Extensions.loadUnpacked` is refused (extensions come through the API, with a record);
 //! - `Target.createBrowserContext` with its own proxy is refused (see the match arm).
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -28,8 +29,9 @@ use std::path::{Component, Path, PathBuf};
 const MAX_WRAPPING: usize = 3;
 
 /// The methods a rule below is about; every other command is forwarded as it came.
-const RULED: [&str; 7] = [
+const RULED: [&str; 8] = [
     "Browser.close",
+    "Extensions.loadUnpacked",
     "Browser.setDownloadBehavior",
     "Page.setDownloadBehavior",
     "DOM.setFileInputFiles",
@@ -182,6 +184,11 @@ fn inspect(msg: &mut Map<String, Value>, rules: &Rules, depth: usize) -> Result<
         "Target.exposeDevToolsProtocol" => {
             Err("Target.exposeDevToolsProtocol is not available through browserd".into())
         }
+        // It installs whatever folder the browser can read (its downloads among them) as an
+        // extension, with no API record: extensions come through POST /v1/extensions.
+        "Extensions.loadUnpacked" => Err(
+            "Extensions.loadUnpacked is not available through browserd: upload the extension (POST /v1/extensions) and name it in the create's extensionId".into(),
+        ),
         // A context's own proxy would leave through the browser's network namespace, where
         // only loopback exists: `direct://` would reach the browser's unfiltered DevTools
         // port, anything else fails. Refused with a reason instead of failing later.
@@ -817,6 +824,15 @@ mod tests {
             );
         }
         refused(r#"{"id":1,"method":"Target.exposeDevToolsProtocol","params":{"targetId":"T"}}"#);
+        let load = refused(
+            r#"{"id":1,"method":"Extensions.load\u0055npacked","params":{"path":"/data/b/downloads/x"}}"#,
+        );
+        assert!(
+            load["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("POST /v1/extensions")
+        );
     }
 
     proptest::proptest! {

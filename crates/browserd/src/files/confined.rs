@@ -86,7 +86,8 @@ impl Folder {
     }
 
     /// The sub-folder `name`, without following a link.
-    pub fn sub(&self, name: &str) -> std::io::Result<Self> {
+    pub fn sub(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<Self> {
+        let name = name.as_ref();
         let path = self.path.join(name);
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
             .map_err(|e| not_a_folder(e, &path))?;
@@ -251,30 +252,96 @@ fn not_a_folder(e: rustix::io::Errno, path: &Path) -> std::io::Error {
     }
 }
 
-/// Bytes in the regular files below `folder`, links not followed and special files not
-/// counted; 0 for what cannot be read.
-pub fn size_below(folder: &Folder) -> u64 {
-    let Ok(entries) = folder.entries() else {
-        return 0;
-    };
-    entries
-        .iter()
-        .map(|e| match e.kind {
-            FileType::RegularFile => e.len,
-            FileType::Directory => e
-                .name
-                .to_str()
-                .and_then(|n| folder.sub(n).ok())
-                .map_or(0, |sub| size_below(&sub)),
-            _ => 0,
-        })
-        .sum()
+/// How deep a walk of a browser's folder goes, and how many entries it looks at: the
+/// browser's uid can nest folders thousands deep or make millions of empty ones.
+pub const MAX_WALK_DEPTH: usize = 64;
+pub const MAX_WALK_ENTRIES: usize = 200_000;
+
+/// What [`walk`] found too much of.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0} holds more than a walk looks at ({MAX_WALK_ENTRIES} entries, {MAX_WALK_DEPTH} levels)"
+)]
+pub struct TooMuch(pub PathBuf);
+
+/// Visits every entry below the folder `path` (below `root`), depth first, without
+/// following links: `visit(folder, relative path of the entry, entry)`, which says whether
+/// to go into a folder (`Ok(false)`: skip it). One folder is open
+/// at a time (the walk keeps paths, not handles, so a folder with a million sub-folders
+/// costs no descriptors), at most [`MAX_WALK_DEPTH`] deep and [`MAX_WALK_ENTRIES`] entries
+/// (past either: `Err`). A folder that cannot be opened (gone, or swapped for a link) is
+/// skipped; `path` itself missing is an empty walk.
+pub fn walk(
+    root: &Path,
+    path: &Path,
+    mut visit: impl FnMut(&Folder, &Path, &Entry) -> std::io::Result<bool>,
+) -> std::io::Result<()> {
+    let mut seen = 0usize;
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let folder = match Folder::open(root, &path.join(&rel)) {
+            Ok(folder) => folder,
+            Err(e) if rel.as_os_str().is_empty() && e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e);
+            }
+            Err(_) => continue,
+        };
+        for entry in folder.entries()? {
+            seen += 1;
+            let inner = rel.join(&entry.name);
+            if seen > MAX_WALK_ENTRIES || inner.components().count() > MAX_WALK_DEPTH {
+                return Err(std::io::Error::other(TooMuch(path.to_owned())));
+            }
+            if visit(&folder, &inner, &entry)? && entry.kind == FileType::Directory {
+                pending.push(inner);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes in the regular files below the folder `path` (below `root`), links not followed,
+/// special files not counted; 0 if it cannot be read. A folder past what a walk looks at
+/// counts as full (`u64::MAX`): the quota then removes downloads and stops the writers.
+pub fn size_below(root: &Path, path: &Path) -> u64 {
+    let mut total = 0u64;
+    let walked = walk(root, path, |_, _, entry| {
+        if entry.kind == FileType::RegularFile {
+            total = total.saturating_add(entry.len);
+        }
+        Ok(true)
+    });
+    match walked {
+        Ok(()) => total,
+        Err(e) if e.get_ref().is_some_and(|inner| inner.is::<TooMuch>()) => u64::MAX,
+        Err(_) => total,
+    }
+}
+
+/// Creates the file `name` in the folder `dir` (a browser's own folder, whose own path the
+/// browser cannot replace), for browserd to write: whatever the browser put there under
+/// that name (a link to a host file) is removed, never followed, and the file is made new
+/// (`O_EXCL | O_NOFOLLOW`), mode 0600.
+pub fn create_new(dir: &Path, name: &str) -> std::io::Result<File> {
+    let folder = rustix::fs::open(dir, DIR_FLAGS, Mode::empty())?;
+    match rustix::fs::unlinkat(&folder, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlags::WRONLY
+        | OFlags::CREATE
+        | OFlags::EXCL
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NOCTTY;
+    let fd = rustix::fs::openat(&folder, name, flags, Mode::from_raw_mode(0o600))?;
+    Ok(File::from(fd))
 }
 
 /// The last `max` bytes of the file at `path` (lossy UTF-8), opened as [`Folder::open_file`]
 /// opens files: the last component not followed, nothing but a regular file read, never
-/// blocking on a FIFO. For files in a browser's own folder (its log), whose folder browserd
-/// made and the browser cannot replace. Blocking.
+/// blocking on a FIFO. Only the last component is guarded: for files directly in a
+/// browser's own folder (its log), whose own path the browser cannot replace. Blocking.
 pub fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
     use std::io::{Read as _, Seek as _};
     let flags =
@@ -361,13 +428,60 @@ mod tests {
             .map(|e| e.kind)
             .collect();
         assert!(kinds.contains(&FileType::Symlink) && kinds.contains(&FileType::Fifo));
-        assert_eq!(size_below(&folder), 4, "only the regular file counts");
+        assert_eq!(
+            size_below(root.path(), &downloads),
+            4,
+            "only the regular file counts"
+        );
         assert_eq!(read_tail(&downloads.join("real.txt"), 2).unwrap(), "ne");
         assert!(read_tail(&downloads.join("link.txt"), 100).is_err());
         assert!(
             read_tail(&downloads.join("fifo"), 100).is_err(),
             "and did not block"
         );
+    }
+
+    #[test]
+    fn walks_are_bounded_in_depth_and_entries_and_hold_one_folder_open() {
+        let (root, browser, _canary) = world();
+        let downloads = browser.join("downloads");
+        let mut deep = downloads.clone();
+        for _ in 0..(MAX_WALK_DEPTH + 5) {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "x").unwrap();
+        assert_eq!(
+            size_below(root.path(), &downloads),
+            u64::MAX,
+            "too deep: counted as full"
+        );
+        std::fs::remove_dir_all(downloads.join("d")).unwrap();
+        // Non-UTF-8 folder names are walked too.
+        let odd = downloads.join(std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        std::fs::create_dir(&odd).unwrap();
+        std::fs::write(odd.join("f"), "12345").unwrap();
+        assert_eq!(size_below(root.path(), &downloads), 5);
+        let mut names = Vec::new();
+        walk(root.path(), &downloads, |_, rel, _| {
+            names.push(rel.to_owned());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_new_file_replaces_a_link_and_never_writes_through_it() {
+        let (_root, browser, canary) = world();
+        std::os::unix::fs::symlink(canary.path().join("secret.txt"), browser.join("err")).unwrap();
+        let mut file = create_new(&browser, "err").unwrap();
+        std::io::Write::write_all(&mut file, b"mine").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(canary.path().join("secret.txt")).unwrap(),
+            "canary"
+        );
+        assert_eq!(read_tail(&browser.join("err"), 100).unwrap(), "mine");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! starts after another one's save began sees that save. When two sessions share a
 //! context, the one that ends last saves last, and its profile replaces the other's whole.
 
-use super::confined::Folder;
+use super::confined;
 use crate::store::{BlobLock, BlobStore};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -360,7 +360,7 @@ fn unseal(cipher: &Aes256Gcm, id: &str, sealed: &[u8]) -> Result<Vec<u8>, String
 /// Zips the profile folder (minus [`SKIPPED`] and symlinks) and the cookies.
 /// Zips the profile folder `profile` (below `root`) and the cookies. The browser's uid owns
 /// the profile and may have put links, FIFOs or devices in it, or a link in its place:
-/// nothing is followed or opened but real folders and regular files ([`Folder`]), so a
+/// nothing is followed or opened but real folders and regular files ([`confined::Folder`]), so a
 /// context holds only what the browser itself wrote, and a save never blocks. A profile
 /// larger than a context may hold is an error (its previous content stays).
 fn archive_profile(root: &Path, profile: &Path, cookies: &[Value]) -> std::io::Result<Vec<u8>> {
@@ -368,56 +368,44 @@ fn archive_profile(root: &Path, profile: &Path, cookies: &[Value]) -> std::io::R
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(true);
-    let top = match Folder::open(root, profile) {
-        Ok(top) => Some(top),
-        // A browser that crashed may have left less than expected; save what is there.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
     let mut total = 0u64;
-    // Each folder with the path of its entries inside the profile.
-    let mut stack: Vec<(Folder, String)> = top.into_iter().map(|f| (f, String::new())).collect();
-    while let Some((dir, prefix)) = stack.pop() {
-        let Ok(entries) = dir.entries() else {
-            continue;
+    // One folder open at a time, bounded in depth and entries (confined::walk): the
+    // browser's uid can nest folders or make millions of empty ones.
+    confined::walk(root, profile, |dir, rel, entry| {
+        let Some(name) = entry.name.to_str() else {
+            return Ok(false);
         };
-        for entry in entries {
-            let Some(name) = entry.name.to_str() else {
-                continue;
-            };
-            if SKIPPED.contains(&name) {
-                continue;
-            }
-            let rel = format!("{prefix}{name}");
-            match entry.kind {
-                rustix::fs::FileType::Directory => {
-                    if let Ok(sub) = dir.sub(name) {
-                        stack.push((sub, format!("{rel}/")));
-                    }
-                }
-                rustix::fs::FileType::RegularFile => {
-                    // A file Chromium removed between listing and reading is simply not saved.
-                    let Ok(Some(file)) = dir.open_file(name) else {
-                        continue;
-                    };
-                    zip.start_file(format!("{PROFILE_PREFIX}{rel}"), options)
-                        .map_err(std::io::Error::other)?;
-                    total += std::io::copy(&mut file.take(MAX_UNPACKED - total + 1), &mut zip)?;
-                    if total > MAX_UNPACKED {
-                        return Err(std::io::Error::other(format!(
-                            "the profile holds more than the {} GiB a context may hold",
-                            MAX_UNPACKED >> 30
-                        )));
-                    }
-                }
-                kind => tracing::warn!(
-                    path = %dir.path().join(name).display(),
-                    ?kind,
-                    "not saved into the context: not a regular file or folder"
-                ),
-            }
+        if SKIPPED.contains(&name) {
+            return Ok(false);
         }
-    }
+        let Some(rel) = rel.to_str() else {
+            return Ok(false);
+        };
+        match entry.kind {
+            rustix::fs::FileType::Directory => return Ok(true),
+            rustix::fs::FileType::RegularFile => {
+                // A file Chromium removed between listing and reading is simply not saved.
+                let Ok(Some(file)) = dir.open_file(name) else {
+                    return Ok(false);
+                };
+                zip.start_file(format!("{PROFILE_PREFIX}{rel}"), options)
+                    .map_err(std::io::Error::other)?;
+                total += std::io::copy(&mut file.take(MAX_UNPACKED - total + 1), &mut zip)?;
+                if total > MAX_UNPACKED {
+                    return Err(std::io::Error::other(format!(
+                        "the profile holds more than the {} GiB a context may hold",
+                        MAX_UNPACKED >> 30
+                    )));
+                }
+            }
+            kind => tracing::warn!(
+                path = %dir.path().join(name).display(),
+                ?kind,
+                "not saved into the context: not a regular file or folder"
+            ),
+        }
+        Ok(false)
+    })?;
     zip.start_file(COOKIES_ENTRY, options)
         .map_err(std::io::Error::other)?;
     zip.write_all(&serde_json::to_vec(cookies).map_err(std::io::Error::other)?)?;

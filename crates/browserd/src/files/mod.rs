@@ -226,14 +226,26 @@ impl FileStore {
                 .filter(|name| is_finished_download(name))
                 .collect();
             names.sort();
+            // At most the session's disk allowance is read: a live browser can put a sparse
+            // file of any apparent size there, or keep one growing.
+            let mut left = self.session_disk_limit;
             for name in names {
                 // Gone or swapped for something else since it was listed: left out.
-                let Ok(Some(mut file)) = folder.open_file(&name) else {
+                let Ok(Some(file)) = folder.open_file(&name) else {
                     continue;
                 };
                 zip.start_file(name, options)
                     .map_err(std::io::Error::other)?;
-                std::io::copy(&mut file, &mut zip)?;
+                let read = std::io::copy(
+                    &mut std::io::Read::take(file, left.saturating_add(1)),
+                    &mut zip,
+                )?;
+                left = left.checked_sub(read).ok_or_else(|| {
+                    std::io::Error::other(format!(
+                        "the downloads hold more than the {} bytes a session may keep (--session-disk-mib)",
+                        self.session_disk_limit
+                    ))
+                })?;
             }
         }
         let mut out = zip.finish().map_err(std::io::Error::other)?;

@@ -90,9 +90,11 @@ impl DiskQuota {
 /// Bytes in `folders` and in `downloads` (all below `root`), which is counted once if it
 /// lies inside one of them. Blocking: file system walks.
 pub fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
-    let mut used: u64 = folders.iter().map(|f| size_of(root, f)).sum();
+    let mut used = folders
+        .iter()
+        .fold(0u64, |sum, f| sum.saturating_add(size_of(root, f)));
     if !folders.iter().any(|f| downloads.starts_with(f)) {
-        used += size_of(root, downloads);
+        used = used.saturating_add(size_of(root, downloads));
     }
     used
 }
@@ -101,7 +103,7 @@ pub fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
 /// exist or is not a folder). Links are not followed; hard links (uploads shown to the
 /// browser) are counted where they are walked.
 pub fn size_of(root: &Path, path: &Path) -> u64 {
-    Folder::open(root, path).map_or(0, |folder| size_below(&folder))
+    size_below(root, path)
 }
 
 #[cfg(test)]

@@ -843,6 +843,10 @@ pub async fn save_context(
     let Some(state) = browser.close_for_save().await else {
         return;
     };
+    // Nothing of the browser runs while its profile is archived: a compromised one could
+    // otherwise keep adding to what the archiver walks. (Stopping is idempotent; the ending
+    // stops it again.)
+    browser.stop().await;
     let still_exists = async {
         store
             .context_saved(id, crate::model::now())

@@ -121,13 +121,21 @@ pub fn serve(
         // wait before the next, doubling up to a second: the proxy must outlive the flood,
         // or the session has no network for the rest of its life.
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        // Each connection costs browserd two descriptors: one browser (a compromised one
+        // can raise its own limits) must not take every tenant's.
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS_PER_BROWSER));
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((page, _)) => {
                         backoff = ACCEPT_BACKOFF_MIN;
+                        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                            tracing::warn!(limit = MAX_CONNECTIONS_PER_BROWSER, "a browser's pages hold too many connections; one more refused");
+                            continue;
+                        };
                         let (policy, session) = (Arc::clone(&policy), Arc::clone(&session));
                         connections.spawn(async move {
+                            let _permit = permit;
                             if let Err(e) = proxy(page, &policy, &session).await {
                                 tracing::debug!(error = %e, "egress connection failed");
                             }
@@ -147,6 +155,10 @@ pub fn serve(
         }
     })
 }
+
+/// Connections one browser's pages may have open through the egress at once (Chromium
+/// itself keeps at most 256 sockets in its pools).
+pub const MAX_CONNECTIONS_PER_BROWSER: usize = 512;
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
