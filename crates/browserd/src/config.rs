@@ -152,6 +152,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_CLIENTS_PER_SESSION", value_name = "N")]
     pub max_clients_per_session: Option<usize>,
 
+    /// Tabs one session's browser may have open at once: Target.createTarget past it is a
+    /// CDP error, a tab a page opens past it is closed [default: 100]
+    #[arg(long, env = "BROWSERD_MAX_TABS_PER_SESSION", value_name = "N")]
+    pub max_tabs_per_session: Option<usize>,
+
     /// Connections (HTTP and websockets) one client address may hold at once. Behind a
     /// reverse proxy every client has the proxy's address: raise it there [default: 1024]
     #[arg(long, env = "BROWSERD_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
@@ -340,6 +345,7 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub max_connections_per_address: usize,
+    pub max_tabs_per_session: usize,
     pub context_key: Option<Secret>,
     /// How long ended sessions' rows are kept.
     pub retention: std::time::Duration,
@@ -554,6 +560,11 @@ impl Config {
                 .min_free_disk_mib
                 .or(f.min_free_disk_mib)
                 .unwrap_or(1024),
+            max_tabs_per_session: cli
+                .max_tabs_per_session
+                .or(f.max_tabs_per_session)
+                .unwrap_or(crate::cdp::filter::MAX_PAGES)
+                .max(1),
             max_connections_per_address: cli
                 .max_connections_per_address
                 .or(f.max_connections_per_address)

@@ -120,6 +120,7 @@ pub async fn prepare_with(
             max_sessions: config.max_sessions,
             warm_pool: config.warm_pool,
             max_clients_per_session: config.max_clients_per_session,
+            max_tabs_per_session: config.max_tabs_per_session,
             min_free_memory_mib: config.min_free_memory_mib,
             min_free_disk_mib: config.min_free_disk_mib,
         },

@@ -1254,3 +1254,78 @@ async fn credentials_are_checked_before_a_body_is_waited_for() {
     }
     server.stop().await;
 }
+
+/// A session's tabs are bounded (--max-tabs-per-session): a client's Target.createTarget
+/// past the bound is a CDP error, and tabs a page opens past it are closed, each named in
+/// the session's log.
+#[tokio::test]
+async fn a_session_cannot_open_tabs_without_bound() {
+    let server = TestServer::start_with(Options {
+        max_tabs_per_session: 3,
+        ..Options::default()
+    })
+    .await;
+    let (s, mut cdp, page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let pages = |targets: &Value| {
+        targets["result"]["targetInfos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["type"] == "page")
+            .count()
+    };
+    for _ in 0..2 {
+        let made = cdp
+            .call("Target.createTarget", json!({"url": "about:blank"}), None)
+            .await;
+        assert!(made["result"]["targetId"].is_string(), "{made}");
+    }
+    // Once the watcher has counted three, the next create is refused.
+    let refused = eventually(|| async {
+        let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+        let made = cdp
+            .call("Target.createTarget", json!({"url": "about:blank"}), None)
+            .await;
+        made["error"]["message"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("a create past the bound is refused");
+    assert!(refused.contains("3 tabs open"), "{refused}");
+
+    // A page's own window.open, again and again (each with a click's activation, which one
+    // popup consumes): the tabs past the bound are closed again.
+    for i in 0..5 {
+        cdp.call(
+            "Runtime.evaluate",
+            json!({"expression": format!("window.open('about:blank#{i}')"), "userGesture": true}),
+            Some(&page),
+        )
+        .await;
+    }
+    let logged = eventually(|| async {
+        let logs = server.get_json(&format!("/v1/sessions/{id}/logs")).await;
+        let refusals = logs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["method"] == "browserd.targetRefused")
+            .count();
+        (refusals >= 5).then_some(refusals)
+    })
+    .await;
+    assert!(logged.is_some(), "the closed tabs are in the session's log");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let targets = cdp.call("Target.getTargets", json!({}), None).await;
+        if pages(&targets) == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session is not back at three tabs: {targets}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

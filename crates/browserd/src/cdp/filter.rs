@@ -29,8 +29,9 @@ use std::path::{Component, Path, PathBuf};
 const MAX_WRAPPING: usize = 3;
 
 /// The methods a rule below is about; every other command is forwarded as it came.
-const RULED: [&str; 8] = [
+const RULED: [&str; 9] = [
     "Browser.close",
+    "Target.createTarget",
     "Extensions.loadUnpacked",
     "Browser.setDownloadBehavior",
     "Page.setDownloadBehavior",
@@ -40,9 +41,16 @@ const RULED: [&str; 8] = [
     "Target.sendMessageToTarget",
 ];
 
-/// The folders a session's commands may name.
+/// Tabs (page targets) one session may have open at once, by default.
+pub const MAX_PAGES: usize = 100;
+
+/// The folders a session's commands may name, and what its browser holds.
 #[derive(Debug, Clone)]
 pub struct Rules {
+    /// Page targets open now (kept by `inspect::targets`): `Target.createTarget` is
+    /// refused at `max_pages`.
+    pub open_pages: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub max_pages: usize,
     /// Where downloads go, whatever a client asks.
     pub downloads: PathBuf,
     /// Uploaded files: the folder the API names (`POST /v1/sessions/{id}/uploads`) and the
@@ -189,6 +197,16 @@ fn inspect(msg: &mut Map<String, Value>, rules: &Rules, depth: usize) -> Result<
         "Extensions.loadUnpacked" => Err(
             "Extensions.loadUnpacked is not available through browserd: upload the extension (POST /v1/extensions) and name it in the create's extensionId".into(),
         ),
+        "Target.createTarget" => {
+            let open = rules.open_pages.load(std::sync::atomic::Ordering::Relaxed);
+            if open >= rules.max_pages {
+                return Err(format!(
+                    "this session has {open} tabs open, the most it may (--max-tabs-per-session {}): close one first",
+                    rules.max_pages
+                ));
+            }
+            Ok(Effect::None)
+        }
         // A context's own proxy would leave through the browser's network namespace, where
         // only loopback exists: `direct://` would reach the browser's unfiltered DevTools
         // port, anything else fails. Refused with a reason instead of failing later.
@@ -616,6 +634,8 @@ mod tests {
 
     fn rules() -> Rules {
         Rules {
+            open_pages: Default::default(),
+            max_pages: MAX_PAGES,
             downloads: "/data/b/downloads".into(),
             uploads: "/data/session-files/s1/uploads".into(),
             uploads_in_browser: "/data/b/uploads".into(),
@@ -628,6 +648,25 @@ mod tests {
             Verdict::Forward(out) => serde_json::from_str(&out).unwrap(),
             other => panic!("{text}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn new_tabs_are_refused_at_the_bound() {
+        let create =
+            r#"{"id":4,"method":"Target.createTarget","params":{"url":"about:blank","n":1.10}}"#;
+        let full = rules();
+        assert_eq!(
+            check(create, &full),
+            Verdict::AsSent,
+            "room: forwarded as sent"
+        );
+        full.open_pages
+            .store(MAX_PAGES, std::sync::atomic::Ordering::Relaxed);
+        let Verdict::Refuse(reply) = check(create, &full) else {
+            panic!("not refused at the bound")
+        };
+        assert!(reply.contains("100 tabs open"), "{reply}");
+        assert!(reply.contains("\"id\":4"), "{reply}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod live;
 pub mod logs;
 pub mod pipe;
 pub mod recorder;
+pub mod targets;
 
 use http_body_util::BodyExt as _;
 use serde::Serialize;

@@ -48,6 +48,8 @@ pub struct Limits {
     pub warm_pool: usize,
     /// Websocket clients one session may have at once.
     pub max_clients_per_session: usize,
+    /// Tabs one session's browser may have open at once.
+    pub max_tabs_per_session: usize,
     /// No browser is started while the machine has less memory available (MiB; 0: no floor).
     pub min_free_memory_mib: u64,
     /// Below this much free space in the data dir, no session is created (its files, logs and
@@ -62,6 +64,7 @@ impl Limits {
             max_sessions,
             warm_pool: 0,
             max_clients_per_session: usize::MAX,
+            max_tabs_per_session: usize::MAX,
             min_free_memory_mib: 0,
             min_free_disk_mib: 0,
         }
@@ -653,6 +656,23 @@ impl SessionManager {
         }
     }
 
+    /// What a ready session's tab watcher needs: the count of open tabs its filter reads,
+    /// the bound, and its log.
+    #[allow(clippy::type_complexity)]
+    fn tab_watch(
+        &self,
+        id: Uuid,
+    ) -> Option<(Arc<std::sync::atomic::AtomicUsize>, usize, Option<LogTap>)> {
+        let live = self.live.lock().unwrap();
+        let entry = live.get(&id)?;
+        let rules = entry.rules.as_ref()?;
+        Some((
+            Arc::clone(&rules.open_pages),
+            rules.max_pages,
+            entry.log.clone(),
+        ))
+    }
+
     /// The session's first tab, once known (see [`Self::set_inspection`]).
     fn set_primary_tab(&self, id: Uuid, tab: String) {
         if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
@@ -664,6 +684,8 @@ impl SessionManager {
     fn rules_for(&self, id: Uuid, browser: &dyn BrowserInstance) -> Rules {
         let uploads = self.files.uploads_dir(id);
         Rules {
+            open_pages: Default::default(),
+            max_pages: self.limits.max_tabs_per_session,
             downloads: browser
                 .downloads_dir()
                 .unwrap_or_else(|| self.files.downloads_dir(id)),

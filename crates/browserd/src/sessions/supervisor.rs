@@ -176,6 +176,18 @@ impl Supervisor {
         }
         self.began = true;
         self.manager.set_ready(self.session.id, &*browser);
+        if browser.has_devtools()
+            && let Some((open, max, log)) = self.manager.tab_watch(self.session.id)
+        {
+            // Counts the session's tabs for its filter and closes those past the bound;
+            // ends with the browser's connection.
+            tokio::spawn(crate::inspect::targets::watch(
+                browser.cdp_url().to_owned(),
+                open,
+                max,
+                log,
+            ));
+        }
         tracing::info!(
             timeout_secs = self.session.timeout_secs,
             keep_alive = self.session.keep_alive,

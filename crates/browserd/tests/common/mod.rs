@@ -41,6 +41,8 @@ pub struct Options {
     pub min_free_memory_mib: u64,
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
+    /// `--max-tabs-per-session`.
+    pub max_tabs_per_session: usize,
     pub max_upload_mib: u64,
     pub session_disk_mib: u64,
     /// Pages may reach services on this machine (`--allow-local-egress`).
@@ -64,6 +66,7 @@ impl Default for Options {
             min_free_memory_mib: 512,
             min_free_disk_mib: 0,
             max_clients_per_session: 16,
+            max_tabs_per_session: 100,
             max_upload_mib: 512,
             session_disk_mib: 1024,
             allow_local_egress: false,
@@ -115,6 +118,7 @@ impl TestServer {
             min_free_memory_mib: Some(opts.min_free_memory_mib),
             min_free_disk_mib: Some(opts.min_free_disk_mib),
             max_clients_per_session: Some(opts.max_clients_per_session),
+            max_tabs_per_session: Some(opts.max_tabs_per_session),
             max_upload_mib: Some(opts.max_upload_mib),
             session_disk_mib: Some(opts.session_disk_mib),
             allow_local_egress: Some(opts.allow_local_egress),
