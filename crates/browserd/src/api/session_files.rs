@@ -139,5 +139,9 @@ pub async fn downloads(
         .await
         .map_err(|e| ApiError::Internal(format!("zipping the downloads failed: {e}")))?
         .map_err(|e| ApiError::Internal(format!("could not zip the downloads: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/zip")], zip).into_response())
+    // Streamed from the scratch file it was written to, never held whole.
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(zip),
+    ));
+    Ok(([(header::CONTENT_TYPE, "application/zip")], body).into_response())
 }

@@ -130,10 +130,10 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let session = owned_session(&state, &auth, &id).await?;
     let path = state.sessions.files().logs_path(session.id);
-    let entries = inspect::logs::read(&path)
+    let entries = inspect::jsonl_as_array(&path)
         .await
         .map_err(|e| ApiError::Internal(format!("could not read the session log: {e}")))?;
-    Ok(Json(entries).into_response())
+    Ok(json_stream(entries))
 }
 
 /// `GET /v1/sessions/{id}/recording`: the primary tab's rrweb events, oldest first (empty
@@ -145,8 +145,19 @@ pub async fn recording(
 ) -> Result<Response, ApiError> {
     let session = owned_session(&state, &auth, &id).await?;
     let path = state.sessions.files().recording_path(session.id);
-    let events = inspect::recorder::read(&path)
+    let events = inspect::jsonl_as_array(&path)
         .await
         .map_err(|e| ApiError::Internal(format!("could not read the recording: {e}")))?;
-    Ok(Json(events).into_response())
+    Ok(json_stream(events))
+}
+
+/// A JSON body streamed as it is read.
+fn json_stream(
+    chunks: impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static,
+) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }

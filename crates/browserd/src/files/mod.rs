@@ -203,8 +203,19 @@ impl FileStore {
     /// A zip of the finished downloads in `dir` (empty while there are none). Files still
     /// being written (`.crdownload`) are left out, and so is anything that is not a regular
     /// file: `dir` may be a live browser's folder, which its uid can fill with links.
-    pub fn zip_downloads(&self, dir: &Path) -> std::io::Result<Vec<u8>> {
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    ///
+    /// Written to a scratch file, not memory (a session keeps up to `--session-disk-mib` of
+    /// downloads), which is unlinked at once: the returned file, at its start, is all that
+    /// is left of it.
+    pub fn zip_downloads(&self, dir: &Path) -> std::io::Result<std::fs::File> {
+        let scratch = self.tmp_path();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&scratch)?;
+        let _ = std::fs::remove_file(&scratch);
+        let mut zip = zip::ZipWriter::new(file);
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .large_file(true);
@@ -250,7 +261,8 @@ impl FileStore {
         }
         let mut out = zip.finish().map_err(std::io::Error::other)?;
         out.flush()?;
-        Ok(out.into_inner())
+        std::io::Seek::rewind(&mut out)?;
+        Ok(out)
     }
 
     /// Moves the files of a stopped browser's downloads folder (`from`, in its own folder)
@@ -421,12 +433,7 @@ mod tests {
         let files = FileStore::open(dir.path(), vault, Duration::from_secs(60), None).unwrap();
         let id = Uuid::new_v4();
         let empty = files.zip_downloads(&files.downloads_dir(id)).unwrap();
-        assert_eq!(
-            zip::ZipArchive::new(std::io::Cursor::new(empty))
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(zip::ZipArchive::new(empty).unwrap().len(), 0);
 
         std::fs::create_dir_all(files.downloads_dir(id)).unwrap();
         std::fs::write(files.downloads_dir(id).join("a.txt"), b"hello").unwrap();
@@ -437,7 +444,7 @@ mod tests {
         )
         .unwrap();
         let bytes = files.zip_downloads(&files.downloads_dir(id)).unwrap();
-        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut zip = zip::ZipArchive::new(bytes).unwrap();
         assert_eq!(zip.len(), 1);
         let mut text = String::new();
         std::io::Read::read_to_string(&mut zip.by_name("a.txt").unwrap(), &mut text).unwrap();
@@ -448,8 +455,8 @@ mod tests {
         let secret = dir.path().join("context.key");
         std::fs::write(&secret, b"the key").unwrap();
         std::os::unix::fs::symlink(&secret, files.downloads_dir(id).join("key.txt")).unwrap();
-        let names = |bytes: Vec<u8>| -> Vec<String> {
-            let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let names = |file: std::fs::File| -> Vec<String> {
+            let mut zip = zip::ZipArchive::new(file).unwrap();
             (0..zip.len())
                 .map(|i| zip.by_index(i).unwrap().name().unwrap().into_owned())
                 .collect()

@@ -87,15 +87,62 @@ pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Stri
     Ok(tabs)
 }
 
-/// The objects of a JSON-lines file (a session's log or recording), oldest first; a line
-/// still being written is skipped, and a file not yet written reads as empty.
+/// A JSON-lines file (a session's log or recording) as one JSON array, oldest first,
+/// streamed a line at a time: a recording of 100 MiB is never held whole. A line that does
+/// not parse (the one still being written) is skipped, and a file not yet written reads as
+/// `[]`.
+pub async fn jsonl_as_array(
+    path: &std::path::Path,
+) -> std::io::Result<impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + use<>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let lines = match tokio::fs::File::open(path).await {
+        Ok(file) => Some(tokio::io::BufReader::new(file).lines()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    // (the lines left, whether the array has an element yet, whether it is closed)
+    let state = (lines, false, false);
+    Ok(futures_util::stream::unfold(
+        state,
+        |(mut lines, mut started, closed)| async move {
+            if closed {
+                return None;
+            }
+            loop {
+                let next = match lines.as_mut() {
+                    Some(lines) => lines.next_line().await,
+                    None => Ok(None),
+                };
+                match next {
+                    Ok(Some(line)) => {
+                        if serde_json::from_str::<serde::de::IgnoredAny>(&line).is_err() {
+                            continue;
+                        }
+                        let mut chunk = Vec::with_capacity(line.len() + 1);
+                        chunk.push(if started { b',' } else { b'[' });
+                        chunk.extend_from_slice(line.as_bytes());
+                        started = true;
+                        return Some((Ok(chunk.into()), (lines, started, false)));
+                    }
+                    Ok(None) => {
+                        let end: &'static [u8] = if started { b"]" } else { b"[]" };
+                        return Some((Ok(end.into()), (lines, started, true)));
+                    }
+                    Err(e) => return Some((Err(e), (lines, started, true))),
+                }
+            }
+        },
+    ))
+}
+
+/// The objects of a JSON-lines file, oldest first (for tests and small files: the API
+/// streams them with [`jsonl_as_array`]).
 pub async fn read_jsonl(path: &std::path::Path) -> std::io::Result<Vec<serde_json::Value>> {
-    match tokio::fs::read_to_string(path).await {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+    use futures_util::StreamExt as _;
+    let mut bytes = Vec::new();
+    let mut stream = std::pin::pin!(jsonl_as_array(path).await?);
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
     }
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }

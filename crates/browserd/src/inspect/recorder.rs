@@ -148,10 +148,30 @@ async fn record(mut cdp: CdpClient, recording: Recording) {
         path,
         quota,
     } = recording;
-    let mut out = None;
+    let mut out: Option<tokio::io::BufWriter<tokio::fs::File>> = None;
     let mut written = 0u64;
     let mut next_id = 0u64;
-    while let Some(event) = cdp.next_event().await {
+    // Events go through a buffer, written out every 100 ms (a live replay is that far
+    // behind at most), not a write and flush per event: rrweb sends hundreds a second.
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            // next_event is cancel-safe: its one await is the websocket's next frame.
+            event = cdp.next_event() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            _ = flush.tick() => {
+                if let Some(file) = &mut out
+                    && file.flush().await.is_err()
+                {
+                    tracing::warn!(path = %path.display(), "could not write the recording");
+                    break;
+                }
+                continue;
+            }
+        };
         if event["method"] != "Runtime.bindingCalled" || event["params"]["name"] != BINDING {
             continue;
         }
@@ -176,15 +196,21 @@ async fn record(mut cdp: CdpClient, recording: Recording) {
             break;
         }
         if out.is_none() {
-            out = open(&path).await;
+            out = open(&path).await.map(tokio::io::BufWriter::new);
         }
         let Some(file) = &mut out else { break };
-        if file.write_all(line.as_bytes()).await.is_err() || file.flush().await.is_err() {
+        if file.write_all(line.as_bytes()).await.is_err() {
             tracing::warn!(path = %path.display(), "could not write the recording");
             break;
         }
     }
+    if let Some(file) = &mut out {
+        let _ = file.flush().await;
+    }
 }
+
+/// How often buffered recording events are written out.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn open(path: &std::path::Path) -> Option<tokio::fs::File> {
     if let Some(parent) = path.parent() {
