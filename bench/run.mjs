@@ -18,7 +18,7 @@
 //      bursts, memory per session, the relay, and issue 16's targets (--only-peers).
 // Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
 //        [--only-cluster | --only-store | --only-egress | --only-selenium | --only-launch
-//         | --only-peers | --only-relay-filter (with BROWSERD_BEFORE_BIN)]
+//         | --only-peers | --only-relay-filter (with BROWSERD_BEFORE_BIN) | --only-large-messages]
 //        (one section, spliced into --out)
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -514,6 +514,94 @@ ${row(`\`callFunctionOn\` with 200,000 numbers (${f(r.manyBytes / 1024 / 1024, 1
 
 browserd's RSS after the run: ${f(r.rss.after / 1024)} MiB after, ${f(r.rss.before / 1024)} MiB before.
 <!-- /relay-filter -->
+`;
+}
+
+// ---------------------------------------------------------------- 2d. large messages from many clients
+
+function procStatusKiB(pid, field) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)[1]);
+}
+
+/**
+ * 20 clients (4 sessions × 5) each send a 20 MiB command at once, three rounds, while a fifth
+ * session's client measures round trips: browserd's resident memory (its peak, VmHWM, and
+ * after) and whether the quiet session stays responsive.
+ */
+async function benchLargeMessages() {
+  const server = await startBrowserd({ warmPool: 0, maxSessions: 6 });
+  const sessions = [];
+  for (let i = 0; i < 5; i++) {
+    sessions.push((await server.api('POST', '/v1/sessions', { keepAlive: true, timeout: 3600 })).body);
+  }
+  const [quietSession, ...busy] = sessions;
+  const quiet = await Cdp.connect(quietSession.connectUrl);
+  const quietPage = await quiet.firstPage();
+  const clients = [];
+  for (const s of busy) {
+    for (let c = 0; c < 5; c++) {
+      const cdp = await Cdp.connect(s.connectUrl);
+      clients.push({ cdp, page: await cdp.firstPage() });
+    }
+  }
+  const rtt = async (n) => {
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const t = now();
+      await quiet.call('Runtime.evaluate', { expression: '1+1' }, quietPage);
+      out.push((now() - t) * 1000);
+    }
+    return out;
+  };
+  const idle = await rtt(300);
+  const before = server.rssKiB();
+  const SIZE = 20 * 1024 * 1024;
+  const expression = `'${'z'.repeat(SIZE)}'.length`;
+  const during = [];
+  let stop = false;
+  const probe = (async () => { while (!stop) during.push(...await rtt(10)); })();
+  const rounds = [];
+  for (let r = 0; r < 3; r++) {
+    const t = now();
+    const answers = await Promise.all(clients.map(({ cdp, page }) => cdp.call('Runtime.evaluate', { expression }, page)));
+    rounds.push(now() - t);
+    for (const a of answers) if (a.result?.result?.value !== SIZE) throw new Error(`a 20 MiB command failed: ${JSON.stringify(a).slice(0, 200)}`);
+  }
+  stop = true;
+  await probe;
+  const peak = procStatusKiB(server.pid, 'VmHWM');
+  await sleep(2000);
+  const after = server.rssKiB();
+  for (const { cdp } of clients) cdp.close();
+  quiet.close();
+  await server.stop();
+  return { idle, during, before, peak, after, rounds, size: SIZE, clients: clients.length };
+}
+
+function largeMessagesSection(r) {
+  const f = (x, d = 1) => x.toFixed(d);
+  const mib = (kib) => f(kib / 1024);
+  return `<!-- large-messages -->
+## 2d. Large messages from many clients at once
+
+\`node bench/run.mjs --only-large-messages\`: ${r.clients} clients (4 sessions × 5, sandboxed
+browsers) each send a ${r.size / 1024 / 1024} MiB \`Runtime.evaluate\` at the same moment, three
+rounds, while a fifth session's client measures \`Runtime.evaluate("1+1")\` round trips.
+
+| measure | value |
+|---|---|
+| browserd RSS before / peak (VmHWM) / 2 s after | ${mib(r.before)} / ${mib(r.peak)} / ${mib(r.after)} MiB |
+| peak − before, per client message in flight | ${mib(r.peak - r.before)} MiB, ${f((r.peak - r.before) / 1024 / r.clients)} MiB each (messages of ${r.size / 1024 / 1024} MiB) |
+| one round (all ${r.clients} answered), median of 3 | ${f(pct(r.rounds, 50))} ms |
+| quiet session's round trip p50 / p99, idle | ${f(pct(r.idle, 50))} / ${f(pct(r.idle, 99))} µs |
+| the same during the rounds | ${f(pct(r.during, 50))} / ${f(pct(r.during, 99))} µs (${r.during.length} calls) |
+
+Each client message is held once while it is relayed (tungstenite's frame buffer; the
+filter scans it without building a tree), so the peak grows by about one message per client
+sending at that moment; a client's message is at most Chromium's 100 MiB (larger ones close
+that client with 1009). The buffers keep their capacity until the client disconnects.
+<!-- /large-messages -->
 `;
 }
 
@@ -1712,6 +1800,9 @@ async function main() {
   }
   if (process.argv.includes('--only-selenium')) {
     return splice('selenium', seleniumSection(await benchSelenium()));
+  }
+  if (process.argv.includes('--only-large-messages')) {
+    return splice('large-messages', largeMessagesSection(await benchLargeMessages()));
   }
   if (process.argv.includes('--only-relay-filter')) {
     return splice('relay-filter', relayFilterSection(await benchRelayFilter()));
