@@ -1329,3 +1329,106 @@ async fn a_session_cannot_open_tabs_without_bound() {
     }
     server.stop().await;
 }
+
+/// More of what a client might send past the filter (issue 23's list), each refused or
+/// harmless, and the test says which: `Network.loadNetworkResource` of a host file (the
+/// sandbox shows none) and of the metadata address (the egress refuses it); `IO.read` of a
+/// handle the client never got (an error); a ruled command split over continuation frames
+/// (reassembled, then refused like a whole one); a binary frame (the client is closed).
+#[tokio::test]
+async fn resource_loads_foreign_handles_fragments_and_binary_frames_get_nothing() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let server = TestServer::start().await;
+    let (s, mut cdp, page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let tree = cdp.call("Page.getFrameTree", json!({}), Some(&page)).await;
+    let frame = tree["result"]["frameTree"]["frame"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let load = |url: &'static str| json!({"frameId": frame, "url": url, "options": {"disableCache": true, "includeCredentials": false}});
+    // Harmless: the sandbox shows no host file, so nothing of the host's comes back.
+    let host_file = cdp
+        .call(
+            "Network.loadNetworkResource",
+            load("file:///etc/shadow"),
+            Some(&page),
+        )
+        .await;
+    assert!(
+        !host_file.to_string().contains("root:"),
+        "a host file came back: {host_file}"
+    );
+    // Refused at the egress (and logged), whatever CDP method made the request.
+    let metadata = cdp
+        .call(
+            "Network.loadNetworkResource",
+            load("http://169.254.169.254/latest/meta-data/"),
+            Some(&page),
+        )
+        .await;
+    assert_ne!(
+        metadata["result"]["resource"]["success"], true,
+        "the metadata address was reached: {metadata}"
+    );
+    let logged = eventually(|| async {
+        let logs = server.get_json(&format!("/v1/sessions/{id}/logs")).await;
+        logs.as_array()?
+            .iter()
+            .find(|e| {
+                e["method"] == "browserd.egressRefused"
+                    && e["request"]["params"]["rule"] == "link_local"
+            })
+            .cloned()
+    })
+    .await;
+    assert!(logged.is_some(), "the refusal is in the session's log");
+    // An error: a stream handle this client never got.
+    let read = cdp.call("IO.read", json!({"handle": "1"}), None).await;
+    assert!(read["error"].is_object(), "{read}");
+
+    // A ruled command in two fragments is reassembled, then refused like a whole one.
+    let text = r#"{"id":777,"method":"Target.exposeDevToolsProtocol","params":{"targetId":"x"}}"#;
+    let (head, tail) = text.split_at(20);
+    cdp.ws
+        .send(Message::Frame(Frame::message(
+            head.as_bytes().to_vec(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    cdp.ws
+        .send(Message::Frame(Frame::message(
+            tail.as_bytes().to_vec(),
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    let answer = cdp.answer(777).await;
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not available through browserd"),
+        "{answer}"
+    );
+
+    // A binary frame (CBOR to Chromium, which the filter does not read) closes the client.
+    cdp.ws
+        .send(Message::binary(vec![0xd8, 0x5a, 0x00]))
+        .await
+        .unwrap();
+    let closed = cdp.closed().await.expect("a close frame");
+    assert_eq!(u16::from(closed.code), 1003, "{closed:?}");
+    assert_eq!(
+        server.get(&id).await["status"],
+        "RUNNING",
+        "the session goes on"
+    );
+    server.stop().await;
+}

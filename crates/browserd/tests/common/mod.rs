@@ -377,6 +377,11 @@ impl Cdp {
     /// Sends `text` as it is (it must carry `"id":ID`) and returns the answer with that id.
     pub async fn raw(&mut self, text: &str, id: u64) -> Value {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
+        self.answer(id).await
+    }
+
+    /// The answer with `id` to something already sent.
+    pub async fn answer(&mut self, id: u64) -> Value {
         loop {
             match tokio::time::timeout(PATIENCE, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
@@ -386,7 +391,7 @@ impl Cdp {
                     }
                 }
                 Ok(Some(Ok(_))) => {}
-                other => panic!("no answer to {text}: {other:?}"),
+                other => panic!("no answer with id {id}: {other:?}"),
             }
         }
     }
