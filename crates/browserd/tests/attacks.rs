@@ -1432,3 +1432,60 @@ async fn resource_loads_foreign_handles_fragments_and_binary_frames_get_nothing(
     );
     server.stop().await;
 }
+
+/// The DevTools front end is served under browserd's rules, not the browser's: browserd's
+/// content type with nosniff, no framing, no referrer, and only its own link's websocket
+/// (a crafted `ws=` pointing elsewhere is a 400).
+#[tokio::test]
+async fn the_devtools_front_end_connects_only_to_its_own_link() {
+    let server = TestServer::start().await;
+    let (s, _cdp, _page) = connected(&server).await;
+    let id = s["id"].as_str().unwrap();
+    let debug = server.get_json(&format!("/v1/sessions/{id}/debug")).await;
+    let url = debug["debuggerUrl"].as_str().unwrap().to_owned();
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200, "{url}");
+    let h = page.headers();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    let (before, target) = url.split_once("?ws=").unwrap();
+    let (_, tab) = target.rsplit_once("/devtools/page/").unwrap();
+    let host = server.addr.to_string();
+    let token = before
+        .split("/debug/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    // Another link's token, a stranger's host, a path of browserd's that is not DevTools.
+    let other = server
+        .get_json(&format!("/v1/sessions/{id}/debug?readOnly=true"))
+        .await["debuggerFullscreenUrl"]
+        .as_str()
+        .unwrap()
+        .split("/debug/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for target in [
+        format!("evil.example/debug/{token}/devtools/page/{tab}"),
+        format!("{host}/debug/{other}/devtools/page/{tab}"),
+        format!("{host}/v1/sessions"),
+    ] {
+        let crafted = format!("{before}?ws={target}");
+        let resp = reqwest::get(&crafted).await.unwrap();
+        assert_eq!(resp.status(), 400, "{crafted}");
+    }
+    server.stop().await;
+}

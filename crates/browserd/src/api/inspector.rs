@@ -303,15 +303,65 @@ pub async fn devtools_browser_ws(
     devtools_ws(&state, &token, None, req).await
 }
 
+/// The content type of a DevTools front-end file, by its extension: browserd's, never the
+/// one the session's browser answers with.
+fn devtools_content_type(path: &str) -> Option<&'static str> {
+    let ext = path.rsplit_once('.')?.1;
+    Some(match ext {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "avif" => "image/avif",
+        "woff2" => "font/woff2",
+        "wasm" => "application/wasm",
+        "txt" => "text/plain; charset=utf-8",
+        _ => return None,
+    })
+}
+
+/// Whether a DevTools page's `ws=`/`wss=` target is this link's own websocket: the front
+/// end connects wherever that parameter says, so a crafted link on browserd's origin could
+/// otherwise point it at a stranger's server.
+/// `base` is browserd's public base as this request sees it (`http://host:port[/prefix]`),
+/// from which the link's own target was made.
+fn own_devtools_target(target: &str, token: &str, base: &str) -> bool {
+    let base = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .unwrap_or(base);
+    target
+        .strip_prefix(&format!("{base}/debug/{token}/devtools/"))
+        .is_some_and(|rest| rest == "browser" || rest.starts_with("page/"))
+}
+
 /// `GET /debug/{grant}/devtools/{*path}`: the DevTools front end, from the session's own
-/// Chromium (it carries it; nothing comes from the internet).
+/// Chromium (it carries it; nothing comes from the internet). What the browser answers is
+/// not trusted: the content type is browserd's (by extension, `nosniff`), the page may not
+/// be framed, sends no referrer, and connects only to its own link's websocket.
 pub async fn devtools_files(
     State(state): State<AppState>,
     Path((token, path)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let checked = check(&state, &token, Wants::DevTools).await?;
     if path.split('/').any(|part| part == ".." || part.is_empty()) {
         return Err(ApiError::NotFound(format!("no DevTools file {path}")));
+    }
+    let content_type = devtools_content_type(&path)
+        .ok_or_else(|| ApiError::NotFound(format!("no DevTools file {path}")))?;
+    let base = super::public_base(&state, &headers);
+    for param in ["ws", "wss"] {
+        if let Some(target) = query.get(param)
+            && !own_devtools_target(target, &token, &base)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{param}= must be this link's own DevTools websocket (…/debug/<this link>/devtools/page/<tab>)"
+            )));
+        }
     }
     let authority = inspect::devtools_authority(&checked.session.cdp_url)
         .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
@@ -319,10 +369,20 @@ pub async fn devtools_files(
         .await
         .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;
     let status = upstream.status();
-    let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
     let mut response = (status, upstream.into_body()).into_response();
-    if let Some(ct) = content_type {
-        response.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok(response)
 }
