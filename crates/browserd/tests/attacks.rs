@@ -1489,3 +1489,122 @@ async fn the_devtools_front_end_connects_only_to_its_own_link() {
     }
     server.stop().await;
 }
+
+/// WebDriver's Element Send Keys to a file input sets files through chromedriver's own
+/// DevTools connection, past the CDP filter: browserd applies the same rule there. A host
+/// or sandbox path is an invalid argument; a file uploaded to the session is set (under the
+/// browser's view of it); keys to a text input pass untouched. A `webSocketUrl` (BiDi, which
+/// would talk to chromedriver directly) is never handed out.
+#[tokio::test]
+async fn webdriver_file_inputs_take_only_the_sessions_uploads() {
+    let server = TestServer::start().await;
+    let s = server.create(json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let base = s["seleniumRemoteUrl"].as_str().unwrap().to_owned();
+    let key = s["signingKey"].as_str().unwrap().to_owned();
+    let wd = |method: reqwest::Method, path: String, body: Value| {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let resp = reqwest::Client::new()
+                .request(method, format!("{base}{path}"))
+                .header("x-bb-signing-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, made) = wd(
+        reqwest::Method::POST,
+        "/session".into(),
+        json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "webSocketUrl": true}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    assert!(
+        made["value"]["capabilities"].get("webSocketUrl").is_none(),
+        "no BiDi address handed out: {made}"
+    );
+    let wdid = made["value"]["sessionId"].as_str().unwrap().to_owned();
+    let page = "data:text/html,<input type=file id=f multiple><input id=t>";
+    let (status, _) = wd(
+        reqwest::Method::POST,
+        format!("/session/{wdid}/url"),
+        json!({"url": page}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let element = |css: &'static str| {
+        let wd = &wd;
+        let wdid = wdid.clone();
+        async move {
+            let (_, found) = wd(
+                reqwest::Method::POST,
+                format!("/session/{wdid}/element"),
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+            found["value"]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let file_input = element("#f").await;
+    let keys = |element: String, text: String| {
+        let wd = &wd;
+        let wdid = wdid.clone();
+        async move {
+            wd(
+                reqwest::Method::POST,
+                format!("/session/{wdid}/element/{element}/value"),
+                json!({"text": text}),
+            )
+            .await
+        }
+    };
+    let browser_dir = server.browser_dir(&id).display().to_string();
+    for path in [
+        "/etc/passwd".to_owned(),
+        format!("{browser_dir}/profile/Default/Cookies"),
+        format!("{browser_dir}/uploads/../profile/Local State"),
+    ] {
+        let (status, refused) = keys(file_input.clone(), path.clone()).await;
+        assert_eq!(status, 400, "{path}: {refused}");
+        assert_eq!(refused["value"]["error"], "invalid argument", "{refused}");
+    }
+    let uploaded = server
+        .req(reqwest::Method::POST, &format!("/v1/sessions/{id}/uploads"))
+        .multipart(file_form("report.txt", b"quarterly".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let path = uploaded["path"].as_str().unwrap().to_owned();
+    let (status, set) = keys(file_input.clone(), path).await;
+    assert_eq!(status, 200, "{set}");
+    let text_input = element("#t").await;
+    let (status, typed) = keys(text_input, "/etc/passwd".into()).await;
+    assert_eq!(status, 200, "a text input takes any text: {typed}");
+    let (_, said) = wd(
+        reqwest::Method::POST,
+        format!("/session/{wdid}/execute/sync"),
+        json!({"script": "return [document.getElementById('f').files[0].name, document.getElementById('t').value]", "args": []}),
+    )
+    .await;
+    assert_eq!(
+        said["value"],
+        json!(["report.txt", "/etc/passwd"]),
+        "{said}"
+    );
+    server.stop().await;
+}

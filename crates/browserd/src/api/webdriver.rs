@@ -472,18 +472,33 @@ async fn command(
             ),
         );
     }
-    let (farewell, connection) = {
+    let (farewell, connection, rules) = {
         let mut clients = host.clients.lock().unwrap();
         let Some(client) = clients.get_mut(wdid) else {
             return unknown_session();
         };
         client.last_used = Instant::now();
-        (client._lease.farewell(), Arc::clone(&client.connection))
+        (
+            client._lease.farewell(),
+            Arc::clone(&client.connection),
+            client._lease.rules().clone(),
+        )
     };
     let Some(driver) = host.driver.get() else {
         return unknown_session();
     };
     let path = uri.path().trim_start_matches("/webdriver").to_owned();
+    // Keys sent to a file input are chromedriver's DOM.setFileInputFiles, on its own
+    // connection past the CDP filter: the same rule as CDP, checked here.
+    let body = match rest {
+        ["element", element, "value"] if method == Method::POST => {
+            match file_input_rule(driver, &connection, wdid, element, body, &rules).await {
+                Ok(body) => body,
+                Err(refused) => return refused,
+            }
+        }
+        _ => body,
+    };
     let sent = tokio::select! {
         sent = send(driver, &connection, method.clone(), &path, body) => sent,
         () = until_ended(farewell) => return ended(state, id).await,
@@ -498,6 +513,52 @@ async fn command(
         Ok((status, answer)) => (status, axum::Json(answer)).into_response(),
         Err(e) => wd_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown error", e),
     }
+}
+
+/// The body of an Element Send Keys command: unchanged unless the element is a file input,
+/// whose paths must be files uploaded to the session (rewritten to the browser's view).
+async fn file_input_rule(
+    driver: &Chromedriver,
+    connection: &Arc<tokio::sync::Mutex<Option<Connection>>>,
+    wdid: &str,
+    element: &str,
+    body: Bytes,
+    rules: &crate::cdp::filter::Rules,
+) -> Result<Bytes, Response> {
+    let ask = |what: String| async move {
+        send(driver, connection, Method::GET, &what, Bytes::new())
+            .await
+            .ok()
+            .map(|(_, answer)| answer["value"].clone())
+    };
+    let tag = ask(format!("/session/{wdid}/element/{element}/name")).await;
+    let kind = ask(format!("/session/{wdid}/element/{element}/property/type")).await;
+    let is_file_input = tag
+        .as_ref()
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.eq_ignore_ascii_case("input"))
+        && kind.as_ref().and_then(Value::as_str) == Some("file");
+    if !is_file_input {
+        return Ok(body);
+    }
+    let refuse = |message: String| wd_error(StatusCode::BAD_REQUEST, "invalid argument", message);
+    let mut command: Map<String, Value> = serde_json::from_slice(&body)
+        .map_err(|e| refuse(format!("the command is not a JSON object: {e}")))?;
+    let text = command
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("send keys needs a text".into()))?;
+    let mut seen = Vec::new();
+    for path in text.split('\n').filter(|p| !p.is_empty()) {
+        seen.push(crate::cdp::filter::upload_in_browser(path, rules).map_err(refuse)?);
+    }
+    let text = seen.join("\n");
+    command.insert(
+        "value".into(),
+        text.chars().map(|c| Value::from(c.to_string())).collect(),
+    );
+    command.insert("text".into(), text.into());
+    Ok(Bytes::from(Value::Object(command).to_string()))
 }
 
 /// A kept-alive HTTP/1 connection to a chromedriver.

@@ -276,7 +276,18 @@ fn only_uploads(params: &mut Map<String, Value>, rules: &Rules) -> Result<(), St
         .and_then(Value::as_array_mut)
         .ok_or("files must be an array of paths")?;
     for file in files {
-        let path = Path::new(file.as_str().ok_or("files must be an array of paths")?);
+        let path = file.as_str().ok_or("files must be an array of paths")?;
+        *file = upload_in_browser(path, rules)?.into();
+    }
+    Ok(())
+}
+
+/// Where the browser sees `path`, a file uploaded to the session (as the upload API named
+/// it, or as the browser sees it); anything else is refused. The rule of file inputs, for
+/// CDP and WebDriver alike.
+pub fn upload_in_browser(path: &str, rules: &Rules) -> Result<String, String> {
+    {
+        let path = Path::new(path);
         if path
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
@@ -293,9 +304,11 @@ fn only_uploads(params: &mut Map<String, Value>, rules: &Rules) -> Result<(), St
                 )
             })?;
         let seen = rules.uploads_in_browser.join(name);
-        *file = seen.to_str().ok_or("an upload path is not UTF-8")?.into();
+        Ok(seen
+            .to_str()
+            .ok_or("an upload path is not UTF-8")?
+            .to_owned())
     }
-    Ok(())
 }
 
 /// The `id` of a message that does not parse strictly, found by a scan of its top level, so
