@@ -101,7 +101,8 @@ pub async fn connect(
     let response = upgrade.response();
     // Owns this client's connection until it or the session ends.
     tokio::spawn(async move {
-        if let Some(ws) = upgrade.websocket(max).await {
+        let config = crate::cdp::relay::client_ws_config(max);
+        if let Some(ws) = upgrade.websocket_with(config).await {
             crate::cdp::relay::run(ws, browser, lease, watch).await;
         }
     });

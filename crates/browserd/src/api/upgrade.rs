@@ -48,6 +48,15 @@ impl Upgrade {
 
     /// Waits for the upgrade (after the 101 went out); `None` if the client left.
     pub async fn websocket(self, max_message_size: usize) -> Option<ServerWs> {
+        self.websocket_with(crate::cdp::relay::ws_config(max_message_size))
+            .await
+    }
+
+    /// [`Self::websocket`] with settings of the caller's.
+    pub async fn websocket_with(
+        self,
+        config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+    ) -> Option<ServerWs> {
         let upgraded = match self.on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -56,12 +65,8 @@ impl Upgrade {
             }
         };
         Some(
-            WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(crate::cdp::relay::ws_config(max_message_size)),
-            )
-            .await,
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await,
         )
     }
 }

@@ -33,6 +33,21 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_write_buffer_size(max_message_size.saturating_add(64 * 1024))
 }
 
+/// The client leg's settings: messages from the client end where Chromium's do
+/// ([`CHROMIUM_MAX_INCOMING`]; one byte more, so the refusal can say why), so a client can
+/// make browserd hold at most that much of a message it sends; messages to it may be as
+/// large as `max_message_size`.
+pub fn client_ws_config(max_message_size: usize) -> WebSocketConfig {
+    let inbound = max_message_size.min(CHROMIUM_MAX_INCOMING + 1);
+    ws_config(max_message_size)
+        .max_message_size(Some(inbound))
+        .max_frame_size(Some(inbound))
+}
+
+/// How much of an oversized message is read and dropped after refusing it, so the client
+/// (still writing it) reads the close frame instead of a connection reset.
+const DRAIN_AFTER_REFUSAL: u64 = 256 * 1024 * 1024;
+
 /// How long a closing handshake may take before the socket is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,6 +93,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     L: Seat,
 {
+    // Set when the client sent a message larger than Chromium takes: it is refused before
+    // browserd reads it, and the rest of it is drained after the close frame.
+    let oversized = std::sync::atomic::AtomicBool::new(false);
     let (mut client_tx, mut client_rx) = client.split();
     let (mut browser_tx, mut browser_rx) = browser.split();
     // Replies browserd itself owes the client (to an intercepted Browser.close); bounded,
@@ -102,6 +120,13 @@ where
         while let Some(msg) = client_rx.next().await {
             let msg = match msg {
                 Ok(msg) => msg,
+                Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
+                    oversized.store(true, Ordering::Relaxed);
+                    let reason = format!(
+                        "message refused ({e}): Chromium accepts CDP messages up to {CHROMIUM_MAX_INCOMING} bytes"
+                    );
+                    return Some(close_message(CloseCode::Size, &reason));
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "client connection failed");
                     return None;
@@ -239,6 +264,17 @@ where
     // closing handshake waits for the peer, and a broken or hostile peer never answers.
     let _ = tokio::time::timeout(CLOSE_GRACE, client_tx.close()).await;
     let _ = tokio::time::timeout(CLOSE_GRACE, browser_tx.close()).await;
+    if oversized.load(Ordering::Relaxed)
+        && let Ok(mut client) = client_tx.reunite(client_rx)
+    {
+        // The client is still writing the message it was refused: read and drop the rest
+        // (bounded), or closing now would reset the connection before it reads why.
+        use tokio::io::AsyncReadExt as _;
+        let mut sink = tokio::io::sink();
+        let mut rest = client.get_mut().take(DRAIN_AFTER_REFUSAL);
+        let drain = tokio::io::copy(&mut rest, &mut sink);
+        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+    }
 }
 
 /// How a relay watches its client.
