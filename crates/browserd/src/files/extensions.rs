@@ -1,7 +1,7 @@
 //! Browser extensions: an uploaded zip is checked and unpacked once, at upload, into
 //! `extensions/<id>/`; sessions load that folder with `--load-extension`.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 /// Browserbase's documented limit for an extension zip.
@@ -27,6 +27,8 @@ pub enum ExtensionError {
     UnsafePath(String),
     #[error("the extension unpacks to more than {} MiB", MAX_UNPACKED / (1024 * 1024))]
     TooLarge,
+    #[error("the zip entry {0:?} is damaged or does not match its header ({1})")]
+    Damaged(String, String),
     #[error("could not unpack the extension: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -99,8 +101,23 @@ fn unpack_inner(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
         }
         let mut out = std::fs::File::create(&out_path)?;
         readable_by_browsers(&out_path, 0o644)?;
-        // `take` bounds what a lying size header could make us write.
-        let copied = std::io::copy(&mut (&mut entry).take(MAX_UNPACKED + 1), &mut out)?;
+        // `take` bounds what a lying size header could make us write. A read that fails
+        // (a checksum or size that does not match the data) is the zip's fault, and says
+        // which entry; a write that fails is ours.
+        let name = entry_name(&entry);
+        let mut data = (&mut entry).take(MAX_UNPACKED + 1);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut copied = 0u64;
+        loop {
+            let n = data
+                .read(&mut buf)
+                .map_err(|e| ExtensionError::Damaged(name.clone(), e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            copied += n as u64;
+        }
         if copied > MAX_UNPACKED {
             return Err(ExtensionError::TooLarge);
         }
@@ -127,7 +144,6 @@ fn entry_name<R: std::io::Read>(entry: &zip::read::ZipFile<'_, R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write as _;
 
     fn zip_of(entries: &[(&str, &[u8])]) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().unwrap();
@@ -139,6 +155,33 @@ mod tests {
         }
         zip.finish().unwrap();
         file
+    }
+
+    #[test]
+    fn a_zip_whose_data_does_not_match_its_header_is_damaged_and_named() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut zip = zip::ZipWriter::new(file.reopen().unwrap());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("manifest.json", stored).unwrap();
+        zip.write_all(br#"{"manifest_version": 3, "name": "x", "version": "1"}"#)
+            .unwrap();
+        zip.start_file("content.js", stored).unwrap();
+        zip.write_all(b"console.log('the original bytes');")
+            .unwrap();
+        zip.finish().unwrap();
+        // Change the stored data after the fact: its CRC no longer matches.
+        let mut bytes = std::fs::read(file.path()).unwrap();
+        let at = memchr::memmem::find(&bytes, b"original").unwrap();
+        bytes[at] = b'O';
+        std::fs::write(file.path(), &bytes).unwrap();
+        let dest = tempfile::tempdir().unwrap().path().join("x");
+        let err = unpack(file.path(), &dest).unwrap_err();
+        assert!(
+            matches!(err, ExtensionError::Damaged(ref name, _) if name == "content.js"),
+            "{err}"
+        );
+        assert!(!dest.exists(), "nothing is left");
     }
 
     #[test]
