@@ -196,6 +196,22 @@ fn report_refusal(
     }
 }
 
+/// Reports a destination the policy closed; `through`: the proxy it would have taken.
+fn report_closed(
+    log: Option<&crate::inspect::logs::LogTap>,
+    host: &str,
+    port: u16,
+    address: SocketAddr,
+    refusal: Refusal,
+    through: Option<&str>,
+) {
+    let reason = match through {
+        Some(proxy) => format!("{refusal} (through the proxy {proxy})"),
+        None => refusal.to_string(),
+    };
+    report_refusal(log, host, port, Some(address), refusal.rule(), &reason);
+}
+
 async fn proxy(
     mut page: TcpStream,
     policy: &EgressPolicy,
@@ -240,15 +256,7 @@ async fn proxy(
                 Ok(())
             }
             Err(NoConnection::Closed(address, refusal)) => {
-                let reason = refusal.to_string();
-                report_refusal(
-                    log.as_ref(),
-                    &host,
-                    port,
-                    Some(address),
-                    refusal.rule(),
-                    &reason,
-                );
+                report_closed(log.as_ref(), &host, port, address, refusal, None);
                 answer(&mut page, reply::NOT_ALLOWED).await
             }
             Err(NoConnection::Failed(code)) => answer(&mut page, code).await,
@@ -259,16 +267,9 @@ async fn proxy(
             // carry pages to whatever it can reach. The pool's proxies are asked for the
             // address judged here, not the name (which could resolve otherwise there); a
             // proxy that resolves names itself gets the name, judged here as well as it can be.
-            let closed = |address, refusal: Refusal| {
-                let reason = format!("{refusal} (through the proxy {})", proxy.label);
-                report_refusal(
-                    log.as_ref(),
-                    &host,
-                    port,
-                    Some(address),
-                    refusal.rule(),
-                    &reason,
-                );
+            let closed = |address, refusal| {
+                let through = Some(proxy.label.as_str());
+                report_closed(log.as_ref(), &host, port, address, refusal, through);
             };
             let target = if proxy.remote_dns {
                 if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
