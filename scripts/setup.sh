@@ -17,6 +17,12 @@ ensure_rust() {
     echo "setup: cargo not found. browserd needs Rust 1.94 or newer: install it with rustup (https://rustup.rs)." >&2
     exit 1
   fi
+  # The bundled SQLite and zlib are C, built by cc: a C compiler and make (build-essential),
+  # pkg-config for the system libraries a crate may look for.
+  if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then
+    echo "setup: installing a C compiler and pkg-config (build-essential, pkg-config: crates build C code)"
+    apt_install build-essential pkg-config
+  fi
 }
 
 ensure_chromium() {

@@ -280,6 +280,10 @@ pub struct Settings {
     /// Only read from the config file; on the command line it is a global flag (`Common`).
     #[arg(skip)]
     pub data_dir: Option<PathBuf>,
+
+    /// Only read from the config file; on the command line it is a global flag (`Common`).
+    #[arg(skip)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Settings every command shares.
@@ -317,7 +321,8 @@ pub struct Common {
     pub log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,
@@ -629,6 +634,19 @@ fn read_key_file(path: &Path) -> anyhow::Result<String> {
     Ok(key.to_owned())
 }
 
+/// The log format in force: the flag or environment, else the config file's `log_format`
+/// (read before anything else, for the first log line; a bad file is reported later, by
+/// [`Config::resolve`]).
+pub fn log_format(common: &Common) -> LogFormat {
+    common
+        .log_format
+        .or_else(|| {
+            let file = read_file(common.config.as_ref()?).ok()?;
+            file.log_format
+        })
+        .unwrap_or_default()
+}
+
 fn read_file(path: &Path) -> anyhow::Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read config file {}", path.display()))?;
@@ -731,6 +749,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("--public-url"), "{err}");
+    }
+
+    #[test]
+    fn the_file_may_choose_the_log_format_and_the_flag_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "log_format = \"json\"\nmax_sessions = 3\n").unwrap();
+        let mut common = Common {
+            config: Some(file),
+            data_dir: Some(dir.path().to_owned()),
+            database: None,
+            log_format: None,
+        };
+        assert_eq!(log_format(&common), LogFormat::Json);
+        assert_eq!(
+            Config::resolve(&common, &Settings::default())
+                .unwrap()
+                .max_sessions,
+            3
+        );
+        common.log_format = Some(LogFormat::Text);
+        assert_eq!(log_format(&common), LogFormat::Text);
     }
 
     #[test]

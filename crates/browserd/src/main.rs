@@ -11,7 +11,7 @@ async fn main() -> std::process::ExitCode {
     // Everything browserd writes (database, keys, logs, uploads) is its own: 0600 / 0700.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    init_logging(cli.common.log_format.unwrap_or_default());
+    init_logging(browserd::config::log_format(&cli.common));
     let result = match cli.command {
         Command::Serve(settings) => serve(&cli.common, &settings).await,
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,

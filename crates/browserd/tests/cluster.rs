@@ -681,3 +681,49 @@ async fn a_node_that_left_takes_back_its_keepalive_sessions_and_the_cluster_time
         "no process of the timed-out session's browser"
     );
 }
+
+/// A node that runs no browsers (--max-sessions 0, the one docs/cluster.md puts behind a
+/// load balancer) is ready while its store answers: it places creates on the other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_runs_no_browsers_is_ready_and_places_creates_elsewhere() {
+    let db = common::fresh_postgres_database().await;
+    let mut gateway = Node::start("gateway", 5, &db, 0);
+    let mut worker = Node::start("worker", 6, &db, 2);
+    let key = project(&db, 10);
+    gateway.key = key.clone();
+    worker.key = key;
+    for node in [&gateway, &worker] {
+        let ready = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
+        let status = ready.status();
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(status, 200, "{}: {body}", node.name);
+    }
+    let body: Value = reqwest::get(format!("{}/readyz", gateway.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["checks"]["sessions"]["gateway"], true, "{body}");
+    let created: Value = gateway
+        .req(reqwest::Method::POST, "/v1/sessions")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let on_worker: Value = worker
+        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_worker["status"], "RUNNING", "{on_worker}");
+}

@@ -31,11 +31,15 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
         Err(_) => json!({ "ok": false, "error": format!("no answer within {STORE_PATIENCE:?}") }),
     };
+    let limits = state.sessions.limits();
+    // A node of a cluster that runs no browsers (--max-sessions 0) places every create on
+    // another node: it is ready when its store answers, whatever its Chromium.
+    let gateway = limits.max_sessions == 0;
     let chromium = match state.sessions.launcher_readiness() {
+        _ if gateway => json!({ "ok": true, "skipped": "this node runs no browsers" }),
         Ok(()) => json!({ "ok": true }),
         Err(e) => json!({ "ok": false, "error": e }),
     };
-    let limits = state.sessions.limits();
     let available = crate::sessions::mem_available_mib();
     let floor = limits.min_free_memory_mib;
     let memory = json!({
@@ -52,9 +56,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     });
     let live = state.sessions.live_count();
     let sessions = json!({
-        "ok": live < limits.max_sessions,
+        "ok": gateway || live < limits.max_sessions,
         "live": live,
         "max": limits.max_sessions,
+        "gateway": gateway,
     });
     let checks = json!({ "store": store, "chromium": chromium, "memory": memory, "disk": disk, "sessions": sessions });
     let ready = checks
