@@ -233,7 +233,8 @@ pub struct Settings {
 
     /// Upstream HTTP proxies this server offers sessions that ask for `proxies: true` or
     /// `type: "browserbase"` (TOML: [[proxy]] tables with name, server, username, password,
-    /// country, state, city; see the README). Without it such sessions are refused (400)
+    /// country, state, city, remote_dns; see the README). Without it such sessions are
+    /// refused (400)
     #[arg(long, env = "BROWSERD_PROXY_POOL", value_name = "FILE")]
     pub proxy_pool: Option<PathBuf>,
 

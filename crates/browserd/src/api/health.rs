@@ -3,7 +3,8 @@
 //! `GET /healthz`: the process is up and serving. `GET /readyz`: a create could start a
 //! session now — the store answers, Chromium is there, the machine is above the memory
 //! floor, the data dir's disk above its floor, and this server is under `--max-sessions` — with a JSON body that names each check,
-//! and 503 when one fails.
+//! and 503 when one fails. A cluster node that runs no browsers (`--max-sessions 0`) places
+//! creates on other nodes: it is ready while its store answers.
 
 use super::AppState;
 use axum::Json;
@@ -43,14 +44,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let available = crate::sessions::mem_available_mib();
     let floor = limits.min_free_memory_mib;
     let memory = json!({
-        "ok": floor == 0 || available.is_none_or(|a| a >= floor),
+        "ok": gateway || floor == 0 || available.is_none_or(|a| a >= floor),
         "availableMib": available,
         "floorMib": floor,
     });
     let disk_floor = limits.min_free_disk_mib;
     let disk_free = state.sessions.files().free_disk_mib();
     let disk = json!({
-        "ok": disk_floor == 0 || disk_free.is_none_or(|a| a >= disk_floor),
+        "ok": gateway || disk_floor == 0 || disk_free.is_none_or(|a| a >= disk_floor),
         "freeMib": disk_free,
         "floorMib": disk_floor,
     });

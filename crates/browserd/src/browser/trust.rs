@@ -93,6 +93,9 @@ pub fn normalize(bytes: &[u8], now: i64) -> Result<(String, Vec<Described>), Str
     Ok((pem, described))
 }
 
+/// How far ahead of this machine's clock a certificate's start may be.
+const CLOCK_SKEW_SECS: i64 = 300;
+
 /// Checks one DER certificate as a CA a browser can trust now.
 fn check_ca(der: &[u8], now: i64) -> Result<Described, String> {
     let (rest, cert) = x509_parser::parse_x509_certificate(der)
@@ -117,7 +120,8 @@ fn check_ca(der: &[u8], now: i64) -> Result<Described, String> {
     if not_after < now {
         return Err(format!("{subject:?} expired on {}", day(not_after)));
     }
-    if not_before > now {
+    // A few minutes of clock skew: a CA made just now on a machine whose clock runs ahead.
+    if not_before > now + CLOCK_SKEW_SECS {
         return Err(format!(
             "{subject:?} is not valid before {}",
             day(not_before)

@@ -357,7 +357,6 @@ fn unseal(cipher: &Aes256Gcm, id: &str, sealed: &[u8]) -> Result<Vec<u8>, String
         })
 }
 
-/// Zips the profile folder (minus [`SKIPPED`] and symlinks) and the cookies.
 /// Zips the profile folder `profile` (below `root`) and the cookies. The browser's uid owns
 /// the profile and may have put links, FIFOs or devices in it, or a link in its place:
 /// nothing is followed or opened but real folders and regular files ([`confined::Folder`]), so a

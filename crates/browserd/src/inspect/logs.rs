@@ -415,7 +415,8 @@ async fn open_append(path: &std::path::Path) -> Option<tokio::io::BufWriter<toki
     }
 }
 
-/// Reads a session's log, oldest first.
+/// Reads a session's log, oldest first (the API streams it: [`super::jsonl_as_array`]).
+#[cfg(test)]
 pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
     super::read_jsonl(path).await
 }

@@ -135,8 +135,9 @@ pub async fn jsonl_as_array(
     ))
 }
 
-/// The objects of a JSON-lines file, oldest first (for tests and small files: the API
-/// streams them with [`jsonl_as_array`]).
+/// The objects of a JSON-lines file, oldest first (for tests: the API streams them with
+/// [`jsonl_as_array`]).
+#[cfg(test)]
 pub async fn read_jsonl(path: &std::path::Path) -> std::io::Result<Vec<serde_json::Value>> {
     use futures_util::StreamExt as _;
     let mut bytes = Vec::new();

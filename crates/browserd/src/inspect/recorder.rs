@@ -223,8 +223,3 @@ async fn open(path: &std::path::Path) -> Option<tokio::fs::File> {
         .await
         .ok()
 }
-
-/// A session's recording as rrweb events, oldest first.
-pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
-    super::read_jsonl(path).await
-}

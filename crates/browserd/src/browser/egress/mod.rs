@@ -271,15 +271,15 @@ async fn proxy(
                 let through = Some(proxy.label.as_str());
                 report_closed(log.as_ref(), &host, port, address, refusal, through);
             };
-            let target = if proxy.remote_dns {
+            let targets = if proxy.remote_dns {
                 if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
                     closed(address, refusal);
                     return answer(&mut page, reply::NOT_ALLOWED).await;
                 }
-                host.clone()
+                vec![host.clone()]
             } else {
-                match judged_address(&host, port, policy).await {
-                    Ok(address) => address.ip().to_string(),
+                match judged_addresses(&host, port, policy).await {
+                    Ok(addresses) => addresses.iter().map(|a| a.ip().to_string()).collect(),
                     Err(NoConnection::Closed(address, refusal)) => {
                         closed(address, refusal);
                         return answer(&mut page, reply::NOT_ALLOWED).await;
@@ -287,7 +287,16 @@ async fn proxy(
                     Err(NoConnection::Failed(code)) => return answer(&mut page, code).await,
                 }
             };
-            match tunnel(&proxy, &target, port, policy).await {
+            // The next address when the proxy cannot reach one (an IPv4-only proxy asked
+            // for an IPv6 address); any other failure is the proxy's answer.
+            let mut tunnelled = Err(TunnelError::Refused("no address".into()));
+            for target in &targets {
+                tunnelled = tunnel(&proxy, target, port, policy).await;
+                if !matches!(tunnelled, Err(TunnelError::Refused(_))) {
+                    break;
+                }
+            }
+            match tunnelled {
                 Ok(upstream) => {
                     answer(&mut page, reply::SUCCEEDED).await?;
                     let mut upstream = Metered::new(upstream, bytes);
@@ -335,26 +344,33 @@ async fn closed_destination(
         .find_map(|addr| policy.refusal(addr).map(|why| (addr, why)))
 }
 
-/// The first address of `host` the policy allows: what an operator's proxy is asked for.
-async fn judged_address(
+/// The addresses of `host` the policy allows, IPv4 first (proxies that speak only IPv4
+/// are common): what an operator's proxy is asked for, in turn.
+async fn judged_addresses(
     host: &str,
     port: u16,
     policy: &EgressPolicy,
-) -> Result<SocketAddr, NoConnection> {
+) -> Result<Vec<SocketAddr>, NoConnection> {
     let addrs = resolve(host, port)
         .await
         .map_err(|_| NoConnection::Failed(reply::HOST_UNREACHABLE))?;
     let mut closed = None;
-    for addr in addrs {
-        match policy.refusal(addr) {
-            None => return Ok(addr),
-            Some(why) => closed = Some((addr, why)),
-        }
+    let mut allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|addr| match policy.refusal(*addr) {
+            None => true,
+            Some(why) => {
+                closed = Some((*addr, why));
+                false
+            }
+        })
+        .collect();
+    allowed.sort_by_key(SocketAddr::is_ipv6);
+    match (allowed.is_empty(), closed) {
+        (false, _) => Ok(allowed),
+        (true, Some((addr, why))) => Err(NoConnection::Closed(addr, why)),
+        (true, None) => Err(NoConnection::Failed(reply::HOST_UNREACHABLE)),
     }
-    Err(match closed {
-        Some((addr, why)) => NoConnection::Closed(addr, why),
-        None => NoConnection::Failed(reply::HOST_UNREACHABLE),
-    })
 }
 
 /// Why no connection was made.
