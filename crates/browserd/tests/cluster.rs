@@ -697,33 +697,11 @@ async fn a_node_that_runs_no_browsers_is_ready_and_places_creates_elsewhere() {
         let status = ready.status();
         let body: Value = ready.json().await.unwrap();
         assert_eq!(status, 200, "{}: {body}", node.name);
+        let gateway_said = body["checks"]["sessions"]["gateway"] == true;
+        assert_eq!(gateway_said, node.name == "gateway", "{body}");
     }
-    let body: Value = reqwest::get(format!("{}/readyz", gateway.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["checks"]["sessions"]["gateway"], true, "{body}");
-    let created: Value = gateway
-        .req(reqwest::Method::POST, "/v1/sessions")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"));
-    let on_worker: Value = worker
-        .req(reqwest::Method::GET, &format!("/v1/sessions/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, created) = gateway.create(json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let on_worker = worker.get(created["id"].as_str().unwrap()).await;
     assert_eq!(on_worker["status"], "RUNNING", "{on_worker}");
 }
