@@ -109,6 +109,12 @@ ensure_test_tools() {
     echo "setup: installing microsocks (the SOCKS5 upstream for the proxies tests)"
     apt_install microsocks
   fi
+  # The egress test builds network namespaces of its own (unshare, nsenter from util-linux;
+  # ip from iproute2) and a veth between them.
+  if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+    echo "setup: installing iproute2 and util-linux (network namespaces for the egress test)"
+    apt_install iproute2 util-linux
+  fi
   # The systemd unit in deploy/ is checked with systemd-analyze verify.
   if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "setup: installing systemd (for systemd-analyze)"
