@@ -125,7 +125,7 @@ pub struct InspectGrant {
 
 /// The kinds of inspector link. A live-view link (made to be embedded in other sites) never
 /// opens DevTools: that takes a link of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     /// The live view, watch only: mouse, keyboard and text input are refused.
     Watch,

@@ -1393,22 +1393,10 @@ async fn resource_loads_foreign_handles_fragments_and_binary_frames_get_nothing(
     // A ruled command in two fragments is reassembled, then refused like a whole one.
     let text = r#"{"id":777,"method":"Target.exposeDevToolsProtocol","params":{"targetId":"x"}}"#;
     let (head, tail) = text.split_at(20);
-    cdp.ws
-        .send(Message::Frame(Frame::message(
-            head.as_bytes().to_vec(),
-            OpCode::Data(Data::Text),
-            false,
-        )))
-        .await
-        .unwrap();
-    cdp.ws
-        .send(Message::Frame(Frame::message(
-            tail.as_bytes().to_vec(),
-            OpCode::Data(Data::Continue),
-            true,
-        )))
-        .await
-        .unwrap();
+    for (part, opcode, last) in [(head, Data::Text, false), (tail, Data::Continue, true)] {
+        let frame = Frame::message(part.as_bytes().to_vec(), OpCode::Data(opcode), last);
+        cdp.ws.send(Message::Frame(frame)).await.unwrap();
+    }
     let answer = cdp.answer(777).await;
     assert!(
         answer["error"]["message"]

@@ -43,7 +43,7 @@ enum ViewerKey {
     Session(uuid::Uuid),
     /// The grant a link carries, as verified: one grant spelled several ways (a uuid in
     /// upper case, an expiry with leading zeros) is one link.
-    Link(uuid::Uuid, i64, String),
+    Link(uuid::Uuid, i64, Access),
 }
 
 /// One inspector socket's place; freed when dropped.
@@ -57,7 +57,7 @@ impl Viewers {
         let session = grant.session;
         let keys = [
             ViewerKey::Session(session),
-            ViewerKey::Link(session, grant.expires_at, format!("{:?}", grant.access)),
+            ViewerKey::Link(session, grant.expires_at, grant.access),
         ];
         let mut open = self.open.lock().unwrap();
         let count = |k: &ViewerKey| open.get(k).copied().unwrap_or(0);

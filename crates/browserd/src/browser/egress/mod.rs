@@ -351,13 +351,25 @@ async fn judged_addresses(
     port: u16,
     policy: &EgressPolicy,
 ) -> Result<Vec<SocketAddr>, NoConnection> {
+    let mut allowed = allowed_addresses(host, port, Some(policy)).await?;
+    allowed.sort_by_key(SocketAddr::is_ipv6);
+    Ok(allowed)
+}
+
+/// The addresses `host` resolves to that `policy` allows (`None`: all of them), in the
+/// resolver's order; none allowed is the policy's refusal of the last one closed.
+async fn allowed_addresses(
+    host: &str,
+    port: u16,
+    policy: Option<&EgressPolicy>,
+) -> Result<Vec<SocketAddr>, NoConnection> {
     let addrs = resolve(host, port)
         .await
         .map_err(|_| NoConnection::Failed(reply::HOST_UNREACHABLE))?;
     let mut closed = None;
-    let mut allowed: Vec<SocketAddr> = addrs
+    let allowed: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|addr| match policy.refusal(*addr) {
+        .filter(|addr| match policy.and_then(|p| p.refusal(*addr)) {
             None => true,
             Some(why) => {
                 closed = Some((*addr, why));
@@ -365,7 +377,6 @@ async fn judged_addresses(
             }
         })
         .collect();
-    allowed.sort_by_key(SocketAddr::is_ipv6);
     match (allowed.is_empty(), closed) {
         (false, _) => Ok(allowed),
         (true, Some((addr, why))) => Err(NoConnection::Closed(addr, why)),
@@ -388,26 +399,7 @@ async fn connect(
     port: u16,
     policy: Option<&EgressPolicy>,
 ) -> Result<TcpStream, NoConnection> {
-    let addrs: Vec<SocketAddr> = resolve(host, port)
-        .await
-        .map_err(|_| NoConnection::Failed(reply::HOST_UNREACHABLE))?;
-    let mut closed = None;
-    let allowed: Vec<SocketAddr> = addrs
-        .into_iter()
-        .filter(|addr| match policy.and_then(|p| p.refusal(*addr)) {
-            Some(why) => {
-                closed = Some((*addr, why));
-                false
-            }
-            None => true,
-        })
-        .collect();
-    if allowed.is_empty() {
-        return Err(match closed {
-            Some((addr, why)) => NoConnection::Closed(addr, why),
-            None => NoConnection::Failed(reply::HOST_UNREACHABLE),
-        });
-    }
+    let allowed = allowed_addresses(host, port, policy).await?;
     let mut last_error = None;
     for addr in allowed {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -459,8 +451,8 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     if name == "localhost" || name.ends_with(".localhost") {
         return Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
     }
-    // A lookup holds a blocking thread while it waits: bounded, so a page that asks for
-    // names whose servers never answer cannot hold them all.
+    // The page's wait is bounded; the lookup itself (on a blocking thread) runs on until
+    // the system's resolver gives up.
     match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
         Ok(addrs) => Ok(addrs?.collect()),
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
