@@ -450,6 +450,12 @@ pub async fn run(
     {
         crate::browser::egress::protect_own_port(addr.port());
     }
+    // The one exception: a session's own browser may open its own connectUrl (Stagehand 4),
+    // through a door in this process that serves nothing else.
+    if let Ok(addr) = listener.local_addr() {
+        let door = crate::api::InsideDoor::new(&state, addr.port());
+        state.sessions.set_own_connect(Arc::new(door));
+    }
     let sessions = Arc::clone(&state.sessions);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 

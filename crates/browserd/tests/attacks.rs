@@ -212,7 +212,6 @@ async fn pages_reach_local_services_only_when_allowed_and_never_browserd() {
         .unwrap();
     assert_eq!(scraped.status(), 200, "the metrics port serves");
     for url in [
-        format!("http://127.0.0.1:{}/v1/projects", open.addr.port()),
         format!("http://127.0.0.1:{}/metrics", metrics.port()),
         format!("http://localhost:{}/metrics", metrics.port()),
     ] {
@@ -220,6 +219,23 @@ async fn pages_reach_local_services_only_when_allowed_and_never_browserd() {
         assert!(
             seen.as_ref()
                 .is_err_and(|e| e.contains("ERR_SOCKS_CONNECTION_FAILED")),
+            "a page reached browserd at {url}: {seen:?}"
+        );
+    }
+    // The API port leads only to the door of the session's own connectUrl (for its
+    // extensions): every other path, and every page, is a 403 there.
+    for path in [
+        "/v1/projects",
+        "/v1/sessions",
+        "/dashboard",
+        "/metrics",
+        "/json/version",
+    ] {
+        let url = format!("http://127.0.0.1:{}{path}", open.addr.port());
+        let seen = visit(&mut cdp, &page, &url).await;
+        assert!(
+            seen.as_ref()
+                .is_ok_and(|body| body.contains("only that session's own connectUrl")),
             "a page reached browserd at {url}: {seen:?}"
         );
     }
@@ -1595,4 +1611,169 @@ async fn webdriver_file_inputs_take_only_the_sessions_uploads() {
         "{said}"
     );
     server.stop().await;
+}
+
+/// An extension with a service worker and a page (whose scripts have the extension's
+/// origin, like Stagehand 4's service worker).
+fn door_extension_zip() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, body) in [
+        (
+            "manifest.json",
+            r#"{"manifest_version":3,"name":"door","version":"1","background":{"service_worker":"sw.js"}}"#,
+        ),
+        ("sw.js", "self.addEventListener('install', () => {});"),
+        ("page.html", "<title>door</title>"),
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// What became of a websocket opened to `url` by the page on `session`: `open` (after one
+/// CDP round trip through it: `Browser.getVersion`'s product) or `refused`.
+async fn page_websocket(cdp: &mut Cdp, session: &str, url: &str) -> String {
+    let expression = format!(
+        r#"new Promise((done) => {{
+            const ws = new WebSocket({url:?});
+            ws.onopen = () => ws.send(JSON.stringify({{id: 1, method: 'Browser.getVersion'}}));
+            ws.onmessage = (m) => {{ done('open ' + JSON.parse(m.data).result.product); ws.close(); }};
+            ws.onerror = () => done('refused');
+        }})"#
+    );
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            Some(session),
+        )
+        .await;
+    r["result"]["result"]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {r}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_browser_reaches_only_its_own_connect_url_and_only_from_an_extension() {
+    let server = TestServer::start().await;
+    let form = file_form("door.zip", door_extension_zip());
+    let ext: Value = server
+        .req(reqwest::Method::POST, "/v1/extensions")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Without keepAlive: the browser's own connection must not keep it going.
+    let s = server
+        .create(json!({"extensionId": ext["id"], "keepAlive": false}))
+        .await;
+    let other = server.create(json!({"keepAlive": true})).await;
+    let own_url = s["connectUrl"].as_str().unwrap();
+    let other_url = other["connectUrl"].as_str().unwrap();
+    let mut cdp = Cdp::connect(own_url).await;
+
+    // The extension's id, from its service worker's URL.
+    let worker_url = eventually(|| async {
+        let targets = Cdp::connect(own_url)
+            .await
+            .call("Target.getTargets", json!({}), None)
+            .await;
+        targets["result"]["targetInfos"]
+            .as_array()?
+            .iter()
+            .find(|t| t["type"] == "service_worker")
+            .and_then(|t| t["url"].as_str().map(str::to_owned))
+    })
+    .await
+    .expect("the extension's service worker started");
+    let origin = worker_url.trim_end_matches("sw.js");
+    let created = cdp
+        .call(
+            "Target.createTarget",
+            json!({"url": format!("{origin}page.html")}),
+            None,
+        )
+        .await;
+    let target = created["result"]["targetId"].clone();
+    let attached = cdp
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": target, "flatten": true}),
+            None,
+        )
+        .await;
+    let extension_page = attached["result"]["sessionId"].as_str().unwrap().to_owned();
+    // Its document loaded (an evaluation during the load loses its context).
+    let mut loaded = false;
+    for _ in 0..500 {
+        let r = cdp
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": "location.protocol + document.readyState", "returnByValue": true}),
+                Some(&extension_page),
+            )
+            .await;
+        if r["result"]["result"]["value"] == "chrome-extension:complete" {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(loaded, "the extension's page never loaded");
+
+    // From the extension: its own session's connectUrl opens and reaches its browser.
+    let seen = page_websocket(&mut cdp, &extension_page, own_url).await;
+    assert!(
+        seen.starts_with("open HeadlessChrome") || seen.starts_with("open Chrome"),
+        "{seen}"
+    );
+    // Another session's, the same key on another path, a forged key: refused.
+    let forged = format!("{}x", own_url);
+    let on_another_path = own_url.replacen("/?", "/v1/sessions?", 1);
+    for url in [other_url, forged.as_str(), on_another_path.as_str()] {
+        assert_eq!(
+            page_websocket(&mut cdp, &extension_page, url).await,
+            "refused",
+            "{url}"
+        );
+    }
+    // A page (an http origin, or about:blank's null one) is refused its own connectUrl.
+    let page = cdp.page_session().await;
+    assert_eq!(page_websocket(&mut cdp, &page, own_url).await, "refused");
+
+    // The extension holds a connection of its own (one that stays open) while the only
+    // outside client leaves: the session ends all the same, without keepAlive.
+    let hold = format!(
+        r#"new Promise((done) => {{ window.held = new WebSocket({own_url:?}); window.held.onopen = () => done('open'); window.held.onerror = () => done('refused'); }})"#
+    );
+    let r = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": hold, "awaitPromise": true, "returnByValue": true}),
+            Some(&extension_page),
+        )
+        .await;
+    assert_eq!(r["result"]["result"]["value"], "open", "{r}");
+    drop(cdp);
+    let ended = server
+        .wait_for_status(s["id"].as_str().unwrap(), "COMPLETED")
+        .await;
+    assert!(
+        ended["endReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("last client disconnected")),
+        "{ended}"
+    );
+    assert_eq!(
+        server.get(other["id"].as_str().unwrap()).await["status"],
+        "RUNNING"
+    );
+    server.release(other["id"].as_str().unwrap()).await;
 }

@@ -356,11 +356,6 @@ async fn pages_reach_no_private_or_metadata_address_unless_the_operator_allows_i
         ("http://127.0.0.1:8080/", "127.0.0.1", "this_machine"),
         ("http://10.213.0.1:8080/", "10.213.0.1", "this_machine"),
         (
-            &format!("http://127.0.0.1:{API_PORT}/v1/sessions"),
-            "127.0.0.1",
-            "own_port",
-        ),
-        (
             &format!("http://localhost:{METRICS_PORT}/metrics"),
             "127.0.0.1",
             "own_port",
@@ -399,6 +394,20 @@ async fn pages_reach_no_private_or_metadata_address_unless_the_operator_allows_i
         world.reached().is_empty(),
         "ns B reached: {:?}",
         world.reached()
+    );
+
+    // browserd's API port is not egress: it is the door to the session's own connectUrl,
+    // which a page (not an extension) is refused, and which serves nothing else.
+    let door = visit(
+        &mut cdp,
+        &page,
+        &format!("http://127.0.0.1:{API_PORT}/v1/sessions"),
+    )
+    .await;
+    assert!(
+        door.as_ref()
+            .is_ok_and(|body| body.contains("only that session's own connectUrl")),
+        "{door:?}"
     );
 
     // --egress-allow 192.168.77.0/24 opens that network, by address and by name.

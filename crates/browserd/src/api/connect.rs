@@ -5,13 +5,16 @@
 use super::AppState;
 use super::error::ApiError;
 use super::upgrade::Upgrade;
-use crate::secrets::{hash_api_key, verify_session_token};
-use crate::sessions::AttachError;
+use crate::browser::egress::OwnConnect;
+use crate::cdp::relay::ClientWatch;
+use crate::secrets::{SigningSecret, hash_api_key, verify_session_token};
+use crate::sessions::{AttachError, ClientLease, SessionManager};
 use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Which session a connect request is for, if its credentials are right.
@@ -79,17 +82,27 @@ pub async fn connect(
     let lease = match state.sessions.attach(id) {
         Ok(lease) => lease,
         Err(AttachError::NotLive(id)) => return Err(not_live(&state, id).await),
-        Err(e @ AttachError::Starting(_)) => return Err(ApiError::Conflict(e.to_string())),
-        Err(e @ AttachError::TooManyClients { .. }) => {
-            return Err(ApiError::TooManyRequests {
-                message: e.to_string(),
-                retry: false,
-            });
-        }
+        Err(e) => return Err(attach_refused(e)),
     };
 
-    let max = state.settings.max_message_size;
-    let watch = state.settings.client_watch;
+    relay_client(
+        lease,
+        upgrade,
+        state.settings.max_message_size,
+        state.settings.client_watch,
+    )
+    .await
+}
+
+/// Opens the browser leg for `lease`, answers the handshake and relays until the client or
+/// the session ends.
+async fn relay_client(
+    lease: ClientLease,
+    upgrade: Upgrade,
+    max: usize,
+    watch: ClientWatch,
+) -> Result<Response, ApiError> {
+    let id = lease.session_id();
     // The browser leg is opened before the client's handshake is answered, so a client
     // whose handshake succeeded can use the browser at once.
     let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max)
@@ -131,4 +144,132 @@ pub async fn json_version(
         "webSocketDebuggerUrl": format!("{base}/?{}", qs.join("&")),
     }))
     .into_response())
+}
+
+/// Why a client of a live session was not let in.
+fn attach_refused(e: AttachError) -> ApiError {
+    match e {
+        AttachError::NotLive(id) => ApiError::NotFound(format!("session {id} is not running")),
+        AttachError::Starting(_) => ApiError::Conflict(e.to_string()),
+        AttachError::TooManyClients { .. } => ApiError::TooManyRequests {
+            message: e.to_string(),
+            retry: false,
+        },
+    }
+}
+
+/// How long a session's browser may take to send its request's headers through the door.
+const INSIDE_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The door a session's own browser reaches its own `connectUrl` through (see
+/// [`OwnConnect`]: Stagehand 4's extension opens it from inside the browser). The egress
+/// hands over the page's socket; on it only `GET /?signingKey=…` with a websocket upgrade
+/// is served, for that session's own signing key, from an extension or a client without an
+/// `Origin`. Everything else is a 403: the door cannot be widened to the API, another
+/// session, the dashboard or the live view, and a page's script cannot use it.
+#[derive(Debug, Clone)]
+pub struct InsideDoor {
+    /// The port connectUrls are served on, on this machine.
+    api_port: u16,
+    secret: SigningSecret,
+    /// Weak: the manager holds the door.
+    sessions: std::sync::Weak<SessionManager>,
+    max_message_size: usize,
+    watch: ClientWatch,
+}
+
+impl InsideDoor {
+    pub fn new(state: &AppState, api_port: u16) -> Self {
+        Self {
+            api_port,
+            secret: state.secret.clone(),
+            sessions: Arc::downgrade(&state.sessions),
+            max_message_size: state.settings.max_message_size,
+            watch: state.settings.client_watch,
+        }
+    }
+}
+
+/// One connection through the door: the door, and whose browser came through it.
+#[derive(Debug, Clone)]
+struct Inside {
+    door: InsideDoor,
+    session: Uuid,
+}
+
+impl OwnConnect for InsideDoor {
+    fn serves(&self, port: u16) -> bool {
+        port == self.api_port
+    }
+
+    fn enter(
+        &self,
+        session: Uuid,
+        page: tokio::net::TcpStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let inside = Arc::new(Inside {
+            door: self.clone(),
+            session,
+        });
+        Box::pin(async move {
+            let app = axum::Router::new()
+                .route("/", axum::routing::get(enter_own))
+                .fallback(only_own)
+                .with_state(inside);
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(INSIDE_HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(page), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%session, error = %e, "a browser's connection to its own session failed");
+            }
+        })
+    }
+}
+
+/// What the door says to anything but the session's own connect websocket.
+const ONLY_OWN: &str = "from inside a session's browser, only that session's own connectUrl can be opened (by an extension)";
+
+async fn only_own() -> ApiError {
+    ApiError::Forbidden(ONLY_OWN.into())
+}
+
+/// `GET /?signingKey=…` from the session's own browser.
+async fn enter_own(
+    State(inside): State<Arc<Inside>>,
+    Query(query): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    // Pages have an http(s) origin and no business here; extensions have their own.
+    let from_extension = match req.headers().get(axum::http::header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.as_bytes().starts_with(b"chrome-extension://"),
+    };
+    let own = query
+        .get("signingKey")
+        .and_then(|token| verify_session_token(&inside.door.secret, token))
+        == Some(inside.session);
+    if !from_extension || !own {
+        tracing::info!(session = %inside.session, from_extension, own, "a browser's request to browserd refused at its door");
+        return Err(ApiError::Forbidden(ONLY_OWN.into()));
+    }
+    let upgrade = Upgrade::from_request(&mut req, "open it as a websocket")?;
+    let sessions = inside
+        .door
+        .sessions
+        .upgrade()
+        .ok_or_else(|| ApiError::Unavailable("browserd is stopping".into()))?;
+    let lease = sessions
+        .attach_from_inside(inside.session)
+        .map_err(attach_refused)?;
+    tracing::debug!(session = %inside.session, "the session's own browser connected to it");
+    relay_client(
+        lease,
+        upgrade,
+        inside.door.max_message_size,
+        inside.door.watch,
+    )
+    .await
 }

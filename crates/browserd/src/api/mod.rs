@@ -5,6 +5,7 @@
 mod access_log;
 mod certificates;
 mod connect;
+pub use connect::InsideDoor;
 mod contexts;
 pub mod error;
 mod extensions;
@@ -102,6 +103,8 @@ pub fn app(state: AppState) -> Router {
             "/v1/sessions/{id}",
             get(sessions::retrieve).post(sessions::update),
         )
+        .route("/v1/sessions/start", post(sessions::stagehand_start))
+        .route("/v1/sessions/{id}/end", post(sessions::stagehand_end))
         .route(
             "/v1/sessions/{id}/uploads",
             post(session_files::upload).layer(upload_limit),

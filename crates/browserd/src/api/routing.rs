@@ -18,7 +18,14 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The middleware: forwards to the owner, or passes the request on to the routes.
-pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn route_to_owner(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    // The Stagehand API's clients send the user's language-model key; browserd has no use
+    // for it, and it must not reach a log, the store or another node.
+    req.headers_mut().remove(MODEL_API_KEY);
     // Forwarded once at most; and with one node there is nowhere else.
     if !state.cluster.is_shared() || req.headers().contains_key(FORWARDED_BY) {
         return next.run(req).await;
@@ -59,6 +66,9 @@ pub async fn route_to_owner(State(state): State<AppState>, req: Request, next: N
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// The header Stagehand's clients carry the user's model key in.
+const MODEL_API_KEY: &str = "x-model-api-key";
+
 enum Target {
     /// About one session: served by its node.
     Session(Uuid),
@@ -86,7 +96,10 @@ async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), 
     } else if let Some(rest) = path.strip_prefix("/debug/") {
         let token = rest.split('/').next().unwrap_or_default();
         state.secret.verify_grant(token).map(|g| g.session)
-    } else if let Some(rest) = path.strip_prefix("/v1/sessions/") {
+    } else if let Some(rest) = path
+        .strip_prefix("/v1/sessions/")
+        .filter(|rest| *rest != "start")
+    {
         let mut parts = rest.splitn(2, '/');
         let id = parts.next().and_then(|id| Uuid::try_parse(id).ok());
         // Reading a row needs no owner; acting on the session (release) and its files do.
@@ -94,6 +107,8 @@ async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), 
         id.filter(|_| acts)
     } else if path == "/v1/sessions" && req.method() == Method::POST {
         return create_or_release(req).await;
+    } else if path == "/v1/sessions/start" && req.method() == Method::POST {
+        return stagehand_start(req).await;
     } else {
         None
     };
@@ -103,6 +118,31 @@ async fn target_of(state: &AppState, req: Request) -> Result<(Request, Target), 
 /// `POST /v1/sessions`: a release (raw-API form, `sessionId` in the body) goes to the
 /// session's node; a create is placed.
 async fn create_or_release(req: Request) -> Result<(Request, Target), Response> {
+    let (req, body) = peek_json(req).await?;
+    let release_of = body
+        .filter(|v| v.get("status").is_some())
+        .and_then(|v| v.get("sessionId")?.as_str().map(str::to_owned))
+        .and_then(|id| Uuid::try_parse(&id).ok());
+    Ok((req, release_of.map_or(Target::Create, Target::Session)))
+}
+
+/// `POST /v1/sessions/start` (the Stagehand API's): a resume (`browserbaseSessionID`) is
+/// answered here from the store; a create is placed like `POST /v1/sessions`'s.
+async fn stagehand_start(req: Request) -> Result<(Request, Target), Response> {
+    let (req, body) = peek_json(req).await?;
+    let resumes = body.is_some_and(|v| v.get("browserbaseSessionID").is_some());
+    Ok((
+        req,
+        if resumes {
+            Target::Here
+        } else {
+            Target::Create
+        },
+    ))
+}
+
+/// Reads a request's JSON body (`None` if it is not JSON) and puts it back.
+async fn peek_json(req: Request) -> Result<(Request, Option<serde_json::Value>), Response> {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, super::MAX_BODY_BYTES)
         .await
@@ -113,11 +153,6 @@ async fn create_or_release(req: Request) -> Result<(Request, Target), Response> 
             ))
             .into_response()
         })?;
-    let release_of = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .filter(|v| v.get("status").is_some())
-        .and_then(|v| v.get("sessionId")?.as_str().map(str::to_owned))
-        .and_then(|id| Uuid::try_parse(&id).ok());
-    let req = Request::from_parts(parts, Body::from(bytes));
-    Ok((req, release_of.map_or(Target::Create, Target::Session)))
+    let value = serde_json::from_slice(&bytes).ok();
+    Ok((Request::from_parts(parts, Body::from(bytes)), value))
 }

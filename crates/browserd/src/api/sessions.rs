@@ -89,7 +89,24 @@ pub async fn create_or_release(
         let session = release(&state, &auth, id).await?;
         return Ok(Json(session.to_json()).into_response());
     }
-    let created = create(&state, &auth, &headers, &fields).await;
+    let (session, ignored) = create_counted(&state, &auth, &fields).await?;
+    let mut body = with_connect(&state, &headers, &session);
+    if !ignored.is_empty() {
+        body.browserd = Some(serde_json::json!({
+            "ignoredSettings": ignored,
+            "note": "browserd accepts these without effect: it does not solve captchas or disguise the browser",
+        }));
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// [`create`], counted in the creates metric by outcome.
+async fn create_counted(
+    state: &AppState,
+    auth: &Auth,
+    fields: &Fields<'_>,
+) -> Result<(Session, Vec<&'static str>), ApiError> {
+    let created = create(state, auth, fields).await;
     let outcome = match &created {
         Ok(_) => "created",
         Err(e) => outcome_of(e),
@@ -99,6 +116,61 @@ pub async fn create_or_release(
         .get_or_create(&crate::metrics::Outcome { outcome })
         .inc();
     created
+}
+
+/// `POST /v1/sessions/start`: the first call of the hosted Stagehand API (Stagehand 3 in
+/// its default mode, the Browserbase MCP server without `--experimental`). browserd runs
+/// no Stagehand of its own: it creates the session from `browserbaseSessionCreateParams`
+/// (or names the live one `browserbaseSessionID` resumes) and answers `available: false`,
+/// on which the client runs Stagehand itself against that session. The user's model key
+/// (`x-model-api-key`) is never read here; the cluster router drops it before anything
+/// else sees the request.
+pub async fn stagehand_start(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let fields = Fields(&body);
+    let session = match fields.str("browserbaseSessionID")? {
+        Some(id) => {
+            let session = owned_session(&state, &auth, id).await?;
+            if session.status.is_ended() {
+                return Err(ApiError::Gone(format!(
+                    "session {id} has ended ({}): start a new one",
+                    session.status.as_str()
+                )));
+            }
+            session
+        }
+        None => {
+            let params = fields
+                .object("browserbaseSessionCreateParams")?
+                .cloned()
+                .unwrap_or_default();
+            let params = Fields(&params);
+            check_project_id(&params, &auth)?;
+            create_counted(&state, &auth, &params).await?.0
+        }
+    };
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "data": { "sessionId": session.id, "available": false },
+    }))
+    .into_response())
+}
+
+/// `POST /v1/sessions/{id}/end`: the hosted Stagehand API's release.
+pub async fn stagehand_end(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = release(&state, &auth, &id).await?;
+    Ok(Json(serde_json::json!({
+        "success": true,
+        "data": { "sessionId": session.id, "status": session.status.as_str() },
+    }))
+    .into_response())
 }
 
 /// A refused create's outcome label.
@@ -117,13 +189,13 @@ fn outcome_of(e: &ApiError) -> &'static str {
     }
 }
 
-/// `POST /v1/sessions` without `status`: a new session.
+/// `POST /v1/sessions` without `status`: a new session, and the browserSettings it
+/// accepted without effect.
 async fn create(
     state: &AppState,
     auth: &Auth,
-    headers: &HeaderMap,
     fields: &Fields<'_>,
-) -> Result<Response, ApiError> {
+) -> Result<(Session, Vec<&'static str>), ApiError> {
     let min = state.settings.min_timeout_secs;
     let timeout_secs = match (fields.integer("timeout")?, fields.integer("api_timeout")?) {
         (Some(t), _) => Some(params::check_timeout("timeout", t, min)?),
@@ -261,15 +333,10 @@ async fn create(
         ca_certificates,
     };
     let session = state.sessions.create(request).await?;
-    let mut body = with_connect(state, headers, &session);
     if !ignored.is_empty() {
         tracing::info!(session = %session.id, settings = ?ignored, "browserSettings accepted without effect");
-        body.browserd = Some(serde_json::json!({
-            "ignoredSettings": ignored,
-            "note": "browserd accepts these without effect: it does not solve captchas or disguise the browser",
-        }));
     }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((session, ignored))
 }
 
 fn check_release_status(fields: &Fields<'_>) -> Result<(), ApiError> {

@@ -238,6 +238,9 @@ struct LiveEntry {
     primary_tab: Option<String>,
     /// Connected clients, counted by their leases.
     clients: Arc<AtomicUsize>,
+    /// Connections the session's own browser made to its own connectUrl, counted apart:
+    /// they neither keep a session without keepAlive going nor take an outside client's seat.
+    inside_clients: Arc<AtomicUsize>,
 }
 
 impl LiveEntry {
@@ -260,6 +263,7 @@ impl LiveEntry {
             log: None,
             primary_tab: None,
             clients: Arc::default(),
+            inside_clients: Arc::default(),
         }
     }
 }
@@ -289,6 +293,9 @@ pub struct SessionManager {
     /// thousands of lines that most servers never need); `None` inside: no list exists.
     ad_block_lists: Vec<PathBuf>,
     ad_hosts: tokio::sync::OnceCell<Option<Arc<AdHosts>>>,
+    /// The door a session's own browser opens its own `connectUrl` through (set once by the
+    /// server that serves connectUrls; none: browsers cannot reach their session).
+    own_connect: std::sync::OnceLock<Arc<dyn crate::browser::egress::OwnConnect>>,
 }
 
 /// What sessions' traffic may be sent through or kept from, besides the sandbox's egress
@@ -332,6 +339,7 @@ impl SessionManager {
             shutting_down: AtomicBool::new(false),
             stop_pool: CancellationToken::new(),
             client_numbers: Default::default(),
+            own_connect: Default::default(),
         });
         if manager.pool.target() > 0 {
             let this = Arc::clone(&manager);
@@ -705,25 +713,54 @@ impl SessionManager {
         }
     }
 
+    /// Sets where sessions' own browsers open their own `connectUrl` (once; later calls are
+    /// ignored).
+    pub fn set_own_connect(&self, door: Arc<dyn crate::browser::egress::OwnConnect>) {
+        let _ = self.own_connect.set(door);
+    }
+
+    /// Where sessions' own browsers open their own `connectUrl`, if anywhere.
+    pub(crate) fn own_connect(&self) -> Option<Arc<dyn crate::browser::egress::OwnConnect>> {
+        self.own_connect.get().cloned()
+    }
+
     /// Registers a new client of a live session. The lease counts as connected until dropped.
     pub fn attach(&self, id: Uuid) -> Result<ClientLease, AttachError> {
+        self.attach_as(id, Side::Outside)
+    }
+
+    /// Registers a connection the session's own browser made to its own connectUrl
+    /// (Stagehand 4's extension): relayed like any client, through the same filter, but it
+    /// does not count as a client for keepAlive (a session without keepAlive still ends
+    /// when its last outside client leaves) and has seats of its own.
+    pub fn attach_from_inside(&self, id: Uuid) -> Result<ClientLease, AttachError> {
+        self.attach_as(id, Side::Inside)
+    }
+
+    fn attach_as(&self, id: Uuid, side: Side) -> Result<ClientLease, AttachError> {
         let live = self.live.lock().unwrap();
         let entry = live.get(&id).ok_or(AttachError::NotLive(id))?;
         if entry.farewell.borrow().is_some() {
             return Err(AttachError::NotLive(id));
         }
         let cdp_url = entry.cdp_url.clone().ok_or(AttachError::Starting(id))?;
-        let limit = self.limits.max_clients_per_session;
-        if entry.clients.load(Ordering::SeqCst) >= limit {
+        let (counter, limit) = match side {
+            Side::Outside => (&entry.clients, self.limits.max_clients_per_session),
+            Side::Inside => (&entry.inside_clients, MAX_INSIDE_CLIENTS),
+        };
+        if counter.load(Ordering::SeqCst) >= limit {
             return Err(AttachError::TooManyClients { id, limit });
         }
-        entry
-            .commands
-            .send(Command::ClientConnected)
-            .map_err(|_| AttachError::NotLive(id))?;
-        entry.clients.fetch_add(1, Ordering::SeqCst);
+        if side == Side::Outside {
+            entry
+                .commands
+                .send(Command::ClientConnected)
+                .map_err(|_| AttachError::NotLive(id))?;
+        }
+        counter.fetch_add(1, Ordering::SeqCst);
         crate::metrics::METRICS.clients_connected.inc();
         Ok(ClientLease {
+            side,
             session_id: id,
             number: self.client_numbers.fetch_add(1, Ordering::Relaxed),
             log: entry.log.clone(),
@@ -731,7 +768,7 @@ impl SessionManager {
             rules: entry.rules.clone().ok_or(AttachError::Starting(id))?,
             commands: entry.commands.clone(),
             farewell: entry.farewell.clone(),
-            clients: Arc::clone(&entry.clients),
+            clients: Arc::clone(counter),
         })
     }
 
@@ -931,9 +968,23 @@ impl Drop for Slot {
     }
 }
 
+/// Connections a session's own browser may hold to its own connectUrl at once (Stagehand's
+/// extension holds one; a few spare for its reconnects).
+pub const MAX_INSIDE_CLIENTS: usize = 4;
+
+/// Where a client connects from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Anyone with the connectUrl, over the network.
+    Outside,
+    /// The session's own browser, through its egress (see [`SessionManager::attach_from_inside`]).
+    Inside,
+}
+
 /// One connected client of a live session. Dropping it tells the supervisor the client left.
 #[derive(Debug)]
 pub struct ClientLease {
+    side: Side,
     session_id: Uuid,
     /// Unique among this server's clients.
     number: u64,
@@ -983,6 +1034,8 @@ impl Drop for ClientLease {
     fn drop(&mut self) {
         crate::metrics::METRICS.clients_connected.dec();
         self.clients.fetch_sub(1, Ordering::SeqCst);
-        let _ = self.commands.send(Command::ClientDisconnected);
+        if self.side == Side::Outside {
+            let _ = self.commands.send(Command::ClientDisconnected);
+        }
     }
 }

@@ -297,6 +297,7 @@ impl Supervisor {
                     log: log.clone(),
                     routes,
                     proxy_bytes: Arc::clone(&self.proxy_bytes),
+                    own_connect: self.manager.own_connect().map(|door| (id, door)),
                 };
             }
             None if allowed.is_some() || block_ads.is_some() || !routes.is_empty() => {

@@ -293,6 +293,41 @@ async fn without_keep_alive_the_last_disconnect_ends_the_session() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_browsers_own_connection_neither_keeps_a_session_nor_takes_a_seat() {
+    let h = harness(10);
+    let s = h.manager.create(request(false, Some(600))).await.unwrap();
+    let outside = h.manager.attach(s.id).unwrap();
+    // Stagehand 4's extension, connected from inside the browser: its seats are its own.
+    let inside: Vec<_> = (0..MAX_INSIDE_CLIENTS)
+        .map(|_| h.manager.attach_from_inside(s.id).unwrap())
+        .collect();
+    assert!(matches!(
+        h.manager.attach_from_inside(s.id),
+        Err(AttachError::TooManyClients {
+            limit: MAX_INSIDE_CLIENTS,
+            ..
+        })
+    ));
+    let another = h.manager.attach(s.id).expect("outside seats are untouched");
+    drop(another);
+    let mut watcher = outside.farewell();
+    drop(outside);
+    let Some(Farewell::Ended(ending)) = watcher.wait_for(Option::is_some).await.unwrap().clone()
+    else {
+        panic!("not an ending")
+    };
+    assert!(
+        ending.reason.contains("last client disconnected"),
+        "the inside connections did not keep it: {}",
+        ending.reason
+    );
+    drop(inside);
+    settle().await;
+    assert_eq!(h.status(s.id).await, SessionStatus::Completed);
+    assert_eq!(h.shutdowns(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn with_keep_alive_a_disconnect_keeps_the_session_for_reconnects() {
     let h = harness(10);
     let s = h.manager.create(request(true, Some(600))).await.unwrap();

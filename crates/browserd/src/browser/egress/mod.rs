@@ -51,6 +51,27 @@ pub struct SessionRules {
     /// Bytes through upstream proxies not yet added to the session's record; the
     /// supervisor takes them (`swap(0)`), this proxy adds to them as they flow.
     pub proxy_bytes: Arc<AtomicU64>,
+    /// The session, and the one way back into browserd its browser has: its own
+    /// `connectUrl` websocket (see [`OwnConnect`]).
+    pub own_connect: Option<(uuid::Uuid, Arc<dyn OwnConnect>)>,
+}
+
+/// The one door back into browserd for a session's own browser: its own session's
+/// `connectUrl` websocket. Stagehand 4's extension opens the `connectUrl` from inside the
+/// browser; everything else of browserd (the API, other sessions, the dashboard, metrics)
+/// stays closed to pages. The connection never touches the network: the egress hands the
+/// page's socket to browserd's connect handler in this process.
+pub trait OwnConnect: Send + Sync + std::fmt::Debug {
+    /// Whether `port` (on this machine) is where browserd serves `connectUrl`s.
+    fn serves(&self, port: u16) -> bool;
+    /// Serves `page` as an HTTP connection that may only open `session`'s own connect
+    /// websocket, with the session's own credential; returns when the connection ends or
+    /// is handed to the relay.
+    fn enter(
+        &self,
+        session: uuid::Uuid,
+        page: TcpStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
 /// A browser's [`SessionRules`], set when it becomes a session's (a warm browser waits
@@ -223,6 +244,17 @@ async fn proxy(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
+    // The way back in first: the session's own connect websocket is browserd, not egress,
+    // so neither the policy nor the session's rules apply to it.
+    let own_connect = session.read().unwrap().own_connect.clone();
+    if let Some((id, door)) = own_connect
+        && door.serves(port)
+        && is_this_machine(&host, port, policy).await
+    {
+        answer(&mut page, reply::SUCCEEDED).await?;
+        door.enter(id, page).await;
+        return Ok(());
+    }
     // The session's own rules first, on the name the page asked for (any redirect, new
     // window or CDP-made target comes through here the same way).
     let (refused, via, bytes, log) = {
@@ -323,6 +355,20 @@ async fn proxy(
                 }
             }
         }
+    }
+}
+
+/// Whether `host:port` is one of browserd's own ports on this machine (every address the
+/// name resolves to is): where the session's own connect websocket is served.
+async fn is_this_machine(host: &str, port: u16, policy: &EgressPolicy) -> bool {
+    match resolve(host, port).await {
+        Ok(addrs) => {
+            !addrs.is_empty()
+                && addrs
+                    .iter()
+                    .all(|addr| policy.refusal(*addr) == Some(Refusal::OwnPort))
+        }
+        Err(_) => false,
     }
 }
 
