@@ -1735,7 +1735,7 @@ async fn a_browser_reaches_only_its_own_connect_url_and_only_from_an_extension()
         "{seen}"
     );
     // Another session's, the same key on another path, a forged key: refused.
-    let forged = format!("{}x", own_url);
+    let forged = format!("{own_url}x");
     let on_another_path = own_url.replacen("/?", "/v1/sessions?", 1);
     for url in [other_url, forged.as_str(), on_another_path.as_str()] {
         assert_eq!(
