@@ -17,6 +17,8 @@ export const BIN = process.env.BROWSERD_BIN ?? join(repo, 'target', 'debug', 'br
 export const API_KEY = 'bd_node_compat_key';
 /** The upstream proxy's password in traffic.test.mjs: never in a log. */
 export const PROXY_PASSWORD = 'tiny-proxy-secret-node-8e2a';
+/** A language-model key as Stagehand's clients send it (`x-model-api-key`): never in a log. */
+export const MODEL_API_KEY = 'sk-model-key-never-logged-5f1c';
 
 async function freePort() {
   const s = createServer();
@@ -68,7 +70,7 @@ async function startNode(dataDir, extra) {
  * database password.
  */
 function assertNoSecretLogged(dataDir) {
-  const secrets = [API_KEY, CONTEXT_KEY, PROXY_PASSWORD];
+  const secrets = [API_KEY, CONTEXT_KEY, PROXY_PASSWORD, MODEL_API_KEY];
   const madeKey = join(dataDir, 'context.key');
   if (existsSync(madeKey)) secrets.push(readFileSync(madeKey, 'utf8').trim());
   const password = /^postgres:\/\/[^:]+:([^@]+)@/.exec(CLUSTER_DATABASE ?? '')?.[1];
