@@ -18,7 +18,8 @@
 //      bursts, memory per session, the relay, and issue 16's targets (--only-peers).
 // Usage: node bench/run.mjs [--iterations 50] [--rtt 5000] [--out docs/benchmarks.md]
 //        [--only-cluster | --only-store | --only-egress | --only-selenium | --only-launch
-//         | --only-peers | --only-relay-filter (with BROWSERD_BEFORE_BIN) | --only-large-messages]
+//         | --only-peers | --only-relay-filter (with BROWSERD_BEFORE_BIN) | --only-large-messages
+//         | --only-stagehand]
 //        (one section, spliced into --out)
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -602,6 +603,65 @@ filter scans it without building a tree), so the peak grows by about one message
 sending at that moment; a client's message is at most Chromium's 100 MiB (larger ones close
 that client with 1009). The buffers keep their capacity until the client disconnects.
 <!-- /large-messages -->
+`;
+}
+
+// ---------------------------------------------------------------- 2e. Stagehand 4
+
+const AGENTS = join(repo, 'bench', 'agents');
+
+/**
+ * Stagehand 4 sessions beside plain ones (bench/agents/round.mjs, on the Node 22 that
+ * package installs), on a server with the warm pool (which keeps a browser warm with the
+ * extension a create last named) and on one without (every Stagehand session starts its
+ * own browser: what every server did before extension-warm browsers).
+ */
+async function benchStagehand() {
+  const node = join(AGENTS, 'node_modules', '.bin', 'node');
+  if (!existsSync(node)) throw new Error('Stagehand is not installed: run `(cd bench/agents && npm ci)` (scripts/bench does)');
+  const n = Number(arg('stagehand-iterations', 15));
+  const out = {};
+  for (const [name, warmPool] of [['warm', 2], ['cold', 0]]) {
+    const server = await startBrowserd({ warmPool, maxSessions: 6 });
+    await server.waitWarm(2);
+    const text = execFileSync(node, [join(AGENTS, 'round.mjs'), server.base, KEY, String(n)], {
+      cwd: AGENTS, encoding: 'utf8', maxBuffer: 1 << 24,
+      env: { ...process.env, DO_NOT_TRACK: '1', BROWSERBASE_TELEMETRY_DISABLED: '1' },
+    });
+    out[name] = JSON.parse(text.trim().split('\n').pop());
+    await server.stop();
+  }
+  return { n, ...out };
+}
+
+function stagehandSection(r) {
+  const f = (xs, p) => pct(xs, p).toFixed(0);
+  const row = (label, xs) => `| ${label} | ${f(xs, 50)} / ${f(xs, 95)} |`;
+  const ratio = (a, b) => (pct(a, 50) / pct(b, 50)).toFixed(1);
+  return `<!-- stagehand -->
+## 2e. Stagehand 4 sessions beside plain ones (${r.n} interleaved rounds each, ms p50 / p95)
+
+\`node bench/run.mjs --only-stagehand\` (bench/agents: \`@browserbasehq/stagehand\` 4.4.0 on Node
+22). Stagehand: \`browserbase.launch\` (its extension uploaded, the session created with it,
+connected, the extension's service worker attached and its own connection opened from inside
+the browser) and \`Stagehand.create\`, until its first page is in hand. Plain:
+\`POST /v1/sessions\` and Playwright's \`connectOverCDP\`, until its first page is in hand.
+Sandboxed browsers; 1.5 s between rounds so the pool refills.
+
+| | p50 / p95 |
+|---|---|
+${row('plain session, warm pool', r.warm.plain)}
+${row('Stagehand 4, warm pool (a browser kept warm with its extension)', r.warm.stagehand)}
+${row('… of which \`browserbase.launch\`', r.warm.launch)}
+${row('Stagehand 4, no warm pool (its own browser started per session)', r.cold.stagehand)}
+${row('plain session, no warm pool', r.cold.plain)}
+
+Stagehand 4 with the extension kept warm: ${ratio(r.warm.stagehand, r.warm.plain)}× a plain
+warm session, ${ratio(r.cold.stagehand, r.warm.stagehand)}× faster than starting its own browser.
+What is left above a plain session is Stagehand's own setup inside the browser (its service
+worker attached, a hidden target, its extension's own CDP connection; the session's CDP log
+shows each step), not browserd's create.
+<!-- /stagehand -->
 `;
 }
 
@@ -1801,6 +1861,9 @@ async function main() {
   if (process.argv.includes('--only-selenium')) {
     return splice('selenium', seleniumSection(await benchSelenium()));
   }
+  if (process.argv.includes('--only-stagehand')) {
+    return splice('stagehand', stagehandSection(await benchStagehand()));
+  }
   if (process.argv.includes('--only-large-messages')) {
     return splice('large-messages', largeMessagesSection(await benchLargeMessages()));
   }
@@ -1846,6 +1909,8 @@ async function main() {
   const store = await benchStore();
   log('peers');
   const peers = await benchPeers();
+  log('stagehand');
+  const stagehand = await benchStagehand();
   site.close();
   const md = report(ctx, lc, contexts, sandbox, relay, inspector, creates, mem, cap, (now() - started) / 1000)
     + (cluster ? `\n${clusterSection(cluster)}` : '\nSection 4 (several nodes): skipped, no BROWSERD_BENCH_DATABASE.\n')
@@ -1853,7 +1918,8 @@ async function main() {
     + `\n${egressSection(egress)}`
     + `\n${seleniumSection(selenium)}`
     + `\n${launchSection(launch)}`
-    + `\n${peersSection(peers)}`;
+    + `\n${peersSection(peers)}`
+    + `\n${stagehandSection(stagehand)}`;
   writeFileSync(OUT, md);
   console.log(md);
 }

@@ -259,6 +259,9 @@ pub struct Extension {
     pub id: String,
     pub project_id: String,
     pub file_name: String,
+    /// The SHA-256 of its zip (hex): identical uploads share one unpacked folder, which warm
+    /// browsers can hold (`None`: a row from before, with a folder of its own).
+    pub content: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

@@ -496,13 +496,22 @@ pub async fn run(
     // What is past its retention goes every 10 minutes (and once now).
     let sweeper = {
         let (files, store) = (Arc::clone(state.sessions.files()), state.store.clone());
+        let sessions = Arc::clone(&state.sessions);
         let retention = state.settings.retention;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
             loop {
                 tokio::select! {
-                    _ = every.tick() => sweep_retention(&files, &*store.sessions, retention).await,
+                    _ = every.tick() => {
+                        sweep_retention(&files, &*store.sessions, retention).await;
+                        // Extensions no project names any more, unless a warm browser holds one.
+                        let held = |dir: &std::path::Path| sessions.pool().holds_extension(dir);
+                        let removed = files.sweep_extensions(&*store.extensions, held).await;
+                        if removed > 0 {
+                            tracing::info!(removed, "removed extensions no project names any more");
+                        }
+                    }
                     _ = stop.changed() => return,
                 }
             }

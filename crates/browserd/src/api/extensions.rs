@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::multipart::receive_file;
 use super::{AppState, Auth};
-use crate::files::extensions::{ExtensionError, MAX_EXTENSION_BYTES, unpack};
+use crate::files::extensions::{ExtensionError, MAX_EXTENSION_BYTES};
 use crate::model::Extension;
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -19,38 +19,29 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let files = state.sessions.files();
     let received = receive_file(req, &state, files.tmp_path(), MAX_EXTENSION_BYTES).await?;
+    let file_name = received.file_name.clone();
+    // Identical bytes are unpacked once, whichever project uploads them (Stagehand 4 uploads
+    // the same archive for every session): the row is the project's, the folder shared.
+    let (content, _folders) = files
+        .store_extension(received.path())
+        .await
+        .map_err(|e| match e {
+            ExtensionError::NotZip(_) => ApiError::UnsupportedMediaType(e.to_string()),
+            ExtensionError::Io(_) => ApiError::Internal(format!("the extension could not be stored: {e}")),
+            _ => ApiError::BadRequest(e.to_string()),
+        })?;
+    drop(received);
     let now = crate::model::now();
     let extension = Extension {
         id: uuid::Uuid::new_v4().to_string(),
         project_id: auth.0.id.clone(),
-        file_name: crate::files::sanitize_file_name(&received.file_name)
+        file_name: crate::files::sanitize_file_name(&file_name)
             .unwrap_or_else(|| "extension.zip".into()),
+        content: Some(content),
         created_at: now,
         updated_at: now,
     };
-    let dest = files.extension_dir(&extension.id);
-    let zip = received.path().to_path_buf();
-    let unpack_dest = dest.clone();
-    tokio::task::spawn_blocking(move || unpack(&zip, &unpack_dest))
-        .await
-        .map_err(|e| ApiError::Internal(format!("unpacking the extension failed: {e}")))?
-        .map_err(|e| match e {
-            ExtensionError::NotZip(_) => ApiError::UnsupportedMediaType(e.to_string()),
-            ExtensionError::Io(_) => ApiError::Internal(e.to_string()),
-            _ => ApiError::BadRequest(e.to_string()),
-        })?;
-    // Kept in the shared store too (in a cluster), for sessions on other nodes.
-    if let Err(e) = files.share_extension(&extension.id, received.path()).await {
-        let _ = tokio::fs::remove_dir_all(&dest).await;
-        return Err(ApiError::Internal(format!(
-            "the extension could not be stored for the other nodes: {e}"
-        )));
-    }
-    drop(received);
-    if let Err(e) = state.store.extensions.insert_extension(&extension).await {
-        let _ = tokio::fs::remove_dir_all(&dest).await;
-        return Err(e.into());
-    }
+    state.store.extensions.insert_extension(&extension).await?;
     Ok(Json(extension.to_json()).into_response())
 }
 
@@ -80,8 +71,9 @@ pub async fn retrieve(
     Ok(Json(extension.to_json()).into_response())
 }
 
-/// `DELETE /v1/extensions/{id}`. Its files go at once, also from under a live session that
-/// loaded it (Chromium keeps what it already read, not what it would read later).
+/// `DELETE /v1/extensions/{id}`: the project's row goes at once; the unpacked files are
+/// shared by identical uploads and go with the last row naming them (an hour later, see
+/// [`crate::files::UNUSED_EXTENSION_GRACE`]), never from under another project.
 pub async fn delete(
     State(state): State<AppState>,
     auth: Auth,
@@ -93,7 +85,7 @@ pub async fn delete(
         .extensions
         .delete_extension(&extension.id)
         .await?;
-    if let Err(e) = state.sessions.files().remove_extension(&extension.id).await {
+    if let Err(e) = state.sessions.files().remove_extension(&extension).await {
         tracing::warn!(extension = %extension.id, error = %e, "could not remove an extension's files");
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -294,7 +294,7 @@ async fn create(
             let dir = state
                 .sessions
                 .files()
-                .local_extension(&extension.id)
+                .local_extension(&extension)
                 .await
                 .map_err(|e| {
                     ApiError::Internal(format!("extension {id} could not be unpacked here: {e}"))

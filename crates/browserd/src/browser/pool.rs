@@ -8,6 +8,7 @@
 //! launch's worth of CPU, and not with the first page of a session that just took one.
 
 use super::{BrowserInstance, LaunchSpec, Launcher, Viewport};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -42,7 +43,24 @@ pub struct WarmPool {
     /// When a browser was last taken (see [`REFILL_QUIET`]). A std Mutex: set and read,
     /// never held across await.
     last_take: Mutex<Option<tokio::time::Instant>>,
+    /// Browsers kept ready with an extension loaded. A std Mutex: never held across await.
+    extension: Mutex<ExtensionWarm>,
 }
+
+/// The extension kept warm: the one the latest create that could take a warm browser
+/// named (Stagehand 4 names the same one for every session), and up to
+/// [`EXTENSION_TARGET`] browsers started with it.
+#[derive(Default)]
+struct ExtensionWarm {
+    /// Its unpacked folder (a content folder: identical uploads share it).
+    wanted: Option<PathBuf>,
+    /// Ready browsers with `wanted` loaded.
+    idle: Vec<Box<dyn BrowserInstance>>,
+}
+
+/// Browsers kept ready with the wanted extension (when the pool is on): one, since a
+/// browser with an extension only serves sessions that name the same one.
+pub const EXTENSION_TARGET: usize = 1;
 
 impl std::fmt::Debug for WarmPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,6 +80,7 @@ impl WarmPool {
             wake: Notify::new(),
             drained: Default::default(),
             last_take: Mutex::new(None),
+            extension: Default::default(),
         }
     }
 
@@ -81,7 +100,56 @@ impl WarmPool {
 
     /// Browsers the pool holds or is starting: what it costs the server's capacity.
     pub fn footprint(&self) -> usize {
-        self.len() + self.launching.load(Ordering::SeqCst)
+        self.len() + self.extension.lock().unwrap().idle.len() + self.launching.load(Ordering::SeqCst)
+    }
+
+    /// Takes a ready browser with the extension in `dir` loaded, if there is one; either
+    /// way, that extension is the one kept warm from now on (a browser ready with another
+    /// one is stopped).
+    pub fn take_with_extension(&self, dir: &Path) -> Option<Box<dyn BrowserInstance>> {
+        if self.target == 0 {
+            return None;
+        }
+        let (taken, stale) = {
+            let mut warm = self.extension.lock().unwrap();
+            let stale = if warm.wanted.as_deref() != Some(dir) {
+                warm.wanted = Some(dir.to_path_buf());
+                std::mem::take(&mut warm.idle)
+            } else {
+                Vec::new()
+            };
+            let mut taken = None;
+            while let Some(mut browser) = warm.idle.pop() {
+                if browser.is_running() {
+                    browser.to_foreground();
+                    taken = Some(browser);
+                    break;
+                }
+                tokio::spawn(async move { browser.shutdown().await });
+            }
+            (taken, stale)
+        };
+        for mut browser in stale {
+            tokio::spawn(async move { browser.shutdown().await });
+        }
+        if taken.is_some() {
+            *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
+        }
+        self.wake.notify_one();
+        taken
+    }
+
+    /// Whether the pool keeps, or wants to keep, browsers with the extension in `dir`.
+    pub fn holds_extension(&self, dir: &Path) -> bool {
+        self.extension.lock().unwrap().wanted.as_deref() == Some(dir)
+    }
+
+    /// The extension folder to start a warm browser with, if one is wanted and missing.
+    fn extension_to_start(&self) -> Option<PathBuf> {
+        let warm = self.extension.lock().unwrap();
+        (warm.idle.len() < EXTENSION_TARGET)
+            .then(|| warm.wanted.clone())
+            .flatten()
     }
 
     /// Takes a ready browser, if there is one that is still running.
@@ -101,17 +169,27 @@ impl WarmPool {
     }
 
     /// Returns a browser taken by a create that was then refused: it never served a
-    /// session, so it is as fresh as when it was pooled. A pool drained meanwhile (shutdown)
-    /// takes nothing: the browser is stopped.
-    pub async fn put_back(&self, mut browser: Box<dyn BrowserInstance>) {
+    /// session, so it is as fresh as when it was pooled (`extension`: the folder it was
+    /// started with). A pool drained meanwhile (shutdown) takes nothing, and a browser
+    /// whose extension is no longer the wanted one is not kept: either is stopped.
+    pub async fn put_back(&self, mut browser: Box<dyn BrowserInstance>, extension: Option<&Path>) {
         browser.to_background();
-        {
-            let mut idle = self.idle.lock().unwrap();
-            // Read under the lock that `drain` takes after setting it: either the browser
-            // is in the pool before the drain empties it, or it is not put back.
-            if !self.drained.load(Ordering::SeqCst) {
-                idle.push(browser);
-                return;
+        match extension {
+            None => {
+                let mut idle = self.idle.lock().unwrap();
+                // Read under the lock that `drain` takes after setting it: either the
+                // browser is in the pool before the drain empties it, or it is not put back.
+                if !self.drained.load(Ordering::SeqCst) {
+                    idle.push(browser);
+                    return;
+                }
+            }
+            Some(dir) => {
+                let mut warm = self.extension.lock().unwrap();
+                if !self.drained.load(Ordering::SeqCst) && warm.wanted.as_deref() == Some(dir) {
+                    warm.idle.push(browser);
+                    return;
+                }
             }
         }
         browser.shutdown().await;
@@ -139,24 +217,53 @@ impl WarmPool {
                     () = stop.cancelled() => break,
                 }
             }
-            while !stop.is_cancelled() && self.footprint() < self.target && has_room() {
+            loop {
+                if stop.is_cancelled() || !has_room() {
+                    break;
+                }
+                // Plain browsers first (any create without special needs takes one), then
+                // one with the wanted extension.
+                let extension = if self.len() + self.launching.load(Ordering::SeqCst) < self.target {
+                    None
+                } else if let Some(dir) = self.extension_to_start() {
+                    Some(dir)
+                } else {
+                    break;
+                };
                 self.launching.fetch_add(1, Ordering::SeqCst);
                 let spec = LaunchSpec {
                     background: true,
                     // Whether its session records is not known yet: ready either way.
                     recorder: true,
+                    extension: extension.clone(),
                     ..LaunchSpec::new(POOL_VIEWPORT)
                 };
                 // Not cancelled by `stop`: a launch cut short would leave a browser without
                 // an owner to stop it properly. Shutdown waits for it instead (one launch).
                 match launcher.launch(&spec).await {
                     Ok(browser) => {
-                        self.idle.lock().unwrap().insert(0, browser);
+                        match &extension {
+                            None => self.idle.lock().unwrap().insert(0, browser),
+                            Some(dir) => {
+                                let mut warm = self.extension.lock().unwrap();
+                                if warm.wanted.as_ref() == Some(dir) {
+                                    warm.idle.insert(0, browser);
+                                } else {
+                                    // Another extension is wanted now: this one serves nobody.
+                                    let mut browser = browser;
+                                    tokio::spawn(async move { browser.shutdown().await });
+                                }
+                            }
+                        }
                         backoff = Duration::from_millis(250);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "could not start a warm browser");
+                        tracing::warn!(error = %e, retry_in = ?backoff, extension = extension.is_some(), "could not start a warm browser");
                         self.launching.fetch_sub(1, Ordering::SeqCst);
+                        if extension.is_some() {
+                            // The extension does not start: stop wanting it until asked again.
+                            self.extension.lock().unwrap().wanted = None;
+                        }
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             () = stop.cancelled() => {}
@@ -186,7 +293,8 @@ impl WarmPool {
     /// Stops every idle browser.
     pub async fn drain(&self) {
         self.drained.store(true, Ordering::SeqCst);
-        let idle: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
+        let mut idle: Vec<_> = std::mem::take(&mut *self.idle.lock().unwrap());
+        idle.append(&mut self.extension.lock().unwrap().idle);
         for mut browser in idle {
             browser.shutdown().await;
         }

@@ -15,6 +15,7 @@ pub mod contexts;
 pub mod extensions;
 pub mod quota;
 
+use crate::model::Extension;
 use crate::store::{BlobStore, SessionStore};
 use contexts::ContextVault;
 use std::io::Write as _;
@@ -40,7 +41,16 @@ pub struct FileStore {
     session_disk_limit: u64,
     /// A store shared with other nodes, where extensions are kept for all of them.
     shared: Option<Arc<dyn BlobStore>>,
+    /// Held while an upload finds or unpacks an extension's content folder and records
+    /// its row, and while the sweep judges a folder unused: a folder is never removed
+    /// between an upload finding it and its row naming it.
+    extension_folders: tokio::sync::Mutex<()>,
 }
+
+/// How long an extension's content folder is kept after the last row naming it went (a
+/// client that deletes and uploads the same extension for each session, as Stagehand 4
+/// does, finds it unpacked, and its warm browser keeps it).
+pub const UNUSED_EXTENSION_GRACE: Duration = Duration::from_secs(3600);
 
 /// The kind of an extension's zip among a shared store's blobs.
 const EXTENSION_BLOB: &str = "extension";
@@ -62,6 +72,7 @@ impl FileStore {
             vault,
             retention,
             session_disk_limit: u64::MAX,
+            extension_folders: Default::default(),
         };
         for dir in [&this.session_files, &this.extensions, &this.tmp] {
             std::fs::create_dir_all(dir)?;
@@ -129,35 +140,70 @@ impl FileStore {
         self.session_dir(id).join("uploads")
     }
 
-    pub fn extension_dir(&self, id: &str) -> PathBuf {
-        self.extensions.join(id)
+    /// Where an extension's unpacked files are: its content's folder, shared by every
+    /// identical upload (a row from before content folders: its own).
+    pub fn extension_dir(&self, extension: &Extension) -> PathBuf {
+        self.extensions
+            .join(extension.content.as_deref().unwrap_or(&extension.id))
     }
 
-    /// Keeps an uploaded extension's zip where every node reads it (a shared store), so a
-    /// session on another node can load it. Without a shared store, nothing to do.
-    pub async fn share_extension(&self, id: &str, zip: &Path) -> std::io::Result<()> {
-        let Some(blobs) = &self.shared else {
-            return Ok(());
-        };
-        let bytes = tokio::fs::read(zip).await?;
-        blobs
-            .put_blob(EXTENSION_BLOB, id, &bytes)
+    /// Takes an uploaded extension's zip: checks it, and unpacks it into its content's
+    /// folder unless an identical upload already did; keeps it in the shared store (a
+    /// cluster's) for the other nodes. Returns the content (the zip's SHA-256, hex) with
+    /// the lock the row must be recorded under.
+    pub async fn store_extension(
+        &self,
+        zip: &Path,
+    ) -> Result<(String, tokio::sync::MutexGuard<'_, ()>), extensions::ExtensionError> {
+        let hashed = zip.to_path_buf();
+        let content = tokio::task::spawn_blocking(move || sha256_of(&hashed))
             .await
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other)??;
+        let held = self.extension_folders.lock().await;
+        let dir = self.extensions.join(&content);
+        if tokio::fs::try_exists(&dir).await? {
+            // Seen again: its grace starts over (see [`UNUSED_EXTENSION_GRACE`]).
+            let touched = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&touched)?.set_modified(std::time::SystemTime::now())
+            })
+            .await;
+        } else {
+            // Unpacked beside its place and renamed in, so a folder under its content's name
+            // is always whole.
+            let staging = self.tmp_path();
+            let (from, to) = (zip.to_path_buf(), staging.clone());
+            tokio::task::spawn_blocking(move || extensions::unpack(&from, &to))
+                .await
+                .map_err(std::io::Error::other)??;
+            if let Err(e) = tokio::fs::rename(&staging, &dir).await {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+                return Err(e.into());
+            }
+        }
+        if let Some(blobs) = &self.shared {
+            let bytes = tokio::fs::read(zip).await?;
+            blobs
+                .put_blob(EXTENSION_BLOB, &content, &bytes)
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        Ok((content, held))
     }
 
     /// An extension's unpacked folder on this node, unpacked from the shared store first if
     /// it was uploaded through another node.
-    pub async fn local_extension(&self, id: &str) -> std::io::Result<PathBuf> {
-        let dir = self.extension_dir(id);
+    pub async fn local_extension(&self, extension: &Extension) -> std::io::Result<PathBuf> {
+        let dir = self.extension_dir(extension);
         let Some(blobs) = &self.shared else {
             return Ok(dir);
         };
         if tokio::fs::try_exists(&dir).await? {
             return Ok(dir);
         }
+        let key = extension.content.as_deref().unwrap_or(&extension.id);
         let Some(zip) = blobs
-            .get_blob(EXTENSION_BLOB, id)
+            .get_blob(EXTENSION_BLOB, key)
             .await
             .map_err(std::io::Error::other)?
         else {
@@ -181,18 +227,70 @@ impl FileStore {
         Ok(dir)
     }
 
-    /// Forgets a deleted extension everywhere: its folder here and its shared zip.
-    pub async fn remove_extension(&self, id: &str) -> std::io::Result<()> {
+    /// Forgets a deleted extension's files: a row from before content folders has its own,
+    /// removed now with its shared zip; a content folder stays for the sweep
+    /// ([`Self::sweep_extensions`]), which removes it once no project's row names it.
+    pub async fn remove_extension(&self, extension: &Extension) -> std::io::Result<()> {
+        if extension.content.is_some() {
+            return Ok(());
+        }
         if let Some(blobs) = &self.shared {
             blobs
-                .delete_blob(EXTENSION_BLOB, id)
+                .delete_blob(EXTENSION_BLOB, &extension.id)
                 .await
                 .map_err(std::io::Error::other)?;
         }
-        match tokio::fs::remove_dir_all(self.extension_dir(id)).await {
+        match tokio::fs::remove_dir_all(self.extension_dir(extension)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Removes the content folders (and shared zips) that no project's extension names,
+    /// that no warm browser holds (`held`), and that nobody uploaded again for
+    /// [`UNUSED_EXTENSION_GRACE`]. Returns how many went.
+    pub async fn sweep_extensions(
+        &self,
+        store: &dyn crate::store::ExtensionStore,
+        held: impl Fn(&Path) -> bool,
+    ) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.extensions) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dir = entry.path();
+            let is_content = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            let quiet = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= UNUSED_EXTENSION_GRACE);
+            if !is_content || !quiet || held(&dir) {
+                continue;
+            }
+            let _held = self.extension_folders.lock().await;
+            match store.extension_content_in_use(&name).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not tell whether an extension is in use");
+                    return removed;
+                }
+            }
+            if let Some(blobs) = &self.shared
+                && let Err(e) = blobs.delete_blob(EXTENSION_BLOB, &name).await
+            {
+                tracing::warn!(error = %e, "could not remove an unused extension's shared zip");
+                continue;
+            }
+            if tokio::fs::remove_dir_all(&dir).await.is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// A fresh path in the scratch folder.
@@ -484,4 +582,16 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), files.downloads_dir(other)).unwrap();
         assert!(names(files.zip_downloads(&files.downloads_dir(other)).unwrap()).is_empty());
     }
+}
+
+/// The SHA-256 of a file, hex.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -117,8 +117,31 @@ impl CreateRequest {
     /// Whether a warm browser (default viewport, no extension, no context, no CA
     /// certificates of its own) serves this request.
     pub fn fits_warm_browser(&self) -> bool {
+        self.extension_id.is_none() && self.fits_warm_launch()
+    }
+
+    /// The extension folder, if a warm browser started with that extension serves this
+    /// request: as [`Self::fits_warm_browser`], but with an extension, and without rules on
+    /// where its pages go (allowedDomains, blockAds, proxies), since the extension ran before
+    /// the session's rules were set.
+    pub fn fits_warm_browser_with_extension(&self) -> Option<&Path> {
+        let settings = self.browser_settings.as_ref();
+        let rules = self.proxies.as_ref().is_some_and(|p| !p.is_empty())
+            || settings.is_some_and(|s| {
+                s.get("allowedDomains")
+                    .and_then(Value::as_array)
+                    .is_some_and(|l| !l.is_empty())
+                    || s.get("blockAds").and_then(Value::as_bool) == Some(true)
+            });
+        if rules || !self.fits_warm_launch() {
+            return None;
+        }
+        self.extension_dir.as_deref()
+    }
+
+    /// A launch like the warm pool's: default viewport, no context, no CA certificates.
+    fn fits_warm_launch(&self) -> bool {
         self.viewport == Viewport::default()
-            && self.extension_id.is_none()
             && self.ca_certificates.is_empty()
             && !self
                 .browser_settings
@@ -513,7 +536,12 @@ impl SessionManager {
         };
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
-        let warm = req.fits_warm_browser().then(|| self.pool.take()).flatten();
+        // A warm browser with the session's extension already loaded, or a plain one.
+        let warm_extension = req.fits_warm_browser_with_extension().map(Path::to_path_buf);
+        let warm = match &warm_extension {
+            Some(dir) => self.pool.take_with_extension(dir),
+            None => req.fits_warm_browser().then(|| self.pool.take()).flatten(),
+        };
         *warm_taken = warm.is_some();
         // A warm browser is already in memory; only a new one needs room.
         if let (None, Some(e)) = (&warm, self.memory_shortage()) {
@@ -567,7 +595,7 @@ impl SessionManager {
             // No row, so no ending to record. A warm browser taken for it served nobody:
             // back to the pool.
             if let Some(browser) = warm {
-                self.pool.put_back(browser).await;
+                self.pool.put_back(browser, warm_extension.as_deref()).await;
             }
             return Err(e);
         }

@@ -687,6 +687,7 @@ async fn extensions(store: &Store) {
         id: Uuid::new_v4().to_string(),
         project_id: project.id.clone(),
         file_name: "ext.zip".into(),
+        content: Some("ab".repeat(32)),
         created_at: t,
         updated_at: t,
     };
@@ -695,7 +696,20 @@ async fn extensions(store: &Store) {
         e.get_extension(&extension.id).await.unwrap().as_ref(),
         Some(&extension)
     );
+    // A second project's upload of the same bytes shares the content; each row is its own.
+    let other = store.projects.create_project("e2", 300, 5, 0).await.unwrap();
+    let same = Extension {
+        id: Uuid::new_v4().to_string(),
+        project_id: other.id.clone(),
+        ..extension.clone()
+    };
+    e.insert_extension(&same).await.unwrap();
+    let content = extension.content.as_deref().unwrap();
+    assert!(e.delete_extension(&same.id).await.unwrap());
+    assert!(e.extension_content_in_use(content).await.unwrap(), "the first row holds it");
+    assert!(!e.extension_content_in_use(&"cd".repeat(32)).await.unwrap());
     assert!(e.delete_extension(&extension.id).await.unwrap());
+    assert!(!e.extension_content_in_use(content).await.unwrap());
     assert!(!e.delete_extension(&extension.id).await.unwrap());
     assert_eq!(e.get_extension(&extension.id).await.unwrap(), None);
 }

@@ -200,6 +200,9 @@ pub trait ExtensionStore: Send + Sync + 'static {
 
     /// Deletes an extension's row; whether there was one.
     async fn delete_extension(&self, id: &str) -> Result<bool>;
+
+    /// Whether any project's extension still has this content (its folder is in use).
+    async fn extension_content_in_use(&self, content: &str) -> Result<bool>;
 }
 
 /// CA certificates' rows (their PEM text included: a few KiB each).

@@ -652,14 +652,15 @@ impl ContextStore for PostgresStore {
 impl ExtensionStore for PostgresStore {
     async fn insert_extension(&self, extension: &Extension) -> Result<()> {
         sqlx::query(
-            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at, content) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&extension.id)
         .bind(&extension.project_id)
         .bind(&extension.file_name)
         .bind(extension.created_at)
         .bind(extension.updated_at)
+        .bind(&extension.content)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -675,11 +676,20 @@ impl ExtensionStore for PostgresStore {
                     id: row.try_get("id")?,
                     project_id: row.try_get("project_id")?,
                     file_name: row.try_get("file_name")?,
+                    content: row.try_get("content")?,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                 })
             })
             .transpose()
+    }
+
+    async fn extension_content_in_use(&self, content: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM extensions WHERE content = $1 LIMIT 1")
+            .bind(content)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn delete_extension(&self, id: &str) -> Result<bool> {

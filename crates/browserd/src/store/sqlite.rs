@@ -554,14 +554,15 @@ impl ContextStore for SqliteStore {
 impl ExtensionStore for SqliteStore {
     async fn insert_extension(&self, extension: &Extension) -> Result<()> {
         sqlx::query(
-            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO extensions (id, project_id, file_name, created_at, updated_at, content) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&extension.id)
         .bind(&extension.project_id)
         .bind(&extension.file_name)
         .bind(fmt_time(extension.created_at))
         .bind(fmt_time(extension.updated_at))
+        .bind(&extension.content)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -577,11 +578,20 @@ impl ExtensionStore for SqliteStore {
                     id: row.try_get("id")?,
                     project_id: row.try_get("project_id")?,
                     file_name: row.try_get("file_name")?,
+                    content: row.try_get("content")?,
                     created_at: time_col(&row, "created_at")?,
                     updated_at: time_col(&row, "updated_at")?,
                 })
             })
             .transpose()
+    }
+
+    async fn extension_content_in_use(&self, content: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM extensions WHERE content = ? LIMIT 1")
+            .bind(content)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn delete_extension(&self, id: &str) -> Result<bool> {
