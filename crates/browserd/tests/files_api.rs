@@ -500,3 +500,110 @@ async fn a_session_past_its_disk_allowance_refuses_new_files_and_keeps_running()
     server.release(&id).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn identical_extension_uploads_share_one_folder_and_a_delete_removes_only_its_row() {
+    let server = TestServer::start().await;
+    server.add_project("other", 2, "other-key").await;
+    let upload = |key: &str| {
+        server
+            .http
+            .request(Method::POST, server.url("/v1/extensions"))
+            .header("X-BB-API-Key", key)
+            .multipart(file_form("e.zip", common::extension_zip()))
+    };
+    let (status, mine, _) = send(upload(API_KEY)).await;
+    assert_eq!(status, 200, "{mine}");
+    let (status, theirs, _) = send(upload("other-key")).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_ne!(
+        mine["id"], theirs["id"],
+        "each project has its own extension"
+    );
+    let folders = || {
+        std::fs::read_dir(server.data_dir.path().join("extensions"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect::<Vec<_>>()
+    };
+    let shared = folders();
+    assert_eq!(shared.len(), 1, "unpacked once: {shared:?}");
+    let name = shared[0].file_name().unwrap().to_str().unwrap().to_owned();
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(common::extension_zip());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(name, hex, "named by the zip's SHA-256");
+
+    // My delete is mine: their extension still loads into their session.
+    let (status, _, _) = send(server.req(
+        Method::DELETE,
+        &format!("/v1/extensions/{}", mine["id"].as_str().unwrap()),
+    ))
+    .await;
+    assert_eq!(status, 204);
+    let files = std::sync::Arc::clone(server.state.sessions.files());
+    let extensions = server.state.store.extensions.clone();
+    let age = |dir: &std::path::Path| {
+        let old = std::time::SystemTime::now() - browserd::files::UNUSED_EXTENSION_GRACE * 2;
+        std::fs::File::open(dir).unwrap().set_modified(old).unwrap();
+    };
+    age(&shared[0]);
+    assert_eq!(
+        files.sweep_extensions(&*extensions, |_| false).await,
+        0,
+        "still theirs"
+    );
+    assert_eq!(folders(), shared, "their folder stays");
+    let (status, session, _) = send(
+        server
+            .http
+            .request(Method::POST, server.url("/v1/sessions"))
+            .header("X-BB-API-Key", "other-key")
+            .json(&json!({"extensionId": theirs["id"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+
+    // Their delete too: the folder waits out its grace, then the sweep removes it, unless
+    // a warm browser holds it.
+    let (status, _, _) = send(
+        server
+            .http
+            .request(
+                Method::DELETE,
+                server.url(&format!(
+                    "/v1/extensions/{}",
+                    theirs["id"].as_str().unwrap()
+                )),
+            )
+            .header("X-BB-API-Key", "other-key"),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        files.sweep_extensions(&*extensions, |_| true).await,
+        0,
+        "held by a warm browser"
+    );
+    let (status, again, _) = send(upload(API_KEY)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        folders(),
+        shared,
+        "uploaded again: the same folder, its grace restarted"
+    );
+    assert_eq!(
+        files.sweep_extensions(&*extensions, |_| false).await,
+        0,
+        "named again, and fresh"
+    );
+    let (status, _, _) = send(server.req(
+        Method::DELETE,
+        &format!("/v1/extensions/{}", again["id"].as_str().unwrap()),
+    ))
+    .await;
+    assert_eq!(status, 204);
+    age(&shared[0]);
+    assert_eq!(files.sweep_extensions(&*extensions, |_| false).await, 1);
+    assert!(folders().is_empty());
+}

@@ -22,14 +22,17 @@ pub async fn create(
     let file_name = received.file_name.clone();
     // Identical bytes are unpacked once, whichever project uploads them (Stagehand 4 uploads
     // the same archive for every session): the row is the project's, the folder shared.
-    let (content, _folders) = files
-        .store_extension(received.path())
-        .await
-        .map_err(|e| match e {
-            ExtensionError::NotZip(_) => ApiError::UnsupportedMediaType(e.to_string()),
-            ExtensionError::Io(_) => ApiError::Internal(format!("the extension could not be stored: {e}")),
-            _ => ApiError::BadRequest(e.to_string()),
-        })?;
+    let (content, _folders) =
+        files
+            .store_extension(received.path())
+            .await
+            .map_err(|e| match e {
+                ExtensionError::NotZip(_) => ApiError::UnsupportedMediaType(e.to_string()),
+                ExtensionError::Io(_) => {
+                    ApiError::Internal(format!("the extension could not be stored: {e}"))
+                }
+                _ => ApiError::BadRequest(e.to_string()),
+            })?;
     drop(received);
     let now = crate::model::now();
     let extension = Extension {

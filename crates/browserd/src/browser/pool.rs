@@ -100,7 +100,9 @@ impl WarmPool {
 
     /// Browsers the pool holds or is starting: what it costs the server's capacity.
     pub fn footprint(&self) -> usize {
-        self.len() + self.extension.lock().unwrap().idle.len() + self.launching.load(Ordering::SeqCst)
+        self.len()
+            + self.extension.lock().unwrap().idle.len()
+            + self.launching.load(Ordering::SeqCst)
     }
 
     /// Takes a ready browser with the extension in `dir` loaded, if there is one; either
@@ -132,9 +134,8 @@ impl WarmPool {
         for mut browser in stale {
             tokio::spawn(async move { browser.shutdown().await });
         }
-        if taken.is_some() {
-            *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
-        }
+        // Taken or not, a session's browser starts now: the refill waits its quiet spell.
+        *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
         self.wake.notify_one();
         taken
     }
@@ -223,7 +224,8 @@ impl WarmPool {
                 }
                 // Plain browsers first (any create without special needs takes one), then
                 // one with the wanted extension.
-                let extension = if self.len() + self.launching.load(Ordering::SeqCst) < self.target {
+                let extension = if self.len() + self.launching.load(Ordering::SeqCst) < self.target
+                {
                     None
                 } else if let Some(dir) = self.extension_to_start() {
                     Some(dir)

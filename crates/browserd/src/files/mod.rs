@@ -484,6 +484,18 @@ pub fn sanitize_file_name(raw: &str) -> Option<String> {
     Some(name)
 }
 
+/// The SHA-256 of a file, hex.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,16 +594,4 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), files.downloads_dir(other)).unwrap();
         assert!(names(files.zip_downloads(&files.downloads_dir(other)).unwrap()).is_empty());
     }
-}
-
-/// The SHA-256 of a file, hex.
-fn sha256_of(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }

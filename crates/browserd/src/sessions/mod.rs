@@ -537,7 +537,9 @@ impl SessionManager {
 
         let timeout_secs = req.timeout_secs.unwrap_or(req.project.default_timeout_secs);
         // A warm browser with the session's extension already loaded, or a plain one.
-        let warm_extension = req.fits_warm_browser_with_extension().map(Path::to_path_buf);
+        let warm_extension = req
+            .fits_warm_browser_with_extension()
+            .map(Path::to_path_buf);
         let warm = match &warm_extension {
             Some(dir) => self.pool.take_with_extension(dir),
             None => req.fits_warm_browser().then(|| self.pool.take()).flatten(),

@@ -18,6 +18,8 @@ struct FakeLauncher {
     /// One flag per launched browser; set to make it "crash" (a flag, not a notification:
     /// the supervisor re-creates its `exited` future on every loop turn).
     crashes: Mutex<Vec<Arc<watch::Sender<bool>>>>,
+    /// The extension each launch was asked to load, in order.
+    extensions: Mutex<Vec<Option<std::path::PathBuf>>>,
 }
 
 impl FakeLauncher {
@@ -49,6 +51,7 @@ impl Default for FakeLauncher {
             launched: AtomicUsize::new(0),
             shutdowns: Arc::default(),
             crashes: Mutex::default(),
+            extensions: Mutex::default(),
         }
     }
 }
@@ -62,11 +65,12 @@ struct FakeBrowser {
 
 #[async_trait::async_trait]
 impl Launcher for FakeLauncher {
-    async fn launch(&self, _spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LaunchError::NotReady(Duration::from_secs(30)));
         }
         self.launched.fetch_add(1, Ordering::SeqCst);
+        self.extensions.lock().unwrap().push(spec.extension.clone());
         let crash = Arc::new(watch::channel(false).0);
         self.crashes.lock().unwrap().push(Arc::clone(&crash));
         Ok(Box::new(FakeBrowser {
@@ -582,6 +586,110 @@ async fn requests_a_warm_browser_cannot_serve_launch_cold() {
     h.manager.create(req).await.unwrap();
     assert_eq!(h.launcher.launched(), 2);
     assert_eq!(h.manager.pool().len(), 1, "the warm browser is still there");
+}
+
+fn with_extension(dir: &str) -> CreateRequest {
+    CreateRequest {
+        extension_id: Some("e".into()),
+        extension_dir: Some(std::path::PathBuf::from(dir)),
+        ..request(false, Some(600))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_keeps_a_browser_warm_with_the_extension_last_asked_for() {
+    let h = harness_with_pool(10, 1);
+    until(|| h.manager.pool().len() == 1).await;
+    // Nothing is warm with it yet: a browser of its own.
+    h.manager.create(with_extension("/ext/a")).await.unwrap();
+    assert_eq!(h.launcher.launched(), 2);
+    assert_eq!(h.manager.pool().len(), 1, "the plain warm browser stays");
+    // The pool then starts one with it.
+    until(|| h.manager.pool().footprint() == 2 && h.launcher.launched() == 3).await;
+    let last = h
+        .launcher
+        .extensions
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .flatten();
+    assert_eq!(last.as_deref(), Some(std::path::Path::new("/ext/a")));
+    // The next create naming it takes that browser, RUNNING at once, and the pool starts
+    // another with it.
+    let s = h.manager.create(with_extension("/ext/a")).await.unwrap();
+    assert_eq!(h.stored(s.id).await.status, SessionStatus::Running);
+    assert_eq!(h.launcher.launched(), 3, "no launch for it");
+    until(|| h.launcher.launched() == 4 && h.manager.pool().footprint() == 2).await;
+    // Another extension becomes the wanted one: the browser with the first one is stopped.
+    let stopped = h.shutdowns();
+    h.manager.create(with_extension("/ext/b")).await.unwrap();
+    until(|| h.shutdowns() == stopped + 1).await;
+    assert!(
+        h.manager
+            .pool()
+            .holds_extension(std::path::Path::new("/ext/b"))
+    );
+    assert!(
+        !h.manager
+            .pool()
+            .holds_extension(std::path::Path::new("/ext/a"))
+    );
+    until(|| h.manager.pool().footprint() == 2 && h.launcher.launched() == 6).await;
+    let last = h
+        .launcher
+        .extensions
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .flatten();
+    assert_eq!(last.as_deref(), Some(std::path::Path::new("/ext/b")));
+}
+
+#[test]
+fn only_sessions_without_egress_rules_take_a_browser_warm_with_their_extension() {
+    assert!(
+        with_extension("/ext/a")
+            .fits_warm_browser_with_extension()
+            .is_some()
+    );
+    assert!(!with_extension("/ext/a").fits_warm_browser());
+    assert!(
+        request(false, None)
+            .fits_warm_browser_with_extension()
+            .is_none()
+    );
+    let ruled = |settings: Value| CreateRequest {
+        browser_settings: settings.as_object().cloned(),
+        ..with_extension("/ext/a")
+    };
+    // Its extension ran before the session's rules were in place.
+    for settings in [
+        serde_json::json!({"allowedDomains": ["example.com"]}),
+        serde_json::json!({"blockAds": true}),
+        serde_json::json!({"context": {"id": "c"}}),
+    ] {
+        assert!(
+            ruled(settings.clone())
+                .fits_warm_browser_with_extension()
+                .is_none(),
+            "{settings}"
+        );
+    }
+    assert!(
+        ruled(serde_json::json!({"allowedDomains": []}))
+            .fits_warm_browser_with_extension()
+            .is_some()
+    );
+    let sized = CreateRequest {
+        viewport: Viewport {
+            width: 800,
+            height: 600,
+        },
+        ..with_extension("/ext/a")
+    };
+    assert!(sized.fits_warm_browser_with_extension().is_none());
 }
 
 #[tokio::test(start_paused = true)]

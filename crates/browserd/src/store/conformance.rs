@@ -697,7 +697,11 @@ async fn extensions(store: &Store) {
         Some(&extension)
     );
     // A second project's upload of the same bytes shares the content; each row is its own.
-    let other = store.projects.create_project("e2", 300, 5, 0).await.unwrap();
+    let other = store
+        .projects
+        .create_project("e2", 300, 5, 0)
+        .await
+        .unwrap();
     let same = Extension {
         id: Uuid::new_v4().to_string(),
         project_id: other.id.clone(),
@@ -706,7 +710,10 @@ async fn extensions(store: &Store) {
     e.insert_extension(&same).await.unwrap();
     let content = extension.content.as_deref().unwrap();
     assert!(e.delete_extension(&same.id).await.unwrap());
-    assert!(e.extension_content_in_use(content).await.unwrap(), "the first row holds it");
+    assert!(
+        e.extension_content_in_use(content).await.unwrap(),
+        "the first row holds it"
+    );
     assert!(!e.extension_content_in_use(&"cd".repeat(32)).await.unwrap());
     assert!(e.delete_extension(&extension.id).await.unwrap());
     assert!(!e.extension_content_in_use(content).await.unwrap());
