@@ -578,9 +578,11 @@ async fn a_page_scanning_loopback_finds_only_what_the_operator_allows() {
         )
         .await;
     let seen = r["result"]["result"]["value"].as_array().unwrap().clone();
+    // The API port answers, but only as the door to the session's own connectUrl, which
+    // refuses pages (pages_reach_local_services_only_when_allowed_and_never_browserd).
     assert_eq!(
         seen,
-        vec!["open", "closed", "closed", "closed", "closed"],
+        vec!["open", "open", "closed", "closed", "closed"],
         "ports {ports:?}"
     );
 
@@ -1745,7 +1747,17 @@ async fn a_browser_reaches_only_its_own_connect_url_and_only_from_an_extension()
         );
     }
     // A page (an http origin, or about:blank's null one) is refused its own connectUrl.
-    let page = cdp.page_session().await;
+    let created = cdp
+        .call("Target.createTarget", json!({"url": "about:blank"}), None)
+        .await;
+    let attached = cdp
+        .call(
+            "Target.attachToTarget",
+            json!({"targetId": created["result"]["targetId"], "flatten": true}),
+            None,
+        )
+        .await;
+    let page = attached["result"]["sessionId"].as_str().unwrap().to_owned();
     assert_eq!(page_websocket(&mut cdp, &page, own_url).await, "refused");
 
     // The extension holds a connection of its own (one that stays open) while the only

@@ -583,10 +583,15 @@ async fn contexts_and_extensions_are_usable_from_any_node() {
     let ext_id = ext["id"].as_str().unwrap();
     let (status, with_ext) = b.create(json!({"extensionId": ext_id})).await;
     assert_eq!(status, 201, "{with_ext}");
+    use sha2::Digest as _;
+    let content: String = sha2::Sha256::digest(common::extension_zip())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(
         b.data_dir
             .path()
-            .join(format!("extensions/{ext_id}/manifest.json"))
+            .join(format!("extensions/{content}/manifest.json"))
             .is_file(),
         "unpacked on node-b from the shared store"
     );
