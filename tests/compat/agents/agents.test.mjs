@@ -165,3 +165,55 @@ test('the Browserbase MCP server over stdio: session create, navigate, screensho
     await client.close();
   }
 });
+
+test('a burst of 20 Stagehand 4 launches: each runs or gets a 429 that says when to retry, never a 5xx', async () => {
+  // Stagehand hides the answer behind "Failed to create a Browserbase session": the
+  // answers are read where they arrive, in the fetch its Browserbase client is given.
+  const answers = [];
+  const recordingFetch = async (input, init) => {
+    // The SDK streams uploads; Node's fetch wants to be told so.
+    const response = await fetch(input, init?.body ? { duplex: 'half', ...init } : init);
+    const url = String(input?.url ?? input);
+    if (url.startsWith(server.baseURL)) {
+      answers.push({ path: new URL(url).pathname, method: init?.method ?? input?.method ?? 'GET',
+        status: response.status, retryAfter: response.headers.get('retry-after'),
+        shouldRetry: response.headers.get('x-should-retry') });
+    }
+    return response;
+  };
+  const launches = await Promise.allSettled(Array.from({ length: 20 }, async () => {
+    const browser = await browserbase.launch({
+      apiKey: API_KEY, baseUrl: server.baseURL, clientOptions: { fetch: recordingFetch },
+    });
+    try {
+      const stagehand = await Stagehand.create({
+        browser,
+        model: { modelName: 'openai/gpt-4o-mini', apiKey: MODEL_API_KEY },
+        apiUrl: `${site.url}/stagehand-api`,
+      });
+      const [page] = await browser.context.pages();
+      await page.goto(`${site.url}/app`);
+      await stagehand.close();
+    } finally {
+      await browser.close();
+    }
+  }));
+  const creates = answers.filter((a) => a.method === 'POST' && a.path === '/v1/sessions');
+  assert.ok(creates.length >= 20, `every create was seen: ${JSON.stringify(answers)}`);
+  for (const a of answers) {
+    assert.ok(a.status < 500, `a 5xx: ${JSON.stringify(a)}`);
+    if (a.status >= 400) {
+      // Over a rate: retry-after, which the SDK waits out. A full server: no retry, so a
+      // burst does not hammer it (the SDK fails at once and Stagehand says so).
+      assert.equal(a.status, 429, JSON.stringify(a));
+      assert.ok(Number(a.retryAfter) > 0 || a.shouldRetry === 'false', `a 429 that says nothing: ${JSON.stringify(a)}`);
+    }
+  }
+  const ran = launches.filter((l) => l.status === 'fulfilled').length;
+  for (const l of launches.filter((x) => x.status === 'rejected')) {
+    assert.match(String(l.reason), /Failed to create a Browserbase session/, l.reason?.stack);
+  }
+  assert.ok(ran >= 6, `${ran} of 20 ran; the server holds 6 at once`);
+  // Nothing is left running.
+  assert.deepEqual(await bb.sessions.list({ status: 'RUNNING' }), []);
+});
