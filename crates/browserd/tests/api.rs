@@ -696,3 +696,28 @@ async fn the_retention_sweep_deletes_old_sessions_and_their_files_but_not_their_
     assert_eq!(all.as_array().unwrap().len(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn create_fields_browserd_does_not_know_are_named_in_a_header() {
+    let server = TestServer::start().await;
+    let resp = server
+        .req(Method::POST, "/v1/sessions")
+        .json(&json!({"keepAlive": false, "fancyNewField": 1, "browserSettings": {"someFutureSetting": true, "viewport": {"width": 1280, "height": 720}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        resp.headers()["x-browserd-unknown-fields"],
+        "fancyNewField, browserSettings.someFutureSetting"
+    );
+    let plain = server
+        .req(Method::POST, "/v1/sessions")
+        .json(&json!({"keepAlive": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 201);
+    assert!(plain.headers().get("x-browserd-unknown-fields").is_none());
+    server.stop().await;
+}

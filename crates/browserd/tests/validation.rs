@@ -177,6 +177,11 @@ async fn create_validation_names_the_field_and_the_rule() {
             "browserSettings must be an object",
         ),
         (json!({"proxies": "on"}), "proxies must be"),
+        // A field that would restrict what the session reaches is enforced or refused.
+        (
+            json!({"browserSettings": {"riskPolicyId": "p1"}}),
+            "browserSettings.riskPolicyId: navigation policies",
+        ),
     ];
     for (body, message) in cases {
         let (status, err) = app
@@ -193,6 +198,20 @@ async fn create_validation_names_the_field_and_the_rule() {
         0,
         "no refused request started a browser"
     );
+}
+
+#[tokio::test]
+async fn navigation_policies_are_a_501_that_says_so() {
+    let app = app().await;
+    for (method, path) in [
+        (Method::POST, "/v1/navigation-policies"),
+        (Method::GET, "/v1/navigation-policies"),
+        (Method::PATCH, "/v1/navigation-policies/p1"),
+        (Method::DELETE, "/v1/navigation-policies/p1"),
+    ] {
+        let (status, err) = app.call(method, path, Some("{}")).await;
+        assert_error(status, &err, 501, "navigation policies are not available");
+    }
 }
 
 #[tokio::test]

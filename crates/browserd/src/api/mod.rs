@@ -79,6 +79,14 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a request body may go without sending a byte.
 pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// `/v1/navigation-policies` (Node SDK 2.24): not served yet. A 501 that says so, rather
+/// than a 404 that reads like a missing policy; sessions naming one are refused (400).
+async fn navigation_policies(_auth: Auth) -> ApiError {
+    ApiError::NotImplemented(
+        "navigation policies are not available on this browserd yet: sessions cannot be given one (browserSettings.riskPolicyId is refused); use browserSettings.allowedDomains to restrict where a session's pages go".into(),
+    )
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     // Multipart routes take files; the limit is theirs to check while streaming, plus room
@@ -157,6 +165,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/certificates/{id}",
             get(certificates::retrieve).delete(certificates::delete),
+        )
+        .route(
+            "/v1/navigation-policies",
+            axum::routing::any(navigation_policies),
+        )
+        .route(
+            "/v1/navigation-policies/{id}",
+            axum::routing::any(navigation_policies),
         )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/overview", get(overview::overview))

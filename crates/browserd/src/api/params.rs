@@ -111,7 +111,16 @@ pub struct BrowserSettings {
     /// Settings the client turned on that browserd accepts without effect (stealth and
     /// captcha solving): named in the create's answer and the server log.
     pub ignored: Vec<&'static str>,
+    /// Fields browserd does not know (dropped): named in a response header and the log.
+    pub unknown: Vec<String>,
 }
+
+/// `browserSettings` fields that would restrict what a session reaches, which browserd
+/// cannot enforce yet: refused with a 400 naming them, never accepted without effect.
+const RESTRICTING_UNSUPPORTED: &[(&str, &str)] = &[(
+    "riskPolicyId",
+    "navigation policies (Node SDK 2.24's /v1/navigation-policies) are not enforced by this browserd yet; it refuses a policy rather than run the session without it",
+)];
 
 /// `browserSettings` accepted without effect when turned on: they change how the browser
 /// looks to sites, not what it can reach.
@@ -192,6 +201,18 @@ pub fn traffic_fields(
 }
 
 pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {
+    for (name, why) in RESTRICTING_UNSUPPORTED {
+        if raw.get(*name).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::BadRequest(format!(
+                "browserSettings.{name}: {why}"
+            )));
+        }
+    }
+    let unknown = raw
+        .keys()
+        .filter(|k| !BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
+        .map(|k| format!("browserSettings.{k}"))
+        .collect();
     let stored: Map<String, Value> = raw
         .iter()
         .filter(|(k, _)| BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
@@ -275,7 +296,34 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
         viewport,
         extension_id,
         ignored,
+        unknown,
     })
+}
+
+/// The create body's top-level fields browserd reads (`projectId` is checked by the caller).
+const CREATE_FIELDS: &[&str] = &[
+    "projectId",
+    "keepAlive",
+    "timeout",
+    "api_timeout",
+    "userMetadata",
+    "region",
+    "browserSettings",
+    "extensionId",
+    "proxies",
+    "proxySettings",
+];
+
+/// A create body's fields browserd does not know (dropped), with `browserSettings`' own.
+pub fn unknown_create_fields(
+    body: &Map<String, Value>,
+    settings: Option<&BrowserSettings>,
+) -> Vec<String> {
+    body.keys()
+        .filter(|k| !CREATE_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .chain(settings.into_iter().flat_map(|s| s.unknown.iter().cloned()))
+        .collect()
 }
 
 /// Puts a path before the field name of a [`ApiError::BadRequest`].

@@ -89,15 +89,40 @@ pub async fn create_or_release(
         let session = release(&state, &auth, id).await?;
         return Ok(Json(session.to_json()).into_response());
     }
-    let (session, ignored) = create_counted(&state, &auth, &fields).await?;
-    let mut body = with_connect(&state, &headers, &session);
-    if !ignored.is_empty() {
+    let created = create_counted(&state, &auth, &fields).await?;
+    let mut body = with_connect(&state, &headers, &created.session);
+    if !created.ignored.is_empty() {
         body.browserd = Some(serde_json::json!({
-            "ignoredSettings": ignored,
+            "ignoredSettings": created.ignored,
             "note": "browserd accepts these without effect: it does not solve captchas or disguise the browser",
         }));
     }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Some(value) = unknown_fields_header(&created.unknown) {
+        response.headers_mut().insert(UNKNOWN_FIELDS, value);
+    }
+    Ok(response)
+}
+
+/// The response header naming the create fields browserd does not know (and dropped).
+const UNKNOWN_FIELDS: &str = "x-browserd-unknown-fields";
+
+fn unknown_fields_header(unknown: &[String]) -> Option<axum::http::HeaderValue> {
+    if unknown.is_empty() {
+        return None;
+    }
+    // A client could send thousands: the first few name the problem.
+    let names: Vec<&str> = unknown.iter().take(20).map(String::as_str).collect();
+    axum::http::HeaderValue::from_str(&names.join(", ")).ok()
+}
+
+/// A session just created, and what of its create browserd did not act on.
+struct Created {
+    session: Session,
+    /// browserSettings accepted without effect (turned on).
+    ignored: Vec<&'static str>,
+    /// Fields browserd does not know, dropped.
+    unknown: Vec<String>,
 }
 
 /// [`create`], counted in the creates metric by outcome.
@@ -105,7 +130,7 @@ async fn create_counted(
     state: &AppState,
     auth: &Auth,
     fields: &Fields<'_>,
-) -> Result<(Session, Vec<&'static str>), ApiError> {
+) -> Result<Created, ApiError> {
     let created = create(state, auth, fields).await;
     let outcome = match &created {
         Ok(_) => "created",
@@ -149,7 +174,7 @@ pub async fn stagehand_start(
                 .unwrap_or_default();
             let params = Fields(&params);
             check_project_id(&params, &auth)?;
-            create_counted(&state, &auth, &params).await?.0
+            create_counted(&state, &auth, &params).await?.session
         }
     };
     Ok(Json(serde_json::json!({
@@ -189,13 +214,9 @@ fn outcome_of(e: &ApiError) -> &'static str {
     }
 }
 
-/// `POST /v1/sessions` without `status`: a new session, and the browserSettings it
-/// accepted without effect.
-async fn create(
-    state: &AppState,
-    auth: &Auth,
-    fields: &Fields<'_>,
-) -> Result<(Session, Vec<&'static str>), ApiError> {
+/// `POST /v1/sessions` without `status`: a new session, and what of the create it did not
+/// act on.
+async fn create(state: &AppState, auth: &Auth, fields: &Fields<'_>) -> Result<Created, ApiError> {
     let min = state.settings.min_timeout_secs;
     let timeout_secs = match (fields.integer("timeout")?, fields.integer("api_timeout")?) {
         (Some(t), _) => Some(params::check_timeout("timeout", t, min)?),
@@ -279,6 +300,7 @@ async fn create(
         .as_ref()
         .map(|s| s.ignored.clone())
         .unwrap_or_default();
+    let unknown = params::unknown_create_fields(fields.0, settings.as_ref());
     // Both must be this project's; resolved now so a wrong id is a 404, not a failed launch.
     if let Some(context_id) = settings
         .as_ref()
@@ -336,7 +358,14 @@ async fn create(
     if !ignored.is_empty() {
         tracing::info!(session = %session.id, settings = ?ignored, "browserSettings accepted without effect");
     }
-    Ok((session, ignored))
+    if !unknown.is_empty() {
+        tracing::info!(session = %session.id, fields = ?unknown, "create fields browserd does not know were dropped");
+    }
+    Ok(Created {
+        session,
+        ignored,
+        unknown,
+    })
 }
 
 fn check_release_status(fields: &Fields<'_>) -> Result<(), ApiError> {
