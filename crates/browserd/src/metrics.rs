@@ -194,7 +194,7 @@ impl Metrics {
         let egress_refusals = Family::<Rule, Counter>::default();
         registry.register(
             "egress_refusals",
-            "Connections of sandboxed browsers' pages refused at the egress, by rule (this_machine, own_port, private, link_local, cgnat, reserved, …, egress_deny, allowed_domains, block_ads)",
+            "Connections of sandboxed browsers' pages refused at the egress, by rule (this_machine, own_port, private, link_local, cgnat, reserved, …, egress_deny, allowed_domains, block_ads, navigation_policy)",
             egress_refusals.clone(),
         );
         let cdp_messages = Family::<Direction, Counter>::default();

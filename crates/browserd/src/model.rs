@@ -321,6 +321,79 @@ impl Certificate {
     }
 }
 
+/// A navigation policy (Node SDK 2.24): a project's named rules on where its sessions'
+/// pages may go, named by `browserSettings.riskPolicyId`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NavigationPolicy {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub rules: PolicyRules,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Allow or block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Block,
+}
+
+/// One domain's decision, before anything else (the domain and its subdomains).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DomainOverride {
+    pub domain: String,
+    pub decision: Decision,
+}
+
+/// What a navigation policy decides: stored as JSON, copied into each session naming it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRules {
+    pub description: String,
+    pub enabled: bool,
+    pub default_decision: Decision,
+    pub unknown_domain_behavior: Decision,
+    pub allowed_categories: Vec<String>,
+    pub blocked_categories: Vec<String>,
+    pub domain_overrides: Vec<DomainOverride>,
+}
+
+impl PolicyRules {
+    /// The decision on `host`: the most specific domain override that covers it (the
+    /// domain itself or a parent, case aside), else the default. Categories have no feed
+    /// here, so policies with category rules are refused before they are stored.
+    pub fn decide(&self, host: &str) -> Decision {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.trim_matches(['[', ']']);
+        self.domain_overrides
+            .iter()
+            .filter(|o| {
+                let d = o.domain.as_str();
+                host == d
+                    || (host.len() > d.len()
+                        && host.ends_with(d)
+                        && host.as_bytes()[host.len() - d.len() - 1] == b'.')
+            })
+            .max_by_key(|o| o.domain.len())
+            .map_or(self.default_decision, |o| o.decision)
+    }
+}
+
+impl NavigationPolicy {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut json = serde_json::to_value(&self.rules).unwrap_or_default();
+        json["id"] = self.id.clone().into();
+        json["name"] = self.name.clone().into();
+        json["projectId"] = self.project_id.clone().into();
+        json["createdAt"] = fmt_time(self.created_at).into();
+        json["updatedAt"] = fmt_time(self.updated_at).into();
+        json
+    }
+}
+
 /// The Browserbase `Project` JSON object.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -483,5 +556,59 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         assert_eq!(SessionStatus::parse("REQUEST_RELEASE"), None);
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    fn rules(default_decision: Decision, overrides: &[(&str, Decision)]) -> PolicyRules {
+        PolicyRules {
+            description: String::new(),
+            enabled: true,
+            default_decision,
+            unknown_domain_behavior: Decision::Block,
+            allowed_categories: Vec::new(),
+            blocked_categories: Vec::new(),
+            domain_overrides: overrides
+                .iter()
+                .map(|(d, decision)| DomainOverride {
+                    domain: (*d).into(),
+                    decision: *decision,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_override_decides_then_the_default() {
+        use Decision::*;
+        let p = rules(
+            Block,
+            &[
+                ("example.com", Allow),
+                ("ads.example.com", Block),
+                ("10.0.0.1", Allow),
+            ],
+        );
+        for (host, want) in [
+            ("example.com", Allow),
+            ("EXAMPLE.com.", Allow),
+            ("www.example.com", Allow),
+            ("ads.example.com", Block),
+            ("x.ads.example.com", Block),
+            ("notexample.com", Block),
+            ("example.com.evil.net", Block),
+            ("10.0.0.1", Allow),
+            ("10.0.0.10", Block),
+            ("other.org", Block),
+        ] {
+            assert_eq!(p.decide(host), want, "{host}");
+        }
+        let open = rules(Allow, &[("blocked.test", Block)]);
+        assert_eq!(open.decide("blocked.test"), Block);
+        assert_eq!(open.decide("sub.blocked.test"), Block);
+        assert_eq!(open.decide("fine.test"), Allow);
     }
 }

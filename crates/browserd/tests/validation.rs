@@ -177,10 +177,9 @@ async fn create_validation_names_the_field_and_the_rule() {
             "browserSettings must be an object",
         ),
         (json!({"proxies": "on"}), "proxies must be"),
-        // A field that would restrict what the session reaches is enforced or refused.
         (
-            json!({"browserSettings": {"riskPolicyId": "p1"}}),
-            "browserSettings.riskPolicyId: navigation policies",
+            json!({"browserSettings": {"riskPolicyId": 5}}),
+            "browserSettings.riskPolicyId must be a string",
         ),
     ];
     for (body, message) in cases {
@@ -189,6 +188,18 @@ async fn create_validation_names_the_field_and_the_rule() {
             .await;
         assert_error(status, &err, 400, message);
     }
+    // An unknown navigation policy is not found, as an unknown context is.
+    let unknown =
+        json!({"browserSettings": {"riskPolicyId": "00000000-0000-0000-0000-000000000000"}});
+    let (status, err) = app
+        .call(Method::POST, "/v1/sessions", Some(&unknown.to_string()))
+        .await;
+    assert_error(
+        status,
+        &err,
+        404,
+        "browserSettings.riskPolicyId: navigation policy",
+    );
     for bad in ["{not json", "[1]"] {
         let (status, err) = app.call(Method::POST, "/v1/sessions", Some(bad)).await;
         assert_eq!(status, 400, "{bad}: {err}");
@@ -201,17 +212,126 @@ async fn create_validation_names_the_field_and_the_rule() {
 }
 
 #[tokio::test]
-async fn navigation_policies_are_a_501_that_says_so() {
+async fn navigation_policies_have_the_sdk_shapes_and_refuse_what_they_cannot_keep() {
     let app = app().await;
-    for (method, path) in [
-        (Method::POST, "/v1/navigation-policies"),
-        (Method::GET, "/v1/navigation-policies"),
-        (Method::PATCH, "/v1/navigation-policies/p1"),
-        (Method::DELETE, "/v1/navigation-policies/p1"),
+    let (status, created) = app
+        .call(
+            Method::POST,
+            "/v1/navigation-policies",
+            Some(&json!({"name": "only example", "domainOverrides": [{"domain": "Example.COM.", "decision": "allow"}]}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    // Omitted: enabled, block by default, block unknown domains.
+    for (field, want) in [
+        ("enabled", json!(true)),
+        ("defaultDecision", json!("block")),
+        ("unknownDomainBehavior", json!("block")),
+        ("description", json!("")),
+        ("allowedCategories", json!([])),
+        ("blockedCategories", json!([])),
+        (
+            "domainOverrides",
+            json!([{"domain": "example.com", "decision": "allow"}]),
+        ),
     ] {
-        let (status, err) = app.call(method, path, Some("{}")).await;
-        assert_error(status, &err, 501, "navigation policies are not available");
+        assert_eq!(created[field], want, "{field}: {created}");
     }
+    for field in ["id", "projectId", "createdAt", "updatedAt", "name"] {
+        assert!(created[field].is_string(), "{field}: {created}");
+    }
+    let id = created["id"].as_str().unwrap();
+    let (_, first) = app
+        .call(
+            Method::POST,
+            "/v1/navigation-policies",
+            Some(r#"{"name": "a first"}"#),
+        )
+        .await;
+    let (status, listed) = app.call(Method::GET, "/v1/navigation-policies", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a first", "only example"], "by name");
+    let (status, updated) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/navigation-policies/{id}"),
+            Some(r#"{"defaultDecision": "allow", "enabled": false}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["defaultDecision"], "allow");
+    assert_eq!(updated["enabled"], false);
+    assert_eq!(updated["name"], "only example", "untouched fields stay");
+    // A disabled policy cannot be given to a session.
+    let (status, err) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({"browserSettings": {"riskPolicyId": id}}).to_string()),
+        )
+        .await;
+    assert_error(status, &err, 400, "is disabled");
+    for (body, message) in [
+        (json!({}), "name is required"),
+        (json!({"name": ""}), "name must be"),
+        (
+            json!({"name": "x", "defaultDecision": "maybe"}),
+            "defaultDecision must be allow or block",
+        ),
+        (
+            json!({"name": "x", "blockedCategories": ["malware"]}),
+            "category rules need a feed",
+        ),
+        (
+            json!({"name": "x", "allowedCategories": ["nonsense"]}),
+            "is not a category",
+        ),
+        (
+            json!({"name": "x", "domainOverrides": [{"domain": "http://x.com/", "decision": "allow"}]}),
+            "domainOverrides[0].domain",
+        ),
+        (
+            json!({"name": "x", "domainOverrides": [{"domain": "x.com", "decision": "perhaps"}]}),
+            "domainOverrides[0].decision",
+        ),
+        (
+            json!({"name": "x", "colour": "red"}),
+            "colour is not a navigation policy field",
+        ),
+    ] {
+        let (status, err) = app
+            .call(
+                Method::POST,
+                "/v1/navigation-policies",
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_error(status, &err, 400, message);
+    }
+    let first = first["id"].as_str().unwrap();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/navigation-policies/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = app
+        .call(
+            Method::GET,
+            &format!("/v1/navigation-policies/{first}"),
+            None,
+        )
+        .await;
+    assert_error(status, &err, 404, "not found");
+    assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

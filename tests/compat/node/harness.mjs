@@ -169,6 +169,11 @@ export async function startSite() {
     if (req.url.startsWith('/downloads')) {
       return res.end('<html><body><a id="get" href="/files/data.csv">data</a></body></html>');
     }
+    if (req.url.startsWith('/redirect')) {
+      res.statusCode = 302;
+      res.setHeader('location', new URL(req.url, 'http://x').searchParams.get('to'));
+      return res.end();
+    }
     if (req.url.startsWith('/login')) res.setHeader('set-cookie', 'auth=yes; Path=/');
     res.end(`<html><title>${req.url}</title><body><h1 id="h">Hello</h1>
       <button id="b" onclick="document.getElementById('h').textContent='clicked'">go</button></body></html>`);

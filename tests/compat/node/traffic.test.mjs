@@ -182,3 +182,64 @@ test('a CA certificate uploaded through the SDK is trusted by the session that n
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a navigation policy (SDK 2.24) holds on navigations, redirects, frames and popups, as it was at create', async () => {
+  // 127.0.0.1 and localhost are the same loopback site under two names: one allowed.
+  const blockedSite = site.url.replace('127.0.0.1', 'localhost');
+  const policy = await bb.navigationPolicies.create({
+    name: 'loopback by address only',
+    defaultDecision: 'block',
+    domainOverrides: [{ domain: '127.0.0.1', decision: 'allow' }],
+  });
+  assert.equal(policy.enabled, true);
+  assert.equal(policy.unknownDomainBehavior, 'block');
+  assert.ok((await bb.navigationPolicies.list()).data.some((p) => p.id === policy.id));
+  const s = await bb.sessions.create({ keepAlive: true, browserSettings: { riskPolicyId: policy.id } });
+  const browser = await chromium.connectOverCDP(s.connectUrl);
+  const page = browser.contexts()[0].pages()[0];
+  await page.goto(`${site.url}/app`);
+  assert.equal(await page.textContent('#h'), 'Hello');
+  await assert.rejects(page.goto(`${blockedSite}/app`), /ERR_SOCKS_CONNECTION_FAILED/);
+  await assert.rejects(
+    page.goto(`${site.url}/redirect?to=${encodeURIComponent(`${blockedSite}/app`)}`),
+    /ERR_SOCKS_CONNECTION_FAILED/,
+    'a redirect to a blocked host',
+  );
+  // A frame of a blocked host loads nothing; a popup to it fails. (A fresh tab: the failed
+  // navigations' error pages may still be committing in the first.)
+  const tab = await page.context().newPage();
+  await tab.goto(`${site.url}/app`);
+  await tab.evaluate((url) => new Promise((done) => {
+    const frame = document.createElement('iframe');
+    frame.src = url;
+    frame.onload = done;
+    frame.onerror = done;
+    document.body.appendChild(frame);
+    setTimeout(done, 5000);
+  }), `${blockedSite}/app`);
+  const framed = tab.frames().find((f) => f !== tab.mainFrame());
+  assert.ok(framed, 'the frame exists');
+  assert.equal(await framed.$('#h'), null, 'the blocked frame shows no page of the site');
+  const [popup] = await Promise.all([
+    tab.context().waitForEvent('page'),
+    tab.evaluate((url) => { window.open(url); }, `${blockedSite}/app`),
+  ]);
+  await popup.waitForLoadState().catch(() => {});
+  assert.equal(await popup.$('#h'), null, 'the blocked popup shows no page of the site');
+  await waitUntil(async () => (await bb.sessions.logs.list(s.id)).find((l) =>
+    l.method === 'browserd.egressRefused' && l.request?.params?.rule === 'navigation_policy'
+    && l.request.params.host === 'localhost'), 'the refusal in the session log');
+
+  // An edit applies to new sessions; this one keeps the policy it was created with.
+  await bb.navigationPolicies.update(policy.id, { defaultDecision: 'allow' });
+  await assert.rejects(tab.goto(`${blockedSite}/app`), /ERR_SOCKS_CONNECTION_FAILED/);
+  const s2 = await bb.sessions.create({ keepAlive: true, browserSettings: { riskPolicyId: policy.id } });
+  const browser2 = await chromium.connectOverCDP(s2.connectUrl);
+  const page2 = browser2.contexts()[0].pages()[0];
+  await page2.goto(`${blockedSite}/app`);
+  assert.equal(await page2.textContent('#h'), 'Hello');
+  await browser.close();
+  await browser2.close();
+  await bb.navigationPolicies.delete(policy.id);
+  await assert.rejects(bb.navigationPolicies.retrieve(policy.id), /404/);
+});

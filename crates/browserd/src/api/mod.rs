@@ -13,6 +13,7 @@ mod health;
 pub mod inspector;
 pub mod metrics;
 mod multipart;
+mod navigation_policies;
 mod nodes;
 pub mod overview;
 mod params;
@@ -78,14 +79,6 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long a request body may go without sending a byte.
 pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// `/v1/navigation-policies` (Node SDK 2.24): not served yet. A 501 that says so, rather
-/// than a 404 that reads like a missing policy; sessions naming one are refused (400).
-async fn navigation_policies(_auth: Auth) -> ApiError {
-    ApiError::NotImplemented(
-        "navigation policies are not available on this browserd yet: sessions cannot be given one (browserSettings.riskPolicyId is refused); use browserSettings.allowedDomains to restrict where a session's pages go".into(),
-    )
-}
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -168,11 +161,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/navigation-policies",
-            axum::routing::any(navigation_policies),
+            post(navigation_policies::create).get(navigation_policies::list),
         )
         .route(
             "/v1/navigation-policies/{id}",
-            axum::routing::any(navigation_policies),
+            get(navigation_policies::retrieve)
+                .patch(navigation_policies::update)
+                .delete(navigation_policies::delete),
         )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/overview", get(overview::overview))
@@ -220,6 +215,12 @@ trait ProjectOwned {
 }
 
 impl ProjectOwned for crate::model::Session {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for crate::model::NavigationPolicy {
     fn project_id(&self) -> &str {
         &self.project_id
     }

@@ -97,6 +97,7 @@ const BROWSER_SETTINGS_FIELDS: &[&str] = &[
     "ignoreCertificateErrors",
     "allowedDomains",
     "fingerprint",
+    "riskPolicyId",
 ];
 
 /// Largest viewport side accepted, in pixels.
@@ -114,13 +115,6 @@ pub struct BrowserSettings {
     /// Fields browserd does not know (dropped): named in a response header and the log.
     pub unknown: Vec<String>,
 }
-
-/// `browserSettings` fields that would restrict what a session reaches, which browserd
-/// cannot enforce yet: refused with a 400 naming them, never accepted without effect.
-const RESTRICTING_UNSUPPORTED: &[(&str, &str)] = &[(
-    "riskPolicyId",
-    "navigation policies (Node SDK 2.24's /v1/navigation-policies) are not enforced by this browserd yet; it refuses a policy rather than run the session without it",
-)];
 
 /// `browserSettings` accepted without effect when turned on: they change how the browser
 /// looks to sites, not what it can reach.
@@ -201,13 +195,6 @@ pub fn traffic_fields(
 }
 
 pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {
-    for (name, why) in RESTRICTING_UNSUPPORTED {
-        if raw.get(*name).is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::BadRequest(format!(
-                "browserSettings.{name}: {why}"
-            )));
-        }
-    }
     let unknown = raw
         .keys()
         .filter(|k| !BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
@@ -291,6 +278,9 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
         .str("extensionId")
         .map_err(prefix("browserSettings."))?
         .map(str::to_owned);
+    fields
+        .str("riskPolicyId")
+        .map_err(prefix("browserSettings."))?;
     Ok(BrowserSettings {
         stored,
         viewport,

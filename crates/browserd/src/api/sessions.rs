@@ -104,6 +104,9 @@ pub async fn create_or_release(
     Ok(response)
 }
 
+/// Where a session's copy of its navigation policy is kept among its browserSettings.
+pub const NAVIGATION_POLICY: &str = crate::sessions::NAVIGATION_POLICY;
+
 /// The response header naming the create fields browserd does not know (and dropped).
 const UNKNOWN_FIELDS: &str = "x-browserd-unknown-fields";
 
@@ -251,10 +254,36 @@ async fn create(state: &AppState, auth: &Auth, fields: &Fields<'_>) -> Result<Cr
         }
         None => params::REGIONS[0].to_owned(),
     };
-    let settings = fields
+    let mut settings = fields
         .object("browserSettings")?
         .map(params::browser_settings)
         .transpose()?;
+    // A navigation policy is copied into the session as it is now: later edits (or its
+    // deletion) do not change what a running session may reach.
+    if let Some(settings) = settings.as_mut()
+        && let Some(id) = settings
+            .stored
+            .get("riskPolicyId")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    {
+        let policy = super::navigation_policies::owned_policy(state, auth, &id)
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) => {
+                    ApiError::NotFound(format!("browserSettings.riskPolicyId: {m}"))
+                }
+                e => e,
+            })?;
+        if !policy.rules.enabled {
+            return Err(ApiError::BadRequest(format!(
+                "browserSettings.riskPolicyId: navigation policy {id} is disabled; enable it or name another"
+            )));
+        }
+        let rules = serde_json::to_value(&policy.rules)
+            .map_err(|e| ApiError::Internal(format!("navigation policy {id}: {e}")))?;
+        settings.stored.insert(NAVIGATION_POLICY.into(), rules);
+    }
     let extension_id = match fields.str("extensionId")? {
         Some(e) => Some(e.to_owned()),
         None => settings.as_ref().and_then(|s| s.extension_id.clone()),
@@ -270,7 +299,11 @@ async fn create(state: &AppState, auth: &Auth, fields: &Fields<'_>) -> Result<Cr
         .and_then(|s| s.stored.get("blockAds"))
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
+    let navigation = settings
+        .as_ref()
+        .is_some_and(|s| s.stored.contains_key(NAVIGATION_POLICY));
     for (asked, field) in [
+        (navigation, "browserSettings.riskPolicyId"),
         (restricted, "browserSettings.allowedDomains"),
         (block_ads, "browserSettings.blockAds"),
         (proxies.is_some(), "proxies"),

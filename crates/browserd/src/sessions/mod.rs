@@ -104,6 +104,10 @@ pub struct CreateRequest {
     pub ca_certificates: Vec<String>,
 }
 
+/// The key, among a session's stored browserSettings, of its copy of its navigation policy
+/// (`browserSettings.riskPolicyId`'s rules as they were at creation; not a client field).
+pub const NAVIGATION_POLICY: &str = "navigationPolicy";
+
 impl CreateRequest {
     /// The id of the context the session starts with, if any.
     pub fn context_id(&self) -> Option<&str> {
@@ -132,6 +136,7 @@ impl CreateRequest {
                     .and_then(Value::as_array)
                     .is_some_and(|l| !l.is_empty())
                     || s.get("blockAds").and_then(Value::as_bool) == Some(true)
+                    || s.contains_key(NAVIGATION_POLICY)
             });
         if rules || !self.fits_warm_launch() {
             return None;

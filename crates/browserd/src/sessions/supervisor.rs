@@ -289,10 +289,25 @@ impl Supervisor {
                     })?,
             ),
         };
+        // A navigation policy: its copy from the create, checked like allowedDomains.
+        let navigation = self
+            .session
+            .browser_settings
+            .as_ref()
+            .and_then(|s| s.get(super::NAVIGATION_POLICY))
+            .map(|rules| serde_json::from_value::<crate::model::PolicyRules>(rules.clone()))
+            .transpose()
+            .map_err(|e| {
+                LaunchError::Sandbox(std::io::Error::other(format!(
+                    "browserSettings.riskPolicyId: the session's copy of its policy is unreadable: {e}"
+                )))
+            })?
+            .map(Arc::new);
         match browser.egress_rules() {
             Some(slot) => {
                 *slot.write().unwrap() = SessionRules {
                     allowed,
+                    navigation: navigation.clone(),
                     block_ads: block_ads.clone(),
                     log: log.clone(),
                     routes,
@@ -300,7 +315,11 @@ impl Supervisor {
                     own_connect: self.manager.own_connect().map(|door| (id, door)),
                 };
             }
-            None if allowed.is_some() || block_ads.is_some() || !routes.is_empty() => {
+            None if allowed.is_some()
+                || block_ads.is_some()
+                || navigation.is_some()
+                || !routes.is_empty() =>
+            {
                 return Err(LaunchError::Sandbox(std::io::Error::other(
                     "browserSettings.allowedDomains, blockAds and proxies need a sandboxed browser, whose pages leave only through browserd",
                 ))

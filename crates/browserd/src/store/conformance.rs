@@ -15,6 +15,7 @@ pub async fn check(store: &Store) {
     contexts(store).await;
     extensions(store).await;
     certificates(store).await;
+    navigation_policies(store).await;
     settings(store).await;
     nodes(store).await;
     blobs(store).await;
@@ -719,6 +720,68 @@ async fn extensions(store: &Store) {
     assert!(!e.extension_content_in_use(content).await.unwrap());
     assert!(!e.delete_extension(&extension.id).await.unwrap());
     assert_eq!(e.get_extension(&extension.id).await.unwrap(), None);
+}
+
+async fn navigation_policies(store: &Store) {
+    use crate::model::{Decision, DomainOverride, NavigationPolicy, PolicyRules};
+    let n = &store.navigation_policies;
+    let project = store.projects.create_project("n", 300, 5, 0).await.unwrap();
+    let other = store
+        .projects
+        .create_project("n2", 300, 5, 0)
+        .await
+        .unwrap();
+    let t = OffsetDateTime::from_unix_timestamp(now().unix_timestamp()).unwrap();
+    let policy = |name: &str, project: &str| NavigationPolicy {
+        id: Uuid::new_v4().to_string(),
+        project_id: project.to_owned(),
+        name: name.to_owned(),
+        rules: PolicyRules {
+            description: "d".into(),
+            enabled: true,
+            default_decision: Decision::Block,
+            unknown_domain_behavior: Decision::Block,
+            allowed_categories: Vec::new(),
+            blocked_categories: Vec::new(),
+            domain_overrides: vec![DomainOverride {
+                domain: "example.com".into(),
+                decision: Decision::Allow,
+            }],
+        },
+        created_at: t,
+        updated_at: t,
+    };
+    let (b, a, theirs) = (
+        policy("b", &project.id),
+        policy("a", &project.id),
+        policy("a", &other.id),
+    );
+    for p in [&b, &a, &theirs] {
+        n.insert_policy(p).await.unwrap();
+    }
+    assert_eq!(n.get_policy(&b.id).await.unwrap().as_ref(), Some(&b));
+    let names: Vec<String> = n
+        .list_policies(&project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(
+        names,
+        vec![a.id.clone(), b.id.clone()],
+        "by name, the project's only"
+    );
+    let mut changed = b.clone();
+    changed.name = "c".into();
+    changed.rules.default_decision = Decision::Allow;
+    changed.updated_at = t + time::Duration::seconds(5);
+    assert!(n.update_policy(&changed).await.unwrap());
+    assert_eq!(n.get_policy(&b.id).await.unwrap().as_ref(), Some(&changed));
+    assert!(n.delete_policy(&b.id).await.unwrap());
+    assert!(!n.delete_policy(&b.id).await.unwrap());
+    assert!(!n.update_policy(&changed).await.unwrap());
+    assert_eq!(n.get_policy(&b.id).await.unwrap(), None);
 }
 
 async fn certificates(store: &Store) {

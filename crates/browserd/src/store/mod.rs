@@ -14,7 +14,8 @@ mod postgres;
 mod sqlite;
 
 use crate::model::{
-    BrowserRecord, Certificate, Context, Extension, Node, Project, Session, SessionStatus,
+    BrowserRecord, Certificate, Context, Extension, NavigationPolicy, Node, Project, Session,
+    SessionStatus,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub struct Store {
     pub contexts: Arc<dyn ContextStore>,
     pub extensions: Arc<dyn ExtensionStore>,
     pub certificates: Arc<dyn CertificateStore>,
+    pub navigation_policies: Arc<dyn NavigationPolicyStore>,
     pub settings: Arc<dyn SettingStore>,
     pub nodes: Arc<dyn NodeStore>,
     pub blobs: Arc<dyn BlobStore>,
@@ -114,6 +116,7 @@ impl Store {
             contexts: database.clone(),
             extensions: database.clone(),
             certificates: database.clone(),
+            navigation_policies: database.clone(),
             settings: database.clone(),
             nodes: database.clone(),
             blobs: database.clone(),
@@ -141,6 +144,7 @@ pub trait Database:
     + ContextStore
     + ExtensionStore
     + CertificateStore
+    + NavigationPolicyStore
     + SettingStore
     + NodeStore
     + BlobStore
@@ -217,6 +221,23 @@ pub trait CertificateStore: Send + Sync + 'static {
 
     /// Deletes a certificate's row; whether there was one.
     async fn delete_certificate(&self, id: &str) -> Result<bool>;
+}
+
+/// Navigation policies' rows.
+#[async_trait::async_trait]
+pub trait NavigationPolicyStore: Send + Sync + 'static {
+    async fn insert_policy(&self, policy: &NavigationPolicy) -> Result<()>;
+
+    async fn get_policy(&self, id: &str) -> Result<Option<NavigationPolicy>>;
+
+    /// A project's policies by name.
+    async fn list_policies(&self, project_id: &str) -> Result<Vec<NavigationPolicy>>;
+
+    /// Replaces a policy's name and rules; whether there was one.
+    async fn update_policy(&self, policy: &NavigationPolicy) -> Result<bool>;
+
+    /// Deletes a policy's row; whether there was one.
+    async fn delete_policy(&self, id: &str) -> Result<bool>;
 }
 
 /// Server-wide settings: a few named strings (the default project, the signing secret).

@@ -941,3 +941,82 @@ fn session_from_row(row: &PgRow) -> Result<Session> {
         node: row.try_get("node")?,
     })
 }
+
+/// Navigation policies: rows with their rules as JSON.
+#[async_trait::async_trait]
+impl crate::store::NavigationPolicyStore for PostgresStore {
+    async fn insert_policy(&self, policy: &crate::model::NavigationPolicy) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO navigation_policies (id, project_id, name, rules, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&policy.id)
+        .bind(&policy.project_id)
+        .bind(&policy.name)
+        .bind(rules_text(policy)?)
+        .bind(policy.created_at)
+        .bind(policy.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_policy(&self, id: &str) -> Result<Option<crate::model::NavigationPolicy>> {
+        sqlx::query("SELECT * FROM navigation_policies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| policy_row(&row))
+            .transpose()
+    }
+
+    async fn list_policies(&self, project_id: &str) -> Result<Vec<crate::model::NavigationPolicy>> {
+        sqlx::query("SELECT * FROM navigation_policies WHERE project_id = $1 ORDER BY name, id")
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(policy_row)
+            .collect()
+    }
+
+    async fn update_policy(&self, policy: &crate::model::NavigationPolicy) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE navigation_policies SET name = $1, rules = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&policy.name)
+        .bind(rules_text(policy)?)
+        .bind(policy.updated_at)
+        .bind(&policy.id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn delete_policy(&self, id: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM navigation_policies WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+}
+
+fn rules_text(policy: &crate::model::NavigationPolicy) -> Result<String> {
+    serde_json::to_string(&policy.rules).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn policy_row(row: &sqlx::postgres::PgRow) -> Result<crate::model::NavigationPolicy> {
+    let rules: String = row.try_get("rules")?;
+    Ok(crate::model::NavigationPolicy {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        name: row.try_get("name")?,
+        rules: serde_json::from_str(&rules)
+            .map_err(|e| StoreError::Corrupt(format!("navigation policy rules: {e}")))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -42,6 +42,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SessionRules {
     /// `browserSettings.allowedDomains`: the hosts pages may connect to; `None`: any.
     pub allowed: Option<AllowedHosts>,
+    /// `browserSettings.riskPolicyId`: the session's copy of its navigation policy.
+    pub navigation: Option<Arc<crate::model::PolicyRules>>,
     /// Where a refusal is written for the session's owner: its session log.
     pub log: Option<crate::inspect::logs::LogTap>,
     /// `browserSettings.blockAds`: the ad and tracker hosts refused.
@@ -259,10 +261,18 @@ async fn proxy(
     // window or CDP-made target comes through here the same way).
     let (refused, via, bytes, log) = {
         let rules = session.read().unwrap();
+        let blocked_by_policy = rules
+            .navigation
+            .as_ref()
+            .is_some_and(|p| p.decide(&host) == crate::model::Decision::Block);
         let refused = match (&rules.allowed, &rules.block_ads) {
             (Some(allowed), _) if !allowed.allows(&host) => {
                 Some(("allowed_domains", "not in browserSettings.allowedDomains"))
             }
+            _ if blocked_by_policy => Some((
+                "navigation_policy",
+                "blocked by the session's navigation policy (browserSettings.riskPolicyId)",
+            )),
             (_, Some(ads)) if ads.blocks(&host) => Some((
                 "block_ads",
                 "browserSettings.blockAds: an ad or tracker host (EasyList, EasyPrivacy)",
