@@ -8,6 +8,11 @@
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { browserbase, Stagehand } from '@browserbasehq/stagehand';
 import { Stagehand as Stagehand3 } from 'stagehand3';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -15,6 +20,8 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { API_KEY, MODEL_API_KEY, useBrowserd, waitUntil } from '../node/harness.mjs';
 
 const require = createRequire(import.meta.url);
+/** A file of an installed package (whose `exports` may not name it). */
+const installed = (path) => new URL(`./node_modules/${path}`, import.meta.url).pathname;
 let server;
 let site;
 let bb;
@@ -216,4 +223,57 @@ test('a burst of 20 Stagehand 4 launches: each runs or gets a 429 that says when
   assert.ok(ran >= 6, `${ran} of 20 ran; the server holds 6 at once`);
   // Nothing is left running.
   assert.deepEqual(await bb.sessions.list({ status: 'RUNNING' }), []);
+});
+
+test("Playwright's MCP server (--cdp-endpoint a connectUrl): navigate, snapshot, screenshot", async () => {
+  const s = await bb.sessions.create({ keepAlive: true });
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [installed('@playwright/mcp/cli.js'), '--cdp-endpoint', s.connectUrl],
+    env: { ...process.env },
+    stderr: 'ignore',
+  });
+  const client = new Client({ name: 'browserd-compat', version: '1' });
+  await client.connect(transport);
+  try {
+    const call = async (name, args = {}) => {
+      const r = await client.callTool({ name, arguments: args });
+      assert.ok(!r.isError, `${name}: ${JSON.stringify(r.content).slice(0, 500)}`);
+      return r.content;
+    };
+    await call('browser_navigate', { url: `${site.url}/app` });
+    const snapshot = (await call('browser_snapshot')).map((c) => c.text ?? '').join('\n');
+    assert.match(snapshot, /heading "Hello"/);
+    const image = (await call('browser_take_screenshot')).find((c) => c.type === 'image');
+    assert.deepEqual(Buffer.from(image.data, 'base64').subarray(0, 4), PNG);
+  } finally {
+    await client.close();
+  }
+  assert.equal((await bb.sessions.retrieve(s.id)).status, 'RUNNING', 'keepAlive: it disconnected only');
+  await bb.sessions.update(s.id, { status: 'REQUEST_RELEASE' });
+});
+
+test('the browse CLI (BROWSERBASE_BASE_URL, --remote): open, read, screenshot, stop', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'browse-home-'));
+  // Not execFileSync: the page it opens is served by this process.
+  const browse = async (...args) => JSON.parse((await promisify(execFile)(process.execPath,
+    [installed('browse/bin/run.js'), ...args, '-s', 'compat'], {
+      cwd: home, encoding: 'utf8', timeout: 60_000,
+      env: { ...process.env, HOME: home, BROWSE_DAEMON_DIR: join(home, 'daemon'), BROWSE_DISABLE_UPDATE_CHECK: '1' },
+    })).stdout);
+  try {
+    const opened = await browse('open', `${site.url}/app`, '--remote');
+    assert.equal(opened.url, `${site.url}/app`);
+    assert.equal((await browse('get', 'text', '#h')).text, 'Hello');
+    const saved = (await browse('screenshot')).saved;
+    assert.deepEqual(readFileSync(saved).subarray(0, 4), PNG);
+    const [running] = await bb.sessions.list({ status: 'RUNNING' });
+    assert.ok(running, 'browse made a session on browserd');
+    assert.equal((await browse('stop')).stopped, true);
+    assert.equal(await endedStatus(running.id), 'COMPLETED', 'stopping it ended the session');
+  } finally {
+    // Its driver daemon outlives each command: stopped even when the test failed.
+    await browse('stop').catch(() => {});
+    rmSync(home, { recursive: true, force: true });
+  }
 });
