@@ -368,17 +368,40 @@ impl PolicyRules {
     pub fn decide(&self, host: &str) -> Decision {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let host = host.trim_matches(['[', ']']);
+        // An address is matched as an address, in its one canonical spelling (an
+        // IPv4-mapped IPv6 address is its IPv4 address), never as a name's suffix.
+        let address = host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical().to_string());
         self.domain_overrides
             .iter()
             .filter(|o| {
                 let d = o.domain.as_str();
-                host == d
-                    || (host.len() > d.len()
-                        && host.ends_with(d)
-                        && host.as_bytes()[host.len() - d.len() - 1] == b'.')
+                match &address {
+                    Some(ip) => ip == d,
+                    None => {
+                        host == d
+                            || (d.parse::<std::net::IpAddr>().is_err()
+                                && host.len() > d.len()
+                                && host.ends_with(d)
+                                && host.as_bytes()[host.len() - d.len() - 1] == b'.')
+                    }
+                }
             })
             .max_by_key(|o| o.domain.len())
             .map_or(self.default_decision, |o| o.decision)
+    }
+
+    /// An override's domain as [`Self::decide`] compares it: lower case, no trailing dot,
+    /// an address in its canonical spelling without brackets.
+    pub fn normalise_domain(domain: &str) -> String {
+        let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let bare = d.trim_matches(['[', ']']);
+        match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_canonical().to_string(),
+            Err(_) => d,
+        }
     }
 }
 
@@ -606,6 +629,29 @@ mod policy_tests {
         ] {
             assert_eq!(p.decide(host), want, "{host}");
         }
+        // Addresses in any spelling; never a suffix of a name.
+        let ips = rules(
+            Allow,
+            &[
+                (&PolicyRules::normalise_domain("1.2.3.4"), Block),
+                (&PolicyRules::normalise_domain("[2001:DB8:0::1]"), Block),
+                ("0.1", Block),
+            ],
+        );
+        for host in [
+            "1.2.3.4",
+            "::ffff:1.2.3.4",
+            "[::ffff:1.2.3.4]",
+            "2001:db8::1",
+            "[2001:db8:0:0::1]",
+        ] {
+            assert_eq!(ips.decide(host), Block, "{host}");
+        }
+        assert_eq!(
+            ips.decide("10.0.0.1"),
+            Allow,
+            "0.1 is no suffix of an address"
+        );
         let open = rules(Allow, &[("blocked.test", Block)]);
         assert_eq!(open.decide("blocked.test"), Block);
         assert_eq!(open.decide("sub.blocked.test"), Block);

@@ -505,8 +505,9 @@ pub async fn run(
                 tokio::select! {
                     _ = every.tick() => {
                         sweep_retention(&files, &*store.sessions, retention).await;
-                        // Extensions no project names any more, unless a warm browser holds one.
-                        let held = |dir: &std::path::Path| sessions.pool().holds_extension(dir);
+                        // Extensions no project names any more, unless a live session or a
+                        // warm browser here holds one.
+                        let held = |dir: &std::path::Path| sessions.uses_extension_dir(dir);
                         let removed = files.sweep_extensions(&*store.extensions, held).await;
                         if removed > 0 {
                             tracing::info!(removed, "removed extensions no project names any more");

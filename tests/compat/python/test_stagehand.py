@@ -4,7 +4,7 @@ extension's service worker opens the session's connectUrl from inside the browse
 language model is called; the model key is a stand-in that must never reach a log."""
 
 import asyncio
-import os
+import concurrent.futures
 
 from stagehand import Stagehand, browserbase
 
@@ -33,7 +33,9 @@ def test_stagehand_4_launches_navigates_and_closes(bb, browserd, site, monkeypat
             await browser.close()
         return text, shot
 
-    text, shot = asyncio.run(run())
+    # In a thread of its own: the suite's sync Playwright keeps an event loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        text, shot = pool.submit(asyncio.run, run()).result()
     assert text == "Hello from the test"
     assert bytes(shot[:4]) == b"\x89PNG"
     # Its session was created with Stagehand's metadata, and close() released it.

@@ -252,7 +252,8 @@ async fn enter_own(
         .and_then(|token| verify_session_token(&inside.door.secret, token))
         == Some(inside.session);
     if !from_extension || !own {
-        tracing::info!(session = %inside.session, from_extension, own, "a browser's request to browserd refused at its door");
+        // Debug: any page can knock, as often as it likes.
+        tracing::debug!(session = %inside.session, from_extension, own, "a browser's request to browserd refused at its door");
         return Err(ApiError::Forbidden(ONLY_OWN.into()));
     }
     let upgrade = Upgrade::from_request(&mut req, "open it as a websocket")?;

@@ -311,7 +311,7 @@ fn apply(fields: &Fields<'_>, mut rules: PolicyRules) -> Result<PolicyRules, Api
                     ApiError::BadRequest(format!("domainOverrides[{i}].decision is required"))
                 })?;
             overrides.push(DomainOverride {
-                domain: domain.trim().trim_end_matches('.').to_ascii_lowercase(),
+                domain: PolicyRules::normalise_domain(domain),
                 decision,
             });
         }

@@ -198,7 +198,7 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
     let unknown = raw
         .keys()
         .filter(|k| !BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
-        .map(|k| format!("browserSettings.{k}"))
+        .map(|k| format!("browserSettings.{}", shortened(k)))
         .collect();
     let stored: Map<String, Value> = raw
         .iter()
@@ -311,9 +311,21 @@ pub fn unknown_create_fields(
 ) -> Vec<String> {
     body.keys()
         .filter(|k| !CREATE_FIELDS.contains(&k.as_str()))
-        .cloned()
+        .map(|k| shortened(k))
         .chain(settings.into_iter().flat_map(|s| s.unknown.iter().cloned()))
+        .take(MAX_UNKNOWN_NAMED)
         .collect()
+}
+
+/// Unknown fields named at most (in the header and the log): the first few name the problem.
+const MAX_UNKNOWN_NAMED: usize = 20;
+
+/// A client's field name as browserd repeats it: at most 64 characters.
+fn shortened(name: &str) -> String {
+    match name.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_owned(),
+    }
 }
 
 /// Puts a path before the field name of a [`ApiError::BadRequest`].

@@ -130,7 +130,10 @@ async fn create_or_release(req: Request) -> Result<(Request, Target), Response> 
 /// answered here from the store; a create is placed like `POST /v1/sessions`'s.
 async fn stagehand_start(req: Request) -> Result<(Request, Target), Response> {
     let (req, body) = peek_json(req).await?;
-    let resumes = body.is_some_and(|v| v.get("browserbaseSessionID").is_some());
+    let resumes = body.is_some_and(|v| {
+        v.get("browserbaseSessionID")
+            .is_some_and(|id| id.is_string())
+    });
     Ok((
         req,
         if resumes {

@@ -114,9 +114,7 @@ fn unknown_fields_header(unknown: &[String]) -> Option<axum::http::HeaderValue> 
     if unknown.is_empty() {
         return None;
     }
-    // A client could send thousands: the first few name the problem.
-    let names: Vec<&str> = unknown.iter().take(20).map(String::as_str).collect();
-    axum::http::HeaderValue::from_str(&names.join(", ")).ok()
+    axum::http::HeaderValue::from_str(&unknown.join(", ")).ok()
 }
 
 /// A session just created, and what of its create browserd did not act on.

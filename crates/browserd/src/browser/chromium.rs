@@ -353,7 +353,8 @@ impl ChromiumLauncher {
                     .child
                     .id()
                     .ok_or(LaunchError::NotReady(START_TIMEOUT))?;
-                browser.jail = Some(Jail::enter(pid, uid, sandbox, START_TIMEOUT).await?);
+                let closed = spec.egress_closed_until_taken;
+                browser.jail = Some(Jail::enter(pid, uid, sandbox, START_TIMEOUT, closed).await?);
                 jailed = launch_began.elapsed();
             }
             browser.wait_for_devtools(&profile, &log_path).await
@@ -816,7 +817,7 @@ async fn adopt(
                 .parse()
                 .ok()?;
             let uid = UidLease::claim(UidLease::uid_of_port(port)?)?;
-            match Jail::enter(record.pid, uid, sandbox, Duration::ZERO).await {
+            match Jail::enter(record.pid, uid, sandbox, Duration::ZERO, false).await {
                 Ok(jail) => Some(jail),
                 Err(e) => {
                     tracing::warn!(error = %e, pid = record.pid, "could not take over a sandboxed browser");
@@ -956,6 +957,7 @@ impl Jail {
         uid: UidLease,
         sandbox: &Sandbox,
         patience: Duration,
+        closed: bool,
     ) -> Result<Self, LaunchError> {
         let deadline = tokio::time::Instant::now() + patience;
         let ns = loop {
@@ -984,7 +986,9 @@ impl Jail {
             }
         };
         netns::register(port, ns);
+        // Set before the proxy serves its first connection.
         let rules = egress::SessionSlot::default();
+        rules.write().unwrap().unassigned = closed;
         Ok(Self {
             egress: egress::serve(listener, Arc::clone(sandbox.egress()), Arc::clone(&rules)),
             uid,

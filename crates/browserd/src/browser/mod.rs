@@ -54,6 +54,9 @@ pub struct LaunchSpec {
     pub recorder: bool,
     /// CA certificates (PEM) the browser trusts beyond the system's (see [`trust`]).
     pub ca_certificates: Vec<String>,
+    /// Nothing leaves its egress until a session takes it (a warm browser whose extension
+    /// runs before it has an owner).
+    pub egress_closed_until_taken: bool,
 }
 
 impl LaunchSpec {
@@ -66,6 +69,7 @@ impl LaunchSpec {
             extension: None,
             recorder: false,
             ca_certificates: Vec::new(),
+            egress_closed_until_taken: false,
         }
     }
 }

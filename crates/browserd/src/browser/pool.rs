@@ -56,7 +56,13 @@ struct ExtensionWarm {
     wanted: Option<PathBuf>,
     /// Ready browsers with `wanted` loaded.
     idle: Vec<Box<dyn BrowserInstance>>,
+    /// When a create last named `wanted`.
+    asked: Option<tokio::time::Instant>,
 }
+
+/// How long the pool keeps a browser warm with an extension no create has named since: a
+/// warm browser runs its extension's code for nobody.
+pub const EXTENSION_UNWANTED_AFTER: Duration = Duration::from_secs(600);
 
 /// Browsers kept ready with the wanted extension (when the pool is on): one, since a
 /// browser with an extension only serves sessions that name the same one.
@@ -105,39 +111,67 @@ impl WarmPool {
             + self.launching.load(Ordering::SeqCst)
     }
 
-    /// Takes a ready browser with the extension in `dir` loaded, if there is one; either
-    /// way, that extension is the one kept warm from now on (a browser ready with another
-    /// one is stopped).
+    /// Takes a ready browser with the extension in `dir` loaded, if there is one.
     pub fn take_with_extension(&self, dir: &Path) -> Option<Box<dyn BrowserInstance>> {
-        if self.target == 0 {
+        let mut warm = self.extension.lock().unwrap();
+        if warm.wanted.as_deref() != Some(dir) {
             return None;
         }
-        let (taken, stale) = {
+        while let Some(mut browser) = warm.idle.pop() {
+            if browser.is_running() {
+                browser.to_foreground();
+                *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
+                self.wake.notify_one();
+                return Some(browser);
+            }
+            tokio::spawn(async move { browser.shutdown().await });
+        }
+        None
+    }
+
+    /// Keeps the extension in `dir` warm from now on (a session that names it was just
+    /// created): a browser ready with another one is stopped. Asked only once the session
+    /// is recorded, so a create refused by its project's limits changes nothing.
+    pub fn want_extension(&self, dir: &Path) {
+        if self.target == 0 {
+            return;
+        }
+        let stale = {
             let mut warm = self.extension.lock().unwrap();
-            let stale = if warm.wanted.as_deref() != Some(dir) {
+            warm.asked = Some(tokio::time::Instant::now());
+            if warm.wanted.as_deref() == Some(dir) {
+                Vec::new()
+            } else {
                 warm.wanted = Some(dir.to_path_buf());
                 std::mem::take(&mut warm.idle)
-            } else {
-                Vec::new()
-            };
-            let mut taken = None;
-            while let Some(mut browser) = warm.idle.pop() {
-                if browser.is_running() {
-                    browser.to_foreground();
-                    taken = Some(browser);
-                    break;
-                }
-                tokio::spawn(async move { browser.shutdown().await });
             }
-            (taken, stale)
         };
         for mut browser in stale {
             tokio::spawn(async move { browser.shutdown().await });
         }
-        // Taken or not, a session's browser starts now: the refill waits its quiet spell.
+        // A session's browser starts now: the refill waits its quiet spell.
         *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
         self.wake.notify_one();
-        taken
+    }
+
+    /// Stops keeping an extension nobody asked for in [`EXTENSION_UNWANTED_AFTER`]; returns
+    /// how long until the wanted one would expire, if one is wanted.
+    fn expire_extension(&self) -> Option<Duration> {
+        let stale = {
+            let mut warm = self.extension.lock().unwrap();
+            let asked = warm.asked?;
+            match EXTENSION_UNWANTED_AFTER.checked_sub(asked.elapsed()) {
+                Some(left) if !left.is_zero() => return Some(left),
+                _ => {}
+            }
+            warm.wanted = None;
+            warm.asked = None;
+            std::mem::take(&mut warm.idle)
+        };
+        for mut browser in stale {
+            tokio::spawn(async move { browser.shutdown().await });
+        }
+        None
     }
 
     /// Whether the pool keeps, or wants to keep, browsers with the extension in `dir`.
@@ -238,6 +272,8 @@ impl WarmPool {
                     // Whether its session records is not known yet: ready either way.
                     recorder: true,
                     extension: extension.clone(),
+                    // Its extension runs before any session owns it: nothing leaves.
+                    egress_closed_until_taken: extension.is_some(),
                     ..LaunchSpec::new(POOL_VIEWPORT)
                 };
                 // Not cancelled by `stop`: a launch cut short would leave a browser without
@@ -262,9 +298,13 @@ impl WarmPool {
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?backoff, extension = extension.is_some(), "could not start a warm browser");
                         self.launching.fetch_sub(1, Ordering::SeqCst);
-                        if extension.is_some() {
-                            // The extension does not start: stop wanting it until asked again.
-                            self.extension.lock().unwrap().wanted = None;
+                        if let Some(dir) = &extension {
+                            // The extension does not start: stop wanting it until asked
+                            // again (unless another one is wanted by now).
+                            let mut warm = self.extension.lock().unwrap();
+                            if warm.wanted.as_ref() == Some(dir) {
+                                warm.wanted = None;
+                            }
                         }
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
@@ -276,8 +316,11 @@ impl WarmPool {
                 }
                 self.launching.fetch_sub(1, Ordering::SeqCst);
             }
+            // Woken by a take or freed capacity, or when the wanted extension expires.
+            let expires = self.expire_extension();
             tokio::select! {
                 () = self.wake.notified() => {}
+                () = tokio::time::sleep(expires.unwrap_or(Duration::MAX)), if expires.is_some() => {}
                 () = stop.cancelled() => break,
             }
         }

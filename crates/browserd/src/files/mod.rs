@@ -159,34 +159,35 @@ impl FileStore {
         let content = tokio::task::spawn_blocking(move || sha256_of(&hashed))
             .await
             .map_err(std::io::Error::other)??;
-        let held = self.extension_folders.lock().await;
         let dir = self.extensions.join(&content);
-        if tokio::fs::try_exists(&dir).await? {
-            // Seen again: its grace starts over (see [`UNUSED_EXTENSION_GRACE`]).
-            let touched = dir.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                std::fs::File::open(&touched)?.set_modified(std::time::SystemTime::now())
-            })
-            .await;
-        } else {
-            // Unpacked beside its place and renamed in, so a folder under its content's name
-            // is always whole.
-            let staging = self.tmp_path();
-            let (from, to) = (zip.to_path_buf(), staging.clone());
-            tokio::task::spawn_blocking(move || extensions::unpack(&from, &to))
-                .await
-                .map_err(std::io::Error::other)??;
-            if let Err(e) = tokio::fs::rename(&staging, &dir).await {
-                let _ = tokio::fs::remove_dir_all(&staging).await;
-                return Err(e.into());
-            }
-        }
+        // Unpacked (and checked) outside the lock, beside its place: one tenant's large
+        // upload holds nobody else's. Unpacked again even when the folder exists, since
+        // the sweep may take that folder before the lock is ours.
+        let staging = self.tmp_path();
+        let (from, to) = (zip.to_path_buf(), staging.clone());
+        tokio::task::spawn_blocking(move || extensions::unpack(&from, &to))
+            .await
+            .map_err(std::io::Error::other)??;
         if let Some(blobs) = &self.shared {
             let bytes = tokio::fs::read(zip).await?;
             blobs
                 .put_blob(EXTENSION_BLOB, &content, &bytes)
                 .await
                 .map_err(std::io::Error::other)?;
+        }
+        let held = self.extension_folders.lock().await;
+        if tokio::fs::try_exists(&dir).await? {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            // Seen again: its grace starts over (see [`UNUSED_EXTENSION_GRACE`]).
+            let touched = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&touched)?.set_modified(std::time::SystemTime::now())
+            })
+            .await;
+        } else if let Err(e) = tokio::fs::rename(&staging, &dir).await {
+            // A folder under its content's name is always whole: renamed in, never filled.
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e.into());
         }
         Ok((content, held))
     }
@@ -209,6 +210,15 @@ impl FileStore {
         else {
             return Ok(dir);
         };
+        // A shared store is another system: what it gives back must be what was put.
+        if let Some(content) = &extension.content
+            && sha256_hex(&zip) != *content
+        {
+            return Err(std::io::Error::other(format!(
+                "the shared store's copy of extension {} does not match its content hash",
+                extension.id
+            )));
+        }
         let tmp = self.tmp_path();
         tokio::fs::write(&tmp, &zip).await?;
         // Unpacked beside its place and renamed in: two creates at once both succeed.
@@ -246,9 +256,11 @@ impl FileStore {
         }
     }
 
-    /// Removes the content folders (and shared zips) that no project's extension names,
-    /// that no warm browser holds (`held`), and that nobody uploaded again for
-    /// [`UNUSED_EXTENSION_GRACE`]. Returns how many went.
+    /// Removes the content folders that no project's extension names, that no live session
+    /// or warm browser here holds (`held`), and that nobody uploaded again for
+    /// [`UNUSED_EXTENSION_GRACE`]. Returns how many went. A shared store's zips of them are
+    /// kept: another node may be uploading the same bytes right now, and nothing here can
+    /// tell (a few hundred KiB each).
     pub async fn sweep_extensions(
         &self,
         store: &dyn crate::store::ExtensionStore,
@@ -279,12 +291,6 @@ impl FileStore {
                     tracing::warn!(error = %e, "could not tell whether an extension is in use");
                     return removed;
                 }
-            }
-            if let Some(blobs) = &self.shared
-                && let Err(e) = blobs.delete_blob(EXTENSION_BLOB, &name).await
-            {
-                tracing::warn!(error = %e, "could not remove an unused extension's shared zip");
-                continue;
             }
             if tokio::fs::remove_dir_all(&dir).await.is_ok() {
                 removed += 1;
@@ -489,11 +495,17 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The SHA-256 of `bytes`, hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -125,20 +125,10 @@ impl CreateRequest {
     }
 
     /// The extension folder, if a warm browser started with that extension serves this
-    /// request: as [`Self::fits_warm_browser`], but with an extension, and without rules on
-    /// where its pages go (allowedDomains, blockAds, proxies), since the extension ran before
-    /// the session's rules were set.
+    /// request: as [`Self::fits_warm_browser`], but with an extension. (Its egress stayed
+    /// closed until now, so the session's rules hold from its first connection.)
     pub fn fits_warm_browser_with_extension(&self) -> Option<&Path> {
-        let settings = self.browser_settings.as_ref();
-        let rules = self.proxies.as_ref().is_some_and(|p| !p.is_empty())
-            || settings.is_some_and(|s| {
-                s.get("allowedDomains")
-                    .and_then(Value::as_array)
-                    .is_some_and(|l| !l.is_empty())
-                    || s.get("blockAds").and_then(Value::as_bool) == Some(true)
-                    || s.contains_key(NAVIGATION_POLICY)
-            });
-        if rules || !self.fits_warm_launch() {
+        if !self.fits_warm_launch() {
             return None;
         }
         self.extension_dir.as_deref()
@@ -266,6 +256,9 @@ struct LiveEntry {
     primary_tab: Option<String>,
     /// Connected clients, counted by their leases.
     clients: Arc<AtomicUsize>,
+    /// The unpacked extension it loaded: kept while the session lives (see
+    /// [`SessionManager::uses_extension_dir`]).
+    extension_dir: Option<PathBuf>,
     /// Connections the session's own browser made to its own connectUrl, counted apart:
     /// they neither keep a session without keepAlive going nor take an outside client's seat.
     inside_clients: Arc<AtomicUsize>,
@@ -292,6 +285,7 @@ impl LiveEntry {
             primary_tab: None,
             clients: Arc::default(),
             inside_clients: Arc::default(),
+            extension_dir: None,
         }
     }
 }
@@ -322,8 +316,10 @@ pub struct SessionManager {
     ad_block_lists: Vec<PathBuf>,
     ad_hosts: tokio::sync::OnceCell<Option<Arc<AdHosts>>>,
     /// The door a session's own browser opens its own `connectUrl` through (set once by the
-    /// server that serves connectUrls; none: browsers cannot reach their session).
-    own_connect: std::sync::OnceLock<Arc<dyn crate::browser::egress::OwnConnect>>,
+    /// server that serves connectUrls; unset: browsers cannot reach their session). Shared
+    /// with every session's egress rules, which read it per connection: a session resumed
+    /// before the server set it still finds it.
+    own_connect: crate::browser::egress::DoorCell,
 }
 
 /// What sessions' traffic may be sent through or kept from, besides the sandbox's egress
@@ -606,6 +602,13 @@ impl SessionManager {
             }
             return Err(e);
         }
+        // Recorded: its extension is the one to keep warm now.
+        if let Some(dir) = &warm_extension {
+            self.pool.want_extension(dir);
+        }
+        if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
+            entry.extension_dir = req.extension_dir.clone();
+        }
 
         let (ready_tx, ready_rx) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
@@ -754,9 +757,21 @@ impl SessionManager {
         let _ = self.own_connect.set(door);
     }
 
-    /// Where sessions' own browsers open their own `connectUrl`, if anywhere.
-    pub(crate) fn own_connect(&self) -> Option<Arc<dyn crate::browser::egress::OwnConnect>> {
-        self.own_connect.get().cloned()
+    /// Whether a live session here loaded the extension in `dir`, or the warm pool keeps
+    /// it: the unused-extension sweep leaves such a folder alone.
+    pub fn uses_extension_dir(&self, dir: &Path) -> bool {
+        self.pool.holds_extension(dir)
+            || self
+                .live
+                .lock()
+                .unwrap()
+                .values()
+                .any(|e| e.extension_dir.as_deref() == Some(dir))
+    }
+
+    /// Where sessions' own browsers open their own `connectUrl` (once the server set it).
+    pub(crate) fn own_connect(&self) -> crate::browser::egress::DoorCell {
+        Arc::clone(&self.own_connect)
     }
 
     /// Registers a new client of a live session. The lease counts as connected until dropped.

@@ -306,13 +306,15 @@ impl Supervisor {
         match browser.egress_rules() {
             Some(slot) => {
                 *slot.write().unwrap() = SessionRules {
+                    // The session owns it now: its rules, no longer the warm wait's.
+                    unassigned: false,
                     allowed,
                     navigation: navigation.clone(),
                     block_ads: block_ads.clone(),
                     log: log.clone(),
                     routes,
                     proxy_bytes: Arc::clone(&self.proxy_bytes),
-                    own_connect: self.manager.own_connect().map(|door| (id, door)),
+                    own_connect: Some((id, self.manager.own_connect())),
                 };
             }
             None if allowed.is_some()

@@ -648,7 +648,7 @@ async fn the_pool_keeps_a_browser_warm_with_the_extension_last_asked_for() {
 }
 
 #[test]
-fn only_sessions_without_egress_rules_take_a_browser_warm_with_their_extension() {
+fn a_browser_warm_with_an_extension_serves_sessions_that_start_like_the_pool() {
     assert!(
         with_extension("/ext/a")
             .fits_warm_browser_with_extension()
@@ -660,27 +660,28 @@ fn only_sessions_without_egress_rules_take_a_browser_warm_with_their_extension()
             .fits_warm_browser_with_extension()
             .is_none()
     );
-    let ruled = |settings: Value| CreateRequest {
+    let with_settings = |settings: Value| CreateRequest {
         browser_settings: settings.as_object().cloned(),
         ..with_extension("/ext/a")
     };
-    // Its extension ran before the session's rules were in place.
+    // Nothing left its egress before the session took it, so egress rules hold from the
+    // first connection.
     for settings in [
         serde_json::json!({"allowedDomains": ["example.com"]}),
         serde_json::json!({"blockAds": true}),
-        serde_json::json!({"context": {"id": "c"}}),
     ] {
         assert!(
-            ruled(settings.clone())
+            with_settings(settings.clone())
                 .fits_warm_browser_with_extension()
-                .is_none(),
+                .is_some(),
             "{settings}"
         );
     }
+    // A context's profile, or another window size, is a launch of its own.
     assert!(
-        ruled(serde_json::json!({"allowedDomains": []}))
+        with_settings(serde_json::json!({"context": {"id": "c"}}))
             .fits_warm_browser_with_extension()
-            .is_some()
+            .is_none()
     );
     let sized = CreateRequest {
         viewport: Viewport {

@@ -40,6 +40,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// where their connections go.
 #[derive(Debug, Default)]
 pub struct SessionRules {
+    /// A warm browser with an extension, not yet any session's: nothing leaves (its
+    /// extension's code runs, but it has no owner to answer for its traffic).
+    pub unassigned: bool,
     /// `browserSettings.allowedDomains`: the hosts pages may connect to; `None`: any.
     pub allowed: Option<AllowedHosts>,
     /// `browserSettings.riskPolicyId`: the session's copy of its navigation policy.
@@ -55,8 +58,11 @@ pub struct SessionRules {
     pub proxy_bytes: Arc<AtomicU64>,
     /// The session, and the one way back into browserd its browser has: its own
     /// `connectUrl` websocket (see [`OwnConnect`]).
-    pub own_connect: Option<(uuid::Uuid, Arc<dyn OwnConnect>)>,
+    pub own_connect: Option<(uuid::Uuid, DoorCell)>,
 }
+
+/// Where the door is, once the server that serves connectUrls has set it.
+pub type DoorCell = Arc<std::sync::OnceLock<Arc<dyn OwnConnect>>>;
 
 /// The one door back into browserd for a session's own browser: its own session's
 /// `connectUrl` websocket. Stagehand 4's extension opens the `connectUrl` from inside the
@@ -120,6 +126,27 @@ impl AllowedHosts {
 
 fn normalise(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether `host` is a number or dotted numbers that is not an address in its usual
+/// spelling (inet_aton's forms: `167772161`, `0x0a.0.0.1`, `10.1`, `012.0.0.1`).
+fn is_odd_address(host: &str) -> bool {
+    let bare = host.trim_end_matches('.').trim_matches(['[', ']']);
+    if bare.parse::<IpAddr>().is_ok() {
+        // A dotted quad with leading zeros parses elsewhere as octal.
+        return bare.contains('.')
+            && bare
+                .split('.')
+                .any(|part| part.len() > 1 && part.starts_with('0'));
+    }
+    let last = bare
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit())))
 }
 
 /// Letters, digits, `-`, `.` and `_` (Chromium sends names in ASCII, IDNs as punycode).
@@ -246,9 +273,29 @@ async fn proxy(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
+    // A name spelled like a number ("0x0a.0.0.1", "167772161") resolves, through the C
+    // library, to an address that no domain rule would see: Chromium sends addresses in
+    // their one spelling, so only a browser that was made to misbehave sends these.
+    if is_odd_address(&host) {
+        let log = session.read().unwrap().log.clone();
+        report_refusal(
+            log.as_ref(),
+            &host,
+            port,
+            None,
+            "odd_address",
+            "an address spelled as a name",
+        );
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
     // The way back in first: the session's own connect websocket is browserd, not egress,
     // so neither the policy nor the session's rules apply to it.
-    let own_connect = session.read().unwrap().own_connect.clone();
+    let own_connect = session
+        .read()
+        .unwrap()
+        .own_connect
+        .as_ref()
+        .and_then(|(id, cell)| Some((*id, Arc::clone(cell.get()?))));
     if let Some((id, door)) = own_connect
         && door.serves(port)
         && is_this_machine(&host, port, policy).await
@@ -259,6 +306,10 @@ async fn proxy(
     }
     // The session's own rules first, on the name the page asked for (any redirect, new
     // window or CDP-made target comes through here the same way).
+    if session.read().unwrap().unassigned {
+        tracing::debug!(%host, port, "a warm browser's connection refused: no session owns it yet");
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
     let (refused, via, bytes, log) = {
         let rules = session.read().unwrap();
         let blocked_by_policy = rules
@@ -578,6 +629,36 @@ async fn answer(page: &mut TcpStream, code: u8) -> std::io::Result<()> {
         code
     };
     page.write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]).await
+}
+
+#[cfg(test)]
+mod odd_address_tests {
+    #[test]
+    fn numbers_spelled_as_names_are_odd_and_usual_addresses_and_names_are_not() {
+        for odd in [
+            "167772161",
+            "0x0a.0.0.1",
+            "10.1",
+            "012.0.0.1",
+            "1.2.3.0x4",
+            "0x7f000001",
+            "a.b.1",
+        ] {
+            assert!(super::is_odd_address(odd), "{odd}");
+        }
+        for fine in [
+            "10.0.0.1",
+            "1.2.3.4",
+            "example.com",
+            "1password.com",
+            "x.com.",
+            "::1",
+            "[2001:db8::1]",
+            "a1b2.example",
+        ] {
+            assert!(!super::is_odd_address(fine), "{fine}");
+        }
+    }
 }
 
 #[cfg(test)]
