@@ -54,6 +54,9 @@ async function startNode(dataDir, extra) {
   const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir,
     '--api-key', API_KEY, '--min-timeout', '1', '--allow-local-egress', 'true',
     '--shutdown-ends-sessions', 'true', ...extra], { stdio: ['ignore', 'pipe', log], env });
+  // A test file that dies before its `after` hook (a throwing `before`) must not leave the
+  // server, and its browsers, running: SIGTERM ends every session (--shutdown-ends-sessions).
+  process.on('exit', () => { if (proc.exitCode === null) proc.kill('SIGTERM'); });
   await new Promise((resolveStarted, reject) => {
     let out = '';
     proc.stdout.on('data', (d) => {
