@@ -278,6 +278,12 @@ pub struct ExtensionJson<'a> {
 }
 
 impl Extension {
+    /// The name its unpacked folder and shared zip are kept under: its content (shared by
+    /// identical uploads), or its id for a row from before content folders.
+    pub fn files_key(&self) -> &str {
+        self.content.as_deref().unwrap_or(&self.id)
+    }
+
     pub fn to_json(&self) -> ExtensionJson<'_> {
         ExtensionJson {
             id: &self.id,

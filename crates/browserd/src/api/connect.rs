@@ -220,6 +220,8 @@ impl OwnConnect for InsideDoor {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(INSIDE_HEADER_TIMEOUT)
+                // One request per connection: the upgrade, or its refusal.
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(page), service)
                 .with_upgrades();
             if let Err(e) = conn.await {

@@ -44,12 +44,7 @@ fn answer(state: &AppState) -> Response {
 /// `GET /metrics` on the API port: the default project's key (the operator's). The
 /// figures span every project (ids included), so another project's key gets 403.
 pub async fn with_key(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    let operator = state
-        .store
-        .settings
-        .get_setting(crate::store::SETTING_DEFAULT_PROJECT)
-        .await?;
-    if operator.as_deref() != Some(auth.0.id.as_str()) {
+    if !super::projects::is_operator(&state, &auth).await? {
         return Err(ApiError::Forbidden(
             "metrics cover every project: scrape them with the default project's API key, or on --metrics-listen".into(),
         ));

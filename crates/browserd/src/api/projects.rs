@@ -45,7 +45,7 @@ pub async fn retrieve(
 }
 
 /// Whether `auth` is the operator's: the default project's key (as for `/metrics`).
-async fn is_operator(state: &AppState, auth: &Auth) -> Result<bool, ApiError> {
+pub(super) async fn is_operator(state: &AppState, auth: &Auth) -> Result<bool, ApiError> {
     let default = state
         .store
         .settings

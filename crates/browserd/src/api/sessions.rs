@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::params::{self, Fields, MetadataQuery};
 use super::{AppState, Auth, JsonObject, check_project_id};
 use crate::model::{Session, SessionStatus};
-use crate::sessions::CreateRequest;
+use crate::sessions::{CreateRequest, NAVIGATION_POLICY};
 use crate::store::SessionQuery;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -104,9 +104,6 @@ pub async fn create_or_release(
     Ok(response)
 }
 
-/// Where a session's copy of its navigation policy is kept among its browserSettings.
-pub const NAVIGATION_POLICY: &str = crate::sessions::NAVIGATION_POLICY;
-
 /// The response header naming the create fields browserd does not know (and dropped).
 const UNKNOWN_FIELDS: &str = "x-browserd-unknown-fields";
 
@@ -169,11 +166,12 @@ pub async fn stagehand_start(
             session
         }
         None => {
-            let params = fields
-                .object("browserbaseSessionCreateParams")?
-                .cloned()
-                .unwrap_or_default();
-            let params = Fields(&params);
+            let none = serde_json::Map::new();
+            let params = Fields(
+                fields
+                    .object("browserbaseSessionCreateParams")?
+                    .unwrap_or(&none),
+            );
             check_project_id(&params, &auth)?;
             create_counted(&state, &auth, &params).await?.session
         }

@@ -117,16 +117,11 @@ impl WarmPool {
         if warm.wanted.as_deref() != Some(dir) {
             return None;
         }
-        while let Some(mut browser) = warm.idle.pop() {
-            if browser.is_running() {
-                browser.to_foreground();
-                *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
-                self.wake.notify_one();
-                return Some(browser);
-            }
-            tokio::spawn(async move { browser.shutdown().await });
+        let taken = self.take_from(&mut warm.idle);
+        if taken.is_some() {
+            self.wake.notify_one();
         }
-        None
+        taken
     }
 
     /// Keeps the extension in `dir` warm from now on (a session that names it was just
@@ -146,9 +141,7 @@ impl WarmPool {
                 std::mem::take(&mut warm.idle)
             }
         };
-        for mut browser in stale {
-            tokio::spawn(async move { browser.shutdown().await });
-        }
+        stale.into_iter().for_each(stop_later);
         // A session's browser starts now: the refill waits its quiet spell.
         *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
         self.wake.notify_one();
@@ -168,9 +161,7 @@ impl WarmPool {
             warm.asked = None;
             std::mem::take(&mut warm.idle)
         };
-        for mut browser in stale {
-            tokio::spawn(async move { browser.shutdown().await });
-        }
+        stale.into_iter().for_each(stop_later);
         None
     }
 
@@ -189,18 +180,26 @@ impl WarmPool {
 
     /// Takes a ready browser, if there is one that is still running.
     pub fn take(&self) -> Option<Box<dyn BrowserInstance>> {
-        let taken = loop {
-            let mut browser = self.idle.lock().unwrap().pop()?;
+        let taken = self.take_from(&mut self.idle.lock().unwrap());
+        self.wake.notify_one();
+        taken
+    }
+
+    /// The newest running browser of `idle`, brought to the foreground, the take noted
+    /// (see [`REFILL_QUIET`]). One that died while waiting is cleaned up on the way.
+    fn take_from(
+        &self,
+        idle: &mut Vec<Box<dyn BrowserInstance>>,
+    ) -> Option<Box<dyn BrowserInstance>> {
+        while let Some(mut browser) = idle.pop() {
             if browser.is_running() {
                 browser.to_foreground();
                 *self.last_take.lock().unwrap() = Some(tokio::time::Instant::now());
-                break Some(browser);
+                return Some(browser);
             }
-            // A pooled browser died while waiting: clean it up, try the next.
-            tokio::spawn(async move { browser.shutdown().await });
-        };
-        self.wake.notify_one();
-        taken
+            stop_later(browser);
+        }
+        None
     }
 
     /// Returns a browser taken by a create that was then refused: it never served a
@@ -288,8 +287,7 @@ impl WarmPool {
                                     warm.idle.insert(0, browser);
                                 } else {
                                     // Another extension is wanted now: this one serves nobody.
-                                    let mut browser = browser;
-                                    tokio::spawn(async move { browser.shutdown().await });
+                                    stop_later(browser);
                                 }
                             }
                         }
@@ -344,4 +342,9 @@ impl WarmPool {
             browser.shutdown().await;
         }
     }
+}
+
+/// Stops a browser the pool no longer keeps, without making the caller wait.
+fn stop_later(mut browser: Box<dyn BrowserInstance>) {
+    tokio::spawn(async move { browser.shutdown().await });
 }

@@ -286,29 +286,27 @@ fn only_uploads(params: &mut Map<String, Value>, rules: &Rules) -> Result<(), St
 /// it, or as the browser sees it); anything else is refused. The rule of file inputs, for
 /// CDP and WebDriver alike.
 pub fn upload_in_browser(path: &str, rules: &Rules) -> Result<String, String> {
+    let path = Path::new(path);
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        let path = Path::new(path);
-        if path
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        {
-            return Err(format!("{} is not a plain path", path.display()));
-        }
-        let name = path
-            .strip_prefix(&rules.uploads)
-            .or_else(|_| path.strip_prefix(&rules.uploads_in_browser))
-            .map_err(|_| {
-                format!(
-                    "{} is not a file uploaded to this session: upload it with POST /v1/sessions/{{id}}/uploads and pass the path that returns",
-                    path.display()
-                )
-            })?;
-        let seen = rules.uploads_in_browser.join(name);
-        Ok(seen
-            .to_str()
-            .ok_or("an upload path is not UTF-8")?
-            .to_owned())
+        return Err(format!("{} is not a plain path", path.display()));
     }
+    let name = path
+        .strip_prefix(&rules.uploads)
+        .or_else(|_| path.strip_prefix(&rules.uploads_in_browser))
+        .map_err(|_| {
+            format!(
+                "{} is not a file uploaded to this session: upload it with POST /v1/sessions/{{id}}/uploads and pass the path that returns",
+                path.display()
+            )
+        })?;
+    let seen = rules.uploads_in_browser.join(name);
+    Ok(seen
+        .to_str()
+        .ok_or("an upload path is not UTF-8")?
+        .to_owned())
 }
 
 /// The `id` of a message that does not parse strictly, found by a scan of its top level, so

@@ -41,9 +41,9 @@ pub struct FileStore {
     session_disk_limit: u64,
     /// A store shared with other nodes, where extensions are kept for all of them.
     shared: Option<Arc<dyn BlobStore>>,
-    /// Held while an upload finds or unpacks an extension's content folder and records
-    /// its row, and while the sweep judges a folder unused: a folder is never removed
-    /// between an upload finding it and its row naming it.
+    /// Held while an upload puts an extension's content folder in place (or finds it) and
+    /// records its row, and while the sweep judges a folder unused: a folder is never
+    /// removed between an upload finding it and its row naming it.
     extension_folders: tokio::sync::Mutex<()>,
 }
 
@@ -143,8 +143,7 @@ impl FileStore {
     /// Where an extension's unpacked files are: its content's folder, shared by every
     /// identical upload (a row from before content folders: its own).
     pub fn extension_dir(&self, extension: &Extension) -> PathBuf {
-        self.extensions
-            .join(extension.content.as_deref().unwrap_or(&extension.id))
+        self.extensions.join(extension.files_key())
     }
 
     /// Takes an uploaded extension's zip: checks it, and unpacks it into its content's
@@ -202,7 +201,7 @@ impl FileStore {
         if tokio::fs::try_exists(&dir).await? {
             return Ok(dir);
         }
-        let key = extension.content.as_deref().unwrap_or(&extension.id);
+        let key = extension.files_key();
         let Some(zip) = blobs
             .get_blob(EXTENSION_BLOB, key)
             .await

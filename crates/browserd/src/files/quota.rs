@@ -92,18 +92,11 @@ impl DiskQuota {
 pub fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
     let mut used = folders
         .iter()
-        .fold(0u64, |sum, f| sum.saturating_add(size_of(root, f)));
+        .fold(0u64, |sum, f| sum.saturating_add(size_below(root, f)));
     if !folders.iter().any(|f| downloads.starts_with(f)) {
-        used = used.saturating_add(size_of(root, downloads));
+        used = used.saturating_add(size_below(root, downloads));
     }
     used
-}
-
-/// Bytes in the regular files under the folder `path` below `root` (0 if it does not
-/// exist or is not a folder). Links are not followed; hard links (uploads shown to the
-/// browser) are counted where they are walked.
-pub fn size_of(root: &Path, path: &Path) -> u64 {
-    size_below(root, path)
 }
 
 #[cfg(test)]

@@ -526,7 +526,10 @@ impl SessionManager {
         // Freed when dropped: by any early return below, or by the supervisor at its end.
         let slot = self.reserve_slot(
             id,
-            LiveEntry::new(req.keep_alive, req.project.id.clone(), commands, farewell),
+            LiveEntry {
+                extension_dir: req.extension_dir.clone(),
+                ..LiveEntry::new(req.keep_alive, req.project.id.clone(), commands, farewell)
+            },
         )?;
 
         // A context is read (and checked) before anything starts: one that cannot be
@@ -605,9 +608,6 @@ impl SessionManager {
         // Recorded: its extension is the one to keep warm now.
         if let Some(dir) = &warm_extension {
             self.pool.want_extension(dir);
-        }
-        if let Some(entry) = self.live.lock().unwrap().get_mut(&id) {
-            entry.extension_dir = req.extension_dir.clone();
         }
 
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -273,45 +273,15 @@ async fn proxy(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Ok(()),
     };
-    // A name spelled like a number ("0x0a.0.0.1", "167772161") resolves, through the C
-    // library, to an address that no domain rule would see: Chromium sends addresses in
-    // their one spelling, so only a browser that was made to misbehave sends these.
-    if is_odd_address(&host) {
-        let log = session.read().unwrap().log.clone();
-        report_refusal(
-            log.as_ref(),
-            &host,
-            port,
-            None,
-            "odd_address",
-            "an address spelled as a name",
-        );
-        return answer(&mut page, reply::NOT_ALLOWED).await;
-    }
-    // The way back in first: the session's own connect websocket is browserd, not egress,
-    // so neither the policy nor the session's rules apply to it.
-    let own_connect = session
-        .read()
-        .unwrap()
-        .own_connect
-        .as_ref()
-        .and_then(|(id, cell)| Some((*id, Arc::clone(cell.get()?))));
-    if let Some((id, door)) = own_connect
-        && door.serves(port)
-        && is_this_machine(&host, port, policy).await
-    {
-        answer(&mut page, reply::SUCCEEDED).await?;
-        door.enter(id, page).await;
-        return Ok(());
-    }
-    // The session's own rules first, on the name the page asked for (any redirect, new
-    // window or CDP-made target comes through here the same way).
-    if session.read().unwrap().unassigned {
-        tracing::debug!(%host, port, "a warm browser's connection refused: no session owns it yet");
-        return answer(&mut page, reply::NOT_ALLOWED).await;
-    }
-    let (refused, via, bytes, log) = {
+    // The session's rules, read once (a std lock: released before any await). Its own
+    // rules are judged on the name the page asked for: any redirect, new window or
+    // CDP-made target comes through here the same way.
+    let (door, unassigned, refused, via, bytes, log) = {
         let rules = session.read().unwrap();
+        let door = rules
+            .own_connect
+            .as_ref()
+            .and_then(|(id, cell)| Some((*id, Arc::clone(cell.get()?))));
         let blocked_by_policy = rules
             .navigation
             .as_ref()
@@ -331,12 +301,36 @@ async fn proxy(
             _ => None,
         };
         (
+            door,
+            rules.unassigned,
             refused,
             rules.routes.route(&host),
             Arc::clone(&rules.proxy_bytes),
             rules.log.clone(),
         )
     };
+    // A name spelled like a number ("0x0a.0.0.1", "167772161") resolves, through the C
+    // library, to an address that no domain rule would see: Chromium sends addresses in
+    // their one spelling, so only a browser that was made to misbehave sends these.
+    if is_odd_address(&host) {
+        let reason = "an address spelled as a name";
+        report_refusal(log.as_ref(), &host, port, None, "odd_address", reason);
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
+    // The way back in: the session's own connect websocket is browserd, not egress, so
+    // neither the policy nor the session's rules apply to it.
+    if let Some((id, door)) = door
+        && door.serves(port)
+        && is_this_machine(&host, port, policy).await
+    {
+        answer(&mut page, reply::SUCCEEDED).await?;
+        door.enter(id, page).await;
+        return Ok(());
+    }
+    if unassigned {
+        tracing::debug!(%host, port, "a warm browser's connection refused: no session owns it yet");
+        return answer(&mut page, reply::NOT_ALLOWED).await;
+    }
     if let Some((rule, reason)) = refused {
         report_refusal(log.as_ref(), &host, port, None, rule, reason);
         return answer(&mut page, reply::NOT_ALLOWED).await;
@@ -632,7 +626,9 @@ async fn answer(page: &mut TcpStream, code: u8) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod odd_address_tests {
+mod tests {
+    use super::*;
+
     #[test]
     fn numbers_spelled_as_names_are_odd_and_usual_addresses_and_names_are_not() {
         for odd in [
@@ -644,7 +640,7 @@ mod odd_address_tests {
             "0x7f000001",
             "a.b.1",
         ] {
-            assert!(super::is_odd_address(odd), "{odd}");
+            assert!(is_odd_address(odd), "{odd}");
         }
         for fine in [
             "10.0.0.1",
@@ -656,14 +652,9 @@ mod odd_address_tests {
             "[2001:db8::1]",
             "a1b2.example",
         ] {
-            assert!(!super::is_odd_address(fine), "{fine}");
+            assert!(!is_odd_address(fine), "{fine}");
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn allowed_domains_take_subdomains_and_only_listed_addresses() {
