@@ -362,15 +362,7 @@ async fn pages_reach_no_private_or_metadata_address_unless_the_operator_allows_i
         ),
     ];
     for (url, address, rule) in &closed {
-        // A navigation that follows a failed one can be aborted by the error page still
-        // committing (ERR_ABORTED): asked again then.
-        let mut seen = visit(&mut cdp, &page, url).await;
-        for _ in 0..3 {
-            if !seen.as_ref().is_err_and(|e| e.contains("ERR_ABORTED")) {
-                break;
-            }
-            seen = visit(&mut cdp, &page, url).await;
-        }
+        let seen = visit(&mut cdp, &page, url).await;
         assert!(
             seen.as_ref()
                 .is_err_and(|e| e.contains("ERR_SOCKS_CONNECTION_FAILED")),

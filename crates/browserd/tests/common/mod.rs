@@ -519,10 +519,21 @@ pub fn extension_zip() -> Vec<u8> {
 
 /// The outcome of navigating the page on `session` to `url`: `Ok(body text)` or
 /// `Err(Chromium's error text)`.
+///
+/// A navigation that follows a failed one can be aborted by that one's error page still
+/// committing (`net::ERR_ABORTED`, more often on a loaded machine): it is asked again then,
+/// up to three times.
 pub async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, String> {
-    let nav = cdp
-        .call("Page.navigate", json!({ "url": url }), Some(session))
-        .await;
+    let mut tries = 0;
+    let nav = loop {
+        let nav = cdp
+            .call("Page.navigate", json!({ "url": url }), Some(session))
+            .await;
+        tries += 1;
+        if nav["result"]["errorText"] != "net::ERR_ABORTED" || tries > 3 {
+            break nav;
+        }
+    };
     if let Some(error) = nav["result"]["errorText"].as_str() {
         return Err(error.to_owned());
     }
