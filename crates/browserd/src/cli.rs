@@ -38,6 +38,9 @@ pub enum Command {
     /// Manage projects (owners of sessions and API keys)
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// List, create and revoke a project's API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Inspect and release sessions
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -96,11 +99,44 @@ pub enum ProjectCommand {
         project: Option<String>,
         per_minute: u32,
     },
-    /// Add another API key to a project and print it
+    /// Set how many sessions a project may run at once (at least 1); the next create on
+    /// any node is checked against it
+    SetConcurrency {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+        sessions: u32,
+    },
+    /// Add another API key to a project and print it (as `browserd keys create`)
     CreateKey {
         /// The project [default: the default project]
         #[arg(long)]
         project: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// A project's keys by id (a key itself is shown only when it is made), oldest first
+    List {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Make a new key for a project and print it, once
+    Create {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Revoke a key by its id (from `keys list`): it stops working at once, on every node.
+    /// A project's last key cannot be revoked
+    Revoke {
+        /// The project [default: the default project]
+        #[arg(long)]
+        project: Option<String>,
+        /// The key's id, as `keys list` shows it
+        id: String,
     },
 }
 
@@ -187,15 +223,30 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
         }
         ProjectCommand::List => {
             println!(
-                "{:<36}  {:<20}  {:>15}  {:>11}",
-                "ID", "NAME", "DEFAULT TIMEOUT", "CONCURRENCY"
+                "{:<36}  {:<20}  {:>15}  {:>11}  {:>13}",
+                "ID", "NAME", "DEFAULT TIMEOUT", "CONCURRENCY", "CREATES/MIN"
             );
             for p in store.projects.list_projects().await? {
                 println!(
-                    "{:<36}  {:<20}  {:>14}s  {:>11}",
-                    p.id, p.name, p.default_timeout_secs, p.concurrency
+                    "{:<36}  {:<20}  {:>14}s  {:>11}  {:>13}",
+                    p.id,
+                    p.name,
+                    p.default_timeout_secs,
+                    p.concurrency,
+                    match p.creations_per_minute {
+                        0 => "no limit".to_owned(),
+                        n => n.to_string(),
+                    }
                 );
             }
+        }
+        ProjectCommand::SetConcurrency { project, sessions } => {
+            if sessions == 0 {
+                bail!("a project's concurrency must be at least 1");
+            }
+            let id = project_or_default(&store, project).await?;
+            store.projects.set_concurrency(&id, sessions).await?;
+            println!("project {id}: concurrency is now {sessions} sessions at once");
         }
         ProjectCommand::SetDefaultTimeout { project, seconds } => {
             let id = project_or_default(&store, project).await?;
@@ -212,10 +263,51 @@ pub async fn run_project(common: &Common, cmd: ProjectCommand) -> anyhow::Result
             println!("project {id}: creation rate is now {per_minute} per minute (0: no limit)");
         }
         ProjectCommand::CreateKey { project } => {
+            store.close().await;
+            return run_keys(common, KeysCommand::Create { project }).await;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn run_keys(common: &Common, cmd: KeysCommand) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    let store = open_store(&config).await?;
+    match cmd {
+        KeysCommand::List { project } => {
+            let id = project_or_default(&store, project).await?;
+            println!("{:<12}  CREATED", "ID");
+            for key in store.projects.list_api_keys(&id).await? {
+                println!("{:<12}  {}", key.id, fmt_time(key.created_at));
+            }
+        }
+        KeysCommand::Create { project } => {
             let id = project_or_default(&store, project).await?;
             let key = new_api_key();
-            store.projects.add_api_key(&id, &hash_api_key(&key)).await?;
-            println!("API key for project {id}: {key}   (shown only this once)");
+            let hash = hash_api_key(&key);
+            store.projects.add_api_key(&id, &hash).await?;
+            println!(
+                "API key {} for project {id}: {key}   (shown only this once)",
+                crate::store::api_key_id(&hash)
+            );
+        }
+        KeysCommand::Revoke {
+            project,
+            id: key_id,
+        } => {
+            let id = project_or_default(&store, project).await?;
+            match store.projects.revoke_api_key(&id, &key_id).await? {
+                crate::store::Revoke::Revoked => {
+                    println!("project {id}: key {key_id} revoked")
+                }
+                crate::store::Revoke::NoSuchKey => {
+                    bail!("project {id} has no key {key_id} (see `browserd keys list`)")
+                }
+                crate::store::Revoke::LastKey => bail!(
+                    "key {key_id} is project {id}'s last key: create another first (`browserd keys create`)"
+                ),
+            }
         }
     }
     store.close().await;

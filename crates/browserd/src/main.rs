@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(settings) => serve(&cli.common, &settings).await,
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
+        Command::Keys(cmd) => browserd::cli::run_keys(&cli.common, cmd).await,
         Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
         Command::Nodes(cmd) => browserd::cli::run_nodes(&cli.common, cmd).await,
         Command::Backup { file } => browserd::cli::run_backup(&cli.common, &file).await,

@@ -1017,3 +1017,86 @@ fn the_systemd_unit_verifies_and_passes_only_known_flags() {
         );
     }
 }
+
+/// The status of `GET /v1/projects` with `key` against a running server.
+async fn projects_status(base: &str, key: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/v1/projects"))
+        .header("X-BB-API-Key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// `browserd keys` lists a project's keys by id, makes one that the running server takes at
+/// once, revokes one that it refuses at once, and keeps a project's last key;
+/// `project set-concurrency` changes what the server reports and refuses 0.
+#[tokio::test]
+async fn the_cli_lists_makes_and_revokes_keys_and_sets_concurrency() {
+    let dir = data_dir();
+    let key = "cli-keys-operator-key";
+    let mut server = serve(dir.path(), &["--api-key", key, "--warm-pool", "0"]);
+
+    let (ok, out, err) = cli(dir.path(), &["project", "create", "tenant"]);
+    assert!(ok, "{err}");
+    let first = out
+        .lines()
+        .find_map(|l| l.strip_prefix("API key:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let project = out
+        .lines()
+        .find_map(|l| l.strip_prefix("project id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let first_id = browserd::store::api_key_id(&browserd::secrets::hash_api_key(&first));
+
+    let (ok, out, err) = cli(dir.path(), &["keys", "list", "--project", &project]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&first_id) && !out.contains(&first), "{out}");
+
+    let (ok, out, err) = cli(dir.path(), &["keys", "create", "--project", &project]);
+    assert!(ok, "{err}");
+    let second = out
+        .split_whitespace()
+        .find(|w| w.starts_with("bd_"))
+        .expect("the new key")
+        .to_owned();
+    assert_eq!(projects_status(&server.base, &second).await.0, 200);
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &["keys", "revoke", "--project", &project, &first_id],
+    );
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    assert_eq!(projects_status(&server.base, &first).await.0, 401);
+    let second_id = browserd::store::api_key_id(&browserd::secrets::hash_api_key(&second));
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["keys", "revoke", "--project", &project, &second_id],
+    );
+    assert!(!ok && err.contains("last key"), "{err}");
+    assert_eq!(projects_status(&server.base, &second).await.0, 200);
+
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["project", "set-concurrency", "--project", &project, "0"],
+    );
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["project", "set-concurrency", "--project", &project, "7"],
+    );
+    assert!(ok, "{err}");
+    let (status, listed) = projects_status(&server.base, &second).await;
+    assert_eq!((status, listed[0]["concurrency"].as_u64()), (200, Some(7)));
+
+    signal(&server.child, rustix::process::Signal::TERM);
+    server.child.wait().unwrap();
+}

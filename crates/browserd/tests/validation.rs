@@ -776,3 +776,209 @@ async fn a_key_given_twice_in_api_json_is_refused() {
         "nothing launched"
     );
 }
+
+/// A tenant with a project of its own, made in the store, and its key.
+async fn tenant(app: &App, concurrency: u32, key: &str) -> browserd::model::Project {
+    let store = &app._prepared.state.store;
+    let project = store
+        .projects
+        .create_project("tenant", 300, concurrency, 0)
+        .await
+        .unwrap();
+    store
+        .projects
+        .add_api_key(&project.id, &browserd::secrets::hash_api_key(key))
+        .await
+        .unwrap();
+    project
+}
+
+/// A project's keys through the API: listed by id (the key of the request marked), a new
+/// one shown once and working at once, a revoked one refused at once, the last one kept,
+/// and another project's keys out of reach.
+#[tokio::test]
+async fn a_projects_keys_are_listed_made_and_revoked_and_its_last_key_stays() {
+    let app = app().await;
+    let first = "bd_tenant_first_key";
+    let project = tenant(&app, 2, first).await;
+    let keys = format!("/v1/projects/{}/keys", project.id);
+
+    let (status, listed) = app.call_as(Some(first), Method::GET, &keys, None).await;
+    assert_eq!(status, 200);
+    let first_id = browserd::store::api_key_id(&browserd::secrets::hash_api_key(first));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["id"], first_id.as_str());
+    assert_eq!(listed[0]["current"], true);
+    assert!(
+        !listed.to_string().contains(first),
+        "a listing never shows a key"
+    );
+
+    let (status, made) = app.call_as(Some(first), Method::POST, &keys, None).await;
+    assert_eq!(status, 201);
+    let second = made["key"].as_str().unwrap().to_owned();
+    let second_id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        second_id,
+        browserd::store::api_key_id(&browserd::secrets::hash_api_key(&second))
+    );
+    let (status, listed) = app.call_as(Some(&second), Method::GET, &keys, None).await;
+    assert_eq!(status, 200, "the new key works at once");
+    let current: Vec<(&str, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), k["current"] == true))
+        .collect();
+    assert_eq!(current.len(), 2);
+    assert!(current.contains(&(first_id.as_str(), false)));
+    assert!(current.contains(&(second_id.as_str(), true)));
+
+    // Another project (the operator's) cannot see or touch this project's keys.
+    let (status, err) = app.call(Method::GET, &keys, None).await;
+    assert_error(status, &err, 404, "not found");
+    let (status, err) = app
+        .call(Method::DELETE, &format!("{keys}/{first_id}"), None)
+        .await;
+    assert_error(status, &err, 404, "not found");
+    let (_, own) = app.call(Method::GET, "/v1/projects", None).await;
+    let own_keys = format!("/v1/projects/{}/keys", own[0]["id"].as_str().unwrap());
+    let (status, err) = app
+        .call_as(
+            Some(&second),
+            Method::DELETE,
+            &format!(
+                "{own_keys}/{}",
+                browserd::store::api_key_id(&browserd::secrets::hash_api_key(KEY))
+            ),
+            None,
+        )
+        .await;
+    assert_error(status, &err, 404, "not found");
+
+    // Revoked: refused at once.
+    let (status, _) = app
+        .call_as(
+            Some(&second),
+            Method::DELETE,
+            &format!("{keys}/{first_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = app.call_as(Some(first), Method::GET, &keys, None).await;
+    assert_error(status, &err, 401, "invalid API key");
+    let (status, err) = app
+        .call_as(
+            Some(&second),
+            Method::DELETE,
+            &format!("{keys}/{first_id}"),
+            None,
+        )
+        .await;
+    assert_error(status, &err, 404, "no key");
+
+    // The last key stays: the project would be out of reach.
+    let (status, err) = app
+        .call_as(
+            Some(&second),
+            Method::DELETE,
+            &format!("{keys}/{second_id}"),
+            None,
+        )
+        .await;
+    assert_error(status, &err, 409, "last key");
+    let (status, _) = app.call_as(Some(&second), Method::GET, &keys, None).await;
+    assert_eq!(status, 200);
+}
+
+/// A tenant's key may lower its project's concurrency, never raise it, nor touch another
+/// project's; the next create is held to the new limit at once, and to a raised one.
+#[tokio::test]
+async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() {
+    let app = app().await;
+    let key = "bd_tenant_concurrency_key";
+    let project = tenant(&app, 3, key).await;
+    let path = format!("/v1/projects/{}", project.id);
+    let patch = |who: &'static str, n: i64| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.call_as(
+                Some(who),
+                Method::PATCH,
+                path,
+                Some(&format!(r#"{{"concurrency": {n}}}"#)),
+            )
+            .await
+        }
+    };
+    let (status, err) = patch(key, 4).await;
+    assert_error(status, &err, 403, "may only lower it");
+    for bad in [0, -1, 1 << 33] {
+        let (status, err) = patch(key, bad).await;
+        assert_error(status, &err, 400, "concurrency must be between 1");
+    }
+    let (status, body) = patch(key, 1).await;
+    assert_eq!((status, body["concurrency"].as_u64()), (200, Some(1)));
+
+    // One session already running (another node's, in the shared store): the project is
+    // full at its new limit, and the create says so.
+    let now = browserd::model::now();
+    let running = browserd::model::Session {
+        id: uuid::Uuid::new_v4(),
+        project_id: project.id.clone(),
+        status: browserd::model::SessionStatus::Running,
+        keep_alive: true,
+        timeout_secs: 300,
+        region: "us-west-2".into(),
+        user_metadata: None,
+        browser_settings: None,
+        extension_id: None,
+        proxies: None,
+        proxy_bytes: 0,
+        created_at: now,
+        updated_at: now,
+        started_at: now,
+        expires_at: now + time::Duration::seconds(300),
+        ended_at: None,
+        end_reason: None,
+        browser: None,
+        node: Some("another-node".into()),
+    };
+    let limits = browserd::store::ProjectLimits {
+        concurrency: 3,
+        per_minute: 0,
+    };
+    app._prepared
+        .state
+        .store
+        .sessions
+        .insert_session(&running, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, err) = app
+        .call_as(Some(key), Method::POST, "/v1/sessions", Some("{}"))
+        .await;
+    assert_error(status, &err, 429, "1");
+    assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 0, "no launch");
+
+    // The operator raises it again (as `browserd project set-concurrency` does): the next
+    // create gets past the limit (to the launcher).
+    let (status, err) = app
+        .call(Method::PATCH, &path, Some(r#"{"concurrency": 2}"#))
+        .await;
+    assert_error(status, &err, 404, "not found");
+    app._prepared
+        .state
+        .store
+        .projects
+        .set_concurrency(&project.id, 2)
+        .await
+        .unwrap();
+    let (status, _) = app
+        .call_as(Some(key), Method::POST, "/v1/sessions", Some("{}"))
+        .await;
+    assert_ne!(status, 429);
+    assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 1, "launched");
+}

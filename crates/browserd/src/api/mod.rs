@@ -178,6 +178,14 @@ pub fn app(state: AppState) -> Router {
             get(projects::retrieve).patch(projects::update),
         )
         .route("/v1/projects/{id}/usage", get(projects::usage))
+        .route(
+            "/v1/projects/{id}/keys",
+            get(projects::list_keys).post(projects::create_key),
+        )
+        .route(
+            "/v1/projects/{id}/keys/{key_id}",
+            axum::routing::delete(projects::revoke_key),
+        )
         .route("/openapi.json", get(openapi))
         .route("/dashboard", get(ui::dashboard))
         .route("/ui/rrweb/replay.min.js", get(ui::replay_js))
@@ -411,6 +419,8 @@ mod tests {
             "/v1/projects",
             "/v1/projects/{id}",
             "/v1/projects/{id}/usage",
+            "/v1/projects/{id}/keys",
+            "/v1/projects/{id}/keys/{keyId}",
             "/v1/sessions/{id}/uploads",
             "/v1/sessions/{id}/downloads",
             "/v1/contexts",

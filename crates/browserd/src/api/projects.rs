@@ -59,12 +59,13 @@ fn lowers(current: u32, new: u32) -> bool {
     new == current || (new != 0 && (current == 0 || new < current))
 }
 
-/// `PATCH /v1/projects/{id}` with `{"defaultTimeout": N}` and/or `{"creationRate": N}` (a
-/// browserd extension): the default for sessions created without `timeout`, and how many
-/// sessions the project may create per minute. Capacity is the operator's: a tenant's key
-/// may tighten its project's creation rate, never loosen it (the operator raises it with
-/// `browserd project set-creation-rate`, or with the default project's key for that
-/// project).
+/// `PATCH /v1/projects/{id}` with any of `{"defaultTimeout": N}`, `{"creationRate": N}` and
+/// `{"concurrency": N}` (the last two browserd extensions): the default for sessions created
+/// without `timeout`, how many sessions the project may create per minute, and how many it
+/// may run at once. Capacity is the operator's: a tenant's key may tighten its project's
+/// limits, never loosen them (the operator raises them with `browserd project
+/// set-creation-rate` / `set-concurrency`, or for the default project with its key). The next
+/// create is checked against the new limits, on every node of a cluster.
 pub async fn update(
     State(state): State<AppState>,
     auth: Auth,
@@ -75,9 +76,10 @@ pub async fn update(
     let fields = Fields(&body);
     let timeout = fields.integer("defaultTimeout")?;
     let rate = fields.integer("creationRate")?;
-    if timeout.is_none() && rate.is_none() {
+    let concurrency = fields.integer("concurrency")?;
+    if timeout.is_none() && rate.is_none() && concurrency.is_none() {
         return Err(ApiError::BadRequest(
-            "give defaultTimeout (seconds) or creationRate (sessions per minute, 0: no limit)"
+            "give defaultTimeout (seconds), creationRate (sessions per minute, 0: no limit) or concurrency (sessions at once, at least 1)"
                 .into(),
         ));
     }
@@ -91,22 +93,47 @@ pub async fn update(
             })
         })
         .transpose()?;
-    if let Some(rate) = rate
-        && !lowers(project.creations_per_minute, rate)
-        && !is_operator(&state, &auth).await?
-    {
-        return Err(ApiError::Forbidden(format!(
-            "creationRate {rate} would loosen this project's limit of {} per minute{}: a project's key may only tighten it; its operator raises it (browserd project set-creation-rate)",
-            project.creations_per_minute,
-            if project.creations_per_minute == 0 {
-                " (none)"
-            } else {
-                ""
-            }
-        )));
+    let concurrency = concurrency
+        .map(|c| {
+            u32::try_from(c).ok().filter(|c| *c >= 1).ok_or_else(|| {
+                ApiError::BadRequest("concurrency must be between 1 and 4294967295".into())
+            })
+        })
+        .transpose()?;
+    let loosens_rate = rate.is_some_and(|r| !lowers(project.creations_per_minute, r));
+    let loosens_concurrency = concurrency.is_some_and(|c| c > project.concurrency);
+    if (loosens_rate || loosens_concurrency) && !is_operator(&state, &auth).await? {
+        return Err(ApiError::Forbidden(if loosens_concurrency {
+            format!(
+                "concurrency {} would loosen this project's limit of {} sessions at once: a project's key may only lower it; its operator raises it (browserd project set-concurrency)",
+                concurrency.unwrap_or_default(),
+                project.concurrency
+            )
+        } else {
+            format!(
+                "creationRate {} would loosen this project's limit of {} per minute{}: a project's key may only tighten it; its operator raises it (browserd project set-creation-rate)",
+                rate.unwrap_or_default(),
+                project.creations_per_minute,
+                if project.creations_per_minute == 0 {
+                    " (none)"
+                } else {
+                    ""
+                }
+            )
+        }));
     }
     let not_found = || ApiError::NotFound(format!("project {id} not found"));
     let mut updated = None;
+    if let Some(concurrency) = concurrency {
+        updated = Some(
+            state
+                .store
+                .projects
+                .set_concurrency(&project.id, concurrency)
+                .await?
+                .ok_or_else(not_found)?,
+        );
+    }
     if let Some(secs) = timeout {
         updated = Some(
             state
@@ -149,4 +176,103 @@ pub async fn usage(
         "proxyBytes": usage.proxy_bytes,
     }))
     .into_response())
+}
+
+/// A stored key as JSON: its id and age, and whether it is the key of this request.
+fn key_json(key: &crate::store::ApiKeyInfo, current: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "createdAt": crate::model::fmt_time(key.created_at),
+        "current": key.id == current,
+    })
+}
+
+/// `GET /v1/projects/{id}/keys` (browserd): the project's keys, by id; a key is never shown
+/// again after it is made.
+pub async fn list_keys(
+    State(state): State<AppState>,
+    auth: Auth,
+    key: RequestKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let project = own_project(&auth, &id)?;
+    let keys = state.store.projects.list_api_keys(&project.id).await?;
+    Ok(Json(
+        keys.iter()
+            .map(|k| key_json(k, &key.id))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
+}
+
+/// `POST /v1/projects/{id}/keys` (browserd): a new key for the project, shown this once.
+pub async fn create_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let project = own_project(&auth, &id)?;
+    let key = crate::secrets::new_api_key();
+    let hash = crate::secrets::hash_api_key(&key);
+    state.store.projects.add_api_key(&project.id, &hash).await?;
+    tracing::info!(project = %project.id, key_id = %crate::store::api_key_id(&hash), "API key created");
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": crate::store::api_key_id(&hash),
+            "key": key,
+            "createdAt": crate::model::fmt_time(crate::model::now()),
+        })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/projects/{id}/keys/{keyId}` (browserd): the key stops working at once, on
+/// every node. A project's last key is kept (409): nothing could reach the project again.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let project = own_project(&auth, &id)?;
+    match state
+        .store
+        .projects
+        .revoke_api_key(&project.id, &key_id)
+        .await?
+    {
+        crate::store::Revoke::Revoked => {
+            tracing::info!(project = %project.id, %key_id, "API key revoked");
+            Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+        }
+        crate::store::Revoke::NoSuchKey => Err(ApiError::NotFound(format!(
+            "project {id} has no key {key_id}"
+        ))),
+        crate::store::Revoke::LastKey => Err(ApiError::Conflict(format!(
+            "key {key_id} is project {id}'s last key: create another first (POST /v1/projects/{id}/keys)"
+        ))),
+    }
+}
+
+/// The id of the API key a request came with (to mark it in a listing).
+pub struct RequestKey {
+    id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get("x-bb-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Ok(Self {
+            id: crate::store::api_key_id(&crate::secrets::hash_api_key(key)),
+        })
+    }
 }

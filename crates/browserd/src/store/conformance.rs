@@ -240,6 +240,66 @@ async fn projects_and_keys(store: &Store) {
     assert_eq!(p.project_for_key("hash-a").await.unwrap().unwrap().id, a.id);
     assert_eq!(p.project_for_key("hash-b").await.unwrap().unwrap().id, b.id);
     assert_eq!(p.project_for_key("hash-c").await.unwrap(), None);
+
+    let changed = p.set_concurrency(&a.id, 9).await.unwrap().unwrap();
+    assert_eq!(changed.concurrency, 9);
+    assert_eq!(changed.creations_per_minute, 7, "other fields kept");
+    assert_eq!(p.set_concurrency("nope", 1).await.unwrap(), None);
+
+    // Keys are listed by id (a prefix of the hash), oldest first, and revoked by id, never
+    // the last one of a project.
+    use super::{Revoke, api_key_id};
+    let (h1, h2) = (
+        crate::secrets::hash_api_key("key one"),
+        crate::secrets::hash_api_key("key two"),
+    );
+    let c = p.create_project("c", 300, 5, 0).await.unwrap();
+    p.add_api_key(&c.id, &h1).await.unwrap();
+    p.add_api_key(&c.id, &h2).await.unwrap();
+    let ids: Vec<String> = p
+        .list_api_keys(&c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&api_key_id(&h1)) && ids.contains(&api_key_id(&h2)));
+    assert_eq!(
+        p.revoke_api_key(&b.id, &api_key_id(&h1)).await.unwrap(),
+        Revoke::NoSuchKey,
+        "another project's key"
+    );
+    assert_eq!(
+        p.revoke_api_key(&c.id, &api_key_id(&h1)).await.unwrap(),
+        Revoke::Revoked
+    );
+    assert_eq!(
+        p.project_for_key(&h1).await.unwrap(),
+        None,
+        "revoked at once"
+    );
+    assert_eq!(
+        p.revoke_api_key(&c.id, &api_key_id(&h1)).await.unwrap(),
+        Revoke::NoSuchKey
+    );
+    assert_eq!(
+        p.revoke_api_key(&c.id, &api_key_id(&h2)).await.unwrap(),
+        Revoke::LastKey
+    );
+    assert_eq!(p.project_for_key(&h2).await.unwrap().unwrap().id, c.id);
+
+    // Racing revokes of a project's last two keys leave one of them.
+    let d = p.create_project("d", 300, 5, 0).await.unwrap();
+    p.add_api_key(&d.id, &h1).await.unwrap();
+    let h3 = crate::secrets::hash_api_key("key three");
+    p.add_api_key(&d.id, &h3).await.unwrap();
+    let (id1, id3) = (api_key_id(&h1), api_key_id(&h3));
+    let (r1, r3) = tokio::join!(p.revoke_api_key(&d.id, &id1), p.revoke_api_key(&d.id, &id3));
+    let mut outcomes = [r1.unwrap(), r3.unwrap()];
+    outcomes.sort_by_key(|r| *r as u8);
+    assert_eq!(outcomes, [Revoke::Revoked, Revoke::LastKey]);
+    assert_eq!(p.list_api_keys(&d.id).await.unwrap().len(), 1);
 }
 
 fn session(project_id: &str, created_at: OffsetDateTime) -> Session {

@@ -56,6 +56,31 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A stored API key, as listed: its id and age (only its hash is kept, never the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A key's id: the first 12 hex digits of its hash. Stable, derived (no column, so the keys
+/// of older data dirs have one too), and it reveals nothing usable about the key.
+pub fn api_key_id(key_hash: &str) -> String {
+    key_hash.chars().take(API_KEY_ID_LEN).collect()
+}
+
+pub const API_KEY_ID_LEN: usize = 12;
+
+/// What a [`ProjectStore::revoke_api_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    /// The project has no key with that id.
+    NoSuchKey,
+    /// That key is the project's last: kept.
+    LastKey,
+}
+
 /// The setting that names the default project (the operator's, made on first start).
 pub const SETTING_DEFAULT_PROJECT: &str = "default_project_id";
 
@@ -174,8 +199,20 @@ pub trait ProjectStore: Send + Sync + 'static {
     /// Sets a project's creation rate (sessions per minute, 0: none); `None` if no such project.
     async fn set_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>>;
 
+    /// Sets how many sessions a project may run at once; `None` if no such project. The
+    /// next create checks against it (limits are read in the create's own transaction).
+    async fn set_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>>;
+
     /// Adds a key (by hash) to a project; a hash already stored is left as it is.
     async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()>;
+
+    /// A project's keys (their ids, never the keys), oldest first.
+    async fn list_api_keys(&self, project_id: &str) -> Result<Vec<ApiKeyInfo>>;
+
+    /// Removes a project's key by its id ([`api_key_id`]), unless it is the project's last
+    /// (a project without a key could never be reached again through the API). Atomic:
+    /// two revokes racing for a project's last two keys leave one.
+    async fn revoke_api_key(&self, project_id: &str, key_id: &str) -> Result<Revoke>;
 
     /// The project an API key (by hash) belongs to.
     async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>>;

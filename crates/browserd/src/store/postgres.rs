@@ -5,6 +5,7 @@
 //! the same project queue for it; other projects' do not), and leases use the database's
 //! clock (`now()`), so nodes need not agree on the time.
 
+use super::{ApiKeyInfo, Revoke, api_key_id};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
     ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
@@ -563,6 +564,60 @@ impl ProjectStore for PostgresStore {
             .execute(&self.pool)
             .await?;
         self.get_project(id).await
+    }
+
+    async fn set_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET concurrency = $1, updated_at = $2 WHERE id = $3")
+            .bind(i64::from(concurrency))
+            .bind(crate::model::now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    async fn list_api_keys(&self, project_id: &str) -> Result<Vec<ApiKeyInfo>> {
+        let rows = sqlx::query(
+            "SELECT key_hash, created_at FROM api_keys WHERE project_id = $1 ORDER BY created_at, key_hash",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKeyInfo {
+                    id: api_key_id(&r.try_get::<String, _>("key_hash")?),
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, project_id: &str, key_id: &str) -> Result<Revoke> {
+        let mut tx = self.pool.begin().await?;
+        // The project's row locked: two revokes of one project's keys take turns, so the
+        // count each checks is the one it changes (read committed would let both see two).
+        sqlx::query("SELECT id FROM projects WHERE id = $1 FOR UPDATE")
+            .bind(project_id)
+            .execute(&mut *tx)
+            .await?;
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE project_id = $1")
+                .bind(project_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let Some(hash) = keys.iter().find(|h| api_key_id(h) == key_id) else {
+            return Ok(Revoke::NoSuchKey);
+        };
+        if keys.len() < 2 {
+            return Ok(Revoke::LastKey);
+        }
+        sqlx::query("DELETE FROM api_keys WHERE key_hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Revoke::Revoked)
     }
 
     async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {

@@ -1,5 +1,6 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
+use super::{API_KEY_ID_LEN, ApiKeyInfo, Revoke, api_key_id};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
     ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
@@ -463,6 +464,66 @@ impl ProjectStore for SqliteStore {
             .execute(&self.pool)
             .await?;
         self.get_project(id).await
+    }
+
+    async fn set_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>> {
+        sqlx::query("UPDATE projects SET concurrency = ?, updated_at = ? WHERE id = ?")
+            .bind(i64::from(concurrency))
+            .bind(fmt_time(crate::model::now()))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.get_project(id).await
+    }
+
+    async fn list_api_keys(&self, project_id: &str) -> Result<Vec<ApiKeyInfo>> {
+        let rows = sqlx::query(
+            "SELECT key_hash, created_at FROM api_keys WHERE project_id = ? ORDER BY created_at, key_hash",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiKeyInfo {
+                    id: api_key_id(&r.try_get::<String, _>("key_hash")?),
+                    created_at: parse_time(&r.try_get::<String, _>("created_at")?)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, project_id: &str, key_id: &str) -> Result<Revoke> {
+        // One statement: SQLite runs it alone (writes are serialised), so the count it
+        // checks is the count it changes.
+        let deleted = sqlx::query(
+            "DELETE FROM api_keys WHERE project_id = ? AND substr(key_hash, 1, ?) = ? \
+             AND (SELECT COUNT(*) FROM api_keys WHERE project_id = ?) > 1",
+        )
+        .bind(project_id)
+        .bind(API_KEY_ID_LEN as i64)
+        .bind(key_id)
+        .bind(project_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted > 0 {
+            return Ok(Revoke::Revoked);
+        }
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE project_id = ? AND substr(key_hash, 1, ?) = ?",
+        )
+        .bind(project_id)
+        .bind(API_KEY_ID_LEN as i64)
+        .bind(key_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if exists > 0 {
+            Revoke::LastKey
+        } else {
+            Revoke::NoSuchKey
+        })
     }
 
     async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
