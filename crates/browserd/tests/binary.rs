@@ -1100,3 +1100,30 @@ async fn the_cli_lists_makes_and_revokes_keys_and_sets_concurrency() {
     signal(&server.child, rustix::process::Signal::TERM);
     server.child.wait().unwrap();
 }
+
+/// The config file takes every setting `browserd serve --help` lists (the global ones
+/// included): each flag, spelled with `_`, is a key the file knows. A key it does not know
+/// is an error that names it, so a flag added without a file key fails here.
+#[test]
+fn the_config_file_takes_every_serve_flag() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let flags: std::collections::BTreeSet<String> = regex_lite::Regex::new(r"(?m)^\s+(?:-\w, )?--([a-z][a-z0-9-]+)")
+        .unwrap()
+        .captures_iter(&help)
+        .map(|c| c[1].to_owned())
+        .filter(|f| !["help", "version", "config"].contains(&f.as_str()))
+        .collect();
+    assert!(flags.len() > 30, "flags read from --help: {flags:?}");
+    let known = |key: &str| {
+        // Any value: a wrong type is an error too, but not an unknown key.
+        match toml::from_str::<browserd::config::Settings>(&format!("{key} = \"x\"\n")) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().contains("unknown field"),
+        }
+    };
+    assert!(!known("no_such_setting"), "the check can fail");
+    let missing: Vec<&String> = flags.iter().filter(|f| !known(&f.replace('-', "_"))).collect();
+    assert!(missing.is_empty(), "flags the config file does not take: {missing:?}");
+}
