@@ -17,7 +17,7 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(
     name = "browserd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BROWSERD_COMMIT"), ")"),
     about = "A self-hosted, Browserbase-compatible browser session server",
     long_about = "A self-hosted, Browserbase-compatible browser session server.\n\n\
         Point the official Browserbase SDKs at it with BROWSERBASE_BASE_URL and BROWSERBASE_API_KEY, \

@@ -59,6 +59,8 @@ pub struct Rule {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Build {
     pub version: &'static str,
+    /// The commit it was built from (`BROWSERD_COMMIT`, see build.rs).
+    pub commit: &'static str,
 }
 
 /// Counters of one relay direction, made once and cloned into each relay.
@@ -213,6 +215,7 @@ impl Metrics {
         build
             .get_or_create(&Build {
                 version: env!("CARGO_PKG_VERSION"),
+                commit: env!("BROWSERD_COMMIT"),
             })
             .set(1);
         registry.register("build_info", "browserd's version", build);

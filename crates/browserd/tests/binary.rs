@@ -1127,3 +1127,24 @@ fn the_config_file_takes_every_serve_flag() {
     let missing: Vec<&String> = flags.iter().filter(|f| !known(&f.replace('-', "_"))).collect();
     assert!(missing.is_empty(), "flags the config file does not take: {missing:?}");
 }
+
+/// `browserd --version` names the commit it was built from.
+#[test]
+fn the_version_names_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    assert_eq!(
+        version.trim(),
+        format!(
+            "browserd {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            head.trim()
+        )
+    );
+}
