@@ -32,6 +32,11 @@ pub struct PostgresStore {
 impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("browserd");
+        // One connection first, for its own error: a pool that cannot connect says only
+        // that it timed out, not that the server refused, the name did not resolve or the
+        // certificate did not verify.
+        use sqlx::{ConnectOptions as _, Connection as _};
+        options.connect().await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             // While the database is down, a request waits this long for a connection and
