@@ -1,6 +1,7 @@
 """The session inspector through the official Python SDK, and the dashboard in a real browser
 (Playwright driving a local Chromium): live view, DevTools, logs, recordings, settings."""
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -232,6 +233,37 @@ def test_the_dashboard_in_a_real_browser(bb, browserd, playwright, site, viewer,
     assert (fresh.expires_at - fresh.started_at).total_seconds() == 123
     bb.sessions.update(fresh.id, status="REQUEST_RELEASE")
     assert v.text_content("#concurrency") and v.text_content("#browser-minutes").isdigit()
+
+    # Limits: the operator's own project may raise them; a bad value is named, not sent.
+    def own_project(key=API_KEY):
+        return requests.get(browserd["base_url"] + "/v1/projects", headers={"X-BB-API-Key": key})
+    before = own_project().json()[0]
+    v.fill("#concurrency-input", str(before["concurrency"] + 1))
+    v.fill("#rate-input", "0")
+    v.click("#save-limits")
+    v.wait_for_selector("#limits-message:has-text('Saved')")
+    assert own_project().json()[0]["concurrency"] == before["concurrency"] + 1
+    v.fill("#concurrency-input", "0")
+    v.click("#save-limits")
+    v.wait_for_selector("#limits-message.error:has-text('at least 1')")
+    v.fill("#concurrency-input", str(before["concurrency"]))
+    v.click("#save-limits")
+    v.wait_for_selector(f"#limits-message:has-text('Saved: {before['concurrency']} at once')")
+    assert own_project().json()[0]["concurrency"] == before["concurrency"]
+
+    # Keys: one made is shown once and works at once; revoked from the list, refused at once.
+    v.click("#create-key")
+    v.wait_for_selector("#new-key")
+    made = v.text_content("#new-key").strip()
+    assert own_project(made).status_code == 200
+    made_id = hashlib.sha256(made.encode()).hexdigest()[:12]
+    row = v.locator(f"#keys tr[data-key='{made_id}']")
+    assert row.count() == 1 and made not in v.text_content("#keys")
+    v.once("dialog", lambda dialog: dialog.accept())
+    row.locator(".revoke-key").click()
+    v.wait_for_selector(f"#keys-message:has-text('{made_id} revoked')")
+    assert own_project(made).status_code == 401
+    assert v.locator("#keys tr").count() >= 1 and own_project().status_code == 200
     # The nodes: this one alone, or (through a cluster) the node that serves the dashboard
     # and the one that runs the browsers, both live.
     nodes = v.locator("#nodes tr")
