@@ -35,6 +35,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the server
     Serve(Box<Settings>),
+    /// Check this machine for what browserd needs with these settings (the serve flags):
+    /// Chromium renders a page, the sandbox's namespaces, chromedriver, certutil, the ad
+    /// lists, fonts, free memory and disk, the data dir, the database. Prints what works
+    /// and what to install; exits 1 if something browserd needs fails
+    Doctor(Box<Settings>),
     /// Manage projects (owners of sessions and API keys)
     #[command(subcommand)]
     Project(ProjectCommand),

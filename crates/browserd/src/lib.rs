@@ -32,6 +32,7 @@ pub mod cdp;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 pub mod files;
 pub mod http_server;
 pub mod inspect;

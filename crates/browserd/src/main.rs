@@ -14,6 +14,7 @@ async fn main() -> std::process::ExitCode {
     init_logging(browserd::config::log_format(&cli.common));
     let result = match cli.command {
         Command::Serve(settings) => serve(&cli.common, &settings).await,
+        Command::Doctor(settings) => doctor(&cli.common, &settings).await,
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
         Command::Keys(cmd) => browserd::cli::run_keys(&cli.common, cmd).await,
         Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
@@ -28,6 +29,20 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `browserd doctor`: one line per check; an error if one failed.
+async fn doctor(common: &Common, settings: &Settings) -> anyhow::Result<()> {
+    let config = Config::resolve(common, settings)?;
+    let checks = browserd::doctor::run(&config).await;
+    for check in &checks {
+        println!("{check}");
+    }
+    if browserd::doctor::failed(&checks) {
+        anyhow::bail!("a check failed: see FAIL above");
+    }
+    println!("browserd can run here");
+    Ok(())
 }
 
 /// An error and its causes on one line, each cause said once: many errors (sqlx's, ours

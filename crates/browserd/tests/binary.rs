@@ -1106,15 +1106,19 @@ async fn the_cli_lists_makes_and_revokes_keys_and_sets_concurrency() {
 /// is an error that names it, so a flag added without a file key fails here.
 #[test]
 fn the_config_file_takes_every_serve_flag() {
-    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    let flags: std::collections::BTreeSet<String> = regex_lite::Regex::new(r"(?m)^\s+(?:-\w, )?--([a-z][a-z0-9-]+)")
-        .unwrap()
-        .captures_iter(&help)
-        .map(|c| c[1].to_owned())
-        .filter(|f| !["help", "version", "config"].contains(&f.as_str()))
-        .collect();
+    let flags: std::collections::BTreeSet<String> =
+        regex_lite::Regex::new(r"(?m)^\s+(?:-\w, )?--([a-z][a-z0-9-]+)")
+            .unwrap()
+            .captures_iter(&help)
+            .map(|c| c[1].to_owned())
+            .filter(|f| !["help", "version", "config"].contains(&f.as_str()))
+            .collect();
     assert!(flags.len() > 30, "flags read from --help: {flags:?}");
     let known = |key: &str| {
         // Any value: a wrong type is an error too, but not an unknown key.
@@ -1124,8 +1128,14 @@ fn the_config_file_takes_every_serve_flag() {
         }
     };
     assert!(!known("no_such_setting"), "the check can fail");
-    let missing: Vec<&String> = flags.iter().filter(|f| !known(&f.replace('-', "_"))).collect();
-    assert!(missing.is_empty(), "flags the config file does not take: {missing:?}");
+    let missing: Vec<&String> = flags
+        .iter()
+        .filter(|f| !known(&f.replace('-', "_")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags the config file does not take: {missing:?}"
+    );
 }
 
 /// `browserd --version` names the commit it was built from.
@@ -1146,5 +1156,76 @@ fn the_version_names_the_commit() {
             env!("CARGO_PKG_VERSION"),
             head.trim()
         )
+    );
+}
+
+/// `browserd doctor` on this machine (the test command installed everything): every check
+/// passes, Chromium really rendered a page; with a Chromium that is not there, a data dir
+/// that others may read, or a database that does not answer, it says which and how to fix
+/// it, and exits 1 when browserd could not run.
+#[test]
+fn doctor_says_what_works_and_what_to_install() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = data_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let doctor = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("doctor")
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = doctor(&[]);
+    assert!(ok, "{out}{err}");
+    for line in [
+        "ok    chromium run  rendered a page headless",
+        "ok    sandbox",
+        "ok    chromedriver  ChromeDriver",
+        "ok    ad lists      2 of 2",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    assert!(!out.contains("FAIL") && !out.contains("warn"), "{out}");
+
+    let (ok, out, err) = doctor(&["--chromium", "/nonexistent/chromium"]);
+    assert!(!ok && err.contains("a check failed"), "{err}");
+    assert!(
+        out.contains("FAIL  chromium      /nonexistent/chromium does not answer --version"),
+        "{out}"
+    );
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out, _) = doctor(&[]);
+    assert!(ok, "a warning is not a failure: {out}");
+    assert!(
+        out.contains("warn  data dir") && out.contains("chmod 700"),
+        "{out}"
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let closed = free_port();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("doctor")
+        .env(
+            "BROWSERD_DATABASE",
+            format!("postgres://browserd@127.0.0.1:{closed}/browserd"),
+        )
+        .env("BROWSERD_CONTEXT_KEY", "00".repeat(32))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAIL  database") && text.contains("Connection refused"),
+        "{text}"
     );
 }
