@@ -99,6 +99,61 @@ impl SigningSecret {
     }
 }
 
+/// How long a forwarded request's credential is taken (either node's clock may be off by
+/// some seconds; a copy replayed later than this is refused).
+pub const CLUSTER_CREDENTIAL_WINDOW_SECS: i64 = 60;
+
+impl SigningSecret {
+    fn cluster_mac(&self, node: &str, at: i64, method: &str, path: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"browserd cluster forward v1:");
+        for part in [
+            node.as_bytes(),
+            at.to_string().as_bytes(),
+            method.as_bytes(),
+            path.as_bytes(),
+        ] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// The credential a node sends with a request it forwards (`x-browserd-cluster-auth`):
+    /// `<unix seconds>.<MAC of the sending node, the time, the method and the path>`, keyed
+    /// by the secret every node of the cluster shares (in the database). Only nodes make it.
+    pub fn cluster_credential(&self, node: &str, at: i64, method: &str, path: &str) -> String {
+        let tag = self
+            .cluster_mac(node, at, method, path)
+            .finalize()
+            .into_bytes();
+        format!("{at}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Whether `presented` is a credential [`Self::cluster_credential`] made for this
+    /// request, within [`CLUSTER_CREDENTIAL_WINDOW_SECS`] of `now`; constant-time.
+    pub fn verify_cluster_credential(
+        &self,
+        presented: &str,
+        node: &str,
+        now: i64,
+        method: &str,
+        path: &str,
+    ) -> bool {
+        let Some((at, tag)) = presented.split_once('.') else {
+            return false;
+        };
+        let (Ok(at), Ok(tag)) = (at.parse::<i64>(), URL_SAFE_NO_PAD.decode(tag)) else {
+            return false;
+        };
+        (now - at).abs() <= CLUSTER_CREDENTIAL_WINDOW_SECS
+            && self
+                .cluster_mac(node, at, method, path)
+                .verify_slice(&tag)
+                .is_ok()
+    }
+}
+
 /// A signing key names its session: `<session id>.<mac>`, so the connect handler can find
 /// the session without a lookup table.
 pub fn session_token(secret: &SigningSecret, session: Uuid) -> String {
@@ -281,5 +336,39 @@ mod tests {
             let secret = SigningSecret::generate();
             proptest::prop_assert_eq!(verify_session_token(&secret, &garbage), None);
         }
+    }
+
+    #[test]
+    fn a_cluster_credential_holds_for_its_node_request_and_minute_only() {
+        let secret = SigningSecret::generate();
+        let now = 1_800_000_000;
+        let c = secret.cluster_credential("node-a", now, "POST", "/v1/sessions/x");
+        assert!(secret.verify_cluster_credential(&c, "node-a", now + 30, "POST", "/v1/sessions/x"));
+        for (node, at, method, path) in [
+            ("node-b", now, "POST", "/v1/sessions/x"),
+            ("node-a", now + 61, "POST", "/v1/sessions/x"),
+            ("node-a", now - 61, "POST", "/v1/sessions/x"),
+            ("node-a", now, "GET", "/v1/sessions/x"),
+            ("node-a", now, "POST", "/v1/sessions/y"),
+        ] {
+            assert!(
+                !secret.verify_cluster_credential(&c, node, at, method, path),
+                "{node} {at} {method} {path}"
+            );
+        }
+        let other = SigningSecret::generate();
+        assert!(!other.verify_cluster_credential(&c, "node-a", now, "POST", "/v1/sessions/x"));
+        for forged in ["", "x", "1800000000.", "1800000000.AAAA", "abc.def"] {
+            assert!(!secret.verify_cluster_credential(
+                forged,
+                "node-a",
+                now,
+                "POST",
+                "/v1/sessions/x"
+            ));
+        }
+        // Parts are length-prefixed: moving a byte between node and path changes the MAC.
+        let c2 = secret.cluster_credential("node-a/", now, "POST", "v1");
+        assert!(!secret.verify_cluster_credential(&c2, "node-a", now, "POST", "/v1"));
     }
 }

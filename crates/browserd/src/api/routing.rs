@@ -8,7 +8,7 @@
 
 use super::AppState;
 use crate::cluster::Owner;
-use crate::cluster::forward::{FORWARDED_BY, forward};
+use crate::cluster::forward::{CLUSTER_AUTH, FORWARDED_BY, forward};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -26,14 +26,34 @@ pub async fn route_to_owner(
     // The Stagehand API's clients send the user's language-model key; browserd has no use
     // for it, and it must not reach a log, the store or another node.
     req.headers_mut().remove(MODEL_API_KEY);
-    // Forwarded once at most; and with one node there is nowhere else.
-    if !state.cluster.is_shared() || req.headers().contains_key(FORWARDED_BY) {
+    // Forwarded once at most, and only by a node: a request that says it was forwarded
+    // must carry the cluster's credential, or anyone could make a node act on a session it
+    // does not run (and answer as if it had).
+    if req.headers().contains_key(FORWARDED_BY) {
+        if !forwarded_by_a_node(&state, &req) {
+            return super::error::ApiError::Forbidden(format!(
+                "{FORWARDED_BY} is for browserd nodes, with the cluster's credential ({CLUSTER_AUTH}); send requests without it"
+            ))
+            .into_response();
+        }
+        return next.run(req).await;
+    }
+    // With one node there is nowhere else.
+    if !state.cluster.is_shared() {
         return next.run(req).await;
     }
     let (req, target) = match target_of(&state, req).await {
         Ok(found) => found,
         Err(response) => return response,
     };
+    // An API request that may be forwarded is checked here first: nothing unauthenticated
+    // leaves this node (the owner checks again, with the session's project).
+    if req.uri().path().starts_with("/v1/")
+        && !matches!(target, Target::Here)
+        && let Err(e) = check_api_key(&state, req.headers()).await
+    {
+        return e.into_response();
+    }
     let node = match &target {
         Target::Session(id) if state.sessions.is_live(*id) => None,
         Target::Session(id) => match state.cluster.owner(*id).await {
@@ -61,9 +81,53 @@ pub async fn route_to_owner(
         Target::Session(session) => Some(state.cluster.lost_notice(session)),
         _ => None,
     };
-    forward(req, &node.name, &node.url, state.cluster.name(), lost)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    forward(
+        req,
+        &node.name,
+        &node.url,
+        state.cluster.name(),
+        &state.secret,
+        lost,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The API key check of [`super::Auth`], on the headers alone (the request goes on).
+async fn check_api_key(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), super::error::ApiError> {
+    use super::error::ApiError;
+    let key = headers
+        .get("x-bb-api-key")
+        .ok_or_else(|| ApiError::Unauthorized("missing X-BB-API-Key header".into()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid API key".into()))?;
+    state
+        .store
+        .projects
+        .project_for_key(&crate::secrets::hash_api_key(key))
+        .await?
+        .map(drop)
+        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+}
+
+/// Whether `req`'s forwarding headers were made by a node of this cluster, for this very
+/// request, lately.
+fn forwarded_by_a_node(state: &AppState, req: &Request) -> bool {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let (Some(node), Some(credential)) = (header(FORWARDED_BY), header(CLUSTER_AUTH)) else {
+        return false;
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    state.secret.verify_cluster_credential(
+        credential,
+        node,
+        crate::model::now().unix_timestamp(),
+        req.method().as_str(),
+        path,
+    )
 }
 
 /// The header Stagehand's clients carry the user's model key in.

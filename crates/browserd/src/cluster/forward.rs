@@ -15,6 +15,9 @@ use std::time::Duration;
 /// Set on a forwarded request (to the forwarding node's name): the owner serves it itself,
 /// so a request is forwarded at most once, whatever two nodes believe about each other.
 pub const FORWARDED_BY: &str = "x-browserd-forwarded-by";
+/// The forwarding node's credential ([`crate::secrets::SigningSecret::cluster_credential`]):
+/// a request that says it was forwarded is taken as such only with it.
+pub const CLUSTER_AUTH: &str = "x-browserd-cluster-auth";
 
 /// Why the owner could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,7 @@ pub async fn forward(
     node_name: &str,
     node_url: &str,
     me: &str,
+    secret: &crate::secrets::SigningSecret,
     lost: Option<LostNotice>,
 ) -> Result<Response, ForwardError> {
     let address = authority(node_url)?;
@@ -147,9 +151,17 @@ pub async fn forward(
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
     *req.uri_mut() = path.parse().expect("a path and query parse as a URI");
+    let me = HeaderValue::from_str(me).unwrap_or(HeaderValue::from_static("node"));
+    let credential = secret.cluster_credential(
+        me.to_str().unwrap_or("node"),
+        crate::model::now().unix_timestamp(),
+        req.method().as_str(),
+        &path,
+    );
+    req.headers_mut().insert(FORWARDED_BY, me);
     req.headers_mut().insert(
-        FORWARDED_BY,
-        HeaderValue::from_str(me).unwrap_or(HeaderValue::from_static("node")),
+        CLUSTER_AUTH,
+        HeaderValue::from_str(&credential).expect("a credential is ASCII"),
     );
     let mut response = sender.send_request(req).await.map_err(http)?;
 
