@@ -632,6 +632,15 @@ def check_k8s_semantics(docs, entrypoint_argv, binary, top_flags, serve_flags):
                     problems.append("runs browsers without appArmorProfile Unconfined (mount)")
                 if max_sessions(args) is None:
                     problems.append("no --max-sessions: browserd would size it from the host's memory")
+                # A pod's restart kills its browsers: only a drain lets sessions finish, and
+                # the grace period must outlast it.
+                if "--shutdown=drain" not in args:
+                    problems.append("runs browsers without --shutdown=drain (SIGTERM would cut sessions short)")
+                drain = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--drain-timeout=")), 21600)
+                if not grace or grace < drain:
+                    problems.append(f"terminationGracePeriodSeconds {grace} is shorter than the drain ({drain} s)")
+                if "/dev/shm" not in mounts:
+                    problems.append("no memory-backed /dev/shm (a container's is 64 MiB)")
             role = "API only" if gateway else "browsers"
             check(f"{path.name} {kn(doc)} ({role}): {' '.join(args)}", problems)
             problems = []

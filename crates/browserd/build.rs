@@ -21,15 +21,17 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=BROWSERD_COMMIT={commit}");
-    // Built again when HEAD moves (a commit, a checkout), not on every file change.
+    // Built again when HEAD moves (a commit, a checkout), not on every file change. Only
+    // files that exist: cargo takes a missing one as changed, and would run this (and
+    // rebuild browserd) on every build.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from) {
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(head).display());
+        let head = git(&["symbolic-ref", "-q", "HEAD"]).map(|r| dir.join(r));
+        for file in [Some(dir.join("HEAD")), Some(dir.join("packed-refs")), head]
+            .into_iter()
+            .flatten()
+            .filter(|f| f.exists())
+        {
+            println!("cargo:rerun-if-changed={}", file.display());
         }
     }
 }

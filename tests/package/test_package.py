@@ -24,7 +24,7 @@ from browserbase import Browserbase
 from playwright.sync_api import sync_playwright
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-UNIT = "/lib/systemd/system/browserd.service"
+UNIT = "/usr/lib/systemd/system/browserd.service"
 ENV_FILE = "/etc/browserd/env"
 DATA_DIR = "/var/lib/browserd"
 KEY = "bd_package_test_key"
@@ -159,14 +159,28 @@ def test_the_package_installs_runs_a_session_and_purges(deb, machine_as_found):
         assert bb.sessions.retrieve(session.id).status == "COMPLETED"
         # The session's files and the database live in the unit's data dir.
         assert os.path.exists(os.path.join(DATA_DIR, "browserd.db"))
+        # A keepAlive session left running: its browser outlives the server (the unit's
+        # KillMode=process), until the package is removed.
+        kept = bb.sessions.create(keep_alive=True)
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
         log.close()
     assert code == 0, open(log.name).read()
+    # (The warm pool's browsers stopped with the server: what runs on is the kept session's.)
+    assert run("pgrep", "-af", DATA_DIR, check=False).stdout.strip(), f"the keepAlive browser of {kept.id} outlived browserd"
 
-    # Removed: the binary and the unit go, the secrets stay until purge, the data always.
+    # An upgrade (the same package again: postinst runs as for an upgrade) keeps the
+    # secrets file's mode and content.
+    run("apt-get", "install", "-y", "-q", "--reinstall", deb, env=env)
+    assert stat.S_IMODE(os.stat(ENV_FILE).st_mode) == 0o600
+    assert f"BROWSERD_API_KEY={KEY}" in open(ENV_FILE).read()
+
+    # Removed: the session still running is ended first (its browser stopped), the binary
+    # and the unit go, the secrets stay until purge, the data always.
     run("apt-get", "remove", "-y", "-q", "browserd", env=env)
+    left = run("pgrep", "-af", DATA_DIR, check=False).stdout
+    assert left.strip() == "", f"left running after remove: {left}"
     assert not os.path.exists("/usr/bin/browserd") and not os.path.exists(UNIT)
     assert os.path.exists(ENV_FILE), "a conffile is kept until purge"
     purge = run("dpkg", "--purge", "browserd")

@@ -1,5 +1,5 @@
 //! The local admin API on `<data dir>/admin.sock`: how the CLI asks a running server to
-//! act on live sessions. A Unix socket, readable only by browserd's user, so it needs no
+//! act on live sessions, or to drain. A Unix socket, readable only by browserd's user, so it needs no
 //! API key; it is never on the network.
 
 use crate::api::AppState;
@@ -14,7 +14,19 @@ use uuid::Uuid;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sessions/{id}/release", post(release))
+        .route("/drain", post(drain))
         .with_state(state)
+}
+
+/// `browserd drain`: no new sessions here; the server exits when the last live one ends
+/// (or at `--drain-timeout`).
+async fn drain(State(state): State<AppState>) -> Response {
+    state.sessions.start_drain();
+    Json(serde_json::json!({
+        "draining": true,
+        "liveSessions": state.sessions.live_count(),
+    }))
+    .into_response()
 }
 
 async fn release(

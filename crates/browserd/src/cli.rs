@@ -52,6 +52,10 @@ pub enum Command {
     /// The nodes sharing the database (--database), with their load and health
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Drain the server running on this data dir: no new sessions there (/readyz 503, a
+    /// cluster places creates elsewhere), live ones go on; it exits when the last ends, or
+    /// at its --drain-timeout
+    Drain,
     /// Copy the data dir's database (a consistent snapshot, while the server runs), context
     /// key, saved contexts and extensions into one zip (mode 0600: it holds the context key).
     /// Session files are not included. With --database, use pg_dump instead
@@ -161,6 +165,23 @@ pub enum SessionsCommand {
     },
     /// End a session now (REQUEST_RELEASE)
     Release { id: Uuid },
+}
+
+/// An error and its causes on one line, each cause said once: many errors (sqlx's, ours
+/// that wrap them) repeat their source's text in their own, which `{:#}` would print again.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -301,6 +322,11 @@ pub async fn run_keys(common: &Common, cmd: KeysCommand) -> anyhow::Result<()> {
             project,
             id: key_id,
         } => {
+            if !crate::store::is_api_key_id(&key_id) {
+                bail!(
+                    "{key_id:?} is not a key id: 12 lowercase hex digits, as `browserd keys list` shows them"
+                );
+            }
             let id = project_or_default(&store, project).await?;
             match store.projects.revoke_api_key(&id, &key_id).await? {
                 crate::store::Revoke::Revoked => {
@@ -369,14 +395,14 @@ pub async fn run_nodes(common: &Common, cmd: NodesCommand) -> anyhow::Result<()>
     match cmd {
         NodesCommand::List => {
             println!(
-                "{:<20}  {:<5}  {:>8}  {:<24}  {:<24}  URL",
+                "{:<20}  {:<8}  {:>8}  {:<24}  {:<24}  URL",
                 "NAME", "STATE", "SESSIONS", "LAST HEARTBEAT", "LEASE UNTIL"
             );
             for n in store.nodes.list_nodes().await? {
                 println!(
-                    "{:<20}  {:<5}  {:>8}  {:<24}  {:<24}  {}",
+                    "{:<20}  {:<8}  {:>8}  {:<24}  {:<24}  {}",
                     n.name,
-                    n.state.as_str(),
+                    n.shown_state(),
                     format!("{}/{}", n.live_sessions, n.max_sessions),
                     fmt_time(n.heartbeat_at),
                     fmt_time(n.lease_expires_at),
@@ -438,6 +464,34 @@ async fn release(config: &Config, id: Uuid) -> anyhow::Result<()> {
         after.status.as_str()
     );
     store.close().await;
+    Ok(())
+}
+
+/// `browserd drain`: asks the server on this data dir, over its admin socket.
+pub async fn run_drain(common: &Common) -> anyhow::Result<()> {
+    let config = Config::resolve(common, &Settings::default())?;
+    if crate::server::try_lock_data_dir(&config)?.is_some() {
+        bail!(
+            "no browserd is running on {} (nothing to drain)",
+            config.data_dir.display()
+        );
+    }
+    let socket = config.admin_socket();
+    let (status, body) = admin_post(&socket, "/drain").await.with_context(|| {
+        format!(
+            "browserd is running on {} but its admin socket {} did not answer",
+            config.data_dir.display(),
+            socket.display()
+        )
+    })?;
+    if !status.is_success() {
+        bail!("{status}: the server refused to drain");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    println!(
+        "draining: {} live session(s); browserd exits when they have ended (or at its --drain-timeout)",
+        v["liveSessions"]
+    );
     Ok(())
 }
 

@@ -118,10 +118,25 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub max_message_mib: Option<usize>,
 
-    /// On SIGTERM, end keepAlive sessions too (COMPLETED) instead of leaving their browsers
-    /// running for the next browserd on this data dir to take over [default: false]
+    /// What SIGTERM does with live sessions. keep: keepAlive browsers run on and the next
+    /// browserd on this data dir takes them over (systemd on one machine); end: every
+    /// session ends (COMPLETED) and browserd exits; drain: no new sessions here (503 with
+    /// x-should-retry, /readyz 503, a cluster places creates elsewhere), live sessions go on
+    /// and clients may reconnect, and browserd exits 0 when the last one ends or at
+    /// --drain-timeout (Kubernetes, where a restart kills every process) [default: keep]
+    #[arg(long, env = "BROWSERD_SHUTDOWN", value_name = "MODE")]
+    pub shutdown: Option<ShutdownMode>,
+
+    /// Same as --shutdown end (true) or keep (false); kept for older configurations
     #[arg(long, env = "BROWSERD_SHUTDOWN_ENDS_SESSIONS", value_name = "BOOL")]
     pub shutdown_ends_sessions: Option<bool>,
+
+    /// How long a drain (--shutdown drain, `browserd drain`) waits for live sessions to
+    /// end before ending them (COMPLETED, their clients told why), in seconds. Kubernetes:
+    /// keep terminationGracePeriodSeconds above it [default: 21600, the longest a session
+    /// may live]
+    #[arg(long, env = "BROWSERD_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
 
     /// Seconds between websocket pings to each client; a client that answers none for about
     /// two intervals is disconnected [default: 30]
@@ -322,6 +337,16 @@ pub struct Common {
     pub log_format: Option<LogFormat>,
 }
 
+/// What SIGTERM does with live sessions (`--shutdown`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownMode {
+    #[default]
+    Keep,
+    End,
+    Drain,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -343,7 +368,8 @@ pub struct Config {
     pub default_timeout_secs: u64,
     pub min_timeout_secs: u64,
     pub max_message_size: usize,
-    pub shutdown_ends_sessions: bool,
+    pub shutdown: ShutdownMode,
+    pub drain_timeout: std::time::Duration,
     pub ping_interval_secs: u64,
     pub client_idle_timeout_secs: u64,
     pub creation_rate: u32,
@@ -497,6 +523,26 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("--proxy-pool: {e}"))?,
             None => Default::default(),
         };
+        let ends = cli.shutdown_ends_sessions.or(f.shutdown_ends_sessions);
+        let shutdown = match (cli.shutdown.or(f.shutdown), ends) {
+            (Some(mode), None) => mode,
+            (None, Some(true)) => ShutdownMode::End,
+            (None, Some(false)) | (None, None) => ShutdownMode::Keep,
+            (Some(ShutdownMode::End), Some(true)) | (Some(ShutdownMode::Keep), Some(false)) => {
+                cli.shutdown.or(f.shutdown).unwrap_or_default()
+            }
+            (Some(mode), Some(ends)) => bail!(
+                "--shutdown {} and --shutdown-ends-sessions {ends} disagree: give only --shutdown (keep, end or drain)",
+                format!("{mode:?}").to_lowercase()
+            ),
+        };
+        let drain_timeout = cli
+            .drain_timeout
+            .or(f.drain_timeout)
+            .unwrap_or(MAX_TIMEOUT_SECS);
+        if drain_timeout == 0 {
+            bail!("--drain-timeout must be at least 1 second");
+        }
         Ok(Self {
             proxy_pool: std::sync::Arc::new(proxy_pool),
             ad_block_lists: cli
@@ -581,10 +627,8 @@ impl Config {
                 .or(f.max_clients_per_session)
                 .unwrap_or(16)
                 .max(1),
-            shutdown_ends_sessions: cli
-                .shutdown_ends_sessions
-                .or(f.shutdown_ends_sessions)
-                .unwrap_or(false),
+            shutdown,
+            drain_timeout: std::time::Duration::from_secs(drain_timeout),
         })
     }
 

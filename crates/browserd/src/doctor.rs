@@ -4,7 +4,9 @@
 //! makes namespaces, the database answers) rather than only looking for files: a browser
 //! image whose Chromium crashes at launch passes a file check. Each line says what works,
 //! or what is missing and the exact command that fixes it. Exit status 1 when a check that
-//! browserd needs fails; warnings are for features only some sessions use.
+//! browserd needs fails; warnings are for features only some sessions use. It changes
+//! nothing: the database is only read (no migration), so it may run beside a server or
+//! before an upgrade.
 
 use crate::config::Config;
 use std::path::{Path, PathBuf};
@@ -46,7 +48,7 @@ fn check(name: &'static str, outcome: Outcome) -> Check {
 
 /// Runs every check for `config`, in the order a reader fixes them.
 pub async fn run(config: &Config) -> Vec<Check> {
-    let mut checks = vec![user()];
+    let mut checks = vec![user(config)];
     let chromium = config
         .chromium
         .clone()
@@ -100,19 +102,21 @@ pub fn failed(checks: &[Check]) -> bool {
     checks.iter().any(|c| matches!(c.outcome, Outcome::Fail(_)))
 }
 
-fn user() -> Check {
-    if rustix::process::geteuid().is_root() {
-        check(
+fn user(config: &Config) -> Check {
+    use crate::browser::sandbox::SandboxMode;
+    match (rustix::process::geteuid().is_root(), config.sandbox) {
+        (true, _) => check("user", Outcome::Ok("root: each browser gets a sandbox and a uid of its own".into())),
+        (false, SandboxMode::Off) => check("user", Outcome::Ok("not root, --sandbox off".into())),
+        (false, SandboxMode::On) => check(
             "user",
-            Outcome::Ok("root: each browser gets a sandbox and a uid of its own".into()),
-        )
-    } else {
-        check(
+            Outcome::Fail("not root, and --sandbox on: browserd refuses to start; run it as root (docs/security.md)".into()),
+        ),
+        (false, SandboxMode::Auto) => check(
             "user",
             Outcome::Warn(
-                "not root: browsers cannot be sandboxed (--sandbox auto runs them unsandboxed, --sandbox on refuses to start); run browserd as root (docs/security.md)".into(),
+                "not root: browsers would not be sandboxed (--sandbox auto runs them without; --sandbox on refuses to start); run browserd as root (docs/security.md)".into(),
             ),
-        )
+        ),
     }
 }
 
@@ -468,33 +472,42 @@ fn data_dir(dir: &Path) -> Check {
 }
 
 async fn database(config: &Config) -> Check {
-    if config.database.is_some() {
-        return match crate::server::open_store(config).await {
-            Ok(store) => {
-                store.close().await;
-                check(
-                    "database",
-                    Outcome::Ok("the shared PostgreSQL answers and its schema is current".into()),
-                )
-            }
-            Err(e) => check("database", Outcome::Fail(format!("{e:#}"))),
-        };
-    }
+    use crate::store::SchemaState;
     let path = config.db_path();
-    if !path.exists() {
-        return check(
+    let which = match &config.database {
+        Some(_) => "the shared PostgreSQL".to_owned(),
+        None => path.display().to_string(),
+    };
+    let url = config.database.as_ref().map(crate::config::Secret::expose);
+    match crate::store::probe(url, &path).await {
+        Ok(SchemaState::Empty) => check(
             "database",
-            Outcome::Ok(format!("{} is made on the first start", path.display())),
-        );
-    }
-    match crate::store::open(&path).await {
-        Ok(store) => {
-            store.close().await;
-            check("database", Outcome::Ok(format!("{} opens", path.display())))
-        }
+            Outcome::Ok(format!(
+                "{which} answers; browserd makes its tables on the first start"
+            )),
+        ),
+        Ok(SchemaState::Current) => check(
+            "database",
+            Outcome::Ok(format!("{which} answers, its schema is current")),
+        ),
+        Ok(SchemaState::Behind { applied, latest }) => check(
+            "database",
+            Outcome::Ok(format!(
+                "{which} answers; its schema ({applied}) is brought up to {latest} when this version starts"
+            )),
+        ),
+        Ok(SchemaState::Ahead { applied, latest }) => check(
+            "database",
+            Outcome::Fail(format!(
+                "{which} has schema {applied}, newer than this browserd's {latest}: a later browserd wrote it; run that version"
+            )),
+        ),
         Err(e) => check(
             "database",
-            Outcome::Fail(format!("{}: {e}", path.display())),
+            Outcome::Fail(format!(
+                "{which}: {}",
+                crate::cli::one_line(&anyhow::Error::new(e))
+            )),
         ),
     }
 }

@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
         Command::Project(cmd) => browserd::cli::run_project(&cli.common, cmd).await,
         Command::Keys(cmd) => browserd::cli::run_keys(&cli.common, cmd).await,
         Command::Sessions(cmd) => browserd::cli::run_sessions(&cli.common, cmd).await,
+        Command::Drain => browserd::cli::run_drain(&cli.common).await,
         Command::Nodes(cmd) => browserd::cli::run_nodes(&cli.common, cmd).await,
         Command::Backup { file } => browserd::cli::run_backup(&cli.common, &file).await,
         Command::Restore { file } => browserd::cli::run_restore(&cli.common, &file),
@@ -25,7 +26,7 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("browserd: {}", one_line(&e));
+            eprintln!("browserd: {}", browserd::cli::one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -43,23 +44,6 @@ async fn doctor(common: &Common, settings: &Settings) -> anyhow::Result<()> {
     }
     println!("browserd can run here");
     Ok(())
-}
-
-/// An error and its causes on one line, each cause said once: many errors (sqlx's, ours
-/// that wrap them) repeat their source's text in their own, which `{:#}` would print again.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: info, sqlx warnings only).
@@ -147,13 +131,13 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.max_sessions
     );
-    let policy = prepared.shutdown_policy;
+    let plan = prepared.shutdown;
     browserd::server::run(
         listener,
         Some(admin),
         metrics,
         prepared.state,
-        policy,
+        plan,
         shutdown_signal(),
     )
     .await?;

@@ -94,6 +94,9 @@ pub struct Metrics {
     pub memory_floor_bytes: Gauge,
     pub store_seconds: Family<Operation, Histogram>,
     pub egress_refusals: Family<Rule, Counter>,
+    pub draining: Gauge,
+    pub session_slots: Gauge,
+    pub session_slots_free: Gauge,
     /// Handles into the `cdp_messages` and `cdp_bytes` families (which the registry holds).
     cdp: CdpFlows,
 }
@@ -121,7 +124,7 @@ impl Metrics {
         let creates = Family::<Outcome, Counter>::default();
         registry.register(
             "session_creates",
-            "Session creates answered by this node, by outcome (created, project_full, rate_limited, server_full, unavailable, client_error, error)",
+            "Session creates answered by this node, by outcome (created, project_full, rate_limited, server_full, unavailable, draining, client_error, error)",
             creates.clone(),
         );
         let create_seconds =
@@ -167,6 +170,27 @@ impl Metrics {
             "Sessions ended on this node, by final status and reason class",
             endings.clone(),
         );
+        // The series alerts watch exist from the start, at 0: `rate()` and `increase()`
+        // need an earlier sample, so a series born at 1 would hide its first event
+        // (deploy/observability/browserd-rules.yml).
+        for outcome in [
+            "created",
+            "project_full",
+            "rate_limited",
+            "server_full",
+            "unavailable",
+            "client_error",
+            "error",
+            "draining",
+        ] {
+            let _ = creates.get_or_create(&Outcome { outcome });
+        }
+        for reason in ["crash", "node_lost", "launch_failed"] {
+            let _ = endings.get_or_create(&Ended {
+                status: "ERROR",
+                reason,
+            });
+        }
         let idle_disconnects = Counter::default();
         registry.register(
             "client_idle_disconnects",
@@ -198,6 +222,26 @@ impl Metrics {
             "egress_refusals",
             "Connections of sandboxed browsers' pages refused at the egress, by rule (this_machine, own_port, private, link_local, cgnat, reserved, …, egress_deny, allowed_domains, block_ads, navigation_policy)",
             egress_refusals.clone(),
+        );
+        // Autoscaling signals: how full a node is (a utilisation target), and whether it
+        // is leaving (a draining node's free slots count for nothing).
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "1 while this node drains (no new sessions; live ones go on), else 0",
+            draining.clone(),
+        );
+        let session_slots = Gauge::default();
+        registry.register(
+            "session_slots",
+            "Sessions this node may run at once (--max-sessions)",
+            session_slots.clone(),
+        );
+        let session_slots_free = Gauge::default();
+        registry.register(
+            "session_slots_free",
+            "Sessions this node could still take now (0 while draining); warm browsers count as free",
+            session_slots_free.clone(),
         );
         let cdp_messages = Family::<Direction, Counter>::default();
         registry.register(
@@ -243,6 +287,9 @@ impl Metrics {
             memory_floor_bytes,
             store_seconds,
             egress_refusals,
+            draining,
+            session_slots,
+            session_slots_free,
             cdp,
         }
     }

@@ -498,12 +498,24 @@ pub struct Node {
     pub lease_expires_at: OffsetDateTime,
     pub live_sessions: u32,
     pub max_sessions: u32,
+    /// Draining, by its last heartbeat: it takes no new sessions.
+    pub draining: bool,
 }
 
 impl Node {
     /// Whether it can take another session, by its last heartbeat.
     pub fn has_room(&self) -> bool {
-        self.state == NodeState::Live && self.live_sessions < self.max_sessions
+        self.state == NodeState::Live && !self.draining && self.live_sessions < self.max_sessions
+    }
+
+    /// Its state as `nodes list` and the dashboard show it: a live node that drains is
+    /// "draining".
+    pub fn shown_state(&self) -> &'static str {
+        if self.state == NodeState::Live && self.draining {
+            "draining"
+        } else {
+            self.state.as_str()
+        }
     }
 }
 

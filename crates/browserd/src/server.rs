@@ -33,8 +33,8 @@ pub struct Prepared {
     pub reconciled: usize,
     /// keepAlive sessions of a previous run whose browsers were taken over.
     pub resumed: usize,
-    /// What shutdown does with keepAlive sessions.
-    pub shutdown_policy: ShutdownPolicy,
+    /// What the server does when it is told to stop (`--shutdown`).
+    pub shutdown: ShutdownPlan,
     /// Holds the data dir's lock for as long as the server runs.
     _lock: std::fs::File,
 }
@@ -161,10 +161,18 @@ pub async fn prepare_with(
         new_api_key,
         reconciled: ended,
         resumed,
-        shutdown_policy: if config.shutdown_ends_sessions {
-            ShutdownPolicy::EndAll
-        } else {
-            ShutdownPolicy::KeepAliveSurvives
+        shutdown: ShutdownPlan {
+            policy: match config.shutdown {
+                crate::config::ShutdownMode::Keep => ShutdownPolicy::KeepAliveSurvives,
+                // A drain that ends before its timeout leaves nothing live; keepAlive
+                // sessions not ended by then end too (their browsers would not be adopted
+                // by a replacement somewhere else).
+                crate::config::ShutdownMode::End | crate::config::ShutdownMode::Drain => {
+                    ShutdownPolicy::EndAll
+                }
+            },
+            drain_on_signal: config.shutdown == crate::config::ShutdownMode::Drain,
+            drain_timeout: config.drain_timeout,
         },
         _lock: lock,
     })
@@ -405,6 +413,18 @@ async fn ensure_default_project(
     };
     let new_key = match config.api_key.as_ref().map(crate::config::Secret::expose) {
         Some(key) => {
+            // A key revoked through the API or `browserd keys revoke` stays revoked: the
+            // configured one is not put back behind the operator's back.
+            if store
+                .settings
+                .get_setting(&crate::store::revoked_key_setting(&hash_api_key(key)))
+                .await?
+                .is_some()
+            {
+                anyhow::bail!(
+                    "the configured API key (--api-key, BROWSERD_API_KEY) was revoked; set a new one (browserd keys create prints one)"
+                );
+            }
             if store
                 .projects
                 .project_for_key(&hash_api_key(key))
@@ -431,14 +451,38 @@ async fn ensure_default_project(
     Ok((project.id, new_key))
 }
 
+/// What the server does when it is told to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownPlan {
+    /// What becomes of sessions still live when the server stops.
+    pub policy: ShutdownPolicy,
+    /// Drain first (`--shutdown drain`): no new sessions, and wait for the live ones to end.
+    pub drain_on_signal: bool,
+    /// How long a drain waits (`--drain-timeout`); then what is live ends.
+    pub drain_timeout: std::time::Duration,
+}
+
+impl ShutdownPlan {
+    /// Every session ends at once (in-process test servers: no browser outlives a test).
+    pub fn end_all() -> Self {
+        Self {
+            policy: ShutdownPolicy::EndAll,
+            drain_on_signal: false,
+            drain_timeout: std::time::Duration::from_secs(crate::model::MAX_TIMEOUT_SECS),
+        }
+    }
+}
+
 /// Serves the API on `listener` (and the admin API on `admin`, if given) until `shutdown`
-/// resolves; then ends every session and returns once their browsers are stopped.
+/// resolves (or, with `plan`'s drain, until a drain asked for by the signal or over the
+/// admin socket is over); then ends what `plan` says and returns once the browsers that
+/// are to stop have stopped.
 pub async fn run(
     listener: tokio::net::TcpListener,
     admin: Option<tokio::net::UnixListener>,
     metrics: Option<tokio::net::TcpListener>,
     state: AppState,
-    policy: ShutdownPolicy,
+    plan: ShutdownPlan,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Every port browserd serves on is closed to pages, Prometheus' included: it names
@@ -538,7 +582,23 @@ pub async fn run(
     let per_address = state.settings.max_connections_per_address;
     let app = crate::api::app(state);
     let served = crate::http_server::serve(listener, app, per_address, async move {
-        shutdown.await;
+        // The signal, or a drain an operator asked for (`browserd drain`).
+        let asked_to_drain = tokio::select! {
+            () = shutdown => plan.drain_on_signal,
+            () = sessions.drain_started() => true,
+        };
+        let mut policy = plan.policy;
+        if asked_to_drain {
+            sessions.start_drain();
+            tracing::info!(live = sessions.live_count(), timeout = ?plan.drain_timeout, "draining: browserd exits when the last session ends");
+            if tokio::time::timeout(plan.drain_timeout, sessions.until_empty())
+                .await
+                .is_err()
+            {
+                tracing::warn!(live = sessions.live_count(), "--drain-timeout passed: ending the sessions still live");
+                policy = ShutdownPolicy::DrainTimedOut;
+            }
+        }
         tracing::info!(?policy, "shutting down");
         // Sessions go first, so their clients get a close frame with the reason.
         sessions.shutdown(policy).await;

@@ -1096,9 +1096,36 @@ async fn the_cli_lists_makes_and_revokes_keys_and_sets_concurrency() {
     assert!(ok, "{err}");
     let (status, listed) = projects_status(&server.base, &second).await;
     assert_eq!((status, listed[0]["concurrency"].as_u64()), (200, Some(7)));
+    let (ok, _, err) = cli(dir.path(), &["keys", "revoke", "--project", &project, "%"]);
+    assert!(!ok && err.contains("not a key id"), "{err}");
 
+    // The operator's configured key, revoked, stays revoked: a restart with it refuses to
+    // start instead of putting it back.
+    let (ok, _, err) = cli(dir.path(), &["keys", "create"]);
+    assert!(ok, "{err}");
+    let operator_id = browserd::store::api_key_id(&browserd::secrets::hash_api_key(key));
+    let (ok, out, err) = cli(dir.path(), &["keys", "revoke", &operator_id]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(projects_status(&server.base, key).await.0, 401);
     signal(&server.child, rustix::process::Signal::TERM);
     server.child.wait().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            key,
+            "--warm-pool",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a revoked key");
+    assert!(err.contains("was revoked"), "{err}");
 }
 
 /// The config file takes every setting `browserd serve --help` lists (the global ones
@@ -1228,4 +1255,155 @@ fn doctor_says_what_works_and_what_to_install() {
         text.contains("FAIL  database") && text.contains("Connection refused"),
         "{text}"
     );
+}
+
+/// `/readyz` of a running server: its status and body.
+async fn readyz(base: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Waits (bounded) for a child to exit; its exit status.
+async fn exit_of(child: &mut Child) -> std::process::ExitStatus {
+    eventually(|| {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .expect("browserd exited")
+}
+
+/// `--shutdown drain`: on SIGTERM `/readyz` turns 503 at once and creates are refused with
+/// a retry, while the live keepAlive session goes on (its client keeps working and may
+/// reconnect); browserd exits 0 once that session ends.
+#[tokio::test]
+async fn a_draining_server_keeps_its_sessions_and_exits_when_the_last_ends() {
+    let dir = data_dir();
+    let key = "drain-key";
+    let mut server = serve(
+        dir.path(),
+        &["--api-key", key, "--warm-pool", "0", "--shutdown", "drain"],
+    );
+    let s = create(&server.base, key, json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    cdp.eval_in_page("window.kept = 41").await;
+
+    signal(&server.child, rustix::process::Signal::TERM);
+    let (status, body) = eventually(|| async {
+        let (status, body) = readyz(&server.base).await;
+        (status == 503).then_some((status, body))
+    })
+    .await
+    .expect("/readyz turns 503");
+    assert_eq!(
+        (status, &body["checks"]["draining"]["ok"]),
+        (503, &json!(false)),
+        "{body}"
+    );
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/sessions", server.base))
+        .header("X-BB-API-Key", key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["x-should-retry"], "true");
+
+    // The session goes on, and a client may come back to it.
+    assert_eq!(cdp.eval_in_page("++window.kept").await, json!(42));
+    drop(cdp);
+    let mut again = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(again.eval_in_page("window.kept").await, json!(42));
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+
+    assert_eq!(release(&server.base, key, &id).await["status"], "COMPLETED");
+    let status = exit_of(&mut server.child).await;
+    assert!(status.success(), "{status}");
+    assert!(browserd::browser::procs::find_by_cmdline(dir.path()).is_empty());
+}
+
+/// `browserd drain` on a server started with the default (`keep`); with `--drain-timeout`
+/// the sessions still live at its end are ended, their clients told why, and browserd
+/// exits 0.
+#[tokio::test]
+async fn browserd_drain_ends_what_is_left_at_the_drain_timeout() {
+    let dir = data_dir();
+    let key = "drain-timeout-key";
+    let mut server = serve(
+        dir.path(),
+        &["--api-key", key, "--warm-pool", "0", "--drain-timeout", "2"],
+    );
+    let s = create(&server.base, key, json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    let mut cdp = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+
+    let (ok, out, err) = cli(dir.path(), &["drain"]);
+    assert!(ok && out.contains("1 live session"), "{out}{err}");
+    let (status, body) = readyz(&server.base).await;
+    assert_eq!(
+        (status, &body["checks"]["draining"]["ok"]),
+        (503, &json!(false)),
+        "draining at once: {body}"
+    );
+    let frame = tokio::time::timeout(PATIENCE, cdp.closed())
+        .await
+        .unwrap()
+        .expect("a close frame");
+    assert!(frame.reason.contains("--drain-timeout"), "{frame:?}");
+    let status = exit_of(&mut server.child).await;
+    assert!(status.success(), "{status}");
+    let (ok, out, _) = cli(dir.path(), &["sessions", "list"]);
+    assert!(ok);
+    let line = out.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(
+        line.contains("COMPLETED") && line.contains("--drain-timeout"),
+        "{line}"
+    );
+    let (ok, _, err) = cli(dir.path(), &["drain"]);
+    assert!(!ok && err.contains("no browserd is running"), "{err}");
+}
+
+/// `/readyz` proves Chromium: a server without a warm pool is ready only once its launch
+/// probe started a real browser; one whose Chromium cannot start never is, and says why.
+#[tokio::test]
+async fn readiness_waits_for_a_browser_that_really_started() {
+    let dir = data_dir();
+    let mut server = serve(dir.path(), &["--warm-pool", "0"]);
+    let (_, body) = eventually(|| async {
+        let (status, body) = readyz(&server.base).await;
+        (status == 200).then_some((status, body))
+    })
+    .await
+    .expect("ready once the probe's browser started");
+    assert_eq!(body["checks"]["chromium"]["ok"], true);
+    signal(&server.child, rustix::process::Signal::TERM);
+    server.child.wait().unwrap();
+
+    let broken = data_dir();
+    let mut server = serve(
+        broken.path(),
+        &[
+            "--warm-pool",
+            "0",
+            "--sandbox",
+            "off",
+            "--chromium",
+            "/bin/false",
+        ],
+    );
+    let body = eventually(|| async {
+        let (_, body) = readyz(&server.base).await;
+        body["checks"]["chromium"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the last browser launch failed"))
+            .then_some(body)
+    })
+    .await
+    .expect("the failed launch is named");
+    assert_eq!(body["ready"], false, "{body}");
+    signal(&server.child, rustix::process::Signal::TERM);
+    server.child.wait().unwrap();
 }

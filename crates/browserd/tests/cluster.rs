@@ -250,6 +250,23 @@ async fn any_node_serves_any_session() {
         "{v}"
     );
 
+    // A request that says it was forwarded, without the cluster's credential, is refused:
+    // B would otherwise act on (and answer for) a session it does not run.
+    let forged = b
+        .req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
+        .header("x-browserd-forwarded-by", "node-a")
+        .header("x-browserd-cluster-auth", "1800000000.AAAA")
+        .json(&json!({"status": "REQUEST_RELEASE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        a.get(&id).await["status"],
+        "RUNNING",
+        "nothing was released"
+    );
+
     // Released through B: A stops the browser; the client through C is told why.
     let resp = b
         .req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
@@ -698,10 +715,23 @@ async fn a_node_that_runs_no_browsers_is_ready_and_places_creates_elsewhere() {
     gateway.key = key.clone();
     worker.key = key;
     for node in [&gateway, &worker] {
-        let ready = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
-        let status = ready.status();
-        let body: Value = ready.json().await.unwrap();
-        assert_eq!(status, 200, "{}: {body}", node.name);
+        // The worker is ready once a browser has started there (its pool or its probe);
+        // the gateway at once.
+        let readyz = || async {
+            let ready = reqwest::get(format!("{}/readyz", node.base)).await.unwrap();
+            let status = ready.status();
+            let body: Value = ready.json().await.unwrap();
+            (status, body)
+        };
+        let ready = eventually(|| async {
+            let (status, body) = readyz().await;
+            (status == 200).then_some(body)
+        })
+        .await;
+        let body = match ready {
+            Some(body) => body,
+            None => panic!("{} never ready: {:?}", node.name, readyz().await),
+        };
         let gateway_said = body["checks"]["sessions"]["gateway"] == true;
         assert_eq!(gateway_said, node.name == "gateway", "{body}");
     }

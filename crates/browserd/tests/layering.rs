@@ -7,7 +7,8 @@ use std::path::Path;
 /// Top to bottom; a module may use only modules after it. Modules on one line are peers
 /// that do not use each other.
 const ORDER: &[&[&str]] = &[
-    &["main", "cli"],
+    &["main", "doctor"],
+    &["cli"],
     &["server"],
     &["config", "admin", "backup"],
     &["api"],

@@ -362,13 +362,33 @@ async fn health_and_readiness_need_no_key_and_name_each_check() {
     let app = app().await;
     let (status, body) = app.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
+    // No browser has started here yet: not ready until one has (a broken Chromium is a
+    // failed rollout, not a node that fails every create); every other check passes.
     let (status, body) = app.call_as(None, Method::GET, "/readyz", None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["ready"], true);
-    for check in ["store", "chromium", "memory", "sessions"] {
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert!(
+        body["checks"]["chromium"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no browser has started here yet"),
+        "{body}"
+    );
+    for check in ["store", "memory", "disk", "sessions", "draining"] {
         assert_eq!(body["checks"][check]["ok"], true, "{check}: {body}");
     }
     assert_eq!(body["checks"]["sessions"]["live"], 0);
+    // A launch that fails for Chromium's own reasons says so (this launcher's browsers
+    // never open DevTools).
+    let (status, _) = app.call(Method::POST, "/v1/sessions", Some("{}")).await;
+    assert_eq!(status, 500);
+    let (status, body) = app.call_as(None, Method::GET, "/readyz", None).await;
+    assert_eq!(status, 503);
+    let error = body["checks"]["chromium"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the last browser launch failed") && error.contains("DevTools"),
+        "{body}"
+    );
 
     let missing = app_with(NoBrowsers {
         missing: Some("Chromium at /nowhere: not found".into()),
@@ -878,6 +898,19 @@ async fn a_projects_keys_are_listed_made_and_revoked_and_its_last_key_stays() {
         .await;
     assert_error(status, &err, 404, "no key");
 
+    // A key id has one shape; anything else names no key (and no prefix of several).
+    for bad in ["%25", "abc", "ABCDEF012345", "0123456789abc"] {
+        let (status, err) = app
+            .call_as(
+                Some(&second),
+                Method::DELETE,
+                &format!("{keys}/{bad}"),
+                None,
+            )
+            .await;
+        assert_error(status, &err, 400, "12 lowercase hex digits");
+    }
+
     // The last key stays: the project would be out of reach.
     let (status, err) = app
         .call_as(
@@ -890,6 +923,18 @@ async fn a_projects_keys_are_listed_made_and_revoked_and_its_last_key_stays() {
     assert_error(status, &err, 409, "last key");
     let (status, _) = app.call_as(Some(&second), Method::GET, &keys, None).await;
     assert_eq!(status, 200);
+
+    // A project's key can make only so many keys.
+    let store = &app._prepared.state.store;
+    for i in 1..browserd::api::MAX_KEYS_PER_PROJECT {
+        store
+            .projects
+            .add_api_key(&project.id, &format!("{i:064x}"))
+            .await
+            .unwrap();
+    }
+    let (status, err) = app.call_as(Some(&second), Method::POST, &keys, None).await;
+    assert_error(status, &err, 409, "the most it may have");
 }
 
 /// A tenant's key may lower its project's concurrency, never raise it, nor touch another
@@ -960,7 +1005,7 @@ async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() 
     let (status, err) = app
         .call_as(Some(key), Method::POST, "/v1/sessions", Some("{}"))
         .await;
-    assert_error(status, &err, 429, "1");
+    assert_error(status, &err, 429, "limit 1, currently 1");
     assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 0, "no launch");
 
     // The operator raises it again (as `browserd project set-concurrency` does): the next
@@ -981,4 +1026,47 @@ async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() 
         .await;
     assert_ne!(status, 429);
     assert_eq!(app.launcher.asked.load(Ordering::SeqCst), 1, "launched");
+}
+
+/// A draining node: `/readyz` says so at once, a create is a 503 that tells the SDK to
+/// retry (another node, or this one's replacement, takes it) and counts as `draining`.
+#[tokio::test]
+async fn a_draining_node_is_not_ready_and_refuses_creates_with_a_retry() {
+    let app = app().await;
+    let sessions = &app._prepared.state.sessions;
+    assert!(!sessions.is_draining());
+    sessions.start_drain();
+    let (status, body) = app.call_as(None, Method::GET, "/readyz", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["checks"]["draining"]["ok"], false, "{body}");
+
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/sessions")
+        .header("host", "browserd.test")
+        .header("x-bb-api-key", KEY)
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-should-retry"], "true");
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("draining"),
+        "{body}"
+    );
+    assert_eq!(
+        app.launcher.asked.load(Ordering::SeqCst),
+        0,
+        "nothing launched"
+    );
+    let refused = browserd::metrics::METRICS
+        .creates
+        .get_or_create(&browserd::metrics::Outcome {
+            outcome: "draining",
+        })
+        .get();
+    assert_eq!(refused, 1, "counted as a draining refusal");
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     /// The node running the session is down; it may come back.
     #[error("{0}")]
     NodeDown(String),
+    /// This node is draining: a retry reaches another node (or this one's replacement).
+    #[error("{0}")]
+    Draining(String),
     /// The session's browser could not be reached.
     #[error("{0}")]
     BadGateway(String),
@@ -71,9 +74,10 @@ impl ApiError {
             }
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) | Self::StoreUnavailable(_) | Self::NodeDown(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_)
+            | Self::StoreUnavailable(_)
+            | Self::NodeDown(_)
+            | Self::Draining(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -116,7 +120,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        if let Self::StoreUnavailable(_) | Self::NodeDown(_) = &self {
+        if let Self::StoreUnavailable(_) | Self::NodeDown(_) | Self::Draining(_) = &self {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("true"));
@@ -154,6 +158,7 @@ impl From<crate::sessions::CreateError> for ApiError {
             },
             E::LowMemory { .. } | E::LowDisk { .. } => Self::Unavailable(e.to_string()),
             E::ShuttingDown => Self::Unavailable(e.to_string()),
+            E::Draining => Self::Draining(e.to_string()),
             // A context that does not open will not open on a retry either.
             E::Launch(_) | E::SupervisorGone | E::Context(_) | E::Setup(_) => {
                 Self::Internal(e.to_string())

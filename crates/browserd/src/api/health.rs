@@ -4,7 +4,9 @@
 //! session now — the store answers, Chromium is there, the machine is above the memory
 //! floor, the data dir's disk above its floor, and this server is under `--max-sessions` — with a JSON body that names each check,
 //! and 503 when one fails. A cluster node that runs no browsers (`--max-sessions 0`) places
-//! creates on other nodes: it is ready while its store answers.
+//! creates on other nodes: it is ready while its store answers. A node that runs browsers
+//! is ready only once a browser has really started here (and the last launch that tells did
+//! not fail: `browser::proof`); a draining node is not ready.
 
 use super::AppState;
 use axum::Json;
@@ -62,7 +64,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "max": limits.max_sessions,
         "gateway": gateway,
     });
-    let checks = json!({ "store": store, "chromium": chromium, "memory": memory, "disk": disk, "sessions": sessions });
+    // A draining node takes no new sessions: out of a load balancer's rotation at once,
+    // while its live sessions go on (any node forwards their clients to it).
+    let draining = state.sessions.is_draining();
+    let drain = json!({ "ok": !draining, "draining": draining });
+    let checks = json!({ "draining": drain, "store": store, "chromium": chromium, "memory": memory, "disk": disk, "sessions": sessions });
     let ready = checks
         .as_object()
         .is_some_and(|c| c.values().all(|check| check["ok"] == true));

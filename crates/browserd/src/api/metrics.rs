@@ -28,6 +28,17 @@ pub fn exposition(state: &AppState) -> String {
     m.warm_pool_target
         .set(state.sessions.pool().target() as i64);
     m.warm_pool_ready.set(state.sessions.pool().len() as i64);
+    let limits = state.sessions.limits();
+    let draining = state.sessions.is_draining();
+    m.draining.set(i64::from(draining));
+    m.session_slots.set(limits.max_sessions as i64);
+    m.session_slots_free.set(if draining {
+        0
+    } else {
+        limits
+            .max_sessions
+            .saturating_sub(state.sessions.live_count()) as i64
+    });
     const MIB: i64 = 1024 * 1024;
     if let Some(available) = crate::sessions::mem_available_mib() {
         m.memory_available_bytes.set(available as i64 * MIB);

@@ -6,6 +6,7 @@ mod access_log;
 mod certificates;
 mod connect;
 pub use connect::InsideDoor;
+pub use projects::MAX_KEYS_PER_PROJECT;
 mod contexts;
 pub mod error;
 mod extensions;

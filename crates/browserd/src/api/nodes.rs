@@ -16,7 +16,8 @@ pub async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Response
         .map(|n| {
             serde_json::json!({
                 "name": n.name,
-                "state": n.state,
+                "state": n.shown_state(),
+                "draining": n.draining,
                 "liveSessions": n.live_sessions,
                 "maxSessions": n.max_sessions,
                 "startedAt": crate::model::fmt_time(n.started_at),

@@ -24,7 +24,13 @@ const KEPT: usize = 360;
 
 /// Create outcomes counted as refusals: the server or the project had no room, or the
 /// server could not start a browser now (a client's own mistake is not a refusal).
-const REFUSED: [&str; 4] = ["project_full", "rate_limited", "server_full", "unavailable"];
+const REFUSED: [&str; 5] = [
+    "project_full",
+    "rate_limited",
+    "server_full",
+    "unavailable",
+    "draining",
+];
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -100,9 +100,10 @@ pub async fn update(
             })
         })
         .transpose()?;
+    let operator = is_operator(&state, &auth).await?;
     let loosens_rate = rate.is_some_and(|r| !lowers(project.creations_per_minute, r));
     let loosens_concurrency = concurrency.is_some_and(|c| c > project.concurrency);
-    if (loosens_rate || loosens_concurrency) && !is_operator(&state, &auth).await? {
+    if (loosens_rate || loosens_concurrency) && !operator {
         return Err(ApiError::Forbidden(if loosens_concurrency {
             format!(
                 "concurrency {} would loosen this project's limit of {} sessions at once: a project's key may only lower it; its operator raises it (browserd project set-concurrency)",
@@ -123,16 +124,27 @@ pub async fn update(
         }));
     }
     let not_found = || ApiError::NotFound(format!("project {id} not found"));
+    // A tenant's change is applied only if it still tightens the limit as stored then (one
+    // statement): an operator's lowering made since this request read the project stands.
+    let changed_meanwhile = || {
+        ApiError::Conflict(format!(
+            "the project's limits were changed meanwhile: read them again (GET /v1/projects/{id})"
+        ))
+    };
+    let projects = &state.store.projects;
     let mut updated = None;
     if let Some(concurrency) = concurrency {
-        updated = Some(
-            state
-                .store
-                .projects
+        updated = Some(if operator {
+            projects
                 .set_concurrency(&project.id, concurrency)
                 .await?
-                .ok_or_else(not_found)?,
-        );
+                .ok_or_else(not_found)?
+        } else {
+            projects
+                .lower_concurrency(&project.id, concurrency)
+                .await?
+                .ok_or_else(changed_meanwhile)?
+        });
     }
     if let Some(secs) = timeout {
         updated = Some(
@@ -145,14 +157,17 @@ pub async fn update(
         );
     }
     if let Some(rate) = rate {
-        updated = Some(
-            state
-                .store
-                .projects
+        updated = Some(if operator {
+            projects
                 .set_creation_rate(&project.id, rate)
                 .await?
-                .ok_or_else(not_found)?,
-        );
+                .ok_or_else(not_found)?
+        } else {
+            projects
+                .tighten_creation_rate(&project.id, rate)
+                .await?
+                .ok_or_else(changed_meanwhile)?
+        });
     }
     let updated = updated.expect("one of the two was given");
     Ok(Json(project_json(&state, &updated)).into_response())
@@ -177,6 +192,9 @@ pub async fn usage(
     }))
     .into_response())
 }
+
+/// Keys one project may hold through the API (the operator's CLI is not bound by it).
+pub const MAX_KEYS_PER_PROJECT: usize = 100;
 
 /// A stored key as JSON: its id and age, and whether it is the key of this request.
 fn key_json(key: &crate::store::ApiKeyInfo, current: &str) -> serde_json::Value {
@@ -212,6 +230,12 @@ pub async fn create_key(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let project = own_project(&auth, &id)?;
+    // A bound on what one project's key can add (each key is a row, and a lookup target).
+    if state.store.projects.list_api_keys(&project.id).await?.len() >= MAX_KEYS_PER_PROJECT {
+        return Err(ApiError::Conflict(format!(
+            "project {id} has {MAX_KEYS_PER_PROJECT} keys, the most it may have: revoke one first"
+        )));
+    }
     let key = crate::secrets::new_api_key();
     let hash = crate::secrets::hash_api_key(&key);
     state.store.projects.add_api_key(&project.id, &hash).await?;
@@ -235,6 +259,11 @@ pub async fn revoke_key(
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let project = own_project(&auth, &id)?;
+    if !crate::store::is_api_key_id(&key_id) {
+        return Err(ApiError::BadRequest(
+            "a key id is 12 lowercase hex digits (GET /v1/projects/{id}/keys lists them)".into(),
+        ));
+    }
     match state
         .store
         .projects

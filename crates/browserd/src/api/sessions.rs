@@ -205,6 +205,7 @@ fn outcome_of(e: &ApiError) -> &'static str {
             "project_full"
         }
         ApiError::TooManyRequests { .. } => "server_full",
+        ApiError::Draining(_) => "draining",
         ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::NodeDown(_) => {
             "unavailable"
         }

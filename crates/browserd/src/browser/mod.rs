@@ -9,6 +9,7 @@ pub mod chromium;
 pub mod egress;
 pub mod pool;
 pub mod procs;
+pub mod proof;
 pub mod sandbox;
 pub mod trust;
 pub mod upstream;

@@ -191,7 +191,13 @@ impl Cluster {
             match self
                 .store
                 .nodes
-                .heartbeat(&self.settings.name, epoch, load, self.settings.lease)
+                .heartbeat(
+                    &self.settings.name,
+                    epoch,
+                    load,
+                    sessions.is_draining(),
+                    self.settings.lease,
+                )
                 .await
             {
                 Ok(true) => {

@@ -16,6 +16,7 @@ mod tests;
 
 use crate::browser::adblock::AdHosts;
 use crate::browser::pool::WarmPool;
+use crate::browser::proof::{LaunchProof, Prober, Proving};
 use crate::browser::upstream::ProxyPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
@@ -169,6 +170,10 @@ pub enum CreateError {
     LowDisk { available_mib: u64, floor_mib: u64 },
     #[error("browserd is shutting down and takes no new sessions")]
     ShuttingDown,
+    #[error(
+        "this browserd node is draining and takes no new sessions; retry (another node takes it)"
+    )]
+    Draining,
     #[error("the session's browser failed to start: {0}")]
     Launch(#[from] LaunchError),
     #[error(transparent)]
@@ -233,6 +238,9 @@ pub enum ShutdownPolicy {
     KeepAliveSurvives,
     /// Every session ends as COMPLETED.
     EndAll,
+    /// The node drained and its `--drain-timeout` passed: what is still live ends as
+    /// COMPLETED, its clients told why.
+    DrainTimedOut,
 }
 
 /// The manager's view of one live session.
@@ -302,6 +310,15 @@ pub struct SessionManager {
     /// browser is stopped.
     tasks: TaskTracker,
     shutting_down: AtomicBool,
+    /// Draining (`--shutdown drain`, `browserd drain`): no new session here, live ones go
+    /// on until they end. A watch: the server waits for a drain asked over the admin socket.
+    draining: watch::Sender<bool>,
+    /// Wakes a drain waiting for the last session to end (every freed slot notifies).
+    slot_freed: tokio::sync::Notify,
+    /// Whether Chromium has been seen to start here (`/readyz`); the launcher records it.
+    proof: Arc<LaunchProof>,
+    /// Starts a probe browser when readiness is asked and nothing proved Chromium.
+    prober: Arc<Prober>,
     pool: WarmPool,
     /// Stops the pool's refill loop at shutdown.
     stop_pool: CancellationToken,
@@ -348,8 +365,15 @@ impl SessionManager {
         node: String,
         traffic: TrafficOptions,
     ) -> Arc<Self> {
+        // Every launch (the pool's, a create's, the probe's) tells whether Chromium works.
+        let proof = Arc::new(LaunchProof::default());
+        let launcher: Arc<dyn Launcher> = Arc::new(Proving::new(launcher, Arc::clone(&proof)));
         let manager = Arc::new(Self {
             node,
+            draining: watch::Sender::new(false),
+            slot_freed: tokio::sync::Notify::new(),
+            proof,
+            prober: Default::default(),
             proxy_pool: traffic.proxy_pool,
             ad_block_lists: traffic.ad_block_lists,
             ad_hosts: Default::default(),
@@ -424,8 +448,64 @@ impl SessionManager {
         self.launcher.enforces_egress()
     }
 
+    /// Whether a launch could start now: Chromium is there, and a browser has been seen to
+    /// start (and the last launch that tells did not fail). Asked while Chromium is not
+    /// proven, on a node without a warm pool (whose refills prove it), it starts a probe
+    /// browser in the background: the next ask has the answer.
     pub fn launcher_readiness(&self) -> Result<(), String> {
-        self.launcher.readiness()
+        self.launcher.readiness()?;
+        let proven = self.proof.readiness();
+        if proven.is_err()
+            && self.pool.target() == 0
+            && self.limits.max_sessions > 0
+            && !self.is_draining()
+            && !self.shutting_down.load(Ordering::SeqCst)
+            && self.prober.begin()
+        {
+            self.tasks.spawn(crate::browser::proof::probe_once(
+                Arc::clone(&self.launcher),
+                Arc::clone(&self.prober),
+            ));
+        }
+        proven
+    }
+
+    /// Stops taking sessions here (creates are refused, 503 with `x-should-retry`, or in a
+    /// cluster placed on another node) while live ones go on; warm browsers are stopped.
+    /// Idempotent.
+    pub fn start_drain(&self) {
+        if !self.draining.send_replace(true) {
+            tracing::info!(
+                live = self.live_count(),
+                "draining: no new sessions here; live ones go on"
+            );
+            crate::metrics::METRICS.draining.set(1);
+            // The refill loop stops and stops its idle browsers.
+            self.stop_pool.cancel();
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Resolves once a drain has started (at once if it has).
+    pub async fn drain_started(&self) {
+        let mut draining = self.draining.subscribe();
+        // The sender lives as long as `self`: an error cannot happen while we borrow it.
+        let _ = draining.wait_for(|d| *d).await;
+    }
+
+    /// Resolves once no session is live here.
+    pub async fn until_empty(&self) {
+        loop {
+            // Registered before the check: a slot freed in between still wakes it.
+            let freed = self.slot_freed.notified();
+            if self.live_count() == 0 {
+                return;
+            }
+            freed.await;
+        }
     }
 
     pub fn files(&self) -> &Arc<FileStore> {
@@ -451,7 +531,8 @@ impl SessionManager {
 
     /// Whether a create could start here now: a free slot and memory above the floor.
     pub fn has_room(&self) -> bool {
-        self.live_count() < self.limits.max_sessions
+        !self.is_draining()
+            && self.live_count() < self.limits.max_sessions
             && self.memory_shortage().is_none()
             && self.disk_shortage().is_none()
     }
@@ -658,6 +739,9 @@ impl SessionManager {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(CreateError::ShuttingDown);
         }
+        if self.is_draining() {
+            return Err(CreateError::Draining);
+        }
         if live.len() >= self.limits.max_sessions {
             return Err(CreateError::ServerFull {
                 limit: self.limits.max_sessions,
@@ -674,6 +758,7 @@ impl SessionManager {
     /// Only [`Slot`]'s drop calls this.
     fn free_slot(&self, id: Uuid) {
         self.live.lock().unwrap().remove(&id);
+        self.slot_freed.notify_waiters();
         // A freed slot may let the pool start another browser.
         self.pool.nudge();
     }
@@ -925,9 +1010,14 @@ impl SessionManager {
                         let _ = done_rx.await;
                     }
                 } else {
+                    let reason = if policy == ShutdownPolicy::DrainTimedOut {
+                        "this browserd node was drained and its --drain-timeout passed"
+                    } else {
+                        "browserd is shutting down"
+                    };
                     let ending = Ending {
                         status: SessionStatus::Completed,
-                        reason: "browserd is shutting down".into(),
+                        reason: reason.into(),
                     };
                     self.end(id, ending).await;
                 }

@@ -75,9 +75,9 @@ async fn nodes(store: &Store) {
     n.register_node("node-b", "http://127.0.0.3:1", Some("http://b"), 2, long)
         .await
         .unwrap();
-    assert!(n.heartbeat("node-a", a, 3, long).await.unwrap());
+    assert!(n.heartbeat("node-a", a, 3, false, long).await.unwrap());
     assert!(
-        !n.heartbeat("node-a", a + 1, 3, long).await.unwrap(),
+        !n.heartbeat("node-a", a + 1, 3, false, long).await.unwrap(),
         "wrong epoch"
     );
     let listed = n.list_nodes().await.unwrap();
@@ -89,6 +89,13 @@ async fn nodes(store: &Store) {
     let node_a = n.get_node("node-a").await.unwrap().unwrap();
     assert_eq!((node_a.live_sessions, node_a.max_sessions), (3, 4));
     assert_eq!(node_a.state, crate::model::NodeState::Live);
+    assert!(node_a.has_room() && !node_a.draining);
+    // A draining node is live (its sessions are served) but takes no new session.
+    assert!(n.heartbeat("node-a", a, 3, true, long).await.unwrap());
+    let node_a = n.get_node("node-a").await.unwrap().unwrap();
+    assert!(node_a.draining && !node_a.has_room());
+    assert_eq!(node_a.shown_state(), "draining");
+    assert!(n.heartbeat("node-a", a, 3, false, long).await.unwrap());
     assert_eq!(
         n.get_node("node-b")
             .await
@@ -148,7 +155,7 @@ async fn nodes(store: &Store) {
         crate::model::NodeState::Lost
     );
     assert!(
-        !n.heartbeat("node-b", b, 0, long).await.unwrap(),
+        !n.heartbeat("node-b", b, 0, false, long).await.unwrap(),
         "a lost node's heartbeat finds out"
     );
     assert!(
@@ -279,6 +286,15 @@ async fn projects_and_keys(store: &Store) {
         None,
         "revoked at once"
     );
+    assert!(
+        store
+            .settings
+            .get_setting(&super::revoked_key_setting(&h1))
+            .await
+            .unwrap()
+            .is_some(),
+        "a revoked key is remembered"
+    );
     assert_eq!(
         p.revoke_api_key(&c.id, &api_key_id(&h1)).await.unwrap(),
         Revoke::NoSuchKey
@@ -288,6 +304,48 @@ async fn projects_and_keys(store: &Store) {
         Revoke::LastKey
     );
     assert_eq!(p.project_for_key(&h2).await.unwrap().unwrap().id, c.id);
+
+    // A tenant's lowering only ever lowers: against a limit lowered meanwhile, nothing.
+    let e = p.create_project("e", 300, 10, 0).await.unwrap();
+    assert_eq!(
+        p.lower_concurrency(&e.id, 4)
+            .await
+            .unwrap()
+            .unwrap()
+            .concurrency,
+        4
+    );
+    assert_eq!(
+        p.lower_concurrency(&e.id, 4)
+            .await
+            .unwrap()
+            .unwrap()
+            .concurrency,
+        4
+    );
+    assert_eq!(p.lower_concurrency(&e.id, 5).await.unwrap(), None);
+    assert_eq!(p.get_project(&e.id).await.unwrap().unwrap().concurrency, 4);
+    assert_eq!(p.lower_concurrency("nope", 1).await.unwrap(), None);
+    // ...and tightening a rate: from none to some, lower, the same; never looser or none.
+    let rate = |n| p.tighten_creation_rate(&e.id, n);
+    assert_eq!(
+        rate(0).await.unwrap().unwrap().creations_per_minute,
+        0,
+        "none to none"
+    );
+    assert_eq!(rate(20).await.unwrap().unwrap().creations_per_minute, 20);
+    assert_eq!(rate(5).await.unwrap().unwrap().creations_per_minute, 5);
+    assert_eq!(rate(5).await.unwrap().unwrap().creations_per_minute, 5);
+    assert_eq!(rate(6).await.unwrap(), None);
+    assert_eq!(rate(0).await.unwrap(), None);
+    assert_eq!(
+        p.get_project(&e.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .creations_per_minute,
+        5
+    );
 
     // Racing revokes of a project's last two keys leave one of them.
     let d = p.create_project("d", 300, 5, 0).await.unwrap();

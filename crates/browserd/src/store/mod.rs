@@ -71,6 +71,16 @@ pub fn api_key_id(key_hash: &str) -> String {
 
 pub const API_KEY_ID_LEN: usize = 12;
 
+/// Whether `id` has a key id's shape (12 lowercase hex digits): anything else names no key.
+pub fn is_api_key_id(id: &str) -> bool {
+    id.len() == API_KEY_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The setting that marks a key (by hash) as revoked.
+pub fn revoked_key_setting(key_hash: &str) -> String {
+    format!("revoked_api_key:{key_hash}")
+}
+
 /// What a [`ProjectStore::revoke_api_key`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoke {
@@ -97,6 +107,45 @@ pub async fn open(path: &Path) -> Result<Store> {
         Arc::new(sqlite::SqliteStore::open(path).await?),
         false,
     ))
+}
+
+/// Where a database's schema stands against this browserd's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaState {
+    /// No browserd schema yet: the first start makes it.
+    Empty,
+    Current,
+    /// Older: the next start of this version brings it up to date.
+    Behind {
+        applied: i64,
+        latest: i64,
+    },
+    /// Newer than this browserd knows: a later version wrote it.
+    Ahead {
+        applied: i64,
+        latest: i64,
+    },
+}
+
+impl SchemaState {
+    fn of(applied: Option<i64>, latest: i64) -> Self {
+        match applied {
+            None => Self::Empty,
+            Some(a) if a == latest => Self::Current,
+            Some(applied) if applied < latest => Self::Behind { applied, latest },
+            Some(applied) => Self::Ahead { applied, latest },
+        }
+    }
+}
+
+/// Connects without changing anything (no migration, no row written; a read-only
+/// connection for SQLite) and says where the schema stands: for `browserd doctor`, which
+/// may run beside a server, or before a rolling upgrade.
+pub async fn probe(database: Option<&str>, sqlite_path: &Path) -> Result<SchemaState> {
+    match database {
+        Some(url) => postgres::probe(url).await,
+        None => sqlite::probe(sqlite_path).await,
+    }
 }
 
 /// Connects to a PostgreSQL database that several nodes share (`postgres://…`) and brings
@@ -211,8 +260,19 @@ pub trait ProjectStore: Send + Sync + 'static {
 
     /// Removes a project's key by its id ([`api_key_id`]), unless it is the project's last
     /// (a project without a key could never be reached again through the API). Atomic:
-    /// two revokes racing for a project's last two keys leave one.
+    /// two revokes racing for a project's last two keys leave one. The revoked key's hash
+    /// is remembered ([`revoked_key_setting`]), so a start-up with it configured (the
+    /// operator's `BROWSERD_API_KEY`) refuses instead of bringing it back.
     async fn revoke_api_key(&self, project_id: &str, key_id: &str) -> Result<Revoke>;
+
+    /// Lowers a project's concurrency to `concurrency` only if that is no more than it is
+    /// now (read in the same statement): a tenant's lowering that raced an operator's
+    /// cannot undo it. `None`: no such project, or the limit is already lower.
+    async fn lower_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>>;
+
+    /// Tightens a project's creation rate to `per_minute` only if that is no looser than it
+    /// is now (0 is no limit), as one statement; `None` otherwise.
+    async fn tighten_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>>;
 
     /// The project an API key (by hash) belongs to.
     async fn project_for_key(&self, key_hash: &str) -> Result<Option<Project>>;
@@ -343,13 +403,15 @@ pub trait NodeStore: Send + Sync + 'static {
         lease: std::time::Duration,
     ) -> Result<i64>;
 
-    /// Renews a node's lease and records its load; `false` if the node is no longer live
-    /// under `epoch` (a sweeper gave it up for dead while it was silent).
+    /// Renews a node's lease and records its load and whether it drains; `false` if the
+    /// node is no longer live under `epoch` (a sweeper gave it up for dead while it was
+    /// silent).
     async fn heartbeat(
         &self,
         name: &str,
         epoch: i64,
         live_sessions: u32,
+        draining: bool,
         lease: std::time::Duration,
     ) -> Result<bool>;
 

@@ -5,7 +5,7 @@
 //! the same project queue for it; other projects' do not), and leases use the database's
 //! clock (`now()`), so nodes need not agree on the time.
 
-use super::{ApiKeyInfo, Revoke, api_key_id};
+use super::{ApiKeyInfo, Revoke, api_key_id, revoked_key_setting};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
     ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
@@ -47,6 +47,33 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// See [`super::probe`].
+pub async fn probe(url: &str) -> Result<super::SchemaState> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let mut conn = PgConnectOptions::from_str(url)?
+        .application_name("browserd doctor")
+        .connect()
+        .await?;
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&mut conn)
+        .await?;
+    let applied: Option<i64> = match table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await?
+        }
+        None => None,
+    };
+    conn.close().await?;
+    let latest = sqlx::migrate!("./migrations/postgres")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    Ok(super::SchemaState::of(applied, latest))
 }
 
 fn secs(d: Duration) -> f64 {
@@ -383,17 +410,19 @@ impl NodeStore for PostgresStore {
         name: &str,
         epoch: i64,
         live_sessions: u32,
+        draining: bool,
         lease: Duration,
     ) -> Result<bool> {
         let renewed = sqlx::query(
             "UPDATE nodes SET heartbeat_at = now(), \
-             lease_expires_at = now() + make_interval(secs => $1), live_sessions = $2 \
-             WHERE name = $3 AND epoch = $4 AND state = 'live'",
+             lease_expires_at = now() + make_interval(secs => $1), live_sessions = $2, \
+             draining = $5 WHERE name = $3 AND epoch = $4 AND state = 'live'",
         )
         .bind(secs(lease))
         .bind(i64::from(live_sessions))
         .bind(name)
         .bind(epoch)
+        .bind(draining)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -621,8 +650,49 @@ impl ProjectStore for PostgresStore {
             .bind(hash)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(revoked_key_setting(hash))
+        .bind(crate::model::fmt_time(crate::model::now()))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Revoke::Revoked)
+    }
+
+    async fn lower_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>> {
+        let changed = sqlx::query(
+            "UPDATE projects SET concurrency = $1, updated_at = $2 WHERE id = $3 AND concurrency >= $1",
+        )
+        .bind(i64::from(concurrency))
+        .bind(crate::model::now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_project(id).await
+    }
+
+    async fn tighten_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
+        let changed = sqlx::query(
+            "UPDATE projects SET creations_per_minute = $1, updated_at = $2 WHERE id = $3 \
+             AND (creations_per_minute = $1 OR ($1 <> 0 AND (creations_per_minute = 0 OR creations_per_minute > $1)))",
+        )
+        .bind(i64::from(per_minute))
+        .bind(crate::model::now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_project(id).await
     }
 
     async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
@@ -937,6 +1007,7 @@ fn node_from_row(row: &PgRow) -> Result<Node> {
         heartbeat_at: row.try_get("heartbeat_at")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
         live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
+        draining: row.try_get::<bool, _>("draining")?,
         max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
     })
 }

@@ -1,6 +1,6 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
-use super::{API_KEY_ID_LEN, ApiKeyInfo, Revoke, api_key_id};
+use super::{API_KEY_ID_LEN, ApiKeyInfo, Revoke, api_key_id, revoked_key_setting};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
     ProjectLimits, ProjectStore, Refusal, Result, SessionQuery, SessionStore, SettingStore,
@@ -47,6 +47,39 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// See [`super::probe`]: a read-only connection (a missing file is `Empty`, not made).
+pub async fn probe(path: &Path) -> Result<super::SchemaState> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let latest = sqlx::migrate!("./migrations/sqlite")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    if !path.exists() {
+        return Ok(super::SchemaState::of(None, latest));
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await?;
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    let applied: Option<i64> = match table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await?
+        }
+        None => None,
+    };
+    conn.close().await?;
+    Ok(super::SchemaState::of(applied, latest))
 }
 
 /// `VACUUM INTO`: SQLite writes one read transaction's view of the database to `dest`; the
@@ -495,22 +528,29 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, project_id: &str, key_id: &str) -> Result<Revoke> {
-        // One statement: SQLite runs it alone (writes are serialised), so the count it
-        // checks is the count it changes.
-        let deleted = sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        // One statement decides: SQLite runs it alone (writes are serialised), so the
+        // count it checks is the count it changes.
+        let revoked: Option<String> = sqlx::query_scalar(
             "DELETE FROM api_keys WHERE project_id = ? AND substr(key_hash, 1, ?) = ? \
-             AND (SELECT COUNT(*) FROM api_keys WHERE project_id = ?) > 1",
+             AND (SELECT COUNT(*) FROM api_keys WHERE project_id = ?) > 1 RETURNING key_hash",
         )
         .bind(project_id)
         .bind(API_KEY_ID_LEN as i64)
         .bind(key_id)
         .bind(project_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if deleted > 0 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(hash) = revoked {
+            sqlx::query("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)")
+                .bind(revoked_key_setting(&hash))
+                .bind(fmt_time(crate::model::now()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             return Ok(Revoke::Revoked);
         }
+        tx.rollback().await?;
         let exists: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM api_keys WHERE project_id = ? AND substr(key_hash, 1, ?) = ?",
         )
@@ -524,6 +564,40 @@ impl ProjectStore for SqliteStore {
         } else {
             Revoke::NoSuchKey
         })
+    }
+
+    async fn lower_concurrency(&self, id: &str, concurrency: u32) -> Result<Option<Project>> {
+        let changed = sqlx::query(
+            "UPDATE projects SET concurrency = ?, updated_at = ? WHERE id = ? AND concurrency >= ?",
+        )
+        .bind(i64::from(concurrency))
+        .bind(fmt_time(crate::model::now()))
+        .bind(id)
+        .bind(i64::from(concurrency))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_project(id).await
+    }
+
+    async fn tighten_creation_rate(&self, id: &str, per_minute: u32) -> Result<Option<Project>> {
+        let changed = sqlx::query(
+            "UPDATE projects SET creations_per_minute = ?1, updated_at = ?2 WHERE id = ?3 \
+             AND (creations_per_minute = ?1 OR (?1 != 0 AND (creations_per_minute = 0 OR creations_per_minute > ?1)))",
+        )
+        .bind(i64::from(per_minute))
+        .bind(fmt_time(crate::model::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.get_project(id).await
     }
 
     async fn add_api_key(&self, project_id: &str, key_hash: &str) -> Result<()> {
@@ -758,16 +832,18 @@ impl NodeStore for SqliteStore {
         name: &str,
         epoch: i64,
         live_sessions: u32,
+        draining: bool,
         lease: Duration,
     ) -> Result<bool> {
         let now = crate::model::now();
         let renewed = sqlx::query(
-            "UPDATE nodes SET heartbeat_at = ?, lease_expires_at = ?, live_sessions = ? \
+            "UPDATE nodes SET heartbeat_at = ?, lease_expires_at = ?, live_sessions = ?, draining = ? \
              WHERE name = ? AND epoch = ? AND state = 'live'",
         )
         .bind(fmt_time(now))
         .bind(fmt_time(now + lease))
         .bind(i64::from(live_sessions))
+        .bind(draining)
         .bind(name)
         .bind(epoch)
         .execute(&self.pool)
@@ -860,6 +936,7 @@ fn node_from_row(row: &SqliteRow) -> Result<Node> {
         heartbeat_at: time_col(row, "heartbeat_at")?,
         lease_expires_at: time_col(row, "lease_expires_at")?,
         live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
+        draining: row.try_get::<bool, _>("draining")?,
         max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
     })
 }

@@ -152,13 +152,12 @@ impl TestServer {
         let task = tokio::spawn(async move {
             let _keep = prepared; // holds the data dir lock
             // In-process test servers end every session on stop: no browser outlives a test.
-            let policy = browserd::sessions::ShutdownPolicy::EndAll;
             browserd::server::run(
                 listener,
                 None,
                 metrics,
                 _keep.state.clone(),
-                policy,
+                browserd::server::ShutdownPlan::end_all(),
                 async {
                     let _ = stopped.await;
                 },
