@@ -523,19 +523,30 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("--proxy-pool: {e}"))?,
             None => Default::default(),
         };
-        let ends = cli.shutdown_ends_sessions.or(f.shutdown_ends_sessions);
-        let shutdown = match (cli.shutdown.or(f.shutdown), ends) {
-            (Some(mode), None) => mode,
-            (None, Some(true)) => ShutdownMode::End,
-            (None, Some(false)) | (None, None) => ShutdownMode::Keep,
-            (Some(ShutdownMode::End), Some(true)) | (Some(ShutdownMode::Keep), Some(false)) => {
-                cli.shutdown.or(f.shutdown).unwrap_or_default()
+        // The flags (and environment) win over the file, as for every setting; within one
+        // source, the two spellings must agree.
+        let one_source = |mode: Option<ShutdownMode>,
+                          ends: Option<bool>|
+         -> anyhow::Result<Option<ShutdownMode>> {
+            let from_ends = ends.map(|e| {
+                if e {
+                    ShutdownMode::End
+                } else {
+                    ShutdownMode::Keep
+                }
+            });
+            match (mode, from_ends) {
+                (Some(m), Some(e)) if m != e => bail!(
+                    "--shutdown {} and --shutdown-ends-sessions {} disagree: give only --shutdown (keep, end or drain)",
+                    format!("{m:?}").to_lowercase(),
+                    ends.unwrap_or_default()
+                ),
+                (m, e) => Ok(m.or(e)),
             }
-            (Some(mode), Some(ends)) => bail!(
-                "--shutdown {} and --shutdown-ends-sessions {ends} disagree: give only --shutdown (keep, end or drain)",
-                format!("{mode:?}").to_lowercase()
-            ),
         };
+        let shutdown = one_source(cli.shutdown, cli.shutdown_ends_sessions)?
+            .or(one_source(f.shutdown, f.shutdown_ends_sessions)?)
+            .unwrap_or_default();
         let drain_timeout = cli
             .drain_timeout
             .or(f.drain_timeout)
@@ -816,6 +827,41 @@ mod tests {
         );
         common.log_format = Some(LogFormat::Text);
         assert_eq!(log_format(&common), LogFormat::Text);
+    }
+
+    #[test]
+    fn shutdown_flags_win_over_the_file_and_one_source_must_agree_with_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "shutdown_ends_sessions = true\n").unwrap();
+        let common = Common {
+            config: Some(file),
+            ..Common::default()
+        };
+        let resolve = |settings: Settings| Config::resolve(&common, &settings);
+        assert_eq!(
+            resolve(Settings::default()).unwrap().shutdown,
+            ShutdownMode::End
+        );
+        let drain = Settings {
+            shutdown: Some(ShutdownMode::Drain),
+            ..Settings::default()
+        };
+        assert_eq!(
+            resolve(drain).unwrap().shutdown,
+            ShutdownMode::Drain,
+            "the flag wins"
+        );
+        let both = Settings {
+            shutdown: Some(ShutdownMode::Drain),
+            shutdown_ends_sessions: Some(true),
+            ..Settings::default()
+        };
+        let err = resolve(both).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+        let none = Config::resolve(&Common::default(), &Settings::default()).unwrap();
+        assert_eq!(none.shutdown, ShutdownMode::Keep);
+        assert_eq!(none.drain_timeout, std::time::Duration::from_secs(21600));
     }
 
     #[test]

@@ -138,7 +138,7 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
         metrics,
         prepared.state,
         plan,
-        shutdown_signal(),
+        stop_signals(),
     )
     .await?;
     let _ = std::fs::remove_file(&socket);
@@ -146,12 +146,21 @@ async fn serve(common: &Common, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// The number of Ctrl-Cs and SIGTERMs received so far (a second one during a drain stops
+/// browserd at once).
+fn stop_signals() -> tokio::sync::watch::Receiver<u64> {
+    let (count, signals) = tokio::sync::watch::channel(0);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler can be installed");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    // Lives as long as the process: every signal is counted, none kills browserd outright.
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            count.send_modify(|n| *n += 1);
+        }
+    });
+    signals
 }

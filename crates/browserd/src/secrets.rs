@@ -99,16 +99,24 @@ impl SigningSecret {
     }
 }
 
+/// One forward: the node that sends and the node that receives.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+}
+
 /// How long a forwarded request's credential is taken (either node's clock may be off by
 /// some seconds; a copy replayed later than this is refused).
 pub const CLUSTER_CREDENTIAL_WINDOW_SECS: i64 = 60;
 
 impl SigningSecret {
-    fn cluster_mac(&self, node: &str, at: i64, method: &str, path: &str) -> Hmac<Sha256> {
+    fn cluster_mac(&self, hop: Hop<'_>, at: i64, method: &str, path: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(b"browserd cluster forward v1:");
+        mac.update(b"browserd cluster forward v2:");
         for part in [
-            node.as_bytes(),
+            hop.from.as_bytes(),
+            hop.to.as_bytes(),
             at.to_string().as_bytes(),
             method.as_bytes(),
             path.as_bytes(),
@@ -120,11 +128,12 @@ impl SigningSecret {
     }
 
     /// The credential a node sends with a request it forwards (`x-browserd-cluster-auth`):
-    /// `<unix seconds>.<MAC of the sending node, the time, the method and the path>`, keyed
-    /// by the secret every node of the cluster shares (in the database). Only nodes make it.
-    pub fn cluster_credential(&self, node: &str, at: i64, method: &str, path: &str) -> String {
+    /// `<unix seconds>.<MAC of the sending and receiving nodes, the time, the method and the
+    /// path>`, keyed by the secret every node of the cluster shares (in the database). Only
+    /// nodes make it; a copy is good for that one receiver, for a minute.
+    pub fn cluster_credential(&self, hop: Hop<'_>, at: i64, method: &str, path: &str) -> String {
         let tag = self
-            .cluster_mac(node, at, method, path)
+            .cluster_mac(hop, at, method, path)
             .finalize()
             .into_bytes();
         format!("{at}.{}", URL_SAFE_NO_PAD.encode(tag))
@@ -135,7 +144,7 @@ impl SigningSecret {
     pub fn verify_cluster_credential(
         &self,
         presented: &str,
-        node: &str,
+        hop: Hop<'_>,
         now: i64,
         method: &str,
         path: &str,
@@ -148,7 +157,7 @@ impl SigningSecret {
         };
         (now - at).abs() <= CLUSTER_CREDENTIAL_WINDOW_SECS
             && self
-                .cluster_mac(node, at, method, path)
+                .cluster_mac(hop, at, method, path)
                 .verify_slice(&tag)
                 .is_ok()
     }
@@ -339,36 +348,33 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_credential_holds_for_its_node_request_and_minute_only() {
+    fn a_cluster_credential_holds_for_its_hop_request_and_minute_only() {
         let secret = SigningSecret::generate();
         let now = 1_800_000_000;
-        let c = secret.cluster_credential("node-a", now, "POST", "/v1/sessions/x");
-        assert!(secret.verify_cluster_credential(&c, "node-a", now + 30, "POST", "/v1/sessions/x"));
-        for (node, at, method, path) in [
-            ("node-b", now, "POST", "/v1/sessions/x"),
-            ("node-a", now + 61, "POST", "/v1/sessions/x"),
-            ("node-a", now - 61, "POST", "/v1/sessions/x"),
-            ("node-a", now, "GET", "/v1/sessions/x"),
-            ("node-a", now, "POST", "/v1/sessions/y"),
+        let hop = |from, to| Hop { from, to };
+        let ab = hop("node-a", "node-b");
+        let c = secret.cluster_credential(ab, now, "POST", "/v1/sessions/x");
+        assert!(secret.verify_cluster_credential(&c, ab, now + 30, "POST", "/v1/sessions/x"));
+        for (h, at, method, path) in [
+            (hop("node-c", "node-b"), now, "POST", "/v1/sessions/x"),
+            (hop("node-a", "node-c"), now, "POST", "/v1/sessions/x"),
+            (ab, now + 61, "POST", "/v1/sessions/x"),
+            (ab, now - 61, "POST", "/v1/sessions/x"),
+            (ab, now, "GET", "/v1/sessions/x"),
+            (ab, now, "POST", "/v1/sessions/y"),
         ] {
             assert!(
-                !secret.verify_cluster_credential(&c, node, at, method, path),
-                "{node} {at} {method} {path}"
+                !secret.verify_cluster_credential(&c, h, at, method, path),
+                "{h:?} {at} {method} {path}"
             );
         }
         let other = SigningSecret::generate();
-        assert!(!other.verify_cluster_credential(&c, "node-a", now, "POST", "/v1/sessions/x"));
+        assert!(!other.verify_cluster_credential(&c, ab, now, "POST", "/v1/sessions/x"));
         for forged in ["", "x", "1800000000.", "1800000000.AAAA", "abc.def"] {
-            assert!(!secret.verify_cluster_credential(
-                forged,
-                "node-a",
-                now,
-                "POST",
-                "/v1/sessions/x"
-            ));
+            assert!(!secret.verify_cluster_credential(forged, ab, now, "POST", "/v1/sessions/x"));
         }
-        // Parts are length-prefixed: moving a byte between node and path changes the MAC.
-        let c2 = secret.cluster_credential("node-a/", now, "POST", "v1");
-        assert!(!secret.verify_cluster_credential(&c2, "node-a", now, "POST", "/v1"));
+        // Parts are length-prefixed: moving a byte from one part to the next changes the MAC.
+        let c2 = secret.cluster_credential(hop("node-a", "node-b/"), now, "POST", "v1");
+        assert!(!secret.verify_cluster_credential(&c2, ab, now, "POST", "/v1"));
     }
 }

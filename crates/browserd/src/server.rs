@@ -473,17 +473,19 @@ impl ShutdownPlan {
     }
 }
 
-/// Serves the API on `listener` (and the admin API on `admin`, if given) until `shutdown`
-/// resolves (or, with `plan`'s drain, until a drain asked for by the signal or over the
-/// admin socket is over); then ends what `plan` says and returns once the browsers that
-/// are to stop have stopped.
+/// Serves the API on `listener` (and the admin API on `admin`, if given) until told to
+/// stop: `signals` counts the stop signals received (SIGTERM, Ctrl-C). The first stops the
+/// server, or with `plan`'s drain starts a drain; a drain (or one asked for over the admin
+/// socket) lasts until the last session ends, `--drain-timeout`, or another signal (stop
+/// now). Then it ends what `plan` says and returns once the browsers that are to stop have
+/// stopped.
 pub async fn run(
     listener: tokio::net::TcpListener,
     admin: Option<tokio::net::UnixListener>,
     metrics: Option<tokio::net::TcpListener>,
     state: AppState,
     plan: ShutdownPlan,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut signals: tokio::sync::watch::Receiver<u64>,
 ) -> std::io::Result<()> {
     // Every port browserd serves on is closed to pages, Prometheus' included: it names
     // every project's sessions.
@@ -582,21 +584,26 @@ pub async fn run(
     let per_address = state.settings.max_connections_per_address;
     let app = crate::api::app(state);
     let served = crate::http_server::serve(listener, app, per_address, async move {
-        // The signal, or a drain an operator asked for (`browserd drain`).
+        // A signal, or a drain an operator asked for (`browserd drain`).
         let asked_to_drain = tokio::select! {
-            () = shutdown => plan.drain_on_signal,
+            _ = signals.wait_for(|n| *n >= 1) => plan.drain_on_signal,
             () = sessions.drain_started() => true,
         };
         let mut policy = plan.policy;
         if asked_to_drain {
+            let seen = *signals.borrow_and_update();
             sessions.start_drain();
-            tracing::info!(live = sessions.live_count(), timeout = ?plan.drain_timeout, "draining: browserd exits when the last session ends");
-            if tokio::time::timeout(plan.drain_timeout, sessions.until_empty())
-                .await
-                .is_err()
-            {
-                tracing::warn!(live = sessions.live_count(), "--drain-timeout passed: ending the sessions still live");
-                policy = ShutdownPolicy::DrainTimedOut;
+            tracing::info!(live = sessions.live_count(), timeout = ?plan.drain_timeout, "draining: browserd exits when the last session ends (another stop signal stops it now)");
+            tokio::select! {
+                drained = tokio::time::timeout(plan.drain_timeout, sessions.until_empty()) => {
+                    if drained.is_err() {
+                        tracing::warn!(live = sessions.live_count(), "--drain-timeout passed: ending the sessions still live");
+                        policy = ShutdownPolicy::DrainTimedOut;
+                    }
+                }
+                _ = signals.wait_for(|n| *n > seen) => {
+                    tracing::warn!(live = sessions.live_count(), "a stop signal during the drain: stopping now");
+                }
             }
         }
         tracing::info!(?policy, "shutting down");

@@ -1293,10 +1293,10 @@ async fn a_draining_server_keeps_its_sessions_and_exits_when_the_last_ends() {
     signal(&server.child, rustix::process::Signal::TERM);
     let (status, body) = eventually(|| async {
         let (status, body) = readyz(&server.base).await;
-        (status == 503).then_some((status, body))
+        (body["checks"]["draining"]["ok"] == false).then_some((status, body))
     })
     .await
-    .expect("/readyz turns 503");
+    .expect("/readyz says draining");
     assert_eq!(
         (status, &body["checks"]["draining"]["ok"]),
         (503, &json!(false)),
@@ -1322,6 +1322,36 @@ async fn a_draining_server_keeps_its_sessions_and_exits_when_the_last_ends() {
     assert_eq!(release(&server.base, key, &id).await["status"], "COMPLETED");
     let status = exit_of(&mut server.child).await;
     assert!(status.success(), "{status}");
+    assert!(browserd::browser::procs::find_by_cmdline(dir.path()).is_empty());
+}
+
+/// A second SIGTERM during a drain stops browserd at once, ending what is live as
+/// `--shutdown drain` says (ended, COMPLETED), and it exits 0.
+#[tokio::test]
+async fn a_second_sigterm_during_a_drain_stops_at_once() {
+    let dir = data_dir();
+    let key = "drain-twice-key";
+    let mut server = serve(
+        dir.path(),
+        &["--api-key", key, "--warm-pool", "0", "--shutdown", "drain"],
+    );
+    let s = create(&server.base, key, json!({"keepAlive": true})).await;
+    let id = s["id"].as_str().unwrap().to_owned();
+    signal(&server.child, rustix::process::Signal::TERM);
+    eventually(|| async {
+        let (_, body) = readyz(&server.base).await;
+        (body["checks"]["draining"]["ok"] == false).then_some(())
+    })
+    .await
+    .expect("draining");
+    assert!(server.child.try_wait().unwrap().is_none(), "a drain waits");
+    signal(&server.child, rustix::process::Signal::TERM);
+    let status = exit_of(&mut server.child).await;
+    assert!(status.success(), "{status}");
+    let (ok, out, _) = cli(dir.path(), &["sessions", "list"]);
+    assert!(ok);
+    let line = out.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(line.contains("COMPLETED"), "{line}");
     assert!(browserd::browser::procs::find_by_cmdline(dir.path()).is_empty());
 }
 
@@ -1372,6 +1402,15 @@ async fn browserd_drain_ends_what_is_left_at_the_drain_timeout() {
 async fn readiness_waits_for_a_browser_that_really_started() {
     let dir = data_dir();
     let mut server = serve(dir.path(), &["--warm-pool", "0"]);
+    // Nothing has started a browser yet: not ready (this ask starts the probe).
+    let (status, body) = readyz(&server.base).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["checks"]["chromium"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no browser has started")),
+        "{body}"
+    );
     let (_, body) = eventually(|| async {
         let (status, body) = readyz(&server.base).await;
         (status == 200).then_some((status, body))

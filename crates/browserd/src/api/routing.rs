@@ -27,16 +27,19 @@ pub async fn route_to_owner(
     // for it, and it must not reach a log, the store or another node.
     req.headers_mut().remove(MODEL_API_KEY);
     // Forwarded once at most, and only by a node: a request that says it was forwarded
-    // must carry the cluster's credential, or anyone could make a node act on a session it
-    // does not run (and answer as if it had).
+    // counts as such only with the cluster's credential, or anyone could make a node act
+    // on a session it does not run (and answer as if it had). Without it the headers are
+    // dropped and the request is routed like any other (a node of an older version, or a
+    // clock more than a minute off, is then forwarded again, never refused).
     if req.headers().contains_key(FORWARDED_BY) {
-        if !forwarded_by_a_node(&state, &req) {
-            return super::error::ApiError::Forbidden(format!(
-                "{FORWARDED_BY} is for browserd nodes, with the cluster's credential ({CLUSTER_AUTH}); send requests without it"
-            ))
-            .into_response();
+        if forwarded_by_a_node(&state, &req) {
+            return next.run(req).await;
         }
-        return next.run(req).await;
+        tracing::debug!(
+            "a request said it was forwarded without the cluster's credential: routed as any other"
+        );
+        req.headers_mut().remove(FORWARDED_BY);
+        req.headers_mut().remove(CLUSTER_AUTH);
     }
     // With one node there is nowhere else.
     if !state.cluster.is_shared() {
@@ -121,9 +124,13 @@ fn forwarded_by_a_node(state: &AppState, req: &Request) -> bool {
         return false;
     };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let hop = crate::secrets::Hop {
+        from: node,
+        to: state.cluster.name(),
+    };
     state.secret.verify_cluster_credential(
         credential,
-        node,
+        hop,
         crate::model::now().unix_timestamp(),
         req.method().as_str(),
         path,

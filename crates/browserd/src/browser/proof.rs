@@ -55,16 +55,24 @@ impl LaunchProof {
         }
     }
 
-    fn record(&self, result: &Result<Box<dyn BrowserInstance>, LaunchError>) {
+    fn record(&self, spec: &LaunchSpec, result: &Result<Box<dyn BrowserInstance>, LaunchError>) {
         let new = match result {
             Ok(_) => Proof::Proven,
-            Err(e) if says_chromium_is_broken(e) => Proof::Failed(e.to_string()),
-            // A session's own inputs (its context, its certificates) or a full machine:
-            // nothing about Chromium.
+            // Only a plain launch tells: one with a tenant's extension, profile or
+            // certificates may fail for those, and one tenant must not take a node out of
+            // rotation (the probe, asked by /readyz, makes a plain one).
+            Err(e) if says_chromium_is_broken(e) && is_plain(spec) => Proof::Failed(e.to_string()),
+            // A session's own inputs or a full machine: nothing about Chromium.
             Err(_) => return,
         };
         *self.state.lock().unwrap() = new;
     }
+}
+
+/// Whether a launch carries nothing of a tenant's: no extension, no saved profile, no CA
+/// certificates.
+fn is_plain(spec: &LaunchSpec) -> bool {
+    spec.extension.is_none() && spec.context.is_none() && spec.ca_certificates.is_empty()
 }
 
 /// Whether a launch failure is Chromium's (or its sandbox's), not the session's.
@@ -94,7 +102,7 @@ impl Proving {
 impl Launcher for Proving {
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         let result = self.inner.launch(spec).await;
-        self.proof.record(&result);
+        self.proof.record(spec, &result);
         result
     }
 

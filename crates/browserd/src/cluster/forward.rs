@@ -153,7 +153,10 @@ pub async fn forward(
     *req.uri_mut() = path.parse().expect("a path and query parse as a URI");
     let me = HeaderValue::from_str(me).unwrap_or(HeaderValue::from_static("node"));
     let credential = secret.cluster_credential(
-        me.to_str().unwrap_or("node"),
+        crate::secrets::Hop {
+            from: me.to_str().unwrap_or("node"),
+            to: node_name,
+        },
         crate::model::now().unix_timestamp(),
         req.method().as_str(),
         &path,

@@ -181,9 +181,13 @@ impl Cluster {
         // from it (or the database itself was down) waits a whole lease before declaring
         // anyone lost: the others need that long to renew leases that ran out meanwhile.
         let mut reachable_since: Option<Instant> = None;
+        // A drain is told at once (a heartbeat then), not at the next beat: until the others
+        // know, they may still place creates here.
+        let mut drain_told = false;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
+                () = sessions.drain_started(), if !drain_told => drain_told = true,
                 _ = stop.wait_for(|s| *s) => break,
             }
             let epoch = self.epoch.load(Ordering::SeqCst);

@@ -449,17 +449,18 @@ impl SessionManager {
     }
 
     /// Whether a launch could start now: Chromium is there, and a browser has been seen to
-    /// start (and the last launch that tells did not fail). Asked while Chromium is not
-    /// proven, on a node without a warm pool (whose refills prove it), it starts a probe
-    /// browser in the background: the next ask has the answer.
+    /// start (and the last plain launch did not fail). Asked while Chromium is not proven,
+    /// it starts a probe browser in the background, if there is room for one (a free slot,
+    /// memory and disk above the floors): the next ask has the answer.
     pub fn launcher_readiness(&self) -> Result<(), String> {
         self.launcher.readiness()?;
         let proven = self.proof.readiness();
         if proven.is_err()
-            && self.pool.target() == 0
             && self.limits.max_sessions > 0
-            && !self.is_draining()
             && !self.shutting_down.load(Ordering::SeqCst)
+            // (Draining included: no new browser on a node that is leaving.)
+            && self.has_room()
+            && self.live_count() + self.pool.footprint() < self.limits.max_sessions
             && self.prober.begin()
         {
             self.tasks.spawn(crate::browser::proof::probe_once(

@@ -158,8 +158,15 @@ impl TestServer {
                 metrics,
                 _keep.state.clone(),
                 browserd::server::ShutdownPlan::end_all(),
-                async {
-                    let _ = stopped.await;
+                {
+                    let (count, signals) = tokio::sync::watch::channel(0);
+                    tokio::spawn(async move {
+                        let _ = stopped.await;
+                        count.send_replace(1);
+                        // Kept open: a closed channel would read as no more signals.
+                        std::future::pending::<()>().await;
+                    });
+                    signals
                 },
             )
             .await
