@@ -258,12 +258,18 @@ fn the_rules_pass_promtool_check() {
         alerts.len() >= 9,
         "the alerts of docs/operations.md: {alerts:?}"
     );
+    // The autoscaling signals are recording rules beside the alerts.
+    let records = read(RULES)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- record:"))
+        .count();
+    assert!(records >= 4, "the autoscaling recording rules");
     let out = assert_success(
         &promtool(&["check", "rules"], &observability(RULES)),
         "promtool check rules",
     );
     assert!(
-        out.contains(&format!("SUCCESS: {} rules found", alerts.len())),
+        out.contains(&format!("SUCCESS: {} rules found", alerts.len() + records)),
         "{out}"
     );
 }
@@ -317,10 +323,14 @@ fn the_rules_and_dashboard_name_only_metrics_browserd_exports() {
 
     let rules = read(RULES);
     let exprs = rule_exprs(&rules);
+    let records = rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- record:"))
+        .count();
     assert_eq!(
         exprs.len(),
-        alert_names(&rules).len(),
-        "one expression per alert: {exprs:?}"
+        alert_names(&rules).len() + records,
+        "one expression per alert and recording rule: {exprs:?}"
     );
     for expr in &exprs {
         unknown.extend(
