@@ -56,13 +56,27 @@ LOG_DIR = tempfile.mkdtemp(prefix="browserd-py-logs-")
 CLUSTER_ENV = {"BROWSERD_DATABASE": CLUSTER_DATABASE, "BROWSERD_CONTEXT_KEY": CONTEXT_KEY} if CLUSTER_DATABASE else {}
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report shows what the servers said meanwhile: their warnings, errors
+    and access lines (the logs hold no secret: asserted at the end), the last 60 of each."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed or not os.path.isdir(LOG_DIR):
+        return
+    for name in sorted(os.listdir(LOG_DIR)):
+        with open(os.path.join(LOG_DIR, name), errors="replace") as f:
+            lines = [l.rstrip() for l in f if " WARN " in l or " ERROR " in l or "browserd::access" in l]
+        report.sections.append((f"browserd log {name}: warnings, errors, requests", "\n".join(lines[-60:])))
+
+
 def start_node(data_dir, *extra):
     port = free_port()
     log = open(os.path.join(LOG_DIR, f"{port}.log"), "w")
     proc = subprocess.Popen(
         [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir,
          "--api-key", API_KEY, "--min-timeout", "1",
-         "--allow-local-egress", "true", "--shutdown-ends-sessions", "true", *extra],
+         "--allow-local-egress", "true", "--shutdown", "end", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
         env={**os.environ, **CLUSTER_ENV, "RUST_LOG": "debug"},
     )
