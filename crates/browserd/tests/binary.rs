@@ -127,6 +127,20 @@ fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The project id and API key `browserd project create` printed.
+fn created_project(out: &str) -> (String, String) {
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name:?} in {out}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    (field("project id:"), field("API key:"))
+}
+
 fn signal(child: &Child, sig: rustix::process::Signal) {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
@@ -514,20 +528,7 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
         &["project", "create", "scrapers", "--concurrency", "3"],
     );
     assert!(ok, "{err}");
-    let new_key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("API key:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let new_id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("project id:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (new_id, new_key) = created_project(&out);
     let (ok, out, _) = cli(dir.path(), &["project", "list"]);
     assert!(
         ok && out.contains("scrapers") && out.contains(&new_id),
@@ -1041,20 +1042,7 @@ async fn the_cli_lists_makes_and_revokes_keys_and_sets_concurrency() {
 
     let (ok, out, err) = cli(dir.path(), &["project", "create", "tenant"]);
     assert!(ok, "{err}");
-    let first = out
-        .lines()
-        .find_map(|l| l.strip_prefix("API key:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let project = out
-        .lines()
-        .find_map(|l| l.strip_prefix("project id:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (project, first) = created_project(&out);
     let first_id = browserd::store::api_key_id(&browserd::secrets::hash_api_key(&first));
 
     let (ok, out, err) = cli(dir.path(), &["keys", "list", "--project", &project]);

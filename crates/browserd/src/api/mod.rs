@@ -314,12 +314,14 @@ async fn method_not_allowed(req: Request) -> ApiError {
 #[derive(Debug)]
 pub struct Auth(pub Project);
 
-impl FromRequestParts<AppState> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
+impl Auth {
+    /// The project of the `X-BB-API-Key` in `headers` (also checked by the cluster's routing
+    /// before it forwards, so nothing unauthenticated leaves a node).
+    pub async fn from_headers(
+        headers: &axum::http::HeaderMap,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let key = headers
             .get("x-bb-api-key")
             .ok_or_else(|| ApiError::Unauthorized("missing X-BB-API-Key header".into()))?
             .to_str()
@@ -331,6 +333,14 @@ impl FromRequestParts<AppState> for Auth {
             .await?
             .map(Auth)
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_headers(&parts.headers, state).await
     }
 }
 

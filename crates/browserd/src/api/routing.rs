@@ -53,7 +53,7 @@ pub async fn route_to_owner(
     // leaves this node (the owner checks again, with the session's project).
     if req.uri().path().starts_with("/v1/")
         && !matches!(target, Target::Here)
-        && let Err(e) = check_api_key(&state, req.headers()).await
+        && let Err(e) = super::Auth::from_headers(req.headers(), &state).await
     {
         return e.into_response();
     }
@@ -94,26 +94,6 @@ pub async fn route_to_owner(
     )
     .await
     .unwrap_or_else(IntoResponse::into_response)
-}
-
-/// The API key check of [`super::Auth`], on the headers alone (the request goes on).
-async fn check_api_key(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-) -> Result<(), super::error::ApiError> {
-    use super::error::ApiError;
-    let key = headers
-        .get("x-bb-api-key")
-        .ok_or_else(|| ApiError::Unauthorized("missing X-BB-API-Key header".into()))?
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("invalid API key".into()))?;
-    state
-        .store
-        .projects
-        .project_for_key(&crate::secrets::hash_api_key(key))
-        .await?
-        .map(drop)
-        .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
 }
 
 /// Whether `req`'s forwarding headers were made by a node of this cluster, for this very
