@@ -97,6 +97,52 @@ def test_debug_urls_logs_and_recording_through_the_sdk(bb, browserd, playwright,
     assert any(e.type == 2 for e in bb.sessions.recording.retrieve(s.id))
 
 
+def test_devtools_inspects_the_page_from_an_origin_of_its_own(bb, browserd, playwright, site, viewer):
+    """The DevTools front end's bytes come from the session's browser, which a page may have
+    taken over: they run in an opaque origin, so they cannot reach browserd's own pages (the
+    dashboard's stored key), yet DevTools still works."""
+    s = bb.sessions.create()
+    browser, page = open_page(playwright, s)
+    page.goto(f"{site}/page")
+    tab = bb.sessions.debug(s.id).pages[0]
+    headers = requests.get(tab.debugger_url).headers
+    assert "sandbox allow-scripts" in headers["content-security-policy"]
+    assert "allow-same-origin" not in headers["content-security-policy"]
+
+    d = viewer.new_page(viewport={"width": 1300, "height": 800})
+    errors = []
+    d.on("pageerror", lambda e: errors.append(str(e)))
+    d.goto(tab.debugger_url)
+    assert d.evaluate("self.origin") == "null"
+    # The dashboard's origin is out of reach: no cookies, no reading a window it opens
+    # (its web storage is browserd's stand-in, in memory).
+    assert d.evaluate("""() => { try { document.cookie; return 'readable'; }
+                                  catch (e) { return e.name; } }""") == "SecurityError"
+    assert d.evaluate(f"""async () => {{
+        const w = window.open({browserd['base_url'] + '/dashboard'!r});
+        try {{
+            // Until the dashboard loads, the window holds an about:blank of this origin.
+            for (let i = 0; i < 400; i++) {{
+                try {{
+                    if (w.document.URL.includes('/dashboard') && w.document.readyState === 'complete')
+                        return 'readable';
+                }} catch (e) {{ return e.name; }}
+                await new Promise(r => setTimeout(r, 25));
+            }}
+            return 'never loaded';
+        }} finally {{ w.close(); }} }}""") == "SecurityError"
+    # DevTools itself works: its Elements panel shows the page's DOM, through the link's own
+    # websocket.
+    try:
+        d.get_by_text("Hello from the test").first.wait_for(timeout=30_000)
+    except Exception as e:
+        raise AssertionError(f"DevTools showed no DOM; its page errors: {errors[:10]}") from e
+    if SCREENSHOTS:
+        d.screenshot(path=os.path.join(SCREENSHOTS, "devtools.png"))
+    d.close()
+    browser.close()
+
+
 def test_log_session_and_record_session_false_keep_nothing(bb, playwright, site):
     s = bb.sessions.create(keep_alive=True, browser_settings={"logSession": False, "recordSession": False})
     browser, page = open_page(playwright, s)

@@ -244,11 +244,12 @@ pub async fn screencast(
     let tab = tab_ws(&checked.session, query.get("page")).await?;
     let stop = until_over(&checked);
     let read_only = checked.grant.access == Access::Watch;
+    let budget = state.settings.message_budget.clone();
     let response = upgrade.response();
     // Serves this viewer until it leaves or its session or grant ends; holds its seat.
     tokio::spawn(async move {
         let _seat = seat;
-        if let Some(ws) = upgrade.websocket(1024 * 1024).await {
+        if let Some(ws) = upgrade.websocket(1024 * 1024, &budget).await {
             inspect::live::serve(ws, &tab, read_only, stop).await;
         }
     });
@@ -266,11 +267,12 @@ pub async fn devtools_ws(
     let checked = check(state, token, Wants::DevTools).await?;
     let upgrade = Upgrade::from_request(&mut req, "Chrome DevTools or a CDP client opens it")?;
     let seat = state.viewers.seat(&checked.grant)?;
+    let budget = state.settings.message_budget.clone();
     let target = match &tab {
         Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
         None => checked.session.cdp_url.clone(),
     };
-    let browser = crate::cdp::relay::connect_browser(&target, MAX_DEVTOOLS_MESSAGE)
+    let browser = crate::cdp::relay::connect_browser(&target, MAX_DEVTOOLS_MESSAGE, Some(&budget))
         .await
         .map_err(|e| ApiError::BadGateway(format!("could not reach the tab: {e}")))?;
     let stop = until_over(&checked);
@@ -280,7 +282,7 @@ pub async fn devtools_ws(
     // seat.
     tokio::spawn(async move {
         let _seat = seat;
-        if let Some(ws) = upgrade.websocket(MAX_DEVTOOLS_MESSAGE).await {
+        if let Some(ws) = upgrade.websocket(MAX_DEVTOOLS_MESSAGE, &budget).await {
             inspect::pipe::run(ws, browser, &rules, stop).await;
         }
     });
@@ -337,10 +339,50 @@ fn own_devtools_target(target: &str, token: &str, base: &str) -> bool {
         .is_some_and(|rest| rest == "browser" || rest.starts_with("page/"))
 }
 
+/// The DevTools front end's policy. Its bytes come from the session's browser, which a
+/// tenant's page may have taken over, so they must not run as browserd's origin (where they
+/// could open the dashboard in a window of their own and read what is typed into it):
+/// `sandbox` without `allow-same-origin` gives the front end an opaque origin of its own,
+/// with no storage, cookies or same-origin reach into browserd's pages.
+const DEVTOOLS_POLICY: &str = "sandbox allow-scripts allow-popups allow-forms allow-modals allow-downloads; \
+     frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Stands in for the web storage and cache an opaque origin has none of (DevTools keeps its
+/// settings there and stops at the first `localStorage` it reads): storage in memory for
+/// this page's life, and a cache that keeps nothing.
+const STORAGE_SHIM: &str = "<script>(() => { for (const name of ['localStorage', 'sessionStorage']) { \
+     const m = new Map(); const s = { getItem: k => m.has(String(k)) ? m.get(String(k)) : null, \
+     setItem: (k, v) => { m.set(String(k), String(v)); }, removeItem: k => { m.delete(String(k)); }, \
+     clear: () => m.clear(), key: i => [...m.keys()][i] ?? null, get length() { return m.size; } }; \
+     Object.defineProperty(window, name, { value: s, configurable: true }); } \
+     const cache = { match: async () => undefined, matchAll: async () => [], add: async () => {}, \
+     addAll: async () => {}, put: async () => {}, delete: async () => false, keys: async () => [] }; \
+     Object.defineProperty(window, 'caches', { configurable: true, value: { open: async () => cache, \
+     match: async () => undefined, has: async () => false, delete: async () => false, keys: async () => [] } }); \
+     })();</script>";
+
+/// A DevTools page with [`STORAGE_SHIM`] first (after its doctype, so the page keeps its
+/// standards mode).
+fn with_storage_shim(html: &[u8]) -> axum::body::Bytes {
+    let starts_with_doctype = html
+        .get(..9)
+        .is_some_and(|head| head.eq_ignore_ascii_case(b"<!doctype"));
+    let at = match html.iter().position(|&b| b == b'>') {
+        Some(end) if starts_with_doctype => end + 1,
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(html.len() + STORAGE_SHIM.len());
+    out.extend_from_slice(&html[..at]);
+    out.extend_from_slice(STORAGE_SHIM.as_bytes());
+    out.extend_from_slice(&html[at..]);
+    out.into()
+}
+
 /// `GET /debug/{grant}/devtools/{*path}`: the DevTools front end, from the session's own
 /// Chromium (it carries it; nothing comes from the internet). What the browser answers is
-/// not trusted: the content type is browserd's (by extension, `nosniff`), the page may not
-/// be framed, sends no referrer, and connects only to its own link's websocket.
+/// not trusted: it runs in an opaque origin ([`DEVTOOLS_POLICY`]), the content type is
+/// browserd's (by extension, `nosniff`), the page may not be framed, sends no referrer, and
+/// connects only to its own link's websocket.
 pub async fn devtools_files(
     State(state): State<AppState>,
     Path((token, path)): Path<(String, String)>,
@@ -369,7 +411,11 @@ pub async fn devtools_files(
         .await
         .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;
     let status = upstream.status();
-    let mut response = (status, upstream.into_body()).into_response();
+    let mut body = upstream.into_body();
+    if content_type.starts_with("text/html") {
+        body = with_storage_shim(&body);
+    }
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
@@ -378,7 +424,13 @@ pub async fn devtools_files(
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+        HeaderValue::from_static(DEVTOOLS_POLICY),
+    );
+    // Its scripts and files are fetched from that opaque origin ("null"), as CORS requests.
+    // The link's token is the credential, so no origin is worth singling out.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     h.insert(
         header::REFERRER_POLICY,

@@ -16,6 +16,9 @@ pub fn devtools_authority(cdp_url: &str) -> Option<&str> {
     cdp_url.strip_prefix("ws://")?.split('/').next()
 }
 
+/// The largest answer [`browser_get`] reads.
+const MAX_BROWSER_ANSWER: usize = 32 * 1024 * 1024;
+
 /// A GET on a browser's DevTools HTTP server (loopback): `/json/list`, `/devtools/...`.
 pub async fn browser_get(
     authority: &str,
@@ -38,7 +41,13 @@ pub async fn browser_get(
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    // The browser is not trusted with browserd's memory: its largest answer (a DevTools
+    // front-end file) is a few MiB.
+    let bytes = http_body_util::Limited::new(body, MAX_BROWSER_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| format!("{e} (answers are read up to {MAX_BROWSER_ANSWER} bytes)"))?
+        .to_bytes();
     Ok(hyper::Response::from_parts(parts, bytes))
 }
 
