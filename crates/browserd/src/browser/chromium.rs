@@ -583,9 +583,12 @@ impl BrowserInstance for ChromiumBrowser {
     }
 
     async fn exited(&mut self) -> String {
-        match self.child.wait().await {
-            Ok(status) => format!("Chromium exited unexpectedly ({status})"),
-            Err(e) => format!("lost track of the Chromium process: {e}"),
+        tokio::select! {
+            waited = self.child.wait() => match waited {
+                Ok(status) => format!("Chromium exited unexpectedly ({status})"),
+                Err(e) => format!("lost track of the Chromium process: {e}"),
+            },
+            reason = egress_failed(&mut self.jail) => reason,
         }
     }
 
@@ -922,9 +925,12 @@ impl BrowserInstance for AdoptedBrowser {
     }
 
     async fn exited(&mut self) -> String {
-        match self.exit.readable().await {
-            Ok(_) => "Chromium exited unexpectedly".to_owned(),
-            Err(e) => format!("lost track of the Chromium process: {e}"),
+        tokio::select! {
+            readable = self.exit.readable() => match readable {
+                Ok(_) => "Chromium exited unexpectedly".to_owned(),
+                Err(e) => format!("lost track of the Chromium process: {e}"),
+            },
+            reason = egress_failed(&mut self.jail) => reason,
         }
     }
 
@@ -944,7 +950,10 @@ impl BrowserInstance for AdoptedBrowser {
 /// [`netns`], and the egress proxy serving its pages. Dropping it gives all three back.
 struct Jail {
     uid: UidLease,
-    egress: tokio::task::JoinHandle<()>,
+    /// Ends by itself only when the session's network cannot go on, with the reason.
+    egress: tokio::task::JoinHandle<String>,
+    /// That reason, once read (a finished task is not polled again).
+    egress_failure: Option<String>,
     /// The session's additions to the egress policy (allowedDomains).
     rules: egress::SessionSlot,
 }
@@ -991,9 +1000,30 @@ impl Jail {
         rules.write().unwrap().unassigned = closed;
         Ok(Self {
             egress: egress::serve(listener, Arc::clone(sandbox.egress()), Arc::clone(&rules)),
+            egress_failure: None,
             uid,
             rules,
         })
+    }
+
+    /// Resolves if the egress proxy stops by itself: the browser's pages are cut off.
+    async fn egress_failed(&mut self) -> String {
+        if self.egress_failure.is_none() {
+            let reason = match (&mut self.egress).await {
+                Ok(reason) => reason,
+                Err(e) => format!("the session's network proxy failed: {e}"),
+            };
+            self.egress_failure = Some(reason);
+        }
+        self.egress_failure.clone().unwrap_or_default()
+    }
+}
+
+/// Resolves when a sandboxed browser's egress proxy stops by itself; never without one.
+async fn egress_failed(jail: &mut Option<Jail>) -> String {
+    match jail {
+        Some(jail) => jail.egress_failed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -158,12 +158,14 @@ fn is_host_name(name: &str) -> bool {
 }
 
 /// Serves the proxy on `listener` until the returned task is aborted (its browser stops);
-/// aborting it also ends every connection it carries.
+/// aborting it also ends every connection it carries. The task ends by itself only when
+/// the proxy cannot go on (its listener failed for good), with the reason: the session has
+/// no network from then on.
 pub fn serve(
     listener: TcpListener,
     policy: Arc<EgressPolicy>,
     session: SessionSlot,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<String> {
     tokio::spawn(async move {
         // Owns the connections: dropped with this task, so aborting it closes them all.
         let mut connections = tokio::task::JoinSet::new();
@@ -191,6 +193,10 @@ pub fn serve(
                             }
                         });
                     }
+                    Err(e) if !accept_error_passes(&e) => {
+                        tracing::error!(error = %e, "the egress proxy's listener failed");
+                        return format!("the session's network proxy stopped: accepting a connection failed ({e})");
+                    }
                     Err(e) => {
                         if backoff == ACCEPT_BACKOFF_MIN {
                             tracing::warn!(error = %e, "the egress proxy could not accept a connection; retrying");
@@ -204,6 +210,35 @@ pub fn serve(
             }
         }
     })
+}
+
+/// Whether a failed accept leaves the listener usable: the system was short of
+/// descriptors or memory (a flood, most likely; it passes), or one connection failed
+/// before it was accepted. Anything else means the listener itself is broken.
+fn accept_error_passes(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    match Errno::from_io_error(e) {
+        Some(errno) => [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::CONNABORTED,
+            Errno::INTR,
+            Errno::AGAIN,
+            Errno::PROTO,
+            Errno::PERM,
+            Errno::TIMEDOUT,
+            Errno::NETDOWN,
+            Errno::NETUNREACH,
+            Errno::HOSTDOWN,
+            Errno::HOSTUNREACH,
+            Errno::OPNOTSUPP,
+            Errno::NOPROTOOPT,
+        ]
+        .contains(&errno),
+        None => true,
+    }
 }
 
 /// Connections one browser's pages may have open through the egress at once (Chromium
@@ -711,6 +746,38 @@ mod tests {
         ] {
             assert!(!is_host_name(no), "{no:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_proxy_ends_with_a_reason_only_when_its_listener_is_broken() {
+        use std::os::fd::AsFd as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Held so the socket can be broken under the running proxy.
+        let fd = listener.as_fd().try_clone_to_owned().unwrap();
+        let proxy = serve(listener, Arc::default(), SessionSlot::default());
+        // Working: it takes connections.
+        let first = tokio::net::TcpStream::connect(addr).await;
+        assert!(first.is_ok(), "{first:?}");
+        assert!(!proxy.is_finished());
+        // A listening socket shut down fails every accept with EINVAL: for good.
+        nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            nix::sys::socket::Shutdown::Read,
+        )
+        .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(10), proxy)
+            .await
+            .expect("the proxy stops")
+            .unwrap();
+        assert!(reason.contains("network proxy stopped"), "{reason}");
+        // What passes: a flood's shortage of descriptors, one connection's failure.
+        for passing in [rustix::io::Errno::MFILE, rustix::io::Errno::CONNABORTED] {
+            let e = std::io::Error::from_raw_os_error(passing.raw_os_error());
+            assert!(accept_error_passes(&e), "{e}");
+        }
+        let e = std::io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error());
+        assert!(!accept_error_passes(&e));
     }
 
     #[tokio::test]
