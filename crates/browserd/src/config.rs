@@ -118,6 +118,13 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub max_message_mib: Option<usize>,
 
+    /// Memory that websocket messages of 1 MiB and more may hold, all clients together, in
+    /// MiB: a large message waits for room (its sender sees backpressure), and after 30 s
+    /// its client is closed with 1013, try again later. A client keeps what it took (twice
+    /// its largest message) until it disconnects [default: 1024]
+    #[arg(long, env = "BROWSERD_RELAY_MEMORY_MIB", value_name = "MIB")]
+    pub relay_memory_mib: Option<u64>,
+
     /// What SIGTERM does with live sessions. keep: keepAlive browsers run on and the next
     /// browserd on this data dir takes them over (systemd on one machine); end: every
     /// session ends (COMPLETED) and browserd exits; drain: no new sessions here (503 with
@@ -368,6 +375,8 @@ pub struct Config {
     pub default_timeout_secs: u64,
     pub min_timeout_secs: u64,
     pub max_message_size: usize,
+    /// `--relay-memory-mib`, in bytes.
+    pub relay_memory: u64,
     pub shutdown: ShutdownMode,
     pub drain_timeout: std::time::Duration,
     pub ping_interval_secs: u64,
@@ -450,6 +459,10 @@ impl Config {
             .unwrap_or(DEFAULT_MAX_MESSAGE_MIB);
         if !(1..=2048).contains(&max_message_mib) {
             bail!("--max-message-mib must be between 1 and 2048");
+        }
+        let relay_memory_mib = cli.relay_memory_mib.or(f.relay_memory_mib).unwrap_or(1024);
+        if relay_memory_mib < 4 {
+            bail!("--relay-memory-mib must be at least 4");
         }
         let max_upload_mib = cli.max_upload_mib.or(f.max_upload_mib).unwrap_or(512);
         if max_upload_mib == 0 {
@@ -612,6 +625,7 @@ impl Config {
             default_timeout_secs,
             min_timeout_secs,
             max_message_size: max_message_mib * 1024 * 1024,
+            relay_memory: relay_memory_mib.saturating_mul(1024 * 1024),
             ping_interval_secs,
             client_idle_timeout_secs,
             creation_rate: cli.creation_rate.or(f.creation_rate).unwrap_or(0),

@@ -90,6 +90,10 @@ pub struct Metrics {
     pub http_connections: Gauge,
     pub endings: Family<Ended, Counter>,
     pub idle_disconnects: Counter,
+    pub relay_memory_budget: Gauge,
+    pub relay_memory_held: Gauge,
+    pub relay_memory_waiting: Gauge,
+    pub relay_memory_refusals: Counter,
     pub memory_available_bytes: Gauge,
     pub memory_floor_bytes: Gauge,
     pub store_seconds: Family<Operation, Histogram>,
@@ -197,6 +201,30 @@ impl Metrics {
             "Clients disconnected for sending no CDP command within --client-idle-timeout",
             idle_disconnects.clone(),
         );
+        let relay_memory_budget = Gauge::default();
+        registry.register(
+            "relay_memory_budget_bytes",
+            "Memory that websocket messages of 1 MiB and more may hold, all connections together (--relay-memory)",
+            relay_memory_budget.clone(),
+        );
+        let relay_memory_held = Gauge::default();
+        registry.register(
+            "relay_memory_held_bytes",
+            "Memory held now by connections that relayed large messages (each keeps its share until it closes)",
+            relay_memory_held.clone(),
+        );
+        let relay_memory_waiting = Gauge::default();
+        registry.register(
+            "relay_memory_waiting",
+            "Connections whose large message waits for relay memory now",
+            relay_memory_waiting.clone(),
+        );
+        let relay_memory_refusals = Counter::default();
+        registry.register(
+            "relay_memory_refusals",
+            "Connections closed because a large message waited too long for relay memory",
+            relay_memory_refusals.clone(),
+        );
         let memory_available_bytes = Gauge::default();
         registry.register(
             "memory_available_bytes",
@@ -283,6 +311,10 @@ impl Metrics {
             http_connections,
             endings,
             idle_disconnects,
+            relay_memory_budget,
+            relay_memory_held,
+            relay_memory_waiting,
+            relay_memory_refusals,
             memory_available_bytes,
             memory_floor_bytes,
             store_seconds,

@@ -146,6 +146,13 @@ pub async fn prepare_with(
             public_url: config.public_url.clone(),
             min_timeout_secs: config.min_timeout_secs,
             max_message_size: config.max_message_size,
+            message_budget: {
+                let budget = crate::cdp::budget::MessageBudget::new(config.relay_memory);
+                crate::metrics::METRICS
+                    .relay_memory_budget
+                    .set(budget.bytes() as i64);
+                budget
+            },
             max_upload_bytes: config.max_upload_bytes,
             retention: config.retention,
             client_watch: crate::cdp::relay::ClientWatch {

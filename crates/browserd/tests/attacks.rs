@@ -1407,6 +1407,21 @@ async fn resource_loads_foreign_handles_fragments_and_binary_frames_get_nothing(
     // An error: a stream handle this client never got.
     let read = cdp.call("IO.read", json!({"handle": "1"}), None).await;
     assert!(read["error"].is_object(), "{read}");
+    // Harmless: Tracing names no file; the trace comes back as a stream of this client's own
+    // (and anything the browser process might write stays in its sandbox).
+    let started = cdp
+        .call(
+            "Tracing.start",
+            json!({"transferMode": "ReturnAsStream"}),
+            None,
+        )
+        .await;
+    assert!(started["error"].is_null(), "{started}");
+    cdp.call("Tracing.end", json!({}), None).await;
+    let done = cdp.event("Tracing.tracingComplete", |_| true).await;
+    let stream = done["params"]["stream"].as_str().expect("a stream handle");
+    let read = cdp.call("IO.read", json!({"handle": stream}), None).await;
+    assert!(read["result"]["data"].is_string(), "{read:.300}");
 
     // A ruled command in two fragments is reassembled, then refused like a whole one.
     let text = r#"{"id":777,"method":"Target.exposeDevToolsProtocol","params":{"targetId":"x"}}"#;
@@ -1439,9 +1454,9 @@ async fn resource_loads_foreign_handles_fragments_and_binary_frames_get_nothing(
     server.stop().await;
 }
 
-/// The DevTools front end is served under browserd's rules, not the browser's: browserd's
-/// content type with nosniff, no framing, no referrer, and only its own link's websocket
-/// (a crafted `ws=` pointing elsewhere is a 400).
+/// The DevTools front end is served under browserd's rules, not the browser's: an opaque
+/// origin of its own (CSP sandbox), browserd's content type with nosniff, no framing, no
+/// referrer, and only its own link's websocket (a crafted `ws=` pointing elsewhere is a 400).
 #[tokio::test]
 async fn the_devtools_front_end_connects_only_to_its_own_link() {
     let server = TestServer::start().await;
@@ -1454,13 +1469,17 @@ async fn the_devtools_front_end_connects_only_to_its_own_link() {
     let h = page.headers();
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(
-        h["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("frame-ancestors 'none'")
-    );
+    let policy = h["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.starts_with("sandbox allow-scripts"), "{policy}");
+    assert!(!policy.contains("allow-same-origin"), "{policy}");
+
     assert_eq!(h["referrer-policy"], "no-referrer");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Object.defineProperty(window, name"),
+        "the storage stand-in comes first"
+    );
     let (before, target) = url.split_once("?ws=").unwrap();
     let (_, tab) = target.rsplit_once("/devtools/page/").unwrap();
     let host = server.addr.to_string();
@@ -1788,4 +1807,70 @@ async fn a_browser_reaches_only_its_own_connect_url_and_only_from_an_extension()
         "RUNNING"
     );
     server.release(other["id"].as_str().unwrap()).await;
+}
+
+/// Clients sending large messages at once hold at most `--relay-memory-mib` between them: a
+/// message that does not fit waits (its client sees backpressure) until another client
+/// leaves and gives its share back, then goes through whole.
+#[tokio::test]
+async fn large_messages_from_many_clients_share_one_memory_bound() {
+    let server = TestServer::start_with(Options {
+        relay_memory_mib: Some(24),
+        ..Default::default()
+    })
+    .await;
+    let metrics = &browserd::metrics::METRICS;
+    let (s, mut a, page_a) = connected(&server).await;
+    let mut b = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
+    let page_b = b.page_session().await;
+    // A 10 MiB message needs 20 MiB of the 24 (the buffer it arrives in, the one it leaves by).
+    let big = |id: u64, page: &str| {
+        json!({"id": id, "sessionId": page, "method": "Runtime.evaluate",
+               "params": {"expression": format!("'{}'.length", "x".repeat(10 << 20))}})
+        .to_string()
+    };
+    let first = a.raw(&big(900, &page_a), 900).await;
+    assert_eq!(first["result"]["result"]["value"], 10 << 20, "{first:.200}");
+    let held = metrics.relay_memory_held.get();
+    assert!((20 << 20..=24 << 20).contains(&held), "a holds {held}");
+
+    // b's message does not fit beside a's share: it waits, unanswered.
+    let page = page_b.clone();
+    let waiting = tokio::spawn(async move {
+        let answer = b.raw(&big(901, &page), 901).await;
+        (b, answer)
+    });
+    let waits = eventually(|| async { (metrics.relay_memory_waiting.get() == 1).then_some(()) });
+    assert!(waits.await.is_some(), "b's message waits for relay memory");
+    assert!(!waiting.is_finished(), "no answer while it waits");
+    assert_eq!(
+        metrics.relay_memory_held.get(),
+        held,
+        "nothing more is taken"
+    );
+
+    // a leaves: its share goes to b's message, which is relayed whole.
+    a.ws.close(None).await.unwrap();
+    drop(a);
+    let (b, answer) = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        answer["result"]["result"]["value"],
+        10 << 20,
+        "{answer:.200}"
+    );
+    assert_eq!(metrics.relay_memory_waiting.get(), 0);
+    drop(b);
+    let given_back = eventually(|| async { (metrics.relay_memory_held.get() == 0).then_some(()) });
+    assert!(
+        given_back.await.is_some(),
+        "a closed connection holds nothing"
+    );
+    assert_eq!(
+        server.get(s["id"].as_str().unwrap()).await["status"],
+        "RUNNING"
+    );
+    server.stop().await;
 }

@@ -6,6 +6,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::upgrade::Upgrade;
 use crate::browser::egress::OwnConnect;
+use crate::cdp::budget::MessageBudget;
 use crate::cdp::relay::ClientWatch;
 use crate::secrets::{SigningSecret, hash_api_key, verify_session_token};
 use crate::sessions::{AttachError, ClientLease, SessionManager};
@@ -90,6 +91,7 @@ pub async fn connect(
         upgrade,
         state.settings.max_message_size,
         state.settings.client_watch,
+        state.settings.message_budget.clone(),
     )
     .await
 }
@@ -101,11 +103,12 @@ async fn relay_client(
     upgrade: Upgrade,
     max: usize,
     watch: ClientWatch,
+    budget: MessageBudget,
 ) -> Result<Response, ApiError> {
     let id = lease.session_id();
     // The browser leg is opened before the client's handshake is answered, so a client
     // whose handshake succeeded can use the browser at once.
-    let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max)
+    let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max, Some(&budget))
         .await
         .map_err(|e| {
             tracing::warn!(session = %id, error = %e, "could not reach the session's browser");
@@ -115,7 +118,7 @@ async fn relay_client(
     // Owns this client's connection until it or the session ends.
     tokio::spawn(async move {
         let config = crate::cdp::relay::client_ws_config(max);
-        if let Some(ws) = upgrade.websocket_with(config).await {
+        if let Some(ws) = upgrade.websocket_with(config, &budget).await {
             crate::cdp::relay::run(ws, browser, lease, watch).await;
         }
     });
@@ -176,6 +179,7 @@ pub struct InsideDoor {
     sessions: std::sync::Weak<SessionManager>,
     max_message_size: usize,
     watch: ClientWatch,
+    budget: MessageBudget,
 }
 
 impl InsideDoor {
@@ -186,6 +190,7 @@ impl InsideDoor {
             sessions: Arc::downgrade(&state.sessions),
             max_message_size: state.settings.max_message_size,
             watch: state.settings.client_watch,
+            budget: state.settings.message_budget.clone(),
         }
     }
 }
@@ -273,6 +278,7 @@ async fn enter_own(
         upgrade,
         inside.door.max_message_size,
         inside.door.watch,
+        inside.door.budget.clone(),
     )
     .await
 }

@@ -48,6 +48,8 @@ pub struct ApiSettings {
     pub min_timeout_secs: u64,
     /// Largest websocket message relayed in either direction.
     pub max_message_size: usize,
+    /// The memory large websocket messages may hold, all connections together.
+    pub message_budget: crate::cdp::budget::MessageBudget,
     /// Largest file `POST /v1/sessions/{id}/uploads` takes.
     pub max_upload_bytes: u64,
     /// How long ended sessions are kept before the retention sweep deletes them.

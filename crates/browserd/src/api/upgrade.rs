@@ -3,6 +3,7 @@
 //! handshake, answer 101, and turn the upgraded connection into a [`WebSocketStream`].
 
 use super::error::ApiError;
+use crate::cdp::budget::{MessageBudget, Metered};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// A server-side websocket once the upgrade completes.
-pub type ServerWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub type ServerWs = WebSocketStream<Metered<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// A checked websocket handshake, waiting to be answered.
 pub struct Upgrade {
@@ -46,9 +47,14 @@ impl Upgrade {
         response
     }
 
-    /// Waits for the upgrade (after the 101 went out); `None` if the client left.
-    pub async fn websocket(self, max_message_size: usize) -> Option<ServerWs> {
-        self.websocket_with(crate::cdp::relay::ws_config(max_message_size))
+    /// Waits for the upgrade (after the 101 went out); `None` if the client left. Messages
+    /// of 1 MiB and more that the client sends are held to `budget`.
+    pub async fn websocket(
+        self,
+        max_message_size: usize,
+        budget: &MessageBudget,
+    ) -> Option<ServerWs> {
+        self.websocket_with(crate::cdp::relay::ws_config(max_message_size), budget)
             .await
     }
 
@@ -56,6 +62,7 @@ impl Upgrade {
     pub async fn websocket_with(
         self,
         config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+        budget: &MessageBudget,
     ) -> Option<ServerWs> {
         let upgraded = match self.on_upgrade.await {
             Ok(u) => u,
@@ -65,8 +72,12 @@ impl Upgrade {
             }
         };
         Some(
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await,
+            WebSocketStream::from_raw_socket(
+                Metered::new(TokioIo::new(upgraded), Some(budget.clone())),
+                Role::Server,
+                Some(config),
+            )
+            .await,
         )
     }
 }

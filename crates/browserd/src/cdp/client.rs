@@ -39,7 +39,7 @@ pub struct CdpClient {
 
 impl CdpClient {
     pub async fn connect(url: &str) -> Result<Self, CdpError> {
-        let ws = tokio::time::timeout(CALL_TIMEOUT, connect_browser(url, MAX_REPLY))
+        let ws = tokio::time::timeout(CALL_TIMEOUT, connect_browser(url, MAX_REPLY, None))
             .await
             .map_err(|_| CdpError::Connect("timed out".into()))?
             .map_err(|e| CdpError::Connect(e.to_string()))?;

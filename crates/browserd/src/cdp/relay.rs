@@ -9,6 +9,7 @@
 //! [`filter::check`]: scanned strictly and forwarded as the client sent it, rewritten where
 //! a rule says so, or refused with a CDP error; binary frames are refused.
 
+use super::budget::{BudgetExhausted, MessageBudget, Metered};
 use super::filter::{self, Rules, Verdict};
 use crate::model::SessionStatus;
 use crate::model::{Ending, Farewell};
@@ -59,7 +60,7 @@ const ENDING_GRACE: Duration = Duration::from_secs(2);
 pub const CHROMIUM_MAX_INCOMING: usize = 100 * 1024 * 1024;
 
 /// The browser leg of a relay.
-pub type BrowserWs = WebSocketStream<tokio::net::TcpStream>;
+pub type BrowserWs = WebSocketStream<Metered<tokio::net::TcpStream>>;
 
 /// What the relay needs of the session its client belongs to. Defined here, implemented by
 /// the lifecycle (`sessions::ClientLease`), so the relay depends on no module above it.
@@ -88,8 +89,12 @@ pub trait FrameLog: Send + Sync {
 
 /// Relays one client until either side leaves or the session ends, then closes the client
 /// with a reason. Consumes the seat: the client counts as connected until this returns.
-pub async fn run<S, L>(client: WebSocketStream<S>, browser: BrowserWs, lease: L, watch: ClientWatch)
-where
+pub async fn run<S, L>(
+    client: WebSocketStream<Metered<S>>,
+    browser: BrowserWs,
+    lease: L,
+    watch: ClientWatch,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     L: Seat,
 {
@@ -128,6 +133,9 @@ where
                     return Some(close_message(CloseCode::Size, &reason));
                 }
                 Err(e) => {
+                    if let Some(exhausted) = BudgetExhausted::find(&e) {
+                        return Some(close_message(CloseCode::Again, &exhausted.to_string()));
+                    }
                     tracing::debug!(error = %e, "client connection failed");
                     return None;
                 }
@@ -235,6 +243,10 @@ where
                         }
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Err(e)) if BudgetExhausted::find(&e).is_some() => {
+                        let reason = BudgetExhausted::find(&e).map(|x| x.to_string()).unwrap_or_default();
+                        return Some(close_message(CloseCode::Again, &reason));
+                    }
                     other @ (Some(Ok(Message::Close(_)) | Err(_)) | None) => {
                         tracing::debug!(?other, "browser connection ended");
                         // The browser went away: most likely the session is ending. Say why.
@@ -271,7 +283,7 @@ where
         // (bounded), or closing now would reset the connection before it reads why.
         use tokio::io::AsyncReadExt as _;
         let mut sink = tokio::io::sink();
-        let mut rest = client.get_mut().take(DRAIN_AFTER_REFUSAL);
+        let mut rest = client.get_mut().inner_mut().take(DRAIN_AFTER_REFUSAL);
         let drain = tokio::io::copy(&mut rest, &mut sink);
         let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
     }
@@ -328,9 +340,12 @@ fn farewell_close(farewell: &Farewell) -> Message {
 }
 
 /// Opens the browser leg: a websocket to the browser's own CDP endpoint on loopback.
+/// Messages of 1 MiB and more from the browser are held to `budget` (`None`: browserd's
+/// own connections, whose replies it bounds itself).
 pub async fn connect_browser(
     url: &str,
     max_message_size: usize,
+    budget: Option<&MessageBudget>,
 ) -> Result<BrowserWs, Box<dyn std::error::Error + Send + Sync>> {
     let authority = url
         .strip_prefix("ws://")
@@ -338,9 +353,13 @@ pub async fn connect_browser(
         .ok_or("malformed CDP url")?;
     let tcp = crate::netns::connect(authority).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) =
+    // Metered from the first frame on, not during the HTTP handshake (not frames). The
+    // browser sends nothing before it is asked, so no frame is read along with the 101.
+    let tcp = Metered::new(tcp, None);
+    let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(max_message_size)))
             .await?;
+    ws.get_mut().set_budget(budget.cloned());
     Ok(ws)
 }
 

@@ -40,7 +40,7 @@ pub async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut view_tx, mut view_rx) = viewer.split();
-    let tab = match connect_browser(tab_ws, MAX_MESSAGE).await {
+    let tab = match connect_browser(tab_ws, MAX_MESSAGE, None).await {
         Ok(tab) => tab,
         Err(e) => {
             tracing::debug!(error = %e, "live view could not reach the tab");

@@ -55,6 +55,8 @@ pub struct Options {
     pub proxy_pool: Option<PathBuf>,
     /// Serve `/metrics` on a second loopback port too (`--metrics-listen`).
     pub metrics: bool,
+    /// `--relay-memory-mib` (browserd's default when `None`).
+    pub relay_memory_mib: Option<u64>,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             chromium: None,
             proxy_pool: None,
             metrics: false,
+            relay_memory_mib: None,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -112,6 +115,7 @@ impl TestServer {
             min_timeout: Some(opts.min_timeout),
             default_timeout: Some(300),
             max_message_mib: Some(opts.max_message_mib),
+            relay_memory_mib: opts.relay_memory_mib,
             warm_pool: Some(opts.warm_pool),
             ping_interval: Some(opts.ping_interval),
             client_idle_timeout: Some(opts.client_idle_timeout),
