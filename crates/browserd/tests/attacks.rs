@@ -1834,7 +1834,8 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
     let held = metrics.relay_memory_held.get();
     assert!((20 << 20..=24 << 20).contains(&held), "a holds {held}");
 
-    // b's message does not fit beside a's share: it waits, unanswered.
+    // b's message does not fit beside a's share: part of it passes, the rest waits,
+    // unanswered, with the budget spent to its last step.
     let page = page_b.clone();
     let waiting = tokio::spawn(async move {
         let answer = b.raw(&big(901, &page), 901).await;
@@ -1843,11 +1844,8 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
     let waits = eventually(|| async { (metrics.relay_memory_waiting.get() == 1).then_some(()) });
     assert!(waits.await.is_some(), "b's message waits for relay memory");
     assert!(!waiting.is_finished(), "no answer while it waits");
-    assert_eq!(
-        metrics.relay_memory_held.get(),
-        held,
-        "nothing more is taken"
-    );
+    let spent = metrics.relay_memory_held.get();
+    assert!(spent > held && spent <= 24 << 20, "held {spent} of 24 MiB");
 
     // a leaves: its share goes to b's message, which is relayed whole.
     a.ws.close(None).await.unwrap();

@@ -131,6 +131,11 @@ def test_devtools_inspects_the_page_from_an_origin_of_its_own(bb, browserd, play
             }}
             return 'never loaded';
         }} finally {{ w.close(); }} }}""") == "SecurityError"
+    # Nor can it send anything elsewhere (a page of the browser's making asking for a key).
+    assert d.evaluate("""() => new Promise(resolve => {
+        document.addEventListener('securitypolicyviolation', e => resolve(e.effectiveDirective));
+        fetch('http://127.0.0.2:9/').catch(() => {});
+    })""") == "connect-src"
     # DevTools itself works: its Elements panel shows the page's DOM, through the link's own
     # websocket.
     try:

@@ -32,11 +32,27 @@ pub const MAX_VIEWERS_PER_LINK: usize = 10;
 
 /// The inspector sockets open now, by session and by link. Each socket holds a
 /// [`ViewerSeat`] for its life; past a limit, the next is refused (429) before the upgrade.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Viewers {
     /// A std mutex: held for two map updates, never across an await.
     open: std::sync::Mutex<HashMap<ViewerKey, usize>>,
+    /// DevTools front-end files being fetched from browsers, all sessions together: each
+    /// may hold up to 32 MiB (twice, with the storage stand-in), and a browser is not
+    /// trusted to answer small.
+    fetches: tokio::sync::Semaphore,
 }
+
+impl Default for Viewers {
+    fn default() -> Self {
+        Self {
+            open: Default::default(),
+            fetches: tokio::sync::Semaphore::new(DEVTOOLS_FETCHES),
+        }
+    }
+}
+
+/// DevTools front-end files fetched at once (DevTools asks for about 200 when it opens).
+const DEVTOOLS_FETCHES: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ViewerKey {
@@ -344,8 +360,10 @@ fn own_devtools_target(target: &str, token: &str, base: &str) -> bool {
 /// could open the dashboard in a window of their own and read what is typed into it):
 /// `sandbox` without `allow-same-origin` gives the front end an opaque origin of its own,
 /// with no storage, cookies or same-origin reach into browserd's pages.
-const DEVTOOLS_POLICY: &str = "sandbox allow-scripts allow-popups allow-forms allow-modals allow-downloads; \
-     frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+/// Its connections go to browserd only (the link's own websocket, checked besides), and it
+/// posts no forms: a page of the browser's making cannot send what is typed into it away.
+const DEVTOOLS_POLICY: &str = "sandbox allow-scripts allow-popups allow-modals allow-downloads; \
+     connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
 /// Stands in for the web storage and cache an opaque origin has none of (DevTools keeps its
 /// settings there and stops at the first `localStorage` it reads): storage in memory for
@@ -364,11 +382,18 @@ const STORAGE_SHIM: &str = "<script>(() => { for (const name of ['localStorage',
 /// A DevTools page with [`STORAGE_SHIM`] first (after its doctype, so the page keeps its
 /// standards mode).
 fn with_storage_shim(html: &[u8]) -> axum::body::Bytes {
+    // A byte-order mark and white space may come before the doctype.
+    let lead = html.strip_prefix(b"\xEF\xBB\xBF").map_or(0, |_| 3);
+    let lead = lead
+        + html[lead..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count();
     let starts_with_doctype = html
-        .get(..9)
+        .get(lead..lead + 9)
         .is_some_and(|head| head.eq_ignore_ascii_case(b"<!doctype"));
-    let at = match html.iter().position(|&b| b == b'>') {
-        Some(end) if starts_with_doctype => end + 1,
+    let at = match html[lead..].iter().position(|&b| b == b'>') {
+        Some(end) if starts_with_doctype => lead + end + 1,
         _ => 0,
     };
     let mut out = Vec::with_capacity(html.len() + STORAGE_SHIM.len());
@@ -407,6 +432,12 @@ pub async fn devtools_files(
     }
     let authority = inspect::devtools_authority(&checked.session.cdp_url)
         .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
+    let _fetching = state
+        .viewers
+        .fetches
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("browserd is stopping".into()))?;
     let upstream = inspect::browser_get(authority, &format!("/devtools/{path}"))
         .await
         .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;

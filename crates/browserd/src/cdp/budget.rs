@@ -15,6 +15,7 @@
 //! Why by hand: no websocket crate bounds memory across connections, and tungstenite's
 //! buffers cannot be shrunk from outside; reading a frame header is a few lines of RFC 6455.
 
+use super::frames::{FrameReader, Scan};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -46,7 +47,8 @@ impl MessageBudget {
     /// A budget of `bytes` (at least one largest message's worth is sensible; a message
     /// larger than the whole budget takes all of it, alone).
     pub fn new(bytes: u64) -> Self {
-        let total_units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS as u64) as u32;
+        let most = (u32::MAX as u64).min(Semaphore::MAX_PERMITS as u64);
+        let total_units = (bytes / UNIT).clamp(1, most) as u32;
         Self {
             permits: Arc::new(Semaphore::new(total_units as usize)),
             total_units,
@@ -64,10 +66,11 @@ impl MessageBudget {
     }
 }
 
-/// A read failed because a large message waited [`WAIT_LIMIT`] for budget.
-#[derive(Debug, thiserror::Error)]
+/// A read failed because a large message waited [`WAIT_LIMIT`] for budget, or could never
+/// fit.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "a message of {message} bytes waited {}s for browserd's relay memory ({budget} bytes, taken by other clients' large messages); try again later",
+    "try again later: a message of {message} bytes waited {}s for browserd's relay memory ({budget} bytes, taken by other clients' large messages)",
     WAIT_LIMIT.as_secs()
 )]
 pub struct BudgetExhausted {
@@ -87,13 +90,39 @@ impl BudgetExhausted {
     }
 }
 
+/// The most budget a large message asks for at a time. It is asked for as its payload
+/// arrives, not as its header claims (a header costs nothing to send), doubling from 1 MiB.
+const STEP: u64 = 8 * 1024 * 1024;
+
+/// Why a metered stream stopped for good; every later read fails the same way.
+#[derive(Debug, Clone)]
+enum Failure {
+    Budget(BudgetExhausted),
+    Invalid(&'static str),
+}
+
+impl Failure {
+    fn error(&self) -> io::Error {
+        match self {
+            Self::Budget(e) => io::Error::other(e.clone()),
+            Self::Invalid(why) => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a websocket frame: {why}"),
+            ),
+        }
+    }
+}
+
 /// A stream whose incoming websocket frames are metered against a [`MessageBudget`]
-/// (writes pass through). Without a budget it is a plain pass-through.
+/// (writes pass through). Without a budget it only follows the frames.
 pub struct Metered<S> {
     inner: S,
     budget: Option<MessageBudget>,
     frames: FrameReader,
-    /// What this connection holds, and how much (in units).
+    /// While an HTTP response comes before the frames (a client's handshake): how much of
+    /// the blank line that ends its headers has been seen.
+    http_end: Option<usize>,
+    /// What this connection holds.
     held: Option<OwnedSemaphorePermit>,
     /// The budget's semaphore, polled while waiting (made on the first wait).
     semaphore: Option<PollSemaphore>,
@@ -102,24 +131,31 @@ pub struct Metered<S> {
     /// Bytes read from `inner` but not yet scanned or passed on: a payload held back while
     /// its budget is asked for.
     stash: Vec<u8>,
+    failed: Option<Failure>,
 }
 
 impl<S> Metered<S> {
+    /// Frames from the first byte (a server's side, after the upgrade).
     pub fn new(inner: S, budget: Option<MessageBudget>) -> Self {
         Self {
             inner,
             budget,
             frames: FrameReader::default(),
+            http_end: None,
             held: None,
             semaphore: None,
             waiting: None,
             stash: Vec::new(),
+            failed: None,
         }
     }
 
-    /// Starts (or stops) metering; call it at a frame boundary.
-    pub fn set_budget(&mut self, budget: Option<MessageBudget>) {
-        self.budget = budget;
+    /// Frames after an HTTP response (a client's side, before its handshake): whatever
+    /// arrives with the response is metered too.
+    pub fn after_http(inner: S, budget: Option<MessageBudget>) -> Self {
+        let mut metered = Self::new(inner, budget);
+        metered.http_end = Some(0);
+        metered
     }
 
     /// The stream underneath, to drain a refused message's rest without metering it.
@@ -137,12 +173,20 @@ impl<S> Metered<S> {
         self.held.as_ref().map_or(0, |p| p.num_permits() as u32)
     }
 
-    /// Starts waiting for budget enough for a message of `message` bytes.
-    fn ask(&mut self, budget: &MessageBudget, message: u64) {
-        let wanted = units_for(message).min(budget.total_units);
-        let more = wanted.saturating_sub(self.held_units());
+    /// Starts waiting for budget for the next part of a large message, of which
+    /// `frame_left` bytes of the current frame are still to come.
+    fn ask(&mut self, budget: &MessageBudget, frame_left: u64) -> Result<(), Failure> {
+        let room = budget.total_units.saturating_sub(self.held_units());
+        // What it holds already, again (1 MiB at first, at most STEP): a sender must send
+        // about half of what its connection holds.
+        let held = u64::from(self.held_units()) * UNIT / 2;
+        let more = units_for(frame_left.min(held.clamp(LARGE, STEP))).min(room);
         if more == 0 {
-            return;
+            // This connection holds the whole budget, and its message needs more.
+            return Err(Failure::Budget(BudgetExhausted {
+                message: self.frames.message(),
+                budget: budget.bytes(),
+            }));
         }
         self.semaphore
             .get_or_insert_with(|| PollSemaphore::new(Arc::clone(&budget.permits)));
@@ -150,21 +194,68 @@ impl<S> Metered<S> {
         self.waiting = Some(Wait {
             units: more,
             deadline: Box::pin(tokio::time::sleep(WAIT_LIMIT)),
-            message,
         });
+        Ok(())
+    }
+
+    /// Polls a wait for budget: ready once it is over (granted, or failed).
+    fn poll_wait(&mut self, cx: &mut Context<'_>, budget: &MessageBudget) -> Poll<()> {
+        let (Some(wait), Some(semaphore)) = (&mut self.waiting, &mut self.semaphore) else {
+            return Poll::Ready(());
+        };
+        match semaphore.poll_acquire_many(cx, wait.units) {
+            Poll::Ready(Some(permit)) => {
+                self.frames.grant(u64::from(wait.units) * UNIT / 2);
+                match &mut self.held {
+                    Some(held) => held.merge(permit),
+                    None => self.held = Some(permit),
+                }
+                crate::metrics::METRICS
+                    .relay_memory_held
+                    .set(budget.held() as i64);
+                self.stop_waiting();
+            }
+            Poll::Ready(None) => unreachable!("the budget's semaphore is never closed"),
+            Poll::Pending => {
+                ready!(wait.deadline.as_mut().poll(cx));
+                crate::metrics::METRICS.relay_memory_refusals.inc();
+                self.failed = Some(Failure::Budget(BudgetExhausted {
+                    message: self.frames.message(),
+                    budget: budget.bytes(),
+                }));
+                self.stop_waiting();
+            }
+        }
+        Poll::Ready(())
     }
 }
 
-/// A wait for more budget: how much, until when, for a message of what size.
+/// A wait for more budget: how much, and until when.
 struct Wait {
     units: u32,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    message: u64,
 }
 
-/// Budget units for a message of `bytes`: twice it (read and write buffers), rounded up.
+/// Budget units for `bytes` of a message: twice it (read and write buffers), rounded up.
 fn units_for(bytes: u64) -> u32 {
     (bytes.saturating_mul(2).div_ceil(UNIT)).min(u32::MAX as u64) as u32
+}
+
+/// Where the blank line that ends an HTTP response's headers ends in `bytes`, given how
+/// much of it came before (`seen`, updated).
+fn end_of_http(seen: &mut usize, bytes: &[u8]) -> Option<usize> {
+    const END: &[u8] = b"\r\n\r\n";
+    for (i, &b) in bytes.iter().enumerate() {
+        *seen = if b == END[*seen] {
+            *seen + 1
+        } else {
+            usize::from(b == b'\r')
+        };
+        if *seen == END.len() {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
@@ -174,51 +265,62 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(budget) = this.budget.clone() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        if let (Some(wait), Some(semaphore)) = (&mut this.waiting, &mut this.semaphore) {
-            match semaphore.poll_acquire_many(cx, wait.units) {
-                Poll::Ready(Some(permit)) => {
-                    match &mut this.held {
-                        Some(held) => held.merge(permit),
-                        None => this.held = Some(permit),
-                    }
-                    crate::metrics::METRICS
-                        .relay_memory_held
-                        .set(budget.held() as i64);
-                    this.stop_waiting();
+        loop {
+            if let Some(failure) = &this.failed {
+                return Poll::Ready(Err(failure.error()));
+            }
+            if let Some(budget) = this.budget.clone() {
+                ready!(this.poll_wait(cx, &budget));
+                if this.failed.is_some() {
+                    continue;
                 }
-                Poll::Ready(None) => unreachable!("the budget's semaphore is never closed"),
-                Poll::Pending => {
-                    ready!(wait.deadline.as_mut().poll(cx));
-                    let error = BudgetExhausted {
-                        message: wait.message,
-                        budget: budget.bytes(),
-                    };
-                    crate::metrics::METRICS.relay_memory_refusals.inc();
-                    this.stop_waiting();
-                    return Poll::Ready(Err(io::Error::other(error)));
+            }
+            let start = buf.filled().len();
+            if this.stash.is_empty() {
+                ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            } else {
+                let n = this.stash.len().min(buf.remaining());
+                buf.put_slice(&this.stash[..n]);
+                this.stash.drain(..n);
+            }
+            let fresh = &buf.filled()[start..];
+            let mut from = 0;
+            if let Some(seen) = &mut this.http_end {
+                match end_of_http(seen, fresh) {
+                    Some(end) => {
+                        this.http_end = None;
+                        from = end;
+                    }
+                    None => return Poll::Ready(Ok(())),
+                }
+            }
+            let (large, per_message) = match &this.budget {
+                Some(_) => (LARGE, u64::from(this.held_units()) * UNIT / 2),
+                None => (u64::MAX, 0),
+            };
+            match this.frames.scan(&fresh[from..], large, per_message) {
+                Scan::Read => return Poll::Ready(Ok(())),
+                Scan::Invalid { why, .. } => {
+                    this.failed = Some(Failure::Invalid(why));
+                    continue;
+                }
+                Scan::NeedsRoom { at, frame_left } => {
+                    // The payload from `cut` on waits until its budget is held.
+                    let cut = from + at;
+                    let held_back = fresh[cut..].to_vec();
+                    this.stash.splice(0..0, held_back);
+                    buf.set_filled(start + cut);
+                    let budget = this.budget.clone().expect("only metered reads stop");
+                    if let Err(failure) = this.ask(&budget, frame_left) {
+                        this.failed = Some(failure);
+                    }
+                    if cut > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Nothing to hand on yet (a read of nothing would mean the end).
                 }
             }
         }
-        let start = buf.filled().len();
-        if this.stash.is_empty() {
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        } else {
-            let n = this.stash.len().min(buf.remaining());
-            buf.put_slice(&this.stash[..n]);
-            this.stash.drain(..n);
-        }
-        let fresh = &buf.filled()[start..];
-        if let Some((cut, message)) = this.frames.scan(fresh) {
-            // A large message's payload follows `cut`: hold it back until its budget is held.
-            let held_back = fresh[cut..].to_vec();
-            this.stash.splice(0..0, held_back);
-            buf.set_filled(start + cut);
-            this.ask(&budget, message);
-        }
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -264,146 +366,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     }
 }
 
-/// Follows the frame boundaries of one direction of a websocket (RFC 6455 §5.2) without
-/// keeping payloads: where each header is, and how large the message being received is.
-#[derive(Debug, Default)]
-struct FrameReader {
-    header: [u8; 14],
-    header_len: usize,
-    payload_left: u64,
-    /// Data bytes of the message being received, over all its fragments so far.
-    message: u64,
-}
-
-impl FrameReader {
-    /// Reads `bytes` (the next bytes of the stream). Stops right after a header whose
-    /// payload makes a message large, returning the offset of the payload's first byte and
-    /// the message's size so far; the caller asks for budget and scans the rest later.
-    fn scan(&mut self, bytes: &[u8]) -> Option<(usize, u64)> {
-        let mut at = 0;
-        while at < bytes.len() {
-            if self.payload_left > 0 {
-                let skip = self.payload_left.min((bytes.len() - at) as u64);
-                self.payload_left -= skip;
-                at += skip as usize;
-                continue;
-            }
-            self.header[self.header_len] = bytes[at];
-            self.header_len += 1;
-            at += 1;
-            let Some(length) = self.header_complete() else {
-                continue;
-            };
-            let opcode = self.header[0] & 0x0f;
-            self.header_len = 0;
-            self.payload_left = length;
-            // Control frames (8 and up) are at most 125 bytes and interleave with a
-            // fragmented message without being part of it.
-            if opcode < 8 {
-                if opcode != 0 {
-                    self.message = 0;
-                }
-                self.message = self.message.saturating_add(length);
-                if length > 0 && self.message >= LARGE {
-                    return Some((at, self.message));
-                }
-            }
-        }
-        None
-    }
-
-    /// The payload length, once the header collected so far is whole.
-    fn header_complete(&self) -> Option<u64> {
-        let h = &self.header[..self.header_len];
-        if h.len() < 2 {
-            return None;
-        }
-        let masked = h[1] & 0x80 != 0;
-        let (extra, length) = match h[1] & 0x7f {
-            126 => (2, None),
-            127 => (8, None),
-            short => (0, Some(u64::from(short))),
-        };
-        let whole = 2 + extra + if masked { 4 } else { 0 };
-        if h.len() < whole {
-            return None;
-        }
-        Some(length.unwrap_or_else(|| {
-            h[2..2 + extra]
-                .iter()
-                .fold(0u64, |n, b| (n << 8) | u64::from(*b))
-        }))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cdp::frames::tests::frame;
     use futures_util::FutureExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A frame as a client sends it (masked with a zero key, so the payload reads as is).
-    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        let len = payload.len() as u64;
-        match len {
-            0..=125 => out.push(0x80 | len as u8),
-            126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&len.to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(payload);
-        out
-    }
-
-    #[test]
-    fn headers_are_found_across_any_split() {
-        let mut stream = frame(1, true, b"small");
-        stream.extend(frame(9, true, b"ping"));
-        stream.extend(frame(1, true, &vec![b'x'; 70_000]));
-        stream.extend(frame(2, true, &vec![b'y'; LARGE as usize]));
-        let large_payload_at = stream.len() - LARGE as usize;
-        for chunk in [1, 2, 3, 7, 13, 4096, stream.len()] {
-            let mut reader = FrameReader::default();
-            let mut found = None;
-            let mut offset = 0;
-            while offset < stream.len() {
-                let end = (offset + chunk).min(stream.len());
-                match reader.scan(&stream[offset..end]) {
-                    Some((cut, message)) => {
-                        assert!(found.is_none(), "found once");
-                        found = Some((offset + cut, message));
-                        offset += cut;
-                    }
-                    None => offset = end,
-                }
-            }
-            assert_eq!(found, Some((large_payload_at, LARGE)), "chunks of {chunk}");
-        }
-    }
-
-    #[test]
-    fn fragments_count_as_one_message_and_control_frames_do_not() {
-        let half = vec![b'z'; (LARGE / 2) as usize];
-        let mut stream = frame(1, false, &half);
-        stream.extend(frame(9, true, b"ping"));
-        stream.extend(frame(0, true, &half));
-        let mut reader = FrameReader::default();
-        let (cut, message) = reader
-            .scan(&stream)
-            .expect("the second fragment makes it large");
-        assert_eq!(message, LARGE);
-        assert_eq!(cut, stream.len() - half.len());
-        // A new message starts counting again.
-        assert_eq!(reader.scan(&stream[cut..]), None);
-        assert_eq!(reader.scan(&frame(1, true, b"{}")), None);
-    }
 
     async fn send(to: &mut tokio::io::DuplexStream, bytes: Vec<u8>) {
         to.write_all(&bytes).await.unwrap();
@@ -448,6 +416,57 @@ mod tests {
         assert_eq!(budget.held(), 2 * LARGE);
         drop(b);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_header_claiming_a_huge_message_takes_budget_only_as_its_payload_arrives() {
+        let budget = MessageBudget::new(1024 * LARGE);
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut m = Metered::new(rx, Some(budget.clone()));
+        // A header claiming 256 MiB, then ten bytes.
+        let mut claim = vec![0x82, 0x80 | 127];
+        claim.extend_from_slice(&(256 * LARGE).to_be_bytes());
+        claim.extend_from_slice(&[0; 4]);
+        claim.extend_from_slice(&[1; 10]);
+        send(&mut tx, claim.clone()).await;
+        assert_eq!(read_n(&mut m, claim.len()).await.unwrap(), claim);
+        assert_eq!(
+            budget.held(),
+            2 * LARGE,
+            "1 MiB of payload's worth, not 256"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_no_endpoint_may_send_fail_the_stream_for_good() {
+        let budget = MessageBudget::new(4 * LARGE);
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut m = Metered::new(rx, Some(budget));
+        // A ping claiming 64 KiB (tungstenite would buffer it whole before refusing it).
+        send(&mut tx, vec![0x89, 0x80 | 126, 0xff, 0xff, 0, 0, 0, 0]).await;
+        let mut byte = [0u8; 16];
+        for _ in 0..2 {
+            let error = m.read(&mut byte).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_that_come_with_the_handshake_response_are_metered() {
+        let budget = MessageBudget::new(1024 * LARGE);
+        let (mut tx, rx) = tokio::io::duplex(8 * LARGE as usize);
+        let mut m = Metered::after_http(rx, Some(budget.clone()));
+        let mut bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let response = bytes.len();
+        bytes.extend(frame(2, true, &vec![5; 2 * LARGE as usize]));
+        send(&mut tx, bytes.clone()).await;
+        assert_eq!(read_n(&mut m, bytes.len()).await.unwrap(), bytes);
+        assert!(response > 0);
+        assert_eq!(
+            budget.held(),
+            4 * LARGE,
+            "the frame after the response counted"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,4 +4,5 @@
 pub mod budget;
 pub mod client;
 pub mod filter;
+pub mod frames;
 pub mod relay;

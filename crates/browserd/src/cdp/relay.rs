@@ -353,13 +353,11 @@ pub async fn connect_browser(
         .ok_or("malformed CDP url")?;
     let tcp = crate::netns::connect(authority).await?;
     tcp.set_nodelay(true)?;
-    // Metered from the first frame on, not during the HTTP handshake (not frames). The
-    // browser sends nothing before it is asked, so no frame is read along with the 101.
-    let tcp = Metered::new(tcp, None);
-    let (mut ws, _) =
+    // Metered from the end of the handshake's HTTP response: frames that come with it too.
+    let tcp = Metered::after_http(tcp, budget.cloned());
+    let (ws, _) =
         tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(max_message_size)))
             .await?;
-    ws.get_mut().set_budget(budget.cloned());
     Ok(ws)
 }
 

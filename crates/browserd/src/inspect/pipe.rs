@@ -2,6 +2,7 @@
 //! `wsUrl`) and the browser. Unlike a `connectUrl` client it does not count as a client of
 //! the session: opening and closing DevTools never ends a session without keepAlive.
 
+use crate::cdp::budget::BudgetExhausted;
 use crate::cdp::filter::{self, Rules, Verdict};
 use crate::cdp::relay::{BrowserWs, close_message};
 use futures_util::{SinkExt, StreamExt};
@@ -54,6 +55,10 @@ pub async fn run<S>(
                 Some(Ok(Message::Binary(_))) => {
                     break Some(close_message(CloseCode::Unsupported, "binary frames are not accepted: send CDP as JSON text"));
                 }
+                Some(Err(e)) if BudgetExhausted::find(&e).is_some() => {
+                    let reason = BudgetExhausted::find(&e).map(ToString::to_string).unwrap_or_default();
+                    break Some(close_message(CloseCode::Again, &reason));
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
                 Some(Ok(_)) => {}
             },
@@ -62,6 +67,10 @@ pub async fn run<S>(
                     if client_tx.send(msg).await.is_err() {
                         break None;
                     }
+                }
+                Some(Err(e)) if BudgetExhausted::find(&e).is_some() => {
+                    let reason = BudgetExhausted::find(&e).map(ToString::to_string).unwrap_or_default();
+                    break Some(close_message(CloseCode::Again, &reason));
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     break Some(close_message(CloseCode::Away, "the tab or browser went away"));

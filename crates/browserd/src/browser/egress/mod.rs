@@ -235,6 +235,7 @@ fn accept_error_passes(e: &std::io::Error) -> bool {
             Errno::HOSTUNREACH,
             Errno::OPNOTSUPP,
             Errno::NOPROTOOPT,
+            Errno::NONET,
         ]
         .contains(&errno),
         None => true,
