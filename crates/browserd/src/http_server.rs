@@ -81,9 +81,42 @@ struct Counts {
 type SharedCounts = Arc<Mutex<Counts>>;
 
 /// One connection's place in the counts; freed when dropped.
-struct Slot {
+struct Slot(Arc<Place>);
+
+struct Place {
     counts: SharedCounts,
     ip: IpAddr,
+    /// Whether the place still counts against its address (see [`ConnectionPlace`]).
+    by_address: std::sync::atomic::AtomicBool,
+}
+
+/// A handle on the place of the connection a request came on, in the request's extensions.
+#[derive(Clone)]
+pub struct ConnectionPlace(Arc<Place>);
+
+impl ConnectionPlace {
+    /// Takes the connection out of its address's count (it keeps its place in the server's
+    /// total): for a connection from another node of the cluster, proven by its credential,
+    /// which forwards many clients' requests. Those clients were counted by their own
+    /// addresses on the node they entered; counted again here under the forwarding node's
+    /// one address, one tenant's flood would shut every client routed through it out.
+    pub fn not_by_address(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.by_address.swap(false, Ordering::AcqRel) {
+            self.0.counts.lock().unwrap().release_address(self.0.ip);
+        }
+    }
+}
+
+impl Counts {
+    fn release_address(&mut self, ip: IpAddr) {
+        if let Some(n) = self.by_address.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Why a connection got no place.
@@ -110,23 +143,29 @@ impl Slot {
         *n += 1;
         c.total += 1;
         crate::metrics::METRICS.http_connections.inc();
-        Ok(Self {
+        Ok(Self(Arc::new(Place {
             counts: Arc::clone(counts),
             ip,
-        })
+            by_address: true.into(),
+        })))
+    }
+
+    fn handle(&self) -> ConnectionPlace {
+        ConnectionPlace(Arc::clone(&self.0))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().unwrap();
+        let place = &self.0;
+        let mut c = place.counts.lock().unwrap();
         c.total -= 1;
         crate::metrics::METRICS.http_connections.dec();
-        if let Some(n) = c.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_address.remove(&self.ip);
-            }
+        if place
+            .by_address
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            c.release_address(place.ip);
         }
     }
 }
@@ -228,6 +267,12 @@ pub async fn serve(
                 let _ = tcp.set_nodelay(true);
                 let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
                 let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                // Each request carries its connection's place, for the cluster's routing.
+                let place = slot.handle();
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(place.clone());
+                    hyper::service::Service::call(&service, req)
+                });
                 let mut closing = closing_rx.clone();
                 let tcp = Counted { tcp, _slot: slot };
                 connections.spawn(async move {

@@ -42,6 +42,8 @@ struct Launch {
     max_sessions: usize,
     /// `--shutdown-ends-sessions`: false leaves keepAlive browsers for the node's return.
     shutdown_ends_sessions: bool,
+    /// `--max-connections-per-address`, when not the default.
+    per_address: Option<usize>,
 }
 
 impl Node {
@@ -54,6 +56,7 @@ impl Node {
                 database: database.to_owned(),
                 max_sessions,
                 shutdown_ends_sessions: true,
+                per_address: None,
             },
             tempfile::tempdir().unwrap(),
         )
@@ -69,6 +72,11 @@ impl Node {
                 "--shutdown-ends-sessions",
                 &how.shutdown_ends_sessions.to_string(),
             ])
+            .args(
+                how.per_address
+                    .map(|n| vec!["--max-connections-per-address".to_owned(), n.to_string()])
+                    .unwrap_or_default(),
+            )
             .arg("--data-dir")
             .arg(data_dir.path())
             .env("BROWSERD_DATABASE", &how.database)
@@ -436,8 +444,15 @@ async fn a_lost_node_s_sessions_end_as_error_and_the_others_go_on() {
     // SIGSTOP node-b past its lease: the cluster ends its session; SIGCONT: node-b finds
     // out and stops that browser instead of serving it on.
     assert!(!b.browsers().is_empty());
+    // A client of node-b's session through node-a: node-b stops answering without closing
+    // anything, and node-a tells the client once the cluster marks node-b lost.
+    let mut stalled = Cdp::connect(&through(on_b["connectUrl"].as_str().unwrap(), &a)).await;
+    assert!(stalled.call("Browser.getVersion", json!({}), None).await["result"].is_object());
     b.signal(rustix::process::Signal::STOP);
     wait_status(&a, b_id, "ERROR", Duration::from_secs(15)).await;
+    let close = stalled.closed().await.expect("a close frame from node-a");
+    assert_eq!(u16::from(close.code), 1011, "{close:?}");
+    assert!(close.reason.contains("node-b was lost"), "{close:?}");
     b.signal(rustix::process::Signal::CONT);
     assert!(
         eventually(|| async { b.browsers().is_empty().then_some(()) })
@@ -639,6 +654,7 @@ async fn a_node_that_left_takes_back_its_keepalive_sessions_and_the_cluster_time
             database: db.clone(),
             max_sessions: 2,
             shutdown_ends_sessions: false,
+            per_address: None,
         },
         tempfile::tempdir().unwrap(),
     );
@@ -727,4 +743,114 @@ async fn a_node_that_runs_no_browsers_is_ready_and_places_creates_elsewhere() {
     assert_eq!(status, 201, "{created}");
     let on_worker = worker.get(created["id"].as_str().unwrap()).await;
     assert_eq!(on_worker["status"], "RUNNING", "{on_worker}");
+}
+
+/// A raw upload to session `id` through `node`, from `from`, that sends its headers and the
+/// start of its body, then nothing: it holds its connection (and the forwarded one behind it).
+async fn slow_upload(from: [u8; 4], node: &Node, id: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let mut tcp = socket
+        .connect(node.host_port().parse().unwrap())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/sessions/{id}/uploads HTTP/1.1\r\nhost: {}\r\nx-bb-api-key: {}\r\n\
+         content-type: multipart/form-data; boundary=b\r\ncontent-length: 1000000\r\n\r\n--b\r\n",
+        node.host_port(),
+        node.key
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+/// A client of `node` from address `from`.
+fn client_from(from: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_flood_through_a_node_leaves_others_forwarded_traffic_working() {
+    // Every node takes at most 8 connections from one address.
+    let db = common::fresh_postgres_database().await;
+    let start = |name: &str, host| {
+        Node::launch(
+            &Launch {
+                name: name.into(),
+                host,
+                database: db.clone(),
+                max_sessions: 2,
+                shutdown_ends_sessions: true,
+                per_address: Some(8),
+            },
+            tempfile::tempdir().unwrap(),
+        )
+    };
+    let (mut a, mut b) = (start("node-a", 2), start("node-b", 3));
+    let key = project(&db, 10);
+    a.key = key.clone();
+    b.key = key;
+    let (_, flooded) = a.create(json!({"keepAlive": true})).await;
+    let (_, other) = a.create(json!({"keepAlive": true})).await;
+    let flooded = flooded["id"].as_str().unwrap().to_owned();
+
+    // One tenant's client (127.0.0.50) holds eight slow uploads to its session on node-a
+    // through node-b: node-b forwards each on a connection of its own to node-a.
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        flood.push(slow_upload([127, 0, 0, 50], &b, &flooded).await);
+    }
+    // node-a holds them all (and this scrape): they are not refused as one address's.
+    let metrics = client_from([127, 0, 0, 70]);
+    let held = eventually(|| async {
+        let text = metrics
+            .get(format!("{}/metrics", a.base))
+            .header("x-bb-api-key", API_KEY)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let open: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("browserd_http_connections "))?
+            .parse()
+            .ok()?;
+        (open >= 9.0).then_some(open)
+    });
+    assert!(
+        held.await.is_some(),
+        "node-a holds the eight forwarded uploads"
+    );
+
+    // The entry node applies the per-client bound: a ninth from the same address is closed.
+    let mut ninth = slow_upload([127, 0, 0, 50], &b, &flooded).await;
+    let mut answer = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let read = tokio::time::timeout(Duration::from_secs(10), ninth.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{read:?} {answer:?}"
+    );
+
+    // Another client (127.0.0.60), routed node-b -> node-a like the flood, is served:
+    // HTTP and CDP alike.
+    let other_id = other["id"].as_str().unwrap();
+    let debug = client_from([127, 0, 0, 60])
+        .get(format!("{}/v1/sessions/{other_id}/debug", b.base))
+        .header("x-bb-api-key", &b.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(debug.status(), 200, "{:?}", debug.text().await);
+    let mut cdp = Cdp::connect(&through(other["connectUrl"].as_str().unwrap(), &b)).await;
+    assert!(cdp.call("Browser.getVersion", json!({}), None).await["result"].is_object());
+    drop(flood);
 }

@@ -33,6 +33,13 @@ pub async fn route_to_owner(
     // clock more than a minute off, is then forwarded again, never refused).
     if req.headers().contains_key(FORWARDED_BY) {
         if forwarded_by_a_node(&state, &req) {
+            // Its clients were counted by their own addresses where they entered.
+            if let Some(place) = req
+                .extensions()
+                .get::<crate::http_server::ConnectionPlace>()
+            {
+                place.not_by_address();
+            }
             return next.run(req).await;
         }
         tracing::debug!(

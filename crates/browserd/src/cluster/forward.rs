@@ -2,14 +2,16 @@
 //! `--node-url`, the client's own credentials passed on (every node shares the store, the
 //! API keys and the signing secret). A websocket upgrade is answered with the owner's
 //! `101` and then the two connections are joined as bytes: no message is parsed on this
-//! hop. Only the frame headers coming from the owner are followed ([`FrameBoundary`]), so
+//! hop. Only the frame headers coming from the owner are followed ([`FrameReader`]), so
 //! that if the owner vanishes mid-stream the client still gets a close frame that says why.
 
+use crate::cdp::frames::FrameReader;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use std::future::Future as _;
 use std::time::Duration;
 
 /// Set on a forwarded request (to the forwarding node's name): the owner serves it itself,
@@ -18,6 +20,13 @@ pub const FORWARDED_BY: &str = "x-browserd-forwarded-by";
 /// The forwarding node's credential ([`crate::secrets::SigningSecret::cluster_credential`]):
 /// a request that says it was forwarded is taken as such only with it.
 pub const CLUSTER_AUTH: &str = "x-browserd-cluster-auth";
+
+/// How often a joined websocket asks the store whether its owner was marked lost.
+const LOST_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a forwarded request may make no progress, either way, before it fails: the
+/// owner stopped (SIGSTOP, a frozen VM) and its kernel still holds the connection open.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
 
 /// Why the owner could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -73,30 +82,41 @@ pub struct LostNotice {
 }
 
 impl LostNotice {
+    /// The close frame's code and reason, once the session's end is recorded.
+    async fn recorded_end(&self, node: &str) -> Option<(u16, String, bool)> {
+        let s = self
+            .store
+            .sessions
+            .get_session(self.session)
+            .await
+            .ok()
+            .flatten()
+            .filter(|s| s.status.is_ended())?;
+        let code = if s.status == crate::model::SessionStatus::Error {
+            1011
+        } else {
+            1000
+        };
+        let lost = s
+            .end_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(super::NODE_LOST));
+        let reason = if lost {
+            format!(
+                "session ended ({}): its node {node} was lost",
+                s.status.as_str()
+            )
+        } else {
+            s.end_reason.unwrap_or_default()
+        };
+        Some((code, reason, lost))
+    }
+
     /// The close frame's code and reason.
     async fn reason(&self, node: &str) -> (u16, String) {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            if let Ok(Some(s)) = self.store.sessions.get_session(self.session).await
-                && s.status.is_ended()
-            {
-                let code = if s.status == crate::model::SessionStatus::Error {
-                    1011
-                } else {
-                    1000
-                };
-                let reason = if s
-                    .end_reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with(super::NODE_LOST))
-                {
-                    format!(
-                        "session ended ({}): its node {node} was lost",
-                        s.status.as_str()
-                    )
-                } else {
-                    s.end_reason.unwrap_or_default()
-                };
+            if let Some((code, reason, _)) = self.recorded_end(node).await {
                 return (code, reason);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -134,7 +154,11 @@ pub async fn forward(
         node: node_name.to_owned(),
         source,
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // Until a websocket is joined through (which has its own watch, above), a forwarded
+    // exchange fails after STALL_LIMIT without progress.
+    let watched = Watchdog::new(stream, STALL_LIMIT);
+    let watching = watched.switch();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(watched))
         .await
         .map_err(http)?;
     // Drives the connection to the owner; `with_upgrades`: after a 101 it hands the socket on.
@@ -169,6 +193,8 @@ pub async fn forward(
     let mut response = sender.send_request(req).await.map_err(http)?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // An idle DevTools socket is quiet for minutes on end.
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
         let owner_upgrade = hyper::upgrade::on(&mut response);
         let node = node_name.to_owned();
         // Joins the client and the owner once both sides have switched; lives as long as
@@ -205,14 +231,32 @@ where
         let _ = owner_write.shutdown().await;
     };
     let downstream = async {
-        let mut frames = FrameBoundary::default();
+        let mut frames = FrameReader::default();
         let mut buf = vec![0u8; 64 * 1024];
+        // A stopped owner (SIGSTOP, a frozen VM) keeps its connections open and sends
+        // nothing: the cluster marks it lost after its lease, and this hop learns it from
+        // the store and tells the client.
+        let mut check = tokio::time::interval(LOST_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match owner_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    frames.feed(&buf[..n]);
-                    if client_write.write_all(&buf[..n]).await.is_err() {
+            tokio::select! {
+                read = owner_read.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        // The owner is a node of this cluster: its frames are not metered here.
+                        let _ = frames.scan(&buf[..n], u64::MAX, 0);
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                _ = check.tick(), if lost.is_some() => {
+                    let Some(notice) = &lost else { continue };
+                    if let Some((code, reason, true)) = notice.recorded_end(node).await {
+                        if frames.at_boundary() && !frames.saw_close {
+                            let _ = client_write.write_all(&close_frame(code, &reason)).await;
+                        }
+                        let _ = client_write.shutdown().await;
                         return;
                     }
                 }
@@ -221,7 +265,7 @@ where
         let vanished = !client_done.load(std::sync::atomic::Ordering::Relaxed)
             && frames.at_boundary()
             && !frames.saw_close;
-        if let Some(lost) = lost.filter(|_| vanished) {
+        if let Some(lost) = lost.as_ref().filter(|_| vanished) {
             let (code, reason) = lost.reason(node).await;
             let _ = client_write.write_all(&close_frame(code, &reason)).await;
         }
@@ -239,6 +283,105 @@ where
     }
 }
 
+/// A stream that fails a read or write after `limit` without progress in either
+/// direction, while switched on.
+struct Watchdog<S> {
+    inner: S,
+    limit: Duration,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When the limit runs out; pushed back by every byte moved.
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Watchdog<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            on: std::sync::Arc::new(true.into()),
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+
+    /// The switch: store `false` to stop watching.
+    fn switch(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        std::sync::Arc::clone(&self.on)
+    }
+
+    /// After a pending read or write: an error if the limit ran out with nothing moved.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::task::Poll::Pending;
+        }
+        std::task::ready!(self.deadline.as_mut().poll(cx));
+        std::task::Poll::Ready(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the owning node made no progress for {}s",
+                self.limit.as_secs()
+            ),
+        ))
+    }
+
+    fn moved(&mut self) {
+        let next = tokio::time::Instant::now() + self.limit;
+        self.deadline.as_mut().reset(next);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watchdog<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            std::task::Poll::Pending => this.stalled(cx).map(Err),
+            ready => {
+                if buf.filled().len() > before {
+                    this.moved();
+                }
+                ready
+            }
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watchdog<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, data) {
+            std::task::Poll::Pending => this.stalled(cx).map(Err),
+            ready => {
+                if matches!(ready, std::task::Poll::Ready(Ok(n)) if n > 0) {
+                    this.moved();
+                }
+                ready
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// An unmasked (server to client) close frame; the reason cut to the 123 bytes allowed.
 fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let mut end = reason.len().min(123);
@@ -251,99 +394,35 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     frame
 }
 
-/// Follows websocket frame headers in a byte stream (RFC 6455 §5.2) without keeping
-/// payloads: where one frame ends and the next begins, and whether a close frame passed.
-#[derive(Debug, Default)]
-struct FrameBoundary {
-    /// Bytes of the current frame's header seen so far (at most 14).
-    header: Vec<u8>,
-    /// Payload bytes of the current frame still to come.
-    payload_left: u64,
-    saw_close: bool,
-}
-
-impl FrameBoundary {
-    fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let skip = (self.payload_left.min(bytes.len() as u64)) as usize;
-                self.payload_left -= skip as u64;
-                bytes = &bytes[skip..];
-                continue;
-            }
-            self.header.push(bytes[0]);
-            bytes = &bytes[1..];
-            if let Some(payload) = self.header_done() {
-                if self.header[0] & 0x0f == 0x8 {
-                    self.saw_close = true;
-                }
-                self.header.clear();
-                self.payload_left = payload;
-            }
-        }
-    }
-
-    /// The payload length once the header is complete.
-    fn header_done(&self) -> Option<u64> {
-        let h = &self.header;
-        if h.len() < 2 {
-            return None;
-        }
-        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-        let (len_bytes, len) = match h[1] & 0x7f {
-            126 => (2, None),
-            127 => (8, None),
-            n => (0, Some(u64::from(n))),
-        };
-        if h.len() < 2 + len_bytes + mask {
-            return None;
-        }
-        Some(len.unwrap_or_else(|| {
-            h[2..2 + len_bytes]
-                .iter()
-                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
-        }))
-    }
-
-    fn at_boundary(&self) -> bool {
-        self.header.is_empty() && self.payload_left == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn frame_boundaries_are_followed_across_reads() {
-        // A text frame of 5 bytes, one of 300 (16-bit length), a masked one of 2, a close.
-        let mut stream = vec![0x81, 5];
-        stream.extend_from_slice(b"hello");
-        stream.extend_from_slice(&[0x81, 126, 0x01, 0x2c]);
-        stream.extend_from_slice(&[b'x'; 300]);
-        stream.extend_from_slice(&[0x82, 0x82, 1, 2, 3, 4, 9, 9]);
-        let whole = stream.clone();
-        // Fed one byte at a time: a boundary exactly after each frame.
-        let mut frames = FrameBoundary::default();
-        let mut boundaries = Vec::new();
-        for (i, b) in whole.iter().enumerate() {
-            frames.feed(std::slice::from_ref(b));
-            if frames.at_boundary() {
-                boundaries.push(i + 1);
-            }
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_exchange_fails_after_the_limit_and_progress_holds_it_off() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut owner, ours) = tokio::io::duplex(64);
+        let mut watched = Watchdog::new(ours, Duration::from_secs(10));
+        // Bytes every 6 s: never 10 s without progress.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            owner.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            watched.read_exact(&mut byte).await.unwrap();
         }
-        assert_eq!(boundaries, [7, 311, 319]);
-        assert!(!frames.saw_close);
-        frames.feed(&close_frame(1000, "bye"));
-        assert!(frames.at_boundary() && frames.saw_close);
-        // A 64-bit length, cut in its middle.
-        let mut big = FrameBoundary::default();
-        big.feed(&[0x82, 127, 0, 0, 0]);
-        assert!(!big.at_boundary());
-        big.feed(&[0, 0, 1, 0, 0]);
-        assert_eq!(big.payload_left, 65536);
-        big.feed(&vec![0; 65536]);
-        assert!(big.at_boundary());
+        // Then silence: the read fails once 10 s have passed.
+        let started = tokio::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let error = watched.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        // Switched off (a joined websocket), silence is fine.
+        let mut watched = Watchdog::new(owner, Duration::from_secs(10));
+        watched
+            .switch()
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let waited = tokio::time::timeout(Duration::from_secs(60), watched.read(&mut byte)).await;
+        assert!(waited.is_err(), "still waiting after 60 s");
     }
 
     #[test]
