@@ -118,10 +118,11 @@ pub struct Settings {
     #[arg(long, env = "BROWSERD_MAX_MESSAGE_MIB", value_name = "MIB")]
     pub max_message_mib: Option<usize>,
 
-    /// Memory that websocket messages of 1 MiB and more may hold, all clients together, in
-    /// MiB: a large message waits for room (its sender sees backpressure), and after 30 s
-    /// its client is closed with 1013, try again later. A client keeps what it took (twice
-    /// its largest message) until it disconnects [default: 1024]
+    /// Memory that websocket messages of 1 MiB and more may hold at once, all clients
+    /// together, in MiB (each needs twice its size while it is relayed; at least twice
+    /// --max-message-mib): a large message waits for room, its sender seeing backpressure,
+    /// and after 30 s its client is closed with 1013, try again later [default: 1024, or
+    /// twice --max-message-mib if more]
     #[arg(long, env = "BROWSERD_RELAY_MEMORY_MIB", value_name = "MIB")]
     pub relay_memory_mib: Option<u64>,
 
@@ -183,6 +184,16 @@ pub struct Settings {
     /// reverse proxy every client has the proxy's address: raise it there [default: 1024]
     #[arg(long, env = "BROWSERD_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
     pub max_connections_per_address: Option<usize>,
+
+    /// Which pages may embed the live view (`debuggerFullscreenUrl`) in a frame, as CSP
+    /// `frame-ancestors` sources separated by spaces, e.g. "https://app.example.com" or
+    /// "'self'" [default: any page, as Browserbase's]
+    #[arg(
+        long,
+        env = "BROWSERD_LIVE_VIEW_FRAME_ANCESTORS",
+        value_name = "SOURCES"
+    )]
+    pub live_view_frame_ancestors: Option<String>,
 
     /// Key that encrypts saved contexts (browser profiles) at rest: 64 hex digits. When
     /// unset, browserd makes one on first start and keeps it in <data dir>/context.key;
@@ -386,6 +397,8 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     pub max_clients_per_session: usize,
     pub max_connections_per_address: usize,
+    /// `--live-view-frame-ancestors`, checked: CSP sources, or `None` for any page.
+    pub live_view_frame_ancestors: Option<String>,
     pub max_tabs_per_session: usize,
     pub context_key: Option<Secret>,
     /// How long ended sessions' rows are kept.
@@ -460,9 +473,14 @@ impl Config {
         if !(1..=2048).contains(&max_message_mib) {
             bail!("--max-message-mib must be between 1 and 2048");
         }
-        let relay_memory_mib = cli.relay_memory_mib.or(f.relay_memory_mib).unwrap_or(1024);
-        if relay_memory_mib < 4 {
-            bail!("--relay-memory-mib must be at least 4");
+        let relay_memory_mib = cli
+            .relay_memory_mib
+            .or(f.relay_memory_mib)
+            .unwrap_or_else(|| 1024.max(2 * max_message_mib as u64));
+        if relay_memory_mib < 2 * max_message_mib as u64 {
+            bail!(
+                "--relay-memory-mib ({relay_memory_mib}) must be at least twice --max-message-mib ({max_message_mib}): a message being relayed needs its size twice"
+            );
         }
         let max_upload_mib = cli.max_upload_mib.or(f.max_upload_mib).unwrap_or(512);
         if max_upload_mib == 0 {
@@ -647,6 +665,11 @@ impl Config {
                 .or(f.max_connections_per_address)
                 .unwrap_or(crate::http_server::MAX_CONNECTIONS_PER_ADDRESS)
                 .max(1),
+            live_view_frame_ancestors: frame_ancestors(
+                cli.live_view_frame_ancestors
+                    .clone()
+                    .or(f.live_view_frame_ancestors.clone()),
+            )?,
             max_clients_per_session: cli
                 .max_clients_per_session
                 .or(f.max_clients_per_session)
@@ -749,9 +772,53 @@ fn default_max_sessions() -> usize {
     (total_mib.saturating_sub(1024) / MIB_PER_SESSION).max(1) as usize
 }
 
+/// `--live-view-frame-ancestors`: CSP source expressions (a scheme, a host with its scheme
+/// and port, `'self'`, `'none'`, `*`), separated by spaces. Anything that could end the
+/// directive or the header (`;`, `,`, quotes elsewhere, control characters) is refused.
+fn frame_ancestors(sources: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(sources) = sources else {
+        return Ok(None);
+    };
+    let words: Vec<&str> = sources.split_ascii_whitespace().collect();
+    let fits = |w: &str| {
+        matches!(w, "'self'" | "'none'" | "*")
+            || w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:/*[]".contains(&b))
+    };
+    if words.is_empty() || !words.iter().all(|w| fits(w)) {
+        bail!(
+            "--live-view-frame-ancestors takes CSP sources separated by spaces (e.g. \"https://app.example.com 'self'\"), not {sources:?}"
+        );
+    }
+    Ok(Some(words.join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_view_frame_ancestors_take_csp_sources_and_nothing_that_ends_the_header() {
+        let ok = |s: &str| frame_ancestors(Some(s.into())).unwrap().unwrap();
+        assert_eq!(
+            ok("  https://app.example.com   'self' "),
+            "https://app.example.com 'self'"
+        );
+        assert_eq!(
+            ok("https://*.example.com:8443"),
+            "https://*.example.com:8443"
+        );
+        for bad in [
+            "",
+            "https://a; script-src *",
+            "a,b",
+            "'unsafe-inline'",
+            "x\u{1}y",
+        ] {
+            assert!(frame_ancestors(Some(bad.into())).is_err(), "{bad:?}");
+        }
+        assert_eq!(frame_ancestors(None).unwrap(), None);
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {

@@ -1810,12 +1810,13 @@ async fn a_browser_reaches_only_its_own_connect_url_and_only_from_an_extension()
 }
 
 /// Clients sending large messages at once hold at most `--relay-memory-mib` between them: a
-/// message that does not fit waits (its client sees backpressure) until another client
-/// leaves and gives its share back, then goes through whole.
+/// message that does not fit waits (its client sees backpressure) until another message has
+/// been relayed and its share given back, then goes through whole.
 #[tokio::test]
 async fn large_messages_from_many_clients_share_one_memory_bound() {
     let server = TestServer::start_with(Options {
         relay_memory_mib: Some(24),
+        max_message_mib: 12,
         ..Default::default()
     })
     .await;
@@ -1829,13 +1830,53 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
                "params": {"expression": format!("'{}'.length", "x".repeat(10 << 20))}})
         .to_string()
     };
+    // Relayed whole; once a reads on, its share is given back.
     let first = a.raw(&big(900, &page_a), 900).await;
     assert_eq!(first["result"]["result"]["value"], 10 << 20, "{first:.200}");
-    let held = metrics.relay_memory_held.get();
-    assert!((20 << 20..=24 << 20).contains(&held), "a holds {held}");
+    let given_back = eventually(|| async { (metrics.relay_memory_held.get() == 0).then_some(()) });
+    assert!(
+        given_back.await.is_some(),
+        "a relayed message holds nothing"
+    );
 
-    // b's message does not fit beside a's share: part of it passes, the rest waits,
-    // unanswered, with the budget spent to its last step.
+    // c, a raw client, sends the first half of its 10 MiB message and pauses: the message
+    // holds its share (20 MiB of the 24) while it comes.
+    let url = s["connectUrl"].as_str().unwrap();
+    let path = &url[url.find("/?").unwrap()..];
+    let mut c = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    c.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        c.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let message = big(902, &page_a).into_bytes();
+    // A masked text frame with a zero key: the payload goes as it is.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(message.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    let half = message.len() / 2;
+    frame.extend_from_slice(&message[..half]);
+    c.write_all(&frame).await.unwrap();
+    let holds = eventually(|| async {
+        let held = metrics.relay_memory_held.get();
+        (held >= 20 << 20).then_some(held)
+    });
+    let held = holds.await.expect("c's message holds its share");
+    assert!(held <= 24 << 20, "{held}");
+
+    // b's message does not fit beside c's: it waits, unanswered, holding nothing more.
     let page = page_b.clone();
     let waiting = tokio::spawn(async move {
         let answer = b.raw(&big(901, &page), 901).await;
@@ -1844,13 +1885,15 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
     let waits = eventually(|| async { (metrics.relay_memory_waiting.get() == 1).then_some(()) });
     assert!(waits.await.is_some(), "b's message waits for relay memory");
     assert!(!waiting.is_finished(), "no answer while it waits");
-    let spent = metrics.relay_memory_held.get();
-    assert!(spent > held && spent <= 24 << 20, "held {spent} of 24 MiB");
+    assert_eq!(
+        metrics.relay_memory_held.get(),
+        held,
+        "nothing more is taken"
+    );
 
-    // a leaves: its share goes to b's message, which is relayed whole.
-    a.ws.close(None).await.unwrap();
-    drop(a);
-    let (b, answer) = tokio::time::timeout(PATIENCE, waiting)
+    // c sends the rest: its message is relayed, its share goes to b's, which passes whole.
+    c.write_all(&message[half..]).await.unwrap();
+    let (mut b, answer) = tokio::time::timeout(PATIENCE, waiting)
         .await
         .unwrap()
         .unwrap();
@@ -1860,15 +1903,49 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
         "{answer:.200}"
     );
     assert_eq!(metrics.relay_memory_waiting.get(), 0);
-    drop(b);
+    b.call(
+        "Runtime.evaluate",
+        json!({"expression": "1+1"}),
+        Some(&page_b),
+    )
+    .await;
     let given_back = eventually(|| async { (metrics.relay_memory_held.get() == 0).then_some(()) });
-    assert!(
-        given_back.await.is_some(),
-        "a closed connection holds nothing"
-    );
+    assert!(given_back.await.is_some(), "relayed messages hold nothing");
+    drop((a, c));
     assert_eq!(
         server.get(s["id"].as_str().unwrap()).await["status"],
         "RUNNING"
     );
     server.stop().await;
+}
+
+/// The live view is meant to be framed (Browserbase's `debuggerFullscreenUrl`): by any page
+/// unless the operator names which (`--live-view-frame-ancestors`), and then only by those.
+#[tokio::test]
+async fn the_live_view_may_be_framed_only_where_the_operator_says() {
+    for (sources, expected) in [
+        (None, None),
+        (
+            Some("https://app.example.com 'self'"),
+            Some("frame-ancestors https://app.example.com 'self'"),
+        ),
+    ] {
+        let server = TestServer::start_with(Options {
+            live_view_frame_ancestors: sources.map(str::to_owned),
+            ..Default::default()
+        })
+        .await;
+        let (s, _cdp, _page) = connected(&server).await;
+        let id = s["id"].as_str().unwrap();
+        let debug = server.get_json(&format!("/v1/sessions/{id}/debug")).await;
+        let live = debug["debuggerFullscreenUrl"].as_str().unwrap();
+        let page = reqwest::get(live).await.unwrap();
+        assert_eq!(page.status(), 200, "{live}");
+        let policy = page
+            .headers()
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(policy.as_deref(), expected, "{sources:?}");
+        server.stop().await;
+    }
 }

@@ -194,10 +194,13 @@ pub async fn live_page(
 ) -> Result<Response, ApiError> {
     check(&state, &token, Wants::LiveView).await?;
     let mut response = Html(LIVE_HTML).into_response();
-    // Meant to be embedded: no frame restrictions, but never cached (the grant expires).
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Meant to be embedded: by any page unless the operator names which; never cached
+    // (the grant expires).
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(policy) = &state.settings.live_view_frame_ancestors {
+        h.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+    }
     Ok(response)
 }
 

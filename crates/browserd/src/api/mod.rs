@@ -58,6 +58,8 @@ pub struct ApiSettings {
     pub client_watch: crate::cdp::relay::ClientWatch,
     /// `--max-connections-per-address`.
     pub max_connections_per_address: usize,
+    /// The live view's `frame-ancestors` (`--live-view-frame-ancestors`); `None`: any page.
+    pub live_view_frame_ancestors: Option<axum::http::HeaderValue>,
 }
 
 /// Shared by every handler; cheap to clone.

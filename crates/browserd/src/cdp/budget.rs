@@ -1,19 +1,21 @@
 //! One server-wide bound on the memory that large websocket messages hold.
 //!
-//! tungstenite buffers a whole message before the relay sees it, and keeps the capacity it
-//! grew (its read buffer, the other leg's write buffer) until the connection closes. So
-//! twenty clients each sending 100 MiB would hold 4 GiB, and one that sent a large message
-//! an hour ago still holds it. [`Metered`] sits under a websocket and reads the frame
-//! headers going by: before the payload of a message past [`LARGE`] is let through, its
-//! connection must hold budget for it (twice its size: the read buffer that receives it and
-//! the write buffer that relays it). A connection keeps what it got until it closes, as
-//! tungstenite keeps the memory, and needs more only for a larger message than before.
-//! When the budget is spent the payload waits (the sender sees TCP backpressure), and after
-//! [`WAIT_LIMIT`] the read fails with [`BudgetExhausted`], which the relay turns into a
-//! close that says why.
+//! tungstenite buffers a whole message before the relay sees it, and the relay writes it
+//! whole into the other leg's buffer: twenty clients each sending 100 MiB at once would
+//! hold 4 GiB. [`Metered`] sits under a websocket and reads the frame headers going by:
+//! before the payload of a message of [`LARGE`] or more is let through, its connection must
+//! hold budget for it (twice its size: the read buffer that receives it and the write
+//! buffer that relays it), taken at once when its first payload byte arrives (a header alone
+//! costs nothing). The budget is given back when the connection reads on after the message,
+//! by which time the relay has written it out and dropped it, and tungstenite (patched,
+//! vendor/README.md) has given its buffers' memory back. A message that does not fit waits,
+//! its sender seeing TCP backpressure; after [`WAIT_LIMIT`] the read fails with
+//! [`BudgetExhausted`], which the relay turns into a close that says why. A large message
+//! whose payload stops coming for [`WAIT_LIMIT`] fails its connection too, so nobody holds
+//! budget by sending half a message.
 //!
-//! Why by hand: no websocket crate bounds memory across connections, and tungstenite's
-//! buffers cannot be shrunk from outside; reading a frame header is a few lines of RFC 6455.
+//! Why by hand: no websocket crate bounds memory across connections; reading a frame header
+//! is a few lines of RFC 6455 ([`super::frames`]).
 
 use super::frames::{FrameReader, Scan};
 use std::future::Future;
@@ -90,15 +92,12 @@ impl BudgetExhausted {
     }
 }
 
-/// The most budget a large message asks for at a time. It is asked for as its payload
-/// arrives, not as its header claims (a header costs nothing to send), doubling from 1 MiB.
-const STEP: u64 = 8 * 1024 * 1024;
-
 /// Why a metered stream stopped for good; every later read fails the same way.
 #[derive(Debug, Clone)]
 enum Failure {
     Budget(BudgetExhausted),
     Invalid(&'static str),
+    Stalled,
 }
 
 impl Failure {
@@ -108,6 +107,13 @@ impl Failure {
             Self::Invalid(why) => io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not a websocket frame: {why}"),
+            ),
+            Self::Stalled => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "a large message's payload stopped coming for {}s",
+                    WAIT_LIMIT.as_secs()
+                ),
             ),
         }
     }
@@ -131,6 +137,8 @@ pub struct Metered<S> {
     /// Bytes read from `inner` but not yet scanned or passed on: a payload held back while
     /// its budget is asked for.
     stash: Vec<u8>,
+    /// While a large message's payload is coming: when it has stalled for too long.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: Option<Failure>,
 }
 
@@ -146,6 +154,7 @@ impl<S> Metered<S> {
             semaphore: None,
             waiting: None,
             stash: Vec::new(),
+            stall: None,
             failed: None,
         }
     }
@@ -163,6 +172,29 @@ impl<S> Metered<S> {
         &mut self.inner
     }
 
+    /// Gives back what the connection holds: its large message has been relayed.
+    fn give_back(&mut self, budget: &MessageBudget) {
+        if self.held.take().is_some() {
+            crate::metrics::METRICS
+                .relay_memory_held
+                .set(budget.held() as i64);
+        }
+    }
+
+    /// After a read that moved nothing: fails once a large message's payload has stalled.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.frames.in_large_payload() {
+            self.stall = None;
+            return Poll::Pending;
+        }
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WAIT_LIMIT)));
+        ready!(stall.as_mut().poll(cx));
+        self.failed = Some(Failure::Stalled);
+        Poll::Ready(())
+    }
+
     fn stop_waiting(&mut self) {
         if self.waiting.take().is_some() {
             crate::metrics::METRICS.relay_memory_waiting.dec();
@@ -173,16 +205,14 @@ impl<S> Metered<S> {
         self.held.as_ref().map_or(0, |p| p.num_permits() as u32)
     }
 
-    /// Starts waiting for budget for the next part of a large message, of which
-    /// `frame_left` bytes of the current frame are still to come.
-    fn ask(&mut self, budget: &MessageBudget, frame_left: u64) -> Result<(), Failure> {
-        let room = budget.total_units.saturating_sub(self.held_units());
-        // What it holds already, again (1 MiB at first, at most STEP): a sender must send
-        // about half of what its connection holds.
-        let held = u64::from(self.held_units()) * UNIT / 2;
-        let more = units_for(frame_left.min(held.clamp(LARGE, STEP))).min(room);
+    /// Starts waiting for budget for the large message being received, whole as its
+    /// headers claim so far (all at once: a message that held part of what it needs while
+    /// waiting for the rest could wait on another that does the same).
+    fn ask(&mut self, budget: &MessageBudget) -> Result<(), Failure> {
+        let wanted = units_for(self.frames.message()).min(budget.total_units);
+        let more = wanted.saturating_sub(self.held_units());
         if more == 0 {
-            // This connection holds the whole budget, and its message needs more.
+            // It needs more than the whole budget (config keeps messages within half).
             return Err(Failure::Budget(BudgetExhausted {
                 message: self.frames.message(),
                 budget: budget.bytes(),
@@ -270,6 +300,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 return Poll::Ready(Err(failure.error()));
             }
             if let Some(budget) = this.budget.clone() {
+                // Read on after a large message: it has been relayed and freed.
+                if this.frames.take_completed() {
+                    this.give_back(&budget);
+                }
                 ready!(this.poll_wait(cx, &budget));
                 if this.failed.is_some() {
                     continue;
@@ -277,12 +311,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             }
             let start = buf.filled().len();
             if this.stash.is_empty() {
-                ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => {
+                        ready!(this.poll_stall(cx));
+                        continue;
+                    }
+                }
             } else {
                 let n = this.stash.len().min(buf.remaining());
                 buf.put_slice(&this.stash[..n]);
                 this.stash.drain(..n);
             }
+            this.stall = None;
             let fresh = &buf.filled()[start..];
             let mut from = 0;
             if let Some(seen) = &mut this.http_end {
@@ -294,24 +335,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     None => return Poll::Ready(Ok(())),
                 }
             }
-            let (large, per_message) = match &this.budget {
-                Some(_) => (LARGE, u64::from(this.held_units()) * UNIT / 2),
-                None => (u64::MAX, 0),
+            let large = if this.budget.is_some() {
+                LARGE
+            } else {
+                u64::MAX
             };
-            match this.frames.scan(&fresh[from..], large, per_message) {
+            match this.frames.scan(&fresh[from..], large) {
                 Scan::Read => return Poll::Ready(Ok(())),
                 Scan::Invalid { why, .. } => {
                     this.failed = Some(Failure::Invalid(why));
                     continue;
                 }
-                Scan::NeedsRoom { at, frame_left } => {
+                Scan::NeedsRoom { at, .. } => {
                     // The payload from `cut` on waits until its budget is held.
                     let cut = from + at;
                     let held_back = fresh[cut..].to_vec();
                     this.stash.splice(0..0, held_back);
                     buf.set_filled(start + cut);
                     let budget = this.budget.clone().expect("only metered reads stop");
-                    if let Err(failure) = this.ask(&budget, frame_left) {
+                    if let Err(failure) = this.ask(&budget) {
                         this.failed = Some(failure);
                     }
                     if cut > 0 {
@@ -385,10 +427,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_message_waits_until_another_connection_gives_its_budget_back() {
+    async fn a_large_message_waits_until_another_is_relayed() {
         // Room for one 1 MiB message (2 MiB: read and write buffers), not two.
         let budget = MessageBudget::new(3 * LARGE);
         let big = frame(2, true, &vec![7; LARGE as usize]);
+        let small = frame(1, true, b"{}");
         let (mut a_tx, a_rx) = tokio::io::duplex(4 * LARGE as usize);
         let (mut b_tx, b_rx) = tokio::io::duplex(4 * LARGE as usize);
         let mut a = Metered::new(a_rx, Some(budget.clone()));
@@ -397,44 +440,45 @@ mod tests {
         send(&mut b_tx, big.clone()).await;
         assert_eq!(read_n(&mut a, big.len()).await.unwrap(), big);
         assert_eq!(budget.held(), 2 * LARGE);
-        // b gets its header, then its payload waits.
+        // b gets its header, then its payload waits, though it is in the pipe already.
         let header = read_n(&mut b, big.len() - LARGE as usize).await.unwrap();
         assert_eq!(header, big[..header.len()]);
         let mut byte = [0u8; 1];
-        // Its payload is in the pipe already: only the budget holds it back.
         assert!(
             b.read(&mut byte).now_or_never().is_none(),
             "b's payload waits"
         );
-        // a keeps its budget for later messages of the same size: no new ask.
-        send(&mut a_tx, big.clone()).await;
-        assert_eq!(read_n(&mut a, big.len()).await.unwrap(), big);
-        // Closing a hands its budget straight to b's waiting payload.
-        drop(a);
+        // a reads on: its message has been relayed, and its budget goes to b's.
+        send(&mut a_tx, small.clone()).await;
+        assert_eq!(read_n(&mut a, small.len()).await.unwrap(), small);
         let rest = read_n(&mut b, LARGE as usize).await.unwrap();
         assert!(rest.iter().all(|&x| x == 7));
-        assert_eq!(budget.held(), 2 * LARGE);
-        drop(b);
+        assert_eq!(budget.held(), 2 * LARGE, "b's share");
+        send(&mut b_tx, small.clone()).await;
+        assert_eq!(read_n(&mut b, small.len()).await.unwrap(), small);
         assert_eq!(budget.held(), 0);
     }
 
-    #[tokio::test]
-    async fn a_header_claiming_a_huge_message_takes_budget_only_as_its_payload_arrives() {
+    #[tokio::test(start_paused = true)]
+    async fn a_large_message_that_stops_coming_fails_and_gives_its_budget_back() {
         let budget = MessageBudget::new(1024 * LARGE);
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut m = Metered::new(rx, Some(budget.clone()));
-        // A header claiming 256 MiB, then ten bytes.
+        // A header claiming 256 MiB, ten bytes of it, then nothing.
         let mut claim = vec![0x82, 0x80 | 127];
         claim.extend_from_slice(&(256 * LARGE).to_be_bytes());
         claim.extend_from_slice(&[0; 4]);
         claim.extend_from_slice(&[1; 10]);
         send(&mut tx, claim.clone()).await;
         assert_eq!(read_n(&mut m, claim.len()).await.unwrap(), claim);
-        assert_eq!(
-            budget.held(),
-            2 * LARGE,
-            "1 MiB of payload's worth, not 256"
-        );
+        assert_eq!(budget.held(), 512 * LARGE);
+        let started = tokio::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let error = m.read(&mut byte).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert_eq!(started.elapsed(), WAIT_LIMIT);
+        drop(m);
+        assert_eq!(budget.held(), 0);
     }
 
     #[tokio::test]

@@ -28,18 +28,22 @@ pub struct FrameReader {
     message: u64,
     /// Whether the current frame's payload belongs to a large message (metered).
     metered: bool,
-    /// Payload bytes of large messages that may still pass.
+    /// Payload bytes of the large message being received that may still pass.
     allowance: u64,
+    /// Whether the current frame ends its message (FIN).
+    last_frame: bool,
+    /// Set when a large message's last byte has passed; see [`FrameReader::take_completed`].
+    completed: bool,
     /// Whether a close frame's header has passed.
     pub saw_close: bool,
 }
 
 impl FrameReader {
     /// Reads `bytes` (the next bytes of the stream). The payload of a message of `large`
-    /// bytes or more (as its headers claim) passes only as far as the allowance goes, which
-    /// each new message sets to `per_message`; past it, the scan stops. With `large` at
+    /// bytes or more (as its headers claim) passes only as far as its allowance goes
+    /// ([`FrameReader::grant`]; none at first); past it, the scan stops. With `large` at
     /// `u64::MAX` it reads everything.
-    pub fn scan(&mut self, bytes: &[u8], large: u64, per_message: u64) -> Scan {
+    pub fn scan(&mut self, bytes: &[u8], large: u64) -> Scan {
         let mut at = 0;
         while at < bytes.len() {
             if self.payload_left > 0 {
@@ -56,6 +60,9 @@ impl FrameReader {
                 }
                 self.payload_left -= take;
                 at += take as usize;
+                if self.metered && self.payload_left == 0 && self.last_frame {
+                    self.completed = true;
+                }
                 continue;
             }
             self.header[self.header_len] = bytes[at];
@@ -76,10 +83,14 @@ impl FrameReader {
             if opcode < 8 {
                 if opcode != 0 {
                     self.message = 0;
-                    self.allowance = per_message;
+                    self.allowance = 0;
                 }
                 self.message = self.message.saturating_add(length);
                 self.metered = self.message >= large;
+                self.last_frame = self.header[0] & 0x80 != 0;
+                if self.metered && length == 0 && self.last_frame {
+                    self.completed = true;
+                }
             }
         }
         Scan::Read
@@ -90,7 +101,17 @@ impl FrameReader {
         self.message
     }
 
-    /// Lets `bytes` more of large messages' payload pass.
+    /// Whether a large message has passed whole since the last call.
+    pub fn take_completed(&mut self) -> bool {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// Whether the bytes read so far end inside a large message's payload.
+    pub fn in_large_payload(&self) -> bool {
+        self.metered && self.payload_left > 0
+    }
+
+    /// Lets `bytes` more of the large message's payload pass.
     pub fn grant(&mut self, bytes: u64) {
         self.allowance = self.allowance.saturating_add(bytes);
     }
@@ -178,7 +199,7 @@ pub(crate) mod tests {
             let mut offset = 0;
             while offset < stream.len() {
                 let end = (offset + chunk).min(stream.len());
-                match reader.scan(&stream[offset..end], LARGE, 1000) {
+                match reader.scan(&stream[offset..end], LARGE) {
                     Scan::NeedsRoom { at, frame_left } => {
                         stops.push((offset + at, frame_left));
                         offset += at;
@@ -188,13 +209,10 @@ pub(crate) mod tests {
                     Scan::Invalid { why, .. } => panic!("{why}"),
                 }
             }
-            // The first 1000 bytes pass on the message's own allowance, then it asks once.
-            assert_eq!(
-                stops,
-                [(payload_at + 1000, LARGE - 1000)],
-                "chunks of {chunk}"
-            );
+            // It asks before its first payload byte, once.
+            assert_eq!(stops, [(payload_at, LARGE)], "chunks of {chunk}");
             assert!(reader.at_boundary());
+            assert!(reader.take_completed() && !reader.take_completed());
         }
     }
 
@@ -205,15 +223,15 @@ pub(crate) mod tests {
         stream.extend(frame(9, true, b"ping"));
         stream.extend(frame(0, true, &half));
         let mut reader = FrameReader::default();
-        let Scan::NeedsRoom { at, frame_left } = reader.scan(&stream, LARGE, 0) else {
+        let Scan::NeedsRoom { at, frame_left } = reader.scan(&stream, LARGE) else {
             panic!("the second fragment makes it large")
         };
         assert_eq!(at, stream.len() - half.len());
         assert_eq!(frame_left, LARGE / 2);
         reader.grant(LARGE);
-        assert_eq!(reader.scan(&stream[at..], LARGE, 0), Scan::Read);
+        assert_eq!(reader.scan(&stream[at..], LARGE), Scan::Read);
         // A new message starts counting again.
-        assert_eq!(reader.scan(&frame(1, true, b"{}"), LARGE, 0), Scan::Read);
+        assert_eq!(reader.scan(&frame(1, true, b"{}"), LARGE), Scan::Read);
     }
 
     #[test]
@@ -225,7 +243,7 @@ pub(crate) mod tests {
             (vec![0x83, 0x01], "reserved opcode"),
             (vec![0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0], "2^63"),
         ] {
-            let found = FrameReader::default().scan(&bytes, LARGE, 0);
+            let found = FrameReader::default().scan(&bytes, LARGE);
             assert!(
                 matches!(found, Scan::Invalid { why: w, .. } if w.contains(why)),
                 "{bytes:x?}: {found:?}"
@@ -243,25 +261,22 @@ pub(crate) mod tests {
         let mut frames = FrameReader::default();
         let mut boundaries = Vec::new();
         for (i, b) in stream.iter().enumerate() {
-            assert_eq!(
-                frames.scan(std::slice::from_ref(b), u64::MAX, 0),
-                Scan::Read
-            );
+            assert_eq!(frames.scan(std::slice::from_ref(b), u64::MAX), Scan::Read);
             if frames.at_boundary() {
                 boundaries.push(i + 1);
             }
         }
         assert_eq!(boundaries, [7, 311]);
         assert!(!frames.saw_close);
-        frames.scan(&[0x88, 2, 0x03, 0xe8], u64::MAX, 0);
+        frames.scan(&[0x88, 2, 0x03, 0xe8], u64::MAX);
         assert!(frames.at_boundary() && frames.saw_close);
         // A 64-bit length, cut in its middle.
         let mut big = FrameReader::default();
-        big.scan(&[0x82, 127, 0, 0, 0], u64::MAX, 0);
+        big.scan(&[0x82, 127, 0, 0, 0], u64::MAX);
         assert!(!big.at_boundary());
-        big.scan(&[0, 0, 1, 0, 0], u64::MAX, 0);
+        big.scan(&[0, 0, 1, 0, 0], u64::MAX);
         assert_eq!(big.payload_left, 65536);
-        big.scan(&vec![0; 65536], u64::MAX, 0);
+        big.scan(&vec![0; 65536], u64::MAX);
         assert!(big.at_boundary());
     }
 }

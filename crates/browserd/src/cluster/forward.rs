@@ -244,7 +244,7 @@ where
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         // The owner is a node of this cluster: its frames are not metered here.
-                        let _ = frames.scan(&buf[..n], u64::MAX, 0);
+                        let _ = frames.scan(&buf[..n], u64::MAX);
                         if client_write.write_all(&buf[..n]).await.is_err() {
                             return;
                         }

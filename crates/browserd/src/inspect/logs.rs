@@ -45,6 +45,7 @@ const PENDING_FOR: i64 = 60_000;
 enum Traffic {
     Command {
         client: u64,
+        /// The frame, or for a large one only its head ([`kept_for_log`]).
         text: Utf8Bytes,
         at: i64,
     },
@@ -80,7 +81,7 @@ impl LogTap {
     pub fn command(&self, client: u64, text: &Utf8Bytes) {
         self.hand_over(Traffic::Command {
             client,
-            text: text.clone(),
+            text: kept_for_log(text),
             at: now_ms(),
         });
     }
@@ -107,7 +108,7 @@ impl LogTap {
         if text.as_bytes().starts_with(b"{\"id\":") {
             self.hand_over(Traffic::Reply {
                 client,
-                text: text.clone(),
+                text: kept_for_log(text),
                 at: now_ms(),
             });
         }
@@ -216,6 +217,45 @@ fn frames_dropped(count: u64) -> Map<String, Value> {
     entry
 }
 
+/// What the log keeps of a frame while it waits in the queue: the frame itself (a
+/// refcounted clone) when small; of a large one only its head, copied, so that the log
+/// never holds a large message's buffer after the relay has given its memory back
+/// (`cdp::budget`). The log keeps no more of it anyway ([`MAX_RAW_BODY`]).
+fn kept_for_log(text: &Utf8Bytes) -> Utf8Bytes {
+    if text.len() <= MAX_PARSED {
+        return text.clone();
+    }
+    Utf8Bytes::from(cut(text))
+}
+
+/// The id, method and CDP session of a command of which only the head is kept: read from
+/// the keys as clients write them (`"id":7,"method":"…"`); a `sessionId` after the params
+/// (Playwright puts it last) is not there to read.
+fn command_head(text: &str) -> Option<(u64, String, Option<String>)> {
+    let string_after = |key: &str| {
+        let rest = &text[text.find(key)? + key.len()..];
+        let rest = rest
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start()
+            .strip_prefix('"')?;
+        Some(rest[..rest.find('"')?].to_owned())
+    };
+    let id = {
+        let rest = &text[text.find("\"id\"")? + 4..];
+        let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()?
+    };
+    Some((
+        id,
+        string_after("\"method\"")?,
+        string_after("\"sessionId\""),
+    ))
+}
+
 fn parse_command(text: &str, at: i64) -> Option<(u64, Pending)> {
     /// A command with its params (small messages) or without them: serde skips a large
     /// message's params without building them. Either way the text is parsed once.
@@ -227,12 +267,13 @@ fn parse_command(text: &str, at: i64) -> Option<(u64, Pending)> {
         session_id: Option<String>,
         params: Option<P>,
     }
-    let (id, method, session_id, params) = if text.len() <= MAX_PARSED {
-        let c: Command<Value> = serde_json::from_str(text).ok()?;
-        (c.id, c.method, c.session_id, c.params)
-    } else {
-        let c: Command<serde::de::IgnoredAny> = serde_json::from_str(text).ok()?;
-        (c.id, c.method, c.session_id, None)
+    let (id, method, session_id, params) = match serde_json::from_str::<Command<Value>>(text) {
+        Ok(c) => (c.id, c.method, c.session_id, c.params),
+        // The head of a large command (the relay forwards only well-formed JSON).
+        Err(_) => {
+            let (id, method, session_id) = command_head(text)?;
+            (id, method, session_id, None)
+        }
     };
     Some((
         id,
@@ -545,6 +586,28 @@ mod tests {
             .collect();
         assert_eq!(methods, ["browserd.framesDropped", "Browser.getVersion"]);
         assert_eq!(entries[0]["request"]["params"]["dropped"], 5);
+    }
+
+    #[test]
+    fn the_log_keeps_only_the_head_of_a_large_command() {
+        let big = format!(
+            r#"{{"id":41,"method":"Runtime.evaluate","params":{{"expression":"'{}'"}},"sessionId":"S"}}"#,
+            "x".repeat(2 * MAX_PARSED)
+        );
+        let kept = kept_for_log(&Utf8Bytes::from(big.clone()));
+        assert_eq!(
+            kept.len(),
+            MAX_RAW_BODY,
+            "a copy of the head, not the frame"
+        );
+        let (id, pending) = parse_command(&kept, 7).expect("read from the head");
+        assert_eq!((id, pending.method.as_str()), (41, "Runtime.evaluate"));
+        assert_eq!(
+            pending.session_id, None,
+            "after the params: not in the head"
+        );
+        let small = Utf8Bytes::from(r#"{"id":1,"method":"Page.enable"}"#);
+        assert_eq!(kept_for_log(&small), small);
     }
 
     #[test]

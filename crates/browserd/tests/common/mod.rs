@@ -57,6 +57,8 @@ pub struct Options {
     pub metrics: bool,
     /// `--relay-memory-mib` (browserd's default when `None`).
     pub relay_memory_mib: Option<u64>,
+    /// `--live-view-frame-ancestors`.
+    pub live_view_frame_ancestors: Option<String>,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             proxy_pool: None,
             metrics: false,
             relay_memory_mib: None,
+            live_view_frame_ancestors: None,
             max_sessions: 4,
             min_timeout: 1,
             max_message_mib: 256,
@@ -116,6 +119,7 @@ impl TestServer {
             default_timeout: Some(300),
             max_message_mib: Some(opts.max_message_mib),
             relay_memory_mib: opts.relay_memory_mib,
+            live_view_frame_ancestors: opts.live_view_frame_ancestors.clone(),
             warm_pool: Some(opts.warm_pool),
             ping_interval: Some(opts.ping_interval),
             client_idle_timeout: Some(opts.client_idle_timeout),
