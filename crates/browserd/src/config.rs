@@ -785,7 +785,9 @@ fn frame_ancestors(sources: Option<String>) -> anyhow::Result<Option<String>> {
             || w.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._:/*[]".contains(&b))
     };
-    if words.is_empty() || !words.iter().all(|w| fits(w)) {
+    // Browsers ignore 'none' beside other sources: it must stand alone.
+    let none_with_others = words.len() > 1 && words.contains(&"'none'");
+    if words.is_empty() || none_with_others || !words.iter().all(|w| fits(w)) {
         bail!(
             "--live-view-frame-ancestors takes CSP sources separated by spaces (e.g. \"https://app.example.com 'self'\"), not {sources:?}"
         );
@@ -814,6 +816,7 @@ mod tests {
             "a,b",
             "'unsafe-inline'",
             "x\u{1}y",
+            "'none' https://a",
         ] {
             assert!(frame_ancestors(Some(bad.into())).is_err(), "{bad:?}");
         }

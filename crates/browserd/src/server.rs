@@ -160,11 +160,10 @@ pub async fn prepare_with(
                 idle_after: std::time::Duration::from_secs(config.client_idle_timeout_secs),
             },
             max_connections_per_address: config.max_connections_per_address,
-            live_view_frame_ancestors: config.live_view_frame_ancestors.as_ref().and_then(
-                |sources| {
-                    axum::http::HeaderValue::from_str(&format!("frame-ancestors {sources}")).ok()
-                },
-            ),
+            live_view_frame_ancestors: config.live_view_frame_ancestors.as_ref().map(|sources| {
+                axum::http::HeaderValue::from_str(&format!("frame-ancestors {sources}"))
+                    .expect("config checks the sources are visible ASCII")
+            }),
         }),
     };
     Ok(Prepared {

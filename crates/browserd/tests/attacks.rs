@@ -1841,26 +1841,7 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
 
     // c, a raw client, sends the first half of its 10 MiB message and pauses: the message
     // holds its share (20 MiB of the 24) while it comes.
-    let url = s["connectUrl"].as_str().unwrap();
-    let path = &url[url.find("/?").unwrap()..];
-    let mut c = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let handshake = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        server.addr
-    );
-    c.write_all(handshake.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        c.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut c = raw_upgrade(server.addr, s["connectUrl"].as_str().unwrap()).await;
     let message = big(902, &page_a).into_bytes();
     // A masked text frame with a zero key: the payload goes as it is.
     let mut frame = vec![0x81, 0x80 | 127];

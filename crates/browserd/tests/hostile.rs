@@ -22,29 +22,6 @@ async fn answer_to(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Opens a websocket by hand (so the test can then send raw bytes) and returns the socket.
-async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> TcpStream {
-    let path = connect_url.split_once(&addr.to_string()).unwrap().1;
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    tcp
-}
-
 /// The server still serves the API.
 async fn still_serving(server: &TestServer) {
     let resp = server

@@ -32,8 +32,12 @@ use tokio_util::sync::PollSemaphore;
 /// such messages leave in buffers is bounded by the number of connections.
 pub const LARGE: u64 = 1024 * 1024;
 
-/// How long a large message may wait for budget before its connection is closed.
+/// How long a large message may wait for budget before its connection is closed; also how
+/// long it may take to send [`MIN_PROGRESS`] more of itself.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// What a large message must send of itself every [`WAIT_LIMIT`] to keep its share.
+const MIN_PROGRESS: u64 = 64 * 1024;
 
 /// Budget is counted in KiB: a semaphore's permits are `u32`.
 const UNIT: u64 = 1024;
@@ -111,7 +115,8 @@ impl Failure {
             Self::Stalled => io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "a large message's payload stopped coming for {}s",
+                    "a large message sent less than {} KiB of itself in {}s",
+                    MIN_PROGRESS / 1024,
                     WAIT_LIMIT.as_secs()
                 ),
             ),
@@ -137,8 +142,9 @@ pub struct Metered<S> {
     /// Bytes read from `inner` but not yet scanned or passed on: a payload held back while
     /// its budget is asked for.
     stash: Vec<u8>,
-    /// While a large message's payload is coming: when it has stalled for too long.
-    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// While a large message is coming: when it will have been too slow, and how much of
+    /// it had passed when that deadline was set.
+    stall: Option<(Pin<Box<tokio::time::Sleep>>, u64)>,
     failed: Option<Failure>,
 }
 
@@ -181,16 +187,23 @@ impl<S> Metered<S> {
         }
     }
 
-    /// After a read that moved nothing: fails once a large message's payload has stalled.
+    /// After a read that moved nothing: fails once a large message has sent less than
+    /// [`MIN_PROGRESS`] in [`WAIT_LIMIT`] (a byte now and then does not hold its share).
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.frames.in_large_payload() {
+        if !self.frames.in_large_message() {
             self.stall = None;
             return Poll::Pending;
         }
-        let stall = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WAIT_LIMIT)));
-        ready!(stall.as_mut().poll(cx));
+        let passed = self.frames.large_bytes_passed();
+        let progressed = match &self.stall {
+            Some((_, since)) => passed >= since + MIN_PROGRESS,
+            None => true,
+        };
+        if progressed {
+            self.stall = Some((Box::pin(tokio::time::sleep(WAIT_LIMIT)), passed));
+        }
+        let (deadline, _) = self.stall.as_mut().expect("set above");
+        ready!(deadline.as_mut().poll(cx));
         self.failed = Some(Failure::Stalled);
         Poll::Ready(())
     }
@@ -323,7 +336,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                 buf.put_slice(&this.stash[..n]);
                 this.stash.drain(..n);
             }
-            this.stall = None;
             let fresh = &buf.filled()[start..];
             let mut from = 0;
             if let Some(seen) = &mut this.http_end {
@@ -352,6 +364,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
                     let held_back = fresh[cut..].to_vec();
                     this.stash.splice(0..0, held_back);
                     buf.set_filled(start + cut);
+                    if this.frames.completion_pending() {
+                        // The large message before it ended in this very read: its share
+                        // is given back on the next read, once it has been relayed, and
+                        // this one asks then (cut > 0: that message's bytes are here).
+                        return Poll::Ready(Ok(()));
+                    }
                     let budget = this.budget.clone().expect("only metered reads stop");
                     if let Err(failure) = this.ask(&budget) {
                         this.failed = Some(failure);
@@ -479,6 +497,35 @@ mod tests {
         assert_eq!(started.elapsed(), WAIT_LIMIT);
         drop(m);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_message_sent_a_byte_at_a_time_does_not_keep_its_share() {
+        let budget = MessageBudget::new(1024 * LARGE);
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut m = Metered::new(rx, Some(budget.clone()));
+        let mut claim = vec![0x82, 0x80 | 127];
+        claim.extend_from_slice(&(2 * LARGE).to_be_bytes());
+        claim.extend_from_slice(&[0; 4]);
+        claim.push(1);
+        send(&mut tx, claim.clone()).await;
+        assert_eq!(read_n(&mut m, claim.len()).await.unwrap(), claim);
+        let started = tokio::time::Instant::now();
+        // A byte every 10 s, read by a reader that waits in between, as tungstenite does.
+        let mut byte = [0u8; 1];
+        let error = loop {
+            match tokio::time::timeout(Duration::from_secs(10), m.read(&mut byte)).await {
+                Err(_) => send(&mut tx, vec![1]).await,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => break e,
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "never refused"
+            );
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(started.elapsed() <= WAIT_LIMIT + Duration::from_secs(10));
     }
 
     #[tokio::test]

@@ -32,6 +32,11 @@ pub struct FrameReader {
     allowance: u64,
     /// Whether the current frame ends its message (FIN).
     last_frame: bool,
+    /// Whether a large message is being received (from its first metered frame to its
+    /// last byte, gaps between its fragments included).
+    in_large: bool,
+    /// Payload bytes of large messages that have passed, in all.
+    passed: u64,
     /// Set when a large message's last byte has passed; see [`FrameReader::take_completed`].
     completed: bool,
     /// Whether a close frame's header has passed.
@@ -57,11 +62,13 @@ impl FrameReader {
                         };
                     }
                     self.allowance -= take;
+                    self.passed += take;
                 }
                 self.payload_left -= take;
                 at += take as usize;
                 if self.metered && self.payload_left == 0 && self.last_frame {
                     self.completed = true;
+                    self.in_large = false;
                 }
                 continue;
             }
@@ -88,8 +95,10 @@ impl FrameReader {
                 self.message = self.message.saturating_add(length);
                 self.metered = self.message >= large;
                 self.last_frame = self.header[0] & 0x80 != 0;
+                self.in_large = self.metered;
                 if self.metered && length == 0 && self.last_frame {
                     self.completed = true;
+                    self.in_large = false;
                 }
             }
         }
@@ -106,9 +115,20 @@ impl FrameReader {
         std::mem::take(&mut self.completed)
     }
 
-    /// Whether the bytes read so far end inside a large message's payload.
-    pub fn in_large_payload(&self) -> bool {
-        self.metered && self.payload_left > 0
+    /// Whether the bytes read so far end inside a large message (its payload, or between
+    /// its fragments).
+    pub fn in_large_message(&self) -> bool {
+        self.in_large
+    }
+
+    /// Whether a large message has ended since the last [`FrameReader::take_completed`].
+    pub fn completion_pending(&self) -> bool {
+        self.completed
+    }
+
+    /// Payload bytes of large messages that have passed, in all.
+    pub fn large_bytes_passed(&self) -> u64 {
+        self.passed
     }
 
     /// Lets `bytes` more of the large message's payload pass.

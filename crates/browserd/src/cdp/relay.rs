@@ -177,7 +177,7 @@ pub async fn run<S, L>(
                     }
                     flows.commands.messages.inc();
                     flows.commands.bytes.inc_by(forward.len() as u64);
-                    if let Err(e) = browser_tx.send(Message::Text(forward)).await {
+                    if let Err(e) = send_within(&mut browser_tx, Message::Text(forward)).await {
                         tracing::debug!(error = %e, "could not write to the browser");
                         return None;
                     }
@@ -237,7 +237,7 @@ pub async fn run<S, L>(
                         }
                         flows.replies.messages.inc();
                         flows.replies.bytes.inc_by(msg.len() as u64);
-                        if let Err(e) = client_tx.send(msg).await {
+                        if let Err(e) = send_within(&mut client_tx, msg).await {
                             tracing::debug!(error = %e, "could not write to the client");
                             return None;
                         }
@@ -359,6 +359,34 @@ pub async fn connect_browser(
         tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(max_message_size)))
             .await?;
     Ok(ws)
+}
+
+/// Sends `msg`, in bounded time when it is large: a peer that stops reading must not keep
+/// the relay memory the message holds (`cdp::budget`) for as long as its TCP stays up.
+/// 30 s, and a second more per MiB; past it the connection is given up (a frame half
+/// written cannot be followed by a close frame).
+pub async fn send_within<S>(sink: &mut S, msg: Message) -> Result<(), SendError>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let len = msg.len() as u64;
+    if len < super::budget::LARGE {
+        return sink.send(msg).await.map_err(SendError::Failed);
+    }
+    let limit = super::budget::WAIT_LIMIT + Duration::from_secs(len >> 20);
+    match tokio::time::timeout(limit, sink.send(msg)).await {
+        Ok(sent) => sent.map_err(SendError::Failed),
+        Err(_) => Err(SendError::TooSlow(limit)),
+    }
+}
+
+/// Why [`send_within`] could not send.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Failed(tokio_tungstenite::tungstenite::Error),
+    #[error("the peer did not take a large message within {0:?}")]
+    TooSlow(Duration),
 }
 
 /// A close frame; the reason is cut to the 123 bytes the protocol allows.

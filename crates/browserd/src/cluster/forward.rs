@@ -21,8 +21,12 @@ pub const FORWARDED_BY: &str = "x-browserd-forwarded-by";
 /// a request that says it was forwarded is taken as such only with it.
 pub const CLUSTER_AUTH: &str = "x-browserd-cluster-auth";
 
-/// How often a joined websocket asks the store whether its owner was marked lost.
+/// How often a joined websocket whose owner is silent asks the store whether the owner was
+/// declared lost (and how long one asking may take).
 const LOST_CHECK: Duration = Duration::from_secs(2);
+
+/// How long an owner must be silent before its joined websockets start asking.
+const OWNER_SILENT: Duration = Duration::from_secs(5);
 
 /// How long a forwarded request may make no progress, either way, before it fails: the
 /// owner stopped (SIGSTOP, a frozen VM) and its kernel still holds the connection open.
@@ -238,11 +242,16 @@ where
         // the store and tells the client.
         let mut check = tokio::time::interval(LOST_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Asked only while the owner is silent (a live owner pings its clients, every 30 s
+        // by default), so a busy tunnel costs the store nothing.
+        let mut last_heard = tokio::time::Instant::now();
+        let mut watching = lost.is_some();
         loop {
             tokio::select! {
                 read = owner_read.read(&mut buf) => match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        last_heard = tokio::time::Instant::now();
                         // The owner is a node of this cluster: its frames are not metered here.
                         let _ = frames.scan(&buf[..n], u64::MAX);
                         if client_write.write_all(&buf[..n]).await.is_err() {
@@ -250,14 +259,24 @@ where
                         }
                     }
                 },
-                _ = check.tick(), if lost.is_some() => {
+                // The guard is read when the select starts: silence is checked in the arm.
+                _ = check.tick(), if watching => {
                     let Some(notice) = &lost else { continue };
-                    if let Some((code, reason, true)) = notice.recorded_end(node).await {
-                        if frames.at_boundary() && !frames.saw_close {
-                            let _ = client_write.write_all(&close_frame(code, &reason)).await;
+                    if last_heard.elapsed() < OWNER_SILENT {
+                        continue;
+                    }
+                    // Bounded: a slow store must not hold the owner's bytes back for long.
+                    match tokio::time::timeout(LOST_CHECK, notice.recorded_end(node)).await {
+                        Ok(Some((code, reason, true))) => {
+                            if frames.at_boundary() && !frames.saw_close {
+                                let _ = client_write.write_all(&close_frame(code, &reason)).await;
+                            }
+                            let _ = client_write.shutdown().await;
+                            return;
                         }
-                        let _ = client_write.shutdown().await;
-                        return;
+                        // Ended on the owner: it closes its clients itself.
+                        Ok(Some(_)) => watching = false,
+                        Ok(None) | Err(_) => {}
                     }
                 }
             }

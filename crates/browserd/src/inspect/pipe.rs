@@ -4,7 +4,7 @@
 
 use crate::cdp::budget::BudgetExhausted;
 use crate::cdp::filter::{self, Rules, Verdict};
-use crate::cdp::relay::{BrowserWs, close_message};
+use crate::cdp::relay::{BrowserWs, close_message, send_within};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use tokio_tungstenite::WebSocketStream;
@@ -48,7 +48,7 @@ pub async fn run<S>(
                             continue;
                         }
                     };
-                    if browser_tx.send(Message::Text(forward)).await.is_err() {
+                    if send_within(&mut browser_tx, Message::Text(forward)).await.is_err() {
                         break Some(close_message(CloseCode::Away, "the browser went away"));
                     }
                 }
@@ -64,7 +64,7 @@ pub async fn run<S>(
             },
             msg = browser_rx.next() => match msg {
                 Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if client_tx.send(msg).await.is_err() {
+                    if send_within(&mut client_tx, msg).await.is_err() {
                         break None;
                     }
                 }

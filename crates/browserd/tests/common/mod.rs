@@ -663,3 +663,30 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Opens a websocket by hand (so the test can then send raw bytes) and returns the socket.
+pub async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> tokio::net::TcpStream {
+    let path = connect_url.split_once(&addr.to_string()).unwrap().1;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut byte)
+            .await
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
