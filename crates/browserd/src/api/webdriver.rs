@@ -127,6 +127,9 @@ impl Hub {
     }
 }
 
+/// How long an answer saying the browser is gone waits for the session's end to be known.
+const SESSION_END_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Returns when the session has ended (or browserd leaves it running).
 async fn until_ended(mut farewell: tokio::sync::watch::Receiver<Option<crate::model::Farewell>>) {
     let _ = farewell.wait_for(Option::is_some).await.map(drop);
@@ -499,10 +502,24 @@ async fn command(
         }
         _ => body,
     };
+    let ending = farewell.clone();
     let sent = tokio::select! {
         sent = send(driver, &connection, method.clone(), &path, body) => sent,
         () = until_ended(farewell) => return ended(state, id).await,
     };
+    // chromedriver may see the browser go (a timeout, a release) before browserd says the
+    // session ended: a lost browser is then the session's end, with its reason.
+    let browser_lost = match &sent {
+        Ok((_, answer)) => answer["value"]["error"] == "invalid session id",
+        Err(_) => true,
+    };
+    if browser_lost
+        && tokio::time::timeout(SESSION_END_GRACE, until_ended(ending))
+            .await
+            .is_ok()
+    {
+        return ended(state, id).await;
+    }
     if quitting {
         // The client leaves (a browserd session without keepAlive ends with its last one).
         host.clients.lock().unwrap().remove(wdid);
