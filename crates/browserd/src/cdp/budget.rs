@@ -312,7 +312,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
             if let Some(failure) = &this.failed {
                 return Poll::Ready(Err(failure.error()));
             }
-            if let Some(budget) = this.budget.clone() {
+            // Only around large messages (the relay's common path clones nothing here).
+            if this.frames.completion_pending() || this.waiting.is_some() {
+                let budget = this
+                    .budget
+                    .clone()
+                    .expect("only metered reads wait or complete");
                 // Read on after a large message: it has been relayed and freed.
                 if this.frames.take_completed() {
                     this.give_back(&budget);

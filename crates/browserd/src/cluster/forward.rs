@@ -342,9 +342,13 @@ impl<S> Watchdog<S> {
         ))
     }
 
+    /// Pushes the deadline back; nothing once switched off (a joined websocket's bytes
+    /// then pass without touching the timer).
     fn moved(&mut self) {
-        let next = tokio::time::Instant::now() + self.limit;
-        self.deadline.as_mut().reset(next);
+        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            let next = tokio::time::Instant::now() + self.limit;
+            self.deadline.as_mut().reset(next);
+        }
     }
 }
 
