@@ -14,9 +14,9 @@
 //!                                                                        fd00:ec2::254
 //! ```
 
-mod common;
+use crate::common;
 
-use common::{Cdp, PATIENCE, eventually, visit};
+use common::{Cdp, eventually, patience, visit};
 use serde_json::{Value, json};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +50,7 @@ impl Namespace {
         let ns = Self { holder };
         // The holder has unshared once its namespace differs from ours.
         let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = std::time::Instant::now() + patience();
         while std::fs::read_link(format!("/proc/{}/ns/net", ns.pid())).ok() == Some(own.clone()) {
             assert!(std::time::Instant::now() < deadline, "unshare never did");
             std::thread::yield_now();

@@ -1,7 +1,7 @@
 //! Contexts, extensions, uploads, downloads and inspector links at the HTTP level: shapes, isolation between
 //! projects, and every refusal. (The SDK suites prove the features work in a browser.)
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

@@ -1,11 +1,10 @@
 //! Several `browserd` processes sharing one real PostgreSQL, each on its own loopback
 //! address with real Chromium: any node serves any session; a lost node's sessions end.
 
-mod common;
+use crate::common;
 
 use common::{API_KEY, Cdp, eventually, refused_handshake};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,21 +85,11 @@ impl Node {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut base = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                base = Some(rest.split_whitespace().next().unwrap().to_owned());
-                break;
-            }
-        }
-        // Keep reading so a full pipe never blocks the server.
-        std::thread::spawn(move || for _ in lines {});
+        let base = common::until_listening(&mut child).base;
         Self {
             child,
             name: how.name.clone(),
-            base: base.unwrap_or_else(|| panic!("node {} did not start", how.name)),
+            base,
             data_dir,
             key: API_KEY.to_owned(),
             launch: how.clone(),
@@ -213,6 +202,34 @@ async fn wait_status(node: &Node, id: &str, status: &str, within: Duration) -> V
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until every node's last heartbeat (as `GET /v1/nodes` through `via` shows it) is
+/// after `after`: by then each has renewed its lease, and swept, since that moment.
+async fn every_node_beat_after(via: &Node, after: time::OffsetDateTime) {
+    let mut nodes: Value;
+    common::wait_until!(
+        {
+            nodes = match via.req(reqwest::Method::GET, "/v1/nodes").send().await {
+                Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            nodes.as_array().filter(|n| !n.is_empty()).and_then(|n| {
+                n.iter()
+                    .all(|node| {
+                        node["heartbeatAt"].as_str().is_some_and(|at| {
+                            time::OffsetDateTime::parse(
+                                at,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .is_ok_and(|at| at > after)
+                        })
+                    })
+                    .then_some(())
+            })
+        },
+        "not every node beat after {after}: {nodes}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,7 +540,8 @@ async fn sessions_go_on_while_the_database_is_down_and_creates_wait_for_it() {
         created.is_some(),
         "creates resume once the database is back"
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let back = time::OffsetDateTime::now_utc();
+    every_node_beat_after(&a, back + Duration::from_secs(4)).await;
     assert_eq!(a.get(id).await["status"], "RUNNING");
     assert!(direct.call("Browser.getVersion", json!({}), None).await["result"].is_object());
     assert!(hop.call("Browser.getVersion", json!({}), None).await["result"].is_object());

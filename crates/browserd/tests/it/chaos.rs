@@ -1,7 +1,7 @@
 //! Chaos: many sessions created, used, cut and released at random, and concurrent creates
 //! racing a limit. Afterwards nothing may be left: no Chromium, no folder, no descriptor.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -1,5 +1,4 @@
 //! A browserd started in-process for a test, with real Chromium, and small clients for it.
-#![allow(dead_code)] // each test binary uses a different part of this
 
 use browserd::browser::chromium::ChromiumLauncher;
 use browserd::config::{Common, Config, Settings};
@@ -14,9 +13,19 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 pub const API_KEY: &str = "bd_test_key_for_integration_tests";
 
-/// How long a condition may take before a test fails. Generous: Chromium on a busy 2-core
-/// machine is slow to start, and the tests wait for conditions, not for time.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a condition may take before a test fails: `BROWSERD_TEST_PATIENCE_SECS`, 30 s by
+/// default. Generous: Chromium on a busy 2-core machine is slow to start, and the tests wait
+/// for conditions, not for time (a slower machine raises it; nothing waits for it to pass).
+pub fn patience() -> Duration {
+    static PATIENCE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *PATIENCE.get_or_init(|| {
+        let secs = std::env::var("BROWSERD_TEST_PATIENCE_SECS").map_or(30, |s| {
+            s.parse()
+                .expect("BROWSERD_TEST_PATIENCE_SECS is a whole number of seconds")
+        });
+        Duration::from_secs(secs)
+    })
+}
 
 pub struct TestServer {
     pub base: String,
@@ -300,13 +309,30 @@ pub fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
     assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
 }
 
-/// Polls `check` until it returns `Some`, for at most [`PATIENCE`].
+/// Runs `$body` (a block that may borrow mutably and `.await`) until it gives `Some`, every
+/// 20 ms for at most [`patience`], and evaluates to what it gave; past that the test fails
+/// with the message. [`eventually`]'s form for checks a closure cannot hold (a `&mut Cdp`).
+macro_rules! wait_until {
+    ($body:block, $($message:tt)+) => {{
+        let deadline = tokio::time::Instant::now() + $crate::common::patience();
+        loop {
+            if let Some(value) = $body {
+                break value;
+            }
+            assert!(tokio::time::Instant::now() < deadline, $($message)+);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+pub(crate) use wait_until;
+
+/// Polls `check` until it returns `Some`, for at most [`patience`].
 pub async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience();
     loop {
         if let Some(v) = check().await {
             return Some(v);
@@ -372,7 +398,7 @@ impl Cdp {
         }
         self.ws.send(Message::text(msg.to_string())).await.unwrap();
         loop {
-            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+            match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     if v["id"] == id {
@@ -397,7 +423,7 @@ impl Cdp {
     /// The answer with `id` to something already sent.
     pub async fn answer(&mut self, id: u64) -> Value {
         loop {
-            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+            match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     if v["id"] == id {
@@ -417,7 +443,7 @@ impl Cdp {
             return self.events.remove(at).expect("found above");
         }
         loop {
-            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+            match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(&t).unwrap();
                     if wanted(&v) {
@@ -466,7 +492,7 @@ impl Cdp {
     /// Reads until the server closes the connection; returns its close frame.
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+            match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => return frame,
                 Ok(Some(Ok(_))) => {}
                 Ok(Some(Err(e))) => panic!("connection failed instead of closing: {e}"),
@@ -555,7 +581,7 @@ pub async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, St
         return Err(error.to_owned());
     }
     // The navigation committed: wait for its document, then read it.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + patience();
     let text = loop {
         let r = cdp
             .call(
@@ -689,4 +715,37 @@ pub async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> tokio
         String::from_utf8_lossy(&head)
     );
     tcp
+}
+
+/// What a spawned `browserd serve` printed up to and including its `listening on` line.
+pub struct Banner {
+    /// The API's base URL, from `listening on http://…`.
+    pub base: String,
+    pub lines: Vec<String>,
+}
+
+/// Reads a spawned `browserd serve`'s stdout (it must be piped) until it says it is
+/// listening, then keeps draining it on a thread so a full pipe never blocks the server.
+/// Panics with what it printed if it exits first.
+pub fn until_listening(child: &mut std::process::Child) -> Banner {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("browserd's stdout is piped");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned);
+        banner.push(line);
+        if let Some(base) = base {
+            std::thread::spawn(move || for _ in lines {});
+            return Banner {
+                base,
+                lines: banner,
+            };
+        }
+    }
+    panic!("browserd did not start: {banner:?}");
 }

@@ -2,7 +2,7 @@
 //! tinyproxy, with basic auth, two of them on loopback), the operator's proxy pool, proxy
 //! failures and `proxyBytes`. Real Chromium in its sandbox; pages on loopback.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

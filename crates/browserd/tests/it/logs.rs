@@ -1,11 +1,10 @@
 //! browserd's log as an operator reads it: JSON lines, one access line per request, the
 //! session a line belongs to, and no secret, even at debug level.
 
-mod common;
+use crate::common;
 
 use common::Cdp;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_browserd");
@@ -28,21 +27,7 @@ async fn logs_are_json_lines_with_an_access_line_per_request_and_no_secret() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            Some(
-                l.split("listening on ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .to_owned(),
-            )
-        })
-        .expect("browserd started");
-    std::thread::spawn(move || for _ in lines {});
+    let base = common::until_listening(&mut child).base;
     // Whatever still names the data dir goes when the test ends, passed or failed.
     struct Sweep(std::path::PathBuf);
     impl Drop for Sweep {

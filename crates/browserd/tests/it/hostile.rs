@@ -2,7 +2,7 @@
 //! oversized frames, malformed connect URLs. Each gets a clear answer (or a closed socket);
 //! nothing crashes, and the sessions involved keep their state.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;
@@ -84,19 +84,19 @@ async fn a_handshake_cut_short_holds_no_client_place() {
     }
     still_serving(&server).await;
     // A real client gets the one place (once the server noticed the resets).
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut cdp = loop {
-        match tokio_tungstenite::connect_async(url).await {
-            Ok((ws, _)) => break Cdp::from_ws(ws),
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "a cut handshake kept the client place: {e}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut refused = None;
+    let mut cdp = common::wait_until!(
+        {
+            match tokio_tungstenite::connect_async(url).await {
+                Ok((ws, _)) => Some(Cdp::from_ws(ws)),
+                Err(e) => {
+                    refused = Some(e);
+                    None
+                }
             }
-        }
-    };
+        },
+        "a cut handshake kept the client place: {refused:?}"
+    );
     assert_eq!(cdp.eval_in_page("1").await, 1);
     assert_eq!(
         server.get(s["id"].as_str().unwrap()).await["status"],
@@ -119,7 +119,7 @@ async fn broken_and_oversized_frames_close_that_client_only() {
     let mut tcp = raw_upgrade(server.addr, url).await;
     tcp.write_all(&[0xFB, 0x80, 1, 2, 3, 4]).await.unwrap();
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(patience(), tcp.read_to_end(&mut rest)).await;
     assert!(
         closed.is_ok(),
         "the server closes a client that sends garbage frames"
@@ -132,7 +132,7 @@ async fn broken_and_oversized_frames_close_that_client_only() {
     header.extend_from_slice(&[1, 2, 3, 4]);
     tcp.write_all(&header).await.unwrap();
     let mut rest = Vec::new();
-    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(patience(), tcp.read_to_end(&mut rest)).await;
     assert!(
         closed.is_ok(),
         "the server closes a client that announces a huge frame"

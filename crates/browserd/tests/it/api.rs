@@ -1,7 +1,7 @@
 //! The Browserbase REST API: shapes, validation and every error case. Sessions created
 //! here are real Chromium sessions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::Method;

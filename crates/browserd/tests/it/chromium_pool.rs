@@ -1,7 +1,7 @@
 //! The warm pool with real Chromium: creates take a browser that was already running, and
 //! nothing of one session reaches the next.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! in its sandbox. Each test names the attack; each would pass on a browserd without the
 //! defence only if the attack failed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -431,23 +431,21 @@ async fn target_text(cdp: &mut Cdp, target_id: &Value) -> (String, String) {
         .to_owned();
     // Until the navigation commits, the new target shows about:blank.
     let read = json!({"expression": "document.readyState === 'complete' && location.href !== 'about:blank' ? [location.href, document.body ? document.body.innerText : ''] : null", "returnByValue": true});
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let r = cdp
-            .call("Runtime.evaluate", read.clone(), Some(&session))
-            .await;
-        if let Some([href, text]) = r["result"]["result"]["value"].as_array().map(Vec::as_slice) {
-            return (
-                href.as_str().unwrap_or_default().to_owned(),
-                text.as_str().unwrap_or_default().to_owned(),
-            );
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the target's document never loaded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until!(
+        {
+            let r = cdp
+                .call("Runtime.evaluate", read.clone(), Some(&session))
+                .await;
+            match r["result"]["result"]["value"].as_array().map(Vec::as_slice) {
+                Some([href, text]) => Some((
+                    href.as_str().unwrap_or_default().to_owned(),
+                    text.as_str().unwrap_or_default().to_owned(),
+                )),
+                _ => None,
+            }
+        },
+        "the target's document never loaded"
+    )
 }
 
 async fn target_ids(cdp: &mut Cdp) -> Vec<Value> {
@@ -507,21 +505,15 @@ async fn file_urls_opened_by_new_targets_or_window_open_show_only_the_session() 
             Some(&page),
         )
         .await;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let opened = loop {
-            if let Some(new) = target_ids(&mut cdp)
-                .await
-                .into_iter()
-                .find(|t| !before.contains(t))
+        let opened = common::wait_until!(
             {
-                break new;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "window.open made no target"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+                target_ids(&mut cdp)
+                    .await
+                    .into_iter()
+                    .find(|t| !before.contains(t))
+            },
+            "window.open made no target"
+        );
         let (_, text) = target_text(&mut cdp, &opened).await;
         assert_eq!(text.contains("OWN-FILE"), readable, "{url}: {text}");
         assert!(
@@ -740,7 +732,7 @@ async fn a_read_only_live_view_link_sends_no_input() {
     // Read-only: the server says it dropped the input, and the page did not get it.
     let mut ro = screencast("?readOnly=true").await;
     ro.send(typed.clone()).await.unwrap();
-    let said = tokio::time::timeout(PATIENCE, async {
+    let said = tokio::time::timeout(patience(), async {
         while let Some(Ok(msg)) = ro.next().await {
             if let Message::Text(text) = msg
                 && text.contains("\"ignored\"")
@@ -758,14 +750,10 @@ async fn a_read_only_live_view_link_sends_no_input() {
     // An interactive link's input arrives (so the check above can fail).
     let mut rw = screencast("").await;
     rw.send(typed).await.unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while input_value(&mut cdp, &page).await != "typed" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "interactive input never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_until!(
+        { (input_value(&mut cdp, &page).await == "typed").then_some(()) },
+        "interactive input never arrived"
+    );
     server.stop().await;
 }
 
@@ -1048,7 +1036,7 @@ async fn a_compromised_browser_cannot_make_browserd_follow_its_links() {
     assert_eq!(tree(canary.path()), before, "the canary is unchanged");
     // The release saves the context and keeps the downloads: neither follows a link nor
     // waits on the FIFO.
-    let released = tokio::time::timeout(PATIENCE, server.release(&id)).await;
+    let released = tokio::time::timeout(patience(), server.release(&id)).await;
     assert!(released.is_ok(), "the release (and context save) finished");
     server.wait_for_status(&id, "COMPLETED").await;
     assert_eq!(
@@ -1102,7 +1090,7 @@ async fn a_compromised_browser_cannot_make_browserd_follow_its_links() {
             dir = dir.display()
         ),
     );
-    let released = tokio::time::timeout(PATIENCE, server.release(&id)).await;
+    let released = tokio::time::timeout(patience(), server.release(&id)).await;
     assert!(released.is_ok(), "the release finished");
     server.wait_for_status(&id, "COMPLETED").await;
     let again = server
@@ -1127,7 +1115,7 @@ async fn a_compromised_browser_cannot_make_browserd_follow_its_links() {
     // A later session of the context starts, and the server stops (no save left hanging).
     let s = server.create(with_context).await;
     assert_eq!(s["status"], "RUNNING");
-    tokio::time::timeout(PATIENCE * 2, server.stop())
+    tokio::time::timeout(patience() * 2, server.stop())
         .await
         .expect("the server stops");
 }
@@ -1333,18 +1321,14 @@ async fn a_session_cannot_open_tabs_without_bound() {
     })
     .await;
     assert!(logged.is_some(), "the closed tabs are in the session's log");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let targets = cdp.call("Target.getTargets", json!({}), None).await;
-        if pages(&targets) == 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session is not back at three tabs: {targets}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut targets: Value;
+    common::wait_until!(
+        {
+            targets = cdp.call("Target.getTargets", json!({}), None).await;
+            (pages(&targets) == 3).then_some(())
+        },
+        "the session is not back at three tabs: {targets}"
+    );
     server.stop().await;
 }
 
@@ -1874,7 +1858,7 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
 
     // c sends the rest: its message is relayed, its share goes to b's, which passes whole.
     c.write_all(&message[half..]).await.unwrap();
-    let (mut b, answer) = tokio::time::timeout(PATIENCE, waiting)
+    let (mut b, answer) = tokio::time::timeout(patience(), waiting)
         .await
         .unwrap()
         .unwrap();

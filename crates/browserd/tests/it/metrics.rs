@@ -1,11 +1,10 @@
 //! `/metrics` as Prometheus sees it: a real Prometheus (Debian's package) scrapes a real
 //! browserd on loopback, and its query API returns the series a few sessions made.
 
-mod common;
+use crate::common;
 
 use common::{Cdp, eventually};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_browserd");
@@ -88,21 +87,7 @@ async fn prometheus_scrapes_the_sessions_creates_endings_and_relay_counts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let base = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            Some(
-                l.split("listening on ")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .to_owned(),
-            )
-        })
-        .expect("browserd started");
-    std::thread::spawn(move || for _ in lines {});
+    let base = common::until_listening(&mut server).base;
     let _server = Server {
         child: server,
         data_dir,

@@ -1,7 +1,7 @@
 //! The session lifecycle against real Chromium: connect, keepAlive, timeout, release,
 //! Browser.close, crashes, and what each ending leaves behind (nothing).
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};

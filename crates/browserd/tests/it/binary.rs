@@ -1,11 +1,10 @@
 //! The `browserd` binary as a user runs it: first start, the CLI, SIGTERM, and a restart
 //! after browserd was killed.
 
-mod common;
+use crate::common;
 
-use common::{Cdp, PATIENCE, eventually};
+use common::{Cdp, eventually, patience};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -76,22 +75,7 @@ fn serve_on(port: u16, data_dir: &Path, extra: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let done = line.contains("listening on");
-        banner.push(line);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        banner.last().is_some_and(|l| l.contains("listening on")),
-        "browserd did not start: {banner:?}"
-    );
-    // Keep reading so a full pipe never blocks the server.
-    std::thread::spawn(move || for _ in lines {});
+    let banner = common::until_listening(&mut child).lines;
     Running {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -486,7 +470,7 @@ async fn after_browserd_is_killed_each_session_gets_the_status_it_deserves() {
     // The resumed session is the same browser, and its timer runs from the stored expiresAt.
     let mut back = Cdp::connect(kept["connectUrl"].as_str().unwrap()).await;
     assert_eq!(back.eval_in_page("document.title").await, "still here");
-    let frame = tokio::time::timeout(PATIENCE, back.closed())
+    let frame = tokio::time::timeout(patience(), back.closed())
         .await
         .unwrap()
         .expect("a close frame at expiry");
@@ -570,7 +554,7 @@ async fn the_cli_manages_projects_and_releases_live_sessions() {
     let (ok, out, err) = cli(dir.path(), &["sessions", "release", &id]);
     assert!(ok, "{err}");
     assert!(out.contains("COMPLETED"), "{out}");
-    let frame = tokio::time::timeout(PATIENCE, client.closed())
+    let frame = tokio::time::timeout(patience(), client.closed())
         .await
         .unwrap()
         .expect("close frame");
@@ -1366,7 +1350,7 @@ async fn browserd_drain_ends_what_is_left_at_the_drain_timeout() {
         (503, &json!(false)),
         "draining at once: {body}"
     );
-    let frame = tokio::time::timeout(PATIENCE, cdp.closed())
+    let frame = tokio::time::timeout(patience(), cdp.closed())
         .await
         .unwrap()
         .expect("a close frame");
