@@ -412,7 +412,7 @@ pub struct Config {
     pub egress_allow: Vec<crate::browser::egress::Cidr>,
     pub egress_deny: Vec<crate::browser::egress::Cidr>,
     /// The operator's upstream proxies (`--proxy-pool`); empty without one.
-    pub proxy_pool: std::sync::Arc<crate::browser::upstream::ProxyPool>,
+    pub proxy_pool: std::sync::Arc<crate::browser::proxy::ProxyPool>,
     /// `--block-ads-lists`.
     pub ad_block_lists: Vec<PathBuf>,
     /// A shared PostgreSQL database's URL; `None`: the embedded database.
@@ -550,7 +550,7 @@ impl Config {
             bail!("--session-disk-mib must be at least 1");
         }
         let proxy_pool = match cli.proxy_pool.as_ref().or(f.proxy_pool.as_ref()) {
-            Some(path) => crate::browser::upstream::ProxyPool::load(path)
+            Some(path) => crate::browser::proxy::ProxyPool::load(path)
                 .map_err(|e| anyhow::anyhow!("--proxy-pool: {e}"))?,
             None => Default::default(),
         };

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use crate::browser::Viewport;
-use crate::browser::upstream::{self, ProxyEntry, ProxyPool};
+use crate::browser::proxy::{self, ProxyEntry, ProxyPool};
 use crate::model::MAX_TIMEOUT_SECS;
 use serde_json::{Map, Value};
 
@@ -181,12 +181,12 @@ pub fn traffic_fields(
     pool: &ProxyPool,
 ) -> Result<Option<Vec<ProxyEntry>>, ApiError> {
     let proxies = match fields.value("proxies") {
-        Some(value) => upstream::parse_request(value).map_err(ApiError::BadRequest)?,
+        Some(value) => proxy::parse_request(value).map_err(ApiError::BadRequest)?,
         None => None,
     };
     let proxies = proxies
         .map(|mut entries| {
-            upstream::choose_from_pool(&mut entries, pool)
+            proxy::choose_from_pool(&mut entries, pool)
                 .map(|()| entries)
                 .map_err(|e| ApiError::BadRequest(format!("proxies: {e}")))
         })

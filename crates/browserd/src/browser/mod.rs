@@ -10,9 +10,9 @@ pub mod egress;
 pub mod pool;
 pub mod procs;
 pub mod proof;
+pub mod proxy;
 pub mod sandbox;
 pub mod trust;
-pub mod upstream;
 
 use crate::cdp::client::CdpError;
 use crate::files::contexts::ContextSnapshot;

@@ -17,7 +17,7 @@ mod tests;
 use crate::browser::adblock::AdHosts;
 use crate::browser::pool::WarmPool;
 use crate::browser::proof::{LaunchProof, Prober, Proving};
-use crate::browser::upstream::ProxyPool;
+use crate::browser::proxy::ProxyPool;
 use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
 use crate::cdp::filter::Rules;
@@ -97,7 +97,7 @@ pub struct CreateRequest {
     pub browser_settings: Option<Map<String, Value>>,
     pub extension_id: Option<String>,
     /// Checked, pool members chosen; sealed for the store once the session has an id.
-    pub proxies: Option<Vec<crate::browser::upstream::ProxyEntry>>,
+    pub proxies: Option<Vec<crate::browser::proxy::ProxyEntry>>,
     pub viewport: Viewport,
     /// The unpacked extension to load (the API resolved `extensionId` to it).
     pub extension_dir: Option<PathBuf>,
@@ -651,9 +651,9 @@ impl SessionManager {
             user_metadata: req.user_metadata,
             browser_settings: req.browser_settings,
             extension_id: req.extension_id,
-            proxies: req.proxies.map(|entries| {
-                crate::browser::upstream::for_store(entries, id, self.files.vault())
-            }),
+            proxies: req
+                .proxies
+                .map(|entries| crate::browser::proxy::for_store(entries, id, self.files.vault())),
             proxy_bytes: 0,
             created_at: now,
             updated_at: now,

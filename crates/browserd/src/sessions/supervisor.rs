@@ -264,7 +264,7 @@ impl Supervisor {
             .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?;
         // proxies: set in the same place, for the same reason.
         let routes = match &self.session.proxies {
-            Some(stored) => crate::browser::upstream::from_store(
+            Some(stored) => crate::browser::proxy::from_store(
                 stored,
                 id,
                 &self.manager.proxy_pool,

@@ -19,7 +19,7 @@ mod policy;
 
 pub use policy::{Cidr, EgressPolicy, Refusal, protect_own_port};
 
-use super::upstream::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
+use super::proxy::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -420,8 +420,11 @@ async fn proxy(
                 }
             }
             match tunnelled {
-                Ok(upstream) => {
+                Ok((upstream, early)) => {
                     answer(&mut page, reply::SUCCEEDED).await?;
+                    // The tunnel's first bytes, read with the proxy's answer, go first.
+                    page.write_all(&early).await?;
+                    bytes.fetch_add(early.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     let mut upstream = Metered::new(upstream, bytes);
                     let _ = tokio::io::copy_bidirectional(&mut page, &mut upstream).await;
                     Ok(())
@@ -562,7 +565,7 @@ async fn tunnel(
     host: &str,
     port: u16,
     policy: &EgressPolicy,
-) -> Result<TcpStream, TunnelError> {
+) -> Result<(TcpStream, Vec<u8>), TunnelError> {
     let policy = (!proxy.operator).then_some(policy);
     let mut stream = match connect(proxy.host(), proxy.port(), policy).await {
         Ok(stream) => stream,
@@ -577,8 +580,8 @@ async fn tunnel(
             ));
         }
     };
-    proxy.open_tunnel(&mut stream, host, port).await?;
-    Ok(stream)
+    let early = proxy.open_tunnel(&mut stream, host, port).await?;
+    Ok((stream, early))
 }
 
 /// The addresses of `host`: `localhost` and its subdomains are loopback (RFC 6761, as
@@ -785,7 +788,7 @@ mod tests {
     async fn a_clients_proxy_on_this_machine_is_refused_unless_pages_may_reach_it() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = format!("http://{}", listener.local_addr().unwrap());
-        let entries = crate::browser::upstream::parse_request(
+        let entries = crate::browser::proxy::parse_request(
             &serde_json::json!([{"type": "external", "server": server}]),
         )
         .unwrap()
