@@ -99,8 +99,8 @@ pub struct Session {
     pub timeout_secs: u64,
     pub region: String,
     pub user_metadata: Option<Map<String, Value>>,
-    /// `browserSettings` as the client sent it (unknown fields dropped by the API layer).
-    pub browser_settings: Option<Map<String, Value>>,
+    /// `browserSettings` as the API checked them (unknown fields dropped).
+    pub browser_settings: Option<BrowserSettings>,
     pub extension_id: Option<String>,
     pub proxies: Option<Value>,
     /// Bytes through upstream proxies so far (`proxyBytes`).
@@ -117,6 +117,100 @@ pub struct Session {
     /// The node that runs it (`--node-name`); `None` for rows of a browserd older than
     /// node names, which only the single node of their data dir can own.
     pub node: Option<String>,
+}
+
+/// A session's `browserSettings`, checked once by the API and kept in the store as JSON
+/// with the API's names. Every field is optional, as in a create; the defaults are where
+/// they are used (`logSession` and `recordSession` on, the rest off).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrowserSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewport: Option<ViewportSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_ads: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_session: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_session: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_certificate_errors: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_policy_id: Option<String>,
+    /// `riskPolicyId`'s rules as they were at create (browserd's copy, not a client field):
+    /// later edits do not change what a running session may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub navigation_policy: Option<PolicyRules>,
+    /// Accepted and kept, without effect (stealth and captcha solving; the API names them
+    /// in its answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solve_captchas: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advanced_stealth: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha_image_selector: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha_input_selector: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Value>,
+}
+
+impl BrowserSettings {
+    /// The domains a `allowedDomains` restricts the session to; `None`: unrestricted (left
+    /// out or empty).
+    pub fn allowed_domains(&self) -> Option<&[String]> {
+        self.allowed_domains.as_deref().filter(|d| !d.is_empty())
+    }
+}
+
+/// `browserSettings.context`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ContextSetting {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist: Option<bool>,
+}
+
+/// `browserSettings.viewport`: either side may be left out (the default's is used).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ViewportSetting {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub width: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub height: Option<u32>,
+}
+
+/// A pixel count as JSON clients write it: `1280` or `1280.0` (rows kept before the
+/// settings were typed hold what the client sent).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let number: Option<f64> = serde::Deserialize::deserialize(d)?;
+    number
+        .map(|n| {
+            (n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n))
+                .then_some(n as u32)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{n} is not a whole number of pixels"))
+                })
+        })
+        .transpose()
 }
 
 /// Enough about a running browser to find it again after a browserd restart, and to be
@@ -193,10 +287,10 @@ impl Session {
 
     /// The context the session was started with (`browserSettings.context`), if any.
     pub fn context(&self) -> Option<ContextUse<'_>> {
-        let ctx = self.browser_settings.as_ref()?.get("context")?;
+        let ctx = self.browser_settings.as_ref()?.context.as_ref()?;
         Some(ContextUse {
-            id: ctx.get("id")?.as_str()?,
-            persist: ctx.get("persist").and_then(Value::as_bool).unwrap_or(false),
+            id: &ctx.id,
+            persist: ctx.persist.unwrap_or(false),
         })
     }
 

@@ -23,15 +23,17 @@ pub async fn access_log(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", id = %id);
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.in_scope(|| {
-        tracing::info!(
-            target: "browserd::access",
-            %method,
-            path = %path,
-            status,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let failed = response.extensions_mut().remove::<super::error::Failed>();
+    span.in_scope(|| match failed {
+        // A failure on browserd's side is an error line, with the reason the client got.
+        Some(super::error::Failed(message)) if response.status().is_server_error() => {
+            tracing::error!(target: "browserd::access", %method, path = %path, status, ms, %message, "request failed");
+        }
+        Some(super::error::Failed(message)) => {
+            tracing::info!(target: "browserd::access", %method, path = %path, status, ms, %message, "request");
+        }
+        None => tracing::info!(target: "browserd::access", %method, path = %path, status, ms, "request"),
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -83,19 +83,22 @@ impl ApiError {
     }
 }
 
+/// Why a request failed, as its answer said: left on the response for the access log.
+#[derive(Debug, Clone)]
+pub struct Failed(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let message = self.to_string();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), %message, "request failed");
-        }
         let body = serde_json::json!({
             "statusCode": status.as_u16(),
             "error": status.canonical_reason().unwrap_or("Error"),
             "message": message,
         });
         let mut response = (status, axum::Json(body)).into_response();
+        // The access log says why a request failed (one line per request, in its span).
+        response.extensions_mut().insert(Failed(message));
         let no_retry = match &self {
             Self::TooManyRequests { retry, .. } => !retry,
             // Retrying cannot fix a browser that failed to start the same way twice; the
@@ -164,6 +167,9 @@ impl From<crate::sessions::CreateError> for ApiError {
                 Self::Internal(e.to_string())
             }
             E::Store(e) => e.into(),
+            E::Asked(crate::sessions::AskError::NotFound(m)) => Self::NotFound(m),
+            E::Asked(crate::sessions::AskError::Refused(m)) => Self::BadRequest(m),
+            E::Internal(m) => Self::Internal(m),
         }
     }
 }

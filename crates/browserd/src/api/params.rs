@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use crate::browser::Viewport;
 use crate::browser::proxy::{self, ProxyEntry, ProxyPool};
-use crate::model::MAX_TIMEOUT_SECS;
+use crate::model::{BrowserSettings, MAX_TIMEOUT_SECS};
 use serde_json::{Map, Value};
 
 /// Typed access to a JSON object's optional fields.
@@ -103,12 +103,13 @@ const BROWSER_SETTINGS_FIELDS: &[&str] = &[
 /// Largest viewport side accepted, in pixels.
 const MAX_VIEWPORT_SIDE: i64 = 7680;
 
-/// The checked `browserSettings`: what is stored, and the viewport to start with.
+/// The checked `browserSettings`: the typed settings everything below the API takes, and
+/// what the API tells the client about them.
 #[derive(Debug)]
-pub struct BrowserSettings {
-    pub stored: Map<String, Value>,
+pub struct CheckedSettings {
+    pub settings: BrowserSettings,
+    /// The viewport to start with (the default's side where one is left out).
     pub viewport: Viewport,
-    pub extension_id: Option<String>,
     /// Settings the client turned on that browserd accepts without effect (stealth and
     /// captcha solving): named in the create's answer and the server log.
     pub ignored: Vec<&'static str>,
@@ -194,7 +195,9 @@ pub fn traffic_fields(
     Ok(proxies)
 }
 
-pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, ApiError> {
+/// Checks a create's `browserSettings` field by field (errors name the field and the rule),
+/// then reads them once into [`BrowserSettings`].
+pub fn browser_settings(raw: &Map<String, Value>) -> Result<CheckedSettings, ApiError> {
     let unknown = raw
         .keys()
         .filter(|k| !BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
@@ -274,17 +277,19 @@ pub fn browser_settings(raw: &Map<String, Value>) -> Result<BrowserSettings, Api
         ctx.bool("persist")
             .map_err(prefix("browserSettings.context."))?;
     }
-    let extension_id = fields
+    fields
         .str("extensionId")
-        .map_err(prefix("browserSettings."))?
-        .map(str::to_owned);
+        .map_err(prefix("browserSettings."))?;
     fields
         .str("riskPolicyId")
         .map_err(prefix("browserSettings."))?;
-    Ok(BrowserSettings {
-        stored,
+    // Checked above, so this reads; should a check and a type disagree, the path says where.
+    let settings = serde_path_to_error::deserialize(Value::Object(stored)).map_err(|e| {
+        ApiError::BadRequest(format!("browserSettings.{}: {}", e.path(), e.inner()))
+    })?;
+    Ok(CheckedSettings {
+        settings,
         viewport,
-        extension_id,
         ignored,
         unknown,
     })
@@ -307,7 +312,7 @@ const CREATE_FIELDS: &[&str] = &[
 /// A create body's fields browserd does not know (dropped), with `browserSettings`' own.
 pub fn unknown_create_fields(
     body: &Map<String, Value>,
-    settings: Option<&BrowserSettings>,
+    settings: Option<&CheckedSettings>,
 ) -> Vec<String> {
     body.keys()
         .filter(|k| !CREATE_FIELDS.contains(&k.as_str()))
@@ -441,8 +446,13 @@ mod tests {
                 height: 600
             }
         );
-        assert!(s.stored.contains_key("blockAds"));
-        assert!(!s.stored.contains_key("madeUp"));
+        assert_eq!(s.settings.block_ads, Some(false));
+        assert_eq!(s.unknown, ["browserSettings.madeUp"]);
+        let kept = serde_json::to_value(&s.settings).unwrap();
+        assert_eq!(
+            kept,
+            json!({"viewport": {"width": 800, "height": 600}, "blockAds": false})
+        );
         let err =
             browser_settings(json!({"viewport": {"width": 0}}).as_object().unwrap()).unwrap_err();
         assert_eq!(

@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::params::{self, Fields, MetadataQuery};
 use super::{AppState, Auth, JsonObject, check_project_id};
 use crate::model::{Session, SessionStatus};
-use crate::sessions::{CreateRequest, NAVIGATION_POLICY};
+use crate::sessions::NewSession;
 use crate::store::SessionQuery;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -251,140 +251,35 @@ async fn create(state: &AppState, auth: &Auth, fields: &Fields<'_>) -> Result<Cr
         }
         None => params::REGIONS[0].to_owned(),
     };
-    let mut settings = fields
+    let settings = fields
         .object("browserSettings")?
         .map(params::browser_settings)
         .transpose()?;
-    // A navigation policy is copied into the session as it is now: later edits (or its
-    // deletion) do not change what a running session may reach.
-    if let Some(settings) = settings.as_mut()
-        && let Some(id) = settings
-            .stored
-            .get("riskPolicyId")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-    {
-        let policy = super::navigation_policies::owned_policy(state, auth, &id)
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(m) => {
-                    ApiError::NotFound(format!("browserSettings.riskPolicyId: {m}"))
-                }
-                e => e,
-            })?;
-        if !policy.rules.enabled {
-            return Err(ApiError::BadRequest(format!(
-                "browserSettings.riskPolicyId: navigation policy {id} is disabled; enable it or name another"
-            )));
-        }
-        let rules = serde_json::to_value(&policy.rules)
-            .map_err(|e| ApiError::Internal(format!("navigation policy {id}: {e}")))?;
-        settings.stored.insert(NAVIGATION_POLICY.into(), rules);
-    }
     let extension_id = match fields.str("extensionId")? {
         Some(e) => Some(e.to_owned()),
-        None => settings.as_ref().and_then(|s| s.extension_id.clone()),
+        None => settings
+            .as_ref()
+            .and_then(|s| s.settings.extension_id.clone()),
     };
     let proxies = params::traffic_fields(fields, state.sessions.proxy_pool())?;
-    let restricted = settings
-        .as_ref()
-        .and_then(|s| s.stored.get("allowedDomains"))
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|list| !list.is_empty());
-    let block_ads = settings
-        .as_ref()
-        .and_then(|s| s.stored.get("blockAds"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let navigation = settings
-        .as_ref()
-        .is_some_and(|s| s.stored.contains_key(NAVIGATION_POLICY));
-    for (asked, field) in [
-        (navigation, "browserSettings.riskPolicyId"),
-        (restricted, "browserSettings.allowedDomains"),
-        (block_ads, "browserSettings.blockAds"),
-        (proxies.is_some(), "proxies"),
-    ] {
-        if asked && !state.sessions.enforces_egress() {
-            return Err(ApiError::BadRequest(format!(
-                "{field} needs browsers in browserd's sandbox (their pages leave only through browserd), which this server does not run (--sandbox off, or not root): refused rather than ignored"
-            )));
-        }
-    }
-    if block_ads {
-        match state.sessions.ad_hosts().await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(ApiError::BadRequest(
-                    "browserSettings.blockAds: this server has no ad-block lists (its operator can install Debian's webext-ublock-origin-chromium or give --block-ads-lists): refused rather than ignored".into(),
-                ));
-            }
-            Err(e) => {
-                return Err(ApiError::Internal(format!(
-                    "browserSettings.blockAds: the ad-block lists could not be read: {e}"
-                )));
-            }
-        }
-    }
     let ignored = settings
         .as_ref()
         .map(|s| s.ignored.clone())
         .unwrap_or_default();
     let unknown = params::unknown_create_fields(fields.0, settings.as_ref());
-    // Both must be this project's; resolved now so a wrong id is a 404, not a failed launch.
-    if let Some(context_id) = settings
-        .as_ref()
-        .and_then(|s| s.stored.get("context"))
-        .and_then(|c| c.get("id"))
-        .and_then(serde_json::Value::as_str)
-    {
-        super::contexts::owned_context(state, auth, context_id).await?;
-    }
-    let extension_dir = match &extension_id {
-        Some(id) => {
-            let extension = super::extensions::owned_extension(state, auth, id).await?;
-            let dir = state
-                .sessions
-                .files()
-                .local_extension(&extension)
-                .await
-                .map_err(|e| {
-                    ApiError::Internal(format!("extension {id} could not be unpacked here: {e}"))
-                })?;
-            Some(dir)
-        }
-        None => None,
-    };
-    let mut ca_certificates = Vec::new();
-    for id in params::ca_certificate_ids(fields)? {
-        let certificate = super::certificates::owned_certificate(state, auth, &id).await?;
-        ca_certificates.push(certificate.pem);
-    }
-    // Each certificate is a sandboxed certutil run at launch: bounded per session.
-    let installed: usize = ca_certificates
-        .iter()
-        .map(|pem| crate::browser::trust::count(pem))
-        .sum();
-    if installed > crate::browser::trust::MAX_CERTIFICATES_PER_SESSION {
-        return Err(ApiError::BadRequest(format!(
-            "proxySettings.caCertificates: the files named hold {installed} certificates; a session trusts at most {}",
-            crate::browser::trust::MAX_CERTIFICATES_PER_SESSION
-        )));
-    }
-    let request = CreateRequest {
+    let ask = NewSession {
         project: auth.0.clone(),
         keep_alive: fields.bool("keepAlive")?.unwrap_or(false),
         timeout_secs,
         region,
         user_metadata,
         viewport: settings.as_ref().map(|s| s.viewport).unwrap_or_default(),
-        browser_settings: settings.map(|s| s.stored),
+        settings: settings.map(|s| s.settings),
         extension_id,
-        extension_dir,
         proxies,
-        ca_certificates,
+        ca_certificate_ids: params::ca_certificate_ids(fields)?,
     };
-    let session = state.sessions.create(request).await?;
+    let session = state.sessions.create_session(&state.store, ask).await?;
     if !ignored.is_empty() {
         tracing::info!(session = %session.id, settings = ?ignored, "browserSettings accepted without effect");
     }

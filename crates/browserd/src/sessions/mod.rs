@@ -9,10 +9,13 @@
 //! [`SessionManager`] is the front door: it enforces limits, starts supervisors, and hands
 //! out [`ClientLease`]s to websocket clients.
 
+mod creation;
 pub mod ending;
 mod supervisor;
 #[cfg(test)]
 mod tests;
+
+pub use creation::{AskError, NewSession};
 
 use crate::browser::adblock::AdHosts;
 use crate::browser::pool::WarmPool;
@@ -94,7 +97,7 @@ pub struct CreateRequest {
     pub timeout_secs: Option<u64>,
     pub region: String,
     pub user_metadata: Option<Map<String, Value>>,
-    pub browser_settings: Option<Map<String, Value>>,
+    pub browser_settings: Option<crate::model::BrowserSettings>,
     pub extension_id: Option<String>,
     /// Checked, pool members chosen; sealed for the store once the session has an id.
     pub proxies: Option<Vec<crate::browser::proxy::ProxyEntry>>,
@@ -105,18 +108,10 @@ pub struct CreateRequest {
     pub ca_certificates: Vec<String>,
 }
 
-/// The key, among a session's stored browserSettings, of its copy of its navigation policy
-/// (`browserSettings.riskPolicyId`'s rules as they were at creation; not a client field).
-pub const NAVIGATION_POLICY: &str = "navigationPolicy";
-
 impl CreateRequest {
     /// The id of the context the session starts with, if any.
     pub fn context_id(&self) -> Option<&str> {
-        self.browser_settings
-            .as_ref()?
-            .get("context")?
-            .get("id")?
-            .as_str()
+        Some(&self.browser_settings.as_ref()?.context.as_ref()?.id)
     }
 
     /// Whether a warm browser (default viewport, no extension, no context, no CA
@@ -139,10 +134,7 @@ impl CreateRequest {
     fn fits_warm_launch(&self) -> bool {
         self.viewport == Viewport::default()
             && self.ca_certificates.is_empty()
-            && !self
-                .browser_settings
-                .as_ref()
-                .is_some_and(|s| s.contains_key("context"))
+            && self.context_id().is_none()
     }
 }
 
@@ -184,6 +176,12 @@ pub enum CreateError {
     Context(#[from] ContextError),
     #[error("the session's browser could not be set up: {0}")]
     Setup(#[from] CdpError),
+    #[error(transparent)]
+    Asked(#[from] AskError),
+    /// This server failed at its part of a create (an extension it could not unpack, lists
+    /// it could not read).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<Refusal> for CreateError {

@@ -220,26 +220,16 @@ impl Supervisor {
     async fn begin(&mut self, browser: &mut dyn BrowserInstance) -> Result<(), CreateError> {
         let id = self.session.id;
         let files = &self.manager.files;
-        // A boolean browserSetting, or its default when left out.
-        let flag = |name: &str, default: bool| {
-            self.session
-                .browser_settings
-                .as_ref()
-                .and_then(|s| s.get(name))
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(default)
-        };
-        let setting = |name: &str| flag(name, true);
-        let setting_on = |name: &str| flag(name, false);
+        let settings = self.session.browser_settings.clone().unwrap_or_default();
         let cookies = self
             .context
             .take()
             .map(|c| Arc::try_unwrap(c).map_or_else(|c| c.cookies.clone(), |c| c.cookies))
             .unwrap_or_default();
         let setup = SessionSetup {
-            ignore_certificate_errors: setting_on("ignoreCertificateErrors"),
+            ignore_certificate_errors: settings.ignore_certificate_errors.unwrap_or(false),
             cookies,
-            recording: setting("recordSession").then(|| Recording {
+            recording: settings.record_session.unwrap_or(true).then(|| Recording {
                 session: id,
                 path: files.recording_path(id),
                 quota: Arc::clone(&self.quota),
@@ -247,19 +237,16 @@ impl Supervisor {
         };
         browser.begin_session(&setup).await?;
         // The CDP log (`logSession`, on by default) and the primary tab for the live view.
-        let log = setting("logSession")
+        let log = settings
+            .log_session
+            .unwrap_or(true)
             .then(|| crate::inspect::logs::start(files.logs_path(id), Arc::clone(&self.quota)));
         // allowedDomains: in place before any client can connect (the session is not ready
         // yet); enforced at the browser's egress, so redirects, new windows and targets made
         // over CDP meet the same check.
-        let allowed = self
-            .session
-            .browser_settings
-            .as_ref()
-            .and_then(|s| s.get("allowedDomains"))
-            .and_then(serde_json::Value::as_array)
-            .filter(|list| !list.is_empty())
-            .map(|list| AllowedHosts::parse(list.iter().filter_map(serde_json::Value::as_str)))
+        let allowed = settings
+            .allowed_domains()
+            .map(|list| AllowedHosts::parse(list.iter().map(String::as_str)))
             .transpose()
             .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?;
         // proxies: set in the same place, for the same reason.
@@ -273,7 +260,7 @@ impl Supervisor {
             .map_err(|e| LaunchError::Sandbox(std::io::Error::other(e)))?,
             None => Default::default(),
         };
-        let block_ads = match setting_on("blockAds") {
+        let block_ads = match settings.block_ads.unwrap_or(false) {
             false => None,
             true => Some(
                 self.manager
@@ -290,19 +277,7 @@ impl Supervisor {
             ),
         };
         // A navigation policy: its copy from the create, checked like allowedDomains.
-        let navigation = self
-            .session
-            .browser_settings
-            .as_ref()
-            .and_then(|s| s.get(super::NAVIGATION_POLICY))
-            .map(|rules| serde_json::from_value::<crate::model::PolicyRules>(rules.clone()))
-            .transpose()
-            .map_err(|e| {
-                LaunchError::Sandbox(std::io::Error::other(format!(
-                    "browserSettings.riskPolicyId: the session's copy of its policy is unreadable: {e}"
-                )))
-            })?
-            .map(Arc::new);
+        let navigation = settings.navigation_policy.map(Arc::new);
         match browser.egress_rules() {
             Some(slot) => {
                 *slot.write().unwrap() = SessionRules {

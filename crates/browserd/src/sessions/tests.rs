@@ -661,7 +661,7 @@ fn a_browser_warm_with_an_extension_serves_sessions_that_start_like_the_pool() {
             .is_none()
     );
     let with_settings = |settings: Value| CreateRequest {
-        browser_settings: settings.as_object().cloned(),
+        browser_settings: serde_json::from_value(settings).ok(),
         ..with_extension("/ext/a")
     };
     // Nothing left its egress before the session took it, so egress rules hold from the

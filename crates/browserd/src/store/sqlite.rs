@@ -264,7 +264,7 @@ impl SessionStore for SqliteStore {
         .bind(
             s.browser_settings
                 .as_ref()
-                .map(|m| Value::Object(m.clone()).to_string()),
+                .map(|b| serde_json::to_string(b).expect("browser settings serialise")),
         )
         .bind(&s.extension_id)
         .bind(s.proxies.as_ref().map(|v| v.to_string()))
