@@ -24,13 +24,13 @@ const FOLDERS: [&str; 2] = ["contexts", "extensions"];
 
 /// What a backup or restore copied.
 #[derive(Debug, Default)]
-pub struct Copied {
+pub(crate) struct Copied {
     pub files: usize,
     pub bytes: u64,
 }
 
 /// Writes a backup of `data_dir` to `dest` (replaced only once the new one is complete).
-pub async fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<Copied> {
+pub(crate) async fn backup(data_dir: &Path, dest: &Path) -> anyhow::Result<Copied> {
     let db = data_dir.join(DATABASE);
     if !db.exists() {
         bail!(
@@ -134,7 +134,7 @@ fn files_under(root: &Path, dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>
 }
 
 /// Unpacks a backup into `data_dir`, which must not hold a database yet.
-pub fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
+pub(crate) fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<Copied> {
     if data_dir.join(DATABASE).exists() {
         bail!(
             "{} already holds a browserd database: restore into an empty --data-dir (and point the server at it), or move the old one away first",

@@ -4,6 +4,12 @@
 //! clap reads flags and environment variables together (so `--help` shows both); the file
 //! fills what neither set. A few lines of merging, rather than a layered-config crate,
 //! because there is exactly one file and one struct.
+#![allow(
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    reason = "its doc comments are the --help text, written for a terminal"
+)]
 
 use anyhow::{Context, bail};
 use serde::Deserialize;

@@ -151,6 +151,10 @@ fn chromium_renders(path: &Path) -> Result<u128, String> {
     result
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the doctor is a synchronous command: no runtime to block"
+)]
 fn render_in(path: &Path, profile: &Path) -> Result<u128, String> {
     let started = std::time::Instant::now();
     let mut child = Command::new(path)

@@ -18,21 +18,23 @@
 //! - [`netns`]: sockets inside sandboxed browsers' network namespaces.
 //! - [`metrics`]: the Prometheus metrics every layer counts into.
 //!
-//! Layering: dependencies run one way, down this list, never back up:
-//! `cli` → `server` → `config`/`admin` → `api` → `cluster` → `sessions` → `browser` → `inspect` → `cdp` →
-//! `files` → `store` → `model`/`netns`/`secrets`. The relay learns about its session
-//! through traits it defines (`cdp::relay::Seat`, `FrameLog`) that `sessions` and `inspect`
-//! implement.
+//! Layering: dependencies run one way, down this list, never back up (DESIGN.md;
+//! `tests/it/layering.rs` checks it):
+//! `cli` → `server` → `config`/`admin`/`backup` → `api` → `cluster` → `http_server` →
+//! `sessions` → `browser` → `inspect` → `cdp` → `files` → `store` →
+//! `model`/`netns`/`secrets`/`metrics`. The relay learns about its session through traits
+//! it defines (`cdp::relay::Seat`, `FrameLog`) that `sessions` and `inspect` implement.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod api;
-pub mod backup;
+pub(crate) mod backup;
 pub mod browser;
 pub mod cdp;
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod doctor;
+pub mod fault;
 pub mod files;
 pub mod http_server;
 pub mod inspect;
@@ -41,5 +43,5 @@ pub mod model;
 pub mod netns;
 pub mod secrets;
 pub mod server;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod store;

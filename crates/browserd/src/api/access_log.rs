@@ -8,10 +8,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// The middleware.
-pub async fn access_log(mut req: Request, next: Next) -> Response {
+pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let id = request_id(&req);
     // Carried on if the request is forwarded: the owner node logs it under the same id.

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// `POST /v1/certificates`, multipart part `file`: PEM (one or more certificates) or DER.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
     req: Request,
@@ -35,7 +35,7 @@ pub async fn create(
         .map_err(|e| ApiError::Internal(format!("could not read the upload: {e}")))?;
     drop(received);
     let now = crate::model::now();
-    let (pem, _) = normalize(&bytes, now.unix_timestamp()).map_err(ApiError::BadRequest)?;
+    let (pem, _) = normalize(&bytes, now.unix_timestamp()).map_err(ApiError::from)?;
     let certificate = Certificate {
         id: uuid::Uuid::new_v4().to_string(),
         project_id: auth.0.id.clone(),
@@ -70,7 +70,7 @@ fn certificate_json(certificate: &Certificate) -> serde_json::Value {
 }
 
 /// `GET /v1/certificates`: the project's, oldest first.
-pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+pub(super) async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     let all = state
         .store
         .certificates
@@ -81,7 +81,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response,
 }
 
 /// A certificate of the caller's project; another project's is "not found".
-pub async fn owned_certificate(
+pub(super) async fn owned_certificate(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -97,7 +97,7 @@ pub async fn owned_certificate(
 }
 
 /// `GET /v1/certificates/{id}`.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -108,7 +108,7 @@ pub async fn retrieve(
 
 /// `DELETE /v1/certificates/{id}`. Sessions already running keep trusting it (their
 /// browser's database was written at launch); new ones can no longer name it.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,

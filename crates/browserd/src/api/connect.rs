@@ -66,7 +66,7 @@ async fn not_live(state: &AppState, id: Uuid) -> ApiError {
 }
 
 /// `GET /?signingKey=…` with a websocket upgrade.
-pub async fn connect(
+pub(super) async fn connect(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     mut req: Request,
@@ -126,7 +126,7 @@ async fn relay_client(
 }
 
 /// `GET /json/version/?signingKey=…`: what Playwright asks when given an `http://` URL.
-pub async fn json_version(
+pub(super) async fn json_version(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,

@@ -43,7 +43,7 @@ fn keys(state: &AppState, headers: &HeaderMap, id: &str) -> ContextKeys {
 const MAX_NAME_CHARS: usize = 256;
 
 /// `POST /v1/contexts` with `{name?, projectId?}`.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
@@ -82,7 +82,11 @@ pub async fn create(
 }
 
 /// A context of the caller's project; another project's is "not found".
-pub async fn owned_context(state: &AppState, auth: &Auth, id: &str) -> Result<Context, ApiError> {
+pub(super) async fn owned_context(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+) -> Result<Context, ApiError> {
     super::owned(auth, "context", id, |uuid| async move {
         state.store.contexts.get_context(&uuid.to_string()).await
     })
@@ -90,7 +94,7 @@ pub async fn owned_context(state: &AppState, auth: &Auth, id: &str) -> Result<Co
 }
 
 /// `GET /v1/contexts/{id}`.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -100,7 +104,7 @@ pub async fn retrieve(
 }
 
 /// `PUT /v1/contexts/{id}` (deprecated in the SDKs, empty body): the create shape again.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
@@ -114,7 +118,7 @@ pub async fn update(
 
 /// `DELETE /v1/contexts/{id}`: the record and the saved profile. A session using the
 /// context goes on; its save at the end is dropped.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -132,7 +136,7 @@ pub async fn delete(
 }
 
 /// Where `uploadUrl` points: Browserbase's client-side profile upload is not offered.
-pub async fn upload_sentinel(Path(id): Path<String>) -> ApiError {
+pub(super) async fn upload_sentinel(Path(id): Path<String>) -> ApiError {
     ApiError::Gone(format!(
         "browserd does not take uploaded profiles; context {id} is filled by a session created with browserSettings.context = {{\"id\": \"{id}\", \"persist\": true}}"
     ))

@@ -85,7 +85,7 @@ impl ApiError {
 
 /// Why a request failed, as its answer said: left on the response for the access log.
 #[derive(Debug, Clone)]
-pub struct Failed(pub String);
+pub(crate) struct Failed(pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -141,6 +141,21 @@ impl From<crate::store::StoreError> for ApiError {
             ));
         }
         Self::Internal(format!("browserd's database failed: {e}"))
+    }
+}
+
+/// A failure's side decides the status: the client's is a 400, the store's a 503 the SDKs
+/// retry, a browser's or an upstream's a 502, the operator's and browserd's own a 500.
+impl From<crate::fault::Failure> for ApiError {
+    fn from(f: crate::fault::Failure) -> Self {
+        use crate::fault::Side;
+        let message = f.message().to_owned();
+        match f.side() {
+            Side::Client => Self::BadRequest(message),
+            Side::Store => Self::StoreUnavailable(message),
+            Side::Browser | Side::Upstream => Self::BadGateway(message),
+            Side::Operator | Side::Internal => Self::Internal(message),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// `POST /v1/extensions`, multipart part `file`: a zip with `manifest.json` at its root.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
     req: Request,
@@ -49,7 +49,7 @@ pub async fn create(
 }
 
 /// An extension of the caller's project; another project's is "not found".
-pub async fn owned_extension(
+pub(super) async fn owned_extension(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -65,7 +65,7 @@ pub async fn owned_extension(
 }
 
 /// `GET /v1/extensions/{id}`.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -77,7 +77,7 @@ pub async fn retrieve(
 /// `DELETE /v1/extensions/{id}`: the project's row goes at once; the unpacked files are
 /// shared by identical uploads and go with the last row naming them (an hour later, see
 /// [`crate::files::UNUSED_EXTENSION_GRACE`]), never from under another project.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,

@@ -18,11 +18,11 @@ use std::time::Duration;
 /// How long the store may take to answer a readiness check.
 const STORE_PATIENCE: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Json<Value> {
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = match tokio::time::timeout(
         STORE_PATIENCE,
         // Any key: that the store answers is the check, not what it holds.
@@ -41,7 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let chromium = match state.sessions.launcher_readiness() {
         _ if gateway => json!({ "ok": true, "skipped": "this node runs no browsers" }),
         Ok(()) => json!({ "ok": true }),
-        Err(e) => json!({ "ok": false, "error": e }),
+        Err(e) => json!({ "ok": false, "error": e.message(), "side": e.side().as_str() }),
     };
     let available = crate::sessions::mem_available_mib();
     let floor = limits.min_free_memory_mib;

@@ -13,7 +13,7 @@ use axum::routing::get;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The figures that are a state, set now; then every metric, encoded.
-pub fn exposition(state: &AppState) -> String {
+pub(crate) fn exposition(state: &AppState) -> String {
     let m = &METRICS;
     // Rebuilt whole: a project whose last session ended has no series left.
     m.sessions_live.clear();
@@ -54,7 +54,10 @@ fn answer(state: &AppState) -> Response {
 
 /// `GET /metrics` on the API port: the default project's key (the operator's). The
 /// figures span every project (ids included), so another project's key gets 403.
-pub async fn with_key(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+pub(crate) async fn with_key(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> Result<Response, ApiError> {
     if !super::projects::is_operator(&state, &auth).await? {
         return Err(ApiError::Forbidden(
             "metrics cover every project: scrape them with the default project's API key, or on --metrics-listen".into(),
@@ -65,7 +68,7 @@ pub async fn with_key(State(state): State<AppState>, auth: Auth) -> Result<Respo
 
 /// The whole app of `--metrics-listen`: `/metrics` and nothing else, no key (bind it where
 /// only Prometheus reaches).
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/metrics",

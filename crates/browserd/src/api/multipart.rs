@@ -8,11 +8,10 @@ use axum::extract::{FromRequest, Multipart, Request};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt as _;
 
-/// A file received into the scratch folder. Removed on drop unless taken with [`into_path`].
-///
-/// [`into_path`]: Received::into_path
+/// A file received into the scratch folder. Removed on drop unless moved with
+/// [`persist`](Received::persist).
 #[derive(Debug)]
-pub struct Received {
+pub(super) struct Received {
     path: Option<PathBuf>,
     /// The name the client gave, as sent (not yet sanitised).
     pub file_name: String,
@@ -20,12 +19,12 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.path.as_deref().expect("present until taken")
     }
 
     /// Moves the file to `dest` (same filesystem: a rename).
-    pub async fn persist(mut self, dest: &Path) -> std::io::Result<()> {
+    pub(super) async fn persist(mut self, dest: &Path) -> std::io::Result<()> {
         let from = self.path.take().expect("present until taken");
         if let Err(e) = tokio::fs::rename(&from, dest).await {
             let _ = tokio::fs::remove_file(&from).await;
@@ -44,7 +43,7 @@ impl Drop for Received {
 }
 
 /// Reads the request's `file` part into `scratch`, refusing more than `limit` bytes.
-pub async fn receive_file<S: Send + Sync>(
+pub(super) async fn receive_file<S: Send + Sync>(
     req: Request,
     state: &S,
     scratch: PathBuf,
@@ -99,7 +98,7 @@ pub async fn receive_file<S: Send + Sync>(
 
 /// Reads and discards a request body (up to `limit` bytes), so an early refusal reaches a
 /// client that is still sending instead of a reset connection.
-pub async fn discard_body(req: Request, limit: u64) {
+pub(super) async fn discard_body(req: Request, limit: u64) {
     use http_body_util::BodyExt as _;
     let mut body = req.into_body();
     let mut seen = 0u64;

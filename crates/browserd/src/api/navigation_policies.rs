@@ -80,7 +80,7 @@ const FIELDS: &[&str] = &[
 ];
 
 /// `POST /v1/navigation-policies`. Omitted fields: enabled, block by default, block unknown.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     auth: Auth,
     JsonObject(body): JsonObject,
@@ -127,7 +127,7 @@ pub async fn create(
 }
 
 /// `GET /v1/navigation-policies`: the project's, by name, as `{data: [...]}`.
-pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+pub(super) async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     let policies = state
         .store
         .navigation_policies
@@ -138,7 +138,7 @@ pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response,
 }
 
 /// A policy of the caller's project; another project's is "not found".
-pub async fn owned_policy(
+pub(super) async fn owned_policy(
     state: &AppState,
     auth: &Auth,
     id: &str,
@@ -154,7 +154,7 @@ pub async fn owned_policy(
 }
 
 /// `GET /v1/navigation-policies/{id}`.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -164,7 +164,7 @@ pub async fn retrieve(
 }
 
 /// `PATCH /v1/navigation-policies/{id}`: the fields given replace the stored ones.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -191,7 +191,7 @@ pub async fn update(
 }
 
 /// `DELETE /v1/navigation-policies/{id}`: running sessions keep their copy.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 /// `GET /v1/nodes`
-pub async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Response, ApiError> {
+pub(super) async fn list(State(state): State<AppState>, _auth: Auth) -> Result<Response, ApiError> {
     let nodes = state.store.nodes.list_nodes().await?;
     let body: Vec<serde_json::Value> = nodes
         .iter()

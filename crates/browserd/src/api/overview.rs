@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// How often [`History`] takes a sample.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples kept: one hour.
 const KEPT: usize = 360;
 
@@ -63,7 +63,7 @@ impl History {
 }
 
 /// The figures now.
-pub fn sample_now(state: &AppState) -> Sample {
+pub(crate) fn sample_now(state: &AppState) -> Sample {
     let count = |outcome: &'static str| METRICS.creates.get_or_create(&Outcome { outcome }).get();
     Sample {
         at: (crate::model::now().unix_timestamp_nanos() / 1_000_000) as i64,
@@ -74,7 +74,7 @@ pub fn sample_now(state: &AppState) -> Sample {
 }
 
 /// `GET /v1/overview`, any project's key.
-pub async fn overview(
+pub(crate) async fn overview(
     State(state): State<AppState>,
     _auth: super::Auth,
 ) -> Result<Response, ApiError> {

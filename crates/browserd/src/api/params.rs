@@ -7,7 +7,7 @@ use crate::model::{BrowserSettings, MAX_TIMEOUT_SECS};
 use serde_json::{Map, Value};
 
 /// Typed access to a JSON object's optional fields.
-pub struct Fields<'a>(pub &'a Map<String, Value>);
+pub(super) struct Fields<'a>(pub &'a Map<String, Value>);
 
 impl<'a> Fields<'a> {
     /// A present, non-null field.
@@ -15,29 +15,29 @@ impl<'a> Fields<'a> {
         self.0.get(name).filter(|v| !v.is_null())
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(super) fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
 
-    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+    pub(super) fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         self.get(name)
             .map(|v| v.as_bool().ok_or_else(|| type_error(name, "a boolean")))
             .transpose()
     }
 
-    pub fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
+    pub(super) fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
         self.get(name)
             .map(|v| v.as_str().ok_or_else(|| type_error(name, "a string")))
             .transpose()
     }
 
-    pub fn object(&self, name: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    pub(super) fn object(&self, name: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
         self.get(name)
             .map(|v| v.as_object().ok_or_else(|| type_error(name, "an object")))
             .transpose()
     }
 
-    pub fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(super) fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.get(name)
             .map(|v| {
                 v.as_i64()
@@ -52,7 +52,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The raw value, for fields stored as given.
-    pub fn value(&self, name: &str) -> Option<&'a Value> {
+    pub(super) fn value(&self, name: &str) -> Option<&'a Value> {
         self.get(name)
     }
 }
@@ -62,7 +62,7 @@ fn type_error(name: &str, what: &str) -> ApiError {
 }
 
 /// Checks a session timeout in seconds: `min..=21600`.
-pub fn check_timeout(name: &str, secs: i64, min: u64) -> Result<u64, ApiError> {
+pub(super) fn check_timeout(name: &str, secs: i64, min: u64) -> Result<u64, ApiError> {
     if secs < min as i64 {
         return Err(ApiError::BadRequest(format!("{name} must be >= {min}")));
     }
@@ -74,10 +74,10 @@ pub fn check_timeout(name: &str, secs: i64, min: u64) -> Result<u64, ApiError> {
     Ok(secs as u64)
 }
 
-pub const REGIONS: [&str; 4] = ["us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1"];
+pub(super) const REGIONS: [&str; 4] = ["us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1"];
 
 /// `userMetadata` must serialise to fewer than 512 characters.
-pub const MAX_USER_METADATA_CHARS: usize = 512;
+pub(super) const MAX_USER_METADATA_CHARS: usize = 512;
 
 /// The `browserSettings` fields of the Browserbase contract (current and older SDKs).
 /// Unknown fields are dropped, not refused.
@@ -106,7 +106,7 @@ const MAX_VIEWPORT_SIDE: i64 = 7680;
 /// The checked `browserSettings`: the typed settings everything below the API takes, and
 /// what the API tells the client about them.
 #[derive(Debug)]
-pub struct CheckedSettings {
+pub(super) struct CheckedSettings {
     pub settings: BrowserSettings,
     /// The viewport to start with (the default's side where one is left out).
     pub viewport: Viewport,
@@ -141,7 +141,7 @@ pub(super) fn turned_on(v: &Value) -> bool {
 }
 
 /// `proxySettings.caCertificates`: certificate ids (`/v1/certificates`), each once.
-pub fn ca_certificate_ids(fields: &Fields<'_>) -> Result<Vec<String>, ApiError> {
+pub(super) fn ca_certificate_ids(fields: &Fields<'_>) -> Result<Vec<String>, ApiError> {
     let Some(settings) = fields.object("proxySettings")? else {
         return Ok(Vec::new());
     };
@@ -177,12 +177,12 @@ pub fn ca_certificate_ids(fields: &Fields<'_>) -> Result<Vec<String>, ApiError> 
 const MAX_CA_CERTIFICATES: usize = 20;
 
 /// Reads `proxies` (pool members chosen from `pool`).
-pub fn traffic_fields(
+pub(super) fn traffic_fields(
     fields: &Fields<'_>,
     pool: &ProxyPool,
 ) -> Result<Option<Vec<ProxyEntry>>, ApiError> {
     let proxies = match fields.value("proxies") {
-        Some(value) => proxy::parse_request(value).map_err(ApiError::BadRequest)?,
+        Some(value) => proxy::parse_request(value).map_err(ApiError::from)?,
         None => None,
     };
     let proxies = proxies
@@ -197,7 +197,7 @@ pub fn traffic_fields(
 
 /// Checks a create's `browserSettings` field by field (errors name the field and the rule),
 /// then reads them once into [`BrowserSettings`].
-pub fn browser_settings(raw: &Map<String, Value>) -> Result<CheckedSettings, ApiError> {
+pub(super) fn browser_settings(raw: &Map<String, Value>) -> Result<CheckedSettings, ApiError> {
     let unknown = raw
         .keys()
         .filter(|k| !BROWSER_SETTINGS_FIELDS.contains(&k.as_str()))
@@ -310,7 +310,7 @@ const CREATE_FIELDS: &[&str] = &[
 ];
 
 /// A create body's fields browserd does not know (dropped), with `browserSettings`' own.
-pub fn unknown_create_fields(
+pub(super) fn unknown_create_fields(
     body: &Map<String, Value>,
     settings: Option<&CheckedSettings>,
 ) -> Vec<String> {
@@ -343,13 +343,13 @@ fn prefix(path: &'static str) -> impl Fn(ApiError) -> ApiError {
 
 /// A `q` filter on `GET /v1/sessions`: `user_metadata['a']['b']:'value'`, string equality.
 #[derive(Debug, PartialEq, Eq)]
-pub struct MetadataQuery {
+pub(super) struct MetadataQuery {
     pub path: Vec<String>,
     pub value: String,
 }
 
 impl MetadataQuery {
-    pub fn parse(q: &str) -> Result<Self, ApiError> {
+    pub(super) fn parse(q: &str) -> Result<Self, ApiError> {
         let bad = || {
             ApiError::BadRequest(format!(
                 "q must look like user_metadata['key']['nested']:'value' (got {q:?})"
@@ -370,7 +370,7 @@ impl MetadataQuery {
         Ok(Self { path, value })
     }
 
-    pub fn matches(&self, metadata: Option<&Map<String, Value>>) -> bool {
+    pub(super) fn matches(&self, metadata: Option<&Map<String, Value>>) -> bool {
         let Some((last, parents)) = self.path.split_last() else {
             return false;
         };

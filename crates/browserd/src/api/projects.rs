@@ -31,12 +31,12 @@ fn project_json(state: &AppState, project: &crate::model::Project) -> serde_json
 }
 
 /// `GET /v1/projects`
-pub async fn list(State(state): State<AppState>, auth: Auth) -> Response {
+pub(super) async fn list(State(state): State<AppState>, auth: Auth) -> Response {
     Json([project_json(&state, &auth.0)]).into_response()
 }
 
 /// `GET /v1/projects/{id}`
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -66,7 +66,7 @@ fn lowers(current: u32, new: u32) -> bool {
 /// limits, never loosen them (the operator raises them with `browserd project
 /// set-creation-rate` / `set-concurrency`, or for the default project with its key). The next
 /// create is checked against the new limits, on every node of a cluster.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -175,7 +175,7 @@ pub async fn update(
 
 /// `GET /v1/projects/{id}/usage`: browser minutes counted from session lifetimes, those
 /// of sessions deleted after the retention period included.
-pub async fn usage(
+pub(super) async fn usage(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -207,7 +207,7 @@ fn key_json(key: &crate::store::ApiKeyInfo, current: &str) -> serde_json::Value 
 
 /// `GET /v1/projects/{id}/keys` (browserd): the project's keys, by id; a key is never shown
 /// again after it is made.
-pub async fn list_keys(
+pub(super) async fn list_keys(
     State(state): State<AppState>,
     auth: Auth,
     key: RequestKey,
@@ -224,7 +224,7 @@ pub async fn list_keys(
 }
 
 /// `POST /v1/projects/{id}/keys` (browserd): a new key for the project, shown this once.
-pub async fn create_key(
+pub(super) async fn create_key(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -253,7 +253,7 @@ pub async fn create_key(
 
 /// `DELETE /v1/projects/{id}/keys/{keyId}` (browserd): the key stops working at once, on
 /// every node. A project's last key is kept (409): nothing could reach the project again.
-pub async fn revoke_key(
+pub(super) async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth,
     Path((id, key_id)): Path<(String, String)>,
@@ -284,7 +284,7 @@ pub async fn revoke_key(
 }
 
 /// The id of the API key a request came with (to mark it in a listing).
-pub struct RequestKey {
+pub(super) struct RequestKey {
     id: String,
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The middleware: forwards to the owner, or passes the request on to the routes.
-pub async fn route_to_owner(
+pub(super) async fn route_to_owner(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,

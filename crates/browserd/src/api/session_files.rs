@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 /// `POST /v1/sessions/{id}/uploads`, multipart part `file`: stores the file where the
 /// session's browser can read it and answers with its path, for `setInputFiles` /
 /// `DOM.setFileInputFiles`. A file of the same name is replaced.
-pub async fn upload(
+pub(super) async fn upload(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -114,7 +114,7 @@ fn show_to_browser(
 
 /// `GET /v1/sessions/{id}/downloads`: a zip of the files the session's pages downloaded;
 /// an empty zip while there are none. Kept after the session ends, for the retention period.
-pub async fn downloads(
+pub(super) async fn downloads(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,

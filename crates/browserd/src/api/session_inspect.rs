@@ -17,7 +17,7 @@ use std::collections::HashMap;
 /// debug websocket URLs. Without `expiresIn` they last as long as the session (at most
 /// 6 h). `readOnly` (browserd's addition) makes URLs that watch but send no input and open
 /// no DevTools.
-pub async fn debug(
+pub(super) async fn debug(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
@@ -123,7 +123,7 @@ pub async fn debug(
 
 /// `GET /v1/sessions/{id}/logs`: the session's CDP commands and replies, oldest first
 /// (empty when `logSession` was false). Kept after the session, for the retention period.
-pub async fn logs(
+pub(super) async fn logs(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -138,7 +138,7 @@ pub async fn logs(
 
 /// `GET /v1/sessions/{id}/recording`: the primary tab's rrweb events, oldest first (empty
 /// when `recordSession` was false).
-pub async fn recording(
+pub(super) async fn recording(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,

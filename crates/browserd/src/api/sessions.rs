@@ -73,7 +73,7 @@ pub(super) async fn owned_session(
 
 /// `POST /v1/sessions`: create; or, with `sessionId` and `status: REQUEST_RELEASE` (the
 /// docs' raw-API form), release.
-pub async fn create_or_release(
+pub(super) async fn create_or_release(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
@@ -148,7 +148,7 @@ async fn create_counted(
 /// on which the client runs Stagehand itself against that session. The user's model key
 /// (`x-model-api-key`) is never read here; the cluster router drops it before anything
 /// else sees the request.
-pub async fn stagehand_start(
+pub(super) async fn stagehand_start(
     State(state): State<AppState>,
     auth: Auth,
     JsonObject(body): JsonObject,
@@ -184,7 +184,7 @@ pub async fn stagehand_start(
 }
 
 /// `POST /v1/sessions/{id}/end`: the hosted Stagehand API's release.
-pub async fn stagehand_end(
+pub(super) async fn stagehand_end(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -318,7 +318,7 @@ async fn release(state: &AppState, auth: &Auth, id: &str) -> Result<Session, Api
 }
 
 /// `POST /v1/sessions/{id}` with `{"status": "REQUEST_RELEASE"}`.
-pub async fn update(
+pub(super) async fn update(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
@@ -332,7 +332,7 @@ pub async fn update(
 }
 
 /// `GET /v1/sessions/{id}`; carries `connectUrl` while the session is live.
-pub async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<AppState>,
     auth: Auth,
     headers: HeaderMap,
@@ -343,7 +343,7 @@ pub async fn retrieve(
 }
 
 /// `GET /v1/sessions?status=…&q=…`: the project's sessions, newest first.
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     auth: Auth,
     Query(query): Query<HashMap<String, String>>,

@@ -21,7 +21,7 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /dashboard`.
-pub async fn dashboard() -> Response {
+pub(super) async fn dashboard() -> Response {
     let mut response = file("text/html; charset=utf-8", DASHBOARD);
     response
         .headers_mut()
@@ -29,10 +29,10 @@ pub async fn dashboard() -> Response {
     response
 }
 
-pub async fn replay_js() -> Response {
+pub(super) async fn replay_js() -> Response {
     file("text/javascript; charset=utf-8", REPLAY_JS)
 }
 
-pub async fn replay_css() -> Response {
+pub(super) async fn replay_css() -> Response {
     file("text/css; charset=utf-8", REPLAY_CSS)
 }

@@ -13,17 +13,17 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// A server-side websocket once the upgrade completes.
-pub type ServerWs = WebSocketStream<Metered<TokioIo<hyper::upgrade::Upgraded>>>;
+pub(super) type ServerWs = WebSocketStream<Metered<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// A checked websocket handshake, waiting to be answered.
-pub struct Upgrade {
+pub(super) struct Upgrade {
     key: String,
     on_upgrade: hyper::upgrade::OnUpgrade,
 }
 
 impl Upgrade {
     /// Checks the handshake headers. `what` names the endpoint for the error message.
-    pub fn from_request(req: &mut Request, what: &str) -> Result<Self, ApiError> {
+    pub(super) fn from_request(req: &mut Request, what: &str) -> Result<Self, ApiError> {
         let key = websocket_key(req.headers(), what)?;
         let on_upgrade = req
             .extensions_mut()
@@ -34,7 +34,7 @@ impl Upgrade {
 
     /// The `101 Switching Protocols` answer. No `Sec-WebSocket-Extensions`: no compression,
     /// frames pass as they are.
-    pub fn response(&self) -> Response {
+    pub(super) fn response(&self) -> Response {
         let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let h = response.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -49,7 +49,7 @@ impl Upgrade {
 
     /// Waits for the upgrade (after the 101 went out); `None` if the client left. Messages
     /// of 1 MiB and more that the client sends are held to `budget`.
-    pub async fn websocket(
+    pub(super) async fn websocket(
         self,
         max_message_size: usize,
         budget: &MessageBudget,
@@ -59,7 +59,7 @@ impl Upgrade {
     }
 
     /// [`Self::websocket`] with settings of the caller's.
-    pub async fn websocket_with(
+    pub(super) async fn websocket_with(
         self,
         config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
         budget: &MessageBudget,

@@ -15,6 +15,7 @@
 
 use super::AppState;
 use crate::browser::chromedriver::{Cell, Chromedriver, DriverPlace};
+use crate::fault::Failure;
 use crate::secrets::{hash_api_key, verify_session_token};
 use crate::sessions::{AttachError, ClientLease, Seat as _};
 use axum::body::Bytes;
@@ -146,7 +147,7 @@ fn wd_error(status: StatusCode, error: &str, message: impl Into<String>) -> Resp
 const MAX_WEBDRIVER_BODY: usize = 1024 * 1024;
 
 /// Any request under `/webdriver`.
-pub async fn webdriver(
+pub(crate) async fn webdriver(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
@@ -370,7 +371,13 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         .await;
     let driver = match driver {
         Ok(driver) => driver,
-        Err(e) => return wd_error(StatusCode::INTERNAL_SERVER_ERROR, "session not created", e),
+        Err(e) => {
+            return wd_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session not created",
+                e.to_string(),
+            );
+        }
     };
     merged.remove("goog:chromeOptions");
     merged.insert("browserName".into(), json!("chrome"));
@@ -386,7 +393,13 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
     };
     let (status, mut answer) = match sent {
         Ok(sent) => sent,
-        Err(e) => return wd_error(StatusCode::INTERNAL_SERVER_ERROR, "session not created", e),
+        Err(e) => {
+            return wd_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "session not created",
+                e.to_string(),
+            );
+        }
     };
     let Some(wdid) = answer["value"]["sessionId"].as_str().map(str::to_owned) else {
         return (status, axum::Json(answer)).into_response();
@@ -409,28 +422,28 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
 }
 
 /// Where the session's chromedriver runs: in its browser's namespace, as its uid.
-fn place_of(state: &AppState, id: Uuid, cdp_url: &str) -> Result<DriverPlace, String> {
+fn place_of(state: &AppState, id: Uuid, cdp_url: &str) -> Result<DriverPlace, Failure> {
     let devtools = crate::inspect::devtools_authority(cdp_url)
-        .ok_or("the browser has no DevTools address")?
+        .ok_or_else(|| Failure::browser("the browser has no DevTools address"))?
         .to_owned();
     let dir = state
         .sessions
         .browser_dir(id)
-        .ok_or("the browser has no folder")?;
+        .ok_or_else(|| Failure::browser("the browser has no folder"))?;
     let jail = match crate::netns::namespace_of(&devtools) {
         Some(ns) => {
             let port = devtools
                 .rsplit(':')
                 .next()
                 .and_then(|p| p.parse::<u16>().ok())
-                .ok_or("the DevTools address has no port")?;
+                .ok_or_else(|| Failure::browser("the DevTools address has no port"))?;
             let uid = crate::browser::sandbox::UidLease::uid_of_port(port)
-                .ok_or("the sandboxed browser's uid is unknown")?;
+                .ok_or_else(|| Failure::browser("the sandboxed browser's uid is unknown"))?;
             let pid = state
                 .sessions
                 .browser_pid(id)
                 .and_then(crate::netns::sandbox_process)
-                .ok_or("the sandboxed browser has no process")?;
+                .ok_or_else(|| Failure::browser("the sandboxed browser has no process"))?;
             Some(Cell { ns, pid, uid })
         }
         None => None,
@@ -528,7 +541,11 @@ async fn command(
     }
     match sent {
         Ok((status, answer)) => (status, axum::Json(answer)).into_response(),
-        Err(e) => wd_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown error", e),
+        Err(e) => wd_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unknown error",
+            e.to_string(),
+        ),
     }
 }
 
@@ -590,7 +607,7 @@ async fn send(
     method: Method,
     path: &str,
     body: Bytes,
-) -> Result<(StatusCode, Value), String> {
+) -> Result<(StatusCode, Value), Failure> {
     let mut kept = connection.lock().await;
     let usable = match kept.as_mut() {
         Some(sender) => sender.ready().await.is_ok(),
@@ -600,11 +617,11 @@ async fn send(
         let tcp = driver
             .connect()
             .await
-            .map_err(|e| format!("chromedriver is not reachable: {e}"))?;
+            .map_err(|e| Failure::browser(format!("chromedriver is not reachable: {e}")))?;
         let (sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::browser(e.to_string()))?;
         // Drives the connection until it closes (with chromedriver, or when dropped).
         tokio::spawn(async move {
             let _ = conn.await;
@@ -621,12 +638,14 @@ async fn send(
             "application/json; charset=utf-8",
         )
         .body(http_body_util::Full::new(body))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::browser(e.to_string()))?;
     let response = match sender.send_request(request).await {
         Ok(response) => response,
         Err(e) => {
             *kept = None;
-            return Err(format!("chromedriver did not answer: {e}"));
+            return Err(Failure::browser(format!(
+                "chromedriver did not answer: {e}"
+            )));
         }
     };
     let status = response.status();
@@ -634,7 +653,7 @@ async fn send(
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Failure::browser(e.to_string()))?
         .to_bytes();
     let answer = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"value": null}));
     Ok((status, answer))

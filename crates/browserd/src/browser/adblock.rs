@@ -8,11 +8,12 @@
 //! and its subdomains are refused before any byte leaves. Rules for paths, rules with options
 //! (`$third-party`, `$domain=`…) and cosmetic filters are not applied.
 
+use crate::fault::Failure;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The lists Debian's uBlock Origin package brings.
-pub const DEBIAN_LISTS: [&str; 2] = [
+pub(crate) const DEBIAN_LISTS: [&str; 2] = [
     "/usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist/easylist.txt",
     "/usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist/easyprivacy.txt",
 ];
@@ -28,7 +29,7 @@ pub struct AdHosts {
 
 impl AdHosts {
     /// Reads filter lists; `Ok(None)` if none of them exists (the package is not installed).
-    pub fn load(paths: &[PathBuf]) -> Result<Option<Self>, String> {
+    pub fn load(paths: &[PathBuf]) -> Result<Option<Self>, Failure> {
         let mut hosts = Self::default();
         for path in paths {
             match std::fs::read_to_string(path) {
@@ -37,7 +38,12 @@ impl AdHosts {
                     hosts.sources.push(path.clone());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("could not read {}: {e}", path.display())),
+                Err(e) => {
+                    return Err(Failure::operator(format!(
+                        "could not read {}: {e}",
+                        path.display()
+                    )));
+                }
             }
         }
         Ok((!hosts.sources.is_empty()).then_some(hosts))
@@ -86,7 +92,7 @@ impl AdHosts {
 }
 
 /// The default lists, as paths.
-pub fn debian_lists() -> Vec<PathBuf> {
+pub(crate) fn debian_lists() -> Vec<PathBuf> {
     DEBIAN_LISTS
         .iter()
         .map(|p| Path::new(p).to_path_buf())

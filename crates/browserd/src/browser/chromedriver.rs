@@ -10,6 +10,7 @@
 //! the leak checks and the clean-up of a browser's processes find it there.
 
 use super::sandbox::find_program;
+use crate::fault::Failure;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ const PORT_IN_NAMESPACE: u16 = 9515;
 const START_PATIENCE: Duration = Duration::from_secs(20);
 
 /// Where a browser's chromedriver runs.
-pub struct DriverPlace {
+pub(crate) struct DriverPlace {
     /// The browser's DevTools `127.0.0.1:PORT` (inside its namespace, if sandboxed).
     pub devtools: String,
     /// A sandboxed browser's cell; `None`: an unsandboxed browser on the host.
@@ -32,7 +33,7 @@ pub struct DriverPlace {
 }
 
 /// Where a sandboxed browser lives.
-pub struct Cell {
+pub(crate) struct Cell {
     /// Its network namespace, as browserd holds it (to reach chromedriver).
     pub ns: Arc<OwnedFd>,
     /// A process inside its sandbox (whose namespaces chromedriver joins).
@@ -42,7 +43,7 @@ pub struct Cell {
 }
 
 /// A running chromedriver; stopped (killed) when dropped.
-pub struct Chromedriver {
+pub(crate) struct Chromedriver {
     _child: tokio::process::Child,
     port: u16,
     ns: Option<Arc<OwnedFd>>,
@@ -50,10 +51,12 @@ pub struct Chromedriver {
 }
 
 impl Chromedriver {
-    pub async fn start(place: &DriverPlace) -> Result<Self, String> {
-        let binary = find_program("chromedriver").ok_or(
-            "chromedriver is not installed (apt-get install chromium-driver, the same version as chromium)",
-        )?;
+    pub(crate) async fn start(place: &DriverPlace) -> Result<Self, Failure> {
+        let binary = find_program("chromedriver").ok_or_else(|| {
+            Failure::operator(
+                "chromedriver is not installed (apt-get install chromium-driver, the same version as chromium)",
+            )
+        })?;
         let log = place.dir.join("chromedriver.log");
         // One an earlier browserd left (it stopped while keeping the session) would hold the
         // port; the browser's own processes do not name this file.
@@ -61,10 +64,10 @@ impl Chromedriver {
         let _ = tokio::task::spawn_blocking(move || super::procs::kill_by_cmdline(&stale)).await;
         let (mut command, port) = match &place.jail {
             Some(Cell { pid, uid, .. }) => {
-                let nsenter =
-                    find_program("nsenter").ok_or("nsenter is not installed (util-linux)")?;
-                let setpriv =
-                    find_program("setpriv").ok_or("setpriv is not installed (util-linux)")?;
+                let nsenter = find_program("nsenter")
+                    .ok_or_else(|| Failure::operator("nsenter is not installed (util-linux)"))?;
+                let setpriv = find_program("setpriv")
+                    .ok_or_else(|| Failure::operator("setpriv is not installed (util-linux)"))?;
                 let mut command = tokio::process::Command::new(nsenter);
                 command
                     .arg(format!("--target={pid}"))
@@ -95,12 +98,12 @@ impl Chromedriver {
             // new, never opened through one.
             .stderr(
                 crate::files::confined::create_new(&place.dir, "chromedriver.err")
-                    .map_err(|e| format!("chromedriver's error file: {e}"))?,
+                    .map_err(|e| Failure::store(format!("chromedriver's error file: {e}")))?,
             )
             .kill_on_drop(true);
         let child = command
             .spawn()
-            .map_err(|e| format!("chromedriver could not be started: {e}"))?;
+            .map_err(|e| Failure::operator(format!("chromedriver could not be started: {e}")))?;
         let driver = Self {
             _child: child,
             port,
@@ -115,12 +118,12 @@ impl Chromedriver {
                     16 * 1024,
                 )
                 .unwrap_or_default();
-                return Err(format!(
+                return Err(Failure::browser(format!(
                     "chromedriver did not listen within {} s: {} (its log: {})",
                     START_PATIENCE.as_secs(),
                     said.trim(),
                     log.display()
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -128,12 +131,12 @@ impl Chromedriver {
     }
 
     /// The browser's DevTools address, as chromedriver reaches it.
-    pub fn devtools(&self) -> &str {
+    pub(crate) fn devtools(&self) -> &str {
         &self.devtools
     }
 
     /// A new TCP connection to chromedriver.
-    pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+    pub(crate) async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
         match &self.ns {
             Some(ns) => crate::netns::connect_in(Arc::clone(ns), addr).await,
@@ -142,9 +145,9 @@ impl Chromedriver {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, Failure> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("no free port for chromedriver: {e}"))
+        .map_err(|e| Failure::internal(format!("no free port for chromedriver: {e}")))
 }

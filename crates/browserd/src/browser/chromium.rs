@@ -10,6 +10,7 @@ use super::{
     BrowserInstance, LaunchError, LaunchSpec, Launcher, ProfileState, SessionSetup, egress, procs,
 };
 use crate::cdp::client::{CdpClient, CdpError};
+use crate::fault::Failure;
 use crate::inspect::recorder::{self, Recorder};
 use crate::model::BrowserRecord;
 use crate::netns;
@@ -140,15 +141,18 @@ impl Launcher for ChromiumLauncher {
         self.sandbox.is_some()
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Failure> {
         use std::os::unix::fs::PermissionsExt as _;
         match std::fs::metadata(&self.executable) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-            Ok(_) => Err(format!(
+            Ok(_) => Err(Failure::operator(format!(
                 "{} is not an executable file",
                 self.executable.display()
-            )),
-            Err(e) => Err(format!("Chromium at {}: {e}", self.executable.display())),
+            ))),
+            Err(e) => Err(Failure::operator(format!(
+                "Chromium at {}: {e}",
+                self.executable.display()
+            ))),
         }
     }
 

@@ -3,18 +3,19 @@
 //! [`Launcher`] is the seam between the session lifecycle and a real Chromium
 //! ([`chromium::ChromiumLauncher`]); the lifecycle's unit tests put a fake behind it.
 
-pub mod adblock;
-pub mod chromedriver;
+pub(crate) mod adblock;
+pub(crate) mod chromedriver;
 pub mod chromium;
 pub mod egress;
-pub mod pool;
+pub(crate) mod pool;
 pub mod procs;
-pub mod proof;
-pub mod proxy;
+pub(crate) mod proof;
+pub(crate) mod proxy;
 pub mod sandbox;
-pub mod trust;
+pub(crate) mod trust;
 
 use crate::cdp::client::CdpError;
+use crate::fault::Failure;
 use crate::files::contexts::ContextSnapshot;
 use crate::model::BrowserRecord;
 use std::path::{Path, PathBuf};
@@ -141,7 +142,7 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Whether a launch could start now, as far as can be told without launching (for
     /// `/readyz`): `Err` says what is missing. Default: ready (fakes).
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Failure> {
         Ok(())
     }
 
@@ -252,6 +253,10 @@ pub fn remove_files(dir: &Path) {
 
 /// Removes a browser's folder, retrying briefly: a process of the browser that was just
 /// killed may still be closing files in it.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "blocking file work: every caller runs it on spawn_blocking"
+)]
 pub fn remove_dir(dir: &Path) {
     for attempt in 1..=5 {
         match std::fs::remove_dir_all(dir) {

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// The viewport pooled browsers start with; a create asking for another one launches cold.
-pub const POOL_VIEWPORT: Viewport = Viewport {
+pub(crate) const POOL_VIEWPORT: Viewport = Viewport {
     width: 1280,
     height: 720,
 };
@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// load follows its create within a few hundred ms; a launch beside it, even at low
 /// priority, made that load 1.6x slower than in a fresh browser of its own (bench section
 /// 9). A burst of creates is served by cold launches meanwhile either way.
-pub const REFILL_QUIET: Duration = Duration::from_millis(500);
+pub(crate) const REFILL_QUIET: Duration = Duration::from_millis(500);
 
 pub struct WarmPool {
     target: usize,
@@ -62,11 +62,11 @@ struct ExtensionWarm {
 
 /// How long the pool keeps a browser warm with an extension no create has named since: a
 /// warm browser runs its extension's code for nobody.
-pub const EXTENSION_UNWANTED_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const EXTENSION_UNWANTED_AFTER: Duration = Duration::from_secs(600);
 
 /// Browsers kept ready with the wanted extension (when the pool is on): one, since a
 /// browser with an extension only serves sessions that name the same one.
-pub const EXTENSION_TARGET: usize = 1;
+pub(crate) const EXTENSION_TARGET: usize = 1;
 
 impl std::fmt::Debug for WarmPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -32,6 +32,10 @@ const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 /// SIGKILLs every process whose command line contains `needle`, and waits (blocking, at
 /// most [`KILL_PATIENCE`]) until none is left: a killed process keeps its command line
 /// until it has exited, and the folder it names is removed next. Returns how many it hit.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a blocking wait: every caller runs it on spawn_blocking (or at start, before serving)"
+)]
 pub fn kill_by_cmdline(needle: &Path) -> usize {
     let deadline = std::time::Instant::now() + KILL_PATIENCE;
     let mut hit = std::collections::HashSet::new();
@@ -92,6 +96,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a synchronous test waiting for /proc"
+    )]
     fn finds_and_kills_a_process_by_an_argument() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("marker-arg");

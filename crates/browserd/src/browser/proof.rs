@@ -10,12 +10,13 @@
 //! must still find its way back).
 
 use super::{BrowserInstance, BrowserRecord, LaunchError, LaunchSpec, Launcher};
+use crate::fault::Failure;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the launches so far say about Chromium.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Proof {
+pub(crate) enum Proof {
     /// No browser has started yet.
     Unproven,
     /// The last launch that tells (see [`says_chromium_is_broken`]) succeeded.
@@ -26,7 +27,7 @@ pub enum Proof {
 
 /// The launches' verdict, shared by the launcher that records it and `/readyz`.
 #[derive(Debug)]
-pub struct LaunchProof {
+pub(crate) struct LaunchProof {
     // A std Mutex: read and written in single statements, never across an await.
     state: Mutex<Proof>,
 }
@@ -40,18 +41,20 @@ impl Default for LaunchProof {
 }
 
 impl LaunchProof {
-    pub fn get(&self) -> Proof {
+    pub(crate) fn get(&self) -> Proof {
         self.state.lock().unwrap().clone()
     }
 
     /// For `/readyz`: `Err` says why no browser is known to start.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), Failure> {
         match self.get() {
             Proof::Proven => Ok(()),
-            Proof::Unproven => {
-                Err("no browser has started here yet (the first launch proves Chromium)".into())
-            }
-            Proof::Failed(why) => Err(format!("the last browser launch failed: {why}")),
+            Proof::Unproven => Err(Failure::browser(
+                "no browser has started here yet (the first launch proves Chromium)",
+            )),
+            Proof::Failed(why) => Err(Failure::browser(format!(
+                "the last browser launch failed: {why}"
+            ))),
         }
     }
 
@@ -76,7 +79,7 @@ fn is_plain(spec: &LaunchSpec) -> bool {
 }
 
 /// Whether a launch failure is Chromium's (or its sandbox's), not the session's.
-pub fn says_chromium_is_broken(e: &LaunchError) -> bool {
+pub(crate) fn says_chromium_is_broken(e: &LaunchError) -> bool {
     matches!(
         e,
         LaunchError::Spawn { .. }
@@ -87,13 +90,13 @@ pub fn says_chromium_is_broken(e: &LaunchError) -> bool {
 }
 
 /// A launcher that records every launch's outcome in a [`LaunchProof`].
-pub struct Proving {
+pub(crate) struct Proving {
     inner: Arc<dyn Launcher>,
     proof: Arc<LaunchProof>,
 }
 
 impl Proving {
-    pub fn new(inner: Arc<dyn Launcher>, proof: Arc<LaunchProof>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Launcher>, proof: Arc<LaunchProof>) -> Self {
         Self { inner, proof }
     }
 }
@@ -110,7 +113,7 @@ impl Launcher for Proving {
         self.inner.adopt(record).await
     }
 
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), Failure> {
         self.inner.readiness()
     }
 
@@ -124,7 +127,7 @@ impl Launcher for Proving {
 /// otherwise) would else never know before its first create. Failed probes back off from
 /// 2 s to a minute. Nothing is started unless someone asks for readiness.
 #[derive(Debug)]
-pub struct Prober {
+pub(crate) struct Prober {
     // A std Mutex: checked and set in one short section, never across an await.
     state: Mutex<ProbeState>,
 }
@@ -153,7 +156,7 @@ impl Default for Prober {
 
 impl Prober {
     /// Whether a probe may start now; if so, it counts as running until [`Self::done`].
-    pub fn begin(&self) -> bool {
+    pub(crate) fn begin(&self) -> bool {
         let mut state = self.state.lock().unwrap();
         if state.running || std::time::Instant::now() < state.not_before {
             return false;
@@ -162,7 +165,7 @@ impl Prober {
         true
     }
 
-    pub fn done(&self, succeeded: bool) {
+    pub(crate) fn done(&self, succeeded: bool) {
         let mut state = self.state.lock().unwrap();
         state.running = false;
         if succeeded {
@@ -176,7 +179,7 @@ impl Prober {
 
 /// One probe: a browser started through `launcher` (which records the outcome) and
 /// stopped at once, its folder removed.
-pub async fn probe_once(launcher: Arc<dyn Launcher>, prober: Arc<Prober>) {
+pub(crate) async fn probe_once(launcher: Arc<dyn Launcher>, prober: Arc<Prober>) {
     let spec = LaunchSpec {
         background: true,
         ..LaunchSpec::new(super::pool::POOL_VIEWPORT)

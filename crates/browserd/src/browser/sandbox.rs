@@ -19,6 +19,7 @@
 //!   `no_new_privs`). Its folder is chowned to that uid.
 
 use super::egress::EgressPolicy;
+use crate::fault::Failure;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -41,11 +42,11 @@ pub enum SandboxMode {
 /// services (Debian's subordinate ranges start at 100000 and are 65536 wide per user).
 const UID_BASE: u32 = 1_900_000_000;
 
-/// How many uids browsers may have; also keeps [`devtools_port`] within the port range.
+/// How many uids browsers may have; also keeps [`devtools_port`](UidLease::devtools_port) within the port range.
 const UID_SPAN: u32 = 50_000;
 
 /// The first DevTools port: the browser with uid `UID_BASE + n` listens on this plus `n`
-/// inside its own namespace, which makes the port name the browser (see [`super::netns`]).
+/// inside its own namespace, which makes the port name the browser (see [`crate::netns`]).
 const PORT_BASE: u32 = 10_000;
 
 /// uids of the browsers of this process. A std mutex: held for a set operation only.
@@ -106,7 +107,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// Decides, once at start-up, whether browsers are sandboxed. `Ok(None)`: they are not
     /// (`--sandbox off`, or `auto` where it is not possible: the reason is logged).
-    pub fn detect(mode: SandboxMode, egress: EgressPolicy) -> Result<Option<Arc<Self>>, String> {
+    pub fn detect(mode: SandboxMode, egress: EgressPolicy) -> Result<Option<Arc<Self>>, Failure> {
         if mode == SandboxMode::Off {
             tracing::warn!(
                 "--sandbox off: browsers run as browserd's user with the host's files and network; a client of one session can read what that user reads and reach every other browser's DevTools port"
@@ -132,7 +133,7 @@ impl Sandbox {
         };
         let why_not = why_not.expect("set on every path that gets here");
         if mode == SandboxMode::On {
-            return Err(format!("--sandbox on: {why_not}"));
+            return Err(Failure::operator(format!("--sandbox on: {why_not}")));
         }
         tracing::warn!(
             "browsers are NOT sandboxed: {why_not}. Chromium's own sandbox stays on, but a client of one session can read what browserd's user reads and reach other browsers' DevTools ports; pass --sandbox on to refuse to start instead"

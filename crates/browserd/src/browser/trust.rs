@@ -7,33 +7,34 @@
 //! its own. The database is written with NSS's own `certutil` (Debian's `libnss3-tools`):
 //! its format is NSS's to define, and no Rust crate writes it.
 
+use crate::fault::Failure;
 use base64::Engine as _;
 use std::path::{Path, PathBuf};
 
 /// The largest certificate file taken (a bundle of a few dozen certificates).
-pub const MAX_CERTIFICATE_BYTES: u64 = 256 * 1024;
+pub(crate) const MAX_CERTIFICATE_BYTES: u64 = 256 * 1024;
 
 const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const END: &str = "-----END CERTIFICATE-----";
 
 /// Certificates one uploaded file may hold: each costs a certutil run at every launch that
 /// names it.
-pub const MAX_CERTIFICATES_PER_FILE: usize = 10;
+pub(crate) const MAX_CERTIFICATES_PER_FILE: usize = 10;
 
 /// Certificates one session may trust, all its files together (a certutil run each).
-pub const MAX_CERTIFICATES_PER_SESSION: usize = 20;
+pub(crate) const MAX_CERTIFICATES_PER_SESSION: usize = 20;
 
 /// Certificate files one project may keep.
-pub const MAX_CERTIFICATE_FILES_PER_PROJECT: usize = 100;
+pub(crate) const MAX_CERTIFICATE_FILES_PER_PROJECT: usize = 100;
 
 /// How many certificates a stored PEM text holds.
-pub fn count(pem: &str) -> usize {
+pub(crate) fn count(pem: &str) -> usize {
     split(pem).len()
 }
 
 /// What an upload's answer says of each certificate (never its key material).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Described {
+pub(crate) struct Described {
     pub subject: String,
     /// Its `notAfter`, seconds since the epoch.
     pub expires_at: i64,
@@ -44,7 +45,12 @@ pub struct Described {
 /// CA, or a self-signed certificate without extensions, as old roots are) that has not
 /// expired, with nothing after its DER. Keys, public keys and requests are refused, never
 /// stored; the error says which.
-pub fn normalize(bytes: &[u8], now: i64) -> Result<(String, Vec<Described>), String> {
+pub(crate) fn normalize(bytes: &[u8], now: i64) -> Result<(String, Vec<Described>), Failure> {
+    read_certificates(bytes, now).map_err(Failure::client)
+}
+
+/// [`normalize`]'s reading, its messages for the client who uploaded the file.
+fn read_certificates(bytes: &[u8], now: i64) -> Result<(String, Vec<Described>), String> {
     let ders = match std::str::from_utf8(bytes) {
         Ok(text) if text.contains("PRIVATE KEY-----") => {
             return Err(
@@ -144,7 +150,7 @@ fn check_ca(der: &[u8], now: i64) -> Result<Described, String> {
 }
 
 /// What [`normalize`] said of each certificate of a stored PEM text.
-pub fn describe(pem: &str) -> Vec<Described> {
+pub(crate) fn describe(pem: &str) -> Vec<Described> {
     pem_blocks(pem)
         .unwrap_or_default()
         .iter()
@@ -203,7 +209,7 @@ pub enum TrustError {
 
 /// Where certutil runs for a sandboxed browser: its uid, and what turns certutil's path into
 /// the command that runs it in the browser's sandbox as that uid.
-pub type Jail<'a> = (u32, &'a dyn Fn(&Path) -> std::process::Command);
+pub(crate) type Jail<'a> = (u32, &'a dyn Fn(&Path) -> std::process::Command);
 
 /// Writes `home/.pki/nssdb` trusting each certificate (PEM texts) as a CA for TLS servers.
 /// Blocking: certutil runs once per certificate (a few ms each).
@@ -212,7 +218,7 @@ pub type Jail<'a> = (u32, &'a dyn Fn(&Path) -> std::process::Command);
 /// browser will: `jail` is the browser's uid and what turns certutil's path into the command
 /// that runs it in the browser's sandbox as that uid (who then owns the database). `None`
 /// runs it as browserd's user.
-pub fn write_nss_db(
+pub(crate) fn write_nss_db(
     home: &Path,
     certificates: &[String],
     jail: Option<Jail<'_>>,
@@ -331,38 +337,47 @@ mod tests {
             ("public-key.pem", "public key"),
         ] {
             let why = refused(&fixture(file));
-            assert!(why.contains(says), "{file}: {why}");
+            assert!(why.message().contains(says), "{file}: {why}");
         }
         // Not yet valid: the CA, a century ago.
         assert!(
             normalize(&fixture("ca.pem"), 0)
                 .unwrap_err()
+                .message()
                 .contains("not valid before")
         );
         let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        assert!(refused(key.as_bytes()).contains("private key"));
-        assert!(refused(b"hello").contains("not a PEM or DER"));
+        assert!(refused(key.as_bytes()).message().contains("private key"));
+        assert!(refused(b"hello").message().contains("not a PEM or DER"));
         let bad = format!("{BEGIN}\n!!!\n{END}\n");
-        assert!(refused(bad.as_bytes()).contains("not base64"));
+        assert!(refused(bad.as_bytes()).message().contains("not base64"));
         let open = format!("{BEGIN}\nAAAA\n");
-        assert!(refused(open.as_bytes()).contains("no END"));
+        assert!(refused(open.as_bytes()).message().contains("no END"));
         let short = format!("{BEGIN}\nMAA=\n{END}\n");
-        assert!(refused(short.as_bytes()).contains("DER X.509"));
+        assert!(refused(short.as_bytes()).message().contains("DER X.509"));
         // Trailing garbage after the DER, and a truncated DER.
         let mut padded = fixture("ca.der");
         padded.extend_from_slice(b"\0\0\0");
         assert!(
-            refused(&padded).contains("3 bytes follow"),
+            refused(&padded).message().contains("3 bytes follow"),
             "{}",
             refused(&padded)
         );
         let der = fixture("ca.der");
-        assert!(refused(&der[..der.len() - 10]).contains("DER X.509"));
+        assert!(
+            refused(&der[..der.len() - 10])
+                .message()
+                .contains("DER X.509")
+        );
         // The second of a bundle names itself.
         let mixed = [fixture("ca.pem"), fixture("leaf.pem")].concat();
-        assert!(refused(&mixed).contains("certificate 2 of the file"));
+        assert!(
+            refused(&mixed)
+                .message()
+                .contains("certificate 2 of the file")
+        );
         // At most ten a file.
         let many = fixture("ca.pem").repeat(MAX_CERTIFICATES_PER_FILE + 1);
-        assert!(refused(&many).contains("at most 10"));
+        assert!(refused(&many).message().contains("at most 10"));
     }
 }

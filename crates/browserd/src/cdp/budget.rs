@@ -30,11 +30,11 @@ use tokio_util::sync::PollSemaphore;
 
 /// Messages below this size are not counted: ordinary CDP traffic never waits, and what
 /// such messages leave in buffers is bounded by the number of connections.
-pub const LARGE: u64 = 1024 * 1024;
+pub(crate) const LARGE: u64 = 1024 * 1024;
 
 /// How long a large message may wait for budget before its connection is closed; also how
 /// long it may take to send [`MIN_PROGRESS`] more of itself.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a large message must send of itself every [`WAIT_LIMIT`] to keep its share.
 const MIN_PROGRESS: u64 = 64 * 1024;
@@ -79,14 +79,14 @@ impl MessageBudget {
     "try again later: a message of {message} bytes waited {}s for browserd's relay memory ({budget} bytes, taken by other clients' large messages)",
     WAIT_LIMIT.as_secs()
 )]
-pub struct BudgetExhausted {
+pub(crate) struct BudgetExhausted {
     pub message: u64,
     pub budget: u64,
 }
 
 impl BudgetExhausted {
     /// The budget error inside a websocket error, if that is what it is.
-    pub fn find(error: &tokio_tungstenite::tungstenite::Error) -> Option<&Self> {
+    pub(crate) fn find(error: &tokio_tungstenite::tungstenite::Error) -> Option<&Self> {
         match error {
             tokio_tungstenite::tungstenite::Error::Io(e) => {
                 e.get_ref().and_then(|inner| inner.downcast_ref::<Self>())

@@ -30,7 +30,7 @@ pub enum CdpError {
     Command { method: String, message: String },
 }
 
-pub struct CdpClient {
+pub(crate) struct CdpClient {
     ws: BrowserWs,
     next_id: u64,
     /// Events read while waiting for a reply, oldest first.
@@ -38,7 +38,7 @@ pub struct CdpClient {
 }
 
 impl CdpClient {
-    pub async fn connect(url: &str) -> Result<Self, CdpError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, CdpError> {
         let ws = tokio::time::timeout(CALL_TIMEOUT, connect_browser(url, MAX_REPLY, None))
             .await
             .map_err(|_| CdpError::Connect("timed out".into()))?
@@ -51,13 +51,13 @@ impl CdpClient {
     }
 
     /// Sends a browser-level command and returns its `result`.
-    pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
         self.call_in(None, method, params).await
     }
 
     /// Sends a command, on a target's flattened session if `session` is given, and returns
     /// its `result`.
-    pub async fn call_in(
+    pub(crate) async fn call_in(
         &mut self,
         session: Option<&str>,
         method: &str,
@@ -103,7 +103,7 @@ impl CdpClient {
     }
 
     /// The next event (a message with a `method`); `None` once the connection is gone.
-    pub async fn next_event(&mut self) -> Option<Value> {
+    pub(crate) async fn next_event(&mut self) -> Option<Value> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }

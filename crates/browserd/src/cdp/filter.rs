@@ -42,7 +42,7 @@ const RULED: [&str; 9] = [
 ];
 
 /// Tabs (page targets) one session may have open at once, by default.
-pub const MAX_PAGES: usize = 100;
+pub(crate) const MAX_PAGES: usize = 100;
 
 /// The folders a session's commands may name, and what its browser holds.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub struct Rules {
 
 /// What to do with one client frame.
 #[derive(Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Send the frame to the browser as the client sent it.
     AsSent,
     /// Send this to the browser instead (a rule rewrote the command).
@@ -73,7 +73,7 @@ pub enum Verdict {
 }
 
 /// Checks one client text frame.
-pub fn check(text: &str, rules: &Rules) -> Verdict {
+pub(crate) fn check(text: &str, rules: &Rules) -> Verdict {
     match check_at(text, rules, 0) {
         Ok(Outcome::AsSent) => Verdict::AsSent,
         Ok(Outcome::Rewritten(msg)) => Verdict::Forward(Value::Object(msg).to_string()),
@@ -285,7 +285,7 @@ fn only_uploads(params: &mut Map<String, Value>, rules: &Rules) -> Result<(), St
 /// Where the browser sees `path`, a file uploaded to the session (as the upload API named
 /// it, or as the browser sees it); anything else is refused. The rule of file inputs, for
 /// CDP and WebDriver alike.
-pub fn upload_in_browser(path: &str, rules: &Rules) -> Result<String, String> {
+pub(crate) fn upload_in_browser(path: &str, rules: &Rules) -> Result<String, String> {
     let path = Path::new(path);
     if path
         .components()
@@ -343,7 +343,7 @@ fn top_level_id(text: &str) -> Option<u64> {
 }
 
 /// A CDP error answering `text` (a command that parsed) with `message`.
-pub fn refusal(text: &str, message: &str) -> String {
+pub(crate) fn refusal(text: &str, message: &str) -> String {
     let msg = parse_strict(text).unwrap_or_default();
     error_reply(msg.get("id"), msg.get("sessionId"), message)
 }
@@ -573,7 +573,7 @@ impl<'de> Visitor<'de> for ScanVisitor {
 
 /// Parses JSON as serde_json does (UTF-8, no lone surrogates, at most 128 levels deep), and
 /// refuses an object with a key twice, at any depth: two parsers may keep different ones.
-pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+pub(crate) fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = <StrictValue as serde::Deserialize>::deserialize(&mut de)?.0;
     de.end()?;

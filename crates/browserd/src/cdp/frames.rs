@@ -4,7 +4,7 @@
 
 /// What [`FrameReader::scan`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Scan {
+pub(crate) enum Scan {
     /// Every byte read.
     Read,
     /// Stopped at `at`: the bytes from there are payload of a large message beyond the
@@ -19,7 +19,7 @@ pub enum Scan {
 /// whether a close frame passed, and, for metering, how much of a large message's payload
 /// may pass.
 #[derive(Debug, Default)]
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     header: [u8; 14],
     header_len: usize,
     payload_left: u64,
@@ -48,7 +48,7 @@ impl FrameReader {
     /// bytes or more (as its headers claim) passes only as far as its allowance goes
     /// ([`FrameReader::grant`]; none at first); past it, the scan stops. With `large` at
     /// `u64::MAX` it reads everything.
-    pub fn scan(&mut self, bytes: &[u8], large: u64) -> Scan {
+    pub(crate) fn scan(&mut self, bytes: &[u8], large: u64) -> Scan {
         let mut at = 0;
         while at < bytes.len() {
             if self.payload_left > 0 {
@@ -106,38 +106,38 @@ impl FrameReader {
     }
 
     /// The size of the message being received, as its headers claim so far.
-    pub fn message(&self) -> u64 {
+    pub(crate) fn message(&self) -> u64 {
         self.message
     }
 
     /// Whether a large message has passed whole since the last call.
-    pub fn take_completed(&mut self) -> bool {
+    pub(crate) fn take_completed(&mut self) -> bool {
         std::mem::take(&mut self.completed)
     }
 
     /// Whether the bytes read so far end inside a large message (its payload, or between
     /// its fragments).
-    pub fn in_large_message(&self) -> bool {
+    pub(crate) fn in_large_message(&self) -> bool {
         self.in_large
     }
 
     /// Whether a large message has ended since the last [`FrameReader::take_completed`].
-    pub fn completion_pending(&self) -> bool {
+    pub(crate) fn completion_pending(&self) -> bool {
         self.completed
     }
 
     /// Payload bytes of large messages that have passed, in all.
-    pub fn large_bytes_passed(&self) -> u64 {
+    pub(crate) fn large_bytes_passed(&self) -> u64 {
         self.passed
     }
 
     /// Lets `bytes` more of the large message's payload pass.
-    pub fn grant(&mut self, bytes: u64) {
+    pub(crate) fn grant(&mut self, bytes: u64) {
         self.allowance = self.allowance.saturating_add(bytes);
     }
 
     /// Whether the bytes read so far end exactly where a frame ends.
-    pub fn at_boundary(&self) -> bool {
+    pub(crate) fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.payload_left == 0
     }
 

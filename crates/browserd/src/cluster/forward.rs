@@ -16,10 +16,10 @@ use std::time::Duration;
 
 /// Set on a forwarded request (to the forwarding node's name): the owner serves it itself,
 /// so a request is forwarded at most once, whatever two nodes believe about each other.
-pub const FORWARDED_BY: &str = "x-browserd-forwarded-by";
+pub(crate) const FORWARDED_BY: &str = "x-browserd-forwarded-by";
 /// The forwarding node's credential ([`crate::secrets::SigningSecret::cluster_credential`]):
 /// a request that says it was forwarded is taken as such only with it.
-pub const CLUSTER_AUTH: &str = "x-browserd-cluster-auth";
+pub(crate) const CLUSTER_AUTH: &str = "x-browserd-cluster-auth";
 
 /// How often a joined websocket whose owner is silent asks the store whether the owner was
 /// declared lost (and how long one asking may take).
@@ -34,7 +34,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(120);
 
 /// Why the owner could not be reached.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("bad node url {0:?}")]
     BadUrl(String),
     #[error("could not connect to node {node}: {source}")]
@@ -136,7 +136,7 @@ impl LostNotice {
 
 /// Sends `req` to the node at `node_url` and returns its answer; an upgrade is joined
 /// through. `me` names this node in [`FORWARDED_BY`].
-pub async fn forward(
+pub(crate) async fn forward(
     mut req: Request,
     node_name: &str,
     node_url: &str,

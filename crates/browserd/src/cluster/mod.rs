@@ -7,7 +7,7 @@
 //! session whose browser runs elsewhere are forwarded to its node as bytes
 //! ([`forward`]). With the embedded database there is one node and none of this runs.
 
-pub mod forward;
+pub(crate) mod forward;
 
 use crate::model::{Ending, Node, NodeState, SessionStatus};
 use crate::sessions::SessionManager;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The end reason of a lost node's sessions; the node's name follows.
-pub const NODE_LOST: &str = "the browserd node running this session stopped answering (its lease in the database ran out), so its browser is gone: node ";
+pub(crate) const NODE_LOST: &str = "the browserd node running this session stopped answering (its lease in the database ran out), so its browser is gone: node ";
 
 /// How this node takes part.
 #[derive(Debug, Clone)]

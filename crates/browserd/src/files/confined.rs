@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// A directory opened without following any link below a trusted root.
 #[derive(Debug)]
-pub struct Folder {
+pub(crate) struct Folder {
     fd: OwnedFd,
     /// Where it was, for log lines.
     path: PathBuf,
@@ -32,7 +32,7 @@ pub struct Folder {
 
 /// One entry of a [`Folder`], as `fstatat` without following saw it.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: OsString,
     pub kind: FileType,
     pub len: u64,
@@ -49,7 +49,7 @@ impl Folder {
     /// Opens `path`, which must lie below `root`. `root` itself is opened as given (the
     /// operator's data dir may sit behind a link of the operator's making); every component
     /// below it must be a real directory, never a link.
-    pub fn open(root: &Path, path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn open(root: &Path, path: &Path) -> std::io::Result<Self> {
         let rel = path.strip_prefix(root).map_err(|_| {
             std::io::Error::other(format!(
                 "{} is not below {}",
@@ -81,12 +81,12 @@ impl Folder {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The sub-folder `name`, without following a link.
-    pub fn sub(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<Self> {
+    pub(crate) fn sub(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<Self> {
         let name = name.as_ref();
         let path = self.path.join(name);
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty())
@@ -98,7 +98,7 @@ impl Folder {
     /// there. Anything else in its place (a link, a file, a FIFO) is removed first: the
     /// folder is browserd's to make, and only the entry is removed, never what a link points
     /// at.
-    pub fn sub_made(&self, name: &str, owner: Option<(u32, u32)>) -> std::io::Result<Self> {
+    pub(crate) fn sub_made(&self, name: &str, owner: Option<(u32, u32)>) -> std::io::Result<Self> {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
             Ok(st) => {
@@ -125,7 +125,7 @@ impl Folder {
     }
 
     /// Every entry but `.` and `..`, as it is (links not followed).
-    pub fn entries(&self) -> std::io::Result<Vec<Entry>> {
+    pub(crate) fn entries(&self) -> std::io::Result<Vec<Entry>> {
         let mut out = Vec::new();
         for entry in rustix::fs::Dir::read_from(&self.fd)? {
             let entry = entry?;
@@ -152,7 +152,10 @@ impl Folder {
     /// Opens the regular file `name` for reading; `Ok(None)` (and a log line) for anything
     /// else in its place: a link, a FIFO (opened non-blocking, so never waited on), a socket
     /// or a device.
-    pub fn open_file(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<Option<File>> {
+    pub(crate) fn open_file(
+        &self,
+        name: impl AsRef<std::ffi::OsStr>,
+    ) -> std::io::Result<Option<File>> {
         let name = name.as_ref();
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -176,7 +179,7 @@ impl Folder {
 
     /// Moves the regular file `name` into `dest` under the same name (a rename: same
     /// filesystem). Anything else is left where it is: `Ok(false)`.
-    pub fn move_file(&self, name: &std::ffi::OsStr, dest: &Folder) -> std::io::Result<bool> {
+    pub(crate) fn move_file(&self, name: &std::ffi::OsStr, dest: &Folder) -> std::io::Result<bool> {
         let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind != FileType::RegularFile {
@@ -190,7 +193,7 @@ impl Folder {
     }
 
     /// Removes the entry `name` (a file or a link, never what a link points at).
-    pub fn remove(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<()> {
+    pub(crate) fn remove(&self, name: impl AsRef<std::ffi::OsStr>) -> std::io::Result<()> {
         match rustix::fs::unlinkat(&self.fd, name.as_ref(), AtFlags::empty()) {
             Err(rustix::io::Errno::NOENT) => Ok(()),
             other => other.map_err(Into::into),
@@ -198,7 +201,12 @@ impl Folder {
     }
 
     /// Puts a hard link to `file` (a path browserd trusts) here as `name`, owned by `owner`.
-    pub fn link_in(&self, file: &Path, name: &str, owner: (u32, u32)) -> std::io::Result<()> {
+    pub(crate) fn link_in(
+        &self,
+        file: &Path,
+        name: &str,
+        owner: (u32, u32),
+    ) -> std::io::Result<()> {
         rustix::fs::linkat(rustix::fs::CWD, file, &self.fd, name, AtFlags::empty())?;
         rustix::fs::chownat(
             &self.fd,
@@ -211,7 +219,7 @@ impl Folder {
     }
 
     /// The owner of this folder itself.
-    pub fn owner(&self) -> std::io::Result<(u32, u32)> {
+    pub(crate) fn owner(&self) -> std::io::Result<(u32, u32)> {
         let st = rustix::fs::fstat(&self.fd)?;
         Ok((st.st_uid, st.st_gid))
     }
@@ -254,15 +262,15 @@ fn not_a_folder(e: rustix::io::Errno, path: &Path) -> std::io::Error {
 
 /// How deep a walk of a browser's folder goes, and how many entries it looks at: the
 /// browser's uid can nest folders thousands deep or make millions of empty ones.
-pub const MAX_WALK_DEPTH: usize = 64;
-pub const MAX_WALK_ENTRIES: usize = 200_000;
+pub(crate) const MAX_WALK_DEPTH: usize = 64;
+pub(crate) const MAX_WALK_ENTRIES: usize = 200_000;
 
 /// What [`walk`] found too much of.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{0} holds more than a walk looks at ({MAX_WALK_ENTRIES} entries, {MAX_WALK_DEPTH} levels)"
 )]
-pub struct TooMuch(pub PathBuf);
+pub(crate) struct TooMuch(pub PathBuf);
 
 /// Visits every entry below the folder `path` (below `root`), depth first, without
 /// following links: `visit(folder, relative path of the entry, entry)`, which says whether
@@ -271,7 +279,7 @@ pub struct TooMuch(pub PathBuf);
 /// costs no descriptors), at most [`MAX_WALK_DEPTH`] deep and [`MAX_WALK_ENTRIES`] entries
 /// (past either: `Err`). A folder that cannot be opened (gone, or swapped for a link) is
 /// skipped; `path` itself missing is an empty walk.
-pub fn walk(
+pub(crate) fn walk(
     root: &Path,
     path: &Path,
     mut visit: impl FnMut(&Folder, &Path, &Entry) -> std::io::Result<bool>,
@@ -303,7 +311,7 @@ pub fn walk(
 /// Bytes in the regular files below the folder `path` (below `root`), links not followed,
 /// special files not counted; 0 if it cannot be read. A folder past what a walk looks at
 /// counts as full (`u64::MAX`): the quota then removes downloads and stops the writers.
-pub fn size_below(root: &Path, path: &Path) -> u64 {
+pub(crate) fn size_below(root: &Path, path: &Path) -> u64 {
     let mut total = 0u64;
     let walked = walk(root, path, |_, _, entry| {
         if entry.kind == FileType::RegularFile {
@@ -322,7 +330,7 @@ pub fn size_below(root: &Path, path: &Path) -> u64 {
 /// browser cannot replace), for browserd to write: whatever the browser put there under
 /// that name (a link to a host file) is removed, never followed, and the file is made new
 /// (`O_EXCL | O_NOFOLLOW`), mode 0600.
-pub fn create_new(dir: &Path, name: &str) -> std::io::Result<File> {
+pub(crate) fn create_new(dir: &Path, name: &str) -> std::io::Result<File> {
     let folder = rustix::fs::open(dir, DIR_FLAGS, Mode::empty())?;
     match rustix::fs::unlinkat(&folder, name, AtFlags::empty()) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => {}
@@ -342,7 +350,7 @@ pub fn create_new(dir: &Path, name: &str) -> std::io::Result<File> {
 /// opens files: the last component not followed, nothing but a regular file read, never
 /// blocking on a FIFO. Only the last component is guarded: for files directly in a
 /// browser's own folder (its log), whose own path the browser cannot replace. Blocking.
-pub fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
+pub(crate) fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
     use std::io::{Read as _, Seek as _};
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;

@@ -11,6 +11,7 @@
 //! context, the one that ends last saves last, and its profile replaces the other's whole.
 
 use super::confined;
+use crate::fault::Failure;
 use crate::store::{BlobLock, BlobStore};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -158,13 +159,13 @@ impl ContextVault {
     }
 
     /// Opens what [`Self::seal_secret`] sealed under the same `purpose`.
-    pub fn open_secret(&self, purpose: &str, sealed: &str) -> Result<String, String> {
+    pub fn open_secret(&self, purpose: &str, sealed: &str) -> Result<String, Failure> {
         use base64::Engine as _;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(sealed)
-            .map_err(|_| "it is not a sealed secret".to_owned())?;
-        String::from_utf8(unseal(&self.cipher, purpose, &bytes)?)
-            .map_err(|_| "it is not text".to_owned())
+            .map_err(|_| Failure::store("it is not a sealed secret"))?;
+        String::from_utf8(unseal(&self.cipher, purpose, &bytes).map_err(Failure::store)?)
+            .map_err(|_| Failure::store("it is not text"))
     }
 
     /// Keeps sealed contexts among the shared store's blobs instead of in files, so that a

@@ -5,7 +5,7 @@ use std::io::{Read as _, Write as _};
 use std::path::Path;
 
 /// Browserbase's documented limit for an extension zip.
-pub const MAX_EXTENSION_BYTES: u64 = 100 * 1024 * 1024;
+pub(crate) const MAX_EXTENSION_BYTES: u64 = 100 * 1024 * 1024;
 
 /// Largest manifest.json read (real ones are a few KiB).
 const MAX_MANIFEST: u64 = 1024 * 1024;
@@ -35,7 +35,7 @@ pub enum ExtensionError {
 
 /// Checks `zip_file` is an extension (a zip with a JSON `manifest.json` at its root) and
 /// unpacks it into `dest`, which must not exist. Blocking; nothing is left in `dest` on error.
-pub fn unpack(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
+pub(crate) fn unpack(zip_file: &Path, dest: &Path) -> Result<(), ExtensionError> {
     let result = unpack_inner(zip_file, dest);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(dest);

@@ -10,10 +10,10 @@
 //! Every name that comes from a client goes through [`sanitize_file_name`], so nothing can
 //! be written outside its folder.
 
-pub mod confined;
+pub(crate) mod confined;
 pub mod contexts;
-pub mod extensions;
-pub mod quota;
+pub(crate) mod extensions;
+pub(crate) mod quota;
 
 use crate::model::Extension;
 use crate::store::{BlobStore, SessionStore};

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How often a live session's folders are measured.
-pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct DiskQuota {
@@ -89,7 +89,7 @@ impl DiskQuota {
 
 /// Bytes in `folders` and in `downloads` (all below `root`), which is counted once if it
 /// lies inside one of them. Blocking: file system walks.
-pub fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
+pub(crate) fn used_by(root: &Path, folders: &[PathBuf], downloads: &Path) -> u64 {
     let mut used = folders
         .iter()
         .fold(0u64, |sum, f| sum.saturating_add(size_below(root, f)));

@@ -31,7 +31,7 @@ const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 /// Serves one viewer of the tab whose page-level CDP url is `tab_ws` until the viewer
 /// leaves, the tab goes away, or `stop` resolves (the session ended or the viewer's grant
 /// expired) with the reason the viewer is told.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     viewer: WebSocketStream<S>,
     tab_ws: &str,
     read_only: bool,
@@ -135,7 +135,7 @@ pub async fn serve<S>(
 
 /// The CDP command for one viewer input event, rebuilt from checked fields; `None` for
 /// anything else.
-pub fn input_command(text: &str) -> Option<(&'static str, Value)> {
+pub(crate) fn input_command(text: &str) -> Option<(&'static str, Value)> {
     let event: Map<String, Value> = serde_json::from_str(text).ok()?;
     let num = |k: &str| {
         event

@@ -21,9 +21,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Entries kept per session; after this many the log ends with a `browserd.logLimitReached`
 /// entry. The first ones are kept: they show how the session was set up.
-pub const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// Largest `rawBody` kept per request or response, in bytes.
-pub const MAX_RAW_BODY: usize = 4 * 1024;
+pub(crate) const MAX_RAW_BODY: usize = 4 * 1024;
 /// Messages larger than this are not parsed into `params` / `result` (their `rawBody` is
 /// still kept, cut to [`MAX_RAW_BODY`]).
 const MAX_PARSED: usize = 64 * 1024;
@@ -128,7 +128,7 @@ impl crate::cdp::relay::FrameLog for LogTap {
 /// Starts a session's logger, appending to `path` (a restarted browserd continues the
 /// file). Returns the tap relays use.
 /// Logging stops once the session's files reach `quota`.
-pub fn start(path: PathBuf, quota: Arc<DiskQuota>) -> LogTap {
+pub(crate) fn start(path: PathBuf, quota: Arc<DiskQuota>) -> LogTap {
     let (tx, rx) = mpsc::channel(QUEUE);
     let dropped = std::sync::Arc::default();
     // Lives until the last tap is dropped (the session ended and its relays finished).
@@ -458,7 +458,7 @@ async fn open_append(path: &std::path::Path) -> Option<tokio::io::BufWriter<toki
 
 /// Reads a session's log, oldest first (the API streams it: [`super::jsonl_as_array`]).
 #[cfg(test)]
-pub async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
+pub(crate) async fn read(path: &std::path::Path) -> std::io::Result<Vec<Value>> {
     super::read_jsonl(path).await
 }
 

@@ -2,12 +2,13 @@
 //! tabs, its CDP log and its rrweb recording. Everything here runs on browserd's own
 //! connections to the browser, never inside a client's stream.
 
-pub mod live;
-pub mod logs;
-pub mod pipe;
-pub mod recorder;
-pub mod targets;
+pub(crate) mod live;
+pub(crate) mod logs;
+pub(crate) mod pipe;
+pub(crate) mod recorder;
+pub(crate) mod targets;
 
+use crate::fault::Failure;
 use http_body_util::BodyExt as _;
 use serde::Serialize;
 
@@ -23,14 +24,14 @@ const MAX_BROWSER_ANSWER: usize = 32 * 1024 * 1024;
 pub async fn browser_get(
     authority: &str,
     path_and_query: &str,
-) -> Result<hyper::Response<axum::body::Bytes>, String> {
+) -> Result<hyper::Response<axum::body::Bytes>, Failure> {
     let tcp = crate::netns::connect(authority)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::browser(e.to_string()))?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::browser(e.to_string()))?;
     // Drives this one request's connection; ends with it.
     tokio::spawn(async move {
         let _ = conn.await;
@@ -38,15 +39,22 @@ pub async fn browser_get(
     let req = hyper::Request::get(path_and_query)
         .header(hyper::header::HOST, authority)
         .body(http_body_util::Empty::<axum::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::browser(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::browser(e.to_string()))?;
     let (parts, body) = resp.into_parts();
     // The browser is not trusted with browserd's memory: its largest answer (a DevTools
     // front-end file) is a few MiB.
     let bytes = http_body_util::Limited::new(body, MAX_BROWSER_ANSWER)
         .collect()
         .await
-        .map_err(|e| format!("{e} (answers are read up to {MAX_BROWSER_ANSWER} bytes)"))?
+        .map_err(|e| {
+            Failure::browser(format!(
+                "{e} (answers are read up to {MAX_BROWSER_ANSWER} bytes)"
+            ))
+        })?
         .to_bytes();
     Ok(hyper::Response::from_parts(parts, bytes))
 }
@@ -63,7 +71,7 @@ pub struct Tab {
 
 /// The browser's page tabs: `primary` first (the session's first tab), the others in the
 /// order DevTools lists them (most recently active first).
-pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, String> {
+pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Failure> {
     #[derive(serde::Deserialize)]
     struct Target {
         id: String,
@@ -76,9 +84,11 @@ pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Stri
         #[serde(rename = "faviconUrl", default)]
         favicon_url: String,
     }
-    let authority = devtools_authority(cdp_url).ok_or("malformed CDP url")?;
+    let authority =
+        devtools_authority(cdp_url).ok_or_else(|| Failure::internal("malformed CDP url"))?;
     let resp = browser_get(authority, "/json/list").await?;
-    let targets: Vec<Target> = serde_json::from_slice(resp.body()).map_err(|e| e.to_string())?;
+    let targets: Vec<Target> =
+        serde_json::from_slice(resp.body()).map_err(|e| Failure::browser(e.to_string()))?;
     let mut tabs: Vec<Tab> = targets
         .into_iter()
         .filter(|t| t.kind == "page")

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// the inspector client is told. The inspector's commands pass the same filter as a
 /// client's ([`filter::check`]); a `Browser.close` is refused (an inspector does not end
 /// sessions: release it).
-pub async fn run<S>(
+pub(crate) async fn run<S>(
     client: WebSocketStream<S>,
     browser: BrowserWs,
     rules: &Rules,

@@ -18,12 +18,12 @@ const WORLD: &str = "__browserd_recorder";
 const BINDING: &str = "__browserdRecord";
 /// Largest recording kept per session; events past it are dropped (the replay then ends
 /// there).
-pub const MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub(crate) const MAX_BYTES: u64 = 100 * 1024 * 1024;
 
 /// rrweb installed in a browser's first page, not yet recording into a session: a warm
 /// browser gets one while it waits (off the create path: adding rrweb costs Chromium tens of
 /// milliseconds), and the session that takes the browser starts or discards it.
-pub struct Recorder {
+pub(crate) struct Recorder {
     cdp: CdpClient,
     /// Our flattened CDP session on the tab.
     target_session: String,
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Recorder {
 /// Adds rrweb to every new document of the browser's first page, in an isolated world.
 /// `now`: also start it in the current document (a browser taken over after a restart is
 /// already showing pages; a fresh one shows about:blank, not worth recording).
-pub async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
+pub(crate) async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
     let mut cdp = CdpClient::connect(cdp_url).await?;
     let targets = cdp.call("Target.getTargets", json!({})).await?;
     let tab = targets["targetInfos"]
@@ -118,18 +118,18 @@ pub struct Recording {
 
 impl Recorder {
     /// The recorded tab: the session's primary tab.
-    pub fn tab(&self) -> &str {
+    pub(crate) fn tab(&self) -> &str {
         &self.tab
     }
 
     /// Records until the browser goes away.
-    pub fn start(self, recording: Recording) {
+    pub(crate) fn start(self, recording: Recording) {
         // Runs until the browser (and so this connection) goes away.
         tokio::spawn(record(self.cdp, recording));
     }
 
     /// The session does not record: rrweb is removed before any document ran it.
-    pub async fn discard(mut self) {
+    pub(crate) async fn discard(mut self) {
         let on = Some(self.target_session.as_str());
         let params = json!({ "identifier": self.script });
         if let Err(e) = self

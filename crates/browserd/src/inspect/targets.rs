@@ -17,7 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts the pages of the browser at `cdp_url` into `open` and closes those past `max`,
 /// until the browser's connection closes (the session ended).
-pub async fn watch(cdp_url: String, open: Arc<AtomicUsize>, max: usize, log: Option<LogTap>) {
+pub(crate) async fn watch(
+    cdp_url: String,
+    open: Arc<AtomicUsize>,
+    max: usize,
+    log: Option<LogTap>,
+) {
     let Ok(mut cdp) = CdpClient::connect(&cdp_url).await else {
         return;
     };

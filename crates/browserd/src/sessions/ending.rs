@@ -15,7 +15,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What is left of a session's browser at its end.
-pub enum Remains<'a> {
+pub(crate) enum Remains<'a> {
     /// A browser process (running, or exited but not yet cleaned up); `began`: it was set
     /// up for the session, so its profile is the session's to save into a context.
     Browser {
@@ -32,7 +32,7 @@ impl<'a> Remains<'a> {
     /// What is left of a session an earlier browserd ran: the browser taken over from it
     /// (`adopted`), else the folder its record names. A browser from an earlier run was set
     /// up for its session.
-    pub fn of_earlier_run(
+    pub(crate) fn of_earlier_run(
         adopted: &'a mut Option<Box<dyn BrowserInstance>>,
         record: Option<&BrowserRecord>,
     ) -> Self {
@@ -60,7 +60,7 @@ impl<'a> Remains<'a> {
 ///
 /// Failures are logged, never returned: the session has ended either way, and every later
 /// step still runs.
-pub async fn end_session(
+pub(crate) async fn end_session(
     store: &dyn SessionStore,
     files: &Arc<FileStore>,
     session: &Session,

@@ -10,12 +10,12 @@
 //! out [`ClientLease`]s to websocket clients.
 
 mod creation;
-pub mod ending;
+pub(crate) mod ending;
 mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub use creation::{AskError, NewSession};
+pub(crate) use creation::{AskError, NewSession};
 
 use crate::browser::adblock::AdHosts;
 use crate::browser::pool::WarmPool;
@@ -25,11 +25,12 @@ use crate::browser::{BrowserInstance, LaunchError, Launcher, Viewport};
 use crate::cdp::client::CdpError;
 use crate::cdp::filter::Rules;
 use crate::cdp::relay::FrameLog;
-pub use crate::cdp::relay::Seat;
+pub(crate) use crate::cdp::relay::Seat;
+use crate::fault::Failure;
 use crate::files::FileStore;
 use crate::files::contexts::ContextError;
 use crate::inspect::logs::LogTap;
-pub use crate::model::{Ending, Farewell};
+pub(crate) use crate::model::{Ending, Farewell};
 use crate::model::{Project, Session, SessionStatus};
 use crate::store::{ProjectLimits, Refusal, SessionStore, StoreError};
 use serde_json::{Map, Value};
@@ -76,7 +77,7 @@ impl Limits {
 }
 
 /// Memory the kernel says is available to new processes, in MiB.
-pub fn mem_available_mib() -> Option<u64> {
+pub(crate) fn mem_available_mib() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = info
         .lines()
@@ -409,14 +410,14 @@ impl SessionManager {
 
     /// The hosts `blockAds` refuses, read from `--block-ads-lists` on first use; `Ok(None)`:
     /// none of the lists exists on this machine.
-    pub async fn ad_hosts(&self) -> Result<Option<Arc<AdHosts>>, String> {
+    pub async fn ad_hosts(&self) -> Result<Option<Arc<AdHosts>>, Failure> {
         self.ad_hosts
             .get_or_try_init(|| async {
                 let paths = self.ad_block_lists.clone();
                 let started = std::time::Instant::now();
                 let loaded = tokio::task::spawn_blocking(move || AdHosts::load(&paths))
                     .await
-                    .map_err(|e| e.to_string())??;
+                    .map_err(|e| Failure::internal(e.to_string()))??;
                 if let Some(hosts) = &loaded {
                     tracing::info!(
                         hosts = hosts.len(),
@@ -450,7 +451,7 @@ impl SessionManager {
     /// start (and the last plain launch did not fail). Asked while Chromium is not proven,
     /// it starts a probe browser in the background, if there is room for one (a free slot,
     /// memory and disk above the floors): the next ask has the answer.
-    pub fn launcher_readiness(&self) -> Result<(), String> {
+    pub fn launcher_readiness(&self) -> Result<(), Failure> {
         self.launcher.readiness()?;
         let proven = self.proof.readiness();
         if proven.is_err()
@@ -1031,7 +1032,7 @@ impl SessionManager {
 /// browser gracefully, archives and seals the profile. `guard` is the context's lock, held
 /// by the caller since before the session's end was recorded. Failures are logged: the
 /// session has ended either way.
-pub async fn save_context(
+pub(crate) async fn save_context(
     files: &FileStore,
     store: &dyn SessionStore,
     id: &str,
@@ -1074,7 +1075,7 @@ pub async fn save_context(
 
 /// The folder in a browser's own folder where it sees the session's uploads (hard links
 /// to the kept files: the sandbox shows the browser nothing else).
-pub const UPLOADS_IN_BROWSER: &str = "uploads";
+pub(crate) const UPLOADS_IN_BROWSER: &str = "uploads";
 
 /// A live session as the inspector sees it.
 #[derive(Debug, Clone)]
@@ -1109,7 +1110,7 @@ impl Drop for Slot {
 
 /// Connections a session's own browser may hold to its own connectUrl at once (Stagehand's
 /// extension holds one; a few spare for its reconnects).
-pub const MAX_INSIDE_CLIENTS: usize = 4;
+pub(crate) const MAX_INSIDE_CLIENTS: usize = 4;
 
 /// Where a client connects from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@ use super::ending::{self, Remains};
 use super::{Command, CreateError, Ending, Farewell, SessionManager, Slot};
 use crate::browser::egress::{AllowedHosts, SessionRules};
 use crate::browser::{BrowserInstance, LaunchError, LaunchSpec, Recording, SessionSetup, Viewport};
+use crate::fault::Failure;
 use crate::files::contexts::ContextSnapshot;
 use crate::files::quota::{self, DiskQuota};
 use crate::model::{Session, SessionStatus};
@@ -267,7 +268,9 @@ impl Supervisor {
                     .ad_hosts()
                     .await
                     .and_then(|hosts| {
-                        hosts.ok_or_else(|| "no ad-block list exists on this server".into())
+                        hosts.ok_or_else(|| {
+                            Failure::operator("no ad-block list exists on this server")
+                        })
                     })
                     .map_err(|e| {
                         LaunchError::Sandbox(std::io::Error::other(format!(

@@ -20,7 +20,7 @@ const ORDER: &[&[&str]] = &[
     &["cdp"],
     &["files"],
     &["store"],
-    &["model", "netns", "secrets", "metrics"],
+    &["model", "netns", "secrets", "metrics", "fault"],
 ];
 
 fn rank(module: &str) -> usize {

@@ -32,8 +32,10 @@ impl Launcher for NoBrowsers {
         Err(LaunchError::NotReady(std::time::Duration::ZERO))
     }
 
-    fn readiness(&self) -> Result<(), String> {
-        self.missing.clone().map_or(Ok(()), Err)
+    fn readiness(&self) -> Result<(), browserd::fault::Failure> {
+        self.missing
+            .clone()
+            .map_or(Ok(()), |why| Err(browserd::fault::Failure::operator(why)))
     }
 }
 
@@ -389,6 +391,7 @@ async fn health_and_readiness_need_no_key_and_name_each_check() {
         error.contains("the last browser launch failed") && error.contains("DevTools"),
         "{body}"
     );
+    assert_eq!(body["checks"]["chromium"]["side"], "browser", "{body}");
 
     let missing = app_with(NoBrowsers {
         missing: Some("Chromium at /nowhere: not found".into()),
@@ -406,6 +409,8 @@ async fn health_and_readiness_need_no_key_and_name_each_check() {
             .contains("/nowhere"),
         "{body}"
     );
+    // The operator's to fix, not the browser's.
+    assert_eq!(body["checks"]["chromium"]["side"], "operator", "{body}");
     assert_eq!(
         body["checks"]["store"]["ok"], true,
         "only the failing check fails"

@@ -20,6 +20,7 @@ mod policy;
 pub use policy::{Cidr, EgressPolicy, Refusal, protect_own_port};
 
 use super::proxy::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
+use crate::fault::Failure;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -95,16 +96,16 @@ pub struct AllowedHosts(Vec<String>);
 impl AllowedHosts {
     /// Checks and normalises a list of domains (lower case, no trailing dot); the error
     /// names the first entry that is not a host name or an IP address.
-    pub fn parse<'a>(domains: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn parse<'a>(domains: impl IntoIterator<Item = &'a str>) -> Result<Self, Failure> {
         let mut hosts = Vec::new();
         for raw in domains {
             let host = normalise(raw);
             let plain = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
             let ip = host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok();
             if host.is_empty() || !(ip || host.chars().all(plain)) || host.starts_with('.') {
-                return Err(format!(
+                return Err(Failure::client(format!(
                     "{raw:?} is not a domain (give names like example.com, without scheme, port or path)"
-                ));
+                )));
             }
             hosts.push(host.trim_matches(['[', ']']).to_owned());
         }
@@ -251,13 +252,13 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// SOCKS5 reply codes (RFC 1928 §6).
 mod reply {
-    pub const SUCCEEDED: u8 = 0;
-    pub const GENERAL_FAILURE: u8 = 1;
-    pub const NOT_ALLOWED: u8 = 2;
-    pub const HOST_UNREACHABLE: u8 = 4;
-    pub const CONNECTION_REFUSED: u8 = 5;
-    pub const COMMAND_NOT_SUPPORTED: u8 = 7;
-    pub const ADDRESS_NOT_SUPPORTED: u8 = 8;
+    pub(super) const SUCCEEDED: u8 = 0;
+    pub(super) const GENERAL_FAILURE: u8 = 1;
+    pub(super) const NOT_ALLOWED: u8 = 2;
+    pub(super) const HOST_UNREACHABLE: u8 = 4;
+    pub(super) const CONNECTION_REFUSED: u8 = 5;
+    pub(super) const COMMAND_NOT_SUPPORTED: u8 = 7;
+    pub(super) const ADDRESS_NOT_SUPPORTED: u8 = 8;
 }
 
 /// Says that a connection was refused: in the server log, the refusals metric (by `rule`),

@@ -12,6 +12,7 @@
 //! The check is made on the address browserd is about to connect to, after resolving: a
 //! name that resolves (or rebinds) to a private address is refused like the address itself.
 
+use crate::fault::Failure;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::LazyLock;
@@ -32,8 +33,9 @@ pub fn protect_own_port(port: u16) {
 pub struct Cidr(pub IpNet);
 
 impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    /// The operator's: `--egress-allow`, `--egress-deny`.
+    type Err = Failure;
+    fn from_str(s: &str) -> Result<Self, Failure> {
         let s = s.trim();
         if let Ok(net) = s.parse::<IpNet>() {
             // 10.1.2.3/8 means 10.0.0.0/8: say the network as it is.
@@ -42,7 +44,9 @@ impl std::str::FromStr for Cidr {
         s.parse::<IpAddr>()
             .map(|ip| Self(IpNet::from(ip)))
             .map_err(|_| {
-                format!("{s:?} is not a network (give an address or CIDR, e.g. 10.20.0.0/16)")
+                Failure::operator(format!(
+                    "{s:?} is not a network (give an address or CIDR, e.g. 10.20.0.0/16)"
+                ))
             })
     }
 }
@@ -215,7 +219,7 @@ static OUTSIDE_GLOBAL_UNICAST: LazyLock<Range> = LazyLock::new(|| Range {
 
 /// The range closed by default that holds `ip` (IPv4 inside IPv6 judged as the IPv4
 /// address), or `None` for a public address.
-pub fn range_of(ip: IpAddr) -> Option<&'static Range> {
+pub(super) fn range_of(ip: IpAddr) -> Option<&'static Range> {
     let ip = embedded_v4(ip).map(IpAddr::V4).unwrap_or(ip);
     if let Some(range) = RANGES.iter().find(|r| r.net.contains(&ip)) {
         return Some(range);
@@ -571,7 +575,7 @@ mod tests {
             assert!(net(bad).is_err(), "{bad:?}");
         }
         let why = "nope".parse::<Cidr>().unwrap_err();
-        assert!(why.contains("10.20.0.0/16"), "{why}");
+        assert!(why.message().contains("10.20.0.0/16"), "{why}");
     }
 
     #[test]

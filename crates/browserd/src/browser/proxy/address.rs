@@ -1,5 +1,7 @@
 //! An upstream's address as clients and the pool file write it.
 
+use crate::fault::Failure;
+
 /// How browserd asks an upstream for a tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Protocol {
@@ -29,15 +31,15 @@ pub(super) struct ServerAddr {
 }
 
 impl ServerAddr {
-    pub(super) fn parse(server: &str) -> Result<Self, String> {
+    pub(super) fn parse(server: &str) -> Result<Self, Failure> {
         let (protocol, rest) = match server.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "http" => (Protocol::Http, rest),
                 "socks5" | "socks5h" | "socks" => (Protocol::Socks5, rest),
                 _ => {
-                    return Err(format!(
+                    return Err(Failure::client(format!(
                         "{scheme}:// upstream proxies are not supported; give an HTTP proxy that takes CONNECT (http://host:port) or a SOCKS5 proxy (socks5://host:port)"
-                    ));
+                    )));
                 }
             },
             None => (Protocol::Http, server),
@@ -48,9 +50,9 @@ impl ServerAddr {
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '@', '?', '#', ' ']) || rest.is_empty() {
-            return Err(format!(
+            return Err(Failure::client(format!(
                 "{server:?} is not host:port (credentials go in username and password)"
-            ));
+            )));
         }
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (
@@ -58,13 +60,13 @@ impl ServerAddr {
                 port.parse::<u16>()
                     .ok()
                     .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{server:?} has no valid port"))?,
+                    .ok_or_else(|| Failure::client(format!("{server:?} has no valid port")))?,
             ),
             _ => (rest, default_port),
         };
         let host = host.trim_matches(['[', ']']);
         if host.is_empty() {
-            return Err(format!("{server:?} names no host"));
+            return Err(Failure::client(format!("{server:?} names no host")));
         }
         Ok(Self {
             protocol,

@@ -8,13 +8,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Counts the bytes that cross an upstream, both ways; the supervisor takes them into the
 /// store (see `SessionRules::proxy_bytes`).
-pub struct Metered<S> {
+pub(crate) struct Metered<S> {
     inner: S,
     bytes: Arc<AtomicU64>,
 }
 
 impl<S> Metered<S> {
-    pub fn new(inner: S, bytes: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: S, bytes: Arc<AtomicU64>) -> Self {
         Self { inner, bytes }
     }
 }

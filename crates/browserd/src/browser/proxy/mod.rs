@@ -18,9 +18,9 @@ mod routes;
 mod sealed;
 mod tunnel;
 
-pub use metered::Metered;
-pub use pool::{ProxyPool, choose_from_pool};
-pub use request::{Geolocation, ProxyEntry, parse_request};
-pub use routes::{ProxyRoutes, Via};
-pub use sealed::{for_store, from_store};
-pub use tunnel::{TunnelError, Upstream};
+pub(crate) use metered::Metered;
+pub(crate) use pool::{ProxyPool, choose_from_pool};
+pub(crate) use request::{ProxyEntry, parse_request};
+pub(crate) use routes::{ProxyRoutes, Via};
+pub(crate) use sealed::{for_store, from_store};
+pub(crate) use tunnel::{TunnelError, Upstream};

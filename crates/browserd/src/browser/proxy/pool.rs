@@ -2,6 +2,7 @@
 
 use super::request::{Geolocation, ProxyEntry};
 use super::tunnel::Upstream;
+use crate::fault::{Failure, Side};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -46,19 +47,20 @@ struct PoolFileEntry {
 
 impl ProxyPool {
     /// Reads a pool file; errors name the entry at fault.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+    pub fn load(path: &std::path::Path) -> Result<Self, Failure> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("could not read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| Failure::operator(format!("could not read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| e.within(format!("{}: ", path.display())))
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: PoolFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    /// Reads a pool file's text; its errors are the operator's.
+    pub fn parse(text: &str) -> Result<Self, Failure> {
+        let file: PoolFile = toml::from_str(text).map_err(|e| Failure::operator(e.to_string()))?;
         let mut members: Vec<PoolMember> = Vec::new();
         for (i, entry) in file.proxy.into_iter().enumerate() {
             let name = entry.name.unwrap_or_else(|| format!("proxy{}", i + 1));
             if members.iter().any(|m| m.name == name) {
-                return Err(format!("two proxies are named {name:?}"));
+                return Err(Failure::operator(format!("two proxies are named {name:?}")));
             }
             let mut upstream = Upstream::new(
                 &entry.server,
@@ -66,7 +68,7 @@ impl ProxyPool {
                 entry.password.as_deref(),
                 Some(&name),
             )
-            .map_err(|e| format!("proxy {name:?}: {e}"))?;
+            .map_err(|e| e.on(Side::Operator).within(format!("proxy {name:?}: ")))?;
             upstream.remote_dns = entry.remote_dns;
             members.push(PoolMember {
                 name,
@@ -92,9 +94,11 @@ impl ProxyPool {
     }
 
     /// Picks, at random, a member that serves `geolocation` (any, without one): its name.
-    pub fn choose(&self, geolocation: Option<&Geolocation>) -> Result<String, String> {
+    pub fn choose(&self, geolocation: Option<&Geolocation>) -> Result<String, Failure> {
         if self.0.is_empty() {
-            return Err("this server has no proxy pool (its operator can give one with --proxy-pool); use proxies of type \"external\" with your own proxy".into());
+            return Err(Failure::client(
+                "this server has no proxy pool (its operator can give one with --proxy-pool); use proxies of type \"external\" with your own proxy",
+            ));
         }
         let same = |want: &Option<String>, have: &Option<String>| match (want, have) {
             (None, _) => true,
@@ -125,9 +129,9 @@ impl ProxyPool {
             .cloned()
             .collect::<Vec<_>>()
             .join(", ");
-            return Err(format!(
+            return Err(Failure::client(format!(
                 "no proxy in this server's pool serves {place}; leave geolocation out, or ask its operator"
-            ));
+            )));
         }
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the OS random source is available");
@@ -145,7 +149,10 @@ fn squash(s: &str) -> String {
 }
 
 /// Chooses the pool member of each pool entry; the error says why none serves it.
-pub fn choose_from_pool(entries: &mut [ProxyEntry], pool: &ProxyPool) -> Result<(), String> {
+pub(crate) fn choose_from_pool(
+    entries: &mut [ProxyEntry],
+    pool: &ProxyPool,
+) -> Result<(), Failure> {
     for entry in entries {
         if let ProxyEntry::Browserbase {
             geolocation,
@@ -197,12 +204,13 @@ mod tests {
             .choose(Some(&geo("DE", None, Some("Berlin"))))
             .unwrap_err();
         assert!(
-            err.contains("no proxy in this server's pool serves Berlin, DE"),
+            err.message()
+                .contains("no proxy in this server's pool serves Berlin, DE"),
             "{err}"
         );
         assert!(pool.choose(None).is_ok());
         let none = ProxyPool::default().choose(None).unwrap_err();
-        assert!(none.contains("--proxy-pool"), "{none}");
+        assert!(none.message().contains("--proxy-pool"), "{none}");
         assert!(
             ProxyPool::parse(
                 "[[proxy]]\nserver = \"a:1\"\n[[proxy]]\nname = \"proxy1\"\nserver = \"b:2\""

@@ -2,6 +2,7 @@
 
 use super::address::ServerAddr;
 use super::tunnel::Upstream;
+use crate::fault::Failure;
 use serde::{Deserialize, Serialize};
 
 /// One entry of a create's `proxies`, as the API takes it and the store keeps it.
@@ -64,7 +65,7 @@ pub struct Geolocation {
 
 /// Reads a create's `proxies` (`true`, or a list of entries); `Ok(None)`: no proxies (left
 /// out, `false` or an empty list). Errors say what is wrong, for a 400.
-pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>>, String> {
+pub(crate) fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>>, Failure> {
     let entries = match value {
         serde_json::Value::Bool(false) | serde_json::Value::Null => return Ok(None),
         serde_json::Value::Bool(true) => vec![ProxyEntry::Browserbase {
@@ -77,17 +78,22 @@ pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>
             .enumerate()
             .map(|(i, v)| {
                 serde_json::from_value::<ProxyEntry>(v.clone())
-                    .map_err(|e| format!("proxies[{i}]: {e}"))
+                    .map_err(|e| Failure::client(format!("proxies[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err("proxies must be true or a list of proxy configurations".into()),
+        _ => {
+            return Err(Failure::client(
+                "proxies must be true or a list of proxy configurations",
+            ));
+        }
     };
     if entries.is_empty() {
         return Ok(None);
     }
     for (i, entry) in entries.iter().enumerate() {
         if let Some(pattern) = entry.domain_pattern() {
-            compile_pattern(pattern).map_err(|e| format!("proxies[{i}].domainPattern: {e}"))?;
+            compile_pattern(pattern)
+                .map_err(|e| e.within(format!("proxies[{i}].domainPattern: ")))?;
         }
         match entry {
             ProxyEntry::External {
@@ -96,10 +102,11 @@ pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>
                 password,
                 ..
             } => {
-                ServerAddr::parse(server).map_err(|e| format!("proxies[{i}].server: {e}"))?;
+                ServerAddr::parse(server)
+                    .map_err(|e| e.within(format!("proxies[{i}].server: ")))?;
                 // The whole upstream as a session would make it (credentials' limits too).
                 Upstream::new(server, username.as_deref(), password.as_deref(), None)
-                    .map_err(|e| format!("proxies[{i}]: {e}"))?;
+                    .map_err(|e| e.within(format!("proxies[{i}]: ")))?;
             }
             ProxyEntry::Browserbase {
                 geolocation: Some(geo),
@@ -107,10 +114,10 @@ pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>
             } if geo.country.len() != 2
                 || !geo.country.chars().all(|c| c.is_ascii_alphabetic()) =>
             {
-                return Err(format!(
+                return Err(Failure::client(format!(
                     "proxies[{i}].geolocation.country must be a two-letter ISO 3166 code (got {:?})",
                     geo.country
-                ));
+                )));
             }
             _ => {}
         }
@@ -119,10 +126,10 @@ pub fn parse_request(value: &serde_json::Value) -> Result<Option<Vec<ProxyEntry>
 }
 
 /// A domainPattern: a regular expression that must match the whole host name.
-pub(super) fn compile_pattern(pattern: &str) -> Result<regex_lite::Regex, String> {
+pub(super) fn compile_pattern(pattern: &str) -> Result<regex_lite::Regex, Failure> {
     regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .case_insensitive(true)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("not a regular expression: {e}"))
+        .map_err(|e| Failure::client(format!("not a regular expression: {e}")))
 }

@@ -3,6 +3,7 @@
 use super::pool::ProxyPool;
 use super::request::{ProxyEntry, compile_pattern};
 use super::tunnel::Upstream;
+use crate::fault::Failure;
 use std::sync::Arc;
 
 /// Where one connection goes.
@@ -27,7 +28,7 @@ pub struct ProxyRoutes(Vec<Route>);
 impl ProxyRoutes {
     /// The routes for stored entries (passwords already opened), with pool entries looked up
     /// by the name chosen at create.
-    pub fn resolve(entries: &[ProxyEntry], pool: &ProxyPool) -> Result<Self, String> {
+    pub fn resolve(entries: &[ProxyEntry], pool: &ProxyPool) -> Result<Self, Failure> {
         let mut routes = Vec::with_capacity(entries.len());
         for entry in entries {
             let pattern = entry.domain_pattern().map(compile_pattern).transpose()?;
@@ -45,13 +46,13 @@ impl ProxyRoutes {
                     None,
                 )?)),
                 ProxyEntry::Browserbase { chosen, .. } => {
-                    let name = chosen
-                        .as_deref()
-                        .ok_or("a pool proxy was never chosen for this session")?;
+                    let name = chosen.as_deref().ok_or_else(|| {
+                        Failure::internal("a pool proxy was never chosen for this session")
+                    })?;
                     let member = pool.named(name).ok_or_else(|| {
-                        format!(
+                        Failure::operator(format!(
                             "the proxy pool no longer has {name:?}, the entry this session uses"
-                        )
+                        ))
                     })?;
                     Via::Upstream(Arc::clone(&member.upstream))
                 }
@@ -192,7 +193,7 @@ mod tests {
             ),
         ] {
             let err = parse_request(&value).unwrap_err();
-            assert!(err.contains(says), "{value}: {err}");
+            assert!(err.message().contains(says), "{value}: {err}");
         }
         assert_eq!(parse_request(&json!(false)).unwrap(), None);
         assert_eq!(parse_request(&json!([])).unwrap(), None);

@@ -4,6 +4,7 @@
 use super::pool::ProxyPool;
 use super::request::ProxyEntry;
 use super::routes::ProxyRoutes;
+use crate::fault::Failure;
 
 /// The purpose under which a session's proxy passwords are sealed with the context key.
 fn seal_purpose(session: uuid::Uuid) -> String {
@@ -13,7 +14,7 @@ fn seal_purpose(session: uuid::Uuid) -> String {
 /// A create's entries as the store keeps them: passwords sealed with the context key (the
 /// store never holds them in the clear). The stored form is internal: the API never shows a
 /// session's `proxies`.
-pub fn for_store(
+pub(crate) fn for_store(
     mut entries: Vec<ProxyEntry>,
     session: uuid::Uuid,
     vault: &crate::files::contexts::ContextVault,
@@ -31,18 +32,18 @@ pub fn for_store(
 }
 
 /// The routes of a stored session's `proxies`.
-pub fn from_store(
+pub(crate) fn from_store(
     stored: &serde_json::Value,
     session: uuid::Uuid,
     pool: &ProxyPool,
     vault: &crate::files::contexts::ContextVault,
-) -> Result<ProxyRoutes, String> {
+) -> Result<ProxyRoutes, Failure> {
     // Rows written before browserd took proxies hold `false` (anything else was refused).
     if !stored.is_array() {
         return Ok(ProxyRoutes::default());
     }
     let mut entries: Vec<ProxyEntry> = serde_json::from_value(stored.clone())
-        .map_err(|e| format!("the session's stored proxies are unreadable: {e}"))?;
+        .map_err(|e| Failure::store(format!("the session's stored proxies are unreadable: {e}")))?;
     for entry in &mut entries {
         if let ProxyEntry::External {
             password: Some(password),
@@ -51,7 +52,7 @@ pub fn from_store(
         {
             *password = vault
                 .open_secret(&seal_purpose(session), password)
-                .map_err(|e| format!("a proxy password could not be opened: {e}"))?;
+                .map_err(|e| e.within("a proxy password could not be opened: "))?;
         }
     }
     ProxyRoutes::resolve(&entries, pool)

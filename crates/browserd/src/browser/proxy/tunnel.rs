@@ -8,6 +8,7 @@
 //! stream's type and its socket options.
 
 use super::address::{Protocol, ServerAddr};
+use crate::fault::Failure;
 use base64::Engine as _;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,7 +55,7 @@ impl Upstream {
         username: Option<&str>,
         password: Option<&str>,
         name: Option<&str>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Failure> {
         let addr = ServerAddr::parse(server)?;
         let credentials = (username.is_some() || password.is_some()).then(|| Credentials {
             username: username.unwrap_or_default().to_owned(),
@@ -63,7 +64,9 @@ impl Upstream {
         if let (Protocol::Socks5, Some(c)) = (addr.protocol, &credentials)
             && (c.username.len() > 255 || c.password.len() > 255)
         {
-            return Err("a SOCKS5 proxy's username and password are at most 255 bytes each".into());
+            return Err(Failure::client(
+                "a SOCKS5 proxy's username and password are at most 255 bytes each",
+            ));
         }
         let user = username.map(|u| format!("{u}@")).unwrap_or_default();
         let url = format!("{}://{user}{addr}", addr.protocol.scheme());

@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-pub const API_KEY: &str = "bd_test_key_for_integration_tests";
+pub(crate) const API_KEY: &str = "bd_test_key_for_integration_tests";
 
 /// How long a condition may take before a test fails: `BROWSERD_TEST_PATIENCE_SECS`, 30 s by
 /// default. Generous: Chromium on a busy 2-core machine is slow to start, and the tests wait
 /// for conditions, not for time (a slower machine raises it; nothing waits for it to pass).
-pub fn patience() -> Duration {
+pub(crate) fn patience() -> Duration {
     static PATIENCE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *PATIENCE.get_or_init(|| {
         let secs = std::env::var("BROWSERD_TEST_PATIENCE_SECS").map_or(30, |s| {
@@ -27,7 +27,7 @@ pub fn patience() -> Duration {
     })
 }
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub base: String,
     pub addr: std::net::SocketAddr,
     /// `--metrics-listen`'s address, when [`Options::metrics`] asked for it.
@@ -39,7 +39,7 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub max_sessions: usize,
     pub min_timeout: u64,
     pub max_message_mib: usize,
@@ -96,21 +96,21 @@ impl Default for Options {
     }
 }
 
-pub fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     ChromiumLauncher::find_on_path().expect("tests need Chromium: apt-get install chromium")
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(opts: Options) -> Self {
+    pub(crate) async fn start_with(opts: Options) -> Self {
         Self::start_in(tempfile::tempdir().unwrap(), opts).await
     }
 
     /// A server on an existing data dir (one an earlier test server stopped on).
-    pub async fn start_in(data_dir: tempfile::TempDir, opts: Options) -> Self {
+    pub(crate) async fn start_in(data_dir: tempfile::TempDir, opts: Options) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -203,7 +203,7 @@ impl TestServer {
 
     /// Stops the server the way SIGTERM does and waits until every browser is stopped.
     /// Returns the data dir, which lives on until the caller drops it.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub(crate) async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -214,18 +214,18 @@ impl TestServer {
         self.data_dir
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// A request with the test project's API key.
-    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
             .header("X-BB-API-Key", API_KEY)
     }
 
-    pub async fn create(&self, body: Value) -> Value {
+    pub(crate) async fn create(&self, body: Value) -> Value {
         let resp = self
             .req(reqwest::Method::POST, "/v1/sessions")
             .json(&body)
@@ -238,12 +238,12 @@ impl TestServer {
         body
     }
 
-    pub async fn get(&self, id: &str) -> Value {
+    pub(crate) async fn get(&self, id: &str) -> Value {
         self.get_json(&format!("/v1/sessions/{id}")).await
     }
 
     /// `GET path` with the API key; the JSON body, whatever the status.
-    pub async fn get_json(&self, path: &str) -> Value {
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
         self.req(reqwest::Method::GET, path)
             .send()
             .await
@@ -253,7 +253,7 @@ impl TestServer {
             .unwrap()
     }
 
-    pub async fn release(&self, id: &str) -> Value {
+    pub(crate) async fn release(&self, id: &str) -> Value {
         let resp = self
             .req(reqwest::Method::POST, &format!("/v1/sessions/{id}"))
             .json(&json!({"status": "REQUEST_RELEASE"}))
@@ -265,7 +265,7 @@ impl TestServer {
     }
 
     /// Adds a project that may run `concurrency` sessions, reachable with `key`.
-    pub async fn add_project(&self, name: &str, concurrency: u32, key: &str) -> String {
+    pub(crate) async fn add_project(&self, name: &str, concurrency: u32, key: &str) -> String {
         let store = &self.state.store;
         let project = store
             .projects
@@ -282,7 +282,7 @@ impl TestServer {
     }
 
     /// Waits until the session's status is `status`; returns the session.
-    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+    pub(crate) async fn wait_for_status(&self, id: &str, status: &str) -> Value {
         eventually(|| async {
             let s = self.get(id).await;
             (s["status"] == status).then_some(s)
@@ -292,7 +292,7 @@ impl TestServer {
     }
 
     /// The folder of a live session's browser.
-    pub fn browser_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn browser_dir(&self, id: &str) -> PathBuf {
         self.state
             .sessions
             .browser_dir(id.parse().unwrap())
@@ -301,7 +301,7 @@ impl TestServer {
 }
 
 /// Asserts a Browserbase-shaped error with this status whose message contains `needle`.
-pub fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
+pub(crate) fn assert_error(status: u16, body: &Value, want: u16, needle: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["statusCode"], want);
     assert!(body["error"].is_string(), "{body}");
@@ -327,7 +327,7 @@ macro_rules! wait_until {
 pub(crate) use wait_until;
 
 /// Polls `check` until it returns `Some`, for at most [`patience`].
-pub async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
+pub(crate) async fn eventually<T, F, Fut>(mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -345,17 +345,17 @@ where
 }
 
 /// Waits until a process is gone.
-pub async fn wait_gone(pid: u32) -> bool {
+pub(crate) async fn wait_gone(pid: u32) -> bool {
     eventually(|| async { (!browserd::browser::procs::is_alive(pid)).then_some(()) })
         .await
         .is_some()
 }
 
-pub type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A raw CDP client over a websocket.
-pub struct Cdp {
+pub(crate) struct Cdp {
     pub ws: Ws,
     next_id: u64,
     /// Events read while waiting for an answer, for [`Cdp::event`].
@@ -363,12 +363,12 @@ pub struct Cdp {
 }
 
 /// The websocket config test clients use: large messages allowed, like Playwright's 256 MiB.
-pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+pub(crate) fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     browserd::cdp::relay::ws_config(300 * 1024 * 1024)
 }
 
 impl Cdp {
-    pub fn from_ws(ws: Ws) -> Self {
+    pub(crate) fn from_ws(ws: Ws) -> Self {
         Self {
             ws,
             next_id: 0,
@@ -376,7 +376,7 @@ impl Cdp {
         }
     }
 
-    pub async fn connect(url: &str) -> Self {
+    pub(crate) async fn connect(url: &str) -> Self {
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
                 .await
@@ -389,7 +389,12 @@ impl Cdp {
     }
 
     /// Sends a command and returns its response, skipping events.
-    pub async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -415,13 +420,13 @@ impl Cdp {
     }
 
     /// Sends `text` as it is (it must carry `"id":ID`) and returns the answer with that id.
-    pub async fn raw(&mut self, text: &str, id: u64) -> Value {
+    pub(crate) async fn raw(&mut self, text: &str, id: u64) -> Value {
         self.ws.send(Message::text(text.to_owned())).await.unwrap();
         self.answer(id).await
     }
 
     /// The answer with `id` to something already sent.
-    pub async fn answer(&mut self, id: u64) -> Value {
+    pub(crate) async fn answer(&mut self, id: u64) -> Value {
         loop {
             match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => {
@@ -437,7 +442,7 @@ impl Cdp {
     }
 
     /// The first event (read before or now) named `method` for which `pick` holds.
-    pub async fn event(&mut self, method: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn event(&mut self, method: &str, pick: impl Fn(&Value) -> bool) -> Value {
         let wanted = |v: &Value| v["method"] == method && pick(&v["params"]);
         if let Some(at) = self.events.iter().position(wanted) {
             return self.events.remove(at).expect("found above");
@@ -457,7 +462,7 @@ impl Cdp {
     }
 
     /// A flattened session on the first page target.
-    pub async fn page_session(&mut self) -> String {
+    pub(crate) async fn page_session(&mut self) -> String {
         let targets = self.call("Target.getTargets", json!({}), None).await;
         let page = targets["result"]["targetInfos"]
             .as_array()
@@ -477,7 +482,7 @@ impl Cdp {
     }
 
     /// Evaluates JS in the first page target; returns the `result.result.value`.
-    pub async fn eval_in_page(&mut self, expression: &str) -> Value {
+    pub(crate) async fn eval_in_page(&mut self, expression: &str) -> Value {
         let session = self.page_session().await;
         let r = self
             .call(
@@ -490,7 +495,7 @@ impl Cdp {
     }
 
     /// Reads until the server closes the connection; returns its close frame.
-    pub async fn closed(&mut self) -> Option<CloseFrame> {
+    pub(crate) async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
             match tokio::time::timeout(patience(), self.ws.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => return frame,
@@ -504,7 +509,7 @@ impl Cdp {
 }
 
 /// The status and JSON body of a websocket handshake the server refused.
-pub async fn refused_handshake(url: &str) -> (u16, Value) {
+pub(crate) async fn refused_handshake(url: &str) -> (u16, Value) {
     match tokio_tungstenite::connect_async(url).await {
         Ok(_) => panic!("handshake to {url} was accepted"),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
@@ -523,7 +528,7 @@ pub async fn refused_handshake(url: &str) -> (u16, Value) {
 
 /// A fresh, empty database on the test PostgreSQL (`BROWSERD_TEST_POSTGRES`, which
 /// `scripts/test` points at a server it starts): its URL.
-pub async fn fresh_postgres_database() -> String {
+pub(crate) async fn fresh_postgres_database() -> String {
     let base = std::env::var("BROWSERD_TEST_POSTGRES").expect(
         "BROWSERD_TEST_POSTGRES is not set: run the suite with scripts/test, which starts a PostgreSQL, or point it at one (postgres://user:pass@host:port/db)",
     );
@@ -539,7 +544,7 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 /// A multipart body with one part `file`, as the upload endpoints take it.
-pub fn file_form(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+pub(crate) fn file_form(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
@@ -547,7 +552,7 @@ pub fn file_form(name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
 }
 
 /// The smallest valid extension: a zip with a manifest at its root.
-pub fn extension_zip() -> Vec<u8> {
+pub(crate) fn extension_zip() -> Vec<u8> {
     use std::io::Write as _;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     zip.start_file("manifest.json", zip::write::SimpleFileOptions::default())
@@ -563,7 +568,7 @@ pub fn extension_zip() -> Vec<u8> {
 /// A navigation that follows a failed one can be aborted by that one's error page still
 /// committing (`net::ERR_ABORTED`, more often on a loaded machine): it is asked again then,
 /// up to three times.
-pub async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, String> {
+pub(crate) async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, String> {
     let mut tries = 0;
     let nav = loop {
         let nav = cdp
@@ -615,7 +620,7 @@ pub async fn visit(cdp: &mut Cdp, session: &str, url: &str) -> Result<String, St
 }
 
 /// A tinyproxy on a loopback port, asking for `user`/`password`; stopped on drop.
-pub struct Tinyproxy {
+pub(crate) struct Tinyproxy {
     pub port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -623,7 +628,7 @@ pub struct Tinyproxy {
 }
 
 impl Tinyproxy {
-    pub async fn start(user: &str, password: &str) -> Self {
+    pub(crate) async fn start(user: &str, password: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("access.log");
@@ -662,17 +667,17 @@ impl Tinyproxy {
         }
     }
 
-    pub fn server(&self) -> String {
+    pub(crate) fn server(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The `host:port` of every CONNECT it was asked for.
-    pub fn tunnels(&self) -> Vec<String> {
+    pub(crate) fn tunnels(&self) -> Vec<String> {
         tunnels_in(&self.log)
     }
 }
 
-pub fn tunnels_in(log: &std::path::Path) -> Vec<String> {
+pub(crate) fn tunnels_in(log: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -682,7 +687,7 @@ pub fn tunnels_in(log: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -691,7 +696,10 @@ pub fn free_port() -> u16 {
 }
 
 /// Opens a websocket by hand (so the test can then send raw bytes) and returns the socket.
-pub async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> tokio::net::TcpStream {
+pub(crate) async fn raw_upgrade(
+    addr: std::net::SocketAddr,
+    connect_url: &str,
+) -> tokio::net::TcpStream {
     let path = connect_url.split_once(&addr.to_string()).unwrap().1;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
@@ -718,7 +726,7 @@ pub async fn raw_upgrade(addr: std::net::SocketAddr, connect_url: &str) -> tokio
 }
 
 /// What a spawned `browserd serve` printed up to and including its `listening on` line.
-pub struct Banner {
+pub(crate) struct Banner {
     /// The API's base URL, from `listening on http://…`.
     pub base: String,
     pub lines: Vec<String>,
@@ -727,7 +735,7 @@ pub struct Banner {
 /// Reads a spawned `browserd serve`'s stdout (it must be piped) until it says it is
 /// listening, then keeps draining it on a thread so a full pipe never blocks the server.
 /// Panics with what it printed if it exits first.
-pub fn until_listening(child: &mut std::process::Child) -> Banner {
+pub(crate) fn until_listening(child: &mut std::process::Child) -> Banner {
     use std::io::BufRead;
     let stdout = child.stdout.take().expect("browserd's stdout is piped");
     let mut lines = std::io::BufReader::new(stdout).lines();
