@@ -6,7 +6,7 @@ use super::*;
 use crate::model::now;
 
 /// The contract, aggregate by aggregate, on an empty store.
-pub async fn check(store: &Store) {
+pub(super) async fn check(store: &Store) {
     projects_and_keys(store).await;
     sessions(store).await;
     retention(store).await;
@@ -191,7 +191,7 @@ async fn nodes(store: &Store) {
 
 /// Creates racing for a project's last places through several stores (nodes) sharing one
 /// database: exactly as many as the limit get in.
-pub async fn racing_creates_across(stores: &[Store]) {
+pub(super) async fn racing_creates_across(stores: &[Store]) {
     let project = stores[0]
         .projects
         .create_project("cluster-race", 300, 5, 0)
@@ -965,7 +965,7 @@ async fn settings(store: &Store) {
 
 /// A fresh, empty database on the test PostgreSQL (`BROWSERD_TEST_POSTGRES`, which
 /// `scripts/test` sets to a server it starts): its URL.
-pub async fn fresh_postgres_database() -> String {
+pub(super) async fn fresh_postgres_database() -> String {
     let base = std::env::var("BROWSERD_TEST_POSTGRES").expect(
         "BROWSERD_TEST_POSTGRES is not set: run the suite with scripts/test, which starts a PostgreSQL, or point it at one (postgres://user:pass@host:port/db)",
     );

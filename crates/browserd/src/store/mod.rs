@@ -11,6 +11,7 @@
 #[cfg(test)]
 mod conformance;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use crate::model::{
@@ -594,14 +595,14 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-pub mod memory {
+pub(crate) mod memory {
     //! A [`SessionStore`] in a map, for tests that pause time.
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
 
     #[derive(Default)]
-    pub struct MemoryStore {
+    pub(crate) struct MemoryStore {
         // std Mutex: held for a map operation only, never across an await.
         sessions: Mutex<HashMap<Uuid, Session>>,
         /// When each session was inserted, by the (pausable) tokio clock: the rate limit
@@ -613,7 +614,7 @@ pub mod memory {
 
     impl MemoryStore {
         /// Every stored session, in no particular order.
-        pub fn all_sessions(&self) -> Vec<Session> {
+        pub(crate) fn all_sessions(&self) -> Vec<Session> {
             self.sessions.lock().unwrap().values().cloned().collect()
         }
     }

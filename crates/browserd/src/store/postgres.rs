@@ -5,6 +5,7 @@
 //! the same project queue for it; other projects' do not), and leases use the database's
 //! clock (`now()`), so nodes need not agree on the time.
 
+use super::rows::{self as rows, rules_text};
 use super::{ApiKeyInfo, Revoke, api_key_id, revoked_key_setting};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
@@ -12,10 +13,9 @@ use super::{
     StoreError, Usage,
 };
 use crate::model::SessionStatus;
-use crate::model::{
-    BrowserRecord, Certificate, Context, Extension, Node, NodeState, Project, Session,
-};
+use crate::model::{BrowserRecord, Certificate, Context, Extension, Node, Project, Session};
 use serde_json::Value;
+use sqlx::FromRow as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -25,12 +25,12 @@ use uuid::Uuid;
 
 /// Cheap to clone: a handle to a connection pool.
 #[derive(Clone, Debug)]
-pub struct PostgresStore {
+pub(super) struct PostgresStore {
     pool: PgPool,
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub(super) async fn connect(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("browserd");
         // One connection first, for its own error: a pool that cannot connect says only
         // that it timed out, not that the server refused, the name did not resolve or the
@@ -50,7 +50,7 @@ impl PostgresStore {
 }
 
 /// See [`super::probe`].
-pub async fn probe(url: &str) -> Result<super::SchemaState> {
+pub(super) async fn probe(url: &str) -> Result<super::SchemaState> {
     use sqlx::{ConnectOptions as _, Connection as _};
     let mut conn = PgConnectOptions::from_str(url)?
         .application_name("browserd doctor")
@@ -878,14 +878,8 @@ impl CertificateStore for PostgresStore {
     }
 }
 
-fn certificate_row(row: &sqlx::postgres::PgRow) -> Result<Certificate> {
-    Ok(Certificate {
-        id: row.try_get("id")?,
-        project_id: row.try_get("project_id")?,
-        pem: row.try_get("pem")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+fn certificate_row(row: &PgRow) -> Result<Certificate> {
+    rows::CertificateRow::<OffsetDateTime>::from_row(row)?.try_into()
 }
 
 #[async_trait::async_trait]
@@ -975,41 +969,12 @@ impl Database for PostgresStore {
     }
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &PgRow, col: &str) -> Result<Option<T>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
-}
-
 fn project_from_row(row: &PgRow) -> Result<Project> {
-    Ok(Project {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        owner_id: row.try_get("owner_id")?,
-        default_timeout_secs: row.try_get::<i64, _>("default_timeout")? as u64,
-        concurrency: row.try_get::<i64, _>("concurrency")? as u32,
-        creations_per_minute: row.try_get::<i64, _>("creations_per_minute")? as u32,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+    rows::ProjectRow::<OffsetDateTime>::from_row(row)?.try_into()
 }
 
 fn node_from_row(row: &PgRow) -> Result<Node> {
-    let state: String = row.try_get("state")?;
-    Ok(Node {
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        public_url: row.try_get("public_url")?,
-        epoch: row.try_get("epoch")?,
-        state: NodeState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("node state {state:?}")))?,
-        started_at: row.try_get("started_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        lease_expires_at: row.try_get("lease_expires_at")?,
-        live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
-        draining: row.try_get::<bool, _>("draining")?,
-        max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
-    })
+    rows::NodeRow::<OffsetDateTime>::from_row(row)?.try_into()
 }
 
 /// Adds ended sessions' minutes to their projects' usage totals.
@@ -1036,41 +1001,7 @@ async fn add_to_totals(
 }
 
 fn session_from_row(row: &PgRow) -> Result<Session> {
-    let status: String = row.try_get("status")?;
-    let pid: Option<i64> = row.try_get("browser_pid")?;
-    let ticks: Option<i64> = row.try_get("browser_start_ticks")?;
-    let dir: Option<String> = row.try_get("browser_dir")?;
-    let url: Option<String> = row.try_get("browser_cdp_url")?;
-    Ok(Session {
-        id: parse_id(&row.try_get::<String, _>("id")?)?,
-        project_id: row.try_get("project_id")?,
-        status: SessionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        keep_alive: row.try_get("keep_alive")?,
-        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
-        region: row.try_get("region")?,
-        user_metadata: json_col(row, "user_metadata")?,
-        browser_settings: json_col(row, "browser_settings")?,
-        extension_id: row.try_get("extension_id")?,
-        proxies: json_col(row, "proxies")?,
-        proxy_bytes: row.try_get::<i64, _>("proxy_bytes")?.max(0) as u64,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        started_at: row.try_get("started_at")?,
-        expires_at: row.try_get("expires_at")?,
-        ended_at: row.try_get("ended_at")?,
-        end_reason: row.try_get("end_reason")?,
-        browser: match (pid, ticks, dir, url) {
-            (Some(pid), Some(ticks), Some(dir), Some(cdp_url)) => Some(BrowserRecord {
-                pid: pid as u32,
-                start_ticks: ticks as u64,
-                dir: dir.into(),
-                cdp_url,
-            }),
-            _ => None,
-        },
-        node: row.try_get("node")?,
-    })
+    rows::SessionRow::<OffsetDateTime>::from_row(row)?.try_into()
 }
 
 /// Navigation policies: rows with their rules as JSON.
@@ -1135,19 +1066,6 @@ impl crate::store::NavigationPolicyStore for PostgresStore {
     }
 }
 
-fn rules_text(policy: &crate::model::NavigationPolicy) -> Result<String> {
-    serde_json::to_string(&policy.rules).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn policy_row(row: &sqlx::postgres::PgRow) -> Result<crate::model::NavigationPolicy> {
-    let rules: String = row.try_get("rules")?;
-    Ok(crate::model::NavigationPolicy {
-        id: row.try_get("id")?,
-        project_id: row.try_get("project_id")?,
-        name: row.try_get("name")?,
-        rules: serde_json::from_str(&rules)
-            .map_err(|e| StoreError::Corrupt(format!("navigation policy rules: {e}")))?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+fn policy_row(row: &PgRow) -> Result<crate::model::NavigationPolicy> {
+    rows::PolicyRow::<OffsetDateTime>::from_row(row)?.try_into()
 }

@@ -1,5 +1,6 @@
 //! The embedded SQLite store (`browserd.db` in the data dir).
 
+use super::rows::{self as rows, rules_text};
 use super::{API_KEY_ID_LEN, ApiKeyInfo, Revoke, api_key_id, revoked_key_setting};
 use super::{
     BlobLock, BlobStore, CertificateStore, ContextStore, Database, ExtensionStore, NodeStore,
@@ -7,10 +8,11 @@ use super::{
     StoreError, Usage,
 };
 use crate::model::{
-    BrowserRecord, Certificate, Context, Extension, Node, NodeState, Project, Session,
-    SessionStatus, fmt_time, parse_time,
+    BrowserRecord, Certificate, Context, Extension, Node, Project, Session, SessionStatus,
+    fmt_time, parse_time,
 };
 use serde_json::Value;
+use sqlx::FromRow as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -22,13 +24,13 @@ use uuid::Uuid;
 
 /// Cheap to clone: a handle to a connection pool.
 #[derive(Clone, Debug)]
-pub struct SqliteStore {
+pub(super) struct SqliteStore {
     pool: SqlitePool,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Self> {
+    pub(super) async fn open(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -50,7 +52,7 @@ impl SqliteStore {
 }
 
 /// See [`super::probe`]: a read-only connection (a missing file is `Empty`, not made).
-pub async fn probe(path: &Path) -> Result<super::SchemaState> {
+pub(super) async fn probe(path: &Path) -> Result<super::SchemaState> {
     use sqlx::{ConnectOptions as _, Connection as _};
     let latest = sqlx::migrate!("./migrations/sqlite")
         .iter()
@@ -84,7 +86,7 @@ pub async fn probe(path: &Path) -> Result<super::SchemaState> {
 
 /// `VACUUM INTO`: SQLite writes one read transaction's view of the database to `dest`; the
 /// connection is read-only, so a server using the file goes on writing meanwhile.
-pub async fn snapshot(db: &Path, dest: &Path) -> Result<()> {
+pub(super) async fn snapshot(db: &Path, dest: &Path) -> Result<()> {
     use sqlx::ConnectOptions as _;
     let mut conn = SqliteConnectOptions::new()
         .filename(db)
@@ -786,14 +788,8 @@ impl CertificateStore for SqliteStore {
     }
 }
 
-fn certificate_row(row: &sqlx::sqlite::SqliteRow) -> Result<Certificate> {
-    Ok(Certificate {
-        id: row.try_get("id")?,
-        project_id: row.try_get("project_id")?,
-        pem: row.try_get("pem")?,
-        created_at: time_col(row, "created_at")?,
-        updated_at: time_col(row, "updated_at")?,
-    })
+fn certificate_row(row: &SqliteRow) -> Result<Certificate> {
+    rows::CertificateRow::<String>::from_row(row)?.try_into()
 }
 
 /// The embedded database's one node. Times are this machine's clock: there is no other.
@@ -924,21 +920,7 @@ impl NodeStore for SqliteStore {
 }
 
 fn node_from_row(row: &SqliteRow) -> Result<Node> {
-    let state: String = row.try_get("state")?;
-    Ok(Node {
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        public_url: row.try_get("public_url")?,
-        epoch: row.try_get("epoch")?,
-        state: NodeState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("node state {state:?}")))?,
-        started_at: time_col(row, "started_at")?,
-        heartbeat_at: time_col(row, "heartbeat_at")?,
-        lease_expires_at: time_col(row, "lease_expires_at")?,
-        live_sessions: row.try_get::<i64, _>("live_sessions")? as u32,
-        draining: row.try_get::<bool, _>("draining")?,
-        max_sessions: row.try_get::<i64, _>("max_sessions")? as u32,
-    })
+    rows::NodeRow::<String>::from_row(row)?.try_into()
 }
 
 #[async_trait::async_trait]
@@ -994,23 +976,8 @@ fn time_col(row: &SqliteRow, col: &str) -> Result<OffsetDateTime> {
     parse_time(&s).map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<Option<T>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
-}
-
 fn project_from_row(row: &SqliteRow) -> Result<Project> {
-    Ok(Project {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        owner_id: row.try_get("owner_id")?,
-        default_timeout_secs: row.try_get::<i64, _>("default_timeout")? as u64,
-        concurrency: row.try_get::<i64, _>("concurrency")? as u32,
-        creations_per_minute: row.try_get::<i64, _>("creations_per_minute")? as u32,
-        created_at: time_col(row, "created_at")?,
-        updated_at: time_col(row, "updated_at")?,
-    })
+    rows::ProjectRow::<String>::from_row(row)?.try_into()
 }
 
 /// Adds ended sessions' minutes to their projects' usage totals.
@@ -1036,49 +1003,7 @@ async fn add_to_totals(
 }
 
 fn session_from_row(row: &SqliteRow) -> Result<Session> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    Ok(Session {
-        id: Uuid::try_parse(&id).map_err(|e| StoreError::Corrupt(format!("id {id:?}: {e}")))?,
-        project_id: row.try_get("project_id")?,
-        status: SessionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        keep_alive: row.try_get("keep_alive")?,
-        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u64,
-        region: row.try_get("region")?,
-        user_metadata: json_col(row, "user_metadata")?,
-        browser_settings: json_col(row, "browser_settings")?,
-        extension_id: row.try_get("extension_id")?,
-        proxies: json_col(row, "proxies")?,
-        proxy_bytes: row.try_get::<i64, _>("proxy_bytes")?.max(0) as u64,
-        created_at: time_col(row, "created_at")?,
-        updated_at: time_col(row, "updated_at")?,
-        started_at: time_col(row, "started_at")?,
-        expires_at: time_col(row, "expires_at")?,
-        ended_at: row
-            .try_get::<Option<String>, _>("ended_at")?
-            .map(|s| parse_time(&s).map_err(|e| StoreError::Corrupt(format!("ended_at: {e}"))))
-            .transpose()?,
-        end_reason: row.try_get("end_reason")?,
-        browser: browser_from_row(row)?,
-        node: row.try_get("node")?,
-    })
-}
-
-fn browser_from_row(row: &SqliteRow) -> Result<Option<BrowserRecord>> {
-    let pid: Option<i64> = row.try_get("browser_pid")?;
-    let ticks: Option<i64> = row.try_get("browser_start_ticks")?;
-    let dir: Option<String> = row.try_get("browser_dir")?;
-    let url: Option<String> = row.try_get("browser_cdp_url")?;
-    Ok(match (pid, ticks, dir, url) {
-        (Some(pid), Some(ticks), Some(dir), Some(cdp_url)) => Some(BrowserRecord {
-            pid: pid as u32,
-            start_ticks: ticks as u64,
-            dir: dir.into(),
-            cdp_url,
-        }),
-        _ => None,
-    })
+    rows::SessionRow::<String>::from_row(row)?.try_into()
 }
 
 /// Navigation policies: rows with their rules as JSON.
@@ -1143,19 +1068,6 @@ impl crate::store::NavigationPolicyStore for SqliteStore {
     }
 }
 
-fn rules_text(policy: &crate::model::NavigationPolicy) -> Result<String> {
-    serde_json::to_string(&policy.rules).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn policy_row(row: &sqlx::sqlite::SqliteRow) -> Result<crate::model::NavigationPolicy> {
-    let rules: String = row.try_get("rules")?;
-    Ok(crate::model::NavigationPolicy {
-        id: row.try_get("id")?,
-        project_id: row.try_get("project_id")?,
-        name: row.try_get("name")?,
-        rules: serde_json::from_str(&rules)
-            .map_err(|e| StoreError::Corrupt(format!("navigation policy rules: {e}")))?,
-        created_at: time_col(row, "created_at")?,
-        updated_at: time_col(row, "updated_at")?,
-    })
+fn policy_row(row: &SqliteRow) -> Result<crate::model::NavigationPolicy> {
+    rows::PolicyRow::<String>::from_row(row)?.try_into()
 }
