@@ -9,37 +9,88 @@
 //!
 //! Each sandboxed browser's DevTools port is unique among live browsers (it is derived from
 //! its unique uid), so a browser's CDP url `ws://127.0.0.1:PORT/...` names its namespace:
-//! [`connect`] looks the port up here.
+//! [`Dialer::connect`] looks the port up in its server's table.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
-/// DevTools port -> the namespace of the browser listening on it. A std mutex: held for a
-/// map lookup or insert only, never across an await.
-static NAMESPACES: LazyLock<Mutex<HashMap<u16, Arc<OwnedFd>>>> = LazyLock::new(Default::default);
-
-/// Set once any browser is sandboxed: from then on a CDP url whose port is not registered
-/// is refused instead of dialled on the host's loopback, where some other process may listen.
-static SANDBOXED: AtomicBool = AtomicBool::new(false);
-
-/// Registers `ns` as the namespace of the browser whose DevTools listen on `port`.
-pub fn register(port: u16, ns: Arc<OwnedFd>) {
-    SANDBOXED.store(true, Ordering::SeqCst);
-    NAMESPACES.lock().unwrap().insert(port, ns);
+/// How browserd reaches browsers' DevTools: one per launcher (so per server), passed to
+/// whoever dials a browser. A sandboxed server's dialer knows which namespace each live
+/// browser's DevTools port is in, and refuses a port it does not know instead of dialling
+/// the host's loopback, where some other process may listen; an unsandboxed server's
+/// dials the host's loopback. Cheap to clone: clones share one table.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    /// DevTools port -> the namespace of the browser listening on it; `None`: browsers are
+    /// not sandboxed. A std mutex: held for a map lookup or insert only, never across an
+    /// await.
+    namespaces: Option<Arc<Mutex<Namespaces>>>,
 }
 
-/// Forgets the namespace behind `port` (its browser has stopped).
-pub fn unregister(port: u16) {
-    NAMESPACES.lock().unwrap().remove(&port);
-}
+/// DevTools port -> the namespace of the browser listening on it.
+type Namespaces = HashMap<u16, Arc<OwnedFd>>;
 
-/// The namespace of the sandboxed browser whose DevTools listen at `authority`
-/// (`127.0.0.1:PORT`); `None` for an unsandboxed browser.
-pub fn namespace_of(authority: &str) -> Option<Arc<OwnedFd>> {
-    let addr: std::net::SocketAddr = authority.parse().ok()?;
-    NAMESPACES.lock().unwrap().get(&addr.port()).cloned()
+impl Dialer {
+    /// For browsers in sandboxes of their own.
+    pub fn sandboxed() -> Self {
+        Self {
+            namespaces: Some(Arc::default()),
+        }
+    }
+
+    /// For browsers that run in the host's namespace (`--sandbox off`, tests' fakes).
+    pub fn host() -> Self {
+        Self { namespaces: None }
+    }
+
+    /// Registers `ns` as the namespace of the browser whose DevTools listen on `port`.
+    pub fn register(&self, port: u16, ns: Arc<OwnedFd>) {
+        if let Some(table) = &self.namespaces {
+            table.lock().unwrap().insert(port, ns);
+        }
+    }
+
+    /// Forgets the namespace behind `port` (its browser has stopped).
+    pub fn unregister(&self, port: u16) {
+        if let Some(table) = &self.namespaces {
+            table.lock().unwrap().remove(&port);
+        }
+    }
+
+    /// The namespace of the sandboxed browser whose DevTools listen at `authority`
+    /// (`127.0.0.1:PORT`); `None` for an unsandboxed browser.
+    pub fn namespace_of(&self, authority: &str) -> Option<Arc<OwnedFd>> {
+        let addr: std::net::SocketAddr = authority.parse().ok()?;
+        self.namespaces
+            .as_ref()?
+            .lock()
+            .unwrap()
+            .get(&addr.port())
+            .cloned()
+    }
+
+    /// Opens a TCP connection to a browser's DevTools server, `authority` being the
+    /// `127.0.0.1:PORT` of its CDP url: inside the browser's namespace when it is
+    /// sandboxed, on the host's loopback otherwise.
+    pub async fn connect(&self, authority: &str) -> std::io::Result<tokio::net::TcpStream> {
+        let addr: std::net::SocketAddr = authority
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("not a DevTools address: {authority}")))?;
+        match &self.namespaces {
+            None => tokio::net::TcpStream::connect(addr).await,
+            Some(table) => {
+                let ns = table.lock().unwrap().get(&addr.port()).cloned();
+                match ns {
+                    Some(ns) => connect_in(ns, addr).await,
+                    None => Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no running browser listens on {authority}"),
+                    )),
+                }
+            }
+        }
+    }
 }
 
 /// Opens a TCP connection to `addr` inside the namespace `ns` (another service of a
@@ -55,24 +106,6 @@ pub async fn connect_in(
     })
     .await?;
     tokio::net::TcpStream::from_std(stream)
-}
-
-/// Opens a TCP connection to a browser's DevTools server, `authority` being the
-/// `127.0.0.1:PORT` of its CDP url: inside the browser's namespace when it is sandboxed, on
-/// the host's loopback otherwise.
-pub async fn connect(authority: &str) -> std::io::Result<tokio::net::TcpStream> {
-    let addr: std::net::SocketAddr = authority
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("not a DevTools address: {authority}")))?;
-    let ns = NAMESPACES.lock().unwrap().get(&addr.port()).cloned();
-    match ns {
-        Some(ns) => connect_in(ns, addr).await,
-        None if SANDBOXED.load(Ordering::SeqCst) => Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("no running browser listens on {authority}"),
-        )),
-        None => tokio::net::TcpStream::connect(addr).await,
-    }
 }
 
 /// Binds a listener on `addr` inside `ns`.
@@ -166,4 +199,35 @@ fn first_child(pid: u32) -> Option<u32> {
                 })
                 == Some(pid)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two servers in one process (two dialers) do not share their browsers: a port one
+    /// registered is unknown to the other, which refuses it rather than dial the host.
+    #[tokio::test]
+    async fn each_dialer_reaches_only_the_browsers_registered_with_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let authority = addr.to_string();
+        let (a, b) = (Dialer::sandboxed(), Dialer::sandboxed());
+        // This process's own namespace stands in for a browser's (entering it again needs
+        // root, as browserd's sandbox does).
+        let own: OwnedFd = std::fs::File::open("/proc/self/ns/net").unwrap().into();
+        a.register(addr.port(), Arc::new(own));
+        if rustix::process::geteuid().is_root() {
+            assert!(a.connect(&authority).await.is_ok());
+        }
+        assert!(a.namespace_of(&authority).is_some());
+        let refused = b.connect(&authority).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::NotFound, "{refused}");
+        assert!(b.namespace_of(&authority).is_none());
+        a.unregister(addr.port());
+        let gone = a.connect(&authority).await.unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
+        // An unsandboxed server's dialer reaches the host's loopback.
+        assert!(Dialer::host().connect(&authority).await.is_ok());
+    }
 }

@@ -87,6 +87,7 @@ pub(super) async fn connect(
     };
 
     relay_client(
+        state.sessions.dialer(),
         lease,
         upgrade,
         state.settings.max_message_size,
@@ -99,6 +100,7 @@ pub(super) async fn connect(
 /// Opens the browser leg for `lease`, answers the handshake and relays until the client or
 /// the session ends.
 async fn relay_client(
+    dialer: crate::netns::Dialer,
     lease: ClientLease,
     upgrade: Upgrade,
     max: usize,
@@ -108,7 +110,7 @@ async fn relay_client(
     let id = lease.session_id();
     // The browser leg is opened before the client's handshake is answered, so a client
     // whose handshake succeeded can use the browser at once.
-    let browser = crate::cdp::relay::connect_browser(lease.cdp_url(), max, Some(&budget))
+    let browser = crate::cdp::relay::connect_browser(&dialer, lease.cdp_url(), max, Some(&budget))
         .await
         .map_err(|e| {
             tracing::warn!(session = %id, error = %e, "could not reach the session's browser");
@@ -274,6 +276,7 @@ async fn enter_own(
         .map_err(attach_refused)?;
     tracing::debug!(session = %inside.session, "the session's own browser connected to it");
     relay_client(
+        sessions.dialer(),
         lease,
         upgrade,
         inside.door.max_message_size,

@@ -212,6 +212,7 @@ pub async fn tabs(
 ) -> Result<Response, ApiError> {
     let checked = check(&state, &token, Wants::LiveView).await?;
     let tabs = inspect::tabs(
+        &state.sessions.dialer(),
         &checked.session.cdp_url,
         checked.session.primary_tab.as_deref(),
     )
@@ -226,13 +227,17 @@ pub async fn tabs(
 }
 
 /// The page-level CDP url of `tab`, or of the primary tab.
-async fn tab_ws(session: &Inspectable, tab: Option<&String>) -> Result<String, ApiError> {
+async fn tab_ws(
+    dialer: &crate::netns::Dialer,
+    session: &Inspectable,
+    tab: Option<&String>,
+) -> Result<String, ApiError> {
     let authority = inspect::devtools_authority(&session.cdp_url)
         .ok_or_else(|| ApiError::Internal("malformed CDP url".into()))?;
     let id = match tab.or(session.primary_tab.as_ref()) {
         Some(id) => id.clone(),
         None => {
-            inspect::tabs(&session.cdp_url, None)
+            inspect::tabs(dialer, &session.cdp_url, None)
                 .await
                 .map_err(|e| {
                     ApiError::BadGateway(format!("could not list the browser's tabs: {e}"))
@@ -260,7 +265,8 @@ pub async fn screencast(
     let checked = check(&state, &token, Wants::LiveView).await?;
     let upgrade = Upgrade::from_request(&mut req, "the live view page opens it")?;
     let seat = state.viewers.seat(&checked.grant)?;
-    let tab = tab_ws(&checked.session, query.get("page")).await?;
+    let dialer = state.sessions.dialer();
+    let tab = tab_ws(&dialer, &checked.session, query.get("page")).await?;
     let stop = until_over(&checked);
     let read_only = checked.grant.access == Access::Watch;
     let budget = state.settings.message_budget.clone();
@@ -269,7 +275,7 @@ pub async fn screencast(
     tokio::spawn(async move {
         let _seat = seat;
         if let Some(ws) = upgrade.websocket(1024 * 1024, &budget).await {
-            inspect::live::serve(ws, &tab, read_only, stop).await;
+            inspect::live::serve(&dialer, ws, &tab, read_only, stop).await;
         }
     });
     Ok(response)
@@ -288,12 +294,17 @@ pub async fn devtools_ws(
     let seat = state.viewers.seat(&checked.grant)?;
     let budget = state.settings.message_budget.clone();
     let target = match &tab {
-        Some(_) => tab_ws(&checked.session, tab.as_ref()).await?,
+        Some(_) => tab_ws(&state.sessions.dialer(), &checked.session, tab.as_ref()).await?,
         None => checked.session.cdp_url.clone(),
     };
-    let browser = crate::cdp::relay::connect_browser(&target, MAX_DEVTOOLS_MESSAGE, Some(&budget))
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("could not reach the tab: {e}")))?;
+    let browser = crate::cdp::relay::connect_browser(
+        &state.sessions.dialer(),
+        &target,
+        MAX_DEVTOOLS_MESSAGE,
+        Some(&budget),
+    )
+    .await
+    .map_err(|e| ApiError::BadGateway(format!("could not reach the tab: {e}")))?;
     let stop = until_over(&checked);
     let rules = std::sync::Arc::clone(&checked.session.rules);
     let response = upgrade.response();
@@ -441,9 +452,13 @@ pub async fn devtools_files(
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("browserd is stopping".into()))?;
-    let upstream = inspect::browser_get(authority, &format!("/devtools/{path}"))
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;
+    let upstream = inspect::browser_get(
+        &state.sessions.dialer(),
+        authority,
+        &format!("/devtools/{path}"),
+    )
+    .await
+    .map_err(|e| ApiError::BadGateway(format!("the browser did not serve DevTools: {e}")))?;
     let status = upstream.status();
     let mut body = upstream.into_body();
     if content_type.starts_with("text/html") {

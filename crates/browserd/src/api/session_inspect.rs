@@ -95,9 +95,13 @@ pub(super) async fn debug(
             "{devtools_root}/devtools/inspector.html?{ws_param}={ws_target}/devtools/page/{tab}"
         )
     };
-    let tabs = inspect::tabs(&live.cdp_url, live.primary_tab.as_deref())
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?;
+    let tabs = inspect::tabs(
+        &state.sessions.dialer(),
+        &live.cdp_url,
+        live.primary_tab.as_deref(),
+    )
+    .await
+    .map_err(|e| ApiError::BadGateway(format!("could not list the browser's tabs: {e}")))?;
     let pages: Vec<_> = tabs
         .iter()
         .map(|t| {

@@ -430,7 +430,7 @@ fn place_of(state: &AppState, id: Uuid, cdp_url: &str) -> Result<DriverPlace, Fa
         .sessions
         .browser_dir(id)
         .ok_or_else(|| Failure::browser("the browser has no folder"))?;
-    let jail = match crate::netns::namespace_of(&devtools) {
+    let jail = match state.sessions.dialer().namespace_of(&devtools) {
         Some(ns) => {
             let port = devtools
                 .rsplit(':')

@@ -14,6 +14,7 @@ use crate::fault::Failure;
 use crate::inspect::recorder::{self, Recorder};
 use crate::model::BrowserRecord;
 use crate::netns;
+use crate::netns::Dialer;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -79,14 +80,20 @@ pub struct ChromiumLauncher {
     sessions_dir: PathBuf,
     /// Where browsers run; `None`: unsandboxed, as browserd's own user.
     sandbox: Option<Arc<Sandbox>>,
+    /// The sandbox's way into its browsers, or the host's loopback.
+    dialer: Dialer,
 }
 
 impl ChromiumLauncher {
     pub fn new(executable: PathBuf, sessions_dir: PathBuf, sandbox: Option<Arc<Sandbox>>) -> Self {
+        let dialer = sandbox
+            .as_ref()
+            .map_or_else(Dialer::host, |s| s.dialer().clone());
         Self {
             executable,
             sessions_dir,
             sandbox,
+            dialer,
         }
     }
 
@@ -133,8 +140,12 @@ pub fn past_debian_wrapper(found: PathBuf) -> PathBuf {
 
 #[async_trait::async_trait]
 impl Launcher for ChromiumLauncher {
+    fn dialer(&self) -> Dialer {
+        self.dialer.clone()
+    }
+
     async fn adopt(&self, record: BrowserRecord) -> Option<Box<dyn BrowserInstance>> {
-        adopt(record, self.sandbox.as_ref()).await
+        adopt(record, self.sandbox.as_ref(), &self.dialer).await
     }
 
     fn enforces_egress(&self) -> bool {
@@ -337,6 +348,7 @@ impl ChromiumLauncher {
             source,
         })?;
         let mut browser = ChromiumBrowser {
+            dialer: self.dialer.clone(),
             certificates: None,
             child,
             dir,
@@ -389,6 +401,8 @@ impl ChromiumLauncher {
 }
 
 struct ChromiumBrowser {
+    /// How its DevTools are reached (its namespace's, when sandboxed).
+    dialer: Dialer,
     /// The DevTools connection that holds `ignoreCertificateErrors` on (see
     /// [`CertificateOverride`]).
     certificates: Option<CertificateOverride>,
@@ -418,7 +432,7 @@ impl Drop for ChromiumBrowser {
 impl ChromiumBrowser {
     /// Installs the session recorder; a browser without one still serves its session.
     async fn install_recorder(&mut self, now: bool) {
-        match recorder::install(&self.cdp_url, now).await {
+        match recorder::install(&self.dialer, &self.cdp_url, now).await {
             Ok(r) => {
                 self.primary_tab = Some(r.tab().to_owned());
                 self.recorder = Some(r);
@@ -529,9 +543,9 @@ impl BrowserInstance for ChromiumBrowser {
     }
 
     async fn begin_session(&mut self, setup: &SessionSetup) -> Result<(), CdpError> {
-        set_cookies(&self.cdp_url, &setup.cookies).await?;
+        set_cookies(&self.dialer, &self.cdp_url, &setup.cookies).await?;
         if setup.ignore_certificate_errors {
-            self.certificates = Some(CertificateOverride::set(&self.cdp_url).await?);
+            self.certificates = Some(CertificateOverride::set(&self.dialer, &self.cdp_url).await?);
         }
         match (self.recorder.take(), &setup.recording) {
             (Some(r), Some(recording)) => r.start(recording.clone()),
@@ -539,7 +553,7 @@ impl BrowserInstance for ChromiumBrowser {
             // tab's renderer (~130 ms), so it happens beside the client's connect instead of
             // before the create answers. It also starts in the document already showing.
             (None, Some(recording)) => {
-                spawn_recorder(self.cdp_url.clone(), recording.clone());
+                spawn_recorder(self.dialer.clone(), self.cdp_url.clone(), recording.clone());
             }
             // Off the create path: the next document is at least a client round trip
             // away, and nothing is recorded before the removal anyway (no recorder runs).
@@ -553,7 +567,7 @@ impl BrowserInstance for ChromiumBrowser {
 
     async fn close_for_save(&mut self) -> Option<ProfileState> {
         let cookies = if self.is_running() {
-            let cookies = cookies_then_close(&self.cdp_url).await;
+            let cookies = cookies_then_close(&self.dialer, &self.cdp_url).await;
             if tokio::time::timeout(GRACEFUL_EXIT, self.child.wait())
                 .await
                 .is_err()
@@ -640,10 +654,10 @@ async fn write_trust(
 
 /// Installs rrweb, starting in the document already showing, and records, all in the
 /// background.
-fn spawn_recorder(cdp_url: String, recording: crate::browser::Recording) {
+fn spawn_recorder(dialer: Dialer, cdp_url: String, recording: crate::browser::Recording) {
     // Lives as long as the recording: until the browser goes away.
     tokio::spawn(async move {
-        match recorder::install(&cdp_url, true).await {
+        match recorder::install(&dialer, &cdp_url, true).await {
             Ok(r) => r.start(recording),
             Err(e) => tracing::warn!(error = %e, "could not start the session recording"),
         }
@@ -662,8 +676,8 @@ const GRACEFUL_EXIT: Duration = Duration::from_secs(10);
 struct CertificateOverride(tokio::task::JoinHandle<()>);
 
 impl CertificateOverride {
-    async fn set(cdp_url: &str) -> Result<Self, CdpError> {
-        let mut cdp = CdpClient::connect(cdp_url).await?;
+    async fn set(dialer: &Dialer, cdp_url: &str) -> Result<Self, CdpError> {
+        let mut cdp = CdpClient::connect(dialer, cdp_url).await?;
         cdp.call(
             "Security.setIgnoreCertificateErrors",
             json!({ "ignore": true }),
@@ -682,11 +696,11 @@ impl Drop for CertificateOverride {
     }
 }
 
-async fn set_cookies(cdp_url: &str, cookies: &[Value]) -> Result<(), CdpError> {
+async fn set_cookies(dialer: &Dialer, cdp_url: &str, cookies: &[Value]) -> Result<(), CdpError> {
     if cookies.is_empty() {
         return Ok(());
     }
-    let mut cdp = CdpClient::connect(cdp_url).await?;
+    let mut cdp = CdpClient::connect(dialer, cdp_url).await?;
     let cookies: Vec<Value> = cookies.iter().filter_map(cookie_param).collect();
     cdp.call("Storage.setCookies", json!({ "cookies": cookies }))
         .await?;
@@ -696,8 +710,8 @@ async fn set_cookies(cdp_url: &str, cookies: &[Value]) -> Result<(), CdpError> {
 /// Reads every cookie of the default browser context, then asks the browser to exit
 /// (which flushes its profile). Best effort: a browser that does not answer gets no save
 /// of its cookies, and is killed by the caller.
-async fn cookies_then_close(cdp_url: &str) -> Vec<Value> {
-    let mut cdp = match CdpClient::connect(cdp_url).await {
+async fn cookies_then_close(dialer: &Dialer, cdp_url: &str) -> Vec<Value> {
+    let mut cdp = match CdpClient::connect(dialer, cdp_url).await {
         Ok(cdp) => cdp,
         Err(e) => {
             tracing::warn!(error = %e, "could not read the browser's cookies for its context");
@@ -782,6 +796,8 @@ async fn set_download_preferences(profile: &Path, downloads: &Path) -> std::io::
 /// not our child: its exit is watched through a pidfd, and it is stopped by signalling its
 /// process group.
 struct AdoptedBrowser {
+    /// How its DevTools are reached (its namespace's, when sandboxed).
+    dialer: Dialer,
     record: BrowserRecord,
     certificates: Option<CertificateOverride>,
     /// Held for the browser's life; see [`Jail`].
@@ -800,6 +816,7 @@ struct AdoptedBrowser {
 async fn adopt(
     record: BrowserRecord,
     sandbox: Option<&Arc<Sandbox>>,
+    dialer: &Dialer,
 ) -> Option<Box<dyn BrowserInstance>> {
     if !procs::is_same_process(record.pid, record.start_ticks, &record.dir) {
         return None;
@@ -837,6 +854,7 @@ async fn adopt(
         None => None,
     };
     Some(Box::new(AdoptedBrowser {
+        dialer: dialer.clone(),
         certificates: None,
         record,
         exit,
@@ -902,17 +920,22 @@ impl BrowserInstance for AdoptedBrowser {
         // The recorder, on the page as it is now, in the background: clients reconnect as
         // soon as the session is ready again.
         if setup.ignore_certificate_errors {
-            self.certificates = Some(CertificateOverride::set(&self.record.cdp_url).await?);
+            self.certificates =
+                Some(CertificateOverride::set(&self.dialer, &self.record.cdp_url).await?);
         }
         if let Some(recording) = &setup.recording {
-            spawn_recorder(self.record.cdp_url.clone(), recording.clone());
+            spawn_recorder(
+                self.dialer.clone(),
+                self.record.cdp_url.clone(),
+                recording.clone(),
+            );
         }
         Ok(())
     }
 
     async fn close_for_save(&mut self) -> Option<ProfileState> {
         let cookies = if self.is_running() {
-            let cookies = cookies_then_close(&self.record.cdp_url).await;
+            let cookies = cookies_then_close(&self.dialer, &self.record.cdp_url).await;
             let _ = tokio::time::timeout(GRACEFUL_EXIT, self.exit.readable()).await;
             cookies
         } else {
@@ -960,6 +983,8 @@ struct Jail {
     egress_failure: Option<String>,
     /// The session's additions to the egress policy (allowedDomains).
     rules: egress::SessionSlot,
+    /// Where its namespace is registered, until it is dropped.
+    dialer: Dialer,
 }
 
 impl Jail {
@@ -998,11 +1023,12 @@ impl Jail {
                 Err(e) => return Err(LaunchError::Sandbox(e)),
             }
         };
-        netns::register(port, ns);
+        sandbox.dialer().register(port, ns);
         // Set before the proxy serves its first connection.
         let rules = egress::SessionSlot::default();
         rules.write().unwrap().unassigned = closed;
         Ok(Self {
+            dialer: sandbox.dialer().clone(),
             egress: egress::serve(listener, Arc::clone(sandbox.egress()), Arc::clone(&rules)),
             egress_failure: None,
             uid,
@@ -1033,7 +1059,7 @@ async fn egress_failed(jail: &mut Option<Jail>) -> String {
 
 impl Drop for Jail {
     fn drop(&mut self) {
-        netns::unregister(self.uid.devtools_port());
+        self.dialer.unregister(self.uid.devtools_port());
         self.egress.abort();
     }
 }

@@ -146,6 +146,10 @@ pub trait Launcher: Send + Sync + 'static {
         Ok(())
     }
 
+    /// How browserd reaches its browsers' DevTools (no default: a sandboxed launcher that
+    /// forgot it would dial the host's loopback).
+    fn dialer(&self) -> crate::netns::Dialer;
+
     /// Whether its browsers' pages leave only through browserd's egress proxy (sandboxed),
     /// so that a session's own egress rules (allowedDomains) can be enforced. Default: no.
     fn enforces_egress(&self) -> bool {

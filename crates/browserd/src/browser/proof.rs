@@ -117,6 +117,10 @@ impl Launcher for Proving {
         self.inner.readiness()
     }
 
+    fn dialer(&self) -> crate::netns::Dialer {
+        self.inner.dialer()
+    }
+
     fn enforces_egress(&self) -> bool {
         self.inner.enforces_egress()
     }

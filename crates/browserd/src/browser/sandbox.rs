@@ -102,9 +102,16 @@ pub struct Sandbox {
     bwrap: PathBuf,
     setpriv: PathBuf,
     egress: Arc<EgressPolicy>,
+    /// The way into its browsers' namespaces: each registers there while it runs.
+    dialer: crate::netns::Dialer,
 }
 
 impl Sandbox {
+    /// How browserd reaches this sandbox's browsers.
+    pub fn dialer(&self) -> &crate::netns::Dialer {
+        &self.dialer
+    }
+
     /// Decides, once at start-up, whether browsers are sandboxed. `Ok(None)`: they are not
     /// (`--sandbox off`, or `auto` where it is not possible: the reason is logged).
     pub fn detect(mode: SandboxMode, egress: EgressPolicy) -> Result<Option<Arc<Self>>, Failure> {
@@ -123,6 +130,7 @@ impl Sandbox {
                         bwrap,
                         setpriv,
                         egress: Arc::new(egress),
+                        dialer: crate::netns::Dialer::sandboxed(),
                     })));
                 }
                 (None, _) => Some("bwrap is not installed (apt-get install bubblewrap)".to_owned()),

@@ -38,8 +38,11 @@ pub(crate) struct CdpClient {
 }
 
 impl CdpClient {
-    pub(crate) async fn connect(url: &str) -> Result<Self, CdpError> {
-        let ws = tokio::time::timeout(CALL_TIMEOUT, connect_browser(url, MAX_REPLY, None))
+    pub(crate) async fn connect(
+        dialer: &crate::netns::Dialer,
+        url: &str,
+    ) -> Result<Self, CdpError> {
+        let ws = tokio::time::timeout(CALL_TIMEOUT, connect_browser(dialer, url, MAX_REPLY, None))
             .await
             .map_err(|_| CdpError::Connect("timed out".into()))?
             .map_err(|e| CdpError::Connect(e.to_string()))?;

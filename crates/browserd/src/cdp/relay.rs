@@ -343,6 +343,7 @@ fn farewell_close(farewell: &Farewell) -> Message {
 /// Messages of 1 MiB and more from the browser are held to `budget` (`None`: browserd's
 /// own connections, whose replies it bounds itself).
 pub async fn connect_browser(
+    dialer: &crate::netns::Dialer,
     url: &str,
     max_message_size: usize,
     budget: Option<&MessageBudget>,
@@ -351,7 +352,7 @@ pub async fn connect_browser(
         .strip_prefix("ws://")
         .and_then(|rest| rest.split('/').next())
         .ok_or("malformed CDP url")?;
-    let tcp = crate::netns::connect(authority).await?;
+    let tcp = dialer.connect(authority).await?;
     tcp.set_nodelay(true)?;
     // Metered from the end of the handshake's HTTP response: frames that come with it too.
     let tcp = Metered::after_http(tcp, budget.cloned());

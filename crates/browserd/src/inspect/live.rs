@@ -32,6 +32,7 @@ const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 /// leaves, the tab goes away, or `stop` resolves (the session ended or the viewer's grant
 /// expired) with the reason the viewer is told.
 pub(crate) async fn serve<S>(
+    dialer: &crate::netns::Dialer,
     viewer: WebSocketStream<S>,
     tab_ws: &str,
     read_only: bool,
@@ -40,7 +41,7 @@ pub(crate) async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut view_tx, mut view_rx) = viewer.split();
-    let tab = match connect_browser(tab_ws, MAX_MESSAGE, None).await {
+    let tab = match connect_browser(dialer, tab_ws, MAX_MESSAGE, None).await {
         Ok(tab) => tab,
         Err(e) => {
             tracing::debug!(error = %e, "live view could not reach the tab");

@@ -22,10 +22,12 @@ const MAX_BROWSER_ANSWER: usize = 32 * 1024 * 1024;
 
 /// A GET on a browser's DevTools HTTP server (loopback): `/json/list`, `/devtools/...`.
 pub async fn browser_get(
+    dialer: &crate::netns::Dialer,
     authority: &str,
     path_and_query: &str,
 ) -> Result<hyper::Response<axum::body::Bytes>, Failure> {
-    let tcp = crate::netns::connect(authority)
+    let tcp = dialer
+        .connect(authority)
         .await
         .map_err(|e| Failure::browser(e.to_string()))?;
     let (mut sender, conn) =
@@ -71,7 +73,11 @@ pub struct Tab {
 
 /// The browser's page tabs: `primary` first (the session's first tab), the others in the
 /// order DevTools lists them (most recently active first).
-pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Failure> {
+pub async fn tabs(
+    dialer: &crate::netns::Dialer,
+    cdp_url: &str,
+    primary: Option<&str>,
+) -> Result<Vec<Tab>, Failure> {
     #[derive(serde::Deserialize)]
     struct Target {
         id: String,
@@ -86,7 +92,7 @@ pub async fn tabs(cdp_url: &str, primary: Option<&str>) -> Result<Vec<Tab>, Fail
     }
     let authority =
         devtools_authority(cdp_url).ok_or_else(|| Failure::internal("malformed CDP url"))?;
-    let resp = browser_get(authority, "/json/list").await?;
+    let resp = browser_get(dialer, authority, "/json/list").await?;
     let targets: Vec<Target> =
         serde_json::from_slice(resp.body()).map_err(|e| Failure::browser(e.to_string()))?;
     let mut tabs: Vec<Tab> = targets

@@ -43,8 +43,12 @@ impl std::fmt::Debug for Recorder {
 /// Adds rrweb to every new document of the browser's first page, in an isolated world.
 /// `now`: also start it in the current document (a browser taken over after a restart is
 /// already showing pages; a fresh one shows about:blank, not worth recording).
-pub(crate) async fn install(cdp_url: &str, now: bool) -> Result<Recorder, CdpError> {
-    let mut cdp = CdpClient::connect(cdp_url).await?;
+pub(crate) async fn install(
+    dialer: &crate::netns::Dialer,
+    cdp_url: &str,
+    now: bool,
+) -> Result<Recorder, CdpError> {
+    let mut cdp = CdpClient::connect(dialer, cdp_url).await?;
     let targets = cdp.call("Target.getTargets", json!({})).await?;
     let tab = targets["targetInfos"]
         .as_array()

@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Counts the pages of the browser at `cdp_url` into `open` and closes those past `max`,
 /// until the browser's connection closes (the session ended).
 pub(crate) async fn watch(
+    dialer: crate::netns::Dialer,
     cdp_url: String,
     open: Arc<AtomicUsize>,
     max: usize,
     log: Option<LogTap>,
 ) {
-    let Ok(mut cdp) = CdpClient::connect(&cdp_url).await else {
+    let Ok(mut cdp) = CdpClient::connect(&dialer, &cdp_url).await else {
         return;
     };
     if let Err(e) = cdp

@@ -451,6 +451,12 @@ impl SessionManager {
     /// start (and the last plain launch did not fail). Asked while Chromium is not proven,
     /// it starts a probe browser in the background, if there is room for one (a free slot,
     /// memory and disk above the floors): the next ask has the answer.
+    /// How browserd reaches this server's browsers' DevTools (into their namespaces when
+    /// sandboxed): whoever dials a session's browser goes through it.
+    pub fn dialer(&self) -> crate::netns::Dialer {
+        self.launcher.dialer()
+    }
+
     pub fn launcher_readiness(&self) -> Result<(), Failure> {
         self.launcher.readiness()?;
         let proven = self.proof.readiness();

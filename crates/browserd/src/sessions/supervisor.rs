@@ -183,6 +183,7 @@ impl Supervisor {
             // Counts the session's tabs for its filter and closes those past the bound;
             // ends with the browser's connection.
             tokio::spawn(crate::inspect::targets::watch(
+                self.manager.dialer(),
                 browser.cdp_url().to_owned(),
                 open,
                 max,
@@ -314,7 +315,7 @@ impl Supervisor {
             // Until it is known the inspector shows the first tab the browser lists.
             let (manager, cdp_url) = (Arc::clone(&self.manager), browser.cdp_url().to_owned());
             tokio::spawn(async move {
-                if let Ok(tabs) = crate::inspect::tabs(&cdp_url, None).await
+                if let Ok(tabs) = crate::inspect::tabs(&manager.dialer(), &cdp_url, None).await
                     && let Some(first) = tabs.into_iter().next()
                 {
                     manager.set_primary_tab(id, first.id);

@@ -65,6 +65,10 @@ struct FakeBrowser {
 
 #[async_trait::async_trait]
 impl Launcher for FakeLauncher {
+    fn dialer(&self) -> crate::netns::Dialer {
+        crate::netns::Dialer::host()
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LaunchError::NotReady(Duration::from_secs(30)));

@@ -26,6 +26,10 @@ struct NoBrowsers {
 
 #[async_trait::async_trait]
 impl Launcher for NoBrowsers {
+    fn dialer(&self) -> browserd::netns::Dialer {
+        browserd::netns::Dialer::host()
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Box<dyn BrowserInstance>, LaunchError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         *self.certificates.lock().unwrap() = spec.ca_certificates.clone();
