@@ -429,6 +429,9 @@ pub struct Config {
     pub node_url: Option<String>,
     pub node_lease: std::time::Duration,
     pub metrics_listen: Option<SocketAddr>,
+    /// This server's metrics: made with its configuration, so the launcher, the sandbox's
+    /// egress, the relay's budget and the sessions all count into the same set.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Config {
@@ -592,6 +595,7 @@ impl Config {
             bail!("--drain-timeout must be at least 1 second");
         }
         Ok(Self {
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
             proxy_pool: std::sync::Arc::new(proxy_pool),
             ad_block_lists: cli
                 .block_ads_lists

@@ -85,6 +85,8 @@ struct Slot(Arc<Place>);
 
 struct Place {
     counts: SharedCounts,
+    /// The server's metrics (open connections).
+    metrics: Arc<crate::metrics::Metrics>,
     ip: IpAddr,
     /// Whether the place still counts against its address (see [`ConnectionPlace`]).
     by_address: std::sync::atomic::AtomicBool,
@@ -128,6 +130,7 @@ enum Full {
 impl Slot {
     fn take(
         counts: &SharedCounts,
+        metrics: &Arc<crate::metrics::Metrics>,
         ip: IpAddr,
         limit: usize,
         per_address: usize,
@@ -142,9 +145,10 @@ impl Slot {
         }
         *n += 1;
         c.total += 1;
-        crate::metrics::METRICS.http_connections.inc();
+        metrics.http_connections.inc();
         Ok(Self(Arc::new(Place {
             counts: Arc::clone(counts),
+            metrics: Arc::clone(metrics),
             ip,
             by_address: true.into(),
         })))
@@ -160,7 +164,7 @@ impl Drop for Slot {
         let place = &self.0;
         let mut c = place.counts.lock().unwrap();
         c.total -= 1;
-        crate::metrics::METRICS.http_connections.dec();
+        place.metrics.http_connections.dec();
         if place
             .by_address
             .swap(false, std::sync::atomic::Ordering::AcqRel)
@@ -226,6 +230,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     per_address: usize,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // Without TCP_NODELAY, Nagle and delayed ACKs add tens of ms to small CDP round trips.
@@ -253,7 +258,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let slot = match Slot::take(&counts, peer.ip(), limit, per_address) {
+                let slot = match Slot::take(&counts, &metrics, peer.ip(), limit, per_address) {
                     Ok(slot) => slot,
                     Err(Full::Address) => {
                         tracing::warn!(%peer, limit = per_address, "too many connections from one address (--max-connections-per-address); closed");

@@ -1,5 +1,7 @@
-//! browserd's Prometheus metrics: one process-wide set ([`METRICS`]), encoded in the text
-//! exposition format for `GET /metrics`.
+//! browserd's Prometheus metrics: one set per server ([`Metrics`], made with its
+//! configuration and held by whoever counts), encoded in the text exposition format for
+//! `GET /metrics`. Not a process-wide static: two servers in one process (tests) count
+//! apart.
 //!
 //! `prometheus-client` (the Prometheus project's own Rust client) rather than the `metrics`
 //! facade: no global recorder to install, no exporter with its own HTTP server, and typed
@@ -14,10 +16,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::LazyLock;
-
-/// Every metric of this process.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusProject {
@@ -78,6 +76,7 @@ pub struct CdpFlows {
     pub replies: Flow,
 }
 
+/// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
     pub sessions_live: Family<StatusProject, Gauge>,
@@ -116,8 +115,14 @@ fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("browserd");
         let sessions_live = Family::<StatusProject, Gauge>::default();
         registry.register(

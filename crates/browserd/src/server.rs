@@ -11,7 +11,7 @@ use crate::files::FileStore;
 use crate::files::contexts::ContextVault;
 use crate::model::{Ending, Session, SessionStatus};
 use crate::secrets::{SigningSecret, hash_api_key, new_api_key};
-use crate::sessions::ending::{Remains, end_session};
+use crate::sessions::ending::{Records, Remains, end_session};
 use crate::sessions::{Limits, SessionManager, ShutdownPolicy};
 use crate::store::{SETTING_DEFAULT_PROJECT, Store};
 use anyhow::{Context, bail};
@@ -56,12 +56,17 @@ fn chromium_launcher(config: &Config) -> anyhow::Result<Arc<ChromiumLauncher>> {
             "no Chromium found on PATH (looked for chromium, chromium-browser, google-chrome); install it with `apt-get install chromium` or pass --chromium PATH",
         )?,
     };
-    let sandbox =
-        Sandbox::detect(config.sandbox, config.egress_policy()).map_err(anyhow::Error::msg)?;
+    let sandbox = Sandbox::detect(
+        config.sandbox,
+        config.egress_policy(),
+        Arc::clone(&config.metrics),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(Arc::new(ChromiumLauncher::new(
         chromium,
         config.sessions_dir(),
         sandbox,
+        Arc::clone(&config.metrics),
     )))
 }
 
@@ -125,6 +130,7 @@ pub async fn prepare_with(
             min_free_disk_mib: config.min_free_disk_mib,
         },
         config.node_name.clone(),
+        Arc::clone(&config.metrics),
         crate::sessions::TrafficOptions {
             proxy_pool: Arc::clone(&config.proxy_pool),
             ad_block_lists: config.ad_block_lists.clone(),
@@ -147,8 +153,12 @@ pub async fn prepare_with(
             min_timeout_secs: config.min_timeout_secs,
             max_message_size: config.max_message_size,
             message_budget: {
-                let budget = crate::cdp::budget::MessageBudget::new(config.relay_memory);
-                crate::metrics::METRICS
+                let budget = crate::cdp::budget::MessageBudget::new(
+                    config.relay_memory,
+                    Arc::clone(&config.metrics),
+                );
+                config
+                    .metrics
                     .relay_memory_budget
                     .set(budget.bytes() as i64);
                 budget
@@ -284,8 +294,11 @@ pub async fn release_offline(
     };
     let now = crate::model::now();
     end_session(
-        &*store.sessions,
-        &files,
+        Records {
+            store: &*store.sessions,
+            files: &files,
+            metrics: &config.metrics,
+        },
         &session,
         &ending,
         now,
@@ -357,8 +370,11 @@ async fn reconcile(
             reason: reason.to_owned(),
         };
         end_session(
-            &*store.sessions,
-            files,
+            Records {
+                store: &*store.sessions,
+                files,
+                metrics: &config.metrics,
+            },
             &session,
             &ending,
             ended_at,
@@ -593,8 +609,9 @@ pub async fn run(
     let membership =
         tokio::spawn(Arc::clone(&state.cluster).run(Arc::clone(&state.sessions), stop_rx.clone()));
     let per_address = state.settings.max_connections_per_address;
+    let metrics = Arc::clone(state.sessions.metrics());
     let app = crate::api::app(state);
-    let served = crate::http_server::serve(listener, app, per_address, async move {
+    let served = crate::http_server::serve(listener, app, per_address, metrics, async move {
         // A signal, or a drain an operator asked for (`browserd drain`).
         let asked_to_drain = tokio::select! {
             _ = signals.wait_for(|n| *n >= 1) => plan.drain_on_signal,

@@ -88,6 +88,7 @@ pub(super) async fn connect(
 
     relay_client(
         state.sessions.dialer(),
+        std::sync::Arc::clone(state.sessions.metrics()),
         lease,
         upgrade,
         state.settings.max_message_size,
@@ -101,6 +102,7 @@ pub(super) async fn connect(
 /// the session ends.
 async fn relay_client(
     dialer: crate::netns::Dialer,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     lease: ClientLease,
     upgrade: Upgrade,
     max: usize,
@@ -121,7 +123,7 @@ async fn relay_client(
     tokio::spawn(async move {
         let config = crate::cdp::relay::client_ws_config(max);
         if let Some(ws) = upgrade.websocket_with(config, &budget).await {
-            crate::cdp::relay::run(ws, browser, lease, watch).await;
+            crate::cdp::relay::run(ws, browser, lease, watch, metrics).await;
         }
     });
     Ok(response)
@@ -277,6 +279,7 @@ async fn enter_own(
     tracing::debug!(session = %inside.session, "the session's own browser connected to it");
     relay_client(
         sessions.dialer(),
+        std::sync::Arc::clone(sessions.metrics()),
         lease,
         upgrade,
         inside.door.max_message_size,

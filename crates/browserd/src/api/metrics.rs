@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::{AppState, Auth};
-use crate::metrics::{METRICS, StatusProject};
+use crate::metrics::StatusProject;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -14,7 +14,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The figures that are a state, set now; then every metric, encoded.
 pub(crate) fn exposition(state: &AppState) -> String {
-    let m = &METRICS;
+    let m = state.sessions.metrics();
     // Rebuilt whole: a project whose last session ended has no series left.
     m.sessions_live.clear();
     for (status, project) in state.sessions.live_by_status() {

@@ -9,7 +9,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::metrics::{METRICS, Outcome};
+use crate::metrics::Outcome;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,8 @@ impl History {
 
 /// The figures now.
 pub(crate) fn sample_now(state: &AppState) -> Sample {
-    let count = |outcome: &'static str| METRICS.creates.get_or_create(&Outcome { outcome }).get();
+    let metrics = state.sessions.metrics();
+    let count = |outcome: &'static str| metrics.creates.get_or_create(&Outcome { outcome }).get();
     Sample {
         at: (crate::model::now().unix_timestamp_nanos() / 1_000_000) as i64,
         live_sessions: state.sessions.live_count(),

@@ -134,7 +134,9 @@ async fn create_counted(
         Ok(_) => "created",
         Err(e) => outcome_of(e),
     };
-    crate::metrics::METRICS
+    state
+        .sessions
+        .metrics()
         .creates
         .get_or_create(&crate::metrics::Outcome { outcome })
         .inc();

@@ -82,10 +82,17 @@ pub struct ChromiumLauncher {
     sandbox: Option<Arc<Sandbox>>,
     /// The sandbox's way into its browsers, or the host's loopback.
     dialer: Dialer,
+    /// The server's metrics (launch times).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ChromiumLauncher {
-    pub fn new(executable: PathBuf, sessions_dir: PathBuf, sandbox: Option<Arc<Sandbox>>) -> Self {
+    pub fn new(
+        executable: PathBuf,
+        sessions_dir: PathBuf,
+        sandbox: Option<Arc<Sandbox>>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let dialer = sandbox
             .as_ref()
             .map_or_else(Dialer::host, |s| s.dialer().clone());
@@ -94,6 +101,7 @@ impl ChromiumLauncher {
             sessions_dir,
             sandbox,
             dialer,
+            metrics,
         }
     }
 
@@ -172,7 +180,7 @@ impl Launcher for ChromiumLauncher {
         let started = std::time::Instant::now();
         let launched = self.launch_in(&dir, spec).await;
         if launched.is_ok() {
-            crate::metrics::METRICS
+            self.metrics
                 .launch_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
@@ -1029,7 +1037,12 @@ impl Jail {
         rules.write().unwrap().unassigned = closed;
         Ok(Self {
             dialer: sandbox.dialer().clone(),
-            egress: egress::serve(listener, Arc::clone(sandbox.egress()), Arc::clone(&rules)),
+            egress: egress::serve(
+                listener,
+                Arc::clone(sandbox.egress()),
+                Arc::clone(&rules),
+                Arc::clone(sandbox.metrics()),
+            ),
             egress_failure: None,
             uid,
             rules,

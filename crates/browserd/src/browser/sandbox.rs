@@ -104,9 +104,16 @@ pub struct Sandbox {
     egress: Arc<EgressPolicy>,
     /// The way into its browsers' namespaces: each registers there while it runs.
     dialer: crate::netns::Dialer,
+    /// The server's metrics (its egress counts refusals).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Sandbox {
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     /// How browserd reaches this sandbox's browsers.
     pub fn dialer(&self) -> &crate::netns::Dialer {
         &self.dialer
@@ -114,7 +121,11 @@ impl Sandbox {
 
     /// Decides, once at start-up, whether browsers are sandboxed. `Ok(None)`: they are not
     /// (`--sandbox off`, or `auto` where it is not possible: the reason is logged).
-    pub fn detect(mode: SandboxMode, egress: EgressPolicy) -> Result<Option<Arc<Self>>, Failure> {
+    pub fn detect(
+        mode: SandboxMode,
+        egress: EgressPolicy,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Option<Arc<Self>>, Failure> {
         if mode == SandboxMode::Off {
             tracing::warn!(
                 "--sandbox off: browsers run as browserd's user with the host's files and network; a client of one session can read what that user reads and reach every other browser's DevTools port"
@@ -131,6 +142,7 @@ impl Sandbox {
                         setpriv,
                         egress: Arc::new(egress),
                         dialer: crate::netns::Dialer::sandboxed(),
+                        metrics,
                     })));
                 }
                 (None, _) => Some("bwrap is not installed (apt-get install bubblewrap)".to_owned()),

@@ -47,17 +47,20 @@ const UNIT: u64 = 1024;
 pub struct MessageBudget {
     permits: Arc<Semaphore>,
     total_units: u32,
+    /// The server's metrics (what is held, waiting, refused).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl MessageBudget {
     /// A budget of `bytes` (at least one largest message's worth is sensible; a message
     /// larger than the whole budget takes all of it, alone).
-    pub fn new(bytes: u64) -> Self {
+    pub fn new(bytes: u64, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let most = (u32::MAX as u64).min(Semaphore::MAX_PERMITS as u64);
         let total_units = (bytes / UNIT).clamp(1, most) as u32;
         Self {
             permits: Arc::new(Semaphore::new(total_units as usize)),
             total_units,
+            metrics,
         }
     }
 
@@ -181,9 +184,7 @@ impl<S> Metered<S> {
     /// Gives back what the connection holds: its large message has been relayed.
     fn give_back(&mut self, budget: &MessageBudget) {
         if self.held.take().is_some() {
-            crate::metrics::METRICS
-                .relay_memory_held
-                .set(budget.held() as i64);
+            budget.metrics.relay_memory_held.set(budget.held() as i64);
         }
     }
 
@@ -209,8 +210,10 @@ impl<S> Metered<S> {
     }
 
     fn stop_waiting(&mut self) {
-        if self.waiting.take().is_some() {
-            crate::metrics::METRICS.relay_memory_waiting.dec();
+        if self.waiting.take().is_some()
+            && let Some(budget) = &self.budget
+        {
+            budget.metrics.relay_memory_waiting.dec();
         }
     }
 
@@ -233,7 +236,7 @@ impl<S> Metered<S> {
         }
         self.semaphore
             .get_or_insert_with(|| PollSemaphore::new(Arc::clone(&budget.permits)));
-        crate::metrics::METRICS.relay_memory_waiting.inc();
+        budget.metrics.relay_memory_waiting.inc();
         self.waiting = Some(Wait {
             units: more,
             deadline: Box::pin(tokio::time::sleep(WAIT_LIMIT)),
@@ -253,15 +256,13 @@ impl<S> Metered<S> {
                     Some(held) => held.merge(permit),
                     None => self.held = Some(permit),
                 }
-                crate::metrics::METRICS
-                    .relay_memory_held
-                    .set(budget.held() as i64);
+                budget.metrics.relay_memory_held.set(budget.held() as i64);
                 self.stop_waiting();
             }
             Poll::Ready(None) => unreachable!("the budget's semaphore is never closed"),
             Poll::Pending => {
                 ready!(wait.deadline.as_mut().poll(cx));
-                crate::metrics::METRICS.relay_memory_refusals.inc();
+                budget.metrics.relay_memory_refusals.inc();
                 self.failed = Some(Failure::Budget(BudgetExhausted {
                     message: self.frames.message(),
                     budget: budget.bytes(),
@@ -394,9 +395,7 @@ impl<S> Drop for Metered<S> {
         self.stop_waiting();
         if let (Some(budget), Some(held)) = (&self.budget, self.held.take()) {
             drop(held);
-            crate::metrics::METRICS
-                .relay_memory_held
-                .set(budget.held() as i64);
+            budget.metrics.relay_memory_held.set(budget.held() as i64);
         }
     }
 }
@@ -452,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn a_large_message_waits_until_another_is_relayed() {
         // Room for one 1 MiB message (2 MiB: read and write buffers), not two.
-        let budget = MessageBudget::new(3 * LARGE);
+        let budget = MessageBudget::new(3 * LARGE, Default::default());
         let big = frame(2, true, &vec![7; LARGE as usize]);
         let small = frame(1, true, b"{}");
         let (mut a_tx, a_rx) = tokio::io::duplex(4 * LARGE as usize);
@@ -484,7 +483,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_large_message_that_stops_coming_fails_and_gives_its_budget_back() {
-        let budget = MessageBudget::new(1024 * LARGE);
+        let budget = MessageBudget::new(1024 * LARGE, Default::default());
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut m = Metered::new(rx, Some(budget.clone()));
         // A header claiming 256 MiB, ten bytes of it, then nothing.
@@ -506,7 +505,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_large_message_sent_a_byte_at_a_time_does_not_keep_its_share() {
-        let budget = MessageBudget::new(1024 * LARGE);
+        let budget = MessageBudget::new(1024 * LARGE, Default::default());
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut m = Metered::new(rx, Some(budget.clone()));
         let mut claim = vec![0x82, 0x80 | 127];
@@ -535,7 +534,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_no_endpoint_may_send_fail_the_stream_for_good() {
-        let budget = MessageBudget::new(4 * LARGE);
+        let budget = MessageBudget::new(4 * LARGE, Default::default());
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let mut m = Metered::new(rx, Some(budget));
         // A ping claiming 64 KiB (tungstenite would buffer it whole before refusing it).
@@ -549,7 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_that_come_with_the_handshake_response_are_metered() {
-        let budget = MessageBudget::new(1024 * LARGE);
+        let budget = MessageBudget::new(1024 * LARGE, Default::default());
         let (mut tx, rx) = tokio::io::duplex(8 * LARGE as usize);
         let mut m = Metered::after_http(rx, Some(budget.clone()));
         let mut bytes = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
@@ -567,7 +566,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_limit_is_an_error_that_says_why() {
-        let budget = MessageBudget::new(2 * LARGE);
+        let budget = MessageBudget::new(2 * LARGE, Default::default());
         let _taken = Arc::clone(&budget.permits)
             .acquire_many_owned(1)
             .await
@@ -587,7 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_messages_never_touch_the_budget() {
-        let budget = MessageBudget::new(UNIT);
+        let budget = MessageBudget::new(UNIT, Default::default());
         let _all = Arc::clone(&budget.permits)
             .acquire_many_owned(1)
             .await

@@ -94,6 +94,7 @@ pub async fn run<S, L>(
     browser: BrowserWs,
     lease: L,
     watch: ClientWatch,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     L: Seat,
@@ -120,7 +121,7 @@ pub async fn run<S, L>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Atomic counters made once: counting a message takes no lock and allocates nothing.
-    let flows = crate::metrics::METRICS.cdp();
+    let flows = metrics.cdp();
     let client_to_browser = async {
         while let Some(msg) = client_rx.next().await {
             let msg = match msg {
@@ -223,7 +224,7 @@ pub async fn run<S, L>(
                         return Some(client_gone(Duration::from_millis(now - last_frame.load(Ordering::Relaxed))));
                     }
                     if now.saturating_sub(last_command.load(Ordering::Relaxed)) >= watch.idle_after.as_millis() as u64 {
-                        crate::metrics::METRICS.idle_disconnects.inc();
+                        metrics.idle_disconnects.inc();
                         return Some(client_idle(watch.idle_after));
                     }
                     if client_tx.send(Message::Ping(Default::default())).await.is_err() {

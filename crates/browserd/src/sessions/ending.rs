@@ -47,6 +47,14 @@ impl<'a> Remains<'a> {
     }
 }
 
+/// Where an ending is recorded: the store, the files beside it, the metrics.
+#[derive(Clone, Copy)]
+pub(crate) struct Records<'a> {
+    pub(crate) store: &'a dyn SessionStore,
+    pub(crate) files: &'a Arc<FileStore>,
+    pub(crate) metrics: &'a crate::metrics::Metrics,
+}
+
 /// Ends `session` with `ending`, in this order:
 ///
 /// 1. record the end (first recorded end wins; a create that loads the session's context
@@ -61,16 +69,19 @@ impl<'a> Remains<'a> {
 /// Failures are logged, never returned: the session has ended either way, and every later
 /// step still runs.
 pub(crate) async fn end_session(
-    store: &dyn SessionStore,
-    files: &Arc<FileStore>,
+    records: Records<'_>,
     session: &Session,
     ending: &Ending,
     ended_at: OffsetDateTime,
     mut remains: Remains<'_>,
     tell_clients: impl FnOnce(),
 ) {
+    let Records {
+        store,
+        files,
+        metrics,
+    } = records;
     tracing::info!(status = ending.status.as_str(), reason = %ending.reason, "session ending");
-    let metrics = &crate::metrics::METRICS;
     metrics
         .endings
         .get_or_create(&crate::metrics::Ended {

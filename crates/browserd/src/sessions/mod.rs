@@ -298,6 +298,8 @@ impl LiveEntry {
 }
 
 pub struct SessionManager {
+    /// This server's metrics.
+    metrics: Arc<crate::metrics::Metrics>,
     store: Arc<dyn SessionStore>,
     launcher: Arc<dyn Launcher>,
     files: Arc<FileStore>,
@@ -362,6 +364,7 @@ impl SessionManager {
         files: Arc<FileStore>,
         limits: Limits,
         node: String,
+        metrics: Arc<crate::metrics::Metrics>,
         traffic: TrafficOptions,
     ) -> Arc<Self> {
         // Every launch (the pool's, a create's, the probe's) tells whether Chromium works.
@@ -369,6 +372,7 @@ impl SessionManager {
         let launcher: Arc<dyn Launcher> = Arc::new(Proving::new(launcher, Arc::clone(&proof)));
         let manager = Arc::new(Self {
             node,
+            metrics,
             draining: watch::Sender::new(false),
             slot_freed: tokio::sync::Notify::new(),
             proof,
@@ -453,6 +457,11 @@ impl SessionManager {
     /// memory and disk above the floors): the next ask has the answer.
     /// How browserd reaches this server's browsers' DevTools (into their namespaces when
     /// sandboxed): whoever dials a session's browser goes through it.
+    /// This server's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     pub fn dialer(&self) -> crate::netns::Dialer {
         self.launcher.dialer()
     }
@@ -485,7 +494,7 @@ impl SessionManager {
                 live = self.live_count(),
                 "draining: no new sessions here; live ones go on"
             );
-            crate::metrics::METRICS.draining.set(1);
+            self.metrics.draining.set(1);
             // The refill loop stops and stops its idle browsers.
             self.stop_pool.cancel();
         }
@@ -588,7 +597,7 @@ impl SessionManager {
         let mut warm = false;
         let created = self.create_inner(req, &mut warm).await;
         if created.is_ok() {
-            crate::metrics::METRICS
+            self.metrics
                 .create_seconds
                 .get_or_create(&crate::metrics::Kind {
                     kind: if warm { "warm" } else { "cold" },
@@ -675,7 +684,7 @@ impl SessionManager {
             concurrency: req.project.concurrency,
             per_minute: req.project.creations_per_minute,
         };
-        let inserted = crate::metrics::METRICS.time_store(
+        let inserted = self.metrics.time_store(
             "insert_session",
             self.store.insert_session(&session, limits),
         );
@@ -899,7 +908,7 @@ impl SessionManager {
                 .map_err(|_| AttachError::NotLive(id))?;
         }
         counter.fetch_add(1, Ordering::SeqCst);
-        crate::metrics::METRICS.clients_connected.inc();
+        self.metrics.clients_connected.inc();
         Ok(ClientLease {
             side,
             session_id: id,
@@ -910,6 +919,7 @@ impl SessionManager {
             commands: entry.commands.clone(),
             farewell: entry.farewell.clone(),
             clients: Arc::clone(counter),
+            metrics: Arc::clone(&self.metrics),
         })
     }
 
@@ -1140,6 +1150,8 @@ pub struct ClientLease {
     commands: mpsc::UnboundedSender<Command>,
     farewell: watch::Receiver<Option<Farewell>>,
     clients: Arc<AtomicUsize>,
+    /// Counts it out when it ends.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ClientLease {
@@ -1178,7 +1190,7 @@ impl Seat for ClientLease {
 
 impl Drop for ClientLease {
     fn drop(&mut self) {
-        crate::metrics::METRICS.clients_connected.dec();
+        self.metrics.clients_connected.dec();
         self.clients.fetch_sub(1, Ordering::SeqCst);
         if self.side == Side::Outside {
             let _ = self.commands.send(Command::ClientDisconnected);

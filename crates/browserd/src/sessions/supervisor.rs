@@ -89,8 +89,11 @@ impl Supervisor {
                 reason: "browserd failed while running the session (an internal error); its browser was stopped".into(),
             };
             ending::end_session(
-                &*manager.store,
-                &manager.files,
+                ending::Records {
+                    store: &*manager.store,
+                    files: &manager.files,
+                    metrics: &manager.metrics,
+                },
                 &session,
                 &ending,
                 crate::model::now(),
@@ -136,7 +139,7 @@ impl Supervisor {
         let started_at = crate::model::now();
         let expires_at = started_at + timeout;
         let record = browser.record();
-        let marked = crate::metrics::METRICS.time_store(
+        let marked = self.manager.metrics.time_store(
             "mark_running",
             self.manager.store.mark_running(
                 self.session.id,
@@ -426,8 +429,11 @@ impl Supervisor {
         };
         let farewell = &self.farewell;
         ending::end_session(
-            &*self.manager.store,
-            &self.manager.files,
+            ending::Records {
+                store: &*self.manager.store,
+                files: &self.manager.files,
+                metrics: &self.manager.metrics,
+            },
             &self.session,
             &ending,
             crate::model::now(),

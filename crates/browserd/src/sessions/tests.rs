@@ -147,6 +147,7 @@ fn harness_with_pool(max_sessions: usize, warm_pool: usize) -> Harness {
         },
         "node-a".into(),
         Default::default(),
+        Default::default(),
     );
     Harness {
         manager,
@@ -850,6 +851,7 @@ async fn clients_per_session_are_capped_and_counted_back_down() {
         files,
         limits,
         "node-a".into(),
+        Default::default(),
         Default::default(),
     );
     let s = manager.create(request(true, Some(600))).await.unwrap();

@@ -1214,7 +1214,7 @@ async fn one_live_view_link_cannot_hold_the_servers_sockets() {
 async fn websockets_count_as_connections_until_they_close() {
     let server = TestServer::start().await;
     let s = server.create(json!({"keepAlive": true})).await;
-    let open_now = || browserd::metrics::METRICS.http_connections.get();
+    let open_now = || server.state.sessions.metrics().http_connections.get();
     // reqwest's idle keep-alive connections count too: measure against what is open now.
     let before = open_now();
     let mut clients = Vec::new();
@@ -1804,7 +1804,7 @@ async fn large_messages_from_many_clients_share_one_memory_bound() {
         ..Default::default()
     })
     .await;
-    let metrics = &browserd::metrics::METRICS;
+    let metrics = server.state.sessions.metrics();
     let (s, mut a, page_a) = connected(&server).await;
     let mut b = Cdp::connect(s["connectUrl"].as_str().unwrap()).await;
     let page_b = b.page_session().await;

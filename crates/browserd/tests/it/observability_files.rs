@@ -5,7 +5,7 @@
 //! exports (a misspelled name would make an alert that never fires or a panel that stays
 //! empty, and neither promtool nor Grafana would say so).
 
-use browserd::metrics::{Ended, Kind, METRICS, Operation, Outcome, StatusProject};
+use browserd::metrics::{Ended, Kind, Metrics, Operation, Outcome, StatusProject};
 use regex_lite::Regex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,12 +87,12 @@ fn rule_exprs(rules: &str) -> Vec<String> {
 }
 
 /// Every sample name browserd's registry exposes, with the label names its samples carry:
-/// `METRICS.encode()`, the text `GET /metrics` serves. A family with labels has no line at
+/// `Metrics::encode()`, the text `GET /metrics` serves. A family with labels has no line at
 /// all until its first series (prometheus-client skips empty families), which on a fresh
 /// server is most of them, so each is given one first, through the label types the server
 /// itself uses.
 fn exported() -> BTreeMap<String, BTreeSet<String>> {
-    let m = &METRICS;
+    let m = &Metrics::new();
     m.sessions_live
         .get_or_create(&StatusProject {
             status: "RUNNING".to_owned(),

@@ -47,7 +47,7 @@ struct App {
     router: axum::Router,
     launcher: Arc<NoBrowsers>,
     _data_dir: tempfile::TempDir,
-    _prepared: browserd::server::Prepared,
+    prepared: browserd::server::Prepared,
 }
 
 async fn app() -> App {
@@ -77,7 +77,7 @@ async fn app_with(launcher: NoBrowsers) -> App {
         router: browserd::api::app(prepared.state.clone()),
         launcher,
         _data_dir: data_dir,
-        _prepared: prepared,
+        prepared,
     }
 }
 
@@ -720,7 +720,7 @@ async fn certificates_are_checked_at_upload_and_reach_the_launch() {
 #[tokio::test]
 async fn a_tenants_key_may_tighten_its_creation_rate_but_never_loosen_it() {
     let app = app().await;
-    let store = &app._prepared.state.store;
+    let store = &app.prepared.state.store;
     let tenant = store
         .projects
         .create_project("tenant", 300, 2, 10)
@@ -808,7 +808,7 @@ async fn a_key_given_twice_in_api_json_is_refused() {
 
 /// A tenant with a project of its own, made in the store, and its key.
 async fn tenant(app: &App, concurrency: u32, key: &str) -> browserd::model::Project {
-    let store = &app._prepared.state.store;
+    let store = &app.prepared.state.store;
     let project = store
         .projects
         .create_project("tenant", 300, concurrency, 0)
@@ -934,7 +934,7 @@ async fn a_projects_keys_are_listed_made_and_revoked_and_its_last_key_stays() {
     assert_eq!(status, 200);
 
     // A project's key can make only so many keys.
-    let store = &app._prepared.state.store;
+    let store = &app.prepared.state.store;
     for i in 1..browserd::api::MAX_KEYS_PER_PROJECT {
         store
             .projects
@@ -1003,7 +1003,7 @@ async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() 
         concurrency: 3,
         per_minute: 0,
     };
-    app._prepared
+    app.prepared
         .state
         .store
         .sessions
@@ -1023,7 +1023,7 @@ async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() 
         .call(Method::PATCH, &path, Some(r#"{"concurrency": 2}"#))
         .await;
     assert_error(status, &err, 404, "not found");
-    app._prepared
+    app.prepared
         .state
         .store
         .projects
@@ -1042,7 +1042,7 @@ async fn a_tenant_may_lower_its_concurrency_and_the_next_create_is_held_to_it() 
 #[tokio::test]
 async fn a_draining_node_is_not_ready_and_refuses_creates_with_a_retry() {
     let app = app().await;
-    let sessions = &app._prepared.state.sessions;
+    let sessions = &app.prepared.state.sessions;
     assert!(!sessions.is_draining());
     sessions.start_drain();
     let (status, body) = app.call_as(None, Method::GET, "/readyz", None).await;
@@ -1071,7 +1071,11 @@ async fn a_draining_node_is_not_ready_and_refuses_creates_with_a_retry() {
         0,
         "nothing launched"
     );
-    let refused = browserd::metrics::METRICS
+    let refused = app
+        .prepared
+        .state
+        .sessions
+        .metrics()
         .creates
         .get_or_create(&browserd::metrics::Outcome {
             outcome: "draining",

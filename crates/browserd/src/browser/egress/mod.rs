@@ -21,6 +21,7 @@ pub use policy::{Cidr, EgressPolicy, Refusal, protect_own_port};
 
 use super::proxy::{Metered, ProxyRoutes, TunnelError, Upstream, Via};
 use crate::fault::Failure;
+use crate::metrics::Metrics;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -166,6 +167,7 @@ pub fn serve(
     listener: TcpListener,
     policy: Arc<EgressPolicy>,
     session: SessionSlot,
+    metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<String> {
     tokio::spawn(async move {
         // Owns the connections: dropped with this task, so aborting it closes them all.
@@ -186,10 +188,11 @@ pub fn serve(
                             tracing::warn!(limit = MAX_CONNECTIONS_PER_BROWSER, "a browser's pages hold too many connections; one more refused");
                             continue;
                         };
-                        let (policy, session) = (Arc::clone(&policy), Arc::clone(&session));
+                        let (policy, session, metrics) =
+                            (Arc::clone(&policy), Arc::clone(&session), Arc::clone(&metrics));
                         connections.spawn(async move {
                             let _permit = permit;
-                            if let Err(e) = proxy(page, &policy, &session).await {
+                            if let Err(e) = proxy(page, &policy, &session, &metrics).await {
                                 tracing::debug!(error = %e, "egress connection failed");
                             }
                         });
@@ -264,6 +267,7 @@ mod reply {
 /// Says that a connection was refused: in the server log, the refusals metric (by `rule`),
 /// and the session's log as a `browserd.egressRefused` entry its owner can read.
 fn report_refusal(
+    metrics: &Metrics,
     log: Option<&crate::inspect::logs::LogTap>,
     host: &str,
     port: u16,
@@ -272,7 +276,7 @@ fn report_refusal(
     reason: &str,
 ) {
     tracing::info!(%host, port, address = ?address, rule, reason, "egress refused");
-    crate::metrics::METRICS.egress_refused(rule);
+    metrics.egress_refused(rule);
     if let Some(log) = log {
         let mut params =
             serde_json::json!({ "host": host, "port": port, "rule": rule, "reason": reason });
@@ -285,6 +289,7 @@ fn report_refusal(
 
 /// Reports a destination the policy closed; `through`: the proxy it would have taken.
 fn report_closed(
+    metrics: &Metrics,
     log: Option<&crate::inspect::logs::LogTap>,
     host: &str,
     port: u16,
@@ -296,13 +301,22 @@ fn report_closed(
         Some(proxy) => format!("{refusal} (through the proxy {proxy})"),
         None => refusal.to_string(),
     };
-    report_refusal(log, host, port, Some(address), refusal.rule(), &reason);
+    report_refusal(
+        metrics,
+        log,
+        host,
+        port,
+        Some(address),
+        refusal.rule(),
+        &reason,
+    );
 }
 
 async fn proxy(
     mut page: TcpStream,
     policy: &EgressPolicy,
     session: &SessionSlot,
+    metrics: &Metrics,
 ) -> std::io::Result<()> {
     let (host, port) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut page)).await {
         Ok(Ok(Ok(dest))) => dest,
@@ -351,7 +365,15 @@ async fn proxy(
     // their one spelling, so only a browser that was made to misbehave sends these.
     if is_odd_address(&host) {
         let reason = "an address spelled as a name";
-        report_refusal(log.as_ref(), &host, port, None, "odd_address", reason);
+        report_refusal(
+            metrics,
+            log.as_ref(),
+            &host,
+            port,
+            None,
+            "odd_address",
+            reason,
+        );
         return answer(&mut page, reply::NOT_ALLOWED).await;
     }
     // The way back in: the session's own connect websocket is browserd, not egress, so
@@ -369,7 +391,7 @@ async fn proxy(
         return answer(&mut page, reply::NOT_ALLOWED).await;
     }
     if let Some((rule, reason)) = refused {
-        report_refusal(log.as_ref(), &host, port, None, rule, reason);
+        report_refusal(metrics, log.as_ref(), &host, port, None, rule, reason);
         return answer(&mut page, reply::NOT_ALLOWED).await;
     }
     match via {
@@ -380,7 +402,7 @@ async fn proxy(
                 Ok(())
             }
             Err(NoConnection::Closed(address, refusal)) => {
-                report_closed(log.as_ref(), &host, port, address, refusal, None);
+                report_closed(metrics, log.as_ref(), &host, port, address, refusal, None);
                 answer(&mut page, reply::NOT_ALLOWED).await
             }
             Err(NoConnection::Failed(code)) => answer(&mut page, code).await,
@@ -393,7 +415,15 @@ async fn proxy(
             // proxy that resolves names itself gets the name, judged here as well as it can be.
             let closed = |address, refusal| {
                 let through = Some(proxy.label.as_str());
-                report_closed(log.as_ref(), &host, port, address, refusal, through);
+                report_closed(
+                    metrics,
+                    log.as_ref(),
+                    &host,
+                    port,
+                    address,
+                    refusal,
+                    through,
+                );
             };
             let targets = if proxy.remote_dns {
                 if let Some((address, refusal)) = closed_destination(&host, port, policy).await {
@@ -433,7 +463,7 @@ async fn proxy(
                 Err(e) => {
                     tracing::info!(%host, port, proxy = %proxy.label, reason = %e, "upstream proxy failed");
                     if let TunnelError::Closed(refusal) = &e {
-                        crate::metrics::METRICS.egress_refused(refusal.rule());
+                        metrics.egress_refused(refusal.rule());
                     }
                     if let Some(log) = log {
                         log.note(
@@ -760,7 +790,12 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         // Held so the socket can be broken under the running proxy.
         let fd = listener.as_fd().try_clone_to_owned().unwrap();
-        let proxy = serve(listener, Arc::default(), SessionSlot::default());
+        let proxy = serve(
+            listener,
+            Arc::default(),
+            SessionSlot::default(),
+            Arc::default(),
+        );
         // Working: it takes connections.
         let first = tokio::net::TcpStream::connect(addr).await;
         assert!(first.is_ok(), "{first:?}");

@@ -146,13 +146,17 @@ impl TestServer {
             ..Settings::default()
         };
         let config = Config::resolve(&common, &settings).unwrap();
-        let sandbox =
-            browserd::browser::sandbox::Sandbox::detect(config.sandbox, config.egress_policy())
-                .unwrap();
+        let sandbox = browserd::browser::sandbox::Sandbox::detect(
+            config.sandbox,
+            config.egress_policy(),
+            Arc::clone(&config.metrics),
+        )
+        .unwrap();
         let launcher = Arc::new(ChromiumLauncher::new(
             opts.chromium.clone().unwrap_or_else(chromium),
             config.sessions_dir(),
             sandbox,
+            Arc::clone(&config.metrics),
         ));
         let prepared = browserd::server::prepare_with(&config, launcher)
             .await
