@@ -15,6 +15,8 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/sessions/{id}/release", post(release))
         .route("/drain", post(drain))
+        // One line per request, and a failure's reason (an API error logs nothing itself).
+        .layer(axum::middleware::from_fn(crate::api::access_log))
         .with_state(state)
 }
 

@@ -3,15 +3,14 @@
 //! message for someone (a 400's text, a session's end reason, a start-up refusal) return a
 //! [`Failure`] instead of a bare `String`.
 
-/// Who is at fault, from browserd's point of view.
+/// Who is at fault, from browserd's point of view. (An upstream proxy's failures have
+/// their own type, `browser::proxy::TunnelError`, which the session log names.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// What a client sent (a request, a CDP command, an upload): theirs to fix.
     Client,
     /// A session's browser (or its chromedriver) failed or answered wrongly.
     Browser,
-    /// An upstream proxy or a site beyond the browser.
-    Upstream,
     /// The database or the files beside it.
     Store,
     /// The operator's setup: flags, files, the host's tools.
@@ -25,7 +24,6 @@ impl Side {
         match self {
             Side::Client => "client",
             Side::Browser => "browser",
-            Side::Upstream => "upstream",
             Side::Store => "store",
             Side::Operator => "operator",
             Side::Internal => "internal",
@@ -55,10 +53,6 @@ impl Failure {
 
     pub fn browser(message: impl Into<String>) -> Self {
         Self::new(Side::Browser, message)
-    }
-
-    pub fn upstream(message: impl Into<String>) -> Self {
-        Self::new(Side::Upstream, message)
     }
 
     pub fn store(message: impl Into<String>) -> Self {

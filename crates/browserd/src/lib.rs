@@ -22,7 +22,7 @@
 //! `tests/it/layering.rs` checks it):
 //! `cli` → `server` → `config`/`admin`/`backup` → `api` → `cluster` → `http_server` →
 //! `sessions` → `browser` → `inspect` → `cdp` → `files` → `store` →
-//! `model`/`netns`/`secrets`/`metrics`. The relay learns about its session through traits
+//! `model`/`netns`/`secrets`/`metrics`/`fault`. The relay learns about its session through traits
 //! it defines (`cdp::relay::Seat`, `FrameLog`) that `sessions` and `inspect` implement.
 
 pub(crate) mod admin;

@@ -115,6 +115,8 @@ fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// For unit tests' budgets and fakes: a server's own comes with its configuration.
+#[cfg(test)]
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -122,6 +124,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A server's metrics: made once, with its configuration (`Config::metrics`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            clippy::new_without_default,
+            reason = "no Default outside tests: a default would make counting into a registry no one reads easy"
+        )
+    )]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("browserd");
         let sessions_live = Family::<StatusProject, Gauge>::default();

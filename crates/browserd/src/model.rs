@@ -139,7 +139,11 @@ pub struct BrowserSettings {
     pub log_session: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_certificate_errors: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "domains_as_stored"
+    )]
     pub allowed_domains: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk_policy_id: Option<String>,
@@ -196,6 +200,26 @@ pub struct ViewportSetting {
         deserialize_with = "whole_number"
     )]
     pub height: Option<u32>,
+}
+
+/// `allowedDomains` as rows hold it. browserd releases before the API checked it stored what
+/// the client sent; the supervisor of that time read a value that was not a list as no
+/// restriction, and a list's entries that were not strings as absent: so here.
+fn domains_as_stored<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    let value: Option<Value> = serde::Deserialize::deserialize(d)?;
+    Ok(match value {
+        Some(Value::Array(list)) => Some(
+            list.into_iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
 }
 
 /// A pixel count as JSON clients write it: `1280` or `1280.0` (rows kept before the
@@ -643,6 +667,30 @@ impl NodeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows of releases that stored `allowedDomains` unchecked still read, as the
+    /// supervisor of that time read them; the settings that were always checked keep their
+    /// shape.
+    #[test]
+    fn older_rows_browser_settings_read() {
+        let read = |json: &str| serde_json::from_str::<BrowserSettings>(json).unwrap();
+        assert_eq!(
+            read(r#"{"allowedDomains": "example.com"}"#).allowed_domains,
+            None
+        );
+        assert_eq!(read(r#"{"allowedDomains": true}"#).allowed_domains(), None);
+        assert_eq!(
+            read(r#"{"allowedDomains": ["a.test", 1, null]}"#).allowed_domains(),
+            Some(&["a.test".to_owned()][..])
+        );
+        let kept = read(
+            r#"{"context": {"id": "c1", "persist": true}, "viewport": {"width": 1280.0},
+                "blockAds": false, "navigationPolicy": null, "os": "mac"}"#,
+        );
+        assert_eq!(kept.context.as_ref().map(|c| c.id.as_str()), Some("c1"));
+        assert_eq!(kept.viewport.and_then(|v| v.width), Some(1280));
+        assert_eq!(kept.os, Some(Value::from("mac")));
+    }
 
     #[test]
     fn times_round_trip_and_sort_as_text() {

@@ -146,7 +146,6 @@ pub async fn prepare_with(
         cluster,
         secret,
         history: Arc::default(),
-        webdriver: Arc::default(),
         viewers: Arc::default(),
         settings: Arc::new(ApiSettings {
             public_url: config.public_url.clone(),

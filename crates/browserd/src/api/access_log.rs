@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// The middleware.
-pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
+pub(crate) async fn access_log(mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let id = request_id(&req);
     // Carried on if the request is forwarded: the owner node logs it under the same id.
@@ -30,10 +30,9 @@ pub(super) async fn access_log(mut req: Request, next: Next) -> Response {
         Some(super::error::Failed(message)) if response.status().is_server_error() => {
             tracing::error!(target: "browserd::access", %method, path = %path, status, ms, %message, "request failed");
         }
-        Some(super::error::Failed(message)) => {
-            tracing::info!(target: "browserd::access", %method, path = %path, status, ms, %message, "request");
-        }
-        None => tracing::info!(target: "browserd::access", %method, path = %path, status, ms, "request"),
+        // A client's mistake is told to the client only: its message may quote what it sent
+        // (a proxy URL with a password in it).
+        _ => tracing::info!(target: "browserd::access", %method, path = %path, status, ms, "request"),
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

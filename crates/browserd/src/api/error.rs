@@ -145,7 +145,7 @@ impl From<crate::store::StoreError> for ApiError {
 }
 
 /// A failure's side decides the status: the client's is a 400, the store's a 503 the SDKs
-/// retry, a browser's or an upstream's a 502, the operator's and browserd's own a 500.
+/// retry, a browser's a 502, the operator's and browserd's own a 500.
 impl From<crate::fault::Failure> for ApiError {
     fn from(f: crate::fault::Failure) -> Self {
         use crate::fault::Side;
@@ -153,7 +153,7 @@ impl From<crate::fault::Failure> for ApiError {
         match f.side() {
             Side::Client => Self::BadRequest(message),
             Side::Store => Self::StoreUnavailable(message),
-            Side::Browser | Side::Upstream => Self::BadGateway(message),
+            Side::Browser => Self::BadGateway(message),
             Side::Operator | Side::Internal => Self::Internal(message),
         }
     }

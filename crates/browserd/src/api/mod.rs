@@ -3,6 +3,7 @@
 //! [`crate::sessions`].
 
 mod access_log;
+pub(crate) use access_log::access_log;
 mod certificates;
 mod connect;
 pub use connect::InsideDoor;
@@ -73,8 +74,6 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// The last hour of this server's figures, for the dashboard's overview.
     pub history: Arc<overview::History>,
-    /// The sessions' chromedrivers and their WebDriver sessions (`seleniumRemoteUrl`).
-    pub webdriver: Arc<webdriver::Hub>,
     /// Live-view and DevTools sockets open now, bounded per session and per link.
     pub viewers: Arc<inspector::Viewers>,
 }

@@ -17,16 +17,15 @@ use super::AppState;
 use crate::browser::chromedriver::{Cell, Chromedriver, DriverPlace};
 use crate::fault::Failure;
 use crate::secrets::{hash_api_key, verify_session_token};
-use crate::sessions::{AttachError, ClientLease, Seat as _};
+use crate::sessions::webdriver::{Connection, until_ended};
+use crate::sessions::{AttachError, Seat as _};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -53,88 +52,8 @@ const FORWARDED: &[&str] = &[
     "print",
 ];
 
-/// How often idle WebDriver sessions are looked for.
-const IDLE_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// The chromedrivers of this server's sessions and the WebDriver sessions on them.
-#[derive(Default)]
-pub struct Hub {
-    /// By browserd session. A std Mutex: held for map operations only.
-    hosts: Mutex<HashMap<Uuid, Arc<Host>>>,
-}
-
-impl std::fmt::Debug for Hub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").finish_non_exhaustive()
-    }
-}
-
-/// One browserd session's chromedriver and its WebDriver sessions.
-struct Host {
-    driver: tokio::sync::OnceCell<Chromedriver>,
-    /// WebDriver session id → its client. A std Mutex: map operations only.
-    clients: Mutex<HashMap<String, WdClient>>,
-}
-
-struct WdClient {
-    /// Counts it among the browserd session's clients; dropped on quit or when idle.
-    _lease: ClientLease,
-    last_used: Instant,
-    /// Its kept connection to chromedriver (see [`send`]): one per WebDriver session, so a
-    /// command that waits long holds up no other client.
-    connection: Arc<tokio::sync::Mutex<Option<Connection>>>,
-}
-
-impl Hub {
-    /// The browserd session's host, made (with its watcher) on first use.
-    fn host(self: &Arc<Self>, id: Uuid, lease: &ClientLease, idle_after: Duration) -> Arc<Host> {
-        let mut hosts = self.hosts.lock().unwrap();
-        if let Some(host) = hosts.get(&id) {
-            return Arc::clone(host);
-        }
-        let host = Arc::new(Host {
-            driver: tokio::sync::OnceCell::new(),
-            clients: Mutex::default(),
-        });
-        hosts.insert(id, Arc::clone(&host));
-        // Ends the chromedriver with the session (or when browserd leaves it running), and
-        // lets go of WebDriver sessions that fell silent.
-        let (hub, farewell, watched) = (Arc::clone(self), lease.farewell(), Arc::clone(&host));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(IDLE_CHECK_EVERY);
-            let ended = until_ended(farewell);
-            tokio::pin!(ended);
-            loop {
-                tokio::select! {
-                    () = &mut ended => break,
-                    _ = tick.tick() => {
-                        watched.clients.lock().unwrap().retain(|wdid, client| {
-                            let keep = client.last_used.elapsed() < idle_after;
-                            if !keep {
-                                tracing::info!(session = %id, webdriver = %wdid, "a silent WebDriver session was let go");
-                            }
-                            keep
-                        });
-                    }
-                }
-            }
-            hub.hosts.lock().unwrap().remove(&id);
-        });
-        host
-    }
-
-    fn existing(&self, id: Uuid) -> Option<Arc<Host>> {
-        self.hosts.lock().unwrap().get(&id).cloned()
-    }
-}
-
 /// How long an answer saying the browser is gone waits for the session's end to be known.
 const SESSION_END_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Returns when the session has ended (or browserd leaves it running).
-async fn until_ended(mut farewell: tokio::sync::watch::Receiver<Option<crate::model::Farewell>>) {
-    let _ = farewell.wait_for(Option::is_some).await.map(drop);
-}
 
 /// A WebDriver error: `{"value": {"error", "message", "stacktrace"}}`.
 fn wd_error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
@@ -361,7 +280,7 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         Err(_) => return ended(state, id).await,
     };
     let idle_after = state.settings.client_watch.idle_after;
-    let host = state.webdriver.host(id, &lease, idle_after);
+    let host = state.sessions.webdriver().host(id, &lease, idle_after);
     let driver = host
         .driver
         .get_or_try_init(|| async {
@@ -410,14 +329,7 @@ async fn new_session(state: &AppState, id: Uuid, body: &Bytes) -> Response {
         caps.remove("webSocketUrl");
         caps.remove("goog:chromeOptions");
     }
-    host.clients.lock().unwrap().insert(
-        wdid,
-        WdClient {
-            _lease: lease,
-            last_used: Instant::now(),
-            connection,
-        },
-    );
+    host.add_client(wdid, lease, connection);
     (status, axum::Json(answer)).into_response()
 }
 
@@ -474,7 +386,7 @@ async fn command(
             ),
         )
     };
-    let Some(host) = state.webdriver.existing(id) else {
+    let Some(host) = state.sessions.webdriver().existing(id) else {
         return unknown_session();
     };
     let quitting = rest.is_empty() && method == Method::DELETE;
@@ -495,9 +407,9 @@ async fn command(
         };
         client.last_used = Instant::now();
         (
-            client._lease.farewell(),
+            client.lease.farewell(),
             Arc::clone(&client.connection),
-            client._lease.rules().clone(),
+            client.lease.rules().clone(),
         )
     };
     let Some(driver) = host.driver.get() else {
@@ -594,9 +506,6 @@ async fn file_input_rule(
     command.insert("text".into(), text.into());
     Ok(Bytes::from(Value::Object(command).to_string()))
 }
-
-/// A kept-alive HTTP/1 connection to a chromedriver.
-type Connection = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
 
 /// One request to chromedriver on a client's kept connection (a new one if it has none or
 /// it closed); its status and JSON answer. The lock is held for the whole exchange: HTTP/1

@@ -14,6 +14,7 @@ pub(crate) mod ending;
 mod supervisor;
 #[cfg(test)]
 mod tests;
+pub(crate) mod webdriver;
 
 pub(crate) use creation::{AskError, NewSession};
 
@@ -298,6 +299,8 @@ impl LiveEntry {
 }
 
 pub struct SessionManager {
+    /// The chromedrivers of its sessions and the WebDriver sessions on them.
+    webdriver: Arc<webdriver::Hub>,
     /// This server's metrics.
     metrics: Arc<crate::metrics::Metrics>,
     store: Arc<dyn SessionStore>,
@@ -371,6 +374,7 @@ impl SessionManager {
         let proof = Arc::new(LaunchProof::default());
         let launcher: Arc<dyn Launcher> = Arc::new(Proving::new(launcher, Arc::clone(&proof)));
         let manager = Arc::new(Self {
+            webdriver: Arc::default(),
             node,
             metrics,
             draining: watch::Sender::new(false),
@@ -451,21 +455,26 @@ impl SessionManager {
         self.launcher.enforces_egress()
     }
 
-    /// Whether a launch could start now: Chromium is there, and a browser has been seen to
-    /// start (and the last plain launch did not fail). Asked while Chromium is not proven,
-    /// it starts a probe browser in the background, if there is room for one (a free slot,
-    /// memory and disk above the floors): the next ask has the answer.
-    /// How browserd reaches this server's browsers' DevTools (into their namespaces when
-    /// sandboxed): whoever dials a session's browser goes through it.
+    /// The chromedrivers of its sessions and the WebDriver sessions on them.
+    pub(crate) fn webdriver(&self) -> &Arc<webdriver::Hub> {
+        &self.webdriver
+    }
+
     /// This server's metrics.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
+    /// How browserd reaches this server's browsers' DevTools (into their namespaces when
+    /// sandboxed): whoever dials a session's browser goes through it.
     pub fn dialer(&self) -> crate::netns::Dialer {
         self.launcher.dialer()
     }
 
+    /// Whether a launch could start now: Chromium is there, and a browser has been seen to
+    /// start (and the last plain launch did not fail). Asked while Chromium is not proven,
+    /// it starts a probe browser in the background, if there is room for one (a free slot,
+    /// memory and disk above the floors): the next ask has the answer.
     pub fn launcher_readiness(&self) -> Result<(), Failure> {
         self.launcher.readiness()?;
         let proven = self.proof.readiness();

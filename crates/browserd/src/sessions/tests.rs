@@ -666,7 +666,7 @@ fn a_browser_warm_with_an_extension_serves_sessions_that_start_like_the_pool() {
             .is_none()
     );
     let with_settings = |settings: Value| CreateRequest {
-        browser_settings: serde_json::from_value(settings).ok(),
+        browser_settings: Some(serde_json::from_value(settings).unwrap()),
         ..with_extension("/ext/a")
     };
     // Nothing left its egress before the session took it, so egress rules hold from the

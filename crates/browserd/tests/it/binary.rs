@@ -782,7 +782,7 @@ async fn every_older_data_dir_opens_migrates_and_serves_all_it_holds() {
 
 /// Makes today's fixture for the test above; run it when the schema or the data dir's
 /// layout changes, and commit what it writes:
-/// `cargo nextest run --test binary --run-ignored only make_an_upgrade_fixture`.
+/// `cargo nextest run --test it --run-ignored only binary::make_an_upgrade_fixture`.
 #[tokio::test]
 #[ignore = "writes tests/fixtures/upgrade/<today>/; run on purpose"]
 async fn make_an_upgrade_fixture() {

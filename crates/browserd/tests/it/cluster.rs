@@ -205,7 +205,8 @@ async fn wait_status(node: &Node, id: &str, status: &str, within: Duration) -> V
 }
 
 /// Waits until every node's last heartbeat (as `GET /v1/nodes` through `via` shows it) is
-/// after `after`: by then each has renewed its lease, and swept, since that moment.
+/// after `after`: each has renewed its lease since then. The caller asks for two leases
+/// after the database came back, by when a node that was going to sweep has swept.
 async fn every_node_beat_after(via: &Node, after: time::OffsetDateTime) {
     let mut nodes: Value;
     common::wait_until!(

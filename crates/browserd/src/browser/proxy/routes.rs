@@ -181,7 +181,11 @@ mod tests {
             ),
             (
                 json!([{"type": "external", "server": "socks5://p.test", "username": "u", "password": "x".repeat(256)}]),
-                "proxies[0]: a SOCKS5 proxy's username and password are at most 255 bytes",
+                "proxies[0]: a SOCKS5 proxy's username and password go together, 1 to 255 bytes each",
+            ),
+            (
+                json!([{"type": "external", "server": "socks5://p.test", "username": "only-me"}]),
+                "proxies[0]: a SOCKS5 proxy's username and password go together",
             ),
             (
                 json!([{"type": "none", "domainPattern": "("}]),

@@ -61,11 +61,12 @@ impl Upstream {
             username: username.unwrap_or_default().to_owned(),
             password: password.unwrap_or_default().to_owned(),
         });
+        // RFC 1929: both, 1 to 255 bytes each (an empty one cannot be sent).
         if let (Protocol::Socks5, Some(c)) = (addr.protocol, &credentials)
-            && (c.username.len() > 255 || c.password.len() > 255)
+            && !((1..=255).contains(&c.username.len()) && (1..=255).contains(&c.password.len()))
         {
             return Err(Failure::client(
-                "a SOCKS5 proxy's username and password are at most 255 bytes each",
+                "a SOCKS5 proxy's username and password go together, 1 to 255 bytes each",
             ));
         }
         let user = username.map(|u| format!("{u}@")).unwrap_or_default();
@@ -209,6 +210,8 @@ fn socks5_error(e: tokio_socks::Error, with_credentials: bool) -> TunnelError {
         | E::AddressTypeNotSupported) => {
             TunnelError::Refused(format!("SOCKS5: {}", refusal.to_string().to_lowercase()))
         }
+        // A reply code past RFC 1928's: still the proxy saying no (the next address may do).
+        E::UnknownError => TunnelError::Refused("SOCKS5: an unknown reply code".into()),
         other => TunnelError::Broken(format!("SOCKS5: {other}")),
     }
 }
@@ -275,11 +278,11 @@ async fn read_answer(stream: &mut TcpStream) -> std::io::Result<Answer> {
     }
 }
 
-/// Where the head ends (just past its blank line: `\r\n\r\n`, or `\n\n` from a lax proxy),
-/// looking from `from` on.
+/// Where the head ends: just past its blank line, as a line reader would find it (`\r\n`
+/// or a lax proxy's `\n` after the last line's `\n`), looking from `from` on.
 fn end_of_head(head: &[u8], from: usize) -> Option<usize> {
     let tail = &head[from..];
-    let crlf = memchr::memmem::find(tail, b"\r\n\r\n").map(|i| i + 4);
+    let crlf = memchr::memmem::find(tail, b"\n\r\n").map(|i| i + 3);
     let lf = memchr::memmem::find(tail, b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(from + a.min(b)),
@@ -417,6 +420,7 @@ mod tests {
                 b"HTTP/1.0 403 Forbidden\n\n",
                 "refused the connection: 403 Forbidden",
             ),
+            (b"HTTP/1.0 402 Pay\n\r\n", "refused the connection: 402 Pay"),
             (b"SSH-2.0-OpenSSH\r\n\r\n", "broke off: not an HTTP answer"),
         ] {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
