@@ -756,15 +756,7 @@ impl ContextStore for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| {
-                Ok(Context {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    name: row.try_get("name")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
+            .map(|row| rows::ContextRow::<OffsetDateTime>::from_row(&row)?.try_into())
             .transpose()
     }
 
@@ -801,16 +793,7 @@ impl ExtensionStore for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| {
-                Ok(Extension {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    file_name: row.try_get("file_name")?,
-                    content: row.try_get("content")?,
-                    created_at: row.try_get("created_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
+            .map(|row| rows::ExtensionRow::<OffsetDateTime>::from_row(&row)?.try_into())
             .transpose()
     }
 

@@ -5,7 +5,8 @@
 
 use super::{Result, StoreError};
 use crate::model::{
-    BrowserRecord, Certificate, NavigationPolicy, Node, NodeState, Project, Session, SessionStatus,
+    BrowserRecord, Certificate, Context, Extension, NavigationPolicy, Node, NodeState, Project,
+    Session, SessionStatus,
 };
 use time::OffsetDateTime;
 
@@ -165,6 +166,52 @@ impl<T: StoredTime> TryFrom<NodeRow<T>> for Node {
             live_sessions: r.live_sessions as u32,
             draining: r.draining,
             max_sessions: r.max_sessions as u32,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ContextRow<T> {
+    id: String,
+    project_id: String,
+    name: Option<String>,
+    created_at: T,
+    updated_at: T,
+}
+
+impl<T: StoredTime> TryFrom<ContextRow<T>> for Context {
+    type Error = StoreError;
+    fn try_from(r: ContextRow<T>) -> Result<Self> {
+        Ok(Context {
+            id: r.id,
+            project_id: r.project_id,
+            name: r.name,
+            created_at: r.created_at.into_time("created_at")?,
+            updated_at: r.updated_at.into_time("updated_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ExtensionRow<T> {
+    id: String,
+    project_id: String,
+    file_name: String,
+    content: Option<String>,
+    created_at: T,
+    updated_at: T,
+}
+
+impl<T: StoredTime> TryFrom<ExtensionRow<T>> for Extension {
+    type Error = StoreError;
+    fn try_from(r: ExtensionRow<T>) -> Result<Self> {
+        Ok(Extension {
+            id: r.id,
+            project_id: r.project_id,
+            file_name: r.file_name,
+            content: r.content,
+            created_at: r.created_at.into_time("created_at")?,
+            updated_at: r.updated_at.into_time("updated_at")?,
         })
     }
 }

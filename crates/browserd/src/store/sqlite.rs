@@ -664,15 +664,7 @@ impl ContextStore for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| {
-                Ok(Context {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    name: row.try_get("name")?,
-                    created_at: time_col(&row, "created_at")?,
-                    updated_at: time_col(&row, "updated_at")?,
-                })
-            })
+            .map(|row| rows::ContextRow::<String>::from_row(&row)?.try_into())
             .transpose()
     }
 
@@ -710,16 +702,7 @@ impl ExtensionStore for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .map(|row| {
-                Ok(Extension {
-                    id: row.try_get("id")?,
-                    project_id: row.try_get("project_id")?,
-                    file_name: row.try_get("file_name")?,
-                    content: row.try_get("content")?,
-                    created_at: time_col(&row, "created_at")?,
-                    updated_at: time_col(&row, "updated_at")?,
-                })
-            })
+            .map(|row| rows::ExtensionRow::<String>::from_row(&row)?.try_into())
             .transpose()
     }
 
@@ -969,11 +952,6 @@ impl Database for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn time_col(row: &SqliteRow, col: &str) -> Result<OffsetDateTime> {
-    let s: String = row.try_get(col)?;
-    parse_time(&s).map_err(|e| StoreError::Corrupt(format!("{col} {s:?}: {e}")))
 }
 
 fn project_from_row(row: &SqliteRow) -> Result<Project> {
