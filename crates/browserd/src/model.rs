@@ -237,6 +237,41 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
         .transpose()
 }
 
+/// Records that belong to one project.
+pub trait ProjectOwned {
+    fn project_id(&self) -> &str;
+}
+
+impl ProjectOwned for Session {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for NavigationPolicy {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for Context {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for Certificate {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
+impl ProjectOwned for Extension {
+    fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
 /// Enough about a running browser to find it again after a browserd restart, and to be
 /// sure it is the same process.
 #[derive(Debug, Clone, PartialEq, Eq)]

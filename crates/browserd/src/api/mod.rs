@@ -221,41 +221,6 @@ fn extensions_limit_bytes() -> usize {
     crate::files::extensions::MAX_EXTENSION_BYTES as usize + 1024 * 1024
 }
 
-/// Records that belong to one project.
-trait ProjectOwned {
-    fn project_id(&self) -> &str;
-}
-
-impl ProjectOwned for crate::model::Session {
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-}
-
-impl ProjectOwned for crate::model::NavigationPolicy {
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-}
-
-impl ProjectOwned for crate::model::Context {
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-}
-
-impl ProjectOwned for crate::model::Certificate {
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-}
-
-impl ProjectOwned for crate::model::Extension {
-    fn project_id(&self) -> &str {
-        &self.project_id
-    }
-}
-
 /// The record `id` names if it is the caller's project's. A malformed id, a missing record
 /// and another project's record all answer the same 404, so ids leak nothing.
 async fn owned<T, Fut>(
@@ -265,15 +230,12 @@ async fn owned<T, Fut>(
     fetch: impl FnOnce(uuid::Uuid) -> Fut,
 ) -> Result<T, ApiError>
 where
-    T: ProjectOwned,
+    T: crate::model::ProjectOwned,
     Fut: std::future::Future<Output = crate::store::Result<Option<T>>>,
 {
-    let not_found = || ApiError::NotFound(format!("{what} {id} not found"));
-    let uuid = uuid::Uuid::try_parse(id).map_err(|_| not_found())?;
-    match fetch(uuid).await? {
-        Some(record) if record.project_id() == auth.0.id => Ok(record),
-        _ => Err(not_found()),
-    }
+    crate::store::owned_by(&auth.0.id, id, fetch)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{what} {id} not found")))
 }
 
 /// Refuses a `projectId` in a body that is not the API key's project.

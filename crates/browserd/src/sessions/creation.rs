@@ -58,13 +58,12 @@ impl SessionManager {
         if let Some(settings) = settings.as_mut()
             && let Some(id) = settings.risk_policy_id.clone()
         {
-            let policy = owned(
-                "navigation policy",
-                &id,
-                &project,
-                |p: &crate::model::NavigationPolicy| &p.project_id,
-                |id| async move { resources.navigation_policies.get_policy(&id).await },
-            )
+            let policy = owned("navigation policy", &id, &project, |id| async move {
+                resources
+                    .navigation_policies
+                    .get_policy(&id.to_string())
+                    .await
+            })
             .await
             .map_err(|e| match e {
                 CreateError::Asked(AskError::NotFound(m)) => {
@@ -85,24 +84,16 @@ impl SessionManager {
         // Each must be this project's; resolved now so a wrong id is a 404, not a failed
         // launch.
         if let Some(context) = settings.as_ref().and_then(|s| s.context.as_ref()) {
-            owned(
-                "context",
-                &context.id,
-                &project,
-                |c: &crate::model::Context| &c.project_id,
-                |id| async move { resources.contexts.get_context(&id).await },
-            )
+            owned("context", &context.id, &project, |id| async move {
+                resources.contexts.get_context(&id.to_string()).await
+            })
             .await?;
         }
         let extension_dir = match &ask.extension_id {
             Some(id) => {
-                let extension = owned(
-                    "extension",
-                    id,
-                    &project,
-                    |e: &crate::model::Extension| &e.project_id,
-                    |id| async move { resources.extensions.get_extension(&id).await },
-                )
+                let extension = owned("extension", id, &project, |id| async move {
+                    resources.extensions.get_extension(&id.to_string()).await
+                })
                 .await?;
                 let dir = self.files.local_extension(&extension).await.map_err(|e| {
                     CreateError::Internal(format!("extension {id} could not be unpacked here: {e}"))
@@ -113,13 +104,12 @@ impl SessionManager {
         };
         let mut ca_certificates = Vec::new();
         for id in &ask.ca_certificate_ids {
-            let certificate = owned(
-                "certificate",
-                id,
-                &project,
-                |c: &crate::model::Certificate| &c.project_id,
-                |id| async move { resources.certificates.get_certificate(&id).await },
-            )
+            let certificate = owned("certificate", id, &project, |id| async move {
+                resources
+                    .certificates
+                    .get_certificate(&id.to_string())
+                    .await
+            })
             .await?;
             ca_certificates.push(certificate.pem);
         }
@@ -199,25 +189,18 @@ impl SessionManager {
     }
 }
 
-/// The record `id` names, if it is `project`'s; any other (none, another project's, not an
-/// id at all) is the same "not found", so ids of other projects cannot be probed.
+/// The record `id` names, if it is `project`'s (see [`crate::store::owned_by`]).
 async fn owned<T, Fut>(
     what: &str,
     id: &str,
     project: &str,
-    project_of: impl Fn(&T) -> &String,
-    fetch: impl FnOnce(String) -> Fut,
+    fetch: impl FnOnce(uuid::Uuid) -> Fut,
 ) -> Result<T, CreateError>
 where
+    T: crate::model::ProjectOwned,
     Fut: std::future::Future<Output = crate::store::Result<Option<T>>>,
 {
-    let not_found = || CreateError::Asked(AskError::NotFound(format!("{what} {id} not found")));
-    // Stored ids are in the hyphenated form; a client may write another.
-    let Ok(uuid) = uuid::Uuid::try_parse(id) else {
-        return Err(not_found());
-    };
-    match fetch(uuid.to_string()).await? {
-        Some(record) if project_of(&record) == project => Ok(record),
-        _ => Err(not_found()),
-    }
+    crate::store::owned_by(project, id, fetch)
+        .await?
+        .ok_or_else(|| AskError::NotFound(format!("{what} {id} not found")).into())
 }

@@ -594,6 +594,26 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn context_saved(&self, id: &str, at: OffsetDateTime) -> Result<bool>;
 }
 
+/// The record `id` names, if it is `project`'s: `None` for a malformed id, a missing record
+/// and another project's alike, so ids of other projects cannot be probed. `fetch` gets the
+/// id in the stored (hyphenated) form, whatever form the client wrote.
+pub async fn owned_by<T, Fut>(
+    project: &str,
+    id: &str,
+    fetch: impl FnOnce(Uuid) -> Fut,
+) -> Result<Option<T>>
+where
+    T: crate::model::ProjectOwned,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let Ok(uuid) = Uuid::try_parse(id) else {
+        return Ok(None);
+    };
+    Ok(fetch(uuid)
+        .await?
+        .filter(|record| record.project_id() == project))
+}
+
 #[cfg(test)]
 pub(crate) mod memory {
     //! A [`SessionStore`] in a map, for tests that pause time.
